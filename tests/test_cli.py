@@ -1,0 +1,60 @@
+"The installed `leadchat` console script, run as a user runs it."
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADCHAT = Path(sys.executable).parent / 'leadchat'
+
+
+def run(*args, env=None):
+    e = {k: v for k, v in os.environ.items()}
+    e.update(env or {})
+    return subprocess.run([str(LEADCHAT), *args], capture_output=True, text=True, cwd=ROOT, env=e, timeout=120)
+
+
+def test_help_lists_commands():
+    r = run('--help')
+    assert r.returncode == 0 and 'check' in r.stdout and 'demo' in r.stdout
+
+
+def test_the_committed_demo_profile_is_valid_and_the_demo_runs():
+    r = run('check', '--env-file', 'demo.env')
+    assert r.returncode == 0, r.stderr
+    r = run('demo', '--env-file', 'demo.env')
+    assert r.returncode == 0, r.stderr
+    assert 'propose_handoff (hot_lead)' in r.stdout and '"handoff_reason": "hot_lead"' in r.stdout
+
+
+def test_missing_required_variables_stop_with_a_named_error(tmp_path):
+    empty = tmp_path / 'empty.env'
+    empty.write_text('')
+    r = run('check', '--env-file', str(empty))
+    assert r.returncode == 2
+    assert 'RAG_RELEVANCE_THRESHOLD is not set' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_environment_overrides_and_hostile_values(tmp_path):
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm'}
+    assert run('check', env=env).returncode == 0
+    for k, v, needle in [('BUSINESS_HOURS_START', '9.5', 'BUSINESS_HOURS_START'),
+                         ('BUSINESS_HOURS_END', '9' * 400, 'BUSINESS_HOURS_END'),
+                         ('BUSINESS_HOURS_TIMEZONE', '../../../etc/localtime', 'BUSINESS_HOURS_TIMEZONE'),
+                         ('BUSINESS_HOURS_TIMEZONE', 'Europe/Madrid\u202e', 'BUSINESS_HOURS_TIMEZONE'),
+                         ('RAG_RELEVANCE_THRESHOLD', 'NaN', 'RAG_RELEVANCE_THRESHOLD'),
+                         ('CONTEXT_WINDOW_TURNS', '0', 'CONTEXT_WINDOW_TURNS'),
+                         ('HANDOFF_RETRY_BACKOFF_SECONDS', '1;3;9', 'HANDOFF_RETRY_BACKOFF_SECONDS'),
+                         ('HANDOFF_CHANNELS', 'slack', 'SLACK_WEBHOOK_URL'),
+                         ('SMTP_PORT', '99999', 'SMTP_PORT')]:
+        r = run('check', env={**env, k: v})
+        assert r.returncode == 2, (k, v, r.stdout)
+        assert needle in r.stderr and 'Traceback' not in r.stderr, (k, r.stderr)
+
+
+def test_json_output_masks_secrets():
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'SMTP_PASSWORD': 'hunter2-secret', 'LEADCHAT_ADMIN_TOKEN': 'tok-very-secret'}
+    r = run('check', '--json', env=env)
+    assert r.returncode == 0, r.stderr
+    assert 'hunter2-secret' not in r.stdout and 'tok-very-secret' not in r.stdout and '**********' in r.stdout
