@@ -44,7 +44,7 @@ sync: $(STAMP)
 
 nbtest: $(STAMP)
 	@echo "==> [test] nbdev-test (notebooks are the source and their tests)"
-	@$(BIN)/nbdev-test --n-workers 2
+	@$(BIN)/nbdev-test --n-workers 2 --flags pg
 
 pytest: $(STAMP)
 	@echo "==> [test] pytest tests/"

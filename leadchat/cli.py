@@ -19,7 +19,8 @@ from . import __version__
 from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'load_settings', 'version', 'check', 'demo', 'main']
+__all__ = ['app', 'EnvFile', 'db_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status', 'db_purge',
+           'db_expire', 'main']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -100,6 +101,67 @@ def demo(env_file: Optional[Path] = EnvFile):
     typer.echo(f'CRM task due: {crm_due_at(now, in_hours, settings=s):%Y-%m-%d %H:%M} UTC')
     typer.echo(f'\nsummary for the sales rep:\n  {packet.conversation_summary}\n')
     typer.echo(packet.model_dump_json(indent=2))
+
+
+db_app = typer.Typer(no_args_is_help=True, help='The database: migrations, status, retention.')
+app.add_typer(db_app, name='db')
+
+
+def _run_db(env_file, fn):
+    "Run `fn(settings, db)` against the configured database, turning database errors into exit code 1."
+    import asyncio
+    from leadchat.db import DatabaseError, open_database
+    s = load_settings(env_file)
+    async def go():
+        db = await open_database(s)
+        try: return await fn(s, db)
+        finally: await db.close()
+    try: return asyncio.run(go())
+    except DatabaseError as e:
+        typer.secho(f'database error: {e}', err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+
+
+@db_app.command('migrate')
+def db_migrate(env_file: Optional[Path] = EnvFile):
+    "Apply pending migrations (idempotent; safe to run from several processes at once)."
+    from leadchat.db import migrate
+    applied = _run_db(env_file, lambda s, db: migrate(db.url, s))
+    typer.echo('applied: ' + ', '.join(applied) if applied else 'database is up to date')
+
+
+@db_app.command('status')
+def db_status(env_file: Optional[Path] = EnvFile):
+    "Show each migration and whether it is applied, pending or edited."
+    from leadchat.db import migration_status, redact_url
+    async def go(s, db):
+        typer.echo(f'database: {redact_url(db.url)}')
+        return await migration_status(db.url)
+    rows = _run_db(env_file, go)
+    for r in rows: typer.echo(f"{r['version']:04d}  {r['state']:<8} {r['filename']}  {r['applied_at'] or ''}")
+    if any(r['state'] != 'applied' for r in rows): raise typer.Exit(3)
+
+
+@db_app.command('purge')
+def db_purge(env_file: Optional[Path] = EnvFile,
+             days: int = typer.Option(90, min=1, help='Keep sessions active within this many days.'),
+             dry_run: bool = typer.Option(False, '--dry-run', help='Only count what would be deleted.')):
+    "Delete sessions older than the retention period (sessions with a lead are kept for the lead's lifetime)."
+    from leadchat.repos import purge_sessions
+    async def go(s, db):
+        async with db.pool.connection() as conn: return await purge_sessions(conn, retention_days=days, dry_run=dry_run)
+    counts = _run_db(env_file, go)
+    typer.echo(('would delete' if dry_run else 'deleted') + ': ' +
+               ', '.join(f'{k} {v}' for k, v in counts.model_dump().items()))
+
+
+@db_app.command('expire')
+def db_expire(env_file: Optional[Path] = EnvFile):
+    "One pass of the session-TTL sweeper: close sessions older than SESSION_TTL_HOURS as session_expiry."
+    from leadchat.repos import expire_sessions
+    async def go(s, db):
+        async with db.pool.connection() as conn: return await expire_sessions(conn, ttl_hours=s.session_ttl_hours)
+    typer.echo(f'expired {len(_run_db(env_file, go))} session(s)')
 
 
 def main():
