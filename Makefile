@@ -35,6 +35,9 @@ deps: $(STAMP)
 run: $(STAMP)
 	@echo "==> [run] checking the demo configuration"
 	@$(BIN)/leadchat check --env-file demo.env
+	@echo "==> [run] embedded PostgreSQL in .leadchat/pgdata: applying migrations"
+	@$(BIN)/leadchat db migrate --env-file demo.env
+	@$(BIN)/leadchat db status --env-file demo.env
 	@echo "==> [run] walking a visitor through qualification and handoff"
 	@$(BIN)/leadchat demo --env-file demo.env
 

@@ -24,6 +24,7 @@ import structlog
 from psycopg import sql
 from psycopg.rows import dict_row
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .config import Settings
@@ -32,8 +33,8 @@ from .config import Settings
 __all__ = ['log', 'DATABASE_NAME', 'MIGRATION_LOCK_KEY', 'CONNECTION_KWARGS', 'EMBEDDING_MODELS', 'DatabaseError',
            'MigrationError', 'redact_url', 'check_pgdata', 'start_embedded', 'embedded_pgdata', 'database_url',
            'stop_embedded', 'create_pool', 'ping', 'Migration', 'migration_files', 'migrate', 'migration_status',
-           'knowledge_table', 'ensure_knowledge_table', 'LeadchatSaver', 'create_checkpointer', 'checkpointer_setup',
-           'Database', 'open_database']
+           'knowledge_table', 'ensure_knowledge_table', 'LeadchatSaver', 'checkpoint_serializer', 'create_checkpointer',
+           'checkpointer_setup', 'Database', 'open_database']
 
 # %% ../nbs/10_db.ipynb #db000006
 log = structlog.get_logger('leadchat.db')
@@ -326,9 +327,16 @@ class LeadchatSaver(AsyncPostgresSaver):
                       error=f'{type(e).__name__}: {e}', pending_writes=len(writes))
 
 
+def checkpoint_serializer() -> JsonPlusSerializer:
+    "Strict msgpack: only LangGraph's safe types and leadchat's state models may be revived from a checkpoint."
+    from leadchat.state import Consent, Message, QualificationState, SessionState, SignalEntry
+    return JsonPlusSerializer(allowed_msgpack_modules=None).with_msgpack_allowlist(
+        [SessionState, QualificationState, Message, SignalEntry, Consent])
+
+
 def create_checkpointer(pool: AsyncConnectionPool) -> LeadchatSaver:
-    "The saver leadchat uses: on the shared pool (autocommit, prepare_threshold=0, dict rows)."
-    return LeadchatSaver(pool)
+    "The saver leadchat uses: on the shared pool (autocommit, prepare_threshold=0, dict rows), strict serde."
+    return LeadchatSaver(pool, serde=checkpoint_serializer())
 
 
 async def checkpointer_setup(conn) -> None:

@@ -21,7 +21,7 @@ __all__ = ['EventType', 'EVENT_TYPES', 'OutboxStatus', 'SessionRow', 'session_va
            'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'OutboxItem',
            'enqueue_handoff', 'claim_handoffs', 'finish_handoff', 'HandoffRecord', 'insert_handoff_record',
            'list_handoff_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions',
-           'expire_sessions']
+           'expire_sessions', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -365,3 +365,18 @@ async def expire_sessions(conn, *, ttl_hours: int, now: datetime | None = None) 
            SELECT session_id, 'session_expired', turn_count, jsonb_build_object('ttl_hours', %(ttl)s), %(now)s FROM x
            RETURNING session_id''', dict(now=now, cutoff=now - timedelta(hours=ttl_hours), ttl=ttl_hours))
     return sorted(r['session_id'] for r in await cur.fetchall())
+
+# %% ../nbs/11_repos.ipynb #4e9o0031
+async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300.0, stop=None) -> None:
+    "Expire sessions every `interval_seconds` until `stop` (an asyncio.Event) is set; errors are logged, not raised."
+    import asyncio
+    import structlog
+    log = structlog.get_logger('leadchat.repos')
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn: expired = await expire_sessions(conn, ttl_hours=ttl_hours)
+            if expired: log.info('sessions_expired', count=len(expired))
+        except Exception as e: log.error('session_sweep_failure', error=f'{type(e).__name__}: {e}')
+        try: await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+        except asyncio.TimeoutError: pass

@@ -365,3 +365,49 @@ async def test_session_ttl_sweeper_expires_once_and_emits_events(pg):
         ev = await list_events(c, event_types=['session_expired'])
         assert [(e.session_id, e.payload) for e in ev] == [('stale', {'ttl_hours': 24})]
     await p.close()
+
+
+async def test_ttl_sweeper_loop_runs_and_stops(pg):
+    from leadchat.repos import run_ttl_sweeper
+    url = fresh_db(pg[1]); await migrate(url, pg[0])
+    p = await create_pool(url)
+    async with p.connection() as c: await upsert_session(c, session('old-open', hours_ago=10_000))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_ttl_sweeper(p, ttl_hours=24, interval_seconds=0.05, stop=stop))
+    for _ in range(100):
+        async with p.connection() as c:
+            if (await get_session(c, 'old-open')).termination_type: break
+        await asyncio.sleep(0.05)
+    stop.set(); await asyncio.wait_for(task, 5)
+    async with p.connection() as c: assert (await get_session(c, 'old-open')).termination_type == 'session_expiry'
+    await p.close()
+
+
+def state_graph(saver):
+    g = StateGraph(SessionState)
+    g.add_node('write_state', lambda s: {'turn_counter': s.turn_counter + 1})
+    g.add_edge(START, 'write_state'); g.add_edge('write_state', END)
+    return g.compile(checkpointer=saver)
+
+
+async def test_session_state_round_trips_through_the_saver_and_pii_stays_out_of_failure_logs(pg):
+    from leadchat.state import QualificationDelta, SignalEntry, apply_delta
+    url = pg[1]
+    st = apply_delta(session(f'rt-{uuid.uuid4()}'), QualificationDelta(
+        visitor_email='secret.person@example.com', visitor_name='Secret Person',
+        signals=[SignalEntry(dimension='problem_fit', level='confirmed', signal_type='explicit',
+                             evidence='call me on +34 600 000 000', turn_index=1)]))
+    cfg = {'configurable': {'thread_id': st.session_id}}
+    p = await create_pool(url)
+    g = state_graph(create_checkpointer(p))
+    await g.ainvoke(st, cfg, durability='exit')
+    back = SessionState.model_validate((await g.aget_state(cfg)).values)
+    assert back == st.model_copy(update={'turn_counter': 1})
+    await p.close()
+    bad = await create_pool(await faulty_role_url(url, 'GRANT SELECT ON checkpoints, checkpoint_writes, checkpoint_blobs TO {role}'))
+    with capture_logs() as logs:
+        await state_graph(create_checkpointer(bad)).ainvoke({'turn_counter': 5}, cfg, durability='exit')
+    await bad.close()
+    text = repr(logs)
+    assert 'checkpointer_write_failure' in text
+    assert 'secret.person@example.com' not in text and 'Secret Person' not in text and '600 000 000' not in text
