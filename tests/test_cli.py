@@ -58,3 +58,26 @@ def test_json_output_masks_secrets():
     r = run('check', '--json', env=env)
     assert r.returncode == 0, r.stderr
     assert 'hunter2-secret' not in r.stdout and 'tok-very-secret' not in r.stdout and '**********' in r.stdout
+
+
+def test_db_commands_against_a_fresh_embedded_server(tmp_path):
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'LEADCHAT_HOME': str(tmp_path)}
+    first = run('db', 'migrate', env=env)
+    assert first.returncode == 0 and 'applied: 0001_core.sql' in first.stdout, first.stderr
+    second = run('db', 'migrate', env=env)
+    assert second.returncode == 0 and 'database is up to date' in second.stdout
+    status = run('db', 'status', env=env)
+    assert status.returncode == 0 and 'applied' in status.stdout and 'pending' not in status.stdout
+    purge = run('db', 'purge', '--dry-run', env=env)
+    assert purge.returncode == 0 and purge.stdout.startswith('would delete: sessions 0')
+    assert run('db', 'purge', '--days', '0', env=env).returncode == 2          # typer: --days must be >= 1
+    assert run('db', 'expire', env=env).stdout.strip() == 'expired 0 session(s)'
+
+
+def test_db_commands_report_an_unreachable_server_without_a_traceback():
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'DATABASE_URL': 'postgresql://app:hunter2@127.0.0.1:9/leadchat'}
+    r = run('db', 'status', env=env)
+    assert r.returncode == 1 and 'cannot connect to the database' in r.stderr
+    assert 'hunter2' not in r.stderr and 'Traceback' not in r.stderr
