@@ -20,7 +20,7 @@ from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
 __all__ = ['app', 'EnvFile', 'db_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status', 'db_purge',
-           'db_expire', 'main']
+           'db_expire', 'ingest', 'calibrate', 'eval_rag', 'main']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -162,6 +162,90 @@ def db_expire(env_file: Optional[Path] = EnvFile):
     async def go(s, db):
         async with db.pool.connection() as conn: return await expire_sessions(conn, ttl_hours=s.session_ttl_hours)
     typer.echo(f'expired {len(_run_db(env_file, go))} session(s)')
+
+
+def _with_retriever(env_file, fn, *, ranking=None):
+    "Run `fn(settings, db, retriever)` on the configured database and knowledge table."
+    from leadchat.retrieval import KnowledgeRetriever
+    return _run_db(env_file, lambda s, db: fn(s, db, KnowledgeRetriever(db.pool, s, ranking=ranking)))
+
+
+@app.command()
+def ingest(path: Path = typer.Argument(Path('knowledge'), help='A folder of Markdown/text documents, or one file.'),
+           env_file: Optional[Path] = EnvFile):
+    "Chunk, embed and upsert the knowledge base (only new or changed text is embedded)."
+    from leadchat.db import migrate
+    from leadchat.knowledge import KnowledgeError, ingest as run_ingest, load_documents
+    try: docs = load_documents(path)
+    except KnowledgeError as e:
+        typer.secho(f'knowledge error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
+    async def go(s, db):
+        await migrate(db.url, s)
+        async with db.pool.connection() as conn: return await run_ingest(conn, docs, settings=s)
+    try: rep = _run_db(env_file, go)
+    except KnowledgeError as e:
+        typer.secho(f'knowledge error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
+    typer.echo(f'{rep.table}: {rep.documents} documents, {rep.chunks} chunks; embedded {rep.embedded_chunks}; '
+               f'new {len(rep.new_documents)}, changed {len(rep.changed_documents)}, '
+               f'unchanged {len(rep.unchanged_documents)}, removed {len(rep.removed_documents)}')
+
+
+@app.command()
+def calibrate(env_file: Optional[Path] = EnvFile,
+              queries: Path = typer.Option(Path('bench/calibration/queries.yaml'), help='The labelled query set.'),
+              out: Path = typer.Option(Path('bench/results/calibration'), help='Output base name (.html/.png/.json).'),
+              changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), help='Configuration changelog to append to.'),
+              write_changelog: bool = typer.Option(True, '--changelog/--no-changelog')):
+    "Score the labelled queries, propose RAG_RELEVANCE_THRESHOLD, plot the distributions, log the result."
+    import json
+    from dataclasses import asdict
+    from leadchat import calibrate as cal
+    async def go(s, db, r):
+        async with db.pool.connection() as conn:
+            from psycopg import sql
+            st = await (await conn.execute(sql.SQL('SELECT count(DISTINCT source) AS d, count(*) AS n, '
+                                                   'array_agg(DISTINCT source) AS srcs FROM {}').format(sql.Identifier(r.table)))).fetchone()
+        if not st['n']: raise cal.CalibrationError(f'{r.table} is empty; run `leadchat ingest` first')
+        qs = cal.load_queries(queries, set(st['srcs']))
+        scored = await cal.score_queries(r, qs)
+        return qs, scored, st, r
+    try: qs, scored, st, r = _with_retriever(env_file, go)
+    except cal.CalibrationError as e:
+        typer.secho(f'calibration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
+    c = cal.propose_threshold(scored)
+    s = load_settings(env_file)
+    model = 'all-MiniLM-L6-v2' if s.leadchat_embedding_provider == 'local' else s.openai_embedding_model
+    paths = cal.write_figure(cal.histogram(scored, c, f'{model}: best relevant vs best out-of-scope score ({len(qs)} queries)'), out)
+    quality = cal.ranking_quality(scored, qs, c.threshold)
+    out.with_suffix('.json').write_text(json.dumps(dict(calibration=asdict(c), ranking=r.ranking, quality=quality,
+                                                        scored=[asdict(x) for x in scored]), indent=1) + '\n')
+    typer.echo(f'proposed RAG_RELEVANCE_THRESHOLD={c.threshold:.3f} ({"clean gap" if c.clean_gap else "overlap"}: '
+               f'min relevant {c.min_relevant:.3f}, max irrelevant {c.max_irrelevant:.3f})')
+    typer.echo(f'false positives {c.false_positive_rate:.1%} {c.false_positives}  '
+               f'false negatives {c.false_negative_rate:.1%} {c.false_negatives}')
+    typer.echo(f"hit@{s.rag_top_k} {quality['hit_at_k']:.3f}  MRR {quality['mrr']:.3f}  ({r.ranking} ranking)")
+    typer.echo('wrote ' + ', '.join(map(str, [*paths, out.with_suffix('.json')])))
+    if write_changelog:
+        cal.append_changelog(changelog, cal.changelog_entry(c, model=model, table=r.table, documents=st['d'], chunks=st['n'],
+                                                            ranking=r.ranking, figure=str(paths[-1])))
+        typer.echo(f'appended to {changelog}')
+
+
+@app.command('eval-rag')
+def eval_rag(env_file: Optional[Path] = EnvFile,
+             queries: Path = typer.Option(Path('bench/calibration/queries.yaml'), help='The labelled query set.'),
+             ranking: Optional[str] = typer.Option(None, help='vector or hybrid (default: RAG_RANKING).')):
+    "Score retrieval with RAGAS (non-LLM metrics always; LLM-judged ones when a key is configured)."
+    from leadchat import calibrate as cal
+    if ranking not in (None, 'vector', 'hybrid'):
+        typer.secho('--ranking must be vector or hybrid', err=True); raise typer.Exit(2)
+    async def go(s, db, r):
+        qs = cal.load_queries(queries)
+        return await cal.ragas_eval(r, qs, judge=cal.judge_llm(s))
+    try: res = _with_retriever(env_file, go, ranking=ranking)
+    except cal.CalibrationError as e:
+        typer.secho(f'evaluation error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
+    for k, v in res.items(): typer.echo(f'{k:<45} {v}')
 
 
 def main():

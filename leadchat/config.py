@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     openai_embedding_model: str = 'text-embedding-3-small'
     openai_eu_endpoint: str = 'https://api.openai.com/v1'
     knowledge_table_name: str = Field('knowledge_chunks', pattern=r'^[a-z_][a-z0-9_]{0,40}$')
+    rag_ranking: Literal['vector', 'hybrid'] = Field('vector', description='vector, or hybrid (RRF with full-text rank)')
     # --- Human handoff
     handoff_channels: Annotated[list[Channel], NoDecode] = Field(default_factory=lambda: ['slack', 'crm', 'email'])
     slack_webhook_url: str | None = None

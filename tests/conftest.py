@@ -1,6 +1,10 @@
+import asyncio
 import os
+import uuid
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from leadchat.config import Settings, get_settings
 
@@ -20,3 +24,22 @@ def _fresh_settings_cache():
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope='session')
+def pg(tmp_path_factory):
+    "One embedded server for the whole test session, in a throw-away LEADCHAT_HOME: (settings, url)."
+    from leadchat.db import database_url, migrate
+    home = tmp_path_factory.mktemp('leadchat-home')
+    cfg = Settings(rag_relevance_threshold=0.4, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                   leadchat_home=home)
+    url = database_url(cfg)
+    asyncio.run(migrate(url, cfg))
+    return cfg, url
+
+
+def fresh_db(url: str) -> str:
+    "A new empty database on the same server (for tests that need a pristine schema)."
+    name = f't_{uuid.uuid4().hex[:12]}'
+    with psycopg.connect(url, autocommit=True) as c: c.execute(sql.SQL('CREATE DATABASE {}').format(sql.Identifier(name)))
+    return url.replace('/leadchat?', f'/{name}?')

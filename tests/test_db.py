@@ -25,25 +25,9 @@ from leadchat.repos import (HandoffRecord, SessionFilter, append_transcript, cla
                             upsert_lead, upsert_session)
 from leadchat.state import Message, SessionState
 
+from conftest import fresh_db
+
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope='session')
-def pg(tmp_path_factory):
-    "One embedded server for the whole test session, in a throw-away LEADCHAT_HOME."
-    home = tmp_path_factory.mktemp('leadchat-home')
-    cfg = Settings(rag_relevance_threshold=0.4, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
-                   leadchat_home=home)
-    url = database_url(cfg)
-    asyncio.run(migrate(url, cfg))
-    return cfg, url
-
-
-def fresh_db(url: str) -> str:
-    "A new empty database on the same server (for tests that need a pristine schema)."
-    name = f't_{uuid.uuid4().hex[:12]}'
-    with psycopg.connect(url, autocommit=True) as c: c.execute(sql.SQL('CREATE DATABASE {}').format(sql.Identifier(name)))
-    return url.replace('/leadchat?', f'/{name}?')
 
 
 @pytest.fixture
