@@ -38,6 +38,8 @@ run: $(STAMP)
 	@echo "==> [run] embedded PostgreSQL in .leadchat/pgdata: applying migrations"
 	@$(BIN)/leadchat db migrate --env-file demo.env
 	@$(BIN)/leadchat db status --env-file demo.env
+	@echo "==> [run] knowledge base: ingesting knowledge/ (only new or changed text is embedded)"
+	@$(BIN)/leadchat ingest knowledge --env-file demo.env
 	@echo "==> [run] walking a visitor through qualification and handoff"
 	@$(BIN)/leadchat demo --env-file demo.env
 

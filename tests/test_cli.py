@@ -81,3 +81,38 @@ def test_db_commands_report_an_unreachable_server_without_a_traceback():
     r = run('db', 'status', env=env)
     assert r.returncode == 1 and 'cannot connect to the database' in r.stderr
     assert 'hunter2' not in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_ingest_calibrate_and_eval_rag_through_the_cli(tmp_path):
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.25', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'LEADCHAT_HOME': str(tmp_path / 'home')}
+    first = run('ingest', 'knowledge', env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert 'new 18' in first.stdout and 'embedded 0' not in first.stdout
+    again = run('ingest', 'knowledge', env=env)
+    assert again.returncode == 0 and 'embedded 0;' in again.stdout and 'unchanged 18' in again.stdout
+    out, log = tmp_path / 'cal', tmp_path / 'CHANGELOG.md'
+    cal = run('calibrate', '--out', str(out), '--changelog', str(log), env=env)
+    assert cal.returncode == 0, cal.stderr[-2000:]
+    assert 'proposed RAG_RELEVANCE_THRESHOLD=' in cal.stdout and 'false positives' in cal.stdout
+    assert out.with_suffix('.html').stat().st_size > 1000 and out.with_suffix('.json').exists()
+    assert log.read_text().startswith('# Configuration changelog') and 'RAG_RELEVANCE_THRESHOLD = ' in log.read_text()
+    ev = run('eval-rag', env=env)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert 'id_based_context_recall' in ev.stdout and 'skipped: no model key configured' in ev.stdout
+
+
+def test_ingest_and_calibrate_reject_bad_input(tmp_path):
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.25', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'LEADCHAT_HOME': str(tmp_path / 'home')}
+    (tmp_path / 'bad.md').write_bytes(b'\xff\xfe\x00binary')
+    r = run('ingest', str(tmp_path / 'bad.md'), env=env)
+    assert r.returncode == 1 and 'bad.md' in r.stderr and 'Traceback' not in r.stderr
+    r = run('ingest', str(tmp_path / 'missing'), env=env)
+    assert r.returncode == 1 and 'does not exist' in r.stderr
+    q = tmp_path / 'q.yaml'
+    q.write_text('- id: a\n  query: hi\n  kind: sideways\n')
+    r = run('calibrate', '--queries', str(q), '--no-changelog', '--out', str(tmp_path / 'o'), env=env)
+    assert r.returncode == 1 and ('kind' in r.stderr or 'empty' in r.stderr) and 'Traceback' not in r.stderr
+    r = run('eval-rag', '--ranking', 'sideways', env=env)
+    assert r.returncode == 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages a fresh Debian/Ubuntu machine may lack: python3-venv (ensurepip) and git.
+# System packages a fresh Debian/Ubuntu machine may lack: python3-venv (ensurepip), git, chromium.
 # Idempotent; only calls apt-get when something is actually missing.
 set -euo pipefail
 need=()
@@ -7,6 +7,8 @@ py=$(command -v python3.11 || command -v python3 || true)
 if [ -z "$py" ]; then echo "python3.11 is required (apt-get install python3.11)" >&2; exit 1; fi
 "$py" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
 command -v git >/dev/null || need+=("git")
+# Chromium renders plotly PNGs (kaleido) and runs the widget tests; never a downloaded browser.
+[ -x /usr/bin/chromium ] || need+=("chromium")
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> [setup] installing system packages: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
