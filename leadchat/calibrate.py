@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from .retrieval import KnowledgeRetriever
 
 # %% auto #0
-__all__ = ['RELEVANT_KINDS', 'LabelledQuery', 'CalibrationError', 'load_queries', 'ScoredQuery', 'score_queries', 'Calibration',
-           'rates', 'propose_threshold', 'histogram', 'write_figure', 'changelog_entry', 'append_changelog',
-           'ranking_quality', 'judge_llm', 'ragas_eval']
+__all__ = ['RELEVANT_KINDS', 'LabelledQuery', 'CalibrationError', 'load_queries', 'index_stats', 'ScoredQuery', 'score_queries',
+           'Calibration', 'rates', 'propose_threshold', 'histogram', 'write_figure', 'changelog_entry',
+           'append_changelog', 'ranking_quality', 'judge_llm', 'ragas_eval']
 
 # %% ../nbs/22_calibrate.ipynb #ca000006
 RELEVANT_KINDS = ('in_scope', 'paraphrase')
@@ -61,6 +61,18 @@ def load_queries(path: str | Path, known_sources: set[str] | None = None) -> lis
             raise CalibrationError(f'{path}: {q.id} expects unknown source(s) {sorted(missing)}')
         ids.add(q.id); out.append(q)
     return out
+
+# %% ../nbs/22_calibrate.ipynb #ca000030
+async def index_stats(retriever: KnowledgeRetriever) -> dict:
+    "Documents, chunks and source names in the retriever's table; a missing or empty index is a `CalibrationError`."
+    async with retriever.pool.connection() as conn:
+        exists = (await (await conn.execute('SELECT to_regclass(%s) IS NOT NULL AS ok', [retriever.table])).fetchone())['ok']
+        if not exists: raise CalibrationError(f'{retriever.table} does not exist; run `leadchat ingest` first')
+        st = await (await conn.execute(sql.SQL('SELECT count(DISTINCT source) AS documents, count(*) AS chunks, '
+                                               'coalesce(array_agg(DISTINCT source), ARRAY[]::text[]) AS sources FROM {}'
+                                               ).format(sql.Identifier(retriever.table)))).fetchone()
+    if not st['chunks']: raise CalibrationError(f'{retriever.table} is empty; run `leadchat ingest` first')
+    return dict(documents=st['documents'], chunks=st['chunks'], sources=set(st['sources']))
 
 # %% ../nbs/22_calibrate.ipynb #ca000008
 @dataclass

@@ -194,19 +194,15 @@ def ingest(path: Path = typer.Argument(Path('knowledge'), help='A folder of Mark
 def calibrate(env_file: Optional[Path] = EnvFile,
               queries: Path = typer.Option(Path('bench/calibration/queries.yaml'), help='The labelled query set.'),
               out: Path = typer.Option(Path('bench/results/calibration'), help='Output base name (.html/.png/.json).'),
-              changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), help='Configuration changelog to append to.'),
+              changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), '--changelog-file', help='Configuration changelog to append to.'),
               write_changelog: bool = typer.Option(True, '--changelog/--no-changelog')):
     "Score the labelled queries, propose RAG_RELEVANCE_THRESHOLD, plot the distributions, log the result."
     import json
     from dataclasses import asdict
     from leadchat import calibrate as cal
     async def go(s, db, r):
-        async with db.pool.connection() as conn:
-            from psycopg import sql
-            st = await (await conn.execute(sql.SQL('SELECT count(DISTINCT source) AS d, count(*) AS n, '
-                                                   'array_agg(DISTINCT source) AS srcs FROM {}').format(sql.Identifier(r.table)))).fetchone()
-        if not st['n']: raise cal.CalibrationError(f'{r.table} is empty; run `leadchat ingest` first')
-        qs = cal.load_queries(queries, set(st['srcs']))
+        st = await cal.index_stats(r)
+        qs = cal.load_queries(queries, st['sources'])
         scored = await cal.score_queries(r, qs)
         return qs, scored, st, r
     try: qs, scored, st, r = _with_retriever(env_file, go)
@@ -226,7 +222,7 @@ def calibrate(env_file: Optional[Path] = EnvFile,
     typer.echo(f"hit@{s.rag_top_k} {quality['hit_at_k']:.3f}  MRR {quality['mrr']:.3f}  ({r.ranking} ranking)")
     typer.echo('wrote ' + ', '.join(map(str, [*paths, out.with_suffix('.json')])))
     if write_changelog:
-        cal.append_changelog(changelog, cal.changelog_entry(c, model=model, table=r.table, documents=st['d'], chunks=st['n'],
+        cal.append_changelog(changelog, cal.changelog_entry(c, model=model, table=r.table, documents=st['documents'], chunks=st['chunks'],
                                                             ranking=r.ranking, figure=str(paths[-1])))
         typer.echo(f'appended to {changelog}')
 
@@ -240,7 +236,7 @@ def eval_rag(env_file: Optional[Path] = EnvFile,
     if ranking not in (None, 'vector', 'hybrid'):
         typer.secho('--ranking must be vector or hybrid', err=True); raise typer.Exit(2)
     async def go(s, db, r):
-        qs = cal.load_queries(queries)
+        qs = cal.load_queries(queries, (await cal.index_stats(r))['sources'])
         return await cal.ragas_eval(r, qs, judge=cal.judge_llm(s))
     try: res = _with_retriever(env_file, go, ranking=ranking)
     except cal.CalibrationError as e:

@@ -92,7 +92,7 @@ def test_ingest_calibrate_and_eval_rag_through_the_cli(tmp_path):
     again = run('ingest', 'knowledge', env=env)
     assert again.returncode == 0 and 'embedded 0;' in again.stdout and 'unchanged 18' in again.stdout
     out, log = tmp_path / 'cal', tmp_path / 'CHANGELOG.md'
-    cal = run('calibrate', '--out', str(out), '--changelog', str(log), env=env)
+    cal = run('calibrate', '--out', str(out), '--changelog-file', str(log), env=env)
     assert cal.returncode == 0, cal.stderr[-2000:]
     assert 'proposed RAG_RELEVANCE_THRESHOLD=' in cal.stdout and 'false positives' in cal.stdout
     assert out.with_suffix('.html').stat().st_size > 1000 and out.with_suffix('.json').exists()
@@ -113,6 +113,16 @@ def test_ingest_and_calibrate_reject_bad_input(tmp_path):
     q = tmp_path / 'q.yaml'
     q.write_text('- id: a\n  query: hi\n  kind: sideways\n')
     r = run('calibrate', '--queries', str(q), '--no-changelog', '--out', str(tmp_path / 'o'), env=env)
-    assert r.returncode == 1 and ('kind' in r.stderr or 'empty' in r.stderr) and 'Traceback' not in r.stderr
+    assert r.returncode == 1 and 'does not exist; run `leadchat ingest` first' in r.stderr     # nothing ingested yet
+    (tmp_path / 'one.md').write_text('# One\n\nWe build retrieval systems.\n')
+    assert run('ingest', str(tmp_path / 'one.md'), env=env).returncode == 0
+    r = run('calibrate', '--queries', str(q), '--no-changelog', '--out', str(tmp_path / 'o'), env=env)
+    assert r.returncode == 1 and 'query #1: kind' in r.stderr and 'Traceback' not in r.stderr
+    q.write_text('- id: a\n  query: hi\n  kind: in_scope\n  expected_sources: [no-such-doc]\n')
+    r = run('calibrate', '--queries', str(q), '--no-changelog', '--out', str(tmp_path / 'o'), env=env)
+    assert r.returncode == 1 and 'unknown source' in r.stderr
+    q.write_text(': : not yaml [')
+    r = run('calibrate', '--queries', str(q), '--no-changelog', '--out', str(tmp_path / 'o'), env=env)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
     r = run('eval-rag', '--ranking', 'sideways', env=env)
     assert r.returncode == 2
