@@ -35,13 +35,8 @@ deps: $(STAMP)
 run: $(STAMP)
 	@echo "==> [run] checking the demo configuration"
 	@$(BIN)/leadchat check --env-file demo.env
-	@echo "==> [run] embedded PostgreSQL in .leadchat/pgdata: applying migrations"
-	@$(BIN)/leadchat db migrate --env-file demo.env
-	@$(BIN)/leadchat db status --env-file demo.env
-	@echo "==> [run] knowledge base: ingesting knowledge/ (only new or changed text is embedded)"
-	@$(BIN)/leadchat ingest knowledge --env-file demo.env
-	@echo "==> [run] walking a visitor through qualification and handoff"
-	@$(BIN)/leadchat demo --env-file demo.env
+	@echo "==> [run] starting leadchat: embedded PostgreSQL in .leadchat/, migrations, knowledge ingest, chat API"
+	@$(BIN)/leadchat serve --env-file demo.env --host 127.0.0.1 --port 8000
 
 # nbdev-clean + nbdev-export + README must leave the tree exactly as it was.
 sync: $(STAMP)

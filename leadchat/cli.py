@@ -20,7 +20,7 @@ from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
 __all__ = ['app', 'EnvFile', 'db_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status', 'db_purge',
-           'db_expire', 'ingest', 'calibrate', 'eval_rag', 'main']
+           'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'main']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -242,6 +242,24 @@ def eval_rag(env_file: Optional[Path] = EnvFile,
     except cal.CalibrationError as e:
         typer.secho(f'evaluation error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
     for k, v in res.items(): typer.echo(f'{k:<45} {v}')
+
+
+@app.command()
+def serve(env_file: Optional[Path] = EnvFile,
+          host: str = typer.Option('127.0.0.1', help='Interface to bind (127.0.0.1 keeps it on this machine).'),
+          port: int = typer.Option(8000, min=1, max=65535, help='Port to listen on.'),
+          knowledge: Path = typer.Option(Path('knowledge'), help='Documents to ingest when the index is empty.')):
+    "Start the chat service: embedded database, migrations, knowledge ingest if empty, the API."
+    import uvicorn
+    from leadchat.api import create_app
+    s = load_settings(env_file)
+    base = f'http://{host}:{port}'
+    typer.echo(f'leadchat starting on {base}  (demo page {base}/, API docs {base}/docs, readiness {base}/readyz)')
+    try: uvicorn.run(create_app(s, knowledge_path=str(knowledge)), host=host, port=port, log_level='info',
+                     proxy_headers=False, timeout_graceful_shutdown=5)
+    except Exception as e:
+        typer.secho(f'leadchat could not start: {e}', err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
 
 
 def main():

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     leadchat_admin_token: SecretStr | None = None
     leadchat_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     leadchat_max_message_chars: int = Field(4000, ge=1, le=100_000)
+    leadchat_rate_limit_ip_per_minute: int = Field(30, ge=1, le=100_000)
+    leadchat_rate_limit_session_per_minute: int = Field(12, ge=1, le=10_000)
+    leadchat_turn_lock_seconds: int = Field(60, ge=5, le=3600)
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
 

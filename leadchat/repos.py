@@ -17,11 +17,11 @@ from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationT
 
 # %% auto #0
 __all__ = ['EventType', 'EVENT_TYPES', 'OutboxStatus', 'SessionRow', 'session_values', 'upsert_session', 'get_session',
-           'SessionFilter', 'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent',
-           'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'OutboxItem',
-           'enqueue_handoff', 'claim_handoffs', 'finish_handoff', 'HandoffRecord', 'insert_handoff_record',
-           'list_handoff_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions',
-           'expire_sessions', 'run_ttl_sweeper']
+           'acquire_turn_lock', 'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions',
+           'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead',
+           'get_lead', 'leads_for_session', 'OutboxItem', 'enqueue_handoff', 'claim_handoffs', 'finish_handoff',
+           'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'StaffUser', 'create_staff_user',
+           'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -82,6 +82,21 @@ async def upsert_session(conn, state: SessionState) -> None:
 async def get_session(conn, session_id: str) -> SessionRow | None:
     row = await (await conn.execute('SELECT * FROM sessions WHERE session_id = %s', [session_id])).fetchone()
     return SessionRow.model_validate(row) if row else None
+
+# %% ../nbs/11_repos.ipynb #4e9o0041
+async def acquire_turn_lock(conn, session_id: str, owner: str, *, seconds: int = 60) -> bool:
+    "Take the session's turn lease for `owner`; False when another turn holds a live lease."
+    await conn.execute('INSERT INTO sessions (session_id) VALUES (%s) ON CONFLICT (session_id) DO NOTHING', [session_id])
+    row = await (await conn.execute(
+        """UPDATE sessions SET turn_lock_until = now() + make_interval(secs => %s), turn_lock_owner = %s
+           WHERE session_id = %s AND (turn_lock_until IS NULL OR turn_lock_until < now())
+           RETURNING session_id""", [seconds, owner, session_id])).fetchone()
+    return row is not None
+
+
+async def release_turn_lock(conn, session_id: str, owner: str) -> None:
+    await conn.execute('UPDATE sessions SET turn_lock_until = NULL, turn_lock_owner = NULL '
+                       'WHERE session_id = %s AND turn_lock_owner = %s', [session_id, owner])
 
 # %% ../nbs/11_repos.ipynb #4e9o0009
 class SessionFilter(BaseModel):

@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Orchestrator benchmarks (issue: Conversation orchestrator). Records numbers; never pass/fail.
+
+    .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000]
+
+In one run on one machine:
+  * orchestration overhead per turn: a full `ChatService.turn` (lease, checkpoint read, the six
+    nodes, recorder transaction, checkpoint write, lease release) with a zero-cost model and
+    retriever — i.e. total minus model and embedding time — beside a bare two-node LangGraph
+    graph on the same AsyncPostgresSaver (the baseline), p50/p95;
+  * the offline engine over HTTP: a `leadchat` API process (uvicorn, real embedded Postgres,
+    MiniLM) driven by N concurrent visitor sessions from this process, each sending its next
+    message as soon as the last turn's `done` arrives: turns/s, p50/p95 turn latency, errors;
+  * memory of N idle open streams: N chat requests held open before their first token by a
+    model that waits, measured as the API process's RSS growth (psutil).
+Writes bench/results/orchestrator.json and bench/results/orchestrator.md.
+"""
+import argparse, asyncio, json, os, platform, random, statistics, subprocess, sys, tempfile, time, uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / 'bench' / 'results'
+
+MESSAGES = ['Hi there', 'What case studies do you have in fintech?', 'How does your engagement model work?',
+            'We are building a RAG assistant over our support tickets.', "I'm the head of engineering at a 300-person insurer.",
+            'Where are your offices?', 'Do you work with startups?', 'What happens in the first two weeks?',
+            'How do you evaluate LLM systems?', 'We would like to go live before Q3.', 'Who owns the code at the end?',
+            'Do you sign NDAs?']
+
+
+def pct(xs, p): return round(statistics.quantiles(xs, n=100, method='inclusive')[p - 1], 2) if len(xs) > 1 else round(xs[0], 2)
+
+
+def settings(home, **kw):
+    from leadchat.config import Settings
+    base = dict(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                leadchat_home=home, leadchat_rate_limit_ip_per_minute=1_000_000, leadchat_rate_limit_session_per_minute=1_000_000)
+    return Settings(**{**base, **kw})
+
+
+class NullModel:
+    "Zero-cost model port: what is left of a turn's time is the orchestrator's own."
+    name = 'null'
+    async def extract(self, message, state, turn_index):
+        from leadchat.state import QualificationDelta
+        return QualificationDelta()
+    async def respond(self, message, state, retrieve): yield 'ok'
+    async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
+    def is_stage3_language(self, text): return False
+
+
+class NullRetriever:
+    table = 'none'
+    async def retrieve_knowledge(self, query, **kw):
+        from leadchat.retrieval import RetrievalResult
+        return RetrievalResult(status='no_result', reason='below_threshold')
+
+
+class HoldModel(NullModel):
+    "Holds every stream open before its first token until the process is told to release (idle streams)."
+    name = 'hold'
+    release: asyncio.Event | None = None
+    async def respond(self, message, state, retrieve):
+        if HoldModel.release is None: HoldModel.release = asyncio.Event()
+        await HoldModel.release.wait()
+        yield 'released'
+
+
+async def bench_overhead(turns):
+    from langgraph.graph import END, START, StateGraph
+    from leadchat.db import create_checkpointer, open_database, migrate, stop_embedded
+    from leadchat.service import ChatService
+    from leadchat.state import SessionState
+    home = tempfile.mkdtemp(prefix='lc-bench-')
+    cfg = settings(home, stall_turn_threshold=10_000)
+    db = await open_database(cfg, max_size=4); await migrate(db.url, cfg)
+    svc = ChatService(cfg, db, model=NullModel(), retriever=NullRetriever())
+    g = StateGraph(SessionState)
+    g.add_node('a', lambda s: {'turn_counter': s.turn_counter + 1}); g.add_node('b', lambda s: {})
+    g.add_edge(START, 'a'); g.add_edge('a', 'b'); g.add_edge('b', END)
+    bare = g.compile(checkpointer=create_checkpointer(db.pool))
+    sids = [str(uuid.uuid4()) for _ in range(30)]
+    full, base = [], []
+    for i in range(turns + 30):
+        sid = sids[i % len(sids)]
+        t = time.perf_counter()
+        async for _ in svc.turn(sid, MESSAGES[i % len(MESSAGES)]): pass
+        dt = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        await bare.ainvoke({'session_id': 'bare-' + sid}, {'configurable': {'thread_id': 'bare-' + sid}}, durability='exit')
+        db_ = (time.perf_counter() - t) * 1000
+        if i >= 30: full.append(dt); base.append(db_)       # the first round warms plans and caches
+    await db.close(); stop_embedded(cfg)
+    return dict(orchestrator=dict(p50_ms=pct(full, 50), p95_ms=pct(full, 95)),
+                bare_two_node_graph=dict(p50_ms=pct(base, 50), p95_ms=pct(base, 95)), n=turns)
+
+
+def start_server(mode, port, home, extra_env=None):
+    env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
+           'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_HOME': home, 'LEADCHAT_RATE_LIMIT_IP_PER_MINUTE': '1000000',
+           'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '1000000', **(extra_env or {})}
+    p = subprocess.Popen([sys.executable, __file__, '--serve', mode, '--port', str(port)], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import httpx
+    for _ in range(600):
+        try:
+            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=1).status_code == 200: return p
+        except httpx.HTTPError: pass
+        if p.poll() is not None: raise SystemExit(p.stderr.read()[-3000:])
+        time.sleep(0.2)
+    raise SystemExit('server did not become ready')
+
+
+def free_port():
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+async def one_turn(client, sid, message):
+    t = time.perf_counter()
+    async with client.stream('POST', '/chat', json={'message': message}, headers={'ZGC-Session-ID': sid}) as r:
+        if r.status_code != 200:
+            await r.aread(); return None, f'HTTP {r.status_code}'
+        body = ''
+        async for chunk in r.aiter_text(): body += chunk
+    if 'event: done' not in body: return None, 'no done event'
+    return (time.perf_counter() - t) * 1000, None
+
+
+async def load(base, sessions, duration):
+    import httpx
+    lat, errors = [], []
+    limits = httpx.Limits(max_connections=sessions + 10, max_keepalive_connections=sessions + 10)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        stop = time.perf_counter() + duration
+        async def visitor(k):
+            rng = random.Random(k)
+            sid = str(uuid.uuid4())
+            while time.perf_counter() < stop:
+                ms, err = await one_turn(client, sid, rng.choice(MESSAGES))
+                if err: errors.append(err)
+                else: lat.append(ms)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(visitor(k) for k in range(sessions)))
+        wall = time.perf_counter() - t0
+    return dict(sessions=sessions, turns=len(lat), turns_per_s=round(len(lat) / wall, 1), p50_ms=pct(lat, 50) if lat else None,
+                p95_ms=pct(lat, 95) if lat else None, errors=len(errors), error_kinds=sorted(set(errors))[:5])
+
+
+def bench_http(concurrency, duration):
+    home = tempfile.mkdtemp(prefix='lc-bench-')
+    port = free_port()
+    srv = start_server('offline', port, home)
+    try:
+        asyncio.run(load(f'http://127.0.0.1:{port}', 4, 5))                 # warm-up
+        return [asyncio.run(load(f'http://127.0.0.1:{port}', n, duration)) for n in concurrency]
+    finally: srv.terminate(); srv.wait(20)
+
+
+def bench_idle_streams(n):
+    import httpx, psutil
+    home = tempfile.mkdtemp(prefix='lc-bench-')
+    port = free_port()
+    srv = start_server('hold', port, home, {'LLM_STREAM_TIMEOUT_MS': '600000'})
+    proc = psutil.Process(srv.pid)
+    try:
+        async def go():
+            limits = httpx.Limits(max_connections=n + 10)
+            async with httpx.AsyncClient(base_url=f'http://127.0.0.1:{port}', timeout=600, limits=limits) as c:
+                await asyncio.sleep(1)
+                before = proc.memory_info().rss
+                tasks = [asyncio.create_task(one_turn(c, str(uuid.uuid4()), 'hello')) for _ in range(n)]
+                for _ in range(600):                      # wait until every stream is open on the server
+                    m = (await c.get('/metrics')).text
+                    line = next((l for l in m.splitlines() if l.startswith('leadchat_turns_in_flight ')), 'x 0')
+                    if float(line.split()[1]) >= n: break
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(2)
+                during = proc.memory_info().rss
+                await c.post('/__release')
+                res = await asyncio.gather(*tasks)
+                return before, during, sum(1 for ms, err in res if err is None)
+        before, during, ok = asyncio.run(go())
+        return dict(streams=n, rss_before_mb=round(before / 2**20, 1), rss_with_streams_mb=round(during / 2**20, 1),
+                    per_stream_kb=round((during - before) / n / 1024, 1), completed_after_release=ok)
+    finally: srv.terminate(); srv.wait(20)
+
+
+def serve(mode, port):
+    "The API process for the HTTP benchmarks (run by this script with --serve)."
+    import uvicorn
+    from leadchat.api import create_app
+    from leadchat.config import get_settings
+    s = get_settings()
+    app = create_app(s, model=HoldModel() if mode == 'hold' else None, knowledge_path=str(ROOT / 'knowledge'))
+    if mode == 'hold':
+        @app.post('/__release', include_in_schema=False)
+        async def release():
+            if HoldModel.release is None: HoldModel.release = asyncio.Event()
+            HoldModel.release.set(); return {}
+    uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', backlog=4096, timeout_keep_alive=120)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--serve'); ap.add_argument('--port', type=int)
+    ap.add_argument('--turns', type=int, default=300)
+    ap.add_argument('--duration', type=float, default=20)
+    ap.add_argument('--concurrency', type=int, nargs='+', default=[1, 50, 200])
+    ap.add_argument('--streams', type=int, default=1000)
+    a = ap.parse_args()
+    if a.serve: return serve(a.serve, a.port)
+    from tqdm import tqdm
+    res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count()), at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
+    steps = tqdm(total=3, desc='orchestrator benchmarks')
+    res['overhead'] = asyncio.run(bench_overhead(a.turns)); steps.update()
+    res['http'] = bench_http(a.concurrency, a.duration); steps.update()
+    res['idle_streams'] = bench_idle_streams(a.streams); steps.update(); steps.close()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / 'orchestrator.json').write_text(json.dumps(res, indent=2) + '\n')
+    o, i = res['overhead'], res['idle_streams']
+    md = [f"# Orchestrator benchmarks ({res['at']}, {res['machine']['cpus']} CPUs)", '',
+          '## Orchestration overhead per turn (zero-cost model and retriever; real Postgres)', '',
+          '| measure | p50 | p95 |', '|---|---|---|',
+          f"| full turn: lease, checkpoint read, six nodes, recorder transaction, checkpoint write | {o['orchestrator']['p50_ms']} ms | **{o['orchestrator']['p95_ms']} ms** |",
+          f"| baseline: bare two-node LangGraph graph, same AsyncPostgresSaver | {o['bare_two_node_graph']['p50_ms']} ms | {o['bare_two_node_graph']['p95_ms']} ms |",
+          '', '## Offline engine over HTTP (uvicorn + embedded Postgres + MiniLM, one API process)', '',
+          '| concurrent sessions | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|']
+    for h in res['http']:
+        md.append(f"| {h['sessions']} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
+    md += ['', '## Idle open streams', '',
+           f"{i['streams']} chat streams held open before their first token: API process RSS {i['rss_before_mb']} MB → "
+           f"{i['rss_with_streams_mb']} MB, **{i['per_stream_kb']} KB per stream**; {i['completed_after_release']} completed after release.",
+           '', f"Command: `.venv/bin/python bench/orchestrator.py --turns {a.turns} --duration {a.duration:g} "
+           f"--concurrency {' '.join(map(str, a.concurrency))} --streams {a.streams}`", '']
+    (RESULTS / 'orchestrator.md').write_text('\n'.join(md))
+    print('\n'.join(md))
+
+
+if __name__ == '__main__': main()
