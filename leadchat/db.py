@@ -205,12 +205,26 @@ async def _advisory_lock(conn, key: int, timeout: float = 600.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _up_to_date(conn, files: list[Migration]) -> bool:
+    "Every file applied unchanged and the checkpointer's migrations complete (read-only check)."
+    ok = await (await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL AS a, "
+                                   "to_regclass('checkpoint_migrations') IS NOT NULL AS b")).fetchone()
+    if not (ok['a'] and ok['b']): return False
+    done = await _applied(conn)
+    if any(done.get(m.version, {}).get('checksum') != m.checksum for m in files): return False
+    v = (await (await conn.execute('SELECT max(v) AS v FROM checkpoint_migrations')).fetchone())['v']
+    return v == len(AsyncPostgresSaver.MIGRATIONS) - 1
+
+
 async def migrate(url: str, settings: Settings | None = None, *, folder: Path | None = None) -> list[str]:
     "Apply pending migrations (idempotent, safe to run concurrently); returns the filenames applied."
     files = migration_files(folder)
     applied_now = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None,
                                                      row_factory=dict_row) as conn:
+        if await _up_to_date(conn, files):   # no DDL at all: an app role without DDL rights can start
+            if settings is not None: await ensure_knowledge_table(conn, *knowledge_table(settings))
+            return []
         await _advisory_lock(conn, MIGRATION_LOCK_KEY)
         try:
             await conn.execute(_SCHEMA_MIGRATIONS)
