@@ -9,8 +9,10 @@ In one run on one machine:
     retriever — i.e. total minus model and embedding time — beside a bare two-node LangGraph
     graph on the same AsyncPostgresSaver (the baseline), p50/p95;
   * the offline engine over HTTP: a `leadchat` API process (uvicorn, real embedded Postgres,
-    MiniLM) driven by N concurrent visitor sessions from this process, each sending its next
-    message as soon as the last turn's `done` arrives: turns/s, p50/p95 turn latency, errors;
+    MiniLM) driven by N concurrent visitor sessions from this process (every message a distinct
+    text). One session runs back-to-back; 50 and 200 sessions pace themselves to a total offered
+    rate (default 50 turns/s) with think time between turns, as visitors do; a last run at 200
+    sessions back-to-back shows saturation. Reported: turns/s, p50/p95 turn latency, errors;
   * memory of N idle open streams: N chat requests held open before their first token by a
     model that waits, measured as the API process's RSS growth (psutil).
 Writes bench/results/orchestrator.json and bench/results/orchestrator.md.
@@ -36,7 +38,7 @@ def pct(xs, p): return round(statistics.quantiles(xs, n=100, method='inclusive')
 def settings(home, **kw):
     from leadchat.config import Settings
     base = dict(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
-                leadchat_home=home, leadchat_rate_limit_ip_per_minute=1_000_000, leadchat_rate_limit_session_per_minute=1_000_000)
+                leadchat_home=home, leadchat_rate_limit_ip_per_minute=100_000, leadchat_rate_limit_session_per_minute=10_000)
     return Settings(**{**base, **kw})
 
 
@@ -99,8 +101,8 @@ async def bench_overhead(turns):
 
 def start_server(mode, port, home, extra_env=None):
     env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
-           'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_HOME': home, 'LEADCHAT_RATE_LIMIT_IP_PER_MINUTE': '1000000',
-           'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '1000000', **(extra_env or {})}
+           'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_HOME': home, 'LEADCHAT_RATE_LIMIT_IP_PER_MINUTE': '100000',
+           'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '10000', **(extra_env or {})}
     p = subprocess.Popen([sys.executable, __file__, '--serve', mode, '--port', str(port)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     import httpx
@@ -129,33 +131,46 @@ async def one_turn(client, sid, message):
     return (time.perf_counter() - t) * 1000, None
 
 
-async def load(base, sessions, duration):
+async def load(base, sessions, duration, rate=None):
+    """`sessions` visitors for `duration` s. With `rate` (turns/s in total) each visitor paces itself to
+    rate/sessions turns/s (think time between its turns, like real visitors); without, back-to-back."""
     import httpx
     lat, errors = [], []
     limits = httpx.Limits(max_connections=sessions + 10, max_keepalive_connections=sessions + 10)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         stop = time.perf_counter() + duration
+        period = sessions / rate if rate else 0.0
         async def visitor(k):
             rng = random.Random(k)
             sid = str(uuid.uuid4())
+            if period: await asyncio.sleep(rng.uniform(0, period))        # spread the first turns out
             while time.perf_counter() < stop:
-                ms, err = await one_turn(client, sid, rng.choice(MESSAGES))
+                started = time.perf_counter()
+                # distinct text every turn: no cache can make the load lighter than real traffic
+                ms, err = await one_turn(client, sid, f'{rng.choice(MESSAGES)} (ref {rng.randrange(10**9)})')
                 if err: errors.append(err)
-                else: lat.append(ms)
+                else: lat.append(ms); done_at.append(time.perf_counter())
+                if period: await asyncio.sleep(max(0.0, min(period - (time.perf_counter() - started), stop - time.perf_counter())))
+        done_at = []
         t0 = time.perf_counter()
         await asyncio.gather(*(visitor(k) for k in range(sessions)))
-        wall = time.perf_counter() - t0
-    return dict(sessions=sessions, turns=len(lat), turns_per_s=round(len(lat) / wall, 1), p50_ms=pct(lat, 50) if lat else None,
-                p95_ms=pct(lat, 95) if lat else None, errors=len(errors), error_kinds=sorted(set(errors))[:5])
+    # throughput over the measured window only (turns completed between start and the deadline)
+    in_window = sum(1 for t in done_at if t <= stop)
+    return dict(sessions=sessions, offered_rate=rate, turns=len(lat), turns_per_s=round(in_window / (stop - t0), 1),
+                p50_ms=pct(lat, 50) if lat else None, p95_ms=pct(lat, 95) if lat else None, errors=len(errors),
+                error_kinds=sorted(set(errors))[:5])
 
 
-def bench_http(concurrency, duration):
+def bench_http(concurrency, duration, rate):
     home = tempfile.mkdtemp(prefix='lc-bench-')
     port = free_port()
     srv = start_server('offline', port, home)
+    base = f'http://127.0.0.1:{port}'
     try:
-        asyncio.run(load(f'http://127.0.0.1:{port}', 4, 5))                 # warm-up
-        return [asyncio.run(load(f'http://127.0.0.1:{port}', n, duration)) for n in concurrency]
+        asyncio.run(load(base, 4, 5))                                      # warm-up
+        out = [asyncio.run(load(base, n, duration, None if n == 1 else rate)) for n in concurrency]
+        out.append(dict(asyncio.run(load(base, max(concurrency), duration)), note='saturation: back-to-back turns'))
+        return out
     finally: srv.terminate(); srv.wait(20)
 
 
@@ -210,13 +225,14 @@ def main():
     ap.add_argument('--duration', type=float, default=20)
     ap.add_argument('--concurrency', type=int, nargs='+', default=[1, 50, 200])
     ap.add_argument('--streams', type=int, default=1000)
+    ap.add_argument('--rate', type=float, default=50.0, help='offered turns/s for the multi-session runs')
     a = ap.parse_args()
     if a.serve: return serve(a.serve, a.port)
     from tqdm import tqdm
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count()), at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     steps = tqdm(total=3, desc='orchestrator benchmarks')
     res['overhead'] = asyncio.run(bench_overhead(a.turns)); steps.update()
-    res['http'] = bench_http(a.concurrency, a.duration); steps.update()
+    res['http'] = bench_http(a.concurrency, a.duration, a.rate); steps.update()
     res['idle_streams'] = bench_idle_streams(a.streams); steps.update(); steps.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'orchestrator.json').write_text(json.dumps(res, indent=2) + '\n')
@@ -227,14 +243,15 @@ def main():
           f"| full turn: lease, checkpoint read, six nodes, recorder transaction, checkpoint write | {o['orchestrator']['p50_ms']} ms | **{o['orchestrator']['p95_ms']} ms** |",
           f"| baseline: bare two-node LangGraph graph, same AsyncPostgresSaver | {o['bare_two_node_graph']['p50_ms']} ms | {o['bare_two_node_graph']['p95_ms']} ms |",
           '', '## Offline engine over HTTP (uvicorn + embedded Postgres + MiniLM, one API process)', '',
-          '| concurrent sessions | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|']
+          '| concurrent sessions | load | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|---|']
     for h in res['http']:
-        md.append(f"| {h['sessions']} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
+        load_ = h.get('note') or (f"offered {h['offered_rate']:g} turns/s, paced visitors" if h['offered_rate'] else 'one visitor, back-to-back')
+        md.append(f"| {h['sessions']} | {load_} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
     md += ['', '## Idle open streams', '',
            f"{i['streams']} chat streams held open before their first token: API process RSS {i['rss_before_mb']} MB → "
            f"{i['rss_with_streams_mb']} MB, **{i['per_stream_kb']} KB per stream**; {i['completed_after_release']} completed after release.",
            '', f"Command: `.venv/bin/python bench/orchestrator.py --turns {a.turns} --duration {a.duration:g} "
-           f"--concurrency {' '.join(map(str, a.concurrency))} --streams {a.streams}`", '']
+           f"--concurrency {' '.join(map(str, a.concurrency))} --streams {a.streams} --rate {a.rate:g}`", '']
     (RESULTS / 'orchestrator.md').write_text('\n'.join(md))
     print('\n'.join(md))
 

@@ -7,6 +7,8 @@ Docs: https://leadchat.github.io/leadchat/compose.html.md"""
 # %% ../nbs/32_compose.ipynb #cp000004
 from __future__ import annotations
 
+from functools import lru_cache
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -320,20 +322,28 @@ class _Candidate:
     score: float = 0.0
 
 
+@lru_cache(maxsize=4096)
+def _chunk_sentences(content: str) -> tuple[tuple[int, str, str, bool, frozenset], ...]:
+    "The usable sentences of one chunk as (position, dedup key, answer text, list item?, stems) — pure, so cached."
+    out, pos = [], 0
+    for b in _parse_chunk(content)[1]:
+        for i, s in enumerate(_split_sentences(b.text)):
+            if _usable(s):
+                text = (f'{b.heading} — {_after_dash(s)}' if b.first and i == 0 and b.heading and '(' in b.heading
+                        and len(b.heading.split()) <= 8 else s)
+                out.append((pos, re.sub(r'\W+', ' ', s.lower()).strip(), text, b.item, frozenset(_stem(w) for w in _content(text))))
+            pos += 1
+    return tuple(out)
+
+
 def _candidates(chunks: list[RetrievedChunk]) -> list[_Candidate]:
     "Every usable sentence of `chunks`, best chunk first, duplicates (chunk overlap) removed."
     out, seen = [], set()
     for rank, ch in enumerate(chunks):
-        pos = 0
-        for b in _parse_chunk(ch.content)[1]:
-            for i, s in enumerate(_split_sentences(b.text)):
-                key = re.sub(r'\W+', ' ', s.lower()).strip()
-                if _usable(s) and key not in seen:
-                    seen.add(key)
-                    text = (f'{b.heading} — {_after_dash(s)}' if b.first and i == 0 and b.heading and '(' in b.heading
-                            and len(b.heading.split()) <= 8 else s)
-                    out.append(_Candidate(text, rank, pos, ch, b.item, {_stem(w) for w in _content(text)}))
-                pos += 1
+        for pos, key, text, item, stems in _chunk_sentences(ch.content):
+            if key not in seen:
+                seen.add(key)
+                out.append(_Candidate(text, rank, pos, ch, item, set(stems)))
     return out
 
 # %% ../nbs/32_compose.ipynb #cp000024

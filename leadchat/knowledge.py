@@ -24,8 +24,8 @@ from .db import DatabaseError, ensure_knowledge_table, knowledge_table
 
 # %% auto #0
 __all__ = ['log', 'EMAIL_RE', 'PHONE_RE', 'LOCAL_MAX_TOKENS', 'MAX_DOCUMENT_BYTES', 'scrub_pii', 'local_embeddings',
-           'local_tokenizer', 'openai_embeddings', 'get_embeddings', 'token_length', 'KnowledgeError', 'Chunk',
-           'load_documents', 'chunk_documents', 'document_title', 'IngestReport', 'ingest']
+           'local_tokenizer', 'openai_embeddings', 'get_embeddings', 'token_length', 'EmbeddingBatcher',
+           'KnowledgeError', 'Chunk', 'load_documents', 'chunk_documents', 'document_title', 'IngestReport', 'ingest']
 
 # %% ../nbs/20_knowledge.ipynb #kb000006
 log = structlog.get_logger('leadchat.knowledge')
@@ -94,6 +94,74 @@ def token_length(settings: Settings) -> tuple[Callable[[str], int], int]:
     import tiktoken
     enc = tiktoken.get_encoding('cl100k_base')
     return (lambda t: len(enc.encode(t))), settings.chunk_size
+
+# %% ../nbs/20_knowledge.ipynb #kb000041
+import asyncio
+from collections import OrderedDict
+
+
+class EmbeddingBatcher:
+    "Micro-batches concurrent embedding requests and caches recent results (one per event loop)."
+
+    def __init__(self, embeddings, *, max_batch: int = 32, max_wait_ms: float = 3.0, cache_size: int = 4096):
+        self.embeddings, self.max_batch, self.max_wait = embeddings, max_batch, max_wait_ms / 1000
+        self.cache: OrderedDict[str, list[float]] = OrderedDict()
+        self.cache_size = cache_size
+        self.queue: asyncio.Queue | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.worker: asyncio.Task | None = None
+        self.batches = 0
+
+    def _start(self):
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop or self.worker is None or self.worker.done():
+            self.loop, self.queue = loop, asyncio.Queue()
+            self.worker = loop.create_task(self._run())
+
+    async def _run(self):
+        while True:
+            items = [await self.queue.get()]
+            deadline = self.loop.time() + self.max_wait
+            while len(items) < self.max_batch:
+                timeout = deadline - self.loop.time()
+                if timeout <= 0: break
+                try: items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except asyncio.TimeoutError: break
+            texts = list(dict.fromkeys(t for t, _ in items))
+            try:
+                vecs = await asyncio.to_thread(self.embeddings.embed_documents, texts)
+                by_text = dict(zip(texts, vecs))
+                self.batches += 1
+                for t, fut in items:
+                    self._remember(t, by_text[t])
+                    if not fut.done(): fut.set_result(by_text[t])
+            except Exception as e:
+                for _, fut in items:
+                    if not fut.done(): fut.set_exception(e)
+
+    def _remember(self, text, vec):
+        self.cache[text] = vec
+        self.cache.move_to_end(text)
+        while len(self.cache) > self.cache_size: self.cache.popitem(last=False)
+
+    async def embed(self, text: str) -> list[float]:
+        "The embedding of `text` (batched with concurrent requests; cached)."
+        if text in self.cache:
+            self.cache.move_to_end(text)
+            return self.cache[text]
+        self._start()
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((text, fut))
+        return await fut
+
+    def embed_blocking(self, texts: list[str]) -> list[list[float]]:
+        "For synchronous code in a worker thread: embeds through the batcher on its event loop."
+        if self.loop is None or not self.loop.is_running(): return self.embeddings.embed_documents(texts)
+        futs = [asyncio.run_coroutine_threadsafe(self.embed(t), self.loop) for t in texts]
+        return [f.result(timeout=30) for f in futs]
+
+    def embed_query(self, text: str) -> list[float]: return self.embeddings.embed_query(text)
+    def embed_documents(self, texts: list[str]) -> list[list[float]]: return self.embeddings.embed_documents(texts)
 
 # %% ../nbs/20_knowledge.ipynb #kb000013
 MAX_DOCUMENT_BYTES = 1_000_000

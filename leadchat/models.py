@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/models.html.md"""
 # %% ../nbs/33_models.ipynb #mo000004
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
 import structlog
@@ -34,7 +35,9 @@ class OfflineModel:
         self.classifier = ExemplarClassifier(embed) if embed is not None else None
 
     async def extract(self, message: str, state: SessionState, turn_index: int) -> QualificationDelta:
-        return extract_delta(message, state, turn_index, classifier=self.classifier)
+        if self.classifier is None: return extract_delta(message, state, turn_index)
+        # the classifier embeds (CPU-bound): keep it off the event loop
+        return await asyncio.to_thread(extract_delta, message, state, turn_index, classifier=self.classifier)
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve) -> AsyncIterator[str]:
         query = retrieval_query(message)

@@ -86,11 +86,12 @@ async def get_session(conn, session_id: str) -> SessionRow | None:
 # %% ../nbs/11_repos.ipynb #4e9o0041
 async def acquire_turn_lock(conn, session_id: str, owner: str, *, seconds: int = 60) -> bool:
     "Take the session's turn lease for `owner`; False when another turn holds a live lease."
-    await conn.execute('INSERT INTO sessions (session_id) VALUES (%s) ON CONFLICT (session_id) DO NOTHING', [session_id])
     row = await (await conn.execute(
-        """UPDATE sessions SET turn_lock_until = now() + make_interval(secs => %s), turn_lock_owner = %s
-           WHERE session_id = %s AND (turn_lock_until IS NULL OR turn_lock_until < now())
-           RETURNING session_id""", [seconds, owner, session_id])).fetchone()
+        """INSERT INTO sessions AS s (session_id, turn_lock_until, turn_lock_owner)
+           VALUES (%(sid)s, now() + make_interval(secs => %(secs)s), %(owner)s)
+           ON CONFLICT (session_id) DO UPDATE SET turn_lock_until = EXCLUDED.turn_lock_until, turn_lock_owner = EXCLUDED.turn_lock_owner
+           WHERE s.turn_lock_until IS NULL OR s.turn_lock_until < now()
+           RETURNING s.session_id""", dict(sid=session_id, secs=seconds, owner=owner))).fetchone()
     return row is not None
 
 

@@ -79,7 +79,9 @@ class KnowledgeRetriever:
         return self._embeddings
 
     async def embed(self, query: str) -> list[float]:
-        return await asyncio.wait_for(asyncio.to_thread(self.embeddings.embed_query, query), self.embed_timeout)
+        emb = self.embeddings
+        work = emb.embed(query) if hasattr(emb, 'embed') else asyncio.to_thread(emb.embed_query, query)
+        return await asyncio.wait_for(work, self.embed_timeout)
 
     async def search(self, vector: list[float], query: str, top_k: int) -> list[dict]:
         "Raw candidates with cosine scores (best first), `top_k` of them."

@@ -19,7 +19,7 @@ import structlog
 from .config import Settings
 from .db import Database, create_checkpointer, knowledge_table, migrate, migration_status, open_database, ping
 from .graph import HandoffRequest, TurnContext, TurnRecord, build_graph, run_turn
-from .knowledge import ingest, load_documents
+from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .models import get_model
 from .repos import (acquire_turn_lock, append_transcript, emit_event, enqueue_handoff, release_turn_lock,
                             upsert_session)
@@ -42,7 +42,7 @@ class PostgresRecorder:
     async def record(self, rec: TurnRecord) -> None:
         s = rec.state
         async with self.pool.connection() as conn:
-            async with conn.transaction():
+            async with conn.transaction(), conn.pipeline():     # one round trip for the whole record
                 await upsert_session(conn, s)
                 user = next((m for m in s.messages if m.turn_index == rec.turn_index and m.role == 'user'), None)
                 msgs = [m for m in (user, s.messages[-1]) if m is not None]
@@ -76,9 +76,10 @@ class TurnResult:
 class ChatService:
     def __init__(self, settings: Settings, db: Database, *, model=None, retriever=None, embeddings=None, clock=None):
         self.settings, self.db, self.clock = settings, db, clock or utcnow
+        if embeddings is None and retriever is None and settings.leadchat_embedding_provider == 'local':
+            embeddings = EmbeddingBatcher(local_embeddings())   # one model, batched across concurrent turns
         self.retriever = retriever or KnowledgeRetriever(db.pool, settings, embeddings)
-        self.model = model or get_model(settings, embed=(lambda texts: self.retriever.embeddings.embed_documents(texts))
-                                        if settings.leadchat_embedding_provider == 'local' else None)
+        self.model = model or get_model(settings, embed=embeddings.embed_blocking if isinstance(embeddings, EmbeddingBatcher) else None)
         self.graph = build_graph(create_checkpointer(db.pool))
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'

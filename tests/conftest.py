@@ -43,3 +43,20 @@ def fresh_db(url: str) -> str:
     name = f't_{uuid.uuid4().hex[:12]}'
     with psycopg.connect(url, autocommit=True) as c: c.execute(sql.SQL('CREATE DATABASE {}').format(sql.Identifier(name)))
     return url.replace('/leadchat?', f'/{name}?')
+
+
+@pytest.fixture(scope='session')
+def kb_url(pg):
+    "A migrated database holding the committed knowledge base, ingested once with MiniLM."
+    from pathlib import Path
+    from leadchat.db import migrate
+    from leadchat.knowledge import ingest, load_documents
+    url = fresh_db(pg[1])
+    async def go():
+        await migrate(url, pg[0])
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
+            return await ingest(c, load_documents(Path(__file__).resolve().parent.parent / 'knowledge'),
+                                settings=pg[0], progress=False)
+    rep = asyncio.run(go())
+    assert rep.embedded_chunks == rep.chunks > 50
+    return url

@@ -126,3 +126,33 @@ def test_ingest_and_calibrate_reject_bad_input(tmp_path):
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     r = run('eval-rag', '--ranking', 'sideways', env=env)
     assert r.returncode == 2
+
+
+def test_serve_starts_the_chat_service(tmp_path):
+    "What `make run` does: `leadchat serve` on an empty home — migrations, ingest, the API — then a real turn."
+    import json, socket, time, uuid
+    import httpx
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    env = {**os.environ, 'LEADCHAT_HOME': str(tmp_path / 'home')}
+    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        for _ in range(300):
+            try:
+                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
+            except httpx.HTTPError: pass
+            assert p.poll() is None, p.stderr.read()[-2000:]
+            time.sleep(0.2)
+        assert httpx.get(f'{base}/readyz').json()['ready'] is True
+        assert 'growth' in httpx.get(base).text.lower() or 'ZGC-Session-ID' in httpx.get(base).text
+        r = httpx.post(f'{base}/chat', json={'message': 'Can I speak to someone?'},
+                       headers={'ZGC-Session-ID': str(uuid.uuid4())}, timeout=30)
+        assert r.status_code == 200 and 'event: done' in r.text
+        done = json.loads(r.text.split('event: done')[1].split('data: ')[1].split('\n')[0])
+        assert done['handoff_reason'] == 'explicit_request' and done['stage'] == 3
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=30)
+    assert f'leadchat starting on http://127.0.0.1:{port}' in out

@@ -11,9 +11,7 @@ from structlog.testing import capture_logs
 from apiserver import LiveServer
 from conftest import fresh_db
 from leadchat.api import create_app
-from leadchat.db import migrate
 from leadchat.graph import FALLBACK_MESSAGE
-from leadchat.knowledge import ingest, load_documents
 from leadchat.models import OfflineModel
 from test_api import TOKEN, app_settings, turn
 
@@ -41,18 +39,6 @@ class FaultyModel(OfflineModel):
             yield tok
 
 
-@pytest.fixture(scope='module')
-def kb_db(pg):
-    "A migrated database with the knowledge base ingested (shared by the fault apps)."
-    url = fresh_db(pg[1])
-    async def go():
-        await migrate(url, pg[0])
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
-            await ingest(c, load_documents(ROOT / 'knowledge'), settings=pg[0], progress=False)
-    asyncio.run(go())
-    return url
-
-
 def serve(pg, url, model, **kw):
     return LiveServer(create_app(app_settings(pg, url, **kw), model=model, knowledge_path=str(ROOT / 'knowledge')))
 
@@ -70,8 +56,8 @@ def restricted_url(url: str, revoke: str) -> str:
     return url.replace('postgres:@', f'{role}:@')
 
 
-def test_extraction_failure_continues_with_stale_state(pg, kb_db):
-    with serve(pg, kb_db, FaultyModel('extract')) as srv, srv.client() as c:
+def test_extraction_failure_continues_with_stale_state(pg, kb_url):
+    with serve(pg, kb_url, FaultyModel('extract')) as srv, srv.client() as c:
         sid = str(uuid.uuid4())
         with capture_logs() as logs:
             status, reply, done, err = turn(c, sid, "I'm the CTO and we're building a RAG assistant")
@@ -82,8 +68,8 @@ def test_extraction_failure_continues_with_stale_state(pg, kb_db):
     assert any(l['event'] == 'state_extraction_failure' and l['log_level'] == 'error' for l in logs)
 
 
-def test_an_invalid_delta_is_discarded(pg, kb_db):
-    with serve(pg, kb_db, FaultyModel('extract_garbage')) as srv, srv.client() as c:
+def test_an_invalid_delta_is_discarded(pg, kb_url):
+    with serve(pg, kb_url, FaultyModel('extract_garbage')) as srv, srv.client() as c:
         with capture_logs() as logs: status, reply, done, err = turn(c, str(uuid.uuid4()), 'hello')
     assert status == 200 and done['lead_level'] == 'cold'
     assert any(l['event'] == 'state_update_validation_failure' for l in logs)
@@ -91,20 +77,20 @@ def test_an_invalid_delta_is_discarded(pg, kb_db):
 
 @pytest.mark.parametrize('fault,event', [('respond', 'llm_generation_failure'), ('midstream', 'llm_generation_failure'),
                                          ('hang', 'stream_timeout')])
-def test_generation_failure_or_timeout_gives_the_fallback_and_an_llm_failure_handoff(pg, kb_db, fault, event):
-    with serve(pg, kb_db, FaultyModel(fault), llm_stream_timeout_ms=400) as srv, srv.client() as c:
+def test_generation_failure_or_timeout_gives_the_fallback_and_an_llm_failure_handoff(pg, kb_url, fault, event):
+    with serve(pg, kb_url, FaultyModel(fault), llm_stream_timeout_ms=400) as srv, srv.client() as c:
         sid = str(uuid.uuid4())
         status, reply, done, err = turn(c, sid, 'What services do you offer?')
         assert status == 200 and err is None and FALLBACK_MESSAGE in reply
         assert done['handoff_reason'] == 'llm_failure' and done['stage'] == 3
         detail = c.get(f'/api/sessions/{sid}', headers={'Authorization': f'Bearer {TOKEN}'}).json()
     assert event in [e['event_type'] for e in detail['events']]
-    with psycopg.connect(kb_db) as conn:
+    with psycopg.connect(kb_url) as conn:
         assert conn.execute('SELECT handoff_reason FROM handoff_outbox WHERE session_id = %s', [sid]).fetchone()[0] == 'llm_failure'
 
 
-def test_checkpointer_write_failure_completes_the_turn_and_loses_only_that_state(pg, kb_db):
-    url = restricted_url(kb_db, 'REVOKE INSERT, UPDATE ON checkpoints, checkpoint_blobs, checkpoint_writes FROM {role}')
+def test_checkpointer_write_failure_completes_the_turn_and_loses_only_that_state(pg, kb_url):
+    url = restricted_url(kb_url, 'REVOKE INSERT, UPDATE ON checkpoints, checkpoint_blobs, checkpoint_writes FROM {role}')
     with serve(pg, url, None) as srv, srv.client() as c:
         sid = str(uuid.uuid4())
         with capture_logs() as logs:
@@ -116,8 +102,8 @@ def test_checkpointer_write_failure_completes_the_turn_and_loses_only_that_state
     assert failures and failures[0]['log_level'] == 'error' and failures[0]['session_id'] == sid
 
 
-def test_a_failing_handoff_dispatch_never_blocks_the_turn(pg, kb_db):
-    url = restricted_url(kb_db, 'REVOKE INSERT ON handoff_outbox FROM {role}')
+def test_a_failing_handoff_dispatch_never_blocks_the_turn(pg, kb_url):
+    url = restricted_url(kb_url, 'REVOKE INSERT ON handoff_outbox FROM {role}')
     with serve(pg, url, None) as srv, srv.client() as c:
         with capture_logs() as logs: status, reply, done, err = turn(c, str(uuid.uuid4()), 'Can I speak to someone?')
     assert status == 200 and err is None and done['handoff_reason'] == 'explicit_request' and reply.strip()

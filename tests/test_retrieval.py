@@ -27,19 +27,6 @@ def cfg(pg, **kw):
     return Settings(**{**base, **kw})
 
 
-@pytest.fixture(scope='module')
-def kb_url(pg):
-    "A database holding the committed knowledge base, ingested once with MiniLM."
-    url = fresh_db(pg[1])
-    async def go():
-        await migrate(url, pg[0])
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
-            return await ingest(c, load_documents(KB), settings=cfg(pg), progress=False)
-    rep = asyncio.run(go())
-    assert rep.embedded_chunks == rep.chunks > 50
-    return url
-
-
 @pytest.fixture
 async def retriever(pg, kb_url):
     p = await create_pool(kb_url, max_size=2)
