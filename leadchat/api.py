@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings, get_settings
 from .db import Database
+from .handoff import run_relay, validate_handoff_config
 from .repos import (SessionFilter, SessionRow, count_sessions, get_session, get_transcript, list_events,
                             list_sessions, run_ttl_sweeper)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
@@ -86,7 +87,7 @@ class Metrics:
 
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
-               knowledge_path: str = 'knowledge', sweep_interval: float = 300.0) -> FastAPI:
+               knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0) -> FastAPI:
     "The app; `db`, `model` and `clock` replace the real ones in tests (a clock makes business hours reproducible)."
 
     settings = settings or get_settings()
@@ -94,6 +95,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     ip_limits = RateLimiter(settings.leadchat_rate_limit_ip_per_minute)
     session_limits = RateLimiter(settings.leadchat_rate_limit_session_per_minute)
     allowed_origins = set(settings.leadchat_cors_origins)
+
+    validate_handoff_config(settings)     # the spec's start-up errors for the hand-off channels
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -103,11 +106,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         stop = asyncio.Event()
         sweeper = asyncio.create_task(run_ttl_sweeper(database.pool, ttl_hours=settings.session_ttl_hours,
                                                       interval_seconds=sweep_interval, stop=stop))
+        # every API process also relays the hand-off outbox (SKIP LOCKED: relays never collide)
+        relay = asyncio.create_task(run_relay(database.pool, settings, worker=app.state.service.owner,
+                                              interval=relay_interval, stop=stop))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
             stop.set()
-            await sweeper
+            await asyncio.gather(sweeper, relay)
             if db is None: await database.close()
 
     app = FastAPI(title='leadchat', version='1', lifespan=lifespan,

@@ -19,8 +19,8 @@ from . import __version__
 from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'db_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status', 'db_purge',
-           'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'main']
+__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status',
+           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay', 'main']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -260,6 +260,42 @@ def serve(env_file: Optional[Path] = EnvFile,
     except Exception as e:
         typer.secho(f'leadchat could not start: {e}', err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
+
+
+@app.command()
+def relay(env_file: Optional[Path] = EnvFile,
+          interval: float = typer.Option(1.0, min=0.05, help='Seconds between polls of the outbox.')):
+    "Deliver queued hand-offs (Slack, CRM, email) until interrupted; safe to run beside API processes."
+    import asyncio, os, signal, socket
+    from leadchat.handoff import run_relay, validate_handoff_config
+    s = load_settings(env_file)
+    try: validate_handoff_config(s)
+    except ConfigurationError as e:
+        typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(2)
+    async def go(s, db):
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM): asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        typer.echo('relaying hand-offs (Ctrl-C to stop)')
+        await run_relay(db.pool, s, worker=f'relay:{socket.gethostname()}:{os.getpid()}', interval=interval, stop=stop)
+    _run_db(env_file, go)
+
+
+handoff_app = typer.Typer(no_args_is_help=True, help='Hand-offs: inspect and replay.')
+app.add_typer(handoff_app, name='handoff')
+
+
+@handoff_app.command('replay')
+def handoff_replay(outbox_id: int = typer.Argument(..., min=1, help='The handoff_outbox row id.'),
+                   env_file: Optional[Path] = EnvFile,
+                   dry_run: bool = typer.Option(False, '--dry-run', help='Print the Slack blocks, CRM payload and email; send nothing.')):
+    "Re-deliver a stored hand-off (idempotent: never a second lead), or preview it with --dry-run."
+    import json
+    from leadchat.handoff import replay_handoff
+    async def go(s, db):
+        try: return await replay_handoff(db.pool, s, outbox_id, dry_run=dry_run)
+        except LookupError as e:
+            typer.secho(str(e), err=True, fg=typer.colors.RED); raise typer.Exit(1)
+    typer.echo(json.dumps(_run_db(env_file, go), indent=2, default=str))
 
 
 def main():

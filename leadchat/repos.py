@@ -71,11 +71,12 @@ def session_values(state: SessionState) -> dict[str, Any]:
 
 
 async def upsert_session(conn, state: SessionState) -> None:
-    "Insert or update the index row for `state` (the row's created_at never changes)."
+    "Insert or update the index row for `state` (created_at never changes; handoff_triggered is the relay's)."
     v = session_values(state)
     cols = ', '.join(_SESSION_COLS)
     ph = ', '.join(f'%({c})s' for c in _SESSION_COLS)
-    upd = ', '.join(f'{c} = EXCLUDED.{c}' for c in _SESSION_COLS if c not in ('session_id', 'created_at'))
+    # handoff_triggered is owned by the hand-off relay once the row exists (it records the delivery outcome)
+    upd = ', '.join(f'{c} = EXCLUDED.{c}' for c in _SESSION_COLS if c not in ('session_id', 'created_at', 'handoff_triggered'))
     await conn.execute(f'INSERT INTO sessions ({cols}) VALUES ({ph}) ON CONFLICT (session_id) DO UPDATE SET {upd}', v)
 
 
