@@ -92,6 +92,7 @@ class TurnContext:
     retriever: Any
     recorder: Recorder
     now: Callable[[], datetime] = utcnow
+    handoff_triggered: bool | None = None     # the relay's latest delivery outcome (sessions row), if known
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -127,6 +128,8 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
     ctx.previous = state
     ctx.turn_index = (state.messages[-1].turn_index if state.messages else 0) + 1
     s = state
+    if ctx.handoff_triggered is not None and ctx.handoff_triggered != s.handoff_triggered:
+        s = s.model_copy(update={'handoff_triggered': ctx.handoff_triggered})   # delivered (or not) since last turn
     if s.current_stage == 3: s = s.model_copy(update={'current_stage': next_stage(3, 'visitor_continued')})
     s = append_message(s, 'user', ctx.message, turn_index=ctx.turn_index, window_turns=ctx.settings.context_window_turns,
                        at=ctx.now())

@@ -85,15 +85,15 @@ async def get_session(conn, session_id: str) -> SessionRow | None:
     return SessionRow.model_validate(row) if row else None
 
 # %% ../nbs/11_repos.ipynb #4e9o0041
-async def acquire_turn_lock(conn, session_id: str, owner: str, *, seconds: int = 60) -> bool:
-    "Take the session's turn lease for `owner`; False when another turn holds a live lease."
+async def acquire_turn_lock(conn, session_id: str, owner: str, *, seconds: int = 60) -> dict | None:
+    "Take the session's turn lease for `owner`: the row's `handoff_triggered`, or None when another turn holds a live lease."
     row = await (await conn.execute(
         """INSERT INTO sessions AS s (session_id, turn_lock_until, turn_lock_owner)
            VALUES (%(sid)s, now() + make_interval(secs => %(secs)s), %(owner)s)
            ON CONFLICT (session_id) DO UPDATE SET turn_lock_until = EXCLUDED.turn_lock_until, turn_lock_owner = EXCLUDED.turn_lock_owner
            WHERE s.turn_lock_until IS NULL OR s.turn_lock_until < now()
-           RETURNING s.session_id""", dict(sid=session_id, secs=seconds, owner=owner))).fetchone()
-    return row is not None
+           RETURNING s.handoff_triggered""", dict(sid=session_id, secs=seconds, owner=owner))).fetchone()
+    return row
 
 
 async def release_turn_lock(conn, session_id: str, owner: str) -> None:

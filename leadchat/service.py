@@ -27,8 +27,8 @@ from .retrieval import KnowledgeRetriever
 from .state import Message, utcnow
 
 # %% auto #0
-__all__ = ['log', 'PostgresRecorder', 'dispatch_handoff', 'TurnInProgress', 'TurnResult', 'ChatService', 'index_size', 'prepare',
-           'readiness']
+__all__ = ['log', 'PostgresRecorder', 'dispatch_handoff', 'TurnInProgress', 'Lease', 'TurnResult', 'ChatService', 'index_size',
+           'prepare', 'readiness']
 
 # %% ../nbs/35_service.ipynb #sv000005
 log = structlog.get_logger('leadchat.service')
@@ -67,6 +67,13 @@ class TurnInProgress(Exception):
 
 
 @dataclass
+class Lease:
+    "A held turn lease, and what the relay has recorded about the session's hand-off."
+    id: str
+    handoff_triggered: bool | None = None
+
+
+@dataclass
 class TurnResult:
     "Filled in while a turn streams; complete once the stream ends."
     session_id: str
@@ -84,23 +91,25 @@ class ChatService:
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
 
-    async def begin(self, session_id: str) -> str:
-        "Take the session's turn lease; raises `TurnInProgress` when another turn holds it. Returns the lease id."
-        lease = f'{self.owner}:{uuid.uuid4().hex[:8]}'
+    async def begin(self, session_id: str) -> Lease:
+        "Take the session's turn lease; raises `TurnInProgress` when another turn holds it."
+        lease = Lease(f'{self.owner}:{uuid.uuid4().hex[:8]}')
         async with self.db.pool.connection() as conn:
-            if not await acquire_turn_lock(conn, session_id, lease, seconds=self.settings.leadchat_turn_lock_seconds):
-                raise TurnInProgress(session_id)
+            row = await acquire_turn_lock(conn, session_id, lease.id, seconds=self.settings.leadchat_turn_lock_seconds)
+        if row is None: raise TurnInProgress(session_id)
+        lease.handoff_triggered = row['handoff_triggered']
         return lease
 
-    async def stream(self, session_id: str, message: str, lease: str, result: TurnResult | None = None) -> AsyncIterator[str]:
+    async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
         try:
-            ctx = TurnContext(message, self.settings, self.model, self.retriever, self.recorder, now=self.clock)
+            ctx = TurnContext(message, self.settings, self.model, self.retriever, self.recorder, now=self.clock,
+                              handoff_triggered=lease.handoff_triggered)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
         finally:
             try:
-                async with self.db.pool.connection() as conn: await release_turn_lock(conn, session_id, lease)
+                async with self.db.pool.connection() as conn: await release_turn_lock(conn, session_id, lease.id)
             except Exception as e: log.error('turn_lock_release_failure', session_id=session_id, error=type(e).__name__)
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None) -> AsyncIterator[str]:

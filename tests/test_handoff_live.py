@@ -13,7 +13,7 @@ from apiserver import LiveServer
 from conftest import fresh_db
 from leadchat.api import create_app
 from slack_receiver import SlackReceiver
-from test_api import app_settings, turn
+from test_api import TOKEN, app_settings, turn
 from test_scenarios import CLOCKS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,10 @@ def test_hot_lead_reaches_slack_and_the_crm_through_the_relay(pg):
                 assert conn.execute('SELECT handoff_triggered FROM sessions WHERE session_id = %s', [sid]).fetchone()[0]
             blocks = slack.requests[0]['body']['blocks']
             assert blocks[0]['type'] == 'header' and blocks[0]['text']['text'].startswith('🔥')
-            # the next turn does not undo the relay's record of the delivery
+            # the next turn carries the relay's outcome into SessionState and does not undo it
             assert turn(c, sid, 'Which vector database did you use for the bank?')[0] == 200
+            state = c.get(f'/api/sessions/{sid}', headers={'Authorization': f'Bearer {TOKEN}'}).json()['state']
+            assert state['handoff_triggered'] is True and state['handoff_reason'] == 'hot_lead'
             with psycopg.connect(url) as conn:
                 assert conn.execute('SELECT handoff_triggered FROM sessions WHERE session_id = %s', [sid]).fetchone()[0]
                 outbox_id = conn.execute('SELECT id FROM handoff_outbox WHERE session_id = %s', [sid]).fetchone()[0]
