@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     handoff_retry_backoff_seconds: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1.0, 3.0, 9.0])
+    leadchat_crm_record_url: str | None = Field(None, max_length=500, pattern=r'^https?://[^\s]+$',
+                                                description='Link template of a lead, with {id}: the Slack button')
     # --- Business hours
     business_hours_timezone: str | None = Field(None, description='Required: IANA zone of the team')
     business_hours_start: int = Field(9, ge=0, le=23)
@@ -133,6 +135,8 @@ class Settings(BaseSettings):
         if not self.business_hours_start <= self.business_hours_same_day_cutoff <= self.business_hours_end:
             raise ValueError(f'BUSINESS_HOURS_SAME_DAY_CUTOFF ({self.business_hours_same_day_cutoff}) must lie '
                              'between BUSINESS_HOURS_START and BUSINESS_HOURS_END')
+        if self.leadchat_crm_record_url and '{id}' not in self.leadchat_crm_record_url:
+            raise ValueError('LEADCHAT_CRM_RECORD_URL must contain {id}, e.g. https://console.example.com/leads/{id}')
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError('CHUNK_OVERLAP must be smaller than CHUNK_SIZE')
         self._check_channels()

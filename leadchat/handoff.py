@@ -377,6 +377,7 @@ class PostgresCRMClient:
 
     def __init__(self, pool, settings: Settings, *, record_url: str | None = None,
                  backoff: Sequence[float] | None = None, sleep=asyncio.sleep):
+        record_url = record_url or settings.leadchat_crm_record_url      # LEADCHAT_CRM_RECORD_URL
         if record_url is not None:
             parts = urlsplit(record_url.format(id='1'))
             if parts.scheme not in ('http', 'https') or not parts.netloc:

@@ -33,7 +33,8 @@ def test_hot_lead_reaches_slack_and_the_crm_through_the_relay(pg):
     url = fresh_db(pg[1])
     with SlackReceiver() as slack:
         settings = app_settings(pg, url, handoff_channels='slack,crm', slack_webhook_url=slack.webhook_url,
-                                handoff_retry_backoff_seconds='0.05,0.1')
+                                handoff_retry_backoff_seconds='0.05,0.1',
+                                leadchat_crm_record_url='https://console.calderwood.example/leads/{id}')
         app = create_app(settings, clock=lambda: CLOCKS['in_hours'], knowledge_path=str(ROOT / 'knowledge'),
                          relay_interval=0.1)
         with LiveServer(app) as srv, srv.client() as c:
@@ -49,6 +50,8 @@ def test_hot_lead_reaches_slack_and_the_crm_through_the_relay(pg):
                 assert conn.execute('SELECT handoff_triggered FROM sessions WHERE session_id = %s', [sid]).fetchone()[0]
             blocks = slack.requests[0]['body']['blocks']
             assert blocks[0]['type'] == 'header' and blocks[0]['text']['text'].startswith('🔥')
+            button = blocks[-1]['elements'][0]             # the CRM record exists, so the button is there
+            assert button['url'] == f'https://console.calderwood.example/leads/{lead[0][0]}'
             # the next turn carries the relay's outcome into SessionState and does not undo it
             assert turn(c, sid, 'Which vector database did you use for the bank?')[0] == 200
             state = c.get(f'/api/sessions/{sid}', headers={'Authorization': f'Bearer {TOKEN}'}).json()['state']
