@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from leadchat import calibrate as cal  # noqa: E402
 from leadchat.config import Settings  # noqa: E402
 from leadchat.db import create_pool, database_url, migrate, stop_embedded  # noqa: E402
-from leadchat.knowledge import ingest, load_documents, local_embeddings  # noqa: E402
+from leadchat.knowledge import ingest, load_documents  # noqa: E402
 from leadchat.retrieval import KnowledgeRetriever  # noqa: E402
 
 RESULTS = ROOT / 'bench' / 'results'

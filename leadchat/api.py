@@ -14,8 +14,6 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -23,14 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings, get_settings
 from .db import Database
 from .handoff import run_relay, validate_handoff_config
-from .repos import (SessionFilter, SessionRow, count_sessions, get_session, get_transcript, list_events,
+from .repos import (SessionFilter, count_sessions, get_session, get_transcript, list_events,
                             list_sessions, run_ttl_sweeper)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState

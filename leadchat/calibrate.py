@@ -7,8 +7,7 @@ Docs: https://leadchat.github.io/leadchat/calibrate.html.md"""
 # %% ../nbs/22_calibrate.ipynb #ca000004
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Sequence

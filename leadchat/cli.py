@@ -8,7 +8,6 @@ Docs: https://leadchat.github.io/leadchat/cli.html.md"""
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional

@@ -7,11 +7,10 @@ Docs: https://leadchat.github.io/leadchat/service.html.md"""
 # %% ../nbs/35_service.ipynb #sv000004
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import structlog
@@ -24,7 +23,7 @@ from .models import get_model
 from .repos import (acquire_turn_lock, append_transcript, emit_event, enqueue_handoff, release_turn_lock,
                             upsert_session)
 from .retrieval import KnowledgeRetriever
-from .state import Message, utcnow
+from .state import utcnow
 
 # %% auto #0
 __all__ = ['log', 'PostgresRecorder', 'dispatch_handoff', 'TurnInProgress', 'Lease', 'TurnResult', 'ChatService', 'index_size',

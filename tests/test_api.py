@@ -1,11 +1,9 @@
 "The chat API over real HTTP (uvicorn on a loopback port) against the embedded PostgreSQL: contract, bad input, security, ops."
-import asyncio
 import json
 import threading
 import uuid
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from httpx_sse import connect_sse

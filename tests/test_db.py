@@ -1,6 +1,5 @@
 "Storage against a real embedded PostgreSQL: migrations, the checkpointer, faults, retention, TTL, outbox."
 import asyncio
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,9 +14,8 @@ from psycopg import sql
 from structlog.testing import capture_logs
 from typing_extensions import TypedDict
 
-from leadchat.config import Settings
 from leadchat.db import (DatabaseError, MigrationError, check_pgdata, create_checkpointer, create_pool,
-                         database_url, ensure_knowledge_table, migrate, migration_files, migration_status, ping,
+                         ensure_knowledge_table, migrate, migration_files, migration_status, ping,
                          start_embedded)
 from leadchat.repos import (HandoffRecord, SessionFilter, append_transcript, claim_handoffs, count_sessions,
                             emit_event, enqueue_handoff, expire_sessions, finish_handoff, get_session,

@@ -9,7 +9,6 @@ from psycopg import sql
 from structlog.testing import capture_logs
 
 from apiserver import LiveServer
-from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.graph import FALLBACK_MESSAGE
 from leadchat.models import OfflineModel

@@ -20,7 +20,6 @@ import textwrap
 import time
 import uuid
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import psycopg

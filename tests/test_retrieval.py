@@ -1,5 +1,4 @@
 "Knowledge ingest and RAG triage against the embedded PostgreSQL and the real MiniLM model (every row of the spec's RAG error table)."
-import asyncio
 import json
 import shutil
 from pathlib import Path
