@@ -27,8 +27,8 @@ from .config import ConfigurationError, Settings
 from .graph import HandoffRequest
 from .hours import crm_due_at
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
-from .repos import (HandoffRecord, OutboxItem, claim_handoffs, emit_event, finish_handoff,
-                            insert_handoff_record, upsert_lead)
+from .repos import (HandoffRecord, OutboxItem, claim_handoffs, emit_event, finish_handoff, get_outbox_item,
+                            insert_handoff_record, set_handoff_triggered, upsert_lead)
 
 # %% auto #0
 __all__ = ['log', 'HEADER_MAX', 'SECTION_TEXT_MAX', 'FIELD_TEXT_MAX', 'URL_MAX', 'LEVEL_EMOJI', 'OUTSIDE_HOURS_EMOJI',
@@ -555,7 +555,7 @@ async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome
                     error=r.error[:500] if r.error else None, crm_record_id=r.crm_record_id, outcome=out.outcome,
                     triggered_at=request.triggered_at))
     async def flag(conn):
-        await conn.execute('UPDATE sessions SET handoff_triggered = %s WHERE session_id = %s', [out.handoff_triggered, sid])
+        await set_handoff_triggered(conn, sid, out.handoff_triggered)
     async def event(conn):
         await emit_event(conn, ANALYTICS_EVENT[out.outcome], session_id=sid, payload={
             'handoff_reason': request.handoff_reason, 'lead_level': request.lead_level, 'outcome': out.outcome,
@@ -693,9 +693,8 @@ async def run_relay(pool, settings: Settings, *, worker: str, interval: float = 
 async def replay_handoff(pool, settings: Settings, outbox_id: int, *, dry_run: bool, deliver=deliver_handoff) -> dict:
     "Show (dry run) or re-deliver the hand-off stored in outbox row `outbox_id`."
     async with pool.connection() as conn:
-        row = await (await conn.execute('SELECT * FROM handoff_outbox WHERE id = %s', [outbox_id])).fetchone()
-    if row is None: raise LookupError(f'handoff_outbox has no row {outbox_id}')
-    item = OutboxItem.model_validate(row)
+        item = await get_outbox_item(conn, outbox_id)
+    if item is None: raise LookupError(f'handoff_outbox has no row {outbox_id}')
     request = HandoffRequest.model_validate(item.request)
     base = {'outbox_id': item.id, 'session_id': item.session_id, 'handoff_reason': item.handoff_reason,
             'status': item.status}

@@ -20,8 +20,9 @@ __all__ = ['EventType', 'EVENT_TYPES', 'OutboxStatus', 'SessionRow', 'session_va
            'acquire_turn_lock', 'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions',
            'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead',
            'get_lead', 'leads_for_session', 'OutboxItem', 'enqueue_handoff', 'claim_handoffs', 'finish_handoff',
-           'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'StaffUser', 'create_staff_user',
-           'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
+           'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record', 'list_handoff_records',
+           'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions',
+           'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -280,6 +281,16 @@ async def finish_handoff(conn, outbox_id: int, status: OutboxStatus, *, error: s
     else:
         await conn.execute('UPDATE handoff_outbox SET status = %s, last_error = %s, finished_at = now() WHERE id = %s',
                            [status, error, outbox_id])
+
+
+async def get_outbox_item(conn, outbox_id: int) -> OutboxItem | None:
+    row = await (await conn.execute('SELECT * FROM handoff_outbox WHERE id = %s', [outbox_id])).fetchone()
+    return OutboxItem.model_validate(row) if row else None
+
+
+async def set_handoff_triggered(conn, session_id: str, triggered: bool) -> None:
+    "The relay's record of a delivery on the session's index row (complete/partial → true, total failure → false)."
+    await conn.execute('UPDATE sessions SET handoff_triggered = %s WHERE session_id = %s', [triggered, session_id])
 
 
 class HandoffRecord(_Row):
