@@ -32,6 +32,12 @@ def _env_name(field: str) -> str:
     return field.upper()
 
 
+def _repo_widget_dist() -> Path:
+    "widget/dist of the source tree leadchat runs from (`make widget` builds it)."
+    import leadchat
+    return Path(leadchat.__file__).resolve().parent.parent / 'widget' / 'dist'
+
+
 class Settings(BaseSettings):
     "leadchat configuration. Build it with `get_settings()` in services; construct directly in tests."
     model_config = SettingsConfigDict(env_file=None, extra='ignore', case_sensitive=False,
@@ -85,8 +91,29 @@ class Settings(BaseSettings):
     leadchat_rate_limit_ip_per_minute: int = Field(30, ge=1, le=100_000)
     leadchat_rate_limit_session_per_minute: int = Field(12, ge=1, le=10_000)
     leadchat_turn_lock_seconds: int = Field(60, ge=5, le=3600)
+    leadchat_widget_dir: Path = Field(default_factory=_repo_widget_dist,
+                                      description='The built <growth-chat> widget served at /chat.js and /widget/<version>/')
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
+    # --- Hosted models (LEADCHAT_MODEL_PROVIDER=anthropic | openai)
+    anthropic_model: str = Field('claude-haiku-4-5', min_length=1, max_length=200, description='Claude Haiku 4.5 (spec)')
+    anthropic_base_url: str | None = Field(None, pattern=r'^https?://[^\s]+$', description='Proxy or gateway; default: the SDK\'s')
+    openai_base_url: str = Field('https://api.openai.com/v1', pattern=r'^https?://[^\s]+$',
+                                 description='Any OpenAI-compatible server: OpenAI, Ollama, vLLM, llama.cpp')
+    openai_chat_model: str = Field('gpt-4.1-mini', min_length=1, max_length=200)
+    llm_max_tokens: int = Field(800, ge=64, le=8192, description='Upper bound of one model reply')
+    llm_max_retries: int = Field(2, ge=0, le=10, description='Retries of a request that has produced no output yet')
+    llm_request_timeout_s: float = Field(30.0, gt=0, le=600, description='Whole-request timeout of one model call')
+    leadchat_company_name: str = Field('our company', min_length=1, max_length=120,
+                                       description='How the assistant names the company (prompt layer 1)')
+    # --- Calendar handoff (60_calendar, 61_booking)
+    leadchat_calendar_config: Path | None = Field(None, description='calendar.yaml: team, reps, meeting types; unset: no booking')
+    leadchat_hold_ttl_seconds: int = Field(600, ge=30, le=86_400, description='How long a tentative hold keeps a slot')
+    leadchat_freebusy_max_age_seconds: float = Field(60.0, ge=0, le=3600, description='Freshness bound of cached free/busy')
+    leadchat_calendar_timeout_seconds: float = Field(5.0, gt=0, le=60, description='Timeout of one calendar provider call')
+    leadchat_calendar_breaker_failures: int = Field(3, ge=1, le=100, description='Consecutive failures that open a circuit')
+    leadchat_calendar_breaker_reset_seconds: float = Field(30.0, gt=0, le=3600, description='Open circuit: wait before a trial call')
+    leadchat_idempotency_ttl_hours: int = Field(24, ge=1, le=720, description='How long an Idempotency-Key is remembered')
 
     def __init__(self, **values):
         try: super().__init__(**values)

@@ -656,7 +656,7 @@ _NAME = rf"(?P<name>(?-i:{_NAME_TOK})(?:\s+(?-i:{_NAME_TOK})){{0,2}})"
 NAME_RULES = [
     _rx(r"\bmy\s+name(?:'s|\s+is)\s+" + _NAME),
     _rx(r"\bname'?s\s+" + _NAME),
-    _rx(r"(?:^|[.!?,]\s*|\b(?:hi|hello|hey|dear)\W+)(?:i'm|i\s+am)\s+" + _NAME + r"(?=\s*(?:[,.!?;:-]|$|\s+(?-i:from|at|with|and|here|[a-z])))"),
+    _rx(r"(?:^|[.!?,]\s*|\b(?:hi|hello|hey|dear)\W+)(?:i'm|i\s+am)\s+" + _NAME + r"(?=\s*(?:[,.!?;:(-]|$|\s+(?-i:from|at|with|and|here|[a-z])))"),
     _rx(r"(?:^|[.!?]\s*|\b(?:hi|hello|hey)\W+)this\s+is\s+" + _NAME + r"(?=\s*(?:[,.!?;:-]|$|\s+(?:from|at|with|here)\b))"),
     _rx(r"(?:^|\b(?:hi|hello|hey)\W+)" + _NAME + r"\s+here\b"),
 ]

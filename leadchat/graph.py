@@ -53,7 +53,8 @@ Retrieve = Callable[[str], Awaitable[RetrievalResult | None]]
 class ModelPort(Protocol):
     name: str
     async def extract(self, message: str, state: SessionState, turn_index: int) -> QualificationDelta | dict: ...
-    def respond(self, message: str, state: SessionState, retrieve: Retrieve) -> AsyncIterator[str]: ...
+    def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
+                followup_sentence: str) -> AsyncIterator[str]: ...
     def propose(self, reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
                 case_study: RetrievedChunk | None) -> AsyncIterator[str]: ...
     def is_stage3_language(self, text: str) -> bool: ...
@@ -168,9 +169,13 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
         if res is not None:
             ctx.last_retrieval = res
             if res.status == 'no_result': ctx.events.append(('rag_no_result', {'reason': res.reason}))
+        elif budget.calls > budget.max_calls:
+            ctx.events.append(('rag_extra_tool_call_ignored', {'call': budget.calls, 'max_calls': budget.max_calls}))
         return res
 
-    stream = ctx.model.respond(ctx.message, state, retrieve).__aiter__()
+    # Layer 7 carries the follow-up promise valid right now (same-day rule), for a Clean Close
+    followup = followup_commitment_sentence(now=ctx.now(), settings=ctx.settings)
+    stream = ctx.model.respond(ctx.message, state, retrieve, followup_sentence=followup).__aiter__()
     try:
         first = await asyncio.wait_for(stream.__anext__(), ctx.settings.llm_stream_timeout_ms / 1000)
         _emit(first, ctx)

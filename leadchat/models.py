@@ -1,4 +1,4 @@
-"""The model port's providers and how one is chosen: `offline` (no network, no key) today; hosted providers plug in behind the same port.
+"""The model port's providers and how one is chosen: `offline` (no network, no key), `anthropic` and `openai` behind the same port.
 
 Docs: https://leadchat.github.io/leadchat/models.html.md"""
 
@@ -20,7 +20,7 @@ from .retrieval import RetrievedChunk
 from .state import QualificationDelta, SessionState
 
 # %% auto #0
-__all__ = ['log', 'OfflineModel', 'get_model']
+__all__ = ['log', 'OfflineModel', 'is_proposal_language', 'get_model']
 
 # %% ../nbs/33_models.ipynb #mo000006
 log = structlog.get_logger('leadchat.models')
@@ -39,7 +39,8 @@ class OfflineModel:
         # the classifier embeds (CPU-bound): keep it off the event loop
         return await asyncio.to_thread(extract_delta, message, state, turn_index, classifier=self.classifier)
 
-    async def respond(self, message: str, state: SessionState, retrieve: Retrieve) -> AsyncIterator[str]:
+    async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
+                      followup_sentence: str = '') -> AsyncIterator[str]:
         query = retrieval_query(message)
         result = await retrieve(query) if query else None
         for tok in stream_tokens(compose_answer(message, state, result)): yield tok
@@ -48,17 +49,22 @@ class OfflineModel:
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
         for tok in stream_tokens(compose_proposal(reason, business_hours, state, followup_sentence, case_study)): yield tok
 
-    def is_stage3_language(self, text: str) -> bool:
-        "Stage 3 language in an answer — except the spec's honest no-result offer, which the prompt layer asks for."
-        return is_stage3_language(text) and not is_no_result_offer(text)
+    def is_stage3_language(self, text: str) -> bool: return is_proposal_language(text)
+
+
+def is_proposal_language(text: str) -> bool:
+    "Stage 3 language in an answer — except the spec's honest no-result offer, which the prompt layer asks for."
+    return is_stage3_language(text) and not is_no_result_offer(text)
 
 
 def get_model(settings: Settings, *, embed=None):
     "The configured provider (see above)."
     p = settings.leadchat_model_provider
-    if p in ('anthropic', 'openai'):
-        raise ConfigurationError(f'LEADCHAT_MODEL_PROVIDER={p}: hosted providers are not part of this build yet; '
-                                 'use offline (or auto)')
-    if p == 'auto' and settings.anthropic_api_key:
-        log.warning('model_provider_fallback', requested='auto', using='offline', reason='hosted providers not in this build')
+    if p == 'auto': p = 'anthropic' if settings.anthropic_api_key else 'offline'
+    if p == 'anthropic':
+        from leadchat.hosted import AnthropicModel
+        return AnthropicModel(settings)
+    if p == 'openai':
+        from leadchat.hosted import OpenAICompatModel
+        return OpenAICompatModel(settings)
     return OfflineModel(embed)

@@ -8,6 +8,9 @@ from psycopg import sql
 
 from leadchat.config import Settings, get_settings
 
+# Live provider tests (tests/test_hosted_live.py) read these keys, and only these, from the shell.
+LIVE_KEYS = {k: os.environ.get(k) for k in ('ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'OPENAI_CHAT_MODEL')}
+
 # Tests never read the developer's shell configuration.
 for _k in list(os.environ):
     if _k.lower() in Settings.model_fields or _k == 'LEADCHAT_ENV_FILE': del os.environ[_k]

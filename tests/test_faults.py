@@ -28,11 +28,11 @@ class FaultyModel(OfflineModel):
         if self.fault == 'extract_garbage': return {'problem_fit': 'very', 'authority_fit': 12}
         return await super().extract(message, state, turn_index)
 
-    async def respond(self, message, state, retrieve):
+    async def respond(self, message, state, retrieve, **kw):
         if self.fault == 'respond': raise RuntimeError('HTTP 529 overloaded')
         if self.fault == 'hang': await asyncio.sleep(30)
         n = 0
-        async for tok in super().respond(message, state, retrieve):
+        async for tok in super().respond(message, state, retrieve, **kw):
             n += 1
             if self.fault == 'midstream' and n == 4: raise RuntimeError('connection reset mid-stream')
             yield tok
