@@ -124,7 +124,7 @@ def _first(text, rules, **kw):
 # %% ../nbs/31_extract.ipynb #ex000015
 _AI = _rx(r"""\b(?:ai|a\.i\.|genai|gen\s+ai|generative\s+ai|llms?|large\s+language\s+models?|gpt[\w.-]*|chatgpt|openai|claude|
     rag|retrieval(?:-augmented)?|vector\s+(?:search|database|db|store)|semantic\s+search|search|embeddings?|
-    (?:chat\s?)?bots?|(?:ai|virtual|knowledge|digital|support)\s+assistants?|assistants?\s+(?:over|on|for)|copilots?|
+    (?:chat\s?)?bots?|(?:ai|virtual|knowledge|digital|support|review|research|contract|document|claims|coding|shopping|sales)\s+assistants?|assistants?\s+(?:over|on|for)|copilots?|
     (?:ai|llm|autonomous|software)\s+agents?|agentic|machine\s+learning|ml|nlp|natural\s+language|
     document\s+(?:processing|understanding|extraction|ai|intelligence)|ocr|classif(?:y|ication)|triage|
     summari[sz](?:e|ation)|extraction|forecasting|predictive|recommendations?|computer\s+vision|
@@ -319,7 +319,7 @@ def _geo_veto(text: str, m: re.Match) -> bool:
 CONSULTANT_RULES = [
     Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|my|our|one\s+of\s+(?:my|our))\s+(?:[\w-]+\s+){0,2}?clients?\b")),
     Rule(_rx(r"\b(?:for|representing)\s+(?:a|an|one\s+of\s+(?:my|our)|my)\s+(?:[\w-]+\s+){0,2}?client\b")),
-    Rule(_rx(r"\b(?:my|our)\s+client\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
+    Rule(_rx(r"\b(?:my|our)\s+client(?:,[^,.;!?]{1,80},)?\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
     Rule(_rx(r"\bone\s+of\s+(?:our|my)\s+(?:clients|customers|accounts)\s+(?:wants|needs|is\s+looking|asked|has\s+asked|would\s+like|requires)\b")),
     Rule(_rx(r"\b(?:our|my)\s+(?:agency|consultancy|studio)\b[^.?!]{0,60}?\bfor\s+(?:our\s+|its\s+|a\s+|an\s+)?(?:[\w-]+\s+)?clients?\b")),
     Rule(_rx(r"\b(?:our|my)\s+(?:agency|consultancy|firm|studio)\s+(?:is\s+)?(?:sourcing|looking\s+for|evaluating|shortlisting|vetting|scouting|seeking)\s+"
