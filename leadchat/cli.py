@@ -19,7 +19,8 @@ from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
 __all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status',
-           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay', 'main']
+           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay', 'main',
+           'eval_']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -51,10 +52,16 @@ def check(env_file: Optional[Path] = EnvFile,
     if as_json:
         typer.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, sort_keys=True))
         return
+    from leadchat.models import get_model
+    try: m = get_model(s)          # a hosted provider without its key fails here, not at the first visitor
+    except ConfigurationError as e:
+        typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
     typer.echo(f'configuration OK: relevance threshold {s.rag_relevance_threshold}, '
                f'proactive {s.rag_proactive_threshold}, team zone {s.business_hours_timezone} '
                f'{s.business_hours_start:02d}:00–{s.business_hours_end:02d}:00, '
-               f"handoff channels {','.join(s.handoff_channels)}")
+               f"handoff channels {','.join(s.handoff_channels)}, "
+               f"model {m.name}{' (' + m.model_id + ')' if getattr(m, 'model_id', None) else ''}")
 
 # %% ../nbs/90_cli.ipynb #c11a0008
 def _demo_turns():
@@ -300,3 +307,46 @@ def handoff_replay(outbox_id: int = typer.Argument(..., min=1, help='The handoff
 def main():
     "Console-script entry point."
     app()
+
+# %% ../nbs/90_cli.ipynb #c11a0013
+from .staff import staff_app
+app.add_typer(staff_app, name='staff')
+
+# %% ../nbs/90_cli.ipynb #c11a0016
+@app.command('eval')
+def eval_(file: Path = typer.Argument(..., help='The eval file (YAML), e.g. eval/conversations.yaml.'),
+          provider: str = typer.Option('offline', '--provider', '-p', help='offline, anthropic or openai.'),
+          env_file: Optional[Path] = EnvFile,
+          report: Optional[Path] = typer.Option(None, help='Write the Markdown report here (JSON beside it).'),
+          url: Optional[str] = typer.Option(None, help='Drive a running leadchat at this URL instead of starting one.'),
+          token: Optional[str] = typer.Option(None, help='Staff token for --url (default: LEADCHAT_ADMIN_TOKEN).'),
+          min_pass: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Override the file's min_pass_rate."),
+          knowledge: Path = typer.Option(Path('knowledge'), help='Knowledge base for the in-process run.')):
+    "Drive scripted conversations over the chat API and score them."
+    from leadchat import evaluate as E
+    def fail(msg):
+        typer.secho(msg, err=True, fg=typer.colors.RED); raise typer.Exit(2)
+    if provider not in ('offline', 'anthropic', 'openai'): fail(f'--provider must be offline, anthropic or openai, not {provider!r}')
+    if url is not None and not url.startswith(('http://', 'https://')): fail('--url must start with http:// or https://')
+    s = load_settings(env_file)
+    try:
+        ev = E.load_eval(file)
+        if min_pass is not None: ev.min_pass_rate = min_pass
+        if url:
+            tok = token or (s.leadchat_admin_token.get_secret_value() if s.leadchat_admin_token else None)
+            if not tok: typer.secho('no staff token: levels, flags and email cannot be read back', err=True, fg=typer.colors.YELLOW)
+            from leadchat.prompts import prompt_version
+            rep = E.run_eval(ev, base_url=url.rstrip('/'), token=tok, provider=provider, model='(remote)',
+                             prompt_version=prompt_version(), file=str(file))
+        else:
+            rep = E.evaluate(ev, s, provider=provider, knowledge_path=str(knowledge))
+            rep.file = str(file)
+    except (E.EvalError, ConfigurationError) as e: fail(f'eval error: {e}')
+    if report:
+        md, js = E.write_report(rep, report)
+        typer.echo(f'report: {md} and {js}')
+    typer.echo(f"{sum(r.passed for r in rep.results)}/{len(rep.results)} cases passed ({rep.pass_rate:.1%}; "
+               f"required {rep.min_pass_rate:.0%}); forbidden-content hits: {rep.forbidden_total}")
+    for r in rep.results:
+        if not r.passed: typer.echo(f'  FAIL {r.id}: ' + '; '.join(r.failures))
+    raise typer.Exit(0 if rep.ok else 1)

@@ -301,16 +301,16 @@ def run_eval(ev: EvalFile, *, base_url: str, token: str | None, provider: str, m
     return EvalReport(provider, model, prompt_version, file, ev.min_pass_rate, results, started)
 
 # %% ../nbs/37_eval.ipynb #ev000019
-def evaluate(path: str | Path, settings: Settings, *, provider: str | None = None, knowledge_path: str = 'knowledge',
+def evaluate(path: str | Path | EvalFile, settings: Settings, *, provider: str | None = None, knowledge_path: str = 'knowledge',
              progress: bool = True, keep_database: bool = False) -> EvalReport:
-    "Start leadchat in-process with `provider` on a fresh database and run the eval file at `path`."
+    "Start leadchat in-process with `provider` on a fresh database and run the eval file at `path` (or a loaded `EvalFile`)."
     import asyncio
     import psycopg
     from psycopg import sql
     from leadchat.api import create_app
     from leadchat.db import database_url
     from leadchat.prompts import prompt_version
-    ev = load_eval(path)
+    ev = path if isinstance(path, EvalFile) else load_eval(path)
     overrides: dict[str, Any] = dict(handoff_channels=['crm'], leadchat_rate_limit_ip_per_minute=100_000,
                                      leadchat_rate_limit_session_per_minute=10_000)
     if provider: overrides['leadchat_model_provider'] = provider
@@ -329,7 +329,8 @@ def evaluate(path: str | Path, settings: Settings, *, provider: str | None = Non
             m = app.state.service.model if hasattr(app.state, 'service') else None
             model = getattr(m, 'model_id', None) or getattr(m, 'name', provider or base.leadchat_model_provider)
             return run_eval(ev, base_url=srv.url, token=token, provider=getattr(m, 'name', provider or '?'), model=model,
-                            prompt_version=prompt_version(), file=str(path), set_clock=clock.set, progress=progress)
+                            prompt_version=prompt_version(), file='' if isinstance(path, EvalFile) else str(path),
+                            set_clock=clock.set, progress=progress)
     finally:
         if not keep_database:
             with psycopg.connect(server_url, autocommit=True) as c:

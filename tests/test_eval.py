@@ -64,3 +64,22 @@ def test_an_oversized_eval_file_is_refused(tmp_path):
     f = tmp_path / 'huge.yaml'
     f.write_text('#' * 2_100_000)
     with pytest.raises(EvalError, match='larger than'): load_eval(f)
+
+
+def test_the_cli_runs_an_eval_and_sets_the_exit_code(pg, tmp_path):
+    from typer.testing import CliRunner
+    from leadchat.cli import app
+    env = tmp_path / 'eval.env'
+    env.write_text(f'RAG_RELEVANCE_THRESHOLD=0.263\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\n'
+                   f'LEADCHAT_HOME={pg[0].leadchat_home}\n')
+    f = tmp_path / 'two.yaml'
+    f.write_text('cases:\n  - id: explicit\n    turns: ["Can I speak to someone?"]\n'
+                 '    expect: {handoff_reason: explicit_request, handoff_turn: 1}\n'
+                 '  - id: wrong\n    turns: ["hello"]\n    expect: {handoff_reason: hot_lead}\n')
+    args = ['eval', str(f), '--provider', 'offline', '-e', str(env), '--knowledge', str(ROOT / 'knowledge'),
+            '--report', str(tmp_path / 'out' / 'r.md')]
+    r = CliRunner().invoke(app, args + ['--min-pass', '0.5'])
+    assert r.exit_code == 0, r.output
+    assert '1/2 cases passed' in r.output and 'FAIL wrong' in r.output and (tmp_path / 'out' / 'r.json').is_file()
+    r = CliRunner().invoke(app, args + ['--min-pass', '1'])
+    assert r.exit_code == 1, r.output
