@@ -1,0 +1,37 @@
+"Funnel and analytics: the funnel by day, lead-level distribution, failure events over time."
+from datetime import datetime
+
+import streamlit as st
+
+from leadchat.console import (STAGE_LABELS, ConsoleInputError, DateRange, failure_events, failures_figure,
+                              funnel_by_day, funnel_days_figure, funnel_figure, funnel_totals, lead_level_distribution,
+                              lead_level_figure, require_staff)
+
+staff, backend = require_staff()
+tz = backend.settings.team_tz
+st.title('Funnel')
+today = datetime.now(tz).date()
+default = DateRange.last(14, today)
+days = st.date_input('Sessions started between', value=(default.start, default.end), key='f_days')
+days = tuple(days) if isinstance(days, (tuple, list)) else (days,)
+try: rng = DateRange(days[0], days[-1]) if days else default
+except ConsoleInputError as e:
+    st.error(str(e)); st.stop()
+
+
+async def load(conn):
+    return (await funnel_by_day(conn, rng, tz), await lead_level_distribution(conn, rng, tz),
+            await failure_events(conn, rng, tz))
+
+
+per_day, levels, failures = backend.conn(load)
+totals = funnel_totals(per_day)
+st.caption(f'{rng.start} – {rng.end} ({tz.key}); a session counts on the day it started.')
+cols = st.columns(6)
+for col, stage in zip(cols, ['sessions', 'engaged', 'qualified', 'handoff_proposed', 'contact_captured', 'delivered']):
+    col.metric(STAGE_LABELS[stage], totals[stage])
+left, right = st.columns(2)
+left.plotly_chart(funnel_figure(totals), key='f_funnel')
+right.plotly_chart(lead_level_figure(levels), key='f_levels')
+st.plotly_chart(funnel_days_figure(per_day), key='f_days_chart')
+st.plotly_chart(failures_figure(failures, rng), key='f_failures')

@@ -1,0 +1,503 @@
+"""The ops console (console/app.py) against real conversations: the API (offline model, embedded
+PostgreSQL, MiniLM) runs scripted visitors over HTTP, its relay delivers the hand-offs to the CRM
+table, then every page is driven with Streamlit's AppTest — auth refusal, filters and hostile
+search input, the session detail, replay dry run and confirmed re-delivery, threshold moves,
+the funnel — and finally `streamlit run` in a subprocess is visited with Chromium (Playwright,
+Debian's /usr/bin/chromium): a screenshot of every page, and the visitor's HTML stays inert.
+
+Screenshots go to pytest's tmp dir, or to $LEADCHAT_SCREENSHOT_DIR when set;
+LEADCHAT_UPDATE_README_SCREENSHOT=1 also refreshes nbs/images/console.png.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from streamlit.testing.v1 import AppTest
+
+from apiserver import LiveServer
+from conftest import fresh_db
+from leadchat.api import create_app
+from leadchat.config import get_settings
+from leadchat.console import SESSION_KEY, close_backends, get_backend
+from leadchat.staff import StaffSession, add_staff_user, set_disabled
+from test_api import app_settings, turn
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / 'console' / 'app.py'
+PAGES = ['pages/sessions.py', 'pages/session.py', 'pages/handoffs.py', 'pages/rag.py', 'pages/funnel.py']
+PASSWORD = 'correct horse battery staple'
+HOSTILE = ('<img src=x onerror="window.__pwned=1"> **bold** [click](https://evil.example) '
+           '![pixel](https://evil.example/p.png) <script>window.__pwned=2</script> I am the CTO at Evil <b>Corp</b>')
+CONVERSATIONS = {
+    'hot': ['Hi! What case studies do you have in fintech?',
+            "We're building a RAG assistant over our support tickets. I'm the CTO of a 300-person payments company.",
+            'You can reach me at ana@acme-pay.example'],
+    'ask': ['Can I speak to someone?'],
+    'competitor': ["We're also an AI consultancy and I'm curious how you staff your projects."],
+    'referral': ["A friend at another company recommended you. We're a 500-person logistics operator."],
+    'paella': ['Can you give me a good recipe for paella?'],
+    'email': ["We're building an internal knowledge assistant with LLMs.", 'My email is bea.lopez@example.com'],
+    'hostile': [HOSTILE],
+}
+EMAILS = ('ana@acme-pay.example', 'bea.lopez@example.com')
+
+
+def wait_for(pred, timeout=60.0, what='condition'):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline: raise TimeoutError(f'{what} not reached within {timeout:g}s')
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope='module')
+def seeded(pg, tmp_path_factory):
+    "Real conversations through the API; its relay delivers the hand-offs. Returns the database and the session ids."
+    url = fresh_db(pg[1])
+    sids = {name: str(uuid.uuid4()) for name in CONVERSATIONS}
+    with LiveServer(create_app(app_settings(pg, url), knowledge_path=str(ROOT / 'knowledge'), relay_interval=0.2)) as srv:
+        with srv.client() as c:
+            for name, said in CONVERSATIONS.items():
+                for msg in said:
+                    status, _, done, err = turn(c, sids[name], msg)
+                    assert status == 200 and err is None and done, (name, msg)
+        def delivered():
+            with psycopg.connect(url) as conn:
+                return conn.execute("SELECT count(*) FILTER (WHERE status <> 'delivered'), count(*) FROM handoff_outbox").fetchone()
+        wait_for(lambda: delivered()[0] == 0 and delivered()[1] >= 2, what='the relay delivering every hand-off')
+    tmp = tmp_path_factory.mktemp('console')
+    env = dict(DATABASE_URL=url, RAG_RELEVANCE_THRESHOLD='0.263', BUSINESS_HOURS_TIMEZONE='Europe/Madrid',
+               HANDOFF_CHANNELS='crm', LEADCHAT_HOME=str(pg[0].leadchat_home),
+               LEADCHAT_CONFIG_CHANGELOG=str(tmp / 'CONFIG_CHANGELOG.md'),
+               LEADCHAT_CALIBRATION_QUERIES=str(ROOT / 'bench' / 'calibration' / 'queries.yaml'))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items(): mp.setenv(k, v)
+        get_settings.cache_clear()
+        backend = get_backend(get_settings())
+        backend.conn(add_staff_user, 'ana', PASSWORD, 'Ana Ruiz')
+        yield dict(url=url, sids=sids, env=env, tmp=tmp, backend=backend)
+        close_backends()
+
+
+def q(url, sql, *args):
+    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(sql, args).fetchall()
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=180)
+
+
+def sign_in(at: AppTest, username='ana', password=PASSWORD) -> AppTest:
+    at.text_input(key='sign_in_username').set_value(username)     # set_value: like a client that ignores max_chars
+    at.text_input(key='sign_in_password').set_value(password)
+    return at.button(key='FormSubmitter:staff_sign_in-Sign in').click().run()
+
+
+def as_staff(page: str | None = None, username='ana') -> AppTest:
+    "A console signed in as `username` (through the form), on `page`."
+    at = sign_in(app().run(), username)
+    assert not at.exception, at.exception
+    if page: at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    "Every piece of text the page shows (markdown, text, captions, alerts, code, json, metrics, tables)."
+    parts = [e.value for kind in ('markdown', 'text', 'caption', 'title', 'header', 'subheader', 'error', 'warning',
+                                  'info', 'success', 'code', 'json') for e in getattr(at, kind)]
+    parts += [f'{m.label} {m.value}' for m in at.metric]
+    parts += [df.value.to_csv() for df in at.dataframe]
+    return '\n'.join(map(str, parts))
+
+
+def shows_no_data(at: AppTest, seeded) -> None:
+    t = texts(at)
+    assert not at.dataframe and not at.metric and not at.json and not at.get('plotly_chart')
+    for secret in (*EMAILS, *seeded['sids'].values(), 'Acme', 'CTO'):
+        assert secret not in t
+    assert at.text_input(key='sign_in_password').proto.type == 1       # the sign-in form is what is shown
+
+
+# --- access ----------------------------------------------------------------------------------------
+
+def test_a_visitor_without_an_account_sees_only_the_sign_in(seeded):
+    at = app().run()
+    assert not at.exception
+    assert at.title[0].value == 'leadchat ops console'
+    shows_no_data(at, seeded)
+    for page in PAGES:                                  # the pages are not even registered
+        with pytest.raises(ValueError): at.switch_page(page)
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_every_page_refuses_an_unauthenticated_visitor(seeded, page):
+    at = AppTest.from_file(str(ROOT / 'console' / page), default_timeout=180).run()    # the page as its own script
+    assert not at.exception
+    shows_no_data(at, seeded)
+    # with a session in the state that is not a StaffSession (a forged value) — refused too
+    for forged in ({'username': 'ana'}, 'ana', StaffSession('nobody', None, 'password', datetime.now(timezone.utc),
+                                                            datetime.now(timezone.utc))):
+        at.session_state[SESSION_KEY] = forged
+        shows_no_data(at.run(), seeded)
+
+
+def test_sign_in_wrong_then_right_then_sign_out(seeded):
+    at = app().run()
+    sign_in(at, 'ana', 'not the password')
+    assert [e.value for e in at.error] == ['Wrong username or password.']
+    shows_no_data(at, seeded)
+    sign_in(at, "ana' OR '1'='1", "' OR '1'='1")
+    assert [e.value for e in at.error] == ['Wrong username or password.']
+    sign_in(at, 'x' * 50_000, 'y' * 50_000)
+    assert [e.value for e in at.error] == ['Wrong username or password.']
+    sign_in(at)
+    assert not at.exception and at.title[0].value == 'Sessions'
+    assert 'Signed in as Ana Ruiz' in [t.value for t in at.sidebar.text]
+    at.sidebar.button(key='sign_out').click().run()
+    assert at.title[0].value == 'leadchat ops console' and 'You are signed out.' in texts(at)
+    shows_no_data(at, seeded)
+    attempts = q(seeded['url'], 'SELECT reason FROM staff_login_attempts ORDER BY id')
+    assert [a['reason'] for a in attempts][-4:] == ['bad_credentials', 'unknown_user', 'unknown_user', 'ok']
+    assert [a['action'] for a in q(seeded['url'], 'SELECT action FROM staff_audit ORDER BY id')][-2:] == ['staff.login', 'staff.logout']
+
+
+def test_expired_or_disabled_sessions_end(seeded):
+    at = as_staff()
+    s = at.session_state[SESSION_KEY]
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    at.session_state[SESSION_KEY] = StaffSession(s.username, s.display_name, s.method, old, old)
+    at.run()
+    assert 'Your session expired; sign in again.' in texts(at)
+    shows_no_data(at, seeded)
+    seeded['backend'].conn(add_staff_user, 'bob', PASSWORD)
+    at = as_staff(username='bob')
+    seeded['backend'].conn(set_disabled, 'bob')
+    at.run()
+    assert 'Your account is disabled.' in texts(at)
+    shows_no_data(at, seeded)
+
+
+def test_oidc_identity_is_let_in_only_when_it_is_staff(seeded):
+    seeded['backend'].conn(add_staff_user, 'ops@example.com', None, oidc_only=True)
+    at = app()
+    at.secrets['auth'] = {'redirect_uri': 'http://127.0.0.1:8501/oauth2callback', 'cookie_secret': 'x' * 32,
+                          'client_id': 'id', 'client_secret': 'secret',
+                          'server_metadata_url': 'http://127.0.0.1:9/.well-known/openid-configuration'}
+    at.user = {'is_logged_in': False}
+    at.run()
+    from streamlit.auth_util import is_authlib_installed
+    if is_authlib_installed(): assert any('Sign in with' in b.label for b in at.button)      # the OIDC button is offered
+    else: assert any('Authlib package is missing' in e.value for e in at.error)
+    shows_no_data(at, seeded)
+    at.user = {'is_logged_in': True, 'email': 'stranger@example.com', 'email_verified': True}
+    at.run()
+    assert 'not a leadchat staff user' in texts(at)
+    shows_no_data(at, seeded)
+    at = app()
+    at.secrets['auth'] = {'cookie_secret': 'x' * 32, 'client_id': 'id'}
+    at.user = {'is_logged_in': True, 'email': 'OPS@example.com', 'email_verified': True}
+    at.run()
+    assert not at.exception and at.title[0].value == 'Sessions'
+    at.user = {'is_logged_in': True, 'email': 'ops@example.com', 'email_verified': False}    # unverified claim
+    shows_no_data(at.run(), seeded)
+
+
+# --- sessions ---------------------------------------------------------------------------------------
+
+def table(at: AppTest, i: int = 0):
+    return at.dataframe[i].value
+
+
+def test_sessions_list_filters_and_search(seeded):
+    at = as_staff()
+    df = table(at)
+    assert set(df['session']) == set(seeded['sids'].values())
+    assert set(EMAILS) <= set(df['email'])
+    at.selectbox(key='s_level').select('hot').run()
+    assert list(table(at)['session']) == [seeded['sids']['hot']]
+    at.selectbox(key='s_level').select('any')
+    at.selectbox(key='s_reason').select('explicit_request').run()
+    assert list(table(at)['session']) == [seeded['sids']['ask']]
+    at.selectbox(key='s_reason').select('any')
+    at.selectbox(key='s_stage').select(3).run()
+    assert list(table(at)['session']) == [seeded['sids']['ask']]          # proposed on its last turn
+    at.selectbox(key='s_stage').select('any')
+    at.text_input(key='s_search').input('ACME-PAY').run()
+    assert list(table(at)['session']) == [seeded['sids']['hot']]
+    last_month = date.today() - timedelta(days=60)
+    at.text_input(key='s_search').input('')
+    at.date_input(key='s_days').set_value((last_month, last_month + timedelta(days=5))).run()
+    assert 'No sessions match these filters.' in texts(at) and not at.dataframe
+    at.date_input(key='s_days').set_value((date.today(), date.today() - timedelta(days=5))).run()   # a hostile client
+    assert not at.exception and any('Filter not applied' in e.value and 'reversed' in e.value for e in at.error)
+
+
+@pytest.mark.parametrize('search', ["' OR 1=1 --", "'; DROP TABLE sessions; --", '%', '_', '\\', '%_%',
+                                    'a\x00b', '\u202e\u200b', '<script>alert(1)</script>', '{{7*7}}', 'ü' * 200])
+def test_hostile_search_finds_nothing_and_breaks_nothing(seeded, search):
+    at = as_staff()
+    at.text_input(key='s_search').set_value(search).run()
+    assert not at.exception
+    assert 'No sessions match these filters.' in texts(at)
+    assert q(seeded['url'], 'SELECT count(*) AS n FROM sessions')[0]['n'] >= len(CONVERSATIONS)
+
+
+def test_an_oversized_search_is_cut_by_the_widget_and_finds_nothing(seeded):
+    at = as_staff()
+    at.text_input(key='s_search').set_value('x' * 10_000).run()       # a client ignoring max_chars
+    assert not at.exception and not at.dataframe
+    assert len(at.text_input(key='s_search').value) == 200             # Streamlit enforces max_chars on the server
+    assert 'No sessions match these filters.' in texts(at)             # (SessionQuery refuses more: 71_console)
+
+
+def test_pagination_over_the_sessions_index(seeded):
+    old = datetime(2025, 6, 2, 10, 0, tzinfo=timezone.utc)
+    with psycopg.connect(seeded['url'], autocommit=True) as c:
+        for i in range(30):
+            c.execute("INSERT INTO sessions (session_id, created_at, last_updated_at, visitor_company) "
+                      "VALUES (%s, %s, %s, 'Pagination Co')", [f'page-{i:02d}', old, old + timedelta(minutes=i)])
+    at = as_staff()
+    at.date_input(key='s_days').set_value((date(2025, 6, 1), date(2025, 6, 3))).run()
+    assert len(table(at)) == 25 and 'page 1 of 2' in texts(at) and table(at)['session'][0] == 'page-29'
+    at.pagination[0].set_value(2).run()
+    assert list(table(at)['session']) == [f'page-{i:02d}' for i in range(4, -1, -1)] and 'page 2 of 2' in texts(at)
+    at.selectbox(key='s_level').select('cold').run()          # a new filter starts again at page 1
+    assert 'page 1 of 2' in texts(at)
+
+
+# --- session detail ----------------------------------------------------------------------------------
+
+def test_session_detail_from_the_sessions_page(seeded):
+    at = as_staff()
+    hot = seeded['sids']['hot']
+    at.selectbox(key='s_open').select(hot)
+    at.button(key='s_open_btn').click().run()
+    assert not at.exception and at.title[0].value == 'Session detail'
+    said = [t.value for t in at.text]
+    assert all(m in said for m in CONVERSATIONS['hot'])                      # the full transcript
+    assert [m.label for m in at.metric][:2] == ['Lead level', 'Stage'] and at.metric[0].value == 'hot'
+    timeline = next(df for df in (d.value for d in at.dataframe) if 'evidence' in df.columns)
+    assert list(timeline['turn']) == [1, 2, 3]
+    assert timeline['authority'][0] == '·' and timeline['authority'][1] == 'confirmed'
+    assert 'authority_fit → confirmed' in timeline['evidence'][1] and timeline['event'][1] == 'handoff_proposed'
+    events = next(df for df in (d.value for d in at.dataframe) if 'event' in df.columns and 'payload' in df.columns)
+    assert 'handoff_delivered' in set(events['event']) and 'session_started' in set(events['event'])
+    packet = json.loads(at.json[0].value)
+    assert packet['session_id'] == hot and packet['lead_level'] == 'hot' and packet['handoff_reason'] == 'hot_lead'
+    assert any(s.startswith(('🔥 Hot Lead — ', '📬 Lead captured (outside hours) — ')) for s in said)   # Slack header
+    assert any('[HANDOFF FALLBACK]' not in c.value and 'visitor.company:' in c.value for c in at.code)
+    assert at.get('plotly_chart')
+
+
+def test_visitor_markup_is_shown_as_plain_text(seeded):
+    at = as_staff('pages/session.py')
+    at.text_input(key='d_sid').input(seeded['sids']['hostile']).run()
+    assert not at.exception
+    assert HOSTILE in [t.value for t in at.text]                              # verbatim, as text
+    assert all('<img' not in m.value and 'evil.example' not in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize('sid', ['no-such-session', "' OR 1=1 --", 'x' * 500, str(uuid.uuid4())])
+def test_unknown_or_hostile_session_ids(seeded, sid):
+    at = as_staff('pages/session.py')
+    at.text_input(key='d_sid').set_value(sid).run()
+    assert not at.exception
+    assert 'There is no session with this id.' in texts(at) and not at.json
+
+
+# --- hand-offs ---------------------------------------------------------------------------------------
+
+def test_handoffs_replay_dry_run_then_confirmed_redelivery(seeded):
+    url, hot = seeded['url'], seeded['sids']['hot']
+    (item,) = q(url, "SELECT id FROM handoff_outbox WHERE session_id = %s", hot)
+    at = as_staff('pages/handoffs.py')
+    df = table(at)
+    row = df[df['id'] == item['id']].iloc[0]
+    assert (row['status'], row['crm'], row['slack'], row['outcome']) == ('delivered', 'delivered', 'skipped', 'complete')
+    at.selectbox(key='h_pick').select(item['id']).run()
+    blocks, crm = json.loads(at.json[0].value), json.loads(at.json[1].value)
+    assert blocks[0]['type'] == 'header' and blocks[0]['text']['text'].startswith(('🔥 Hot Lead', '📬 Lead captured'))
+    assert '*Trigger:*\nhot_lead' in [f['text'] for f in blocks[1]['fields']]
+    assert crm['lead']['session_id'] == hot and crm['lead']['source'] == 'website-chat'
+    assert any('Subject: [HANDOFF FALLBACK] hot lead' in c.value for c in at.code)
+    records = lambda: q(url, "SELECT count(*) AS n FROM handoff_records WHERE session_id = %s", hot)[0]['n']
+    leads = lambda: q(url, "SELECT count(*) AS n FROM leads WHERE session_id = %s", hot)[0]['n']
+    before = (records(), leads())
+    at.button(key='h_redeliver').click().run()                       # asks first; nothing sent yet
+    assert any('Re-deliver hand-off' in w.value for w in at.warning) and (records(), leads()) == before
+    at.button(key='h_no').click().run()
+    assert (records(), leads()) == before and not at.warning
+    at.button(key='h_redeliver').click().run()
+    at.button(key='h_yes').click().run()
+    assert not at.exception
+    assert any(f"Hand-off #{item['id']} re-delivered: complete" in s.value for s in at.success)
+    assert records() == before[0] + 3 and leads() == before[1] == 1     # new attempt records; still one lead
+    (a,) = q(url, "SELECT username, detail FROM staff_audit WHERE action = 'handoff.redeliver'")
+    assert a['username'] == 'ana' and a['detail']['outbox_id'] == item['id']
+    at.selectbox(key='h_status').select('failed').run()
+    assert 'No hand-offs match.' in texts(at)
+
+
+# --- RAG tuning --------------------------------------------------------------------------------------
+
+def metric(at, label):
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_rag_tuning_threshold_moves_changelog_and_try_a_query(seeded):
+    at = as_staff('pages/rag.py')
+    assert 'Run the calibration query set' in texts(at) or at.button(key='r_run')
+    at.button(key='r_run').click().run()
+    assert not at.exception
+    rec = next(s.value for s in at.success if 'Recommended threshold' in s.value)
+    assert at.slider(key='r_threshold').value == pytest.approx(0.263)
+    mid_fp, mid_fn = metric(at, 'False positives'), metric(at, 'False negatives')
+    at.slider(key='r_threshold').set_value(0.95).run()
+    hi_fp, hi_fn = metric(at, 'False positives'), metric(at, 'False negatives')
+    at.slider(key='r_threshold').set_value(0.0).run()
+    lo_fp, lo_fn = metric(at, 'False positives'), metric(at, 'False negatives')
+    n = lambda s: int(s.split()[0])
+    assert n(hi_fp) == 0 and n(hi_fn) > n(mid_fn) and n(lo_fn) == 0 and n(lo_fp) > n(mid_fp)
+    assert lo_fp.endswith('(100.0%)') and hi_fn.endswith('(100.0%)')
+    fn_table = at.dataframe[1].value
+    assert len(fn_table) == 0                                              # at 0.0 nothing is missed
+    at.slider(key='r_threshold').set_value(0.3).run()
+    at.button(key='r_write').click().run()
+    log = Path(seeded['env']['LEADCHAT_CONFIG_CHANGELOG']).read_text()
+    assert 'RAG_RELEVANCE_THRESHOLD = 0.300' in log and 'chosen in the ops console by ana' in log and rec
+    assert q(seeded['url'], "SELECT detail FROM staff_audit WHERE action = 'config.changelog'")[0]['detail']['threshold'] == 0.3
+    at.text_input(key='r_query').input('What case studies do you have in fintech?').run()
+    chunks = at.dataframe[-1].value
+    assert len(chunks) == 7 and chunks['passes'].iloc[0] and chunks['score'].is_monotonic_decreasing
+    for hostile in ["' OR 1=1; DROP TABLE knowledge_chunks_minilm_l6_v2; --", 'email me at eve@example.com \x00']:
+        at.text_input(key='r_query').set_value(hostile).run()
+        assert not at.exception and len(at.dataframe[-1].value) == 7
+    at.text_input(key='r_query').set_value('x' * 5000).run()          # cut to max_chars by Streamlit, still answered
+    assert not at.exception and len(at.text_input(key='r_query').value) == 2000 and len(at.dataframe[-1].value) == 7
+
+
+# --- funnel -------------------------------------------------------------------------------------------
+
+def test_funnel_and_analytics(seeded):
+    at = as_staff('pages/funnel.py')
+    assert not at.exception
+    n = {m.label: int(m.value) for m in at.metric}
+    assert n['sessions'] == len(CONVERSATIONS)
+    assert n['hand-off proposed'] == 2 and n['delivered'] == 2 and n['contact captured'] == 2
+    assert n['sessions'] >= n['engaged'] >= n['qualified (warm/hot)'] == 3    # hot, referral, email
+    assert len(at.get('plotly_chart')) == 4
+    at.date_input(key='f_days').set_value((date.today(), date.today() - timedelta(days=3))).run()
+    assert any('reversed' in e.value for e in at.error) and not at.get('plotly_chart')
+    at.date_input(key='f_days').set_value((date(2020, 1, 1), date(2026, 1, 1))).run()
+    assert any('longer than 366 days' in e.value for e in at.error)
+
+
+# --- a real browser ------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def console_server(seeded):
+    "`streamlit run console/app.py` on a free loopback port, headless; stopped afterwards."
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != 'LEADCHAT_ENV_FILE'} | seeded['env']
+    proc = subprocess.Popen([sys.executable, '-m', 'streamlit', 'run', str(APP), '--server.address', '127.0.0.1',
+                             '--server.port', str(port), '--server.headless', 'true', '--browser.gatherUsageStats',
+                             'false', '--server.fileWatcherType', 'none', '--global.developmentMode', 'false',
+                             '--client.toolbarMode', 'viewer'],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f'http://127.0.0.1:{port}'
+    def healthy():
+        if proc.poll() is not None: raise RuntimeError(f'streamlit exited: {proc.stdout.read().decode()[-2000:]}')
+        try: return httpx.get(f'{url}/_stcore/health', timeout=2).status_code == 200
+        except httpx.HTTPError: return False
+    try:
+        wait_for(healthy, 60, 'streamlit health')
+        yield url
+    finally:
+        proc.terminate()
+        try: proc.wait(15)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait(5)
+
+
+def test_every_page_in_chromium_with_screenshots(seeded, console_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+    out = Path(os.environ.get('LEADCHAT_SCREENSHOT_DIR') or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+            '--disable-sync', '--no-first-run', '--disable-quic']
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path='/usr/bin/chromium', args=args)
+        try:
+            page = browser.new_page(viewport={'width': 1440, 'height': 1000})
+            dialogs, outside = [], []
+            page.on('dialog', lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on('request', lambda r: outside.append(r.url) if not r.url.startswith(('http://127.0.0.1', 'data:', 'blob:')) else None)
+            page.goto(console_server, wait_until='domcontentloaded')
+            page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+            assert page.get_by_role('link', name='Sessions').count() == 0
+            for e in EMAILS: assert e not in page.content()
+            page.screenshot(path=str(out / 'console-sign-in.png'))
+
+            page.get_by_role('textbox', name='Username').fill('ana')
+            page.get_by_role('textbox', name='Password').fill(PASSWORD)
+            page.get_by_role('button', name='Sign in').click()
+            page.get_by_role('heading', name='Sessions').wait_for(timeout=60_000)
+            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(out / 'console-sessions.png'), full_page=True)
+
+            def visit(link, heading, name, ready=None):
+                page.get_by_role('link', name=link).click()
+                page.get_by_role('heading', name=heading).wait_for(timeout=60_000)
+                if ready: ready()
+                page.wait_for_timeout(1500)           # let plotly finish drawing before the picture
+                page.screenshot(path=str(out / f'console-{name}.png'), full_page=True)
+
+            def open_hostile():
+                box = page.get_by_role('textbox', name='Session id')
+                box.fill(seeded['sids']['hostile']); box.press('Enter')
+                page.get_by_text('I am the CTO at Evil', exact=False).first.wait_for(timeout=30_000)
+            visit('Session detail', 'Session detail', 'session-hostile', open_hostile)
+            assert page.locator('img[src="x"]').count() == 0 and page.locator('a[href="https://evil.example"]').count() == 0
+            assert page.evaluate('window.__pwned') is None and not dialogs
+
+            def open_hot():
+                box = page.get_by_role('textbox', name='Session id')
+                box.fill(seeded['sids']['hot']); box.press('Enter')
+                page.get_by_text('hot_lead', exact=True).first.wait_for(timeout=30_000)
+            visit('Session detail', 'Session detail', 'session', open_hot)
+            visit('Hand-offs', 'Hand-offs', 'handoffs', lambda: page.get_by_text('Dry run', exact=False).wait_for(timeout=30_000))
+
+            def calibrate():
+                page.get_by_role('button', name='Run the calibration query set').click()
+                page.get_by_text('Recommended threshold', exact=False).wait_for(timeout=120_000)
+            visit('RAG tuning', 'RAG threshold tuning', 'rag', calibrate)
+            visit('Funnel', 'Funnel', 'funnel', lambda: page.locator('.js-plotly-plot').nth(3).wait_for(timeout=30_000))
+
+            page.get_by_role('button', name='Sign out').click()
+            page.get_by_role('textbox', name='Password').wait_for(timeout=30_000)
+            assert 'ana@acme-pay.example' not in page.content()
+        finally:
+            browser.close()
+    names = ['sign-in', 'sessions', 'session-hostile', 'session', 'handoffs', 'rag', 'funnel']
+    for n in names: assert (out / f'console-{n}.png').stat().st_size > 10_000, n
+    assert not outside, f'the console loaded something from outside: {outside[:5]}'
+    if os.environ.get('LEADCHAT_UPDATE_README_SCREENSHOT') == '1':
+        (ROOT / 'nbs' / 'images').mkdir(exist_ok=True)
+        shutil.copy(out / 'console-funnel.png', ROOT / 'nbs' / 'images' / 'console.png')
