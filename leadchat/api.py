@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
@@ -34,8 +37,9 @@ from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 
 # %% auto #0
-__all__ = ['log', 'ApiError', 'error_response', 'RateLimiter', 'Metrics', 'create_app', 'register_chat', 'register_ops',
-           'demo_page', 'register_staff']
+__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'ApiError', 'error_response', 'RateLimiter', 'Metrics', 'create_app', 'register_chat',
+           'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response', 'register_widget',
+           'register_staff']
 
 # %% ../nbs/40_api.ipynb #ap000006
 log = structlog.get_logger('leadchat.api')
@@ -85,7 +89,8 @@ class Metrics:
 
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
-               knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0) -> FastAPI:
+               knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0,
+               calendar=None, calendar_sweep_interval: float | None = 30.0) -> FastAPI:
     "The app; `db`, `model` and `clock` replace the real ones in tests (a clock makes business hours reproducible)."
 
     settings = settings or get_settings()
@@ -112,13 +117,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         finally:
             stop.set()
             await asyncio.gather(sweeper, relay)
+            if app.state.service.scheduler is not None: await app.state.service.scheduler.drain()
             if db is None: await database.close()
 
     app = FastAPI(title='leadchat', version='1', lifespan=lifespan,
                   description='Chat API of leadchat: the public streaming endpoint and the staff API.')
     app.state.metrics = metrics
-    app.add_middleware(CORSMiddleware, allow_origins=sorted(allowed_origins), allow_methods=['GET', 'POST', 'OPTIONS'],
-                       allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization'], max_age=600)
+    app.add_middleware(CORSMiddleware, allow_origins=sorted(allowed_origins), allow_methods=['GET', 'POST', 'DELETE', 'OPTIONS'],
+                       allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -136,7 +142,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     register_chat(app, settings, metrics, ip_limits, session_limits, allowed_origins)
     register_ops(app, settings, metrics)
+    register_widget(app, settings)
     register_staff(app, settings)
+    if settings.leadchat_calendar_config or calendar is not None:     # the calendar hand-off (61_booking)
+        from leadchat.booking import calendar_router
+        app.include_router(calendar_router(settings, calendar=calendar, sweep_interval=calendar_sweep_interval))
     return app
 
 # %% ../nbs/40_api.ipynb #ap000015
@@ -144,7 +154,17 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else 'unknown'
 
 
-async def _read_message(request: Request, limit: int) -> str:
+def _same_origin(request: Request, origin: str) -> bool:
+    "The page that sent the request was served by this server (browsers send `Origin` on every POST)."
+    host = request.headers.get('host')
+    return bool(host) and origin == f'{request.url.scheme}://{host}'
+
+
+_SLOT_ID_RE = re.compile(r'^[A-Za-z0-9_.-]{1,100}$')
+
+
+async def _read_message(request: Request, limit: int) -> tuple[str, str | None, str | None]:
+    "The turn's body: (message, the visitor's IANA time zone or None, a picked slot id or None)."
     raw = await request.body()
     if len(raw) > limit * 4 + 1024: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
     try: body = json.loads(raw)
@@ -157,7 +177,15 @@ async def _read_message(request: Request, limit: int) -> str:
     msg = msg.strip()
     if not msg: raise ApiError(422, 'empty_message', '"message" is empty')
     if len(msg) > limit: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
-    return msg
+    tz, slot = body.get('timezone'), body.get('slot_id')
+    if tz is not None:
+        try:
+            if not isinstance(tz, str) or len(tz) > 64: raise ValueError
+            ZoneInfo(tz)
+        except Exception: raise ApiError(422, 'invalid_timezone', '"timezone" must be an IANA zone such as Europe/Madrid') from None
+    if slot is not None and (not isinstance(slot, str) or not _SLOT_ID_RE.match(slot)):
+        raise ApiError(422, 'invalid_slot_id', '"slot_id" must be a slot id offered in the chat')
+    return msg, tz, slot
 
 
 def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_origins):
@@ -169,22 +197,27 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                          429: {'description': 'rate limited'}},
               openapi_extra={'requestBody': {'required': True, 'content': {'application/json': {'schema': {
                   'type': 'object', 'required': ['message'], 'additionalProperties': True,
-                  'properties': {'message': {'type': 'string', 'minLength': 1, 'maxLength': settings.leadchat_max_message_chars}}}}}}})
+                  'properties': {'message': {'type': 'string', 'minLength': 1, 'maxLength': settings.leadchat_max_message_chars},
+                                 'timezone': {'type': 'string', 'maxLength': 64, 'description': "The visitor's IANA time zone"},
+                                 'slot_id': {'type': 'string', 'maxLength': 100, 'description': 'A slot offered in the chat'}}}}}}})
     async def chat(request: Request,
                    zgc_session_id: str | None = Header(None, alias='ZGC-Session-ID', max_length=64)):
         origin = request.headers.get('origin')
-        if origin is not None and origin not in allowed_origins:
+        if origin is not None and origin not in allowed_origins and not _same_origin(request, origin):
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the chat API')
         try: sid = str(uuid.UUID(zgc_session_id or ''))
         except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
         if (wait := ip_limits.hit(_client_ip(request))) or (wait := session_limits.hit(sid)):
             raise ApiError(429, 'rate_limited', 'too many messages; slow down', {'Retry-After': str(int(wait) + 1)})
-        message = await _read_message(request, settings.leadchat_max_message_chars)
+        message, visitor_tz, slot_id = await _read_message(request, settings.leadchat_max_message_chars)
         service: ChatService = request.app.state.service
+        if service.scheduler is None and getattr(request.app.state, 'booking', None) is not None:
+            from leadchat.scheduling import ChatScheduler       # the calendar router's services exist once it started
+            service.scheduler = ChatScheduler(request.app.state.calendar, request.app.state.booking, settings)
         try: lease = await service.begin(sid)      # refused (409) before the stream opens
         except TurnInProgress: raise ApiError(409, 'turn_in_progress', 'a turn is already running on this session') from None
         result = TurnResult(sid)
-        stream = service.stream(sid, message, lease, result)
+        stream = service.stream(sid, message, lease, result, visitor_tz=visitor_tz, slot_id=slot_id)
         t0 = time.perf_counter()
 
         async def events():
@@ -195,6 +228,11 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                 metrics.turns.labels(rec.route).inc()
                 metrics.turn_seconds.observe(time.perf_counter() - t0)
                 for ev, _ in rec.events: metrics.events.labels(ev).inc()
+                if rec.state.offered_slots and rec.state.offered_slots != rec.previous.offered_slots:     # buttons for the widget
+                    yield {'event': 'slots', 'data': json.dumps({'slots': [
+                        {k: s[k] for k in ('slot_id', 'label', 'rep')} for s in rec.state.offered_slots]})}
+                if rec.state.meeting and not rec.previous.meeting:
+                    yield {'event': 'meeting', 'data': json.dumps({k: rec.state.meeting.get(k) for k in ('label', 'rep', 'start')})}
                 yield {'event': 'done', 'data': json.dumps(dict(
                     session_id=sid, turn_index=rec.turn_index, lead_level=rec.state.lead_level, stage=rec.state.current_stage,
                     handoff_reason=rec.state.handoff_reason if rec.event_type == 'handoff_proposed' else None))}
@@ -228,6 +266,74 @@ def register_ops(app, settings, metrics):
 def demo_page() -> str:
     from importlib import resources
     return (resources.files('leadchat') / 'static' / 'demo.html').read_text(encoding='utf-8')
+
+# %% ../nbs/40_api.ipynb #ap000031
+IMMUTABLE = 'public, max-age=31536000, immutable'
+ALIAS_TTL = 'public, max-age=300'
+
+
+def accepted_encodings(header: str | None) -> set[str]:
+    "Content codings an `Accept-Encoding` header allows (q=0 excludes one)."
+    out = set()
+    for part in (header or '').lower().split(','):
+        name, _, params = part.strip().partition(';')
+        q = re.search(r'q\s*=\s*([0-9.]+)', params)
+        try: weight = float(q.group(1)) if q else 1.0
+        except ValueError: weight = 0.0
+        if name and weight > 0: out.add(name.strip())
+    return out
+
+
+class WidgetDist:
+    "The built widget in `root` (widget/dist): which file answers which path, or the error to answer."
+    def __init__(self, root: Path): self.root = Path(root)
+
+    def manifest(self) -> dict:
+        try: m = json.loads((self.root / 'manifest.json').read_text(encoding='utf-8'))
+        except (OSError, ValueError):
+            raise ApiError(503, 'widget_not_built', f'the chat widget is not built in {self.root}: run `make widget` '
+                           '(npm ci && npm run build in widget/), or set LEADCHAT_WIDGET_DIR to a built widget/dist') from None
+        if not all(isinstance(m.get(k), str) and m[k] for k in ('version', 'launcher', 'panel')):
+            raise ApiError(503, 'widget_not_built', f'{self.root / "manifest.json"} is incomplete: rebuild the widget (`make widget`)')
+        return m
+
+    def alias(self) -> Path:
+        return self.root / self.manifest()['launcher']
+
+    def versioned(self, version: str, filename: str) -> Path:
+        m = self.manifest()
+        if version != m['version']:
+            raise ApiError(404, 'unknown_widget_version', f"this widget version is not served here; the current one is "
+                           f"{m['version']} (embed /chat.js to always get it)")
+        if filename not in (m['launcher'], m['panel']): raise ApiError(404, 'not_found', 'no such widget file')
+        return self.root / 'widget' / m['version'] / filename
+
+
+def asset_response(path: Path, accept_encoding: str | None, cache_control: str) -> FileResponse:
+    "`path` as JavaScript, from its precompressed `.br`/`.gz` sibling when the client accepts one."
+    headers = {'Cache-Control': cache_control, 'Vary': 'Accept-Encoding', 'X-Content-Type-Options': 'nosniff',
+               'Access-Control-Allow-Origin': '*'}     # public files; lets hosts use crossorigin + SRI
+    accepted = accepted_encodings(accept_encoding)
+    for coding, suffix in (('br', '.br'), ('gzip', '.gz')):
+        packed = path.with_name(path.name + suffix)
+        if coding in accepted and packed.is_file():
+            path, headers['Content-Encoding'] = packed, coding
+            break
+    if not path.is_file():
+        raise ApiError(503, 'widget_not_built', f'{path.name} is missing from the widget build: rebuild it (`make widget`)')
+    return FileResponse(path, media_type='text/javascript; charset=utf-8', headers=headers)
+
+
+def register_widget(app, settings):
+    dist = WidgetDist(settings.leadchat_widget_dir)
+
+    @app.api_route('/chat.js', methods=['GET', 'HEAD'], include_in_schema=False)
+    async def widget_alias(request: Request):
+        return asset_response(dist.alias(), request.headers.get('accept-encoding'), ALIAS_TTL)
+
+    @app.api_route('/widget/{version}/{filename}', methods=['GET', 'HEAD'], include_in_schema=False)
+    async def widget_file(request: Request, version: str, filename: str):
+        return asset_response(dist.versioned(version, filename), request.headers.get('accept-encoding'), IMMUTABLE)
 
 # %% ../nbs/40_api.ipynb #ap000019
 def register_staff(app, settings):

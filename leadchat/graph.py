@@ -94,6 +94,9 @@ class TurnContext:
     recorder: Recorder
     now: Callable[[], datetime] = utcnow
     handoff_triggered: bool | None = None     # the relay's latest delivery outcome (sessions row), if known
+    scheduler: Any = None                     # leadchat.scheduling.ChatScheduler when a calendar is configured
+    visitor_tz: str | None = None             # the visitor's IANA zone, as the widget reports it
+    slot_id: str | None = None                # a slot picked with a widget button
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -103,6 +106,7 @@ class TurnContext:
     events: list[tuple[str, dict]] = field(default_factory=list)
     handoff: HandoffRequest | None = None
     last_retrieval: RetrievalResult | None = None
+    slot_choice: dict | None = None           # the offered slot this message picks
     record: TurnRecord | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -141,6 +145,10 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
     except Exception as e:
         log.error('state_extraction_failure', session_id=state.session_id, error=type(e).__name__)
         ctx.events.append(('state_extraction_failure', {'error': type(e).__name__}))
+    if ctx.visitor_tz and ctx.visitor_tz != s.visitor_timezone: s = s.model_copy(update={'visitor_timezone': ctx.visitor_tz})
+    if ctx.scheduler is not None and s.offered_slots and s.meeting is None:
+        from leadchat.scheduling import pick_slot
+        ctx.slot_choice = pick_slot(ctx.message, s.offered_slots, ctx.slot_id)
     ctx.timings['update_state'] = time.perf_counter() - t0
     return s.model_dump()
 
@@ -149,6 +157,9 @@ def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     "Pure routing (no model): explicit request > hot lead (once per session) > respond."
     ctx = runtime.context
     level = derive_lead_level(state)
+    if ctx.slot_choice is not None:       # picking an offered slot books it; it is not a new request for a person
+        ctx.route, ctx.reason = 'respond', None
+        return {'lead_level': level, 'explicit_human_request': False}
     if state.explicit_human_request: ctx.route, ctx.reason = 'propose', 'explicit_request'
     elif is_hot_lead(state) and state.handoff_reason != 'hot_lead': ctx.route, ctx.reason = 'propose', 'hot_lead'
     else: ctx.route, ctx.reason = 'respond', None
@@ -162,6 +173,7 @@ def _after_router(state: SessionState, runtime: Runtime[TurnContext]) -> str:
 async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
+    if ctx.slot_choice is not None: return await _book(state, ctx)
     budget = ToolCallBudget(ctx.retriever, ctx.settings.max_tool_calls_per_turn, session_id=state.session_id)
 
     async def retrieve(query: str) -> RetrievalResult | None:
@@ -197,8 +209,30 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     if ctx.route != 'llm_failure' and ctx.model.is_stage3_language(ctx.reply):
         log.warning('prompt_compliance_violation', session_id=state.session_id, turn_index=ctx.turn_index)
         ctx.events.append(('prompt_compliance_violation', {'node': 'generate_response'}))
+    upd = await _offer_slots(state, ctx) if ctx.route != 'llm_failure' else {}
     ctx.timings['generate_response'] = time.perf_counter() - t0
-    return {}
+    return upd
+
+
+async def _offer_slots(state: SessionState, ctx: TurnContext) -> dict:
+    "Three slots after a hot-lead / explicit-request proposal in business hours, once the email is known (62_scheduling)."
+    if ctx.scheduler is None: return {}
+    from leadchat.scheduling import needs_offer
+    if not needs_offer(state, business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings)): return {}
+    offer = await ctx.scheduler.offer(state, ctx.visitor_tz or state.visitor_timezone)
+    _emit(('\n\n' if ctx.reply else '') + offer.text, ctx)
+    return {'offered_slots': offer.offered}
+
+
+async def _book(state: SessionState, ctx: TurnContext) -> dict:
+    "The visitor picked an offered slot: book it (idempotently) and say so."
+    res = await ctx.scheduler.book(state, ctx.slot_choice, ctx.visitor_tz or state.visitor_timezone)
+    _emit(res.text, ctx)
+    if res.meeting is not None:
+        booked = state.model_copy(update={'meeting': res.meeting, 'offered_slots': []})
+        ctx.scheduler.announce(booked, business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings))
+        return {'meeting': res.meeting, 'offered_slots': []}
+    return {} if res.offered is None else {'offered_slots': res.offered}
 
 
 def _fail(ctx: TurnContext) -> None:
@@ -237,6 +271,7 @@ async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) ->
     else:
         if ctx.reply: _emit('\n\n', ctx)
         async for tok in ctx.model.propose(reason, hours, new, followup, case_study): _emit(tok, ctx)
+        new = new.model_copy(update=await _offer_slots(new, ctx))
     if reason != 'stall':
         ctx.handoff = HandoffRequest(session_id=state.session_id, handoff_reason=reason, lead_level=level,
                                      business_hours=hours, session_state=new, triggered_at=now)

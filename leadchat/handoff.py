@@ -106,6 +106,11 @@ def slack_blocks(packet: ContextPacket, business_hours: bool, crm_record_url: st
             f'*Qualification:* Problem: {q.problem_fit} | Authority: {q.authority_fit} | '
             f'Company: {q.company_fit} | Timing: {q.timing_fit}')}},
     ]
+    if packet.meeting:      # booked in the chat (62_scheduling): the rep sees when, and with whom
+        m = packet.meeting
+        blocks.insert(2, {'type': 'section', 'text': _mrkdwn(
+            '📅 Meeting booked', f"{one_line(m.get('team_label') or m.get('label') or '')} with {one_line(m.get('rep') or '')}",
+            SECTION_TEXT_MAX)})
     if crm_record_url is not None:
         parts = urlsplit(crm_record_url)
         if parts.scheme not in ('http', 'https') or not parts.netloc or len(crm_record_url) > URL_MAX:
@@ -166,6 +171,8 @@ def packet_text(packet: ContextPacket, *, failed_channels: Sequence[str] = ()) -
             ('qualification.company_fit', q.company_fit), ('qualification.timing_fit', q.timing_fit),
             ('qualification.is_consultant', q.is_consultant), ('qualification.referral_mentioned', q.referral_mentioned),
             ('conversation.turn_count', c.turn_count), ('conversation.stage3_proposals_issued', c.stage3_proposals_issued)]
+    if packet.meeting:
+        rows.append(('meeting', f"{packet.meeting.get('team_label') or packet.meeting.get('label')} with {packet.meeting.get('rep')}"))
     width = max(len(k) for k, _ in rows) + 1
     head = 'A leadchat hand-off could not be confirmed on every channel; the full context packet follows.'
     if failed_channels: head += f"\nFailed channel(s): {', '.join(failed_channels)}."

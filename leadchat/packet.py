@@ -63,6 +63,7 @@ class ContextPacket(_Frozen):
     visitor: VisitorData
     conversation: ConversationMeta
     conversation_summary: str
+    meeting: dict[str, str] | None = None      # the booked meeting (calendar hand-off), when there is one
 
 # %% ../nbs/03_packet.ipynb #9ac4e008
 def _select(signals: list[SignalEntry], dim: str) -> SignalEntry | None:
@@ -163,4 +164,4 @@ def generate_context_packet(state: SessionState | Mapping[str, Any]) -> ContextP
         conversation=ConversationMeta(turn_count=st.messages[-1].turn_index if st.messages else 0,
                                       stage3_proposals_issued=st.stage3_proposals_issued,
                                       signals_observed=tuple(q.signals_observed)),
-        conversation_summary=summary)
+        conversation_summary=summary, meeting=st.meeting)

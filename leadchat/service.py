@@ -89,6 +89,7 @@ class ChatService:
         self.graph = build_graph(create_checkpointer(db.pool))
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
+        self.scheduler = None          # a leadchat.scheduling.ChatScheduler, set when a calendar is configured
 
     async def begin(self, session_id: str) -> Lease:
         "Take the session's turn lease; raises `TurnInProgress` when another turn holds it."
@@ -99,11 +100,13 @@ class ChatService:
         lease.handoff_triggered = row['handoff_triggered']
         return lease
 
-    async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None) -> AsyncIterator[str]:
+    async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None, *,
+                     visitor_tz: str | None = None, slot_id: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
         try:
             ctx = TurnContext(message, self.settings, self.model, self.retriever, self.recorder, now=self.clock,
-                              handoff_triggered=lease.handoff_triggered)
+                              handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
+                              visitor_tz=visitor_tz, slot_id=slot_id)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
         finally:
@@ -111,10 +114,10 @@ class ChatService:
                 async with self.db.pool.connection() as conn: await release_turn_lock(conn, session_id, lease.id)
             except Exception as e: log.error('turn_lock_release_failure', session_id=session_id, error=type(e).__name__)
 
-    async def turn(self, session_id: str, message: str, result: TurnResult | None = None) -> AsyncIterator[str]:
+    async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."
         lease = await self.begin(session_id)
-        async for tok in self.stream(session_id, message, lease, result): yield tok
+        async for tok in self.stream(session_id, message, lease, result, **kw): yield tok
 
 # %% ../nbs/35_service.ipynb #sv000009
 async def index_size(db: Database, settings: Settings) -> int:

@@ -107,6 +107,10 @@ class SessionState(_Model):
     termination_type: TerminationType | None = None
     consent: Consent = Field(default_factory=Consent)
     experiments: dict[str, str] = Field(default_factory=dict)
+    # calendar hand-off (60_calendar): the slots offered in the chat, the booked meeting, the visitor's zone
+    visitor_timezone: str | None = Field(None, max_length=64)
+    offered_slots: list[dict[str, str]] = Field(default_factory=list, max_length=10)
+    meeting: dict[str, str] | None = None
 
 # %% ../nbs/01_state.ipynb #57a7e013
 class QualificationDelta(_Model):

@@ -147,7 +147,8 @@ def test_health_readiness_metrics_and_demo_page(api):
         m = c.get('/metrics')
         assert m.status_code == 200 and 'leadchat_turns_total{route="respond"}' in m.text and 'leadchat_turn_seconds_bucket' in m.text
         page = c.get('/')
-        assert page.status_code == 200 and 'ZGC-Session-ID' in page.text and '<html' in page.text
+        assert page.status_code == 200 and '<html' in page.text
+        assert '<script src="/chat.js" defer></script>' in page.text and '<growth-chat api-url="/chat"' in page.text
 
 
 def test_staff_api_requires_the_token_and_filters(api):

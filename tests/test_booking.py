@@ -1,4 +1,4 @@
-"""The booking pipeline over real HTTP: the real app (`leadchat.api.create_app` + `calendar_router`) under uvicorn,
+"""The booking pipeline over real HTTP: the real app (`leadchat.api.create_app` with `calendar_router`) under uvicorn,
 the embedded PostgreSQL, a real Radicale (CalDAV), an SMTP server (aiosmtpd), and the local server speaking the
 Google Calendar and Microsoft Graph protocols (tests/calendar_servers.py).
 
@@ -32,7 +32,6 @@ from apiserver import LiveServer
 from calendar_servers import TOKEN, ProviderServer, Radicale, fail_after, free_port, slow, status
 from conftest import fresh_db
 from leadchat.api import create_app
-from leadchat.booking import calendar_router
 from leadchat.calendar import CalendarService, load_calendar_config
 from leadchat.config import Settings
 from leadchat.repos import upsert_lead, upsert_session
@@ -125,8 +124,7 @@ def api(pg, radicale, provider, smtp, tmp_path_factory):
     url = fresh_db(pg[1])
     settings = app_settings(pg, url, path, smtp.port)
     calendar = CalendarService(settings, load_calendar_config(path, settings), clock=lambda: NOW)
-    app = create_app(settings, knowledge_path='')
-    app.include_router(calendar_router(settings, calendar=calendar, sweep_interval=0.3))
+    app = create_app(settings, knowledge_path='', calendar=calendar, calendar_sweep_interval=0.3)
     with LiveServer(app) as srv:
         srv.db_url, srv.settings = url, settings
         yield srv
@@ -602,9 +600,8 @@ def test_rate_limits_apply_to_the_calendar_routes(pg, radicale, provider, smtp, 
     path = tmp_path / 'calendar.yaml'
     path.write_text(yaml.safe_dump(calendar_yaml(radicale, provider)))
     settings = app_settings(pg, fresh_db(pg[1]), path, smtp.port, leadchat_rate_limit_ip_per_minute=3)
-    app = create_app(settings, knowledge_path='')
-    app.include_router(calendar_router(settings, calendar=CalendarService(settings, load_calendar_config(path, settings),
-                                                                          clock=lambda: NOW), sweep_interval=None))
+    app = create_app(settings, knowledge_path='', calendar_sweep_interval=None,
+                     calendar=CalendarService(settings, load_calendar_config(path, settings), clock=lambda: NOW))
     with LiveServer(app) as srv, srv.client() as c:
         codes = [c.get('/api/availability', params={'meeting_type': 'fay-call'}).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
