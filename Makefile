@@ -10,7 +10,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.leadchat-deps
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: help run test deps sync nbtest pytest clean-venv
+.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test
 
 help:
 	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env)"
@@ -32,11 +32,42 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP)
 
-run: $(STAMP)
+# The <growth-chat> widget (widget/): `npm ci` only when the lockfile changed (stamp in node_modules),
+# a build only when a source changed. The build fails, writing nothing, when a bundle is over its size budget.
+WIDGET_STAMP := widget/node_modules/.leadchat-npm-ci
+WIDGET_DIST  := widget/dist/manifest.json
+WIDGET_SRC   := $(shell find widget/src widget/scripts -type f 2>/dev/null) widget/package.json widget/tsconfig.json
+
+$(WIDGET_STAMP): widget/package-lock.json widget/package.json
+	@command -v npm >/dev/null || { echo "!! npm (Node.js >= 20.19) is needed to build the chat widget" >&2; exit 1; }
+	@echo "==> [widget] npm ci (widget/package-lock.json)"
+	@cd widget && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(WIDGET_DIST): $(WIDGET_STAMP) $(WIDGET_SRC)
+	@echo "==> [widget] build: chat.js (launcher) and the chat panel, with their size budgets"
+	@cd widget && npm run --silent build
+
+widget: $(WIDGET_DIST)
+
+widget-test: $(WIDGET_STAMP)
+	@echo "==> [test] widget unit tests (vitest)"
+	@cd widget && npm test --silent
+
+CONSOLE_PORT ?= 8501
+
+# The ops console (Streamlit) runs beside the API on the same settings and embedded database; it stops with the API.
+run: $(STAMP) widget
 	@echo "==> [run] checking the demo configuration"
 	@$(BIN)/leadchat check --env-file demo.env
 	@echo "==> [run] starting leadchat: embedded PostgreSQL in .leadchat/, migrations, knowledge ingest, chat API"
-	@$(BIN)/leadchat serve --env-file demo.env --host 127.0.0.1 --port 8000
+	@echo "==> [run] ops console (staff only): http://127.0.0.1:$(CONSOLE_PORT)"
+	@echo "==> [run]   first staff user: $(BIN)/leadchat staff add USERNAME --env-file demo.env  (asks for the password)"
+	@LEADCHAT_ENV_FILE=demo.env $(BIN)/streamlit run console/app.py --server.address 127.0.0.1 \
+	    --server.port $(CONSOLE_PORT) --server.headless true --browser.gatherUsageStats false \
+	    --server.fileWatcherType none --client.toolbarMode viewer & console=$$!; \
+	  trap 'kill $$console 2>/dev/null; wait $$console 2>/dev/null || true' EXIT INT TERM; \
+	  $(BIN)/leadchat serve --env-file demo.env --host 127.0.0.1 --port 8000
 
 # nbdev-clean + nbdev-export + README must leave the tree exactly as it was.
 sync: $(STAMP)
@@ -46,11 +77,11 @@ nbtest: $(STAMP)
 	@echo "==> [test] nbdev-test (notebooks are the source and their tests)"
 	@$(BIN)/nbdev-test --n-workers 2 --flags pg
 
-pytest: $(STAMP)
+pytest: $(STAMP) widget
 	@echo "==> [test] pytest tests/"
 	@$(BIN)/pytest tests/ -q
 
-test: sync nbtest pytest
+test: sync nbtest widget-test pytest
 	@echo "==> [test] all green"
 
 clean-venv:

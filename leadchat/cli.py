@@ -18,9 +18,9 @@ from . import __version__
 from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status',
-           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay', 'main',
-           'eval_']
+__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'calendar_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate',
+           'db_status', 'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay',
+           'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -350,3 +350,52 @@ def eval_(file: Path = typer.Argument(..., help='The eval file (YAML), e.g. eval
     for r in rep.results:
         if not r.passed: typer.echo(f'  FAIL {r.id}: ' + '; '.join(r.failures))
     raise typer.Exit(0 if rep.ok else 1)
+
+# %% ../nbs/90_cli.ipynb #c11a0019
+calendar_app = typer.Typer(help='The calendar hand-off: check calendars, preview slots, sweep holds.', no_args_is_help=True)
+app.add_typer(calendar_app, name='calendar')
+
+
+def _calendar_service(s):
+    from leadchat.calendar import CalendarService
+    try: return CalendarService.from_settings(s)
+    except (ConfigurationError, ValueError) as e:
+        typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(2)
+
+
+@calendar_app.command('check')
+def calendar_check(env_file: Optional[Path] = EnvFile,
+                   days: int = typer.Option(7, min=1, max=90, help='How many days of free/busy to read.')):
+    "Read every rep's free/busy once (no cache); exit 1 if any calendar fails."
+    import asyncio
+    rows = asyncio.run(_calendar_service(load_settings(env_file)).check(days=days))
+    for r in rows:
+        typer.echo(f"{r['rep']:<16} {r['kind']:<10} " + (f"ok   {r['busy_blocks']} busy blocks" if r['ok'] else f"FAIL {r['error']}")
+                   + f"  ({r['ms']} ms)")
+    raise typer.Exit(0 if all(r['ok'] for r in rows) else 1)
+
+
+@calendar_app.command('slots')
+def calendar_slots(env_file: Optional[Path] = EnvFile,
+                   tz: Optional[str] = typer.Option(None, '--tz', help="The visitor's IANA zone (default: the team's)."),
+                   meeting_type: Optional[str] = typer.Option(None, '--meeting-type', help='Default: the first one.'),
+                   n: int = typer.Option(3, '-n', min=1, max=10, help='How many slots.')):
+    "The slots the chat would offer right now."
+    import asyncio
+    from leadchat.calendar import CallbackOffer
+    cal = _calendar_service(load_settings(env_file))
+    try: res = asyncio.run(cal.offer_slots(meeting_type, tz, n))
+    except (LookupError, ValueError) as e:
+        typer.secho(str(e).strip("'\""), err=True, fg=typer.colors.RED); raise typer.Exit(2)
+    if isinstance(res, CallbackOffer):
+        typer.echo(f'no slots ({res.reason}): {res.message}'); raise typer.Exit(1)
+    for s in res: typer.echo(f"{s.slot_id:<34} {s.label():<40} team: {s.label(cal.team.team_tz):<40} {s.rep_name}")
+
+
+@calendar_app.command('sweep')
+def calendar_sweep(env_file: Optional[Path] = EnvFile):
+    "One pass of the hold sweeper: expire holds, undo lapsed confirmations, run due invite/CRM jobs."
+    from leadchat.booking import BookingService
+    async def go(s, db):
+        return await BookingService(db.pool, _calendar_service(s), s).sweep_once()
+    typer.echo(json.dumps(_run_db(env_file, go), indent=2, default=str))

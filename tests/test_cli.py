@@ -156,3 +156,25 @@ def test_serve_starts_the_chat_service(tmp_path):
         p.terminate()
         out, err = p.communicate(timeout=30)
     assert f'leadchat starting on http://127.0.0.1:{port}' in out
+
+
+def test_calendar_commands(tmp_path):
+    "`leadchat calendar check|slots` against a calendar.yaml with a calendar-less rep (working hours only)."
+    cal = tmp_path / 'cal.yaml'
+    cal.write_text('team: {name: T}\nreps: [{id: fay, name: Fay, email: fay@x.example, calendar: {kind: none}}]\n'
+                   'meeting_types: [{id: intro, name: Intro, duration_minutes: 30}]\n')
+    env = tmp_path / 'cal.env'
+    env.write_text(f'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\n'
+                   f'LEADCHAT_CALENDAR_CONFIG={cal}\n')
+    r = run('calendar', 'check', '-e', str(env))
+    assert r.returncode == 0 and 'fay' in r.stdout and ' ok ' in r.stdout, r.stdout + r.stderr
+    r = run('calendar', 'slots', '-e', str(env), '--tz', 'America/New_York')
+    lines = [l for l in r.stdout.strip().splitlines() if l.startswith('intro.fay.')]
+    assert r.returncode == 0 and len(lines) == 3, r.stdout + r.stderr
+    assert all(('EST' in l or 'EDT' in l) and ('CET' in l or 'CEST' in l) for l in lines)
+    for bad in (['--tz', 'Mars/Base'], ['--meeting-type', 'nope'], ['-n', '0']):
+        r = run('calendar', 'slots', '-e', str(env), *bad)
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, (bad, r.stdout, r.stderr)
+    cal.write_text('team: {name: T}\nreps: []\n')
+    r = run('calendar', 'check', '-e', str(env))
+    assert r.returncode == 2 and 'configuration error' in r.stderr, r.stdout + r.stderr

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Calendar handoff benchmarks (issue: Calendar handoff). Not a test: it records numbers, it never fails on them.
 
-    .venv/bin/python bench/calendar.py [--reps 10] [--days 30] [--repeat 30] [--confirms 300] [--concurrent 400]
+    .venv/bin/python bench/booking.py [--reps 10] [--days 30] [--repeat 30] [--confirms 300] [--concurrent 400]
 
 Measures, in one run and on one machine, each against a baseline measured in the same run:
   * availability for R reps × D days (30-minute meeting, 10-minute buffer, 15-minute grid, ~6 busy blocks per rep
@@ -272,7 +272,7 @@ def main():
           f"| confirmation latency without the provider call, p95 | {L['confirm']['p95_ms']:.2f} ms | {L['bare_insert_baseline']['p95_ms']:.2f} ms (bare INSERT) | {L['confirm']['p95_ms']/L['bare_insert_baseline']['p95_ms']:.1f}× |",
           f"| concurrent booking throughput, {T['bookings']} distinct slots, 20 at a time | {T['bookings_per_s']:.0f} bookings/s | {T['bare_inserts_per_s']:.0f} rows/s (bare INSERTs, 20 at a time) | {T['bookings_per_s']/T['bare_inserts_per_s']:.2f}× |",
           f"| 200 concurrent confirmations of one slot | {C['booked']} booked, {C['refused_409']} × 409 in {C['seconds']*1000:.0f} ms | — | — |",
-          '', f"Command: `.venv/bin/python bench/calendar.py --reps {a.reps} --days {a.days} --repeat {a.repeat} --confirms {a.confirms} "
+          '', f"Command: `.venv/bin/python bench/booking.py --reps {a.reps} --days {a.days} --repeat {a.repeat} --confirms {a.confirms} "
           f"--concurrent {a.concurrent}`", '']
     (RESULTS / 'calendar.md').write_text('\n'.join(md))
     print('\n'.join(md))

@@ -1,0 +1,191 @@
+// The assistant-ui runtime adapter for leadchat's Chat API (DESIGN §3):
+//   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str}
+//   → text/event-stream: `delta` {"type":"text_delta","content"} …, then `done` {session_id, turn_index,
+//     lead_level, stage, handoff_reason} or `error` {code, message}.
+// `run()` is an async generator: every delta yields the text so far, so tokens render as they arrive.
+// Failures follow the spec's fallback table: on the first turn of a session a connection error, a 5xx
+// or no first token within STREAM_TIMEOUT_MS activates the (session-permanent) fallback; on later
+// turns the same failures are an inline error for that turn only.
+import type { ChatModelAdapter, ChatModelRunOptions, ChatModelRunResult, ThreadMessage } from "@assistant-ui/react";
+import type { ChatController, DonePayload } from "./controller";
+import type { FallbackReason } from "./events";
+import { SseParser } from "./sse";
+
+export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback" | "endConversation">;
+
+/** A failed turn; `message` is what the visitor reads inline. */
+export class TurnError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = "TurnError";
+    this.code = code;
+  }
+}
+
+export const MESSAGES = {
+  retry: "Sorry, that reply didn't come through. Please send your message again.",
+  timeout: "Sorry, the assistant took too long to answer. Please send your message again.",
+  interrupted: "The reply was interrupted. Please send your message again.",
+  fallback: "Our chat assistant isn't available right now.",
+  rateLimited: "You're sending messages quickly. Please wait a few seconds and try again.",
+  tooLong: "That message is too long. Please shorten it and try again.",
+  busy: "Please wait for the current reply to finish, then try again.",
+  rejected: "Sorry, that message couldn't be sent.",
+  expired: "This conversation has expired. Send a message to start a new one.",
+} as const;
+
+function lastUserText(messages: readonly ThreadMessage[]): string {
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const m = messages[i];
+    if (m.role !== "user") continue;
+    return m.content.map((p) => (p.type === "text" ? p.text : "")).join("").trim();
+  }
+  return "";
+}
+
+function json(data: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(data);
+    return v && typeof v === "object" && !Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+function abortError(): Error {
+  const e = new Error("The turn was cancelled.");
+  e.name = "AbortError";
+  return e;
+}
+
+export interface AdapterOptions {
+  fetch?: typeof fetch;
+}
+
+export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): ChatModelAdapter {
+  const doFetch = opts.fetch ?? ((input, init) => fetch(input, init));
+
+  async function* run({ messages, abortSignal }: ChatModelRunOptions): AsyncGenerator<ChatModelRunResult, void> {
+    const message = lastUserText(messages);
+    if (!message) throw new TurnError(MESSAGES.rejected, "empty_message");
+    const apiUrl = host.config.apiUrl;
+    if (!apiUrl) throw new TurnError(MESSAGES.fallback, "configuration");
+    const first = host.firstTurn;
+    const sessionId = host.beginTurn(message);
+
+    const fail = (reason: FallbackReason, inline: string): never => {
+      if (first) {
+        host.activateFallback(reason);
+        throw new TurnError(MESSAGES.fallback, reason);
+      }
+      throw new TurnError(inline, reason);
+    };
+
+    const request = new AbortController();
+    const onAbort = () => request.abort();
+    abortSignal.addEventListener("abort", onAbort);
+    let timedOut = false;
+    let timer: ReturnType<typeof setTimeout> | null = setTimeout(() => {
+      timedOut = true;
+      request.abort();
+    }, host.config.streamTimeoutMs);
+    const firstToken = () => {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+    };
+
+    let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+    try {
+      let res: Response;
+      try {
+        res = await doFetch(apiUrl, {
+          method: "POST",
+          headers: { "Content-Type": "application/json", "ZGC-Session-ID": sessionId },
+          body: JSON.stringify({ message }),
+          signal: request.signal,
+          credentials: "omit",
+          cache: "no-store",
+        });
+      } catch {
+        if (abortSignal.aborted) throw abortError();
+        return fail(timedOut ? "stream_timeout" : "connection_error", timedOut ? MESSAGES.timeout : MESSAGES.retry);
+      }
+
+      if (res.status >= 500) return fail("http_error", MESSAGES.retry);
+      if (!res.ok) {
+        firstToken(); // the backend answered: a refusal is not a timeout
+        const err = json(await res.text().catch(() => ""))?.error as { code?: unknown } | undefined;
+        const code = typeof err?.code === "string" ? err.code : `http_${res.status}`;
+        if (code === "session_expired") {
+          host.endConversation("session_expiry");
+          throw new TurnError(MESSAGES.expired, code);
+        }
+        const text = res.status === 429 ? MESSAGES.rateLimited : res.status === 413 ? MESSAGES.tooLong
+          : res.status === 409 ? MESSAGES.busy : MESSAGES.rejected;
+        throw new TurnError(text, code);
+      }
+      if (!(res.headers.get("content-type") ?? "").includes("text/event-stream") || !res.body)
+        return fail("http_error", MESSAGES.retry);
+
+      reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      const parser = new SseParser();
+      let text = "";
+      let done: DonePayload | null = null;
+      let streamError: Record<string, unknown> | null = null;
+      try {
+        read: for (;;) {
+          const chunk = await reader.read();
+          const events = chunk.done ? parser.feed(decoder.decode()).concat(parser.end())
+            : parser.feed(decoder.decode(chunk.value, { stream: true }));
+          for (const ev of events) {
+            const data = json(ev.data);
+            if (ev.event === "delta") {
+              if (data?.type !== "text_delta" || typeof data.content !== "string" || !data.content) continue;
+              firstToken();
+              text += data.content;
+              yield { content: [{ type: "text", text }] };
+            } else if (ev.event === "done") {
+              done = data ?? {};
+              break read;
+            } else if (ev.event === "error") {
+              streamError = data ?? {};
+              break read;
+            }
+          }
+          if (chunk.done) break;
+        }
+      } catch {
+        if (abortSignal.aborted) throw abortError();
+        if (timer !== null) return fail(timedOut ? "stream_timeout" : "connection_error", timedOut ? MESSAGES.timeout : MESSAGES.retry);
+        throw new TurnError(MESSAGES.interrupted, "interrupted");
+      }
+
+      if (done) {
+        firstToken();
+        host.completeTurn(sessionId, done);
+        return;
+      }
+      if (streamError) {
+        firstToken();
+        if (streamError.code === "session_expired") {
+          host.endConversation("session_expiry");
+          throw new TurnError(MESSAGES.expired, "session_expired");
+        }
+        // the backend is up and said why: never a fallback, the visitor can try again
+        throw new TurnError(MESSAGES.retry, typeof streamError.code === "string" ? streamError.code : "stream_error");
+      }
+      // the stream closed without `done`
+      if (timer !== null) return fail("connection_error", MESSAGES.retry);
+      throw new TurnError(MESSAGES.interrupted, "interrupted");
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      abortSignal.removeEventListener("abort", onAbort);
+      if (reader) reader.cancel().catch(() => {});
+      else request.abort();
+    }
+  }
+
+  return { run };
+}

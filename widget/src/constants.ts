@@ -1,0 +1,28 @@
+// Build-time constants (spec: "injected by Vite at build time via define") and fixed names.
+/** The widget release; versioned assets live under `widget/<VERSION>/`. */
+export const VERSION: string = __WIDGET_VERSION__;
+/** The content-hashed file name of the chat panel bundle, next to the versioned chat.js. */
+export const PANEL_FILE: string = __PANEL_FILE__;
+
+export const DEFAULT_PROACTIVE_MESSAGE: string =
+  import.meta.env.VITE_DEFAULT_PROACTIVE_MESSAGE || "Have a question about AI engineering?";
+export const GDPR_NOTICE_TEXT: string =
+  import.meta.env.VITE_GDPR_NOTICE_TEXT ||
+  "This chat is powered by AI. Conversations may be stored for up to 90 days to improve our service. " +
+    "By continuing, you agree to our Privacy Policy.";
+/** When set, the words "Privacy Policy" in the notice link here (new tab). */
+export const PRIVACY_POLICY_URL: string = import.meta.env.VITE_PRIVACY_POLICY_URL || "";
+/** No first token within this many ms → fallback (first turn) or an inline error (later turns). */
+export const STREAM_TIMEOUT_MS: number = Number(import.meta.env.VITE_STREAM_TIMEOUT_MS) > 0 ? Number(import.meta.env.VITE_STREAM_TIMEOUT_MS) : 10_000;
+
+export const DEFAULT_PROACTIVE_DELAY_MS = 45_000;
+/** zgc:conversation_ended (inactivity_timeout) after this long without a visitor message. */
+export const INACTIVITY_TIMEOUT_MS = 15 * 60 * 1000;
+
+/** sessionStorage keys: per browser session (tab), never localStorage. */
+export const GDPR_STORAGE_KEY = "growth_chat_gdpr_acknowledged";
+export const FALLBACK_STORAGE_KEY = "growth_chat_fallback";
+export const PROACTIVE_STORAGE_KEY = "growth_chat_proactive_shown";
+
+/** The global the panel bundle registers itself under (a classic script: no CORS needed cross-origin). */
+export const PANEL_GLOBAL = "__growthChatPanel";

@@ -1,0 +1,2 @@
+// Entry of chat.js (the launcher): registers <growth-chat>.
+import "../launcher";

@@ -1,0 +1,34 @@
+// Styles of the chat panel body (inside the Shadow DOM, so nothing here reaches the host page).
+export const PANEL_CSS = `
+.gc-thread { display: flex; flex-direction: column; flex: 1 1 auto; min-height: 0; }
+.gc-viewport { flex: 1 1 auto; min-height: 0; overflow-y: auto; padding: 14px 14px 6px; display: flex; flex-direction: column; gap: 8px; }
+.gc-viewport:focus-visible { outline: 2px solid var(--gc-accent); outline-offset: -2px; }
+.gc-welcome { color: var(--gc-muted); font-size: 14px; }
+.gc-welcome p { margin: 0 0 6px; }
+.gc-note { background: var(--gc-soft); border-radius: 8px; padding: 8px 10px; color: var(--gc-ink); }
+.gc-msg { max-width: 86%; padding: 9px 12px; border-radius: 14px; font-size: 14.5px; line-height: 1.45; overflow-wrap: anywhere; }
+.gc-msg p { margin: 0; white-space: pre-line; }
+.gc-msg-user { align-self: flex-end; background: var(--gc-accent); color: var(--gc-on-accent); border-bottom-right-radius: 4px; }
+.gc-msg-assistant { align-self: flex-start; background: var(--gc-soft); color: var(--gc-ink); border-bottom-left-radius: 4px; }
+.gc-inline-error { display: block; color: #8a1c1c; font-size: 13.5px; }
+.gc-text + .gc-inline-error { margin-top: 6px; }
+.gc-msg-assistant:has(.gc-inline-error) { background: #fbeeee; }
+.gc-typing { display: inline-flex; gap: 4px; padding: 4px 2px; }
+.gc-typing span { width: 7px; height: 7px; border-radius: 50%; background: var(--gc-muted); animation: gc-blink 1.2s infinite ease-in-out; }
+.gc-typing span:nth-child(2) { animation-delay: .2s; }
+.gc-typing span:nth-child(3) { animation-delay: .4s; }
+@keyframes gc-blink { 0%, 80%, 100% { opacity: .25; } 40% { opacity: 1; } }
+.gc-gdpr { margin: 0 12px 8px; padding: 10px 12px; border: 1px solid var(--gc-line); border-radius: 10px; background: #fffbea; font-size: 13px; line-height: 1.45; }
+.gc-gdpr-text { margin: 0 0 8px; color: var(--gc-ink); }
+.gc-gdpr a { color: var(--gc-accent); }
+.gc-composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px 12px; border-top: 1px solid var(--gc-line); }
+.gc-input { flex: 1 1 auto; resize: none; min-height: 40px; max-height: 120px; padding: 9px 11px; border: 1px solid var(--gc-line); border-radius: 10px; font: inherit; font-size: 15px; color: var(--gc-ink); background: #fff; }
+.gc-input:focus { outline: 2px solid var(--gc-accent); outline-offset: 0; border-color: transparent; }
+.gc-input:disabled { background: #f1f3f5; color: var(--gc-muted); }
+.gc-send { flex: none; width: 40px; height: 40px; display: grid; place-items: center; border: 0; border-radius: 10px; background: var(--gc-accent); color: var(--gc-on-accent); cursor: pointer; }
+.gc-send:disabled { opacity: .45; cursor: default; }
+.gc-send:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 2px; }
+@media (prefers-reduced-motion: reduce) {
+  .gc-typing span { animation: none; opacity: .6; }
+}
+`;
