@@ -13,7 +13,7 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 .PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test
 
 help:
-	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env)"
+	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env); CALENDAR=local adds a CalDAV calendar"
 	@echo "make test  — set up, check notebooks and package are in sync, run nbdev-test and pytest"
 
 # Python environment: torch==2.13.0 (local CPU build) goes in first, so that nothing
@@ -55,7 +55,10 @@ widget-test: $(WIDGET_STAMP)
 	@cd widget && npm test --silent
 
 CONSOLE_PORT ?= 8501
-
+# `make run CALENDAR=local` also starts a local CalDAV server (Radicale, tools/local_caldav.py) and books meetings
+# into it through calendar.example.yaml: hot leads in business hours are offered three slots in the chat.
+CALENDAR ?=
+CALDAV_PORT ?= 5232
 # The ops console (Streamlit) runs beside the API on the same settings and embedded database; it stops with the API.
 run: $(STAMP) widget
 	@echo "==> [run] checking the demo configuration"
@@ -63,10 +66,15 @@ run: $(STAMP) widget
 	@echo "==> [run] starting leadchat: embedded PostgreSQL in .leadchat/, migrations, knowledge ingest, chat API"
 	@echo "==> [run] ops console (staff only): http://127.0.0.1:$(CONSOLE_PORT)"
 	@echo "==> [run]   first staff user: $(BIN)/leadchat staff add USERNAME --env-file demo.env  (asks for the password)"
-	@LEADCHAT_ENV_FILE=demo.env $(BIN)/streamlit run console/app.py --server.address 127.0.0.1 \
+	@pids=""; trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null || true' EXIT INT TERM; \
+	  if [ "$(CALENDAR)" = local ]; then \
+	    $(BIN)/python tools/local_caldav.py --port $(CALDAV_PORT) --dir .leadchat/radicale & pids="$$pids $$!"; \
+	    export LEADCHAT_CALENDAR_CONFIG=calendar.example.yaml; \
+	    echo "==> [run] booking into the local CalDAV calendars of calendar.example.yaml (ana, ben)"; \
+	  elif [ -n "$(CALENDAR)" ]; then echo "!! CALENDAR must be 'local' (or unset)" >&2; exit 2; fi; \
+	  LEADCHAT_ENV_FILE=demo.env $(BIN)/streamlit run console/app.py --server.address 127.0.0.1 \
 	    --server.port $(CONSOLE_PORT) --server.headless true --browser.gatherUsageStats false \
-	    --server.fileWatcherType none --client.toolbarMode viewer & console=$$!; \
-	  trap 'kill $$console 2>/dev/null; wait $$console 2>/dev/null || true' EXIT INT TERM; \
+	    --server.fileWatcherType none --client.toolbarMode viewer & pids="$$pids $$!"; \
 	  $(BIN)/leadchat serve --env-file demo.env --host 127.0.0.1 --port 8000
 
 # nbdev-clean + nbdev-export + README must leave the tree exactly as it was.
