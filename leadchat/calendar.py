@@ -231,7 +231,22 @@ CalendarSource = Annotated[Union[CalDavCalendar, GoogleCalendar, MicrosoftCalend
                            Field(discriminator='kind')]
 
 
-class Rep(_Model):
+class _ZoneAndHours(_Model):
+    "Checks shared by a rep and the team: an IANA `timezone` and parseable `working_hours`."
+    @field_validator('timezone', check_fields=False)
+    @classmethod
+    def _tz(cls, v):
+        if v is not None: zone(v)
+        return v
+
+    @field_validator('working_hours', check_fields=False)
+    @classmethod
+    def _hours(cls, v):
+        if v is not None: parse_hours(v)
+        return v
+
+
+class Rep(_ZoneAndHours):
     "A team member who takes meetings."
     id: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=100)
@@ -245,18 +260,6 @@ class Rep(_Model):
     @classmethod
     def _email(cls, v):
         if not EMAIL.match(v): raise ValueError(f'{v!r} is not an email address')
-        return v
-
-    @field_validator('timezone')
-    @classmethod
-    def _tz(cls, v):
-        if v is not None: zone(v)
-        return v
-
-    @field_validator('working_hours')
-    @classmethod
-    def _hours(cls, v):
-        if v is not None: parse_hours(v)
         return v
 
 
@@ -285,23 +288,11 @@ class MeetingType(_Model):
     def step(self) -> timedelta: return timedelta(minutes=self.slot_step_minutes)
 
 
-class Team(_Model):
+class Team(_ZoneAndHours):
     name: str = Field('Our team', min_length=1, max_length=120)
     timezone: str | None = Field(None, description='Default: BUSINESS_HOURS_TIMEZONE')
     working_hours: dict[str, list[str] | None] | None = Field(None, description='Default: Mon–Fri business hours')
     invite_from: str | None = Field(None, max_length=254, description='From: of invites (default: the SMTP sender)')
-
-    @field_validator('timezone')
-    @classmethod
-    def _tz(cls, v):
-        if v is not None: zone(v)
-        return v
-
-    @field_validator('working_hours')
-    @classmethod
-    def _hours(cls, v):
-        if v is not None: parse_hours(v)
-        return v
 
     @field_validator('invite_from')
     @classmethod
