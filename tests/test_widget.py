@@ -1,5 +1,6 @@
 """The <growth-chat> widget in Debian's Chromium (Playwright), against the real API on the offline engine
-and against local backends that fail on purpose (tests/widget_servers.py); and the API's widget asset routes.
+(also with a real Radicale calendar: a meeting booked with the slot buttons) and against local backends
+that fail or script events on purpose (tests/widget_servers.py); and the API's widget asset routes.
 
 Needs the built widget (widget/dist: `make widget`). Screenshots go to build/test-artifacts/widget/ (git-ignored).
 """
@@ -8,15 +9,20 @@ import json
 import re
 import socket
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+import yaml
 from playwright.sync_api import Page, expect, sync_playwright
 
 from apiserver import LiveServer
+from calendar_servers import Radicale
 from conftest import fresh_db
 from leadchat.api import create_app
+from leadchat.calendar import CalendarService, load_calendar_config
 from test_api import ALLOWED, app_settings
 from widget_servers import WidgetHost, gated, hang, reply, status, stream_error
 
@@ -27,7 +33,8 @@ CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-backg
                  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
 UUID4 = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$')
 EVENTS = ['zgc:chat_opened', 'zgc:first_message_sent', 'zgc:qualification_state_changed', 'zgc:contact_captured',
-          'zgc:escalation_triggered', 'zgc:conversation_ended', 'zgc:fallback_activated', 'zgc:gdpr_acknowledged']
+          'zgc:escalation_triggered', 'zgc:conversation_ended', 'zgc:fallback_activated', 'zgc:gdpr_acknowledged',
+          'zgc:meeting_booked']
 DETAIL_KEYS = {
     'zgc:chat_opened': {'session_id', 'timestamp'},
     'zgc:first_message_sent': {'session_id', 'timestamp'},
@@ -37,6 +44,7 @@ DETAIL_KEYS = {
     'zgc:conversation_ended': {'session_id', 'termination_type', 'turn_count', 'timestamp'},
     'zgc:fallback_activated': {'session_id', 'reason', 'timestamp'},
     'zgc:gdpr_acknowledged': {'session_id', 'timestamp'},
+    'zgc:meeting_booked': {'session_id', 'timestamp', 'meeting_start'},
 }
 # Every zgc:* event the element dispatches, recorded from before the widget loads (they bubble to document).
 RECORD_EVENTS = 'window.__zgc = [];' + ''.join(
@@ -85,7 +93,7 @@ def browser():
 
 @pytest.fixture
 def context(browser):
-    ctx = browser.new_context(viewport={'width': 1280, 'height': 800})
+    ctx = browser.new_context(viewport={'width': 1280, 'height': 800}, timezone_id='Europe/Madrid')
     ctx.add_init_script(RECORD_EVENTS)
     yield ctx
     ctx.close()
@@ -248,7 +256,8 @@ def test_tokens_render_incrementally_after_a_typing_indicator(api, host, page):
     assert [e['detail']['lead_level'] for e in events(page) if e['type'] == 'zgc:qualification_state_changed'] == ['warm']
     expect(page.locator('growth-chat .gc-viewport')).to_have_attribute('aria-busy', 'false')
     req = host.requests('gated')[0]
-    assert req['body'] == {'message': 'hi there'} and UUID4.match(req['headers']['ZGC-Session-ID'])
+    # the visitor's time zone (the browser's) goes with every message
+    assert req['body'] == {'message': 'hi there', 'timezone': 'Europe/Madrid'} and UUID4.match(req['headers']['ZGC-Session-ID'])
 
 
 def fallback_reason(page):
@@ -617,6 +626,184 @@ def test_phone_viewport_and_reduced_motion(api, host, browser):
     page.goto(host.page('phone', embed(api, api_url=url)))
     launcher(page).click()
     assert page.locator('growth-chat .gc-panel').evaluate('el => getComputedStyle(el).animationName') == 'gc-rise'
+    ctx.close()
+
+
+# --- meeting slots (issue 10: calendar hand-off) -----------------------------------------------------------------
+
+IN_HOURS = datetime(2026, 3, 23, 9, 0, tzinfo=timezone.utc)         # Monday 10:00 in Madrid: the team is in
+BOOKING_HOT = ("I'm the CTO of a 300-person insurer; we're building a claims RAG assistant and need it live by Q2. "
+               "Reach me at lee.park@acme-insurance.example")
+
+
+class Clock:
+    now = IN_HOURS
+    def __call__(self): return self.now
+
+
+@pytest.fixture(scope='module')
+def booking_api(pg, built, host, tmp_path_factory):
+    "The real app with the calendar router: one rep (Ana) on a real Radicale calendar, a clock in business hours."
+    with Radicale() as radicale:
+        radicale.make_calendar('ana', 'work')
+        path = tmp_path_factory.mktemp('widgetcal') / 'calendar.yaml'
+        path.write_text(yaml.safe_dump({
+            'team': {'name': 'Calderwood AI', 'working_hours': {'weekdays': ['09:00-13:00', '14:00-18:00']}},
+            'reps': [{'id': 'ana', 'name': 'Ana Ruiz', 'email': 'ana@calderwood.example',
+                      'calendar': {'kind': 'caldav', 'url': radicale.calendar_url('ana', 'work'), 'username': 'ana'}}],
+            'meeting_types': [{'id': 'intro', 'name': 'Intro call', 'duration_minutes': 30, 'min_notice_minutes': 120,
+                               'horizon_days': 14}]}))
+        url = fresh_db(pg[1])
+        clock = Clock()
+        settings = app_settings(pg, url, leadchat_cors_origins=[ALLOWED, host.origin], leadchat_calendar_config=path)
+        calendar = CalendarService(settings, load_calendar_config(path, settings), clock=clock)
+        app = create_app(settings, clock=clock, calendar=calendar, knowledge_path=str(ROOT / 'knowledge'))
+        with LiveServer(app) as srv:
+            srv.db_url, srv.radicale = url, radicale
+            yield srv
+
+
+def slot_buttons(page: Page): return page.locator('growth-chat .gc-slot')
+
+
+def test_a_hot_lead_books_a_meeting_with_a_slot_button(booking_api, host, browser):
+    ctx = browser.new_context(viewport={'width': 1280, 'height': 800}, timezone_id='America/New_York')
+    ctx.add_init_script(RECORD_EVENTS)
+    page = ctx.new_page()
+    errors, failed = [], []
+    page.on('console', lambda m: errors.append(m.text) if m.type == 'error' and 'Failed to load resource' not in m.text else None)
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    page.on('response', lambda r: failed.append(r.url) if r.status >= 400 else None)
+    bodies = []
+    page.on('request', lambda r: bodies.append((r.headers.get('zgc-session-id'), r.post_data_json))
+            if r.url.endswith('/chat') and r.method == 'POST' else None)
+    page.goto(host.page('booking', embed(booking_api, api_url=f'{booking_api.url}/chat')))
+    open_and_acknowledge(page)
+    send(page, BOOKING_HOT)
+    offer = page.get_by_role('group', name='Times you can book')
+    expect(offer.get_by_role('button')).to_have_count(3, timeout=30_000)
+    expect(assistant_messages(page).first).to_contain_text('Here are 3 times')
+    buttons = slot_buttons(page)
+    for i in range(3): expect(buttons.nth(i)).to_be_enabled()          # once the reply is done
+    texts = buttons.all_inner_texts()
+    assert all(re.search(r' E[DS]T with Ana Ruiz$', t) for t in texts), texts   # in the visitor's zone (the browser's)
+    labels = [t.removesuffix(' with Ana Ruiz') for t in texts]
+    assert all(label in assistant_messages(page).first.inner_text() for label in labels)
+    assert bodies[0][1] == {'message': BOOKING_HOT, 'timezone': 'America/New_York'}
+    # keyboard: the buttons come right after the message text, before the input
+    composer(page).focus()
+    page.keyboard.press('Shift+Tab')
+    expect(buttons.nth(2)).to_be_focused()
+    page.keyboard.press('Shift+Tab')
+    expect(buttons.nth(1)).to_be_focused()
+    expect(buttons.nth(1)).to_have_accessible_name(texts[1])
+    page.locator('growth-chat .gc-viewport').evaluate('el => el.scrollTop = el.scrollHeight')
+    page.mouse.move(5, 5)                                 # no hover in the picture
+    shot(page, 'slots-offered')
+
+    buttons.nth(1).click()                                # the second time
+    user_msgs = page.locator('growth-chat .gc-msg-user')
+    expect(user_msgs).to_have_count(2)
+    expect(user_msgs.nth(1)).to_have_text(re.compile(re.escape(labels[1]) + '$'))    # the label as the visitor's message
+    expect(composer(page)).to_be_focused()                # the keyboard stays in the conversation
+    booked = page.locator('growth-chat .gc-booked')
+    expect(booked).to_have_text(f'Booked: {labels[1]} with Ana Ruiz', timeout=30_000)
+    expect(assistant_messages(page).nth(1)).to_contain_text("You're booked: " + labels[1])
+    for i in range(3): expect(buttons.nth(i)).to_be_disabled()          # that offer is done
+    expect(buttons.nth(1)).to_have_class(re.compile(r'\bgc-slot-picked\b'))
+    page.wait_for_function('window.__zgc.some(e => e.type === "zgc:meeting_booked")')
+    sid, pick = bodies[1]
+    assert pick['message'] == labels[1] and pick['timezone'] == 'America/New_York'
+    assert re.fullmatch(r'intro\.ana\.\d{8}T\d{4}Z', pick['slot_id']), pick
+    assert {b[0] for b in bodies} == {sid} and len(bodies) == 2
+    (meeting,) = [e['detail'] for e in events(page) if e['type'] == 'zgc:meeting_booked']
+    assert meeting['session_id'] == sid
+    check_payloads(page, forbidden=['lee.park', 'acme', 'Ana', 'Ruiz', labels[1]])
+    page.locator('growth-chat .gc-viewport').evaluate('el => el.scrollTop = el.scrollHeight')
+    shot(page, 'slots-booked')
+    with psycopg.connect(booking_api.db_url) as conn:
+        rows = conn.execute('SELECT rep, status, start_at FROM calendar_bookings WHERE session_id = %s', [sid]).fetchall()
+    assert [(rep, st) for rep, st, _ in rows] == [('ana', 'confirmed')]
+    start = rows[0][2].astimezone(timezone.utc)
+    assert meeting['meeting_start'] == start.strftime('%Y-%m-%dT%H:%M:%S.000Z')
+    assert pick['slot_id'].endswith(start.strftime('%Y%m%dT%H%MZ'))     # the slot that was clicked
+    events_in_calendar = []
+    for _ in range(100):                                  # the calendar write may trail the reply
+        if events_in_calendar := [ics for ics in booking_api.radicale.objects('ana', 'work').values() if 'UID' in ics]: break
+        page.wait_for_timeout(100)
+    assert len(events_in_calendar) == 1
+    assert errors == [] and [u for u in failed if not u.endswith('/favicon.ico')] == []
+    ctx.close()
+
+
+SLOTS_A = [{'slot_id': 'intro.ana.20260324T0800Z', 'label': 'Tue 24 Mar 2026, 17:00–17:30 JST', 'rep': 'Ana Ruiz'},
+           {'slot_id': 'intro.ana.20260325T0900Z', 'label': 'Wed 25 Mar 2026, 18:00–18:30 JST', 'rep': 'Ana Ruiz'},
+           {'slot_id': 'intro.ana.20260326T0800Z', 'label': 'Thu 26 Mar 2026, 17:00–17:30 JST', 'rep': 'Ana Ruiz'}]
+SLOTS_B = [{'slot_id': 'intro.ana.20260327T0800Z', 'label': 'Fri 27 Mar 2026, 17:00–17:30 JST', 'rep': 'Ana Ruiz'}]
+
+
+def test_slot_offers_on_a_phone_newer_offers_failures_and_words(api, host, browser):
+    url = host.backend('slots', reply('Here are 3 times that work for the team.', events=[('slots', {'slots': SLOTS_A})],
+                                      done={'lead_level': 'hot', 'handoff_reason': 'hot_lead'}),
+                       status(500),                                       # the first pick fails
+                       reply('Friday works too.', events=[('slots', {'slots': SLOTS_B})]),
+                       reply("You're booked: " + SLOTS_B[0]['label'],
+                             events=[('meeting', {'label': SLOTS_B[0]['label'], 'rep': 'Ana Ruiz', 'start': '2026-03-27T08:00:00Z'})]))
+    ctx = browser.new_context(viewport={'width': 375, 'height': 667}, device_scale_factor=2, is_mobile=True,
+                              has_touch=True, reduced_motion='reduce', timezone_id='Asia/Tokyo')
+    ctx.add_init_script(RECORD_EVENTS)
+    page = ctx.new_page()
+    page.goto(host.page('slots', embed(api, api_url=url, head='<meta name="viewport" content="width=device-width, initial-scale=1">')))
+    launcher(page).tap()
+    page.locator('growth-chat .gc-gdpr-ack').tap()
+    send(page, 'I want to talk to someone')
+    buttons = slot_buttons(page)
+    expect(buttons).to_have_count(3)
+    for i in range(3): expect(buttons.nth(i)).to_be_enabled()
+    for i in range(3):                                    # fat-finger targets inside a phone's width
+        b = buttons.nth(i).bounding_box()
+        assert b['x'] >= 0 and b['x'] + b['width'] <= 375 and b['height'] >= 44, b
+    assert buttons.first.evaluate('el => getComputedStyle(el).transitionDuration') == '0s'    # reduced motion
+    shot(page, 'phone-slots')
+
+    buttons.nth(0).tap()                                  # → 500: an inline error, and the offer can be used again
+    expect(assistant_messages(page).nth(1).locator('.gc-inline-error')).to_have_text(re.compile("didn't come through"))
+    for i in range(3): expect(buttons.nth(i)).to_be_enabled()
+    send(page, 'Anything on Friday?')                     # typing instead of clicking: a newer offer
+    expect(buttons).to_have_count(4)
+    for i in range(3): expect(buttons.nth(i)).to_be_disabled()          # the older offer is closed ...
+    expect(buttons.nth(3)).to_be_enabled()                              # ... the newer one is open
+    assert 'zgc:meeting_booked' not in names(page)
+    send(page, 'The Friday one please')                   # booked in words: a meeting closes the open offer
+    expect(page.locator('growth-chat .gc-booked')).to_have_text(f"Booked: {SLOTS_B[0]['label']} with Ana Ruiz")
+    expect(buttons.nth(3)).to_be_disabled()
+    page.wait_for_function('window.__zgc.some(e => e.type === "zgc:meeting_booked")')
+    (meeting,) = [e['detail'] for e in events(page) if e['type'] == 'zgc:meeting_booked']
+    assert meeting['meeting_start'] == '2026-03-27T08:00:00.000Z'
+    check_payloads(page, forbidden=['Ana', 'JST', 'Friday'])
+    bodies = [r['body'] for r in host.requests('slots')]
+    assert bodies == [
+        {'message': 'I want to talk to someone', 'timezone': 'Asia/Tokyo'},
+        {'message': SLOTS_A[0]['label'], 'timezone': 'Asia/Tokyo', 'slot_id': SLOTS_A[0]['slot_id']},
+        {'message': 'Anything on Friday?', 'timezone': 'Asia/Tokyo'},
+        {'message': 'The Friday one please', 'timezone': 'Asia/Tokyo'},
+    ]
+    ctx.close()
+
+
+def test_a_time_zone_the_server_does_not_know_is_dropped_not_fatal(api, host, browser):
+    url = host.backend('tz', status(422, 'invalid_timezone'), reply('Hello.'))
+    ctx = browser.new_context(timezone_id='America/Ciudad_Juarez')
+    page = ctx.new_page()
+    page.goto(host.page('tz', embed(api, api_url=url)))
+    open_and_acknowledge(page)
+    send(page, 'hi')
+    expect(assistant_messages(page).first.locator('.gc-text')).to_have_text('Hello.')
+    send(page, 'and again')
+    expect(assistant_messages(page).nth(1).locator('.gc-text')).to_have_text('Hello.')
+    assert [r['body'] for r in host.requests('tz')] == [
+        {'message': 'hi', 'timezone': 'America/Ciudad_Juarez'}, {'message': 'hi'}, {'message': 'and again'}]
+    expect(fallback_view(page)).to_be_hidden()
     ctx.close()
 
 

@@ -8,6 +8,7 @@ serves:
     and the last one repeats. Responses are built with the helpers below:
 
     reply('Hello', ', world', done={...})   200 text/event-stream: delta events, then done
+    reply('Hi', events=[('slots', {...})])   ... with these other events (slots, meeting) between the deltas and done
     status(503)                              that HTTP status with a JSON error body
     hang()                                   200 text/event-stream, then nothing (no first token)
     gated('Hello', ', world', done={...})    one delta per `release()` of the backend's gate
@@ -21,7 +22,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def reply(*tokens, done=None): return {'kind': 'reply', 'tokens': tokens or ('Hello',), 'done': done or {}}
+def reply(*tokens, done=None, events=()):
+    return {'kind': 'reply', 'tokens': tokens or ('Hello',), 'done': done or {}, 'events': list(events)}
 def status(code, error_code='server_error'): return {'kind': 'status', 'code': code, 'error_code': error_code}
 def hang(): return {'kind': 'hang'}
 def gated(*tokens, done=None): return {'kind': 'gated', 'tokens': tokens, 'done': done or {}}
@@ -95,6 +97,7 @@ class WidgetHost:
                 self.open_stream()
                 self.wfile.write(b': ping\r\n\r\n')          # a comment, as sse-starlette sends
                 for tok in resp['tokens']: self.event('delta', {'type': 'text_delta', 'content': tok})
+                for event, data in resp.get('events', ()): self.event(event, data)
                 self.done(resp, sid)
 
             def gated(self, resp, name, sid):

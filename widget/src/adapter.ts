@@ -1,17 +1,23 @@
 // The assistant-ui runtime adapter for leadchat's Chat API (DESIGN §3):
-//   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str}
-//   → text/event-stream: `delta` {"type":"text_delta","content"} …, then `done` {session_id, turn_index,
-//     lead_level, stage, handoff_reason} or `error` {code, message}.
-// `run()` is an async generator: every delta yields the text so far, so tokens render as they arrive.
+//   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str, "timezone"?: IANA zone, "slot_id"?: str}
+//   → text/event-stream: `delta` {"type":"text_delta","content"} …, optionally `slots` {slots: [{slot_id,
+//     label, rep}]} and/or `meeting` {label, rep, start}, then `done` {session_id, turn_index, lead_level,
+//     stage, handoff_reason} or `error` {code, message}.
+// `run()` is an async generator: every delta yields the text so far, so tokens render as they arrive;
+// `slots` and `meeting` go into the assistant message's metadata.custom (the panel draws the buttons
+// and the confirmation from there). A user message's metadata.custom.slot_id (a slot button) is sent
+// as `slot_id`. The visitor's time zone goes with every request, unless the backend refused it once.
 // Failures follow the spec's fallback table: on the first turn of a session a connection error, a 5xx
 // or no first token within STREAM_TIMEOUT_MS activates the (session-permanent) fallback; on later
 // turns the same failures are an inline error for that turn only.
 import type { ChatModelAdapter, ChatModelRunOptions, ChatModelRunResult, ThreadMessage } from "@assistant-ui/react";
 import type { ChatController, DonePayload } from "./controller";
 import type { FallbackReason } from "./events";
+import { parseMeeting, parseSlots, SLOT_ID } from "./slots";
 import { SseParser } from "./sse";
 
-export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback" | "endConversation">;
+export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback"
+  | "endConversation" | "meetingBooked">;
 
 /** A failed turn; `message` is what the visitor reads inline. */
 export class TurnError extends Error {
@@ -35,13 +41,26 @@ export const MESSAGES = {
   expired: "This conversation has expired. Send a message to start a new one.",
 } as const;
 
-function lastUserText(messages: readonly ThreadMessage[]): string {
+/** The visitor's last message: its text, and the slot it picked (a slot button) if any. */
+function lastUser(messages: readonly ThreadMessage[]): { text: string; slotId: string | null } {
   for (let i = messages.length - 1; i >= 0; i--) {
     const m = messages[i];
     if (m.role !== "user") continue;
-    return m.content.map((p) => (p.type === "text" ? p.text : "")).join("").trim();
+    const slot = m.metadata?.custom?.slot_id;
+    return { text: m.content.map((p) => (p.type === "text" ? p.text : "")).join("").trim(),
+      slotId: typeof slot === "string" && SLOT_ID.test(slot) ? slot : null };
   }
-  return "";
+  return { text: "", slotId: null };
+}
+
+/** The browser's IANA time zone (e.g. Europe/Madrid), or null when Intl has none; never throws. */
+export function visitorTimeZone(): string | null {
+  try {
+    const tz = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return typeof tz === "string" && /^[A-Za-z0-9_+\-/]{1,64}$/.test(tz) ? tz : null;
+  } catch {
+    return null;
+  }
 }
 
 function json(data: string): Record<string, unknown> | null {
@@ -59,15 +78,26 @@ function abortError(): Error {
   return e;
 }
 
+function errorCode(body: string): string | null {
+  const err = json(body)?.error as { code?: unknown } | undefined;
+  return typeof err?.code === "string" ? err.code : null;
+}
+
 export interface AdapterOptions {
   fetch?: typeof fetch;
+  /** The visitor's time zone (default: from Intl). */
+  timeZone?: () => string | null;
 }
 
 export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): ChatModelAdapter {
   const doFetch = opts.fetch ?? ((input, init) => fetch(input, init));
+  const timeZone = opts.timeZone ?? visitorTimeZone;
+  // a zone this browser knows but the server's tz database does not (422 invalid_timezone): the turn is
+  // sent again without it, and so is every later one of this conversation
+  let timeZoneRefused = false;
 
   async function* run({ messages, abortSignal }: ChatModelRunOptions): AsyncGenerator<ChatModelRunResult, void> {
-    const message = lastUserText(messages);
+    const { text: message, slotId } = lastUser(messages);
     if (!message) throw new TurnError(MESSAGES.rejected, "empty_message");
     const apiUrl = host.config.apiUrl;
     if (!apiUrl) throw new TurnError(MESSAGES.fallback, "configuration");
@@ -95,18 +125,34 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
       timer = null;
     };
 
+    const payload: Record<string, string> = { message };
+    const tz = timeZoneRefused ? null : timeZone();
+    if (tz) payload.timezone = tz;
+    if (slotId) payload.slot_id = slotId;
+    const post = () => doFetch(apiUrl, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "ZGC-Session-ID": sessionId },
+      body: JSON.stringify(payload),
+      signal: request.signal,
+      credentials: "omit",
+      cache: "no-store",
+    });
+
     let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
     try {
       let res: Response;
+      let refusal: string | null = null; // a 4xx body already read
       try {
-        res = await doFetch(apiUrl, {
-          method: "POST",
-          headers: { "Content-Type": "application/json", "ZGC-Session-ID": sessionId },
-          body: JSON.stringify({ message }),
-          signal: request.signal,
-          credentials: "omit",
-          cache: "no-store",
-        });
+        res = await post();
+        if (res.status === 422 && payload.timezone) {
+          refusal = await res.text();
+          if (errorCode(refusal) === "invalid_timezone") {
+            timeZoneRefused = true;
+            delete payload.timezone;
+            refusal = null;
+            res = await post();
+          }
+        }
       } catch {
         if (abortSignal.aborted) throw abortError();
         return fail(timedOut ? "stream_timeout" : "connection_error", timedOut ? MESSAGES.timeout : MESSAGES.retry);
@@ -115,8 +161,7 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
       if (res.status >= 500) return fail("http_error", MESSAGES.retry);
       if (!res.ok) {
         firstToken(); // the backend answered: a refusal is not a timeout
-        const err = json(await res.text().catch(() => ""))?.error as { code?: unknown } | undefined;
-        const code = typeof err?.code === "string" ? err.code : `http_${res.status}`;
+        const code = errorCode(refusal ?? await res.text().catch(() => "")) ?? `http_${res.status}`;
         if (code === "session_expired") {
           host.endConversation("session_expiry");
           throw new TurnError(MESSAGES.expired, code);
@@ -132,6 +177,7 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
       const decoder = new TextDecoder();
       const parser = new SseParser();
       let text = "";
+      let custom: Record<string, unknown> = {}; // assistant-ui replaces metadata.custom on each yield: send all of it
       let done: DonePayload | null = null;
       let streamError: Record<string, unknown> | null = null;
       try {
@@ -146,6 +192,17 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
               firstToken();
               text += data.content;
               yield { content: [{ type: "text", text }] };
+            } else if (ev.event === "slots") {
+              const slots = parseSlots(data);
+              if (!slots) continue;
+              custom = { ...custom, slots };
+              yield { metadata: { custom } };
+            } else if (ev.event === "meeting") {
+              const meeting = parseMeeting(data);
+              if (!meeting) continue;
+              host.meetingBooked(sessionId, meeting.start);
+              custom = { ...custom, meeting };
+              yield { metadata: { custom } };
             } else if (ev.event === "done") {
               done = data ?? {};
               break read;

@@ -224,6 +224,12 @@ export class ChatController {
     }
   }
 
+  /** The backend booked a meeting in a turn sent under `sessionId` (its SSE `meeting` event). */
+  meetingBooked(sessionId: string, start: string | null) {
+    if (sessionId !== this.sessionId) return; // the conversation ended meanwhile
+    this.deps.emit("zgc:meeting_booked", { ...this.base(), meeting_start: start });
+  }
+
   // --- fallback (EC-07)
   /** Enter the fallback state for the rest of the browser session; no retries. */
   activateFallback(reason: FallbackReason) {

@@ -1,5 +1,6 @@
 // The analytics events (spec: "Analytics Events"): CustomEvents on the <growth-chat> element.
-// Detail fields are exactly the spec's; none carries visitor text or contact data.
+// Detail fields are exactly the spec's (plus leadchat's zgc:meeting_booked); none carries visitor text,
+// contact data or names (a booked meeting reports its start time, not the label or the rep).
 
 export type LeadLevel = "hot" | "warm" | "cold";
 export type FallbackReason = "connection_error" | "http_error" | "stream_timeout";
@@ -19,6 +20,8 @@ export interface EventDetails {
   "zgc:conversation_ended": Base & { termination_type: TerminationType; turn_count: number };
   "zgc:fallback_activated": Base & { reason: FallbackReason };
   "zgc:gdpr_acknowledged": Base;
+  /** A meeting was booked in the chat; `meeting_start` is its start, ISO 8601 UTC (null if the backend sent none). */
+  "zgc:meeting_booked": Base & { meeting_start: string | null };
 }
 
 export type EventName = keyof EventDetails;
@@ -26,6 +29,7 @@ export type EventName = keyof EventDetails;
 export const EVENT_NAMES: EventName[] = [
   "zgc:chat_opened", "zgc:first_message_sent", "zgc:qualification_state_changed", "zgc:contact_captured",
   "zgc:escalation_triggered", "zgc:conversation_ended", "zgc:fallback_activated", "zgc:gdpr_acknowledged",
+  "zgc:meeting_booked",
 ];
 
 export type Emit = <K extends EventName>(name: K, detail: EventDetails[K]) => void;

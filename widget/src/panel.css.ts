@@ -28,7 +28,17 @@ export const PANEL_CSS = `
 .gc-send { flex: none; width: 40px; height: 40px; display: grid; place-items: center; border: 0; border-radius: 10px; background: var(--gc-accent); color: var(--gc-on-accent); cursor: pointer; }
 .gc-send:disabled { opacity: .45; cursor: default; }
 .gc-send:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 2px; }
+.gc-slots { display: flex; flex-direction: column; gap: 6px; margin-top: 8px; }
+.gc-slot { min-height: 44px; padding: 8px 11px; border: 1px solid var(--gc-accent); border-radius: 10px; background: #fff; color: var(--gc-ink); font: inherit; font-size: 14px; line-height: 1.3; text-align: left; cursor: pointer; transition: background-color .15s, color .15s; }
+.gc-slot:hover:not(:disabled) { background: var(--gc-accent); color: var(--gc-on-accent); }
+.gc-slot:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 2px; }
+.gc-slot:disabled { cursor: default; opacity: .55; }
+.gc-slot.gc-slot-picked { opacity: 1; background: var(--gc-accent); color: var(--gc-on-accent); }
+.gc-slot-rep { color: inherit; opacity: .8; }
+.gc-booked svg { flex: none; align-self: center; }
+.gc-msg .gc-booked { display: flex; gap: 6px; align-items: baseline; margin-top: 8px; padding: 6px 10px; border-radius: 8px; background: #e3f4e8; color: #17522b; font-weight: 600; font-size: 13.5px; }
 @media (prefers-reduced-motion: reduce) {
   .gc-typing span { animation: none; opacity: .6; }
+  .gc-slot { transition: none; }
 }
 `;

@@ -1,18 +1,20 @@
 // The chat panel bundle (loaded by chat.js on first open or when the browser is idle):
 // React + @assistant-ui/react inside the element's Shadow DOM. It renders the GDPR notice, the
-// message list (streamed tokens, typing indicator, inline errors) and the message input; the
+// message list (streamed tokens, typing indicator, inline errors, meeting slot buttons and booking
+// confirmations) and the message input; the
 // launcher (chat.js) owns the header, the fallback view and every rule (controller.ts).
 import { useCallback, useLayoutEffect, useMemo, useRef, useSyncExternalStore } from "react";
 import { createRoot } from "react-dom/client";
 import {
   AssistantRuntimeProvider, ComposerPrimitive, ErrorPrimitive, MessagePartPrimitive, MessagePrimitive, ThreadPrimitive,
-  useAuiState,
+  useAui, useAuiState,
 } from "@assistant-ui/react";
 import { createChatAdapter } from "./adapter";
 import { GDPR_NOTICE_TEXT, PANEL_GLOBAL, PRIVACY_POLICY_URL, VERSION } from "./constants";
 import type { ChatController, ControllerState } from "./controller";
 import { PANEL_CSS } from "./panel.css";
 import { useChatRuntime } from "./runtime";
+import { meetingOf, offerState, slotsOf } from "./slots";
 import { adoptStyles } from "./styles";
 
 export interface PanelHandle {
@@ -82,12 +84,53 @@ function UserMessage() {
   );
 }
 
+// The times a `slots` event offered, as buttons under the message (after its text in the focus order).
+// A click sends the slot's label as the visitor's message with its slot_id; the offer then stays on
+// screen, disabled, with the pick marked; a newer offer or a booked meeting disables it too.
+function SlotButtons() {
+  const aui = useAui();
+  const slots = useAuiState((s) => slotsOf(s.message));
+  const state = useAuiState((s) => (slotsOf(s.message) ? offerState(s.thread.messages, s.message.id, s.thread.isRunning) : ""));
+  if (!slots) return null;
+  const pick = (e: { currentTarget: HTMLElement }, i: number) => {
+    const { slot_id, label } = slots[i];
+    aui.thread.append({ content: [{ type: "text", text: label }], metadata: { custom: { slot_id } } });
+    // the buttons are disabled next: keep the keyboard in the conversation
+    (e.currentTarget.getRootNode() as ParentNode).querySelector<HTMLElement>(".gc-input")?.focus();
+  };
+  return (
+    <div className="gc-slots" role="group" aria-label="Times you can book">
+      {slots.map((slot, i) => (
+        <button key={slot.slot_id} type="button" className={`gc-slot${state === `picked:${slot.slot_id}` ? " gc-slot-picked" : ""}`}
+          disabled={state !== "open"} onClick={(e) => pick(e, i)}>
+          {slot.label}{slot.rep && <span className="gc-slot-rep"> with {slot.rep}</span>}
+        </button>
+      ))}
+    </div>
+  );
+}
+
+function Booked() {
+  const meeting = useAuiState((s) => meetingOf(s.message));
+  if (!meeting) return null;
+  return (
+    <p className="gc-booked">
+      <svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true" focusable="false">
+        <path fill="currentColor" d="M7 2v2H5a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2h-2V2h-2v2H9V2zM5 9h14v11H5zm5.6 9.2-3.3-3.3 1.4-1.4 1.9 1.9 4.7-4.7 1.4 1.4z" />
+      </svg>
+      Booked: {meeting.label}{meeting.rep && ` with ${meeting.rep}`}
+    </p>
+  );
+}
+
 function AssistantMessage() {
   const waiting = useAuiState((s) => s.message.status?.type === "running" && s.message.content.length === 0);
   return (
     <MessagePrimitive.Root className="gc-msg gc-msg-assistant">
       <span className="gc-sr-only">Assistant: </span>
       {waiting ? <TypingIndicator /> : <MessagePrimitive.Parts components={PARTS} />}
+      <SlotButtons />
+      <Booked />
       <MessagePrimitive.Error>
         <ErrorPrimitive.Root className="gc-inline-error" role="alert">
           <ErrorPrimitive.Message />

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ChatModelRunOptions, ChatModelRunResult, ThreadMessage } from "@assistant-ui/react";
-import { createChatAdapter, MESSAGES, TurnError } from "../src/adapter";
+import { createChatAdapter, MESSAGES, TurnError, visitorTimeZone } from "../src/adapter";
 import { makeController } from "./helpers";
 
 const enc = new TextEncoder();
@@ -20,31 +20,35 @@ function stream(headers: Record<string, string> = { "content-type": "text/event-
   return { response, push: (s: string) => ctl.enqueue(enc.encode(s)), close: () => ctl.close(), error };
 }
 
-function userMessage(text: string): ThreadMessage {
-  return { id: "u1", role: "user", content: [{ type: "text", text }], createdAt: new Date(), attachments: [], metadata: { custom: {} } } as unknown as ThreadMessage;
+function userMessage(text: string, custom: Record<string, unknown> = {}): ThreadMessage {
+  return { id: "u1", role: "user", content: [{ type: "text", text }], createdAt: new Date(), attachments: [], metadata: { custom } } as unknown as ThreadMessage;
 }
 
-function options(text: string, abort = new AbortController()): ChatModelRunOptions {
-  return { messages: [userMessage(text)], abortSignal: abort.signal, runConfig: {}, context: {} as never,
-    unstable_getMessage: () => userMessage(text) } as unknown as ChatModelRunOptions;
+function options(text: string, abort = new AbortController(), custom: Record<string, unknown> = {}): ChatModelRunOptions {
+  return { messages: [userMessage(text, custom)], abortSignal: abort.signal, runConfig: {}, context: {} as never,
+    unstable_getMessage: () => userMessage(text, custom) } as unknown as ChatModelRunOptions;
 }
 
-/** Run the adapter to the end: the texts it yielded, and what it threw. */
+/** Run the adapter to the end: the texts it yielded, the metadata.custom it yielded, and what it threw. */
 async function drain(gen: AsyncGenerator<ChatModelRunResult, void> | Promise<ChatModelRunResult>, onYield?: (t: string) => void) {
   const texts: string[] = [];
+  const customs: Record<string, unknown>[] = [];
   try {
     for await (const r of gen as AsyncGenerator<ChatModelRunResult, void>) {
-      const t = (r.content?.[0] as { text: string }).text;
+      if (r.metadata?.custom) customs.push(r.metadata.custom);
+      if (!r.content) continue;
+      const t = (r.content[0] as { text: string }).text;
       texts.push(t);
       onYield?.(t);
     }
-    return { texts, error: null as TurnError | Error | null };
+    return { texts, customs, error: null as TurnError | Error | null };
   } catch (e) {
-    return { texts, error: e as TurnError };
+    return { texts, customs, error: e as TurnError };
   }
 }
 
-function setup(fetchImpl: (url: string, init: RequestInit) => Promise<Response>, config = {}) {
+function setup(fetchImpl: (url: string, init: RequestInit) => Promise<Response>, config = {},
+  timeZone: () => string | null = () => "Europe/Madrid") {
   const r = makeController(config);
   r.controller.open();
   r.controller.acknowledgeGdpr();
@@ -57,8 +61,11 @@ function setup(fetchImpl: (url: string, init: RequestInit) => Promise<Response>,
       init.signal?.addEventListener("abort", () => failOnAbort.get(res)?.(new DOMException("The operation was aborted.", "AbortError")));
       return res;
     }) as typeof fetch,
+    timeZone,
   });
-  return { ...r, adapter, calls, run: (text: string, abort?: AbortController) => adapter.run(options(text, abort)) };
+  const body = (i: number) => JSON.parse(calls[i].init.body as string);
+  return { ...r, adapter, calls, body, run: (text: string, abort?: AbortController, custom?: Record<string, unknown>) =>
+    adapter.run(options(text, abort, custom)) };
 }
 
 const fallbacks = (names: string[]) => names.filter((n) => n === "zgc:fallback_activated");
@@ -84,7 +91,7 @@ describe("the SSE runtime adapter", () => {
     expect(calls[0].url).toBe("https://api.example.com/chat");
     expect(calls[0].init.method).toBe("POST");
     expect(calls[0].init.headers).toEqual({ "Content-Type": "application/json", "ZGC-Session-ID": controller.sessionId });
-    expect(JSON.parse(calls[0].init.body as string)).toEqual({ message: "What do you do?" });
+    expect(JSON.parse(calls[0].init.body as string)).toEqual({ message: "What do you do?", timezone: "Europe/Madrid" });
     expect(calls[0].init.credentials).toBe("omit");
     expect(names()).toEqual(["zgc:first_message_sent", "zgc:qualification_state_changed"]);
     expect(controller.firstTurn).toBe(false);
@@ -243,5 +250,129 @@ describe("the SSE runtime adapter", () => {
     const { error } = await drain(adapter.run(options("hi")));
     expect(error?.message).toMatch(/privacy notice/);
     expect(fetched).toBe(false);
+  });
+});
+
+describe("meeting slots and the visitor's time zone", () => {
+  const SLOTS = [
+    { slot_id: "intro.ana.20260324T0800Z", label: "Tue 24 Mar 2026, 04:00–04:30 EDT", rep: "Ana Ruiz" },
+    { slot_id: "intro.ana.20260325T1300Z", label: "Wed 25 Mar 2026, 09:00–09:30 EDT", rep: "Ana Ruiz" },
+    { slot_id: "intro.ana.20260326T0830Z", label: "Thu 26 Mar 2026, 04:30–05:00 EDT", rep: "Ana Ruiz" },
+  ];
+  const MEETING = { label: SLOTS[1].label, rep: "Ana Ruiz", start: "2026-03-25T13:00:00Z" };
+
+  it("sends the time zone from Intl, and none when Intl has none or throws", async () => {
+    const spy = vi.spyOn(Intl, "DateTimeFormat");
+    const withZone = (timeZone: unknown) => spy.mockImplementation(() => ({ resolvedOptions: () => ({ timeZone }) }) as never);
+    withZone("America/New_York");
+    expect(visitorTimeZone()).toBe("America/New_York");
+    for (const bad of ["", undefined, 42, "x".repeat(65), "Europe/Madrid\u0000", "../../etc"]) {
+      withZone(bad);
+      expect(visitorTimeZone()).toBeNull();
+    }
+    spy.mockImplementation(() => { throw new RangeError("no Intl data"); });
+    expect(visitorTimeZone()).toBeNull();
+    spy.mockRestore();
+
+    const s = stream();
+    const { run, body } = setup(async () => s.response, {}, () => null);
+    const p = drain(run("hi"));
+    s.push(delta("Hello.") + done());
+    expect((await p).error).toBeNull();
+    expect(body(0)).toEqual({ message: "hi" });                       // no timezone key at all
+  });
+
+  it("a slot button's message carries its slot_id; a malformed one is not sent", async () => {
+    const { run, body } = setup(async () => { const s = stream(); s.push(delta("ok") + done()); return s.response; });
+    expect((await drain(run(SLOTS[1].label, undefined, { slot_id: SLOTS[1].slot_id }))).error).toBeNull();
+    expect(body(0)).toEqual({ message: SLOTS[1].label, timezone: "Europe/Madrid", slot_id: SLOTS[1].slot_id });
+    for (const bad of ["../../etc/passwd", "a".repeat(101), 42, ["x"], ""]) {
+      await drain(run("this one", undefined, { slot_id: bad }));
+    }
+    expect([1, 2, 3, 4, 5].map((i) => body(i))).toEqual(Array(5).fill({ message: "this one", timezone: "Europe/Madrid" }));
+  });
+
+  it("a `slots` event goes into the message's metadata (well-formed slots only), before done", async () => {
+    const s = stream();
+    const { run, names } = setup(async () => s.response);
+    const p = drain(run("I'm the CTO..."));
+    s.push(delta("Here are 3 times that work for the team…"));
+    s.push(frame("slots", { slots: [...SLOTS, { slot_id: "../etc", label: "bad id" }, { slot_id: "no-label" }, "junk", SLOTS[0]] }));
+    s.push(done({ lead_level: "hot", handoff_reason: "hot_lead" }));
+    const { texts, customs, error } = await p;
+    expect(error).toBeNull();
+    expect(texts).toEqual(["Here are 3 times that work for the team…"]);
+    expect(customs).toEqual([{ slots: SLOTS }]);                      // invalid and duplicate entries dropped
+    expect(names()).not.toContain("zgc:meeting_booked");
+  });
+
+  it("a `meeting` event: the confirmation in the metadata and zgc:meeting_booked with the start only", async () => {
+    const s = stream();
+    const { run, events, controller } = setup(async () => s.response);
+    const p = drain(run(SLOTS[1].label, undefined, { slot_id: SLOTS[1].slot_id }));
+    s.push(delta("You're booked: " + MEETING.label));
+    s.push(frame("slots", { slots: SLOTS }) + frame("meeting", MEETING));
+    await vi.advanceTimersByTimeAsync(0);
+    const booked = events.find((e) => e.name === "zgc:meeting_booked");
+    expect(booked?.detail).toEqual({ session_id: controller.sessionId, timestamp: expect.any(String), meeting_start: "2026-03-25T13:00:00.000Z" });
+    expect(JSON.stringify(booked?.detail)).not.toMatch(/Ana|Ruiz|EDT|Wed/);    // no names, no visitor-facing text
+    s.push(done());
+    const { customs, error } = await p;
+    expect(error).toBeNull();
+    expect(customs.at(-1)).toEqual({ slots: SLOTS, meeting: { ...MEETING, start: "2026-03-25T13:00:00.000Z" } });
+    expect(events.filter((e) => e.name === "zgc:meeting_booked")).toHaveLength(1);
+  });
+
+  it("malformed `slots`/`meeting` data is ignored; a meeting without a usable start reports null", async () => {
+    const s = stream();
+    const { run, names, events } = setup(async () => s.response);
+    const p = drain(run("hi"));
+    s.push(delta("ok") + "event: slots\r\ndata: {not json\r\n\r\n" + frame("slots", { slots: "no" }) + frame("slots", [1, 2]));
+    s.push(frame("meeting", { rep: "no label" }) + frame("meeting", { label: "Tue 10:00", start: "soon" }) + done());
+    const { customs, error } = await p;
+    expect(error).toBeNull();
+    expect(customs).toEqual([{ meeting: { label: "Tue 10:00", rep: "", start: null } }]);
+    expect(names().filter((n) => n === "zgc:meeting_booked")).toHaveLength(1);
+    expect(events.find((e) => e.name === "zgc:meeting_booked")?.detail).toMatchObject({ meeting_start: null });
+  });
+
+  it("a meeting that arrives after the conversation ended reports nothing", async () => {
+    const s = stream();
+    const { run, controller, names } = setup(async () => s.response);
+    const p = drain(run("book it"));
+    s.push(delta("You're booked"));
+    await vi.advanceTimersByTimeAsync(0);
+    controller.endConversation("explicit_close");
+    s.push(frame("meeting", MEETING) + done());
+    await p;
+    expect(names()).not.toContain("zgc:meeting_booked");
+  });
+
+  it("422 invalid_timezone: the turn is sent again without the zone, and so are later turns", async () => {
+    const refusal = () => new Response(JSON.stringify({ error: { code: "invalid_timezone", message: "must be an IANA zone" } }), { status: 422 });
+    let n = 0;
+    const { run, body, controller } = setup(async (_u, init) => {
+      n++;
+      if (JSON.parse(init.body as string).timezone) return refusal();
+      const s = stream();
+      s.push(delta("ok") + done());
+      return s.response;
+    }, {}, () => "America/Ciudad_Juarez");
+    const first = await drain(run("hi"));
+    expect(first.error).toBeNull();
+    expect(first.texts).toEqual(["ok"]);
+    expect([body(0), body(1)]).toEqual([{ message: "hi", timezone: "America/Ciudad_Juarez" }, { message: "hi" }]);
+    expect((await drain(run("again"))).error).toBeNull();
+    expect(body(2)).toEqual({ message: "again" });
+    expect(n).toBe(3);
+    expect(controller.current.fallback).toBeNull();
+  });
+
+  it("other 422s are inline errors and are not retried", async () => {
+    const { run, calls } = setup(async () => new Response(JSON.stringify({ error: { code: "invalid_slot_id", message: "x" } }), { status: 422 }));
+    const { error } = await drain(run("this one", undefined, { slot_id: "intro.x.1" }));
+    expect((error as TurnError).code).toBe("invalid_slot_id");
+    expect(error?.message).toBe(MESSAGES.rejected);
+    expect(calls).toHaveLength(1);
   });
 });
