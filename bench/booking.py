@@ -30,7 +30,7 @@ import structlog  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from leadchat.booking import BookingRequest, BookingService  # noqa: E402
-from leadchat.calendar import (CalendarAdapter, CalendarService, IcsAdapter, Reserved, align_up, clip, merge,  # noqa: E402
+from leadchat.calendar import (CalendarAdapter, CalendarService, Reserved, align_up, clip, merge,  # noqa: E402
                                parse_calendar_config, rep_slot_starts, working_windows)
 from leadchat.config import Settings  # noqa: E402
 from leadchat.db import create_pool, database_url, migrate, stop_embedded  # noqa: E402

@@ -18,7 +18,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any, Literal, Sequence
@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .calendar import (EMAIL, CalendarEvent, _one_line, CalendarService, CallbackOffer, MeetingType, NullLedger, pick_spread,
-                               ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, utc, zone)
+                               ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, zone)
 from .config import ConfigurationError, Settings
 from .repos import emit_event
 

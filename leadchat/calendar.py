@@ -202,25 +202,21 @@ class _TokenCalendar(_Model):
             raise ValueError('set exactly one of token_env or token_file (where the bearer token is kept)')
         return self
 
+    @field_validator('base_url', check_fields=False)
+    @classmethod
+    def _url(cls, v): return _http_url(v, 'calendar.base_url')
+
 
 class GoogleCalendar(_TokenCalendar):
     kind: Literal['google']
     calendar_id: str = Field(min_length=1, max_length=300)
     base_url: str = 'https://www.googleapis.com'
 
-    @field_validator('base_url')
-    @classmethod
-    def _url(cls, v): return _http_url(v, 'calendar.base_url')
-
 
 class MicrosoftCalendar(_TokenCalendar):
     kind: Literal['microsoft']
     user: str = Field(min_length=1, max_length=300, description='The mailbox: user id or userPrincipalName')
     base_url: str = 'https://graph.microsoft.com/v1.0'
-
-    @field_validator('base_url')
-    @classmethod
-    def _url(cls, v): return _http_url(v, 'calendar.base_url')
 
 
 class NoCalendar(_Model):

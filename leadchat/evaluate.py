@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -304,7 +304,6 @@ def run_eval(ev: EvalFile, *, base_url: str, token: str | None, provider: str, m
 def evaluate(path: str | Path | EvalFile, settings: Settings, *, provider: str | None = None, knowledge_path: str = 'knowledge',
              progress: bool = True, keep_database: bool = False) -> EvalReport:
     "Start leadchat in-process with `provider` on a fresh database and run the eval file at `path` (or a loaded `EvalFile`)."
-    import asyncio
     import psycopg
     from psycopg import sql
     from leadchat.api import create_app
@@ -339,7 +338,7 @@ def evaluate(path: str | Path | EvalFile, settings: Settings, *, provider: str |
 
 def _with_dbname(url: str, name: str) -> str:
     "`url` pointing at database `name` (URL or key=value form)."
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
     return make_conninfo(url, dbname=name)
 
 # %% ../nbs/37_eval.ipynb #ev000021

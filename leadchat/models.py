@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import structlog
 
 from .compose import compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query, stream_tokens
-from .config import ConfigurationError, Settings
+from .config import Settings
 from .extract import ExemplarClassifier, extract_delta
 from .graph import Retrieve
 from .retrieval import RetrievedChunk

@@ -12,7 +12,6 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 

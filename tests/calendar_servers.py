@@ -12,7 +12,6 @@
 """
 import copy
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -307,3 +306,25 @@ class ProviderServer:
         with self.lock:
             if self.events.pop((user, id), None) is not None: return 204, None
         return 404, {'error': {'code': 'ErrorItemNotFound', 'message': 'The specified object was not found in the store.'}}
+
+
+# --- booking in the chat (tests/test_chat_booking.py, tests/test_widget.py) --------------------------
+
+IN_HOURS = datetime(2026, 3, 23, 9, 0, tzinfo=timezone.utc)         # Monday 10:00 in Madrid: the team is in
+HOT_WITH_EMAIL = ("I'm the CTO of a 300-person insurer; we're building a claims RAG assistant and need it live by Q2. "
+                  "Reach me at lee.park@acme-insurance.example")
+
+
+class SettableClock:
+    "The app's and the calendar's clock: business hours and slots must not depend on when the tests run."
+    def __init__(self, now: datetime = IN_HOURS): self.now = now
+    def __call__(self): return self.now
+
+
+def one_rep_calendar(radicale: Radicale) -> dict:
+    "calendar.yaml for one rep, Ana, on a real Radicale calendar (ana/work must exist)."
+    return {'team': {'name': 'Calderwood AI', 'working_hours': {'weekdays': ['09:00-13:00', '14:00-18:00']}},
+            'reps': [{'id': 'ana', 'name': 'Ana Ruiz', 'email': 'ana@calderwood.example',
+                      'calendar': {'kind': 'caldav', 'url': radicale.calendar_url('ana', 'work'), 'username': 'ana'}}],
+            'meeting_types': [{'id': 'intro', 'name': 'Intro call', 'duration_minutes': 30, 'min_notice_minutes': 120,
+                               'horizon_days': 14}]}

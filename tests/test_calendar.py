@@ -24,7 +24,7 @@ import yaml
 from calendar_servers import TOKEN, ProviderServer, Radicale, fail_after, malformed, slow, status
 from leadchat.calendar import (CalDavAdapter, CalendarEvent, CalendarService, CallbackOffer, GoogleCalendar,
                                GoogleCalendarAdapter, IcsAdapter, MicrosoftCalendar, MicrosoftCalendarAdapter,
-                               ProviderError, ProviderUnavailable, busy_from_ical, load_calendar_config,
+                               ProviderError, ProviderUnavailable, load_calendar_config,
                                parse_calendar_config)
 from leadchat.config import ConfigurationError, Settings
 

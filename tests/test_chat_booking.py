@@ -15,7 +15,7 @@ import yaml
 from httpx_sse import connect_sse
 
 from apiserver import LiveServer
-from calendar_servers import Radicale
+from calendar_servers import IN_HOURS, HOT_WITH_EMAIL, Radicale, SettableClock, one_rep_calendar
 from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.calendar import CalendarService, load_calendar_config
@@ -24,15 +24,8 @@ from slack_receiver import SlackReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = 'staff-token-for-tests-0123456789'
-IN_HOURS = datetime(2026, 3, 23, 9, 0, tzinfo=timezone.utc)         # Monday 10:00 Madrid
 SATURDAY = datetime(2026, 3, 28, 10, 0, tzinfo=timezone.utc)
-HOT = ("I'm the CTO of a 300-person insurer; we're building a claims RAG assistant and need it live by Q2. "
-       "Reach me at lee.park@acme-insurance.example")
-
-
-class Clock:
-    now = IN_HOURS
-    def __call__(self): return self.now
+HOT = HOT_WITH_EMAIL
 
 
 @pytest.fixture(scope='module')
@@ -45,14 +38,9 @@ def radicale():
 @pytest.fixture(scope='module')
 def booking_api(pg, radicale, tmp_path_factory):
     path = tmp_path_factory.mktemp('chatcal') / 'calendar.yaml'
-    path.write_text(yaml.safe_dump({
-        'team': {'name': 'Calderwood AI', 'working_hours': {'weekdays': ['09:00-13:00', '14:00-18:00']}},
-        'reps': [{'id': 'ana', 'name': 'Ana Ruiz', 'email': 'ana@calderwood.example',
-                  'calendar': {'kind': 'caldav', 'url': radicale.calendar_url('ana', 'work'), 'username': 'ana'}}],
-        'meeting_types': [{'id': 'intro', 'name': 'Intro call', 'duration_minutes': 30, 'min_notice_minutes': 120,
-                           'horizon_days': 14}]}))
+    path.write_text(yaml.safe_dump(one_rep_calendar(radicale)))
     url = fresh_db(pg[1])
-    clock = Clock()
+    clock = SettableClock()
     with SlackReceiver() as slack:
         s = Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='slack,crm',
                      slack_webhook_url=slack.webhook_url, handoff_retry_backoff_seconds='0.05', leadchat_home=pg[0].leadchat_home,

@@ -8,18 +8,16 @@ import gzip
 import json
 import re
 import socket
-import uuid
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import yaml
 from playwright.sync_api import Page, expect, sync_playwright
 
 from apiserver import LiveServer
-from calendar_servers import Radicale
+from calendar_servers import HOT_WITH_EMAIL, Radicale, SettableClock, one_rep_calendar
 from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.calendar import CalendarService, load_calendar_config
@@ -631,30 +629,15 @@ def test_phone_viewport_and_reduced_motion(api, host, browser):
 
 # --- meeting slots (issue 10: calendar hand-off) -----------------------------------------------------------------
 
-IN_HOURS = datetime(2026, 3, 23, 9, 0, tzinfo=timezone.utc)         # Monday 10:00 in Madrid: the team is in
-BOOKING_HOT = ("I'm the CTO of a 300-person insurer; we're building a claims RAG assistant and need it live by Q2. "
-               "Reach me at lee.park@acme-insurance.example")
-
-
-class Clock:
-    now = IN_HOURS
-    def __call__(self): return self.now
-
-
 @pytest.fixture(scope='module')
 def booking_api(pg, built, host, tmp_path_factory):
     "The real app with the calendar router: one rep (Ana) on a real Radicale calendar, a clock in business hours."
     with Radicale() as radicale:
         radicale.make_calendar('ana', 'work')
         path = tmp_path_factory.mktemp('widgetcal') / 'calendar.yaml'
-        path.write_text(yaml.safe_dump({
-            'team': {'name': 'Calderwood AI', 'working_hours': {'weekdays': ['09:00-13:00', '14:00-18:00']}},
-            'reps': [{'id': 'ana', 'name': 'Ana Ruiz', 'email': 'ana@calderwood.example',
-                      'calendar': {'kind': 'caldav', 'url': radicale.calendar_url('ana', 'work'), 'username': 'ana'}}],
-            'meeting_types': [{'id': 'intro', 'name': 'Intro call', 'duration_minutes': 30, 'min_notice_minutes': 120,
-                               'horizon_days': 14}]}))
+        path.write_text(yaml.safe_dump(one_rep_calendar(radicale)))
         url = fresh_db(pg[1])
-        clock = Clock()
+        clock = SettableClock()
         settings = app_settings(pg, url, leadchat_cors_origins=[ALLOWED, host.origin], leadchat_calendar_config=path)
         calendar = CalendarService(settings, load_calendar_config(path, settings), clock=clock)
         app = create_app(settings, clock=clock, calendar=calendar, knowledge_path=str(ROOT / 'knowledge'))
@@ -679,7 +662,7 @@ def test_a_hot_lead_books_a_meeting_with_a_slot_button(booking_api, host, browse
             if r.url.endswith('/chat') and r.method == 'POST' else None)
     page.goto(host.page('booking', embed(booking_api, api_url=f'{booking_api.url}/chat')))
     open_and_acknowledge(page)
-    send(page, BOOKING_HOT)
+    send(page, HOT_WITH_EMAIL)
     offer = page.get_by_role('group', name='Times you can book')
     expect(offer.get_by_role('button')).to_have_count(3, timeout=30_000)
     expect(assistant_messages(page).first).to_contain_text('Here are 3 times')
@@ -689,7 +672,7 @@ def test_a_hot_lead_books_a_meeting_with_a_slot_button(booking_api, host, browse
     assert all(re.search(r' E[DS]T with Ana Ruiz$', t) for t in texts), texts   # in the visitor's zone (the browser's)
     labels = [t.removesuffix(' with Ana Ruiz') for t in texts]
     assert all(label in assistant_messages(page).first.inner_text() for label in labels)
-    assert bodies[0][1] == {'message': BOOKING_HOT, 'timezone': 'America/New_York'}
+    assert bodies[0][1] == {'message': HOT_WITH_EMAIL, 'timezone': 'America/New_York'}
     # keyboard: the buttons come right after the message text, before the input
     composer(page).focus()
     page.keyboard.press('Shift+Tab')
