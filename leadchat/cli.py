@@ -53,15 +53,20 @@ def check(env_file: Optional[Path] = EnvFile,
         typer.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, sort_keys=True))
         return
     from leadchat.models import get_model
-    try: m = get_model(s)          # a hosted provider without its key fails here, not at the first visitor
-    except ConfigurationError as e:
+    try:
+        m = get_model(s)           # a hosted provider without its key fails here, not at the first visitor
+        if s.leadchat_calendar_config:
+            from leadchat.calendar import load_calendar_config
+            team = load_calendar_config(s.leadchat_calendar_config, s)
+    except (ConfigurationError, ValueError) as e:
         typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED)
         raise typer.Exit(2)
     typer.echo(f'configuration OK: relevance threshold {s.rag_relevance_threshold}, '
                f'proactive {s.rag_proactive_threshold}, team zone {s.business_hours_timezone} '
                f'{s.business_hours_start:02d}:00–{s.business_hours_end:02d}:00, '
                f"handoff channels {','.join(s.handoff_channels)}, "
-               f"model {m.name}{' (' + m.model_id + ')' if getattr(m, 'model_id', None) else ''}")
+               f"model {m.name}{' (' + m.model_id + ')' if getattr(m, 'model_id', None) else ''}"
+               + (f', calendar {len(team.reps)} reps, {len(team.meeting_types)} meeting types' if s.leadchat_calendar_config else ''))
 
 # %% ../nbs/90_cli.ipynb #c11a0008
 def _demo_turns():

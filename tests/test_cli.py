@@ -178,3 +178,16 @@ def test_calendar_commands(tmp_path):
     cal.write_text('team: {name: T}\nreps: []\n')
     r = run('calendar', 'check', '-e', str(env))
     assert r.returncode == 2 and 'configuration error' in r.stderr, r.stdout + r.stderr
+
+
+def test_check_validates_the_calendar_config(tmp_path):
+    env = tmp_path / 'c.env'
+    base = 'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\n'
+    env.write_text(base + f'LEADCHAT_CALENDAR_CONFIG={ROOT / "calendar.example.yaml"}\n')
+    r = run('check', '-e', str(env))
+    assert r.returncode == 0 and 'calendar 2 reps, 2 meeting types' in r.stdout, r.stdout + r.stderr
+    for bad in ('team: [1, 2]\n', 'not: yaml: at: all: [', '\x00'):
+        (tmp_path / 'bad.yaml').write_text(bad)
+        env.write_text(base + f'LEADCHAT_CALENDAR_CONFIG={tmp_path / "bad.yaml"}\n')
+        r = run('check', '-e', str(env))
+        assert r.returncode == 2 and 'LEADCHAT_CALENDAR_CONFIG' in r.stderr and 'Traceback' not in r.stderr, (bad, r.stderr)
