@@ -54,6 +54,7 @@ def needs_offer(state: SessionState, *, business_hours: bool) -> bool:
 # %% ../nbs/62_scheduling.ipynb #sc000010
 _NO = re.compile(r"\b(?:none|neither|no|not|don'?t|doesn'?t|can'?t|cannot|won'?t|other|another|different|later|earlier)\b", re.I)
 _ORD = {'first': 1, '1st': 1, 'one': 1, 'second': 2, '2nd': 2, 'two': 2, 'third': 3, '3rd': 3, 'three': 3}
+_CHOICE = re.compile(r"\b(?:works?|suits?|book|take|pick|choose|go\s+with|let'?s\s+do|sounds\s+good|is\s+good|fine|perfect|ok(?:ay)?|please)\b", re.I)
 _DAYS = {'mon': 'Mon', 'tue': 'Tue', 'wed': 'Wed', 'thu': 'Thu', 'fri': 'Fri', 'sat': 'Sat', 'sun': 'Sun'}
 
 
@@ -67,8 +68,8 @@ def pick_slot(message: str, offered: list[dict[str, str]], slot_id: str | None =
             re.search(r'\b(?:option|number|slot|#)\s*([1-9])\b', text):
         i = int(m.group(1))
         return offered[i - 1] if i <= len(offered) else None
-    if m := re.search(r'\b(first|1st|second|2nd|third|3rd|last)\b', text) or \
-            re.fullmatch(r'\W*(?:the\s+)?(one|two|three)\W*', text):
+    if m := re.search(r'\b(first|1st|second|2nd|third|3rd|last)\s+(?:one|option|slot)\b', text) or \
+            re.fullmatch(r'\W*(?:the\s+)?(first|1st|second|2nd|third|3rd|last|one|two|three)(?:\s+please)?\W*', text):
         w = m.group(1)
         return offered[-1] if w == 'last' else (offered[_ORD[w] - 1] if _ORD[w] <= len(offered) else None)
     days = {_DAYS[d[:3]] for d in re.findall(r'\b(mon|tue|wed|thu|fri|sat|sun)[a-z]*\b', text)}
@@ -77,6 +78,7 @@ def pick_slot(message: str, offered: list[dict[str, str]], slot_id: str | None =
     for h, ap in re.findall(r'\b(\d{1,2})(?::\d{2})?\s*(am|pm)\b', text):
         times.add(f'{(int(h) % 12) + (12 if ap == "pm" else 0):02d}:' + '00')
     if not days and not times: return None
+    if len(text.split()) > 6 and not _CHOICE.search(text): return None     # "Tuesday we have a board meeting" is no pick
     hits = [s for s in offered if (not days or s['label'][:3] in days)
             and (not times or any(s['label'].split(', ', 1)[1].startswith(t) for t in times))]
     return hits[0] if len(hits) == 1 else None
