@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .calendar import (EMAIL, CalendarEvent, _one_line, CalendarService, CallbackOffer, MeetingType, NullLedger, pick_spread,
                                ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, zone)
 from .config import ConfigurationError, Settings
-from .repos import emit_event
+from .repos import emit_event, set_lead_meeting
 
 # %% auto #0
 __all__ = ['log', 'ACTIVE', 'IDEMPOTENCY_KEY_CHARS', 'SCOPE', 'HOLD_LOCK', 'SLOT_TAKEN', 'SLOT_GONE', 'CALENDAR_DOWN',
@@ -577,11 +577,8 @@ async def _job(self: BookingService, kind: str, row: dict) -> None:
         meeting = meeting_payload(row, rep, mt, 'confirmed' if kind == 'crm_sync' else 'cancelled')
         if kind == 'crm_cancel': meeting['cancelled_at'] = iso_z(row['ended_at']) if row.get('ended_at') else None
         async with self.pool.connection() as conn:
-            updated = await (await conn.execute(
-                """UPDATE leads SET payload = jsonb_set(payload, '{meeting}', %s::jsonb, true),
-                          email = COALESCE(email, %s), name = COALESCE(name, %s), updated_at = now()
-                   WHERE session_id = %s RETURNING id""",
-                [Jsonb(meeting), row.get('visitor_email'), row.get('visitor_name'), row['session_id']])).fetchall()
+            updated = await set_lead_meeting(conn, row['session_id'], meeting, email=row.get('visitor_email'),
+                                             name=row.get('visitor_name'))
         if not updated: raise _Retry('the session has no lead yet (the hand-off relay creates it)')
     else: raise ValueError(f'unknown job kind {kind!r}')
 
@@ -719,7 +716,7 @@ def _explain(e: ValidationError) -> str:
 
 def calendar_router(settings: Settings, *, calendar: CalendarService | None = None, sweep_interval: float | None = 30.0):
     "The calendar API (availability, holds, bookings) as an APIRouter for create_app to include."
-    from leadchat.api import ApiError, RateLimiter      # here, not at the top: leadchat.api will import this module
+    from leadchat.api import ApiError, RateLimiter, _client_ip, _same_origin   # here: leadchat.api imports this module
 
     calendar = calendar or CalendarService.from_settings(settings)
     ip_limits = RateLimiter(settings.leadchat_rate_limit_ip_per_minute)
@@ -745,11 +742,9 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
 
     def public(request: Request, session_id: Any = None) -> None:
         origin = request.headers.get('origin')
-        same_origin = origin == f"{request.url.scheme}://{request.headers.get('host')}"    # the demo page on this server
-        if origin is not None and origin not in allowed_origins and not same_origin:
+        if origin is not None and origin not in allowed_origins and not _same_origin(request, origin):
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the calendar API')
-        ip = request.client.host if request.client else 'unknown'
-        if (wait := ip_limits.hit(ip)) or (session_id and (wait := session_limits.hit(f'cal:{session_id}'))):
+        if (wait := ip_limits.hit(_client_ip(request))) or (session_id and (wait := session_limits.hit(f'cal:{session_id}'))):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
 
     async def body(request: Request, model):

@@ -19,10 +19,10 @@ from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationT
 __all__ = ['EventType', 'EVENT_TYPES', 'OutboxStatus', 'SessionRow', 'session_values', 'upsert_session', 'get_session',
            'acquire_turn_lock', 'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions',
            'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead',
-           'get_lead', 'leads_for_session', 'OutboxItem', 'enqueue_handoff', 'claim_handoffs', 'finish_handoff',
-           'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record', 'list_handoff_records',
-           'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions',
-           'run_ttl_sweeper']
+           'get_lead', 'leads_for_session', 'set_lead_meeting', 'OutboxItem', 'enqueue_handoff', 'claim_handoffs',
+           'finish_handoff', 'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record',
+           'list_handoff_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions',
+           'expire_sessions', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -232,6 +232,16 @@ async def get_lead(conn, lead_id: int) -> Lead | None:
 async def leads_for_session(conn, session_id: str) -> list[Lead]:
     cur = await conn.execute('SELECT * FROM leads WHERE session_id = %s ORDER BY id', [session_id])
     return [Lead.model_validate(r) for r in await cur.fetchall()]
+
+
+async def set_lead_meeting(conn, session_id: str, meeting: dict, *, email: str | None = None,
+                           name: str | None = None) -> int:
+    "Record a booked (or cancelled) meeting on the session's leads, filling a missing email/name; how many were updated."
+    cur = await conn.execute(
+        '''UPDATE leads SET payload = jsonb_set(payload, '{meeting}', %s::jsonb, true),
+                  email = COALESCE(email, %s), name = COALESCE(name, %s), updated_at = now()
+           WHERE session_id = %s RETURNING id''', [Jsonb(meeting), email, name, session_id])
+    return len(await cur.fetchall())
 
 # %% ../nbs/11_repos.ipynb #4e9o0017
 OutboxStatus = Literal['pending', 'in_progress', 'delivered', 'partial_failure', 'failed']

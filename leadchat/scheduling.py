@@ -145,10 +145,8 @@ class ChatScheduler:
         code = (out.body.get('error') or {}).get('code')
         log.warning('chat_booking_refused', session_id=state.session_id, status=out.status, code=code)
         if out.status == 409:
-            again = await self.offer(state.model_copy(update={'offered_slots': []}), visitor_tz)
-            if again.offered:
-                return BookingResult(None, 'That time was just taken, sorry. ' + again.text, again.offered)
-            return BookingResult(None, 'That time was just taken, sorry. ' + again.text, [])
+            again = await self.offer(state, visitor_tz)
+            return BookingResult(None, 'That time was just taken, sorry. ' + again.text, again.offered)
         return BookingResult(None, "I can't reach our calendars to confirm that right now — the team will contact you "
                                    'to set up the meeting.')
 
