@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Orchestrator benchmarks (issue: Conversation orchestrator). Records numbers; never pass/fail.
 
-    .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000]
+    .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000] [--smoke]
 
 In one run on one machine:
   * orchestration overhead per turn: a full `ChatService.turn` (lease, checkpoint read, the six
@@ -48,7 +48,7 @@ class NullModel:
     async def extract(self, message, state, turn_index):
         from leadchat.state import QualificationDelta
         return QualificationDelta()
-    async def respond(self, message, state, retrieve): yield 'ok'
+    async def respond(self, message, state, retrieve, **kw): yield 'ok'
     async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
     def is_stage3_language(self, text): return False
 
@@ -64,7 +64,7 @@ class HoldModel(NullModel):
     "Holds every stream open before its first token until the process is told to release (idle streams)."
     name = 'hold'
     release: asyncio.Event | None = None
-    async def respond(self, message, state, retrieve):
+    async def respond(self, message, state, retrieve, **kw):
         if HoldModel.release is None: HoldModel.release = asyncio.Event()
         await HoldModel.release.wait()
         yield 'released'
@@ -226,14 +226,18 @@ def main():
     ap.add_argument('--concurrency', type=int, nargs='+', default=[1, 50, 200])
     ap.add_argument('--streams', type=int, default=1000)
     ap.add_argument('--rate', type=float, default=50.0, help='offered turns/s for the multi-session runs')
+    ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
     a = ap.parse_args()
     if a.serve: return serve(a.serve, a.port)
+    if a.smoke: a.turns, a.duration, a.concurrency, a.streams = 10, 2.0, [1], 20
     from tqdm import tqdm
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count()), at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     steps = tqdm(total=3, desc='orchestrator benchmarks')
     res['overhead'] = asyncio.run(bench_overhead(a.turns)); steps.update()
     res['http'] = bench_http(a.concurrency, a.duration, a.rate); steps.update()
     res['idle_streams'] = bench_idle_streams(a.streams); steps.update(); steps.close()
+    if a.smoke:
+        print(json.dumps(res, indent=1)); return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'orchestrator.json').write_text(json.dumps(res, indent=2) + '\n')
     o, i = res['overhead'], res['idle_streams']

@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         database = await prepare(settings, knowledge_path=knowledge_path, db=db)
         app.state.db = database
         app.state.service = ChatService(settings, database, model=model, clock=clock)
+        # the offline model's classifiers load (or train, on a new corpus) before the first visitor, not during their turn
+        if (warm := getattr(app.state.service.model, 'prepare', None)) is not None: await asyncio.to_thread(warm)
         stop = asyncio.Event()
         sweeper = asyncio.create_task(run_ttl_sweeper(database.pool, ttl_hours=settings.session_ttl_hours,
                                                       interval_seconds=sweep_interval, stop=stop))

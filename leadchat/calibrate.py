@@ -22,7 +22,8 @@ from .retrieval import KnowledgeRetriever
 # %% auto #0
 __all__ = ['RELEVANT_KINDS', 'LabelledQuery', 'CalibrationError', 'load_queries', 'index_stats', 'ScoredQuery', 'score_queries',
            'Calibration', 'rates', 'propose_threshold', 'histogram', 'write_figure', 'changelog_entry',
-           'append_changelog', 'ranking_quality', 'judge_llm', 'ragas_eval']
+           'append_changelog', 'ScopeScored', 'score_scope', 'scope_report', 'tune_scope', 'ranking_quality',
+           'judge_llm', 'ragas_eval']
 
 # %% ../nbs/22_calibrate.ipynb #ca000006
 RELEVANT_KINDS = ('in_scope', 'paraphrase')
@@ -195,6 +196,63 @@ def append_changelog(path: Path, entry: str) -> None:
     path = Path(path)
     head = '' if path.exists() else '# Configuration changelog\n\nTuned values and the evidence behind them (newest last).\n'
     with path.open('a', encoding='utf-8') as f: f.write(head + '\n' + entry)
+
+# %% ../nbs/22_calibrate.ipynb #ca000041
+@dataclass
+class ScopeScored:
+    id: str
+    kind: str
+    query: str
+    score: float            # the retriever's best chunk (any source)
+    lexical: float          # share of the query's content words found in the top chunks
+    p_offtopic: float
+    p_private: float
+    p_pricing: float
+
+
+async def score_scope(retriever: KnowledgeRetriever, queries: Sequence[LabelledQuery], reader, *, top: int = 3,
+                      progress: bool = True) -> list[ScopeScored]:
+    "What a chat turn would see for each query: top chunks, their lexical support, the classifiers' reading."
+    from leadchat.classify import lexical_support
+    out = []
+    for q in tqdm(queries, desc='scoring scope', disable=not progress):
+        v = await retriever.embed(q.query)
+        rows = await retriever.search(v, q.query, retriever.settings.rag_top_k)
+        r = reader.read(q.query)
+        out.append(ScopeScored(q.id, q.kind, q.query, float(rows[0]['score']) if rows else 0.0,
+                               lexical_support(q.query, [x['content'] for x in rows[:top]]),
+                               r.p('offtopic', 'yes'), r.p('private', 'yes'), r.p('pricing', 'yes')))
+    return out
+
+
+def scope_report(scored: Sequence[ScopeScored], threshold: float, params=None) -> dict:
+    "FP/FN of the threshold alone and of the combined decision, and how many adjacent questions are handled."
+    from leadchat.classify import ScopeParams, decide_scope
+    params = params or ScopeParams()
+    irr = [s for s in scored if s.kind == 'out_of_scope']
+    rel = [s for s in scored if s.kind in RELEVANT_KINDS]
+    adj = [s for s in scored if s.kind == 'adjacent']
+    inside = lambda s: decide_scope(s.score, threshold, s.p_offtopic, s.lexical, params).in_scope
+    out = {'n_relevant': len(rel), 'n_out_of_scope': len(irr), 'n_adjacent': len(adj)}
+    for name, judge in (('threshold', lambda s: s.score >= threshold), ('combined', inside)):
+        fp, fn = [s.id for s in irr if judge(s)], [s.id for s in rel if not judge(s)]
+        out[name] = {'fp_rate': len(fp) / max(1, len(irr)), 'fn_rate': len(fn) / max(1, len(rel)), 'fp': fp, 'fn': fn}
+    handled = [s.id for s in adj if s.p_private >= 0.5 or s.p_pricing >= 0.5 or not inside(s)]
+    out['adjacent_handled'] = len(handled) / max(1, len(adj))
+    return out
+
+
+def tune_scope(scored: Sequence[ScopeScored], threshold: float):
+    "The `ScopeParams` with the fewest errors (FP + FN, FP first) on `scored` — run it on the tuning set only."
+    from itertools import product
+    from leadchat.classify import ScopeParams
+    best = None
+    for p_off, lex, margin in product((0.4, 0.5, 0.6, 0.7), (0.0, 0.2, 0.25, 0.34, 0.4, 0.5), (0.05, 0.08, 0.12, 0.16, 0.2)):
+        params = ScopeParams(p_off, lex, margin)
+        r = scope_report(scored, threshold, params)
+        key = (len(r['combined']['fp']) + len(r['combined']['fn']), len(r['combined']['fp']))
+        if best is None or key < best[0]: best = (key, params)
+    return best[1]
 
 # %% ../nbs/22_calibrate.ipynb #ca000018
 def ranking_quality(scored: Sequence[ScoredQuery], queries: Sequence[LabelledQuery], threshold: float) -> dict:

@@ -206,7 +206,11 @@ def calibrate(env_file: Optional[Path] = EnvFile,
               queries: Path = typer.Option(Path('bench/calibration/queries.yaml'), help='The labelled query set.'),
               out: Path = typer.Option(Path('bench/results/calibration'), help='Output base name (.html/.png/.json).'),
               changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), '--changelog-file', help='Configuration changelog to append to.'),
-              write_changelog: bool = typer.Option(True, '--changelog/--no-changelog')):
+              write_changelog: bool = typer.Option(True, '--changelog/--no-changelog'),
+              scope: list[Path] = typer.Option([Path('bench/calibration/scope-dev.yaml'), Path('bench/calibration/scope-heldout.yaml')],
+                                               '--scope', help='Scope query sets: the combined scope decision beside the threshold '
+                                                                '(repeat; the first is the tuning set, the others held out).'),
+              no_scope: bool = typer.Option(False, '--no-scope', help='Skip the scope report (no classifier is loaded).')):
     "Score the labelled queries, propose RAG_RELEVANCE_THRESHOLD, plot the distributions, log the result."
     import json
     from dataclasses import asdict
@@ -215,8 +219,14 @@ def calibrate(env_file: Optional[Path] = EnvFile,
         st = await cal.index_stats(r)
         qs = cal.load_queries(queries, st['sources'])
         scored = await cal.score_queries(r, qs)
-        return qs, scored, st, r
-    try: qs, scored, st, r = _with_retriever(env_file, go)
+        scoped = {}
+        if not no_scope and s.leadchat_embedding_provider == 'local':
+            from leadchat.classify import SignalReader
+            from leadchat.knowledge import local_embeddings
+            reader = SignalReader(local_embeddings().embed_documents)
+            for f in scope: scoped[str(f)] = await cal.score_scope(r, cal.load_queries(f, st['sources']), reader)
+        return qs, scored, st, r, scoped
+    try: qs, scored, st, r, scoped = _with_retriever(env_file, go)
     except cal.CalibrationError as e:
         typer.secho(f'calibration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
     c = cal.propose_threshold(scored)
@@ -224,17 +234,25 @@ def calibrate(env_file: Optional[Path] = EnvFile,
     model = 'all-MiniLM-L6-v2' if s.leadchat_embedding_provider == 'local' else s.openai_embedding_model
     paths = cal.write_figure(cal.histogram(scored, c, f'{model}: best relevant vs best out-of-scope score ({len(qs)} queries)'), out)
     quality = cal.ranking_quality(scored, qs, c.threshold)
+    scope_reports = {f: cal.scope_report(sc, c.threshold) for f, sc in scoped.items()}
     out.with_suffix('.json').write_text(json.dumps(dict(calibration=asdict(c), ranking=r.ranking, quality=quality,
-                                                        scored=[asdict(x) for x in scored]), indent=1) + '\n')
+                                                        scored=[asdict(x) for x in scored], scope=scope_reports), indent=1) + '\n')
     typer.echo(f'proposed RAG_RELEVANCE_THRESHOLD={c.threshold:.3f} ({"clean gap" if c.clean_gap else "overlap"}: '
                f'min relevant {c.min_relevant:.3f}, max irrelevant {c.max_irrelevant:.3f})')
     typer.echo(f'false positives {c.false_positive_rate:.1%} {c.false_positives}  '
                f'false negatives {c.false_negative_rate:.1%} {c.false_negatives}')
     typer.echo(f"hit@{s.rag_top_k} {quality['hit_at_k']:.3f}  MRR {quality['mrr']:.3f}  ({r.ranking} ranking)")
+    for f, rp in scope_reports.items():
+        typer.echo(f"scope {f}: threshold alone FP {rp['threshold']['fp_rate']:.1%} FN {rp['threshold']['fn_rate']:.1%} · "
+                   f"combined (threshold + classifier + lexical support) FP {rp['combined']['fp_rate']:.1%} FN {rp['combined']['fn_rate']:.1%} · "
+                   f"adjacent handled {rp['adjacent_handled']:.0%} ({rp['n_relevant']} relevant, {rp['n_out_of_scope']} out of scope)")
     typer.echo('wrote ' + ', '.join(map(str, [*paths, out.with_suffix('.json')])))
     if write_changelog:
-        cal.append_changelog(changelog, cal.changelog_entry(c, model=model, table=r.table, documents=st['documents'], chunks=st['chunks'],
-                                                            ranking=r.ranking, figure=str(paths[-1])))
+        entry = cal.changelog_entry(c, model=model, table=r.table, documents=st['documents'], chunks=st['chunks'],
+                                    ranking=r.ranking, figure=str(paths[-1]))
+        entry += ''.join(f"- scope `{f}`: threshold alone FP {rp['threshold']['fp_rate']:.1%} / FN {rp['threshold']['fn_rate']:.1%}; "
+                         f"combined FP {rp['combined']['fp_rate']:.1%} / FN {rp['combined']['fn_rate']:.1%}\n" for f, rp in scope_reports.items())
+        cal.append_changelog(changelog, entry)
         typer.echo(f'appended to {changelog}')
 
 

@@ -19,12 +19,14 @@ from .state import DIMENSIONS, SessionState
 
 # %% auto #0
 __all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'STAGE3_PATTERNS', 'WORD_BUDGET', 'QUALIFYING_QUESTIONS',
-           'CONSULTANT_QUESTIONS', 'QUESTION_FRAMES', 'STATEMENT_FRAMES', 'PROACTIVE_OPENERS', 'PRICING_DEFLECTIONS',
-           'PRICING_ASIDE', 'NO_RESULT_REPLIES', 'NO_RESULT_QUIET', 'HUMAN_REQUEST_REPLY', 'ACKNOWLEDGEMENTS',
-           'OFF_TOPIC', 'WELCOME', 'WHAT_I_DO', 'HOW_I_AM', 'YOU_ARE_WELCOME', 'GOODBYE', 'HELLO', 'GLAD',
-           'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'retrieval_query', 'is_stage3_language',
-           'is_no_result_offer', 'is_prompt_compliance_violation', 'qualifying_question', 'compose_answer',
-           'compose_proposal', 'stream_tokens']
+           'CONSULTANT_QUESTIONS', 'HINTED_PROBLEM_QUESTIONS', 'CONSULTANT_HINTED_PROBLEM', 'ROLE_QUESTIONS',
+           'CLARIFY_QUESTIONS', 'CONSULTANT_CLARIFY', 'QUESTION_FRAMES', 'STATEMENT_FRAMES', 'PROACTIVE_OPENERS',
+           'PRICING_DEFLECTIONS', 'PRICING_AGAIN', 'PRICING_ASIDE', 'NO_RESULT_REPLIES', 'NO_RESULT_QUIET',
+           'HUMAN_REQUEST_REPLY', 'PRIVATE_REPLIES', 'PRIVATE_QUIET', 'ALREADY_SAID', 'ACKNOWLEDGEMENTS', 'OFF_TOPIC',
+           'WELCOME', 'WELCOME_BACK', 'WHAT_I_DO', 'HOW_I_AM', 'YOU_ARE_WELCOME', 'ANYTHING_ELSE', 'GOODBYE', 'HELLO',
+           'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'retrieval_query', 'is_stage3_language',
+           'is_no_result_offer', 'is_prompt_compliance_violation', 'topic_sources', 'problem_named',
+           'qualifying_question', 'ComposeHints', 'compose_answer', 'compose_proposal', 'stream_tokens']
 
 # %% ../nbs/32_compose.ipynb #cp000007
 _QUOTES = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
@@ -72,8 +74,12 @@ def _content(text: str) -> list[str]:
 
 # %% ../nbs/32_compose.ipynb #cp000010
 _PRICING_RE = re.compile(
-    r"\bhow much\b|\b(price|prices|pricing|priced|cost|costs|costing|fee|fees|quote|quotes|quotation|charge|charges|"
-    r"expensive|cheap|cheaper|afford|affordable|budget|budgets|rate card|tariff)\b|"
+    r"\bhow much\b(?!\s+(?:experience|data|time|effort|work|of|do you know|detail)\b)|"
+    r"\b(price|prices|pricing|priced|fee|fees|quote|quotes|quotation|expensive|cheap|cheaper|afford|affordable|rate card|tariff)\b|"
+    r"(?<!\bin )\b(charge|charges)\b|"
+    r"\b(what|how much|does|do|would|will|it|this|that|an engagement|a project|a pilot|a sprint|engagements|projects)\s+(?:\w+\s+){0,2}?costs?\b|"
+    r"\bcosts? (of|for) (an?|the|your|a typical) (engagement|project|pilot|sprint|squad|team|discovery|assessment|workshop)|"
+    r"\b(what|which|how big a|how much|minimum|typical|rough) (kind of |sort of )?budgets?\b(?! approval)|\bbudgets? (do|would|should|will) (i|we) need\b|"
     r"\b(day|daily|hourly|monthly|your|the)\s+rates?\b|[$€£]|\b\d+\s?(k|eur|euros?|usd|dollars?|gbp|pounds?)\b", re.I)
 _FIXED_PRICE_RE = re.compile(r'\bfixed[- ](price|priced|scope)\b', re.I)
 
@@ -110,8 +116,16 @@ _PROBLEM_RE = re.compile(
     r"documents?|ocr|extract(ion|ing)?|classif(y|ication|ier)|triage|claims|tickets?|knowledge base|evaluation|evals?|"
     r"mlops|llmops|pipelines?|data platform|data engineering|lakehouse|embeddings?|vector|fine-?tun(e|ing)|computer vision|"
     r"nlp|analytics|use cases?|prototype|poc|proof of concept)\b", re.I)
-_OFF_TOPIC_RE = re.compile(r"\b(weather|joke|poem|song|recipe|football|soccer|movie|film|horoscope|lottery|"
-                           r"capital of|meaning of life|your favou?rite)\b", re.I)
+_OFF_TOPIC_RE = re.compile(r"\b(weather|jokes?|poems?|songs?|recipes?|football|soccer|basketball|movies?|films?|horoscope|lottery|"
+                           r"capital of|meaning of life|your favou?rite|homework|write (me )?an? (essay|story|cover letter)|"
+                           r"translate (this|that)|who won|sports? scores?)\b", re.I)
+# what the company does not publish: figures about itself, its people's pay, who its clients are
+_PRIVATE_RE = re.compile(
+    r"\b(revenue|revenues|turnover|profits?|profitability|margins?|ebitda|valuation|net worth|funding round|investors?|"
+    r"shareholders?|salary|salaries|wages|how much do (you|your \w+) (pay|earn|make))\b|"
+    r"\b(who|which) (are|were|is) (some of )?your (biggest |main |largest |current |top )?(clients|customers)\b|"
+    r"\b(list|name|names) (of )?(some of )?your (clients|customers)\b|\bclient (list|names)\b|"
+    r"\bwhich (companies|clients|customers|banks|insurers|brands) (have you|do you) (worked|work|done work) (with|for)\b", re.I)
 _GREETING_PREFIX = re.compile(
     r"^(?:(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening))(?: there| team| all| folks)?|thanks?(?: you)?(?: so much| very much)?"
     r"(?: for (?:that|the info|the information|this))?|ok(?:ay)?|great|cool|perfect|so|well|um+|uh+|quick question|"
@@ -133,6 +147,10 @@ def _smalltalk_kinds(text: str) -> list[str] | None:
 
 def _is_pricing(text: str) -> bool:
     return bool(_PRICING_RE.search(_FIXED_PRICE_RE.sub(' ', text.translate(_QUOTES))))
+
+
+def _is_private(text: str) -> bool:
+    return bool(_PRIVATE_RE.search(text.translate(_QUOTES)))
 
 
 def _is_human_request(text: str) -> bool:
@@ -310,6 +328,156 @@ def _after_dash(sentence: str) -> str:
     return sentence[0].lower() + sentence[1:] if sentence.split()[0].lower() in _LOWER_FIRST else sentence
 
 
+def _lower_label(label: str) -> str:
+    "'Discovery sprint' → 'discovery sprint'; 'OCR and layout' and 'LLM agents' keep their capitals."
+    return label[0].lower() + label[1:] if len(label) > 1 and label[1].islower() else label
+
+
+def _cap(s: str) -> str: return s[:1].upper() + s[1:]
+
+
+def _as_sentence(s: str) -> str: return s if re.search(r'[.!]["\u201d)]?$', s) else s + '.'
+
+
+# A list item is kept only if it reads as a sentence. There is no tagger here, so "has a finite verb" is a
+# deliberately cautious heuristic: a wrong "no" only drops an item; a wrong "yes" would paste a fragment.
+_AUX = frozenset('''is are was were be been am has have had do does did can could will would shall should may might must
+isn't aren't wasn't weren't hasn't haven't doesn't don't didn't can't won't'''.split())
+_PAST = frozenset('''ran fell rose grew built made took gave kept led met sent spent won began became brought bought chose drove
+found held knew left lost paid saw said sold stood told thought understood went cleared'''.split())
+# past tenses that are never passive participles ('policies existed in …', 'error improved by 14%')
+_INTRANSITIVE = frozenset('''existed succeeded happened occurred remained worked appeared emerged increased decreased improved
+stayed failed started continued declined doubled halved dropped fell rose grew'''.split())
+_NOT_AFTER = frozenset('''a an the our your their its his her this these those each every all any some no many more most several
+few well fully newly and or of to with , : that'''.split())
+_OBJECT_START = _NOT_AFTER - {'and', 'or', 'of', 'to', 'with', ',', ':', 'well', 'fully', 'newly', 'more', 'most', 'that'} | frozenset(
+    '''it them us you we they also only never usually typically often directly automatically'''.split())
+_NOT_VERB_S = frozenset('''this thus plus bus gas lens news series analysis basis process access business class less across always
+perhaps sometimes various previous serious famous numerous continuous its'''.split())
+_SUBORDINATE = re.compile(r"(?<=[\w,])\s+(?:which|who|whom|whose|where|because|although|including|such as|once|when|while|"
+                          r"unless|until|since|so|before|after|if|than|as soon as)\b.*$", re.I)
+_PREPOSITIONS = frozenset('by from to as in within on across through with against into for at over under'.split())
+
+
+def _main_clause(s: str) -> list[str]:
+    "The words of `s` before any subordinate clause, without parentheses or what follows a ';', ':' or dash."
+    s = re.sub(r'\([^)]*\)|"[^"]*"|\u201c[^\u201d]*\u201d', ' ', s)
+    s = re.sub(r'(?<=\w) that\b.*$', ' THAT', s)          # a relative or complement clause: 'reported that …' keeps its verb
+    s = re.split(r'[;:]|\s[—–]\s', s, maxsplit=1)[0]
+    return re.findall(r"[A-Za-z][\w'’/-]*|\d[\d.,%]*|,", _SUBORDINATE.sub('', s))
+
+
+def _starts_clause(low: list[str]) -> bool:
+    return bool(low) and low[0] in ('how', 'what', 'why', 'where', 'when', 'which', 'who', 'whether')
+
+
+def _has_verb(s: str) -> bool:
+    "Does `s` have a finite verb in its main clause, so that it reads as a sentence rather than a label or a list?"
+    words = _main_clause(s)
+    low = [w.lower() for w in words]
+    if _starts_clause(low): return False
+    if low and low[0] in ('we', 'they', 'i', 'you', 'it', 'he', 'she') and len(low) > 1: return True
+    for i, w in enumerate(low):
+        if w in _AUX: return True
+        if w == 'that' and words[i] == 'THAT': break
+        if i == 0 or '-' in w or words[i][0].isupper(): continue
+        prev, nxt = low[i - 1], (low[i + 1] if i + 1 < len(low) else '')
+        if prev in _NOT_AFTER or prev in _PREPOSITIONS: continue                      # 'the results', 'and checks', 'that runs' (a relative clause)
+        that = i + 1 < len(words) and words[i + 1] == 'THAT'
+        obj = (nxt in _OBJECT_START or nxt[:1].isdigit() or (i + 1 < len(words) and words[i + 1][0].isupper() and not that)
+               or bool(re.search(r'(al|ic|ous|ive|ful)$', nxt))
+               or (nxt.endswith('ed') and (low[i + 2] if i + 2 < len(low) else '') not in _PREPOSITIONS | {',', ''}))
+        if (w in _PAST or w in _INTRANSITIVE) and (that or nxt not in ('with', 'for', 'on', 'and', 'or', ',', 'of', 'as')): return True
+        if w.endswith('s') and len(w) > 3 and not w.endswith(('ss', 'us', "'s")) and w not in _NOT_VERB_S:
+            if (obj and nxt != 'every') or (nxt.endswith('s') and not prev.endswith('s') and w.endswith('ies')): return True
+            if nxt == 'and' and i + 3 < len(low) and low[i + 2].endswith('s') and low[i + 3] in _OBJECT_START: return True
+        if w.endswith('ed') and len(w) > 4 and (obj or that or nxt in ('by', 'to')): return True
+    return False
+
+
+_NUM = r'(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a few|several)'
+_DURATION_RE = re.compile(rf'^(?P<adv>(?:typically|usually|about|around|roughly|approximately)\s+)?'
+                          rf'(?P<dur>{_NUM}(?:\s*(?:to|-|–)\s*{_NUM})?\s+(?:days?|weeks?|months?|years?))\b(?P<tail>.*)$', re.I)
+_LABEL_RE = re.compile(r'^(?P<label>[A-Z][^:()–—.]{1,50}?)(?:\s*\((?P<paren>[^)]{1,40})\))?\s*(?::\s+|\s[–—]\s+)(?P<rest>\S.*)$')
+_UPDOWN_RE = re.compile(r'^(?P<subj>[A-Z][^,;:]{2,80}?) (?P<dir>up|down) (?P<n>\d[\d.,]*\s?(?:%|percentage points?))(?P<tail>.*)$')
+_CHANGE_RE = re.compile(r'^(?P<n>\d[\d.,]*%) (?P<noun>reduction|increase|improvement|drop|rise|fall|decrease|gain) in (?P<rest>.+)$')
+_PARTICIPLE_RE = re.compile(r"^(?P<subj>[A-Z0-9][\w%.'’/-]*(?: (?![a-z]+ed\b)[\w%.'’/-]+){0,8}?) (?P<now>now )?"
+                            r"(?P<verb>[a-z]+ed|built|sent|kept|made|done|held)\b(?P<rest> (?P<next>[\w-]+).*)$")
+_MASS_LABELS = frozenset('discovery production governance hosting evaluation onboarding delivery'.split())
+
+
+def _subject(label: str) -> str:
+    "How a list label starts a sentence: 'The discovery sprint', 'Production'."
+    return label if label.lower() in _MASS_LABELS else f'The {_lower_label(label)}'
+
+
+def _takes(m: re.Match, past: bool) -> str:
+    adv = m['adv'].strip() if m['adv'] else ''
+    return (f'{adv} ' if adv in ('typically', 'usually') else '') + ('took ' if past else 'takes ') + \
+           (f'{adv} ' if adv and adv not in ('typically', 'usually') else '') + m['dur']
+
+
+def _is_enumeration(np: str) -> bool:
+    "'a defined scope, deliverables and timeline' (several things) rather than 'a team with its own lead, working on …'."
+    parts = np.split(', ')
+    return (len(parts) > 1 and len(parts[0].split()) <= 4 and (' and ' in parts[1] or len(parts) > 2)
+            and not re.match(r'\w+(ing|ed)\b', parts[1]))
+
+
+def _passive(s: str, past: bool) -> str | None:
+    "'38% of claims identified as simple …' → '38% of claims were identified as simple …' (a headline with its verb put back)."
+    m = _PARTICIPLE_RE.match(s)
+    if not m or m['verb'] in _INTRANSITIVE or m['next'].lower() not in _PREPOSITIONS | {'end-to-end', 'straight', 'fully'}: return None
+    subj = m['subj'].split()
+    if (subj[-1].lower() in _PREPOSITIONS | {'of', 'that', 'which', 'who', 'where'} or subj[0].lower() in ('we', 'they', 'i', 'you', 'it')
+            or any(w.lower() in _AUX | _PAST | {'that', 'which', 'who', 'where'} for w in subj)): return None
+    plural = bool(re.match(r'^\d[\d.,]*% of |^(more|fewer|less) than \d', m['subj'], re.I)) or bool(re.search(r'[^s]s$', subj[-1]))
+    aux = ('are now' if plural else 'is now') if m['now'] else ('were' if plural else 'was') if past else ('are' if plural else 'is')
+    return f"{m['subj']} {aux} {m['verb']}{m['rest']}"
+
+
+def _item_sentence(s: str, past: bool, first: bool) -> str | None:
+    "One sentence of a list item as a sentence with a verb ('Label (two weeks): a, b' → 'The label takes two weeks and covers a, b'), or None."
+    m = _LABEL_RE.match(s) if first else None
+    if m and len(m['label'].split()) <= 6:
+        label, paren, rest = m['label'].strip(), m['paren'], m['rest'].strip()
+        if paren and (d := _DURATION_RE.match(paren)) and not d['tail'].strip():
+            head = f'{_subject(label)} {_takes(d, past)}'
+            return f'{head}, and {rest}' if _has_verb(rest) else f"{head} and {'covered' if past else 'covers'} {rest}"
+        if paren: return None
+        if d := _DURATION_RE.match(rest):
+            if re.search(r'\b(duration|length)$', label, re.I):      # 'Total duration: about five months'
+                return f"{_subject(label)} {'was' if past else 'is'} {d['adv'] or ''}{d['dur']}{d['tail']}"
+            return f"{_subject(label)} {_takes(d, past)}{d['tail']}"
+        if _has_verb(rest): return _cap(rest)
+        if re.match(r'^an?\s', rest) and len(label.split()) >= 2 and not re.search(r'\d| and ', label):
+            if re.match(r'^(A|An|The)\s', label):                     # 'A squad of five: a delivery lead, two ML engineers, …'
+                return f"{label} {'consists of' if _is_enumeration(rest) else 'is'} {rest}"
+            art = 'The' if past else ('An' if label[0].lower() in 'aeiou' else 'A')
+            return f"{art} {_lower_label(label)} {'has' if _is_enumeration(rest) else 'is'} {rest}"
+        return None
+    if m := _UPDOWN_RE.match(s): return f"{m['subj']} went {m['dir']} by {m['n']}{m['tail']}"
+    if m := _CHANGE_RE.match(s):
+        art = 'an' if re.match(r'(8|11|18)(?!\d)|8\d', m['n']) else 'a'
+        return f"The result was {art} {m['n']} {m['noun']} in {m['rest']}"
+    if p := _passive(s, past): return p
+    return s if _has_verb(s) else None
+
+
+_HEADING_FACT = re.compile(r'^(?P<label>[^()]{1,60}?)\s*\((?P<paren>[^)]{1,40})\)$')
+
+
+def _heading_sentence(heading: str | None, s: str, past: bool) -> str:
+    "The first sentence under a heading that carries a fact in parentheses, with the fact kept as words."
+    m = _HEADING_FACT.match(heading or '')
+    if not m or len(heading.split()) > 8: return s
+    label = m['label'].strip()
+    if (d := _DURATION_RE.match(m['paren'])) and not d['tail'].strip():      # 'Pilot (typically six to twelve weeks)'
+        head = f'{_subject(label)} {_takes(d, past)}'
+        return f'{head}, and {_after_dash(s)}' if _has_verb(s) else f'{head} — {_after_dash(s)}'
+    return s if _has_verb(s) else f'{label} is {_after_dash(s)}'            # 'Madrid (headquarters)' + 'Our largest office …'
+
+
 @dataclass
 class _Candidate:
     text: str                 # what the answer will say (verbatim chunk text, possibly 'Heading — sentence')
@@ -323,15 +491,21 @@ class _Candidate:
 
 
 @lru_cache(maxsize=4096)
-def _chunk_sentences(content: str) -> tuple[tuple[int, str, str, bool, frozenset], ...]:
+def _chunk_sentences(content: str, source: str = '') -> tuple[tuple[int, str, str, bool, frozenset], ...]:
     "The usable sentences of one chunk as (position, dedup key, answer text, list item?, stems) — pure, so cached."
-    out, pos = [], 0
+    out, pos, past = [], 0, source.startswith(CASE_STUDY_PREFIX)      # case studies tell what happened
     for b in _parse_chunk(content)[1]:
         for i, s in enumerate(_split_sentences(b.text)):
-            if _usable(s):
-                text = (f'{b.heading} — {_after_dash(s)}' if b.first and i == 0 and b.heading and '(' in b.heading
-                        and len(b.heading.split()) <= 8 else s)
-                out.append((pos, re.sub(r'\W+', ' ', s.lower()).strip(), text, b.item, frozenset(_stem(w) for w in _content(text))))
+            if b.item: text = _item_sentence(s, past, i == 0)
+            else:
+                if b.first and i == 0: s = _heading_sentence(b.heading, s, past)
+                m = _LABEL_RE.match(s)
+                if m and len(m['label'].split()) <= 6 and not _has_verb(m['label']): text = _item_sentence(s, past, True)
+                elif re.match(r'^[A-Z][a-z]+ing\b', s) and not _has_verb(s): text = None     # 'Working through the checklist: …'
+                else: text = s
+            if text and _usable(text):
+                text = _as_sentence(text)
+                out.append((pos, re.sub(r'\W+', ' ', text.lower()).strip(), text, b.item, frozenset(_stem(w) for w in _content(text))))
             pos += 1
     return tuple(out)
 
@@ -340,7 +514,7 @@ def _candidates(chunks: list[RetrievedChunk]) -> list[_Candidate]:
     "Every usable sentence of `chunks`, best chunk first, duplicates (chunk overlap) removed."
     out, seen = [], set()
     for rank, ch in enumerate(chunks):
-        for pos, key, text, item, stems in _chunk_sentences(ch.content):
+        for pos, key, text, item, stems in _chunk_sentences(ch.content, ch.source):
             if key not in seen:
                 seen.add(key)
                 out.append(_Candidate(text, rank, pos, ch, item, set(stems)))
@@ -376,8 +550,8 @@ def _query_weights(message: str) -> dict[str, float]:
 _ANAPHORA_RE = re.compile(r'^(This|These|That|Those|It|They|Such|Figures)\b|\b(in|from) the (table|list|chart|diagram)\b|\b(above|below)\.?$')
 
 
-def _score(cands: list[_Candidate], message: str) -> None:
-    "Set each candidate's overlap with `message` and its overall score (see above)."
+def _score(cands: list[_Candidate], message: str, topic: set[str] = frozenset()) -> None:
+    "Set each candidate's overlap with `message` and its overall score (see above); `topic`: documents the message names."
     q, n, df = _query_weights(message), len(cands), {}
     for c in cands:
         for t in c.tokens: df[t] = df.get(t, 0) + 1
@@ -387,16 +561,49 @@ def _score(cands: list[_Candidate], message: str) -> None:
                    + (0.3 if c.pos == 0 and c.chunk.chunk_index == 0 else 0.0)
                    - (0.2 if c.item else 0.0) - (0.3 if re.match(r'^[A-Z][^:—]{1,40}: ', c.text) else 0.0)
                    - (0.6 if _ANAPHORA_RE.search(c.text) else 0.0)
-                   - (0.4 if len(c.text.split()) > 45 else 0.0))
+                   - (0.4 if len(c.text.split()) > 45 else 0.0)
+                   + (0.8 if c.chunk.source in topic else 0.0))
+
+
+# words that name a document's sector or topic, and what the knowledge base calls it ('fintech' → the bank case study)
+_TOPIC_SYNONYMS = {_stem(k): tuple(_stem(x) for x in v) for k, v in {
+    'bank': ('fintech', 'bank'), 'banking': ('fintech', 'bank'), 'fintech': ('fintech', 'bank'), 'financial': ('fintech', 'bank'),
+    'insurer': ('insurance',), 'insurance': ('insurance',), 'hospital': ('healthcare',), 'health': ('healthcare',),
+    'clinical': ('healthcare',), 'medical': ('healthcare',), 'healthcare': ('healthcare',), 'ecommerce': ('retail',),
+    'shop': ('retail',), 'store': ('retail',), 'retailer': ('retail',), 'retail': ('retail',), 'freight': ('logistics',),
+    'shipping': ('logistics',), 'transport': ('logistics',), 'logistics': ('logistics',), 'utility': ('energy',),
+    'utilities': ('energy',), 'renewable': ('energy',), 'wind': ('energy',), 'solar': ('energy',), 'energy': ('energy',),
+}.items()}
+# words every document shares, which name no particular one
+_GENERIC_TOPIC = frozenset(_stem(w) for w in '''case study studies service services model models team process engagement expertise
+faq about company overview working hours example examples project projects work client clients rag'''.split())
+
+
+def _doc_words(chunk: RetrievedChunk) -> frozenset[str]:
+    "The stems of a chunk's document name and title: what the document is about."
+    title = _parse_chunk(chunk.content)[0] or ''
+    return frozenset(_stem(w) for w in _content(f"{chunk.source.replace('-', ' ')} {title}"))
+
+
+def topic_sources(message: str, chunks: list[RetrievedChunk]) -> set[str]:
+    "The documents among `chunks` whose name or title matches a sector or topic the message names (empty: none, or all of them)."
+    want = set()
+    for w in _content(message):
+        st = _stem(w)
+        if st in _GENERIC_TOPIC: continue
+        want |= {st, *_TOPIC_SYNONYMS.get(st, ())}
+    hit = {c.source for c in chunks if want & (_doc_words(c) - _GENERIC_TOPIC)}
+    return hit if hit and hit != {c.source for c in chunks} else set()
 
 
 def _similar(a: _Candidate, b: _Candidate) -> bool:
     return len(a.tokens & b.tokens) > 0.5 * min(len(a.tokens), len(b.tokens) or 1)
 
 
-def _select(cands: list[_Candidate], message: str, *, proactive_source: str | None, budget: int) -> list[_Candidate]:
-    "The lead sentence, then up to two more in document order (from `proactive_source` first, when given)."
-    _score(cands, message)
+def _select(cands: list[_Candidate], message: str, *, proactive_source: str | None, budget: int,
+            topic: set[str] = frozenset()) -> list[_Candidate]:
+    "The lead sentence, then up to two more from the same document, in document order (from `proactive_source`, when given)."
+    _score(cands, message, topic)
     ranked = sorted(cands, key=lambda c: (-c.score, c.rank, c.pos))
     pool = [c for c in ranked if c.chunk.source == proactive_source] if proactive_source else ranked
     if not pool: return []
@@ -405,7 +612,8 @@ def _select(cands: list[_Candidate], message: str, *, proactive_source: str | No
     picked, words = [lead], len(lead.text.split())
     for c in ranked:
         if len(picked) == 3: break
-        if c is lead or c.overlap <= 0 or c.overlap < 0.5 * lead.overlap or c.score < 0.6 * lead.score: continue
+        if c is lead or c.chunk.source != lead.chunk.source: continue     # one document answers: no stitched-together mix
+        if c.overlap <= 0 or c.overlap < 0.5 * lead.overlap or c.score < 0.6 * lead.score: continue
         n = len(c.text.split())
         if words + n > budget or any(_similar(c, p) for p in picked): continue
         picked.append(c); words += n
@@ -428,6 +636,30 @@ CONSULTANT_QUESTIONS: dict[str | None, tuple[str, ...]] = {
     'timing_fit': ('Is there a timeline your client is working towards?', 'When would your client ideally like to get started?'),
     None: ("Is there anything else you'd like to know about how we'd approach it for your client?",),
 }
+# the problem only hinted at (a question about a case study or a service), and the role before any initiative is named
+HINTED_PROBLEM_QUESTIONS = ("Is there a particular project behind the question — something you're hoping to build or improve with AI?",
+                            'Are you working on something similar yourselves — what would you like AI to help with?')
+CONSULTANT_HINTED_PROBLEM = ("Is there a particular client project behind the question — something they're hoping to build with AI?",)
+ROLE_QUESTIONS = ("What's your role at your company?", 'What do you do at your company?')
+CLARIFY_QUESTIONS = {
+    'problem_fit': "Just so I understand — what's the main thing you'd like AI to help with?",
+    'authority_fit': "Just to check — will you be leading this yourself, or supporting someone else's decision?",
+    'company_fit': 'Just to check — roughly how many people work at your company?',
+    'timing_fit': "Just to check — is there a date you're working towards, or is the timing still open?",
+}
+CONSULTANT_CLARIFY = {
+    'problem_fit': "Just so I understand — what's the main thing your client would like AI to help with?",
+    'authority_fit': "Just to check — who on your client's side will make the decision?",
+    'company_fit': 'Just to check — roughly how many people work at your client?',
+    'timing_fit': "Just to check — is there a date your client is working towards, or is the timing still open?",
+}
+# every question text → the dimension it asks about (None: the open question)
+_QUESTION_DIMENSION: dict[str, str | None] = {
+    **{o: d for qs in (QUALIFYING_QUESTIONS, CONSULTANT_QUESTIONS) for d, opts in qs.items() for o in opts},
+    **{o: 'problem_fit' for o in (*HINTED_PROBLEM_QUESTIONS, *CONSULTANT_HINTED_PROBLEM)},
+    **{o: 'authority_fit' for o in ROLE_QUESTIONS},
+    **{o: d for qs in (CLARIFY_QUESTIONS, CONSULTANT_CLARIFY) for d, o in qs.items()},
+}
 
 
 def _turn(state: SessionState) -> int:
@@ -438,24 +670,76 @@ def _turn(state: SessionState) -> int:
 def _pick(options: tuple[str, ...], turn: int) -> str: return options[turn % len(options)]
 
 
-def qualifying_question(state: SessionState) -> str | None:
-    "This turn's one question: the first dimension still `not_detected`; None for a negative persona or no-fit visitor."
+def _said(state: SessionState) -> list[str]:
+    "The assistant's earlier replies in the window, oldest first."
+    return [m.content for m in state.messages if m.role == 'assistant']
+
+
+def _asked(reply: str) -> list[str | None]:
+    "The dimensions `reply` asked about (its qualifying or clarifying questions)."
+    return [d for q, d in _QUESTION_DIMENSION.items() if q in reply]
+
+
+def problem_named(state: SessionState) -> bool:
+    "Has the visitor said what they are working on (not just asked about a case study)?"
+    q = state.qualification
+    return q.problem_fit == 'confirmed' or any(s.dimension == 'problem_fit' and s.signal_type == 'explicit' for s in q.signals_observed)
+
+
+def _known(state: SessionState, dim: str) -> bool:
+    if dim == 'problem_fit': return problem_named(state)
+    if dim == 'authority_fit' and state.visitor_role: return True
+    if dim == 'company_fit' and state.visitor_company: return True
+    return getattr(state.qualification, dim) != 'not_detected'
+
+
+def qualifying_question(state: SessionState, *, clarify: str | None = None) -> str | None:
+    "This turn's one question (see above), or None: nothing worth asking, or a negative persona or no-fit visitor."
+    if clarify is not None and clarify not in DIMENSIONS:
+        raise ValueError(f'clarify must be one of {", ".join(DIMENSIONS)} or None, got {clarify!r}')
     q = state.qualification
     if q.is_negative_persona or q.is_no_fit: return None
-    dim = next((d for d in DIMENSIONS if getattr(q, d) == 'not_detected'), None)
-    return _pick((CONSULTANT_QUESTIONS if state.is_consultant else QUALIFYING_QUESTIONS)[dim], _turn(state))
+    client, turn, said = state.is_consultant, _turn(state), _said(state)
+    last = _asked(said[-1]) if said else []
+    times = {d: sum(d in _asked(r) for r in said) for d in (*DIMENSIONS, None)}
+    if clarify is not None and clarify not in last: return (CONSULTANT_CLARIFY if client else CLARIFY_QUESTIONS)[clarify]
+    qs = CONSULTANT_QUESTIONS if client else QUALIFYING_QUESTIONS
+    unknown = [d for d in DIMENSIONS if not _known(state, d)]
+    opened = q.problem_fit != 'not_detected' or any(_known(state, d) for d in DIMENSIONS[1:])
+    for d in unknown:
+        if d != 'problem_fit' and not opened: break            # what they are working on comes first
+        if d in last or times[d] >= 2: continue
+        if d == 'problem_fit' and q.problem_fit != 'not_detected':
+            return _pick(CONSULTANT_HINTED_PROBLEM if client else HINTED_PROBLEM_QUESTIONS, turn)
+        if d == 'authority_fit' and not client and not problem_named(state): return _pick(ROLE_QUESTIONS, turn)
+        return _pick(qs[d], turn)
+    if not unknown and None not in last and times[None] < 2: return _pick(qs[None], turn)
+    return None
 
 # %% ../nbs/32_compose.ipynb #cp000029
-QUESTION_FRAMES = ("Here's what I can tell you: ", 'Good question. ', 'Happy to explain. ', '')
-STATEMENT_FRAMES = ("Thanks for the context — here's what's relevant from our side: ", "That's helpful to know. ",
-                    'Thanks for sharing that. ')
+@dataclass(frozen=True)
+class ComposeHints:
+    "What the learned classifiers decided about this message (None: the composer decides with its own rules)."
+    pricing: bool | None = None     # asks what we charge
+    smalltalk: bool | None = None   # greeting / thanks / bye only
+    off_topic: bool | None = None   # outside the company's scope (answer: polite scope statement, no KB chunk)
+    private: bool | None = None     # asks what the company doesn't publish (revenue, salaries, client names) → honest "that's for the team"
+    human: bool | None = None       # asks for a person / call
+    clarify: str | None = None      # a dimension ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit') to ask one clarifying question about
+
+
+# most answers start with the answer; an opener is the exception, and never the one the last reply began with
+QUESTION_FRAMES = ('', '', 'Sure — ', '')
+STATEMENT_FRAMES = ('Thanks for the context. ', '', 'That helps. ')
 PROACTIVE_OPENERS = ('We did something similar for {client} — ', 'One relevant example is our work for {client} — ')
 PRICING_DEFLECTIONS = (
-    "That's a fair question. The cost of an engagement depends on its scope, the team involved and how long it runs, "
-    "so it isn't something I can put a figure on here — it's discussed directly with our team once {whose} needs are clear.",
-    "Good question. Pricing depends on the scope of the work, the team and the duration, so I can't give you a "
-    "meaningful figure here — our team discusses it directly once they understand {whose} needs.",
+    "The cost of an engagement depends on its scope, the team involved and how long it runs, so it isn't something I can "
+    "put a figure on here — it's discussed directly with our team once {whose} needs are clear.",
+    "Pricing depends on the scope of the work, the team and the duration, so I can't give you a meaningful figure here — "
+    "our team discusses it directly once they understand {whose} needs.",
 )
+PRICING_AGAIN = ("As I mentioned, I can't put a figure on it here — it depends on scope, team and duration, "
+                 "and our team discusses it directly once {whose} needs are clear.")
 PRICING_ASIDE = ("As for cost, it depends on scope, team and duration, so I can't put a figure on it here — "
                  "it's discussed directly with our team once {whose} needs are clear.")
 NO_RESULT_REPLIES = (
@@ -467,27 +751,50 @@ NO_RESULT_REPLIES = (
 NO_RESULT_QUIET = "I don't have specific information on that to hand — it's not something I can answer accurately from here."
 HUMAN_REQUEST_REPLY = ("Of course. I can't answer everything accurately from here, so the best thing would be to speak "
                        "directly with one of the engineers who can give you a proper answer. Want me to arrange that?")
+PRIVATE_REPLIES = ("That's something the team would discuss directly rather than something I can share here.",
+                   "That isn't something I can share here — it's something the team would discuss with you directly.")
+PRIVATE_QUIET = "That isn't something I can share here."
+ALREADY_SAID = "That's all I have on it here, beyond what I mentioned above."
 ACKNOWLEDGEMENTS = ("Thanks, that's helpful context.", 'Got it, thank you.', "That's useful to know, thanks.")
 OFF_TOPIC = ("That's a bit outside what I can help with here — I'm best placed to answer questions about "
-             "Calderwood AI's services, case studies and ways of working.")
+             "Calderwood AI's services, case studies and ways of working.",
+             "I'm afraid that's outside what I can help with — I'm here for questions about Calderwood AI's services, "
+             "case studies and ways of working.")
 WELCOME = ('Hello, and welcome to Calderwood AI!', 'Hi there, and welcome!')
+WELCOME_BACK = 'Hello again!'
 WHAT_I_DO = "I'm happy to answer questions about our services, case studies and ways of working."
 HOW_I_AM = "I'm doing well, thanks for asking."
-YOU_ARE_WELCOME = ("You're welcome — glad that was useful.", 'My pleasure.')
+YOU_ARE_WELCOME = ("You're welcome — glad that was useful.", 'My pleasure.', "You're welcome!")
+ANYTHING_ELSE = "If anything else comes up, I'm here."
 GOODBYE = 'Thanks for stopping by, and good luck with your project.'
 HELLO = 'Hello! '     # a visitor who opens with "hi" and a question is greeted before the answer
 _OPENS_WITH_GREETING = re.compile(r'^(hi|hello|hey|hiya|good (morning|afternoon|evening))\b', re.I)
-GLAD = ('Glad that helps.', 'Happy to help.')
+GLAD = ('Glad that helps.', 'Happy to help.', 'Sure.')
 
 
-def _smalltalk_reply(kinds: list[str], turn: int, quiet: bool) -> str:
+def _fresh(options: tuple[str, ...], said: list[str], turn: int) -> str | None:
+    "The option for this turn, or the next one that no earlier reply contains; None when every one was used."
+    for k in range(len(options)):
+        o = options[(turn + k) % len(options)]
+        if not any(o in s for s in said): return o
+    return None
+
+
+def _smalltalk_reply(kinds: list[str], turn: int, quiet: bool, said: list[str]) -> str:
     parts = []
-    if 'greeting' in kinds: parts.append(_pick(WELCOME, turn))
+    if 'greeting' in kinds: parts.append(WELCOME_BACK if any(w in s for s in said for w in WELCOME) else _pick(WELCOME, turn))
     if 'howareyou' in kinds: parts.append(HOW_I_AM)
-    if 'thanks' in kinds: parts.append(_pick(YOU_ARE_WELCOME, turn))
+    if 'thanks' in kinds: parts.append(_fresh(YOU_ARE_WELCOME, said[-1:], turn) or YOU_ARE_WELCOME[0])
     if 'bye' in kinds: parts.append(GOODBYE)
-    elif 'greeting' in kinds or quiet: parts.append(WHAT_I_DO)
-    return ' '.join(parts) or _pick(GLAD, turn)
+    elif 'thanks' in kinds and not quiet: parts.append(ANYTHING_ELSE)
+    elif ('greeting' in kinds and not any(WHAT_I_DO in s for s in said)) or (quiet and 'thanks' not in kinds): parts.append(WHAT_I_DO)
+    return ' '.join(parts) or _fresh(GLAD, said[-1:], turn) or GLAD[0]
+
+
+def _loose_smalltalk_kinds(text: str) -> list[str]:
+    "The small-talk kinds a classifier-flagged message contains, even alongside other words."
+    t = re.sub(r"[^\w\s']", ' ', text.translate(_QUOTES).lower())
+    return [k for k, rx in _SMALLTALK_RE.items() if rx.search(t)] or ['ack']
 
 
 def _client_phrase(title: str | None) -> str | None:
@@ -501,56 +808,89 @@ def _client_phrase(title: str | None) -> str | None:
 _EXAMPLES_RE = re.compile(r'\b(case stud(y|ies)|examples?|similar (work|projects?)|done (this|that|something like))\b', re.I)
 
 
-def _as_sentence(s: str) -> str: return s if re.search(r'[.!]["\u201d)]?$', s) else s + '.'
+def _opener(options: tuple[str, ...], turn: int, said: list[str]) -> str:
+    "This turn's frame, unless the last reply began with it."
+    o = _pick(options, turn)
+    return '' if o and said and said[-1].startswith(o.strip()) else o
 
 
-def _grounded_answer(query: str, retrieval: RetrievalResult, turn: int, *, question: bool, budget: int = WORD_BUDGET) -> str | None:
-    "1–3 sentences copied from the chunks, lightly framed; None when no chunk has a usable sentence."
+def _grounded_answer(query: str, retrieval: RetrievalResult, turn: int, *, question: bool, said: list[str] = (),
+                     budget: int = WORD_BUDGET) -> str | None:
+    "1–3 sentences copied from the chunks, rarely framed; '' when all of them were said before; None when no chunk has a usable one."
     chunks = retrieval.chunks
+    topic = topic_sources(query, chunks)
     cands = _candidates(chunks)
-    top = chunks[0] if chunks else None
-    # FR-18's flag — or a visitor who asked for examples and whose best chunk is a case study
+    if not cands: return None
+    earlier = _norm(' '.join(said))
+    fresh = [c for c in cands if c.text not in earlier]
+    if not fresh: return ''
+    if topic and any(c.chunk.source in topic for c in fresh): fresh = [c for c in fresh if c.chunk.source in topic]
+    # the document the visitor named comes first; FR-18's flag — or a visitor who asked for examples — leads with a case study
+    top = next((c for c in chunks if c.source in topic), chunks[0])
     wants_example = question and bool(_EXAMPLES_RE.search(query))
-    proactive = (top.source if top and (retrieval.proactive_case_study or wants_example) and top.source.startswith(CASE_STUDY_PREFIX)
-                 and any(c.chunk.source == top.source for c in cands) else None)
+    scoring = f'{query} {GENERIC_HINT}' if query == GENERIC_QUERY else query
+    proactive = (top.source if (retrieval.proactive_case_study or wants_example) and top.source.startswith(CASE_STUDY_PREFIX)
+                 and any(c.chunk.source == top.source for c in fresh) else None)
+    if not proactive:       # the best sentence is from a case study: say whose project it was
+        _score(fresh, scoring, topic)
+        best = max(fresh, key=lambda c: (c.score, -c.rank, -c.pos))
+        if best.chunk.source.startswith(CASE_STUDY_PREFIX): proactive, top = best.chunk.source, best.chunk
     if proactive:
         client = _client_phrase(_parse_chunk(top.content)[0])
         opener = (PROACTIVE_OPENERS[1 if question else 0].format(client=client) if client else
                   ('One relevant example from our case studies — ' if question else 'We did something similar in one of our case studies — '))
-    else: opener = _pick(QUESTION_FRAMES if question else STATEMENT_FRAMES, turn)
-    scoring = f'{query} {GENERIC_HINT}' if query == GENERIC_QUERY else query
-    picked = _select(cands, scoring, proactive_source=proactive, budget=budget - len(opener.split()))
+        if any(opener.strip(' —') in s for s in said): proactive, opener = None, ''
+    if not proactive: opener = _opener(QUESTION_FRAMES if question else STATEMENT_FRAMES, turn, said)
+    picked = _select(fresh, scoring, proactive_source=proactive, budget=budget - len(opener.split()), topic=topic)
     if not picked: return None
     texts = [_as_sentence(c.text) for c in picked]
-    return ' '.join([opener + (_after_dash(texts[0]) if proactive else texts[0]), *texts[1:]])
+    first = _after_dash(texts[0]) if opener.endswith('— ') else texts[0]
+    return ' '.join([opener + first, *texts[1:]])
 
 
-def compose_answer(message: str, state: SessionState, retrieval: RetrievalResult | None) -> str:
+def compose_answer(message: str, state: SessionState, retrieval: RetrievalResult | None,
+                   hints: ComposeHints | None = None) -> str:
     "The offline `generate_response` reply: facts only from `retrieval`, at most one qualifying question, no Stage 3 proposal."
     _require_str('message', message)
     if not isinstance(state, SessionState): raise TypeError(f'state must be a SessionState, got {type(state).__name__}')
     if retrieval is not None and not isinstance(retrieval, RetrievalResult):
         raise TypeError(f'retrieval must be a RetrievalResult or None, got {type(retrieval).__name__}')
-    msg, turn = _norm(message), _turn(state)
+    if hints is not None and not isinstance(hints, ComposeHints):
+        raise TypeError(f'hints must be ComposeHints or None, got {type(hints).__name__}')
+    h = hints or ComposeHints()
+    msg, turn, said = _norm(message), _turn(state), _said(state)
     quiet = state.qualification.is_negative_persona or state.qualification.is_no_fit
     whose = "your client's" if state.is_consultant else 'your'
-    question = qualifying_question(state)
-    kinds, pricing, query = _smalltalk_kinds(msg), _is_pricing(msg), retrieval_query(msg)
+    question = qualifying_question(state, clarify=h.clarify)
+    kinds = _smalltalk_kinds(msg)
+    if h.smalltalk is not None: kinds = (kinds or _loose_smalltalk_kinds(msg)) if h.smalltalk else None
+    pricing = _is_pricing(msg) if h.pricing is None else h.pricing
+    private = _is_private(msg) if h.private is None else h.private
+    human = _is_human_request(msg) if h.human is None else h.human
+    query = retrieval_query(msg)
     ok = retrieval is not None and retrieval.status == 'ok' and bool(retrieval.chunks)
     asked = _is_question(msg)
     if kinds is not None and not pricing:
-        body = _smalltalk_reply(kinds, turn, quiet)
-        if 'bye' in kinds: question = None
+        body = _smalltalk_reply(kinds, turn, quiet, said)
+        if 'bye' in kinds or 'thanks' in kinds: question = None          # closing small talk is not answered with a question
+    elif private: body = PRIVATE_QUIET if quiet else (_fresh(PRIVATE_REPLIES, said, turn) or PRIVATE_REPLIES[0])
+    elif h.off_topic: body = _fresh(OFF_TOPIC, said[-1:], turn) or OFF_TOPIC[0]
     elif pricing:
-        grounded = _grounded_answer(query, retrieval, turn, question=True, budget=45) if query and ok else None
-        body = f'{grounded} {PRICING_ASIDE.format(whose=whose)}' if grounded else _pick(PRICING_DEFLECTIONS, turn).format(whose=whose)
-    elif _is_human_request(msg): body, question = HUMAN_REQUEST_REPLY, None
-    elif ok and (body := _grounded_answer(query or msg, retrieval, turn, question=asked)): pass
-    elif asked and (query or retrieval is not None): body, question = (NO_RESULT_QUIET if quiet else _pick(NO_RESULT_REPLIES, turn)), None
-    elif asked: body = OFF_TOPIC
-    else: body = _pick(ACKNOWLEDGEMENTS, turn)
-    if kinds is None and _OPENS_WITH_GREETING.match(msg): body = HELLO + body
-    return f'{body} {question}' if question else body
+        grounded = _grounded_answer(query, retrieval, turn, question=True, said=said, budget=45) if query and ok else None
+        if grounded: body = f'{grounded} {PRICING_ASIDE.format(whose=whose)}'
+        else: body = _fresh(tuple(t.format(whose=whose) for t in PRICING_DEFLECTIONS), said, turn) or PRICING_AGAIN.format(whose=whose)
+    elif human: body, question = HUMAN_REQUEST_REPLY, None
+    elif ok and (body := _grounded_answer(query or msg, retrieval, turn, question=asked, said=said)) is not None:
+        body = body or ALREADY_SAID
+    elif asked and (query or retrieval is not None) and not (h.off_topic is None and _OFF_TOPIC_RE.search(msg)):
+        body, question = (NO_RESULT_QUIET if quiet else _fresh(NO_RESULT_REPLIES, said[-1:], turn) or NO_RESULT_REPLIES[0]), None
+    elif asked and h.off_topic is None: body = _fresh(OFF_TOPIC, said[-1:], turn) or OFF_TOPIC[0]
+    elif asked: body, question = (NO_RESULT_QUIET if quiet else _fresh(NO_RESULT_REPLIES, said[-1:], turn) or NO_RESULT_REPLIES[0]), None
+    else: body = _fresh(ACKNOWLEDGEMENTS, said[-1:], turn) or ACKNOWLEDGEMENTS[0]
+    if kinds is None and _OPENS_WITH_GREETING.match(msg) and not said: body = HELLO + body
+    reply = f'{body} {question}' if question else body
+    if any(reply == s.strip() for s in said): reply = body                 # never the same reply twice
+    return reply
 
 # %% ../nbs/32_compose.ipynb #cp000041
 HANDOFF_REASONS = ('hot_lead', 'explicit_request', 'stall', 'llm_failure')
@@ -587,6 +927,7 @@ def compose_proposal(reason: str, business_hours: bool, state: SessionState, fol
     client, email = state.is_consultant, state.visitor_email
     have_email = f"I'll pass on your email address, {email}, so they can reach you there." if email else None
     project = " about your client's project" if client else ''
+    said = _said(state)
     if reason == 'llm_failure':
         parts = [LLM_FAILURE_MESSAGE,
                  f"If so, I'll pass on your email address, {email}, so they can reach you there." if email else
@@ -620,7 +961,21 @@ def compose_proposal(reason: str, business_hours: bool, state: SessionState, fol
                      + (" so they can talk through your client's project." if client else '.'),
                      "They're offline right now, but they'll have the context of our conversation."]
         parts += [followup, _resource(case_study, 'In the meantime, '), have_email or EMAIL_ASK]
+    if reason != 'llm_failure' and any(parts[0] in s for s in said):
+        parts = _proposal_again(reason, business_hours, client, email, followup)
     return ' '.join(p for p in parts if p)
+
+
+def _proposal_again(reason: str, business_hours: bool, client: bool, email: str | None, followup: str) -> list[str | None]:
+    "A shorter proposal that refers back to the first one, so the same hand-off paragraph is never repeated word for word."
+    whose = "your client's project" if client else 'your project'
+    if reason == 'stall':
+        return ["As I said, there's no rush — you're welcome to come back whenever things are more defined"
+                + (f", and the team can send material to {email} if you'd like." if email else
+                   f", and if you'd like to leave your email, the team can send you material relevant to {whose}.")]
+    lead = ('Of course — as I said, ' if reason == 'explicit_request' else 'As I said, ')
+    first = lead + "I'm passing this on" + ('' if business_hours else "; the team is offline right now")
+    return [first + (f', with {email} so they can reach you.' if email else '.'), followup, None if email else EMAIL_ASK]
 
 # %% ../nbs/32_compose.ipynb #cp000047
 def stream_tokens(text: str) -> Iterator[str]:

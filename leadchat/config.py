@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     leadchat_home: Path = Field(default_factory=lambda: Path.home() / '.local' / 'share' / 'leadchat')
     leadchat_model_provider: Literal['auto', 'anthropic', 'openai', 'offline'] = 'auto'
     leadchat_embedding_provider: Literal['local', 'openai'] = 'local'
+    # --- Offline engine: the learned classifiers' calibrated-probability thresholds (31_extract: precedence)
+    leadchat_signal_threshold: float = Field(0.6, gt=0.0, lt=1.0, description='A learned signal counts from this probability')
+    leadchat_disqualify_threshold: float = Field(0.6, gt=0.0, lt=1.0, description='Negative persona / no-fit need this much')
+    leadchat_clarify_floor: float = Field(0.35, gt=0.0, lt=1.0, description='From here to the signal threshold: ask, do not guess')
     leadchat_admin_token: SecretStr | None = None
     leadchat_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     leadchat_max_message_chars: int = Field(4000, ge=1, le=100_000)
@@ -170,6 +174,9 @@ class Settings(BaseSettings):
         return self
 
     def _check_channels(self):
+        if self.leadchat_clarify_floor >= self.leadchat_signal_threshold:
+            raise ValueError(f'LEADCHAT_CLARIFY_FLOOR ({self.leadchat_clarify_floor}) must be below LEADCHAT_SIGNAL_THRESHOLD '
+                             f'({self.leadchat_signal_threshold}): between the two the assistant asks a clarifying question')
         if 'slack' in self.handoff_channels and not (self.slack_webhook_url or (self.slack_bot_token and self.slack_channel)):
             raise ValueError('SLACK_WEBHOOK_URL is not set but the slack handoff channel is enabled; set it to the '
                              "#new-leads incoming webhook URL (or SLACK_BOT_TOKEN and SLACK_CHANNEL), or drop 'slack' "

@@ -43,14 +43,14 @@ __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_
            'SESSION_KEY', 'ConsoleInputError', 'ConsoleBackend', 'get_backend', 'close_backends', 'printable',
            'SessionQuery', 'SessionPage', 'session_page', 'local', 'session_table', 'SessionDetail', 'valid_session_id',
            'outbox_for_session', 'load_session', 'session_flags', 'TimelineRow', 'qualification_timeline',
-           'timeline_table', 'timeline_figure', 'SlackCard', 'RepView', 'rep_view', 'rep_views', 'HandoffQuery',
-           'HandoffRow', 'handoff_page', 'handoff_table', 'ReplayPreview', 'replay_preview', 'redeliver', 'DateRange',
-           'FunnelDay', 'funnel_by_day', 'funnel_totals', 'lead_level_distribution', 'failure_events', 'funnel_figure',
-           'funnel_days_figure', 'lead_level_figure', 'failures_figure', 'calibration_paths', 'embedding_model_name',
-           'CalibrationRun', 'run_calibration', 'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure',
-           'changelog_text', 'write_changelog', 'ScoredChunk', 'try_query', 'console_settings', 'console_backend',
-           'oidc_providers', 'client_id', 'current_staff', 'sign_in_form', 'sign_out', 'authenticated', 'require_staff',
-           'sign_in_page']
+           'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView', 'rep_view', 'rep_views',
+           'HandoffQuery', 'HandoffRow', 'handoff_page', 'handoff_table', 'ReplayPreview', 'replay_preview',
+           'redeliver', 'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals', 'lead_level_distribution',
+           'failure_events', 'funnel_figure', 'funnel_days_figure', 'lead_level_figure', 'failures_figure',
+           'calibration_paths', 'embedding_model_name', 'CalibrationRun', 'run_calibration', 'calibration_at',
+           'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog', 'ScoredChunk',
+           'try_query', 'console_settings', 'console_backend', 'oidc_providers', 'client_id', 'current_staff',
+           'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -318,6 +318,7 @@ class TimelineRow:
     lead_level: str | None = None
     stage: int | None = None
     other_events: list[str] = field(default_factory=list)
+    routing: dict | None = None      # the turn's routing decision (candidates, selected, why)
 
 
 def qualification_timeline(transcript: Sequence[Message], events: Sequence[AnalyticsEvent],
@@ -335,9 +336,27 @@ def qualification_timeline(transcript: Sequence[Message], events: Sequence[Analy
         main = next((e for e in evs if e.event_type in TURN_EVENTS), None)
         out.append(TimelineRow(
             t, printable(said.get(t, ''))[:300], dict(level),
-            [f'{s.dimension} → {s.level} ({s.signal_type}): {printable(s.evidence)[:200]}' for s in mine],
+            [f'{s.dimension} → {s.level} ({s.signal_type}{_conf(s)}): {printable(s.evidence)[:200]}' for s in mine],
             main.event_type if main else None, main.payload.get('lead_level') if main else None,
-            main.payload.get('stage') if main else None, [e.event_type for e in evs if e is not main]))
+            main.payload.get('stage') if main else None, [e.event_type for e in evs if e is not main],
+            main.payload.get('routing') if main else None))
+    return out
+
+
+def _conf(s: SignalEntry) -> str:
+    "', model p=0.83' for a learned signal; nothing for a pattern's."
+    return f', model p={s.confidence:.2f}' if s.source == 'model' and s.confidence is not None else ''
+
+
+def routing_table(rows: Sequence[TimelineRow]) -> list[dict]:
+    "One row per turn: the selected route, why, and every candidate's score."
+    out = []
+    for r in rows:
+        if not r.routing: continue
+        scores = {c.get('route', '?'): c.get('score') for c in r.routing.get('candidates', []) if isinstance(c, dict)}
+        out.append({'turn': r.turn_index, 'selected': printable(str(r.routing.get('selected', ''))),
+                    'why': printable(str(r.routing.get('why', ''))),
+                    **{f'score: {k}': v for k, v in scores.items()}})
     return out
 
 

@@ -1,4 +1,4 @@
-"""The deterministic `update_state`: qualification signals, flags and visitor details read from a visitor message with patterns (and, optionally, a small embedding classifier) when no LLM is available.
+"""The deterministic `update_state`: qualification signals, flags and visitor details read from a visitor message by precise patterns and learned, calibrated classifiers when no LLM is available.
 
 Docs: https://leadchat.github.io/leadchat/extract.html.md"""
 
@@ -8,10 +8,10 @@ Docs: https://leadchat.github.io/leadchat/extract.html.md"""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-import numpy as np
-
+from .classify import DECISIONS, DIMENSION_OF, STATE_LEVEL, Reading
 from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 
 # %% auto #0
@@ -20,8 +20,8 @@ __all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'COMPETITOR_
            'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'AUTHORITY_RULES',
            'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES',
            'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES',
-           'DEFAULT_EXEMPLARS', 'DEFAULT_COUNTER_EXEMPLARS', 'MAX_MESSAGE_CHARS', 'FALLBACK', 'Rule',
-           'ExemplarClassifier', 'extract_delta']
+           'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds',
+           'readable', 'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -252,6 +252,8 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
 ]
 COMPETITOR_WEAK_RULES = [   # "we're an AI consultancy": N1 unless the same message says they are sourcing for a client
     Rule(_rx(r"\b(?:we(?:'re|\s+are)|i\s+(?:work\s+(?:at|for)|run|own|founded)|i(?:'?m|\s+am)\s+(?:at|with|from))\s+(?:(?:a|an)\s+)?(?:\w+\s+){0,2}?" + _AI_FIRM + r"\b")),
+    Rule(_rx(r"\b(?:(?:co-?)?founder|ceo|cto|coo|managing\s+(?:director|partner)|partner|director|head\s+of\s+\w+)(?:\s*(?:&|and)\s*\w+)?\s+(?:of|at)\s+"
+             r"(?:a|an|our)\s+(?:[\w-]+\s+){0,2}?" + _AI_FIRM + r"\b")),
 ]
 _N2_WHO = (r"(?:journalist|reporter|blogger|student|phd\s+(?:student|candidate)|doctoral\s+(?:student|candidate)|grad(?:uate)?\s+student|"
            r"undergrad(?:uate)?|master'?s\s+student|msc\s+student|mba\s+student|professor|lecturer|postdoc|(?:academic|university)\s+researcher|academic)")
@@ -326,10 +328,15 @@ CONSULTANT_RULES = [
              r"(?:a\s+|an\s+)?(?:[\w-]+\s+)?(?:partner|vendor|supplier|provider|subcontractor|delivery\s+partner)s?\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:an?\s+)?(?:[\w-]+\s+)?(?:agency|consultancy|integrator)\s+(?:\w+\s+){0,3}?(?:for|on\s+behalf\s+of)\s+(?:a|an|our|one\s+of\s+our)\s+(?:[\w-]+\s+){0,2}?clients?\b")),
 ]
-_CONSULTANT_WHO = _rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:independent\s+|freelance\s+|external\s+|it\s+|technology\s+|tech\s+|procurement\s+|sourcing\s+|"
-                      r"management\s+|ai\s+|digital\s+|solutions?\s+)?(?:consultant|advisor|adviser|freelancer)\b")
+_CONSULTANT_WHO = _rx(r"(?:\bi(?:'?m|\s+am)\s+(?:a|an)\s+|^\W*|(?<=[.!?;])\s*)(?:independent\s+|freelance\s+|external\s+|it\s+|technology\s+|tech\s+|procurement\s+|"
+                      r"sourcing\s+|management\s+|strategy\s+|ai\s+|digital\s+|solutions?\s+)?(?:consultant|advisor|adviser|freelancer)\b"
+                      r"|\b(?:independent|freelance|external)\s+(?:consultant|advisor|adviser)\s+here\b"
+                      r"|\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:freelance|independent|fractional|interim|external|contract)\s+(?:[\w-]+\s+){0,2}?"
+                      r"(?:pm|manager|cto|cio|architect|engineer|developer|lead|advisor|adviser|consultant)\b"
+                      r"|\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:advisory|consulting|consultancy|advisers|advisors)\s*(?:firm|practice|boutique|company|group)?\b")
 CONSULTANT_SELF_RULES = [Rule(_CONSULTANT_WHO)]    # "I'm a consultant", counted only with a client or vendor-selection cue
-_CONSULTANT_TASK = _rx(r"\b(?:clients?|vendors?|partners?|providers?|suppliers?|evaluat\w+|shortlist\w*|sourc\w+|scoping|vetting|on\s+behalf)\b")
+_CONSULTANT_TASK = _rx(r"\b(?:clients?|vendors?|partners?|providers?|suppliers?|evaluat\w+|shortlist\w*|sourc\w+|scoping|vetting|on\s+behalf|"
+                       r"(?:working|work)\s+(?:for|with)\s+(?:a|an|the)|supporting\s+(?:a|an|the)|advising\s+(?:a|an|the)|helping\s+(?:a|an|the))\b")
 
 # %% ../nbs/31_extract.ipynb #ex000030
 REFERRAL_RULES = [
@@ -351,7 +358,7 @@ def _ref_veto(text: str, m: re.Match) -> bool:
 
 # %% ../nbs/31_extract.ipynb #ex000033
 _NAME_TOK = r"[A-ZÀ-ÖØ-ÞĀ-Ž][a-zß-öø-ÿā-ž]+(?:['-][A-ZÀ-ÖØ-Þ]?[a-zß-öø-ÿā-ž]+)*"
-_FUNCTION = (r"(?:engineering|product|data|it|technology|tech|platform|ml|ai|innovation|digital|operations|ops|analytics|support|cx|"
+_FUNCTION = (r"(?:engineering|eng|product|data|it|technology|tech|platform|ml|ai|innovation|digital|operations|ops|analytics|support|cx|"
              r"customer\s+(?:service|support|experience)|infrastructure|security|architecture|r&d|research|software|development|marketing|"
              r"sales|finance|strategy|transformation|automation|claims|underwriting|risk|compliance|it\s+operations|data\s+science|"
              r"machine\s+learning|ai\s+strategy|knowledge\s+management|procurement)")
@@ -365,14 +372,14 @@ _TITLE = rf"""(?P<title>
     | (?:s|e)?vp\s+{_FUNCTION}
     | {_FUNCTION}\s+(?:director|head|vp|manager|lead)
     | (?:business\s+)?owner | president | general\s+manager
-    | (?:engineering|team|tech|technical)\s+lead | team\s+leader
+    | engineering\s+lead
     | (?:final\s+|ultimate\s+)?decision[-\s]?maker | budget\s+(?:holder|owner) | economic\s+buyer)"""
 _SUBJECT = (rf"(?:\bi(?:'?m|\s+am)\s+(?:(?-i:{_NAME_TOK})(?:\s+(?-i:{_NAME_TOK})){{0,2}},?\s+)?|\bi\s+(?:work|serve)\s+as\s+|\bmy\s+(?:role|title|position)\s+is\s+|"
             rf"\bas\s+|\bi'?ve\s+been\s+|,\s*now\s+|\b(?-i:{_NAME_TOK})\s+here,?\s+|\bthis\s+is\s+(?-i:{_NAME_TOK})(?:\s+(?-i:{_NAME_TOK}))?,\s+)")
 _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:software|data|ml|machine\s+learning|ai|backend|back-end|frontend|front-end|platform|devops|"
             r"cloud|solutions?|research|analytics|qa|mlops|full[-\s]?stack|systems|security|prompt|nlp)\s+)?"
             r"(?:engineer|developer|scientist|analyst|architect|product\s+manager|project\s+manager|program\s+manager|product\s+owner|pm|designer|"
-            r"programmer|specialist))")
+            r"programmer|specialist|(?:team|tech|technical)\s+lead|team\s+leader))")
 AUTHORITY_RULES = [
     Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
     Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b")),
@@ -382,6 +389,8 @@ AUTHORITY_RULES = [
              r"(?:team|department|dept|group|org|organi[sz]ation|function|practice|unit|division|squad|tribe)s?\b")),
     Rule(_rx(r"\bi\s+(?:run|lead|head)\s+(?P<fn>engineering|product|data|it|technology|ai|ml|operations|ops|platform|innovation|analytics|digital|"
              r"the\s+company|the\s+business|the\s+startup|our\s+company)\b")),
+    # a message or sentence that opens with the title: "Managing partner at a 90-lawyer firm", "COO here"
+    Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
 ]
 AUTHORITY_WEAK_RULES = [
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:on|in|part\s+of|a\s+member\s+of|with)\s+(?:the|our|a)\s+(?P<team>(?:[\w&/-]+\s+){1,3}?)team\b"), 'partially_confirmed'),
@@ -396,7 +405,7 @@ AUTHORITY_WEAK_RULES = [
              r"(?:team|company|org|organi[sz]ation|department|business|firm|group)\b"), 'partially_confirmed'),
     Rule(_rx(r"\b(?:run|check|clear|discuss|confirm)\s+(?:(?:this|it|that)\s+)?(?:by|with|past)\s+(?:my|our)\s+(?:boss|manager|cto|ceo|cfo|cio|coo|team|leadership|director|vp|head|board|management)\b"
              r"|\bneed\s+(?:approval|sign-?off|buy-?in)\s+from\b"), 'partially_confirmed'),
-    Rule(_rx(r"\bnot\s+(?:the\s+|a\s+)?(?:final\s+|ultimate\s+|main\s+|only\s+)?decision[-\s]?maker\b"), 'partially_confirmed', neg=False),
+    Rule(_rx(r"\bnot\s+(?:really\s+|actually\s+|exactly\s+)?(?:the\s+|a\s+)?(?:final\s+|ultimate\s+|main\s+|only\s+)?decision[-\s]?maker\b"), 'partially_confirmed', neg=False),
 ]
 _SMALL_WORDS = {'of', 'and', 'for', 'the', 'a', 'an', '&'}
 _ACRONYMS = {'ceo', 'cto', 'cio', 'cfo', 'coo', 'cpo', 'cdo', 'cdao', 'ciso', 'cmo', 'cro', 'caio', 'vp', 'svp', 'evp', 'it', 'ai', 'ml',
@@ -499,10 +508,12 @@ _WORDNUM = {'a few hundred': 300, 'several hundred': 300, 'hundreds of': 300, 'a
             'fifteen': 15, 'twenty': 20, 'thirty': 30, 'forty': 40, 'fifty': 50, 'a hundred': 100}
 _NUM = r"(?P<n>\d{1,3}(?:[,.]\d{3})+|\d+(?:\.\d+)?\s*k|\d+|" + '|'.join(sorted(map(re.escape, _WORDNUM), key=len, reverse=True)) + ")"
 _HEADCOUNT = _rx(r"(?<![\w.$€£])(?:about\s+|around\s+|roughly\s+|over\s+|almost\s+|nearly\s+|~\s*)?" + _NUM +
-                 r"\s*\+?\s*(?P<adj>-\s*|\s)?(?:person|people|employees?|staff|ftes?|strong|engineers|developers|headcount|seats)\b"
+                 r"(?:ish)?\s*\+?\s*(?P<adj>-\s*|\s)?(?:person|people|ppl|employees?|staff|ftes?|strong|engineers|developers|headcount|seats|"
+                 r"lawyers?|attorneys?|solicitors?|nurses?|doctors?|clinicians?|physicians?|adjusters?|underwriters?|drivers?|"
+                 r"accountants?|bankers?|advis[eo]rs?|pharmacists?|technicians?|teachers?|agents?|beds?)\b"
                  r"(?!\s+(?:use|using|visit|call|access|rely|download|sign|log|read|attend|per|a\s+(?:day|week|month)|every|each)\b)")
 _TEAM_OF = _rx(r"\b(?:(?:team|company|staff|org|organi[sz]ation|startup)\s+of|we\s+employ)\s+(?:about\s+|around\s+|over\s+|~\s*)?" + _NUM + r"\b")
-_ORG_CONTEXT = re.compile(r"\b(?:we|we're|our|us|company|team|org|organi[sz]ation|firm|business|startup|employ\w*|headcount|staff|with|have)\b", _I)
+_ORG_CONTEXT = re.compile(r"\b(?:we|we're|our|us|company|team|org|organi[sz]ation|firm|business|startup|employ\w*|headcount|staff|with|have)\b|\bat\s+(?:a|an)\s", _I)
 _NOT_SIZE = re.compile(r"\b(?:need|want|hire|hiring|looking\s+for|require|add|extra|additional|another|more)\s+(?:\w+\s+)?$", _I)
 SMALL_COMPANY = 10      # fewer people than this: company size is only partially confirmed (a seed-stage team of friends)
 
@@ -587,7 +598,7 @@ _FIRST_PERSON = re.compile(r"\b(?:we|we're|our|us|i|i'm|my|me)\b", _I)
 _HELP = _rx(r"\b(?:can|could|would|will)\s+you\s+(?:guys\s+)?(?:help\s+(?:us|me)\b|build\s+(?:us|me)\b|(?:build|create|implement|automate|develop|set\s+up)\s+[^.?!]{0,60}?\bfor\s+(?:us|me|our)\b)")
 _PAIN = _rx(r"""\b(?:we|we're|i|i'?m|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|agents|people|analysts|engineers|department|ops|operations|doctors|nurses|
     clinicians|lawyers|paralegals|underwriters|adjusters|reps|developers|employees|colleagues|accountants|recruiters|planners|dispatchers|operators))\b[^.?!]{0,40}?
-    \b(?:drowning\s+in|overwhelmed\s+(?:by|with)|buried\s+(?:in|under)|can't\s+keep\s+up\s+with|cannot\s+keep\s+up\s+with|
+    \b(?:drown(?:s|ing|ed)?\s+in|overwhelmed\s+(?:by|with)|buried\s+(?:in|under)|can't\s+keep\s+up\s+with|cannot\s+keep\s+up\s+with|
        struggl(?:e|es|ing)\s+(?:to|with)|spend(?:s|ing)?\s+(?:too\s+much\s+time|hours|days|\d+\s*(?:hours|days|%))|waste(?:s|ing)?\s+(?:too\s+much\s+|a\s+lot\s+of\s+)?time|
        bottleneck|manual(?:ly)?\s+(?:process|review|handl|read|copy|enter|tag|sort|check|triag)\w*|backlog|too\s+many\s+(?:tickets|emails|documents|claims|requests|calls))""")
 PROBLEM_PAIN_RULES = [Rule(_PAIN, 'partially_confirmed')]
@@ -614,16 +625,25 @@ PROBLEM_IMPLICIT_RULES = [
 ]
 
 
+_ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
+    (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate)\b
+    |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b""")
+_EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|thinking\s+about|looking\s+into|wondering)\b", _I)
+_NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
+
+
 def _problem(text: str):
     "(level, kind, evidence) candidates for problem_fit."
-    out, found = [], []
+    out, found, exploring = [], [], []
     for rx in (_INTENT, _INTENT_ORG, _HELP):
         for m in rx.finditer(text):
             if _negated(text, m) or not _AI.search(_sentence_of(text, m)): continue
             if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
-            found.append(_evidence(text, m))
+            # "we're exploring where genai could help" is an exploration, not a project (hinted)
+            (exploring if _EXPLORING.search(m.group()) or _NO_PROJECT.search(_sentence_of(text, m)) else found).append(_evidence(text, m))
     if found:    # prefer the phrase that itself names the AI work ("building a RAG assistant" over "we need it live")
         out.append(('confirmed', 'explicit', next((e for e in found if _AI.search(e)), found[0])))
+    elif exploring: out.append(('partially_confirmed', 'explicit', exploring[0]))
     if not out:
         h = _first(text, PROBLEM_PAIN_RULES)
         if h: out.append(('partially_confirmed', 'explicit', _evidence(text, h[1])))
@@ -715,237 +735,139 @@ def _visitor_name(text: str) -> str | None:
     return None
 
 # %% ../nbs/31_extract.ipynb #ex000048
-DEFAULT_EXEMPLARS: dict[str, list[str]] = {
-    'human_request': [
-        "Can I speak to someone from your team?",
-        "I'd rather just book a call with one of your people.",
-        "Is there a real person I could chat with instead of a bot?",
-        "Please get a colleague of yours to phone me.",
-        "I would prefer a proper conversation with an engineer on your side.",
-        "Could you hook me up with whoever handles new projects?",
-        "Let's set up some time to talk this through with your folks.",
-        "Honestly I'd like a human to look at this with me.",
-        "Put me through to your sales people, please.",
-    ],
-    'competitor': [
-        "We're also an AI consultancy and I'm curious how you price your projects.",
-        "I work for a competing agency and wanted to see how you pitch.",
-        "What do you charge clients so we can match it?",
-        "How do you staff your projects? Asking for our own firm.",
-        "We run a similar machine learning shop and want to compare notes on rates.",
-        "Our consultancy offers the same services, what margins do you work with?",
-        "I'm benchmarking competitors' delivery models for my agency.",
-        "Which day rates do you use? We sell the same kind of work.",
-    ],
-    'researcher': [
-        "I'm a journalist writing about AI consultancies.",
-        "I'm a student doing a thesis on enterprise chatbots.",
-        "I'm doing academic research on how companies adopt chatbots.",
-        "I'm writing a blog post about generative AI vendors.",
-        "I'm a PhD candidate studying conversational agents, could I ask a few questions?",
-        "I report on tech for a newspaper and I'm preparing a story on AI firms.",
-        "This is for a university research paper on LLM adoption.",
-        "I host a podcast about AI and want to understand your market.",
-    ],
-    'no_fit_individual': [
-        "I'm a freelancer looking for a one-day gig.",
-        "It's just me, I need help with a personal project.",
-        "Can you fix my WordPress site?",
-        "I need someone to build a small app for my own hobby.",
-        "I'm a private individual, not a company, and want a cheap chatbot for my blog.",
-        "Are you hiring? I'm looking for a job as a data scientist.",
-        "I need help with my university assignment about neural networks.",
-        "Could you help me set up ChatGPT on my laptop?",
-        "I'm a hobbyist playing around with AI at the weekend.",
-        "Do you have any freelance projects you could pass on to me?",
-    ],
-    'consultant': [
-        "I'm a consultant evaluating vendors for a client.",
-        "Our agency is sourcing a partner for a retail client.",
-        "I advise a logistics company and I'm shortlisting AI partners on their behalf.",
-        "I'm an independent adviser helping one of my customers choose an AI supplier.",
-        "We're a digital agency and one of our accounts needs a RAG system built.",
-        "I'm scoping this project for a client of mine in insurance.",
-        "I represent a bank that has asked me to find an implementation partner.",
-        "My firm does procurement for clients and we're collecting proposals.",
-    ],
-    'referral': [
-        "A friend at Acme recommended you.",
-        "We were referred to you by our auditors.",
-        "A former colleague told me about you.",
-        "I heard about you from someone at the fintech meetup.",
-        "Our investor suggested we get in touch with your team.",
-        "Maria from Globex said you did great work for them.",
-        "You came highly recommended by a partner of ours.",
-        "One of your clients pointed me in your direction.",
-    ],
-}
-DEFAULT_COUNTER_EXEMPLARS: list[str] = [     # ordinary buyer talk: a nearest neighbour here means "no label"
-    "We're building a RAG system for our knowledge base.",
-    "I'm the CTO of a 300-person payments company.",
-    "We need it live before Q3.",
-    "How did you handle hallucinations in the fintech project?",
-    "What vector database did you use?",
-    "We want an AI assistant over our internal docs.",
-    "Do you work with startups?",
-    "What does a typical engagement look like?",
-    "Our support team is drowning in tickets.",
-    "How long does a proof of concept usually take?",
-    "Can you tell me more about your services?",
-    "We are evaluating whether to build in-house or hire a partner.",
-    "Thanks, that's helpful.",
-    "What kind of clients do you usually work with?",
-    "I'm a software engineer at an insurance company.",
-    "I'm part of the analytics team at a retailer.",
-    "I'm the only engineer on our data team.",
-    "We're a government department looking at AI for public services.",
-    "We're a college and need a virtual assistant for applicants.",
-    "I'm preparing a recommendation for our leadership on AI partners.",
-    "I'm comparing AI vendors for my employer.",
-    "We're evaluating you and two other firms.",
-    "I've been asked by my boss to contact a few AI companies.",
-    "What are your rates for a project like this?",
-    "How much does a typical engagement cost?",
-    "We're an agency and want to use AI in our own workflows.",
-    "We want a chatbot so our customers can get answers at night.",
-    "I'll discuss it with my colleagues first.",
-    "I need to check internally before booking anything.",
-    "I work at a consulting firm but this is for our internal IT project.",
-]
+SIGNAL_THRESHOLD = 0.6       # LEADCHAT_SIGNAL_THRESHOLD: a learned signal counts from this probability
+DISQUALIFY_THRESHOLD = 0.6   # LEADCHAT_DISQUALIFY_THRESHOLD: its own knob for a negative persona / no-fit
+CLARIFY_FLOOR = 0.35         # LEADCHAT_CLARIFY_FLOOR: between this and SIGNAL_THRESHOLD, ask instead of guessing
 
 
-class ExemplarClassifier:
-    "Nearest-exemplar classifier on sentence embeddings (MiniLM in production; any embed function in tests)."
-    def __init__(self, embed: Callable[[list[str]], list[list[float]]], exemplars: dict[str, list[str]] | None = None,
-                 threshold: float = 0.6, *, counter: list[str] | None = None):
-        self.embed, self.threshold = embed, threshold
-        self.exemplars = dict(DEFAULT_EXEMPLARS if exemplars is None else exemplars)
-        self.counter = list((DEFAULT_COUNTER_EXEMPLARS if exemplars is None else []) if counter is None else counter)
-        self._labels: list[str | None] | None = None
-        self._matrix: np.ndarray | None = None
+@dataclass(frozen=True)
+class Thresholds:
+    "The learned readers' confidence thresholds (see the precedence above)."
+    signal: float = SIGNAL_THRESHOLD
+    disqualify: float = DISQUALIFY_THRESHOLD
+    clarify: float = CLARIFY_FLOOR
 
-    @staticmethod
-    def _unit(v) -> np.ndarray:
-        m = np.asarray(v, dtype=np.float64)
-        if m.ndim == 1: m = m[None, :]
-        n = np.linalg.norm(m, axis=1, keepdims=True)
-        return m / np.where(n == 0, 1.0, n)
 
-    def _ensure(self) -> None:
-        "Embed the exemplars once, on first use (nothing is embedded at construction)."
-        if self._matrix is not None: return
-        texts, labels = [], []
-        for label, xs in self.exemplars.items():
-            texts += xs; labels += [label] * len(xs)
-        texts += self.counter; labels += [None] * len(self.counter)
-        if not texts: raise ValueError('ExemplarClassifier needs at least one exemplar')
-        self._labels, self._matrix = labels, self._unit(self.embed(texts))
+_ENGLISH = re.compile(r"\b(?:i|i'm|im|we|we're|our|my|me|you|your|the|a|an|is|are|am|to|for|of|and|in|on|with|it|this|that|"
+                      r"can|could|would|need|want|do|does|how|what|who|when|where|why|any|some|there|be|have|has|hi|hello|"
+                      r"hey|thanks|thank|please|yes|no|ok|okay|just|about|us|they|so|but|not|don't|will)\b", re.IGNORECASE)
 
-    def classify(self, text: str) -> tuple[str | None, float]:
-        "Label of the nearest exemplar if its cosine similarity reaches `threshold`, else (None, best score)."
-        self._ensure()
-        sims = self._matrix @ self._unit(self.embed([text]))[0]
-        i = int(np.argmax(sims))
-        score = float(sims[i])
-        return (self._labels[i], score) if score >= self.threshold and self._labels[i] is not None else (None, score)
+
+def readable(text: str) -> bool:
+    "English prose the learned readers can judge: mostly letters, and an English function word in longer messages."
+    chars = [c for c in text if not c.isspace()]
+    if not chars: return False
+    letters = sum(c.isascii() and c.isalpha() for c in chars)
+    if letters / len(chars) < 0.6: return False
+    words = re.findall(r"[A-Za-z']+", text)
+    return len(words) < 3 or bool(_ENGLISH.search(text))
+
+
+# authority is about the speaker: a learned authority level needs a sentence that speaks of the visitor or names a role
+_SPEAKER = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|myself)\b|\b(?:ceo|cto|cio|coo|cfo|cdo|cpo|ciso|founder|co-?founder|owner|"
+                      r"partner|president|chair\w*|head|director|vp|chief|manager|lead|principal|officer|dean|here)\b", re.IGNORECASE)
+# text that imitates the assistant's own state or instructions is not the visitor talking about themselves
+_INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|reason|flag)s?\s*[:=]\s*\S+|"
+                       r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
+
+
+def reader_text(message: str) -> str:
+    "What the learned readers see: the message without imitations of the assistant's state or instructions."
+    return ' '.join(_INJECTED.sub(' ', _norm(message or '')).split())
+
+
+def _clip(ev: str) -> str:
+    ev = ' '.join(ev.split())
+    return ev if len(ev) <= MAX_EVIDENCE else ev[:MAX_EVIDENCE].rsplit(' ', 1)[0]
 
 # %% ../nbs/31_extract.ipynb #ex000053
 MAX_MESSAGE_CHARS = 5_000    # longer messages are read up to here (a pasted document is not a qualification signal)
-_CLASSIFIER_FLAGS = {'human_request': 'explicit_human_request', 'competitor': 'is_negative_persona', 'researcher': 'is_negative_persona',
-                     'no_fit_individual': 'is_no_fit', 'consultant': 'is_consultant', 'referral': 'referral_mentioned'}
-# classifier fallback, per label: (minimum similarity, persona cue the sentence must contain, guard that vetoes it).
-# MiniLM similarity is mostly topic: "we're a public-sector agency exploring chatbots" sits as close to a researcher
-# exemplar as a real journalist does, so a disqualifying label also needs a word that names the persona.
-FALLBACK: dict[str, tuple[float, re.Pattern | None, re.Pattern | None]] = {
-    'human_request': (0.6, None, re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|boss|manager|colleagues)|my\s+(?:colleagues|boss|manager)|"
-                                            r"customers|users|patients|citizens|students)\b", _I)),
-    'referral': (0.6, None, None),
-    'consultant': (0.65, re.compile(r"\b(?:clients?|customers?|on\s+behalf|acting\s+for|represent\w*|advis[eo]r?s?|advising|consultant|"
-                                    r"for\s+an?\s+(?:\w+\s+)?(?:company|firm|retailer|bank|insurer|brand|manufacturer))\b", _I), None),
-    'competitor': (0.7, re.compile(r"\b(?:rivals?|competitors?|compet\w+|same\s+(?:services|thing|work|space|market)|similar\s+(?:services|firm|company|agency|shop)|"
-                                   r"our\s+own\s+(?:firm|agency|consultancy|practice)|margins?|undercut|benchmark\w*|win\s+deals|day\s+rates?|"
-                                   r"we\s+(?:also\s+)?(?:sell|offer|provide))\b", _I), None),
-    'researcher': (0.7, re.compile(r"\b(?:journalist|reporter|press|magazine|newspaper|publication|article|story|feature|column|podcast|blog|newsletter|book|"
-                                   r"student|thesis|dissertation|master'?s|phd|university|academic|researcher|paper|course|class|professor|studying|documentary)\b", _I), None),
-    'no_fit_individual': (0.7, re.compile(r"\b(?:freelanc\w*|gigs?|hobby\w*|personal|my\s+own|just\s+me|hiring|jobs?|cv|resume|portfolio|intern\w*|side\s+project|"
-                                          r"cheap|for\s+fun|weekends?|laptop|homework|assignment|individual)\b", _I), None),
-}
 
 # %% ../nbs/31_extract.ipynb #ex000054
-def extract_delta(message: str, state: SessionState, turn_index: int, *, classifier: ExemplarClassifier | None = None) -> QualificationDelta:
+def extract_delta(message: str, state: SessionState, turn_index: int, *, reading: Reading | None = None,
+                  thresholds: Thresholds = Thresholds()) -> QualificationDelta:
     "The offline `update_state`: qualification signals, flags and visitor fields in `message`, as a partial, monotonic delta."
     text = _norm(message or '')[:MAX_MESSAGE_CHARS]
-    q = state.qualification
-    cands: dict[str, list[tuple[str, str, str]]] = {d: [] for d in ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit')}
+    q, th = state.qualification, thresholds
+    cands: dict[str, list[tuple]] = {d: [] for d in ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit')}
     upd: dict = {}
     if not text.strip(): return QualificationDelta()
+    if reading is not None and not readable(text): reading = None
 
     # problem
-    cands['problem_fit'] += _problem(text)
+    cands['problem_fit'] += [(*c, 1.0, 'rule') for c in _problem(text)]
+    # a stated pain, then the wish to act on it ("we'd like to start this quarter"): the need is concrete now
+    if (q.problem_fit == 'partially_confirmed' or any(c[0] == 'partially_confirmed' for c in cands['problem_fit'])) \
+            and (m := _ENGAGE.search(text)) and not _negated(text, m):
+        cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # authority and role
     role = None
     for r, m in _hits(text, AUTHORITY_RULES + AUTHORITY_WEAK_RULES):
-        cands['authority_fit'].append((r.level, 'explicit', _evidence(text, m)))
+        cands['authority_fit'].append((r.level, 'explicit', _evidence(text, m), 1.0, 'rule'))
         role = role or _role_of(r, m)
 
     # company
     hc = _headcount(text)
-    if hc: cands['company_fit'].append((hc[0], 'explicit', _evidence(text, hc[1])))
+    if hc: cands['company_fit'].append((hc[0], 'explicit', _evidence(text, hc[1]), 1.0, 'rule'))
     for r, m in _hits(text, COMPANY_RULES):
         pre = m.groupdict().get('pre') or ''
         level = 'confirmed' if r.level == 'confirmed' or _SCALE.search(pre) else r.level
-        cands['company_fit'].append((level, 'explicit', _evidence(text, m)))
+        cands['company_fit'].append((level, 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # timing
     for r, m in _hits(text, TIMING_RULES + TIMING_WEAK_RULES, hedges=True, veto=_meeting_time):
         ev = _implicit_evidence(text, m, r.note) if r.kind == 'implicit' else _evidence(text, m)
-        cands['timing_fit'].append((r.level, r.kind, ev))
+        cands['timing_fit'].append((r.level, r.kind, ev, 1.0, 'rule'))
 
-    # flags
-    consultant = bool(_first(text, CONSULTANT_RULES)) or bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
-    human = bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
-    competitor = bool(_first(text, COMPETITOR_RULES)) or (not consultant and bool(_first(text, COMPETITOR_WEAK_RULES)))
+    # the learned readers: a level from a calibrated probability ≥ the threshold; unsure → clarify
+    unsure = []
+    if reading is not None:
+        for dec, dim in DIMENSION_OF.items():
+            lab, p = reading.best(dec, th.signal)
+            if lab is not None and dec == 'authority' and not _SPEAKER.search(reading.evidence(dec, lab)): lab = None
+            if lab is not None:
+                cands[dim].append((STATE_LEVEL[DECISIONS[dec].index(lab)], 'explicit', _clip(reading.evidence(dec, lab)), round(p, 3), 'model'))
+            elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
+    learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
+
+    # flags: pattern, or learned at the flag's threshold (precedence 3 and 4)
+    consultant = (bool(_first(text, CONSULTANT_RULES)) or bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
+                  or learned('consultant', th.signal) == 'yes')
+    for_client = consultant or state.is_consultant
+    human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
+             or learned('human', th.signal) == 'yes')
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
-    researcher = not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES)) or (not org_need and bool(_first(text, RESEARCHER_WHO_RULES))))
-    no_fit = (bool(_first(text, NO_FIT_ACADEMIC_RULES)) or bool(_first(text, NO_FIT_GEO_RULES, veto=_geo_veto))
-              or (not consultant and bool(_first(text, NO_FIT_INDIVIDUAL_RULES))))
-    referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto))
-    flags = dict(explicit_human_request=human, is_negative_persona=competitor or researcher, is_no_fit=no_fit,
+    persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
+               'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
+                                                                   or (not org_need and bool(_first(text, RESEARCHER_WHO_RULES)))) else
+               learned('persona', th.disqualify))
+    if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
+    no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
+              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify))
+    if for_client: no_fit = None
+    referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
+    flags = dict(explicit_human_request=human, is_negative_persona=persona is not None, is_no_fit=no_fit is not None,
                  is_consultant=consultant, referral_mentioned=referral)
 
-    if classifier is not None:
-        labels = [l for l, f in _CLASSIFIER_FLAGS.items() if not flags[f]]
-        if labels: _classify(text, classifier, labels, flags, consultant)
-
-    # assemble: one signal per dimension (the strongest, explicit before implicit); levels only when they rise
+    # assemble: one signal per dimension (the strongest, explicit before implicit, rule before model); levels only when they rise
     signals = []
     for dim, cs in cands.items():
         if not cs: continue
-        level, kind, ev = max(cs, key=lambda c: (LEVEL_RANK[c[0]], c[1] == 'explicit'))
+        level, kind, ev, conf, src = max(cs, key=lambda c: (LEVEL_RANK[c[0]], c[1] == 'explicit', c[4] == 'rule'))
         current = getattr(q, dim)
         if LEVEL_RANK[level] < LEVEL_RANK[current] or not ev.strip(): continue
-        signals.append(SignalEntry(dimension=dim, level=level, signal_type=kind, evidence=ev[:2000], turn_index=turn_index))
+        signals.append(SignalEntry(dimension=dim, level=level, signal_type=kind, evidence=ev[:2000], turn_index=turn_index,
+                                   confidence=conf, source=src))
         if LEVEL_RANK[level] > LEVEL_RANK[current]: upd[dim] = level
     upd.update({k: True for k, v in flags.items() if v})
+    if persona: upd['negative_persona_kind'] = persona
+    if no_fit: upd['no_fit_reason'] = no_fit
 
     em = EMAIL_RE.search(text)
     fields = dict(visitor_email=em.group().rstrip('.') if em else None, visitor_name=_visitor_name(text),
                   visitor_company=_company_name(text), visitor_role=role)
     for f, v in fields.items():
         if v and v != getattr(state, f): upd[f] = v[:320 if f == 'visitor_email' else 200]
-    return QualificationDelta(signals=signals, **upd)
-
-
-def _classify(text: str, classifier: ExemplarClassifier, labels: list[str], flags: dict, consultant: bool) -> None:
-    "Fallback for phrasings the patterns miss: each sentence's nearest exemplar, guarded by the same negation check."
-    for a, b in _sentences(text)[:8]:
-        sent = text[a:b].strip()
-        if len(sent.split()) < 3 or _NEG.search(sent) or _CONDITIONAL.search(sent): continue
-        label, score = classifier.classify(sent)
-        if label not in labels: continue
-        min_score, cue, guard = FALLBACK[label]
-        if score < min_score or (cue is not None and not cue.search(sent)) or (guard is not None and guard.search(sent)): continue
-        if label in ('competitor', 'no_fit_individual') and (consultant or flags['is_consultant']): continue
-        if label == 'researcher' and _COMMERCIAL.search(text): continue
-        flags[_CLASSIFIER_FLAGS[label]] = True
+    clarify = max(unsure)[1] if unsure and not signals else None
+    return QualificationDelta(signals=signals, scores=reading.summary() if reading is not None else {}, clarify=clarify, **upd)

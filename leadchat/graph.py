@@ -27,8 +27,8 @@ from .state import (HandoffReason, LeadLevel, QualificationDelta, SessionState, 
 
 # %% auto #0
 __all__ = ['log', 'FALLBACK_MESSAGE', 'Retrieve', 'HandoffRequest', 'ModelPort', 'TurnRecord', 'Recorder', 'MemoryRecorder',
-           'TurnContext', 'turn_event_type', 'update_state', 'score_router', 'generate_response', 'stall_check',
-           'propose_handoff', 'write_state', 'build_graph', 'run_turn']
+           'TurnContext', 'turn_event_type', 'update_state', 'routing_decision', 'score_router', 'generate_response',
+           'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
 log = structlog.get_logger('leadchat.graph')
@@ -73,6 +73,7 @@ class TurnRecord:
     events: list[tuple[str, dict]] = field(default_factory=list)      # extra events (failures, rag_no_result, …)
     handoff: HandoffRequest | None = None
     route: str = 'respond'
+    routing: dict | None = None      # the routing decision: candidates with scores, selected route, why
 
 
 class Recorder(Protocol):
@@ -109,6 +110,9 @@ class TurnContext:
     slot_choice: dict | None = None           # the offered slot this message picks
     record: TurnRecord | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    signals: dict = field(default_factory=dict)   # the learned readers' probabilities for this message (QualificationDelta.scores)
+    clarify: str | None = None                    # a dimension the reader was unsure about
+    routing: dict | None = None                   # see routing_decision
 
 # %% ../nbs/30_graph.ipynb #gr000012
 def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, first_turn: bool) -> str:
@@ -142,6 +146,7 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
         delta = await asyncio.wait_for(ctx.model.extract(ctx.message, state, ctx.turn_index),
                                        ctx.settings.llm_stream_timeout_ms / 1000)
         s = apply_delta(s, delta)
+        if isinstance(delta, QualificationDelta): ctx.signals, ctx.clarify = delta.scores, delta.clarify
     except Exception as e:
         log.error('state_extraction_failure', session_id=state.session_id, error=type(e).__name__)
         ctx.events.append(('state_extraction_failure', {'error': type(e).__name__}))
@@ -153,10 +158,40 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
     return s.model_dump()
 
 
+def routing_decision(state: SessionState, signals: dict | None = None, clarify: str | None = None, *,
+                     slot_choice: bool = False) -> dict:
+    "The turn's routing decision (seed 000: candidate routes with scores, the selected route, and why)."
+    q, signals = state.qualification, signals or {}
+    p_human = signals.get('human', {}).get('yes', 0.0)
+    met = {'problem confirmed': q.problem_fit == 'confirmed', 'authority confirmed': q.authority_fit == 'confirmed',
+           'company or timing known': q.company_fit != 'not_detected' or q.timing_fit != 'not_detected'}
+    blocked = ([f'negative persona ({q.negative_persona_kind or "unspecified"})'] if q.is_negative_persona else []) + \
+              ([f'no-fit ({q.no_fit_reason or "unspecified"})'] if q.is_no_fit else [])
+    hot_score = 0.0 if blocked else round(sum(met.values()) / len(met), 3)
+    cands = [{'route': 'explicit_request', 'score': 1.0 if state.explicit_human_request else round(p_human, 3)},
+             {'route': 'hot_lead', 'score': hot_score},
+             {'route': 'clarify', 'score': 0.5 if clarify else 0.0},
+             {'route': 'respond', 'score': 1.0}]
+    if slot_choice: selected, why = 'book_slot', 'the visitor picked an offered slot'
+    elif state.explicit_human_request:
+        selected = 'explicit_request'
+        why = 'the visitor asked for a person' + (f' (persona: {", ".join(blocked)})' if blocked else '')
+    elif is_hot_lead(state) and state.handoff_reason != 'hot_lead':
+        selected, why = 'hot_lead', 'hot lead: ' + ', '.join(met)
+    else:
+        selected = 'clarify' if clarify else 'respond'
+        if blocked and all(met.values()): why = 'hot-lead escalation blocked by ' + ' and '.join(blocked)
+        elif is_hot_lead(state): why = 'hot lead already proposed this session'
+        else: why = 'not hot: ' + (', '.join(k.replace('confirmed', 'not confirmed').replace('known', 'unknown') for k, v in met.items() if not v) or 'blocked')
+        if clarify: why += f'; unsure about {clarify} (ask one clarifying question)'
+    return {'candidates': cands, 'selected': selected, 'why': why}
+
+
 def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     "Pure routing (no model): explicit request > hot lead (once per session) > respond."
     ctx = runtime.context
     level = derive_lead_level(state)
+    ctx.routing = routing_decision(state, ctx.signals, ctx.clarify, slot_choice=ctx.slot_choice is not None)
     if ctx.slot_choice is not None:       # picking an offered slot books it; it is not a new request for a person
         ctx.route, ctx.reason = 'respond', None
         return {'lead_level': level, 'explicit_human_request': False}
@@ -238,6 +273,7 @@ async def _book(state: SessionState, ctx: TurnContext) -> dict:
 def _fail(ctx: TurnContext) -> None:
     _emit(('\n\n' if ctx.reply else '') + FALLBACK_MESSAGE, ctx)
     ctx.route, ctx.reason = 'llm_failure', 'llm_failure'
+    if ctx.routing is not None: ctx.routing = {**ctx.routing, 'selected': 'llm_failure', 'why': 'the model failed: fallback message'}
 
 
 def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
@@ -245,6 +281,9 @@ def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     counter = state.turn_counter + 1
     if ctx.route != 'llm_failure' and counter >= ctx.settings.stall_turn_threshold and state.stage3_proposals_issued == 0:
         ctx.route, ctx.reason = 'propose', 'stall'
+        if ctx.routing is not None:
+            ctx.routing = {**ctx.routing, 'selected': 'stall',
+                           'why': f'{counter} turns without a proposal (STALL_TURN_THRESHOLD={ctx.settings.stall_turn_threshold}); ' + ctx.routing['why']}
     return {'turn_counter': counter}
 
 
@@ -298,7 +337,7 @@ async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dic
     event = turn_event_type(prev, s, proposed=proposed, first_turn=ctx.turn_index == 1 and not prev.messages)
     ctx.record = TurnRecord(session_id=s.session_id, turn_index=ctx.turn_index, message=ctx.message, reply=ctx.reply,
                             state=s, previous=prev, event_type=event, events=list(ctx.events), handoff=ctx.handoff,
-                            route=ctx.reason or 'respond')
+                            route=ctx.reason or 'respond', routing=ctx.routing)
     try: await ctx.recorder.record(ctx.record)
     except Exception as e: log.error('turn_record_failure', session_id=s.session_id, error=f'{type(e).__name__}: {e}'[:300])
     ctx.timings['write_state'] = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from pydantic import SecretStr, ValidationError
 from .config import ConfigurationError, Settings
 from .graph import HandoffRequest
 from .hours import crm_due_at
-from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
+from .packet import ContextPacket, ContextPacketGenerationError, company_label, generate_context_packet
 from .repos import (HandoffRecord, OutboxItem, claim_handoffs, emit_event, finish_handoff, get_outbox_item,
                             insert_handoff_record, set_handoff_triggered, upsert_lead)
 
@@ -34,8 +34,8 @@ from .repos import (HandoffRecord, OutboxItem, claim_handoffs, emit_event, finis
 __all__ = ['log', 'HEADER_MAX', 'SECTION_TEXT_MAX', 'FIELD_TEXT_MAX', 'URL_MAX', 'LEVEL_EMOJI', 'OUTSIDE_HOURS_EMOJI',
            'ChannelName', 'SLACK_PERMANENT_ERRORS', 'SLACK_TRANSIENT_ERRORS', 'MAX_RETRY_AFTER_SECONDS',
            'HTTP_TIMEOUT_SECONDS', 'Outcome', 'OUTBOX_STATUS', 'ANALYTICS_EVENT', 'RELAY_MAX_CLAIMS', 'slack_escape',
-           'one_line', 'clip', 'slack_header', 'slack_blocks', 'slack_payload', 'iso_utc', 'crm_payload',
-           'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult', 'webhook_attempt',
+           'one_line', 'clip', 'slack_header', 'disqualifier', 'slack_blocks', 'slack_payload', 'iso_utc',
+           'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult', 'webhook_attempt',
            'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError', 'LeadCreationResult',
            'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient', 'validate_handoff_config',
            'handoff_clients', 'HandoffOutcome', 'deliver_handoff', 'worst_case_delivery_seconds', 'relay_once',
@@ -82,12 +82,20 @@ def slack_header(packet: ContextPacket, business_hours: bool) -> str:
     "The header line: level and company in business hours, 'Lead captured (outside hours)' outside them."
     if business_hours: prefix = f'{LEVEL_EMOJI[packet.lead_level]} {packet.lead_level.capitalize()} Lead — '
     else: prefix = f'{OUTSIDE_HOURS_EMOJI} Lead captured (outside hours) — '
-    return prefix + clip(one_line(packet.visitor.company) or 'Unknown', HEADER_MAX - len(prefix))
+    company = company_label(packet.visitor.company, packet.conversation.signals_observed)   # the name, else '300-person insurer'
+    return prefix + clip(one_line(company) or 'Unknown', HEADER_MAX - len(prefix))
 
 
 def _mrkdwn(label: str, value: str, limit: int, *, inline: bool = False) -> dict:
     head = f'*{label}:*' + (' ' if inline else '\n')
     return {'type': 'mrkdwn', 'text': head + clip(value, limit - len(head), slack_escape), 'verbatim': True}
+
+
+def disqualifier(packet: ContextPacket) -> str | None:
+    "'negative persona: competitor; no-fit: geo' — why the visitor is not a buyer, if they are not."
+    q = packet.qualification
+    parts = ([f'negative persona: {q.negative_persona}'] if q.negative_persona else []) + ([f'no-fit: {q.no_fit}'] if q.no_fit else [])
+    return '; '.join(parts) or None
 
 
 def slack_blocks(packet: ContextPacket, business_hours: bool, crm_record_url: str | None) -> list[dict]:
@@ -106,6 +114,8 @@ def slack_blocks(packet: ContextPacket, business_hours: bool, crm_record_url: st
             f'*Qualification:* Problem: {q.problem_fit} | Authority: {q.authority_fit} | '
             f'Company: {q.company_fit} | Timing: {q.timing_fit}')}},
     ]
+    if warn := disqualifier(packet):    # an explicit request from a visitor who is not a buyer: say so first
+        blocks.insert(1, {'type': 'section', 'text': _mrkdwn('⚠️ Not a buyer', warn, SECTION_TEXT_MAX)})
     if packet.meeting:      # booked in the chat (62_scheduling): the rep sees when, and with whom
         m = packet.meeting
         blocks.insert(2, {'type': 'section', 'text': _mrkdwn(
@@ -149,7 +159,7 @@ def crm_payload(packet: ContextPacket) -> dict:
                  'triggered_at': iso_utc(packet.triggered_at), 'session_id': packet.session_id},
         'qualification': {'problem_fit': q.problem_fit, 'authority_fit': q.authority_fit, 'company_fit': q.company_fit,
                           'timing_fit': q.timing_fit, 'is_consultant': q.is_consultant,
-                          'referral_mentioned': q.referral_mentioned},
+                          'referral_mentioned': q.referral_mentioned, 'negative_persona': q.negative_persona, 'no_fit': q.no_fit},
         'notes': {'summary': packet.conversation_summary,
                   'signals_observed': [s.model_dump(mode='json') for s in c.signals_observed],
                   'turn_count': c.turn_count}})
@@ -170,6 +180,7 @@ def packet_text(packet: ContextPacket, *, failed_channels: Sequence[str] = ()) -
             ('qualification.problem_fit', q.problem_fit), ('qualification.authority_fit', q.authority_fit),
             ('qualification.company_fit', q.company_fit), ('qualification.timing_fit', q.timing_fit),
             ('qualification.is_consultant', q.is_consultant), ('qualification.referral_mentioned', q.referral_mentioned),
+            ('qualification.negative_persona', q.negative_persona or 'no'), ('qualification.no_fit', q.no_fit or 'no'),
             ('conversation.turn_count', c.turn_count), ('conversation.stage3_proposals_issued', c.stage3_proposals_issued)]
     if packet.meeting:
         rows.append(('meeting', f"{packet.meeting.get('team_label') or packet.meeting.get('label')} with {packet.meeting.get('rep')}"))

@@ -8,42 +8,86 @@ Docs: https://leadchat.github.io/leadchat/models.html.md"""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import AsyncIterator
 
 import structlog
 
-from .compose import compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query, stream_tokens
+from .classify import Reading, SignalReader, decide_scope, lexical_support
+from .compose import (ComposeHints, compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query,
+                              stream_tokens)
 from .config import Settings
-from .extract import ExemplarClassifier, extract_delta
+from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
 from .graph import Retrieve
 from .retrieval import RetrievedChunk
 from .state import QualificationDelta, SessionState
 
 # %% auto #0
-__all__ = ['log', 'OfflineModel', 'is_proposal_language', 'get_model']
+__all__ = ['log', 'INTENT_THRESHOLD', 'INTENT_DOUBT', 'OfflineModel', 'is_proposal_language', 'get_model']
 
 # %% ../nbs/33_models.ipynb #mo000006
 log = structlog.get_logger('leadchat.models')
 
 
+INTENT_THRESHOLD = 0.5     # pricing / small talk / private / a person: the more likely reading wins ...
+INTENT_DOUBT = 0.15        # ... and below this the classifier is sure it is not; in between the composer's rules decide
+
+
 class OfflineModel:
-    "The no-network provider: pattern + exemplar extraction, grounded templated answers."
+    "The no-network provider: patterns + calibrated classifiers for extraction, grounded templated answers."
     name = 'offline'
 
-    def __init__(self, embed=None):
-        "`embed`: a batch embedding function for the exemplar classifier (None: patterns only)."
-        self.classifier = ExemplarClassifier(embed) if embed is not None else None
+    def __init__(self, embed=None, *, thresholds: Thresholds = Thresholds(), rag_threshold: float | None = None,
+                 reader: SignalReader | None = None):
+        "`embed`: the batch embedding function of the local MiniLM (None: patterns only)."
+        self.reader = reader or (SignalReader(embed) if embed is not None else None)
+        self.thresholds, self.rag_threshold = thresholds, rag_threshold
+        # this turn's reading, from extract to respond (same process, same turn); bounded
+        self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None]] = OrderedDict()
+
+    def prepare(self) -> None:
+        "Load (or train) the classifiers now: the API calls it at start-up, before the first visitor."
+        if self.reader is not None: self.reader.classifier
 
     async def extract(self, message: str, state: SessionState, turn_index: int) -> QualificationDelta:
-        if self.classifier is None: return extract_delta(message, state, turn_index)
-        # the classifier embeds (CPU-bound): keep it off the event loop
-        return await asyncio.to_thread(extract_delta, message, state, turn_index, classifier=self.classifier)
+        if self.reader is not None and not self.reader.ready:
+            # never make a visitor wait for training (a new corpus): patterns only until the classifiers are there
+            self.reader.warm_up()
+            log.warning('classifier_not_ready', session_id=state.session_id)
+            return extract_delta(message, state, turn_index, thresholds=self.thresholds)
+        if self.reader is None or not readable(message[:MAX_MESSAGE_CHARS]):
+            return extract_delta(message, state, turn_index, thresholds=self.thresholds)
+        # the classifiers embed (CPU-bound): keep them off the event loop
+        # the retrieval query rides in the same embedding batch: generate_response then finds it in the cache
+        reading = await asyncio.to_thread(self.reader.read, reader_text(message[:MAX_MESSAGE_CHARS]),
+                                          prefetch=[q] if (q := retrieval_query(message)) else [])
+        delta = extract_delta(message, state, turn_index, reading=reading, thresholds=self.thresholds)
+        self._turns[(state.session_id, message)] = (reading, delta.clarify)
+        while len(self._turns) > 1024: self._turns.popitem(last=False)
+        return delta
+
+    def hints(self, message: str, query: str | None, reading: Reading | None, clarify: str | None,
+              result) -> ComposeHints | None:
+        "What the classifiers say about the message, for the composer (None: the composer's own rules)."
+        if reading is None: return None
+        p = lambda d: reading.p(d, 'yes')
+        off = p('offtopic') >= INTENT_THRESHOLD
+        if result is not None and result.status == 'ok' and result.chunks and self.rag_threshold is not None:
+            top = result.chunks[0]
+            off = not decide_scope(top.score, self.rag_threshold, p('offtopic'),
+                                   lexical_support(query or message, [c.content for c in result.chunks[:3]])).in_scope
+        def say(x: float):      # sure yes, sure no, or let the composer's own rules decide
+            return True if x >= INTENT_THRESHOLD else False if x < INTENT_DOUBT else None
+        return ComposeHints(pricing=say(p('pricing')), smalltalk=say(p('smalltalk')), off_topic=off, private=say(p('private')),
+                            human=say(p('human')), clarify=clarify)
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:
+        reading, clarify = self._turns.pop((state.session_id, message), (None, None))
         query = retrieval_query(message)
         result = await retrieve(query) if query else None
-        for tok in stream_tokens(compose_answer(message, state, result)): yield tok
+        hints = self.hints(message, query, reading, clarify, result)
+        for tok in stream_tokens(compose_answer(message, state, result, hints)): yield tok
 
     async def propose(self, reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
@@ -67,4 +111,6 @@ def get_model(settings: Settings, *, embed=None):
     if p == 'openai':
         from leadchat.hosted import OpenAICompatModel
         return OpenAICompatModel(settings)
-    return OfflineModel(embed)
+    return OfflineModel(embed, rag_threshold=settings.rag_relevance_threshold,
+                        thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
+                                              settings.leadchat_clarify_floor))

@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/packet.html.md"""
 # %% ../nbs/03_packet.ipynb #9ac4e004
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -17,7 +18,8 @@ from .state import (DIMENSIONS, ConfidenceLevel, HandoffReason, LeadLevel, Sessi
 
 # %% auto #0
 __all__ = ['log', 'ContextPacketGenerationError', 'QualificationSummary', 'VisitorData', 'ConversationMeta', 'ContextPacket',
-           'default_summary', 'build_summary', 'generate_context_packet']
+           'default_summary', 'problem_phrase', 'role_phrase', 'company_descriptor', 'timing_phrase', 'company_label',
+           'build_summary', 'generate_context_packet']
 
 # %% ../nbs/03_packet.ipynb #9ac4e006
 log = structlog.get_logger('leadchat.packet')
@@ -38,6 +40,9 @@ class QualificationSummary(_Frozen):
     timing_fit: ConfidenceLevel
     is_consultant: bool
     referral_mentioned: bool
+    # why this visitor is not a buyer, when they are not: an explicit request still reaches the team, marked
+    negative_persona: str | None = None     # competitor | researcher | job_seeker | vendor | unspecified
+    no_fit: str | None = None               # solo | academic | geo | service | no_budget | unspecified
 
 
 class VisitorData(_Frozen):
@@ -75,46 +80,242 @@ def _select(signals: list[SignalEntry], dim: str) -> SignalEntry | None:
     return None
 
 
-def _ev(s: SignalEntry) -> str:
-    return f"'{s.evidence}'" if s.signal_type == 'explicit' else s.evidence
-
-
 def default_summary(handoff_reason: str | None) -> str:
     return ('Conversation did not produce sufficient qualification signals before handoff was triggered. '
             f'Trigger reason: {handoff_reason}.')
 
+# %% ../nbs/03_packet.ipynb #9ac4e102
+_EMAIL_RE = re.compile(r'[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}')
+_PHONE_RE = re.compile(r'(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)')
+_PRONOUNS = {'we': 'they', "we're": "they're", 'our': 'their', 'ours': 'theirs', 'us': 'them', 'ourselves': 'themselves',
+             'i': 'they', "i'm": "they're", 'my': 'their', 'me': 'them', 'myself': 'themselves', "we've": "they've", "i've": "they've"}
+_ACRONYMS = frozenset('cto ceo coo cio cfo cdo cmo cpo cro ciso vp it hr ai ml r&d'.split())
+
+
+def _clean(text: str) -> str:
+    "One line, straight quotes, no email address or phone number (they never belong in the summary text)."
+    t = _PHONE_RE.sub(' ', _EMAIL_RE.sub(' ', text.replace('\u2019', "'")))
+    return re.sub(r'\s+', ' ', t).strip(' ,;:-')
+
+
+def _third_person(phrase: str) -> str:
+    "'our support team' → 'their support team': the rep reads about the visitor, not as the visitor."
+    return re.sub(r"\b(?:we're|we've|i've|i'm|we|our|ours|us|ourselves|i|my|me|myself)\b",
+                  lambda m: _PRONOUNS[m.group(0).lower()], phrase, flags=re.I)
+
+
+def _gerund(verb: str) -> str:
+    "automate → automating, build → building, cut → cutting, replace → replacing."
+    v = verb.lower()
+    if v.endswith('ie'): return v[:-2] + 'ying'
+    if v.endswith('e') and not v.endswith(('ee', 'ye', 'oe')): return v[:-1] + 'ing'
+    if re.fullmatch(r'[^aeiou]*[aeiou][^aeiouwxy]', v) and len(v) <= 4: return v + v[-1] + 'ing'
+    return v + 'ing'
+
+
+# where a phrase ends: punctuation, a new clause, or the timing (which has its own sentence)
+_PHRASE_END = (r"(?=\s*(?:[,;.!?()]|\s[-–—]\s|$|\s(?:so that|because|since|as soon as|asap|before|by|within|ahead of|this|next|"
+               r"in (?:Q[1-4]|H[12]|the next|20\d\d|january|february|march|april|may|june|july|august|september|october|november|december)|"
+               r"and (?:we|i|our|my)|but|which|who|where|if)\b))")
+_PROBLEM_PATTERNS = [   # (kind, pattern): 'intent' (want to automate X → automating X), 'doing' (we're building X), 'np' (we need X)
+    ('intent', re.compile(r"\b(?:we|i)(?:'d| would)? ?(?:want|need|would like|like|wish|plan|hope|aim|intend|are looking|'re looking|"
+                        r"are hoping|'re hoping|are trying|'re trying|am trying|are planning|'re planning)\s+to\s+(?P<verb>[a-z]+)\s+"
+                        rf"(?P<obj>[^,;.!?]{{2,80}}?){_PHRASE_END}", re.I)),
+    ('doing', re.compile(r"\b(?:we|i)(?:'re| are|'m| am)\s+(?:currently\s+|now\s+|already\s+)?(?P<verb>building|developing|creating|"
+                       r"evaluating|exploring|replacing|automating|implementing|migrating|rolling out|modernising|modernizing|designing)\s+"
+                       rf"(?P<obj>[^,;.!?]{{2,80}}?){_PHRASE_END}", re.I)),
+    ('np', re.compile(r"\b(?:we|i)(?:'re| are|'m| am)?\s*(?:need|want|looking for|are looking for|'re looking for|"
+                      rf"interested in)\s+(?P<obj>(?:an?|some|help with|support with)\s[^,;.!?]{{2,80}}?){_PHRASE_END}", re.I)),
+    ('np', re.compile(rf"\bhelp(?:ing)?(?: us| me)? (?:with|on)\s+(?P<obj>[^,;.!?]{{2,80}}?){_PHRASE_END}", re.I)),
+]
+_MAX_WORDS = 10
+
+
+# verbs of meeting or learning, not of a project: "we'd like to start by Q3", "I want to talk to someone"
+_NOT_A_PROJECT = frozenset('start begin kick get talk speak chat know learn see understand discuss book meet hear find ask try'.split())
+
+
+def problem_phrase(evidence: str) -> tuple[str, str] | None:
+    "('intent', 'automating claims triage'), ('doing', 'building a RAG system …') or ('np', 'a RAG assistant …'); None if no clear phrase."
+    text = _clean(evidence)
+    for kind, rx in _PROBLEM_PATTERNS:
+        if not (m := rx.search(text)): continue
+        if kind == 'intent' and m['verb'].lower() in _NOT_A_PROJECT: continue
+        obj = re.sub(r'^(?:help|support) with\s+', '', m['obj'].strip()) if kind == 'np' else m['obj'].strip()
+        obj = _third_person(re.sub(r'\s+(?:for this|for us|for me|too|as well)$', '', obj))
+        if kind == 'intent': phrase = f"{_gerund(m['verb'])} {obj}"
+        elif kind == 'doing': phrase = f"{m['verb'].lower()} {obj}"
+        else: phrase = obj
+        if 1 < len(phrase.split()) <= _MAX_WORDS: return kind, phrase
+    return None
+
+
+_ROLE_WORDS = re.compile(r'\b(?:head|director|vp|vice president|chief|officer|manager|lead|leader|founder|co-?founder|owner|partner|'
+                         r'principal|engineer|architect|president|consultant|analyst|scientist|specialist|decision[- ]maker|sponsor|'
+                         r'[A-Z]{2,5})\b')
+_ROLE_RE = re.compile(r"\b(?:i'm|i am|im|as|i work as)\s+(?:the\s+|a\s+|an\s+|our\s+)?(?P<role>[\w&/-]+(?:\s+[\w&/-]+){0,5}?)"
+                      r"(?=\s+(?:of|for|in|at|on|with)\s+(?:a|an|the|our|my|this)\b|\s+(?:at|here|and|who|responsible)\b|[,;.!?]|$)", re.I)
+_AUTHORITY_CLAUSE = re.compile(r"\bi\s+(?P<clause>(?:lead|run|manage|own|head|oversee|have|hold|control|approve|sign off|make|decide|"
+                               r"report to|am responsible for|'m responsible for)\b[^,;.!?]{2,60})", re.I)
+
+
+def role_phrase(evidence: str) -> tuple[str, str] | None:
+    "('title', 'CTO') or ('clause', 'lead a small data team') from a visitor's words; None if no clear role."
+    text = _clean(evidence)
+    for m in _ROLE_RE.finditer(text):
+        role = m['role'].strip()
+        if _ROLE_WORDS.search(role) and not re.search(r'\b(?:looking|trying|interested|working|building|not)\b', role, re.I):
+            return 'title', ' '.join(w.upper() if w.lower() in _ACRONYMS else w for w in role.split())
+    if m := _AUTHORITY_CLAUSE.search(text):
+        clause = _third_person(m['clause'].strip())
+        if len(clause.split()) <= _MAX_WORDS: return 'clause', re.sub(r"^'m ", 'am ', clause)
+    return None
+
+
+_ORG = (r"(?:company|companies|firm|business|startup|start-up|scale-?up|insurer|insurance company|bank|retailer|manufacturer|hospital|"
+        r"hospital group|clinic|group|agency|consultancy|fintech|insurtech|healthtech|utility|operator|provider|carrier|airline|broker|"
+        r"marketplace|organi[sz]ation|ngo|charity|university|municipality|council|ministry|telco|publisher|brand|law firm|practice|"
+        r"producer|distributor|wholesaler|chain|saas|platform|lab|logistics company)")
+_HEADCOUNT = r"(?P<n>\d[\d,.]*\s?k?|\d+\+)"
+_COMPANY_PATTERNS = [
+    re.compile(rf"\b(?:a|an)\s+{_HEADCOUNT}[- ](?:person|people|employee|staff|strong|seat)\s+(?P<what>[\w-]+(?:\s+[\w-]+){{0,2}}?)"
+               r"(?=\s*(?:[,;.!?()]|$|\s(?:with|that|in|based|and|where|who|we|i|from|operating|across)\b))", re.I),
+    re.compile(rf"\b(?P<what>[a-z][\w-]*(?:\s+[a-z][\w-]*){{0,2}})\s*(?:,|with|of)\s*(?:about|around|roughly|over|some|almost|nearly)?\s*"
+               rf"{_HEADCOUNT}\s+(?:people|employees|staff|ftes?)\b"),
+    re.compile(rf"\b(?:we're|we are|i'm at|i am at|i work (?:at|for)|work for|at|for|from)\s+(?:a|an)\s+"
+               rf"(?P<what>(?:[\w-]+\s+){{0,3}}?{_ORG})\b", re.I),
+    re.compile(rf"\b(?:we're|we are|we have|with|of)\s+(?:about|around|roughly|over|some|almost|nearly)?\s*{_HEADCOUNT}\s+"
+               r"(?:people|employees|staff|ftes?)\b", re.I),
+]
+
+
+def company_descriptor(evidence: str) -> str | None:
+    "'300-person insurer', 'mid-sized bank', '800-person company' from a visitor's words; None if no clear descriptor."
+    text = _clean(evidence)
+    for rx in _COMPANY_PATTERNS:
+        if not (m := rx.search(text)): continue
+        what = (m.groupdict().get('what') or '').strip()
+        what = re.sub(r'^(?:the|our|my|a|an)\s+', '', what, flags=re.I)
+        if re.fullmatch(r'(?:people|employees|staff|team|company)?', what, re.I): what = 'company'
+        if re.search(r"\b(?:we|i|our|my|is|are|am|and|the)\b", what, re.I): continue
+        n = m.groupdict().get('n')
+        return f"{n.strip().replace(' ', '')}-person {what}" if n else what
+    return None
+
+
+def _company_np(name: str | None, descriptor: str | None) -> str | None:
+    "'Acme Pay, a 300-person fintech', 'Acme Pay', 'a 300-person insurer', 'a 40-person logistics company'."
+    if descriptor and not re.search(rf'{_ORG}$', descriptor, re.I): descriptor += ' company'
+    art = lambda d: ('an ' if re.match(r'[aeiou]|8|11-|18-', d, re.I) else 'a ') + d
+    if name and descriptor: return f'{name}, {art(descriptor)}'
+    return name or (art(descriptor) if descriptor else None)
+
+
+_MONTHS = r'(?:january|february|march|april|may|june|july|august|september|october|november|december)'
+_TIMING_PATTERNS = [
+    re.compile(r"\b(?:by|before|in|during|until|ahead of|from|for)\s+(?:the\s+)?(?:end\s+of\s+)?(?:Q[1-4]|H[12])(?:\s+20\d\d)?\b", re.I),
+    re.compile(rf"\b(?:by|before|in|until|from)\s+(?:the\s+)?(?:end\s+of\s+|early\s+|mid-?\s*|late\s+)?{_MONTHS}(?:\s+20\d\d)?\b", re.I),
+    re.compile(r"\b(?:by|before)\s+(?:the\s+)?end\s+of\s+(?:the\s+|this\s+|next\s+)?(?:year|quarter|month|summer)\b", re.I),
+    re.compile(r"\b(?:this|next)\s+(?:quarter|month|year|week|summer|spring|autumn|fall|winter)\b", re.I),
+    re.compile(r"\b(?:within|in)\s+(?:the\s+next\s+)?(?:\d+|a|one|two|three|four|five|six|a few|a couple of)\s+(?:weeks?|months?)\b", re.I),
+    re.compile(r"\b(?:asap|as soon as possible|right away|immediately|urgently)\b", re.I),
+    re.compile(r"\b(?:Q[1-4]|H[12])(?:\s+20\d\d)?\b"),
+    re.compile(r"\b(?:in|by|for)\s+20\d\d\b", re.I),
+]
+
+
+def timing_phrase(evidence: str) -> str | None:
+    "'this quarter', 'by Q3', 'before the end of the year', 'as soon as possible' from a visitor's words; None if none."
+    text = _clean(evidence)
+    for rx in _TIMING_PATTERNS:
+        if m := rx.search(text):
+            t = re.sub(r'\b(q[1-4]|h[12])\b', lambda x: x.group(0).upper(), m.group(0).lower())
+            return 'as soon as possible' if re.fullmatch(r'asap|right away|immediately|urgently', t) else t
+    return None
+
+
+def _quote(evidence: str, words: int = 8) -> str:
+    "The last resort: the visitor's first clause, at most `words` words, without contact details, in quotes."
+    first = re.split(r'[;:.!?]|\s[-–—]\s', _clean(evidence))[0].strip()
+    cut = first.split()[:words]
+    return "'" + ' '.join(cut) + ('…' if len(first.split()) > words else '') + "'" if cut else ''
+
+
+_IMPLICIT_QUOTE = re.compile(r'^(?P<note>[^:"]{3,80}):\s*"(?P<quote>.*)"$', re.S)
+_TOPIC_STOP = frozenset('''what which who how do does did can could would will you your yours have has had are is the a an any
+some of for in on about with to me us we our i my tell show give please there that this those these it its be been'''.split())
+
+
+def _topic(question: str) -> str:
+    "'What fintech case studies do you have?' → 'fintech case studies'."
+    words = [w for w in re.findall(r"[\w'-]+", _clean(question)) if w.lower() not in _TOPIC_STOP]
+    return ' '.join(words[:6])
+
+
+def company_label(company: str | None, signals: list[SignalEntry] | tuple[SignalEntry, ...] | None) -> str | None:
+    "What to call the visitor's company: its name, else a descriptor from the company signal ('300-person insurer'), else None."
+    if company and company.strip(): return company.strip()
+    s = _select(list(signals or []), 'company_fit')
+    return company_descriptor(s.evidence) if s else None
+
+
+def _problem_sentence(p: SignalEntry) -> str:
+    if p.signal_type == 'implicit':
+        if m := _IMPLICIT_QUOTE.match(p.evidence.strip()):     # 'asked about a specific case study: "What fintech …?"'
+            topic = _topic(m['quote'])
+            return f"Visitor {_clean(m['note'])}{f' ({topic})' if topic else ''}, though the specific initiative was not stated directly."
+        return (f'Visitor appears to have a requirement related to {_clean(p.evidence)}, '
+                'though the specific initiative was not stated directly.')
+    if ph := problem_phrase(p.evidence):
+        kind, phrase = ph
+        return {'intent': f'Visitor is looking at {phrase}.', 'doing': f'Visitor is {phrase}.'}.get(
+            kind, f'Visitor is building / evaluating {phrase}.')
+    return f'Visitor is building / evaluating {_quote(p.evidence, 12)}.'
+
+
+def _role(visitor_role: str | None, a: SignalEntry | None) -> tuple[str, str] | None:
+    if visitor_role and visitor_role.strip(): return 'title', _clean(visitor_role)
+    return role_phrase(a.evidence) if a else None
+
+
+def _identified(role: tuple[str, str] | None, a: SignalEntry) -> str:
+    "'They identified as CTO', 'They said they lead a small data team'."
+    if role is None: return f'They identified as {_quote(a.evidence)}'
+    return f'They identified as {role[1]}' if role[0] == 'title' else f'They said they {role[1]}'
+
 
 def build_summary(signals_observed: list[SignalEntry] | None, *, handoff_reason: str | None = None,
-                  visitor_role: str | None = None, is_consultant: bool = False,
+                  visitor_role: str | None = None, visitor_company: str | None = None, is_consultant: bool = False,
                   referral_mentioned: bool = False) -> str:
-    "Deterministic 2–4 sentence summary of the qualification signals (no model)."
+    "Deterministic 2–4 sentence summary of the qualification signals, in normalised phrases (no model)."
     signals = list(signals_observed or [])
     sel = {d: _select(signals, d) for d in DIMENSIONS}
     if not any(sel.values()): return default_summary(handoff_reason)
     out = []
-    if p := sel['problem_fit']:
-        out.append(f'Visitor is building / evaluating {_ev(p)}.' if p.signal_type == 'explicit' else
-                   f'Visitor appears to have a requirement related to {_ev(p)}, '
-                   'though the specific initiative was not stated directly.')
+    if p := sel['problem_fit']: out.append(_problem_sentence(p))
     a, c = sel['authority_fit'], sel['company_fit']
+    company = _company_np(visitor_company, company_descriptor(c.evidence) if c else None) if c or visitor_company else None
+    if c and not company: company = 'their company'
+    role = _role(visitor_role, a)
     if a and c and a.level == 'confirmed':
-        out.append(f"They are {visitor_role or 'in a senior role'} at a {_ev(c)} company.")
+        who = role[1] if role and role[0] == 'title' else 'in a senior role'
+        out.append(f'They are {who} at {company}.' + (f' They said they {role[1]}.' if role and role[0] == 'clause' else ''))
     elif a and c:
-        out.append(f'They identified as {visitor_role or _ev(a)}, at a {_ev(c)} company.')
+        out.append(f'{_identified(role, a)}, at {company}.')
     elif a:
-        out.append(f'They identified as {visitor_role or _ev(a)}.')
+        out.append(f'{_identified(role, a)}.')
     elif c:
-        out.append(f'They are at a {_ev(c)} company; their role was not stated.')
+        out.append(f'They are at {company}; their role was not stated.')
     if t := sel['timing_fit']:
-        out.append(f'They have a concrete timeline: {_ev(t)}.' if t.level == 'confirmed' else
-                   f'There are signals of urgency: {_ev(t)}.')
+        when = timing_phrase(t.evidence) or _quote(t.evidence)
+        out.append(f'They have a concrete timeline: {when}.' if t.level == 'confirmed' else f'There are signals of urgency: {when}.')
     if is_consultant and referral_mentioned:
         out.append('Note: this visitor is a consultant evaluating on behalf of a client and mentioned a referral.')
     elif is_consultant:
         out.append('Note: this visitor is a consultant evaluating on behalf of a client.')
     elif referral_mentioned:
         out.append('Note: the visitor mentioned a referral.')
-    return ' '.join(out)
+    return _EMAIL_RE.sub('[email]', ' '.join(out))
 
 # %% ../nbs/03_packet.ipynb #9ac4e012
 def _preconditions(get) -> None:
@@ -150,6 +351,7 @@ def generate_context_packet(state: SessionState | Mapping[str, Any]) -> ContextP
     q = st.qualification
     try:
         summary = build_summary(q.signals_observed, handoff_reason=st.handoff_reason, visitor_role=st.visitor_role,
+                                visitor_company=st.visitor_company,
                                 is_consultant=st.is_consultant, referral_mentioned=st.referral_mentioned)
     except Exception as e:
         log.warning('context_packet_summary_failure', session_id=st.session_id, error=type(e).__name__)
@@ -159,7 +361,9 @@ def generate_context_packet(state: SessionState | Mapping[str, Any]) -> ContextP
         handoff_reason=st.handoff_reason,
         qualification=QualificationSummary(problem_fit=q.problem_fit, authority_fit=q.authority_fit,
                                            company_fit=q.company_fit, timing_fit=q.timing_fit,
-                                           is_consultant=st.is_consultant, referral_mentioned=st.referral_mentioned),
+                                           is_consultant=st.is_consultant, referral_mentioned=st.referral_mentioned,
+                                           negative_persona=(q.negative_persona_kind or 'unspecified') if q.is_negative_persona else None,
+                                           no_fit=(q.no_fit_reason or 'unspecified') if q.is_no_fit else None),
         visitor=VisitorData(email=st.visitor_email, name=st.visitor_name, company=st.visitor_company, role=st.visitor_role),
         conversation=ConversationMeta(turn_count=st.messages[-1].turn_index if st.messages else 0,
                                       stage3_proposals_issued=st.stage3_proposals_issued,

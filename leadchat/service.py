@@ -48,6 +48,7 @@ class PostgresRecorder:
                 await append_transcript(conn, s.session_id, msgs)
                 payload = dict(lead_level=s.lead_level, stage=s.current_stage, route=rec.route,
                                handoff_reason=s.handoff_reason if rec.event_type == 'handoff_proposed' else None)
+                if rec.routing is not None: payload['routing'] = rec.routing    # candidates, selected route, why
                 await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index, payload=payload)
                 for etype, data in rec.events:
                     await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)

@@ -14,10 +14,10 @@ import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 # %% auto #0
-__all__ = ['log', 'ConfidenceLevel', 'Dimension', 'LeadLevel', 'HandoffReason', 'TerminationType', 'DIMENSIONS', 'LEVEL_RANK',
-           'UTCDateTime', 'StageEvent', 'STAGE_TRANSITIONS', 'utcnow', 'Message', 'SignalEntry', 'QualificationState',
-           'Consent', 'SessionState', 'QualificationDelta', 'apply_delta', 'is_hot_lead', 'derive_lead_level',
-           'append_message', 'next_stage']
+__all__ = ['log', 'ConfidenceLevel', 'Dimension', 'LeadLevel', 'HandoffReason', 'NegativePersona', 'NoFitReason',
+           'TerminationType', 'DIMENSIONS', 'LEVEL_RANK', 'UTCDateTime', 'StageEvent', 'STAGE_TRANSITIONS', 'utcnow',
+           'Message', 'SignalEntry', 'QualificationState', 'Consent', 'SessionState', 'QualificationDelta',
+           'apply_delta', 'is_hot_lead', 'derive_lead_level', 'append_message', 'next_stage']
 
 # %% ../nbs/01_state.ipynb #57a7e006
 log = structlog.get_logger('leadchat.state')
@@ -26,6 +26,8 @@ ConfidenceLevel = Literal['not_detected', 'partially_confirmed', 'confirmed']
 Dimension = Literal['problem_fit', 'authority_fit', 'company_fit', 'timing_fit']
 LeadLevel = Literal['cold', 'warm', 'hot']
 HandoffReason = Literal['hot_lead', 'explicit_request', 'stall', 'llm_failure']
+NegativePersona = Literal['competitor', 'researcher', 'job_seeker', 'vendor']
+NoFitReason = Literal['solo', 'academic', 'geo', 'service', 'no_budget']
 TerminationType = Literal['explicit_close', 'inactivity_timeout', 'session_expiry']
 
 DIMENSIONS: tuple[str, ...] = ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit')
@@ -64,6 +66,8 @@ class SignalEntry(_Model):
     signal_type: Literal['explicit', 'implicit']
     evidence: str = Field(min_length=1, max_length=2000)
     turn_index: int = Field(ge=0)
+    confidence: float | None = Field(None, ge=0.0, le=1.0)    # the classifier's calibrated probability; 1.0 for a precise rule
+    source: Literal['rule', 'model'] | None = None               # which reader found it (31_extract: precedence)
 
 
 class QualificationState(_Model):
@@ -74,6 +78,8 @@ class QualificationState(_Model):
     timing_fit: ConfidenceLevel = 'not_detected'
     is_negative_persona: bool = False
     is_no_fit: bool = False
+    negative_persona_kind: NegativePersona | None = None    # what made the visitor a negative persona (first one wins)
+    no_fit_reason: NoFitReason | None = None                # why we cannot serve them (first one wins)
     signals_observed: list[SignalEntry] = Field(default_factory=list)
 
 
@@ -129,6 +135,12 @@ class QualificationDelta(_Model):
     visitor_name: str | None = Field(None, max_length=200)
     visitor_company: str | None = Field(None, max_length=200)
     visitor_role: str | None = Field(None, max_length=200)
+    negative_persona_kind: NegativePersona | None = None
+    no_fit_reason: NoFitReason | None = None
+    # what the reader saw but the state does not keep: the classifiers' probabilities and a dimension worth
+    # one clarifying question (below the confidence threshold, above the clarify floor)
+    scores: dict[str, dict[str, float]] = Field(default_factory=dict)
+    clarify: Dimension | None = None
 
 # %% ../nbs/01_state.ipynb #57a7e015
 def _max_level(a: str, b: str) -> str:
@@ -157,6 +169,11 @@ def apply_delta(state: SessionState, delta: QualificationDelta | Mapping[str, An
         setattr(q, dim, new)
     q.is_negative_persona = q.is_negative_persona or bool(delta.is_negative_persona)
     q.is_no_fit = q.is_no_fit or bool(delta.is_no_fit)
+    if q.is_negative_persona and q.negative_persona_kind is None: q.negative_persona_kind = delta.negative_persona_kind
+    if q.is_no_fit and q.no_fit_reason is None: q.no_fit_reason = delta.no_fit_reason
+    if q.is_no_fit and (state.is_consultant or delta.is_consultant):
+        log.info('no_fit_withdrawn_consultant', session_id=state.session_id, reason=q.no_fit_reason)
+        q.is_no_fit, q.no_fit_reason = False, None
     if q.is_negative_persona and q.is_no_fit and not (state.qualification.is_negative_persona and state.qualification.is_no_fit):
         log.info('negative_persona_and_no_fit', session_id=state.session_id)
     q.signals_observed = [*q.signals_observed, *delta.signals]

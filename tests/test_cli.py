@@ -1,4 +1,5 @@
 "The installed `leadchat` console script, run as a user runs it."
+import json
 import os
 import subprocess
 import sys
@@ -97,6 +98,16 @@ def test_ingest_calibrate_and_eval_rag_through_the_cli(tmp_path):
     assert 'proposed RAG_RELEVANCE_THRESHOLD=' in cal.stdout and 'false positives' in cal.stdout
     assert out.with_suffix('.html').stat().st_size > 1000 and out.with_suffix('.json').exists()
     assert log.read_text().startswith('# Configuration changelog') and 'RAG_RELEVANCE_THRESHOLD = ' in log.read_text()
+    # the scope report: the combined decision beside the threshold, on the tuning set and the held-out set
+    for f in ('bench/calibration/scope-dev.yaml', 'bench/calibration/scope-heldout.yaml'):
+        assert f'scope {f}: threshold alone FP' in cal.stdout and 'combined (threshold + classifier + lexical support) FP' in cal.stdout
+        assert f'- scope `{f}`: threshold alone FP' in log.read_text()
+    rep = json.loads(out.with_suffix('.json').read_text())['scope']['bench/calibration/scope-heldout.yaml']
+    assert rep['n_relevant'] >= 70 and rep['n_out_of_scope'] >= 45 and 0 <= rep['combined']['fp_rate'] <= 1
+    bad = tmp_path / 'scope.yaml'
+    bad.write_text('- id: a\n  query: hi\n  kind: sideways\n')
+    r = run('calibrate', '--scope', str(bad), '--no-changelog', '--out', str(tmp_path / 'o2'), env=env)
+    assert r.returncode == 1 and 'query #1: kind' in r.stderr and 'Traceback' not in r.stderr
     ev = run('eval-rag', env=env)
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert 'id_based_context_recall' in ev.stdout and 'skipped: no model key configured' in ev.stdout

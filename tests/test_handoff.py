@@ -515,7 +515,8 @@ async def test_hostile_visitor_text_end_to_end(db, smtp, rx):
     assert out.outcome == 'partial_failure'
     body = rx.bodies()[0]
     assert valid_blocks(body['blocks']) and '<' not in body['text']
-    assert 2990 <= len(body['blocks'][2]['text']['text']) <= 3000 and body['blocks'][2]['text']['text'].endswith('…')
+    summary = body['blocks'][2]['text']['text']      # normalised phrases, never the pasted hostile text
+    assert summary.startswith('*Summary:*') and len(summary) <= 3000 and '<!channel>' not in summary and '|click>' not in summary
     async with pool.connection() as c:
         lead = await get_lead(c, int(out.crm_record_id))
     assert lead.company == '<!here> <http://evil.example|Acme>'

@@ -4,7 +4,7 @@ import json
 import streamlit as st
 
 from leadchat.console import (load_session, local, printable, qualification_timeline, rep_views, require_staff,
-                              session_flags, timeline_figure, timeline_table, valid_session_id)
+                              routing_table, session_flags, timeline_figure, timeline_table, valid_session_id)
 
 staff, backend = require_staff()
 tz = backend.settings.team_tz
@@ -50,6 +50,10 @@ with t_timeline:
     if rows:
         st.plotly_chart(timeline_figure(rows), key='d_timeline_chart')
         st.dataframe(timeline_table(rows), hide_index=True, width='stretch')
+        st.subheader('Routing decisions')
+        routes = routing_table(rows)
+        if routes: st.dataframe(routes, hide_index=True, width='stretch')
+        else: st.info('No routing decisions recorded for this session (recorded from this release on).')
     else: st.info('No turns yet.')
 
 with t_flags:

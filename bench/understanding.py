@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Understanding benchmarks (issue 14: the offline engine understands ordinary visitors). Records numbers; never pass/fail.
+
+    .venv/bin/python bench/understanding.py [--set dev|locked|regression ...] [--latency N] [--smoke]
+
+In one run on one machine:
+  * conversation quality: each eval file driven over the real chat API (`leadchat.evaluate.evaluate`, offline provider,
+    embedded PostgreSQL, MiniLM, the learned classifiers): pass rate per category (first tag), negative-persona and
+    no-fit visitors escalated as hot leads, forbidden-content hits. The locked set is scored once, at the end of the
+    work (CONFIG_CHANGELOG.md); the dev set is what tuning looks at;
+  * per-classifier metrics on the corpus's dev split: accuracy, macro-F1, expected calibration error;
+  * cost per turn in-process: the query embedding alone (the baseline every turn pays for retrieval) beside
+    embedding + reading (the classifiers) + `extract_delta` + `compose_answer`, p50/p95 over every message of the
+    dev set. The HTTP turn latency is `bench/orchestrator.py`'s.
+Writes bench/results/understanding.json and bench/results/understanding.md (`--smoke`: a few cases, nothing written).
+"""
+import argparse, json, os, platform, statistics, sys, tempfile, time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / 'bench' / 'results'
+SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'locked': ROOT / 'eval' / 'locked.yaml', 'regression': ROOT / 'eval' / 'conversations.yaml'}
+CORE = ('hot', 'warm', 'explicit', 'negative_persona', 'no_fit', 'consultant', 'referral', 'stall', 'injection', 'pricing', 'small_talk')
+
+
+def pct(xs, p): return round(statistics.quantiles(xs, n=100, method='inclusive')[p - 1], 3) if len(xs) > 1 else round(xs[0], 3)
+
+
+def settings(home):
+    from leadchat.config import Settings
+    return Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                    leadchat_home=home, leadchat_model_provider='offline', leadchat_company_name='Calderwood AI')
+
+
+def quality(name, path, home, limit=None):
+    from leadchat.evaluate import evaluate, load_eval
+    ev = load_eval(path)
+    if limit: ev.cases = ev.cases[:limit]
+    rep = evaluate(ev, settings(home), provider='offline', knowledge_path=str(ROOT / 'knowledge'), progress=not limit)
+    cases = {c.id: c for c in ev.cases}
+    per = {}
+    for r in rep.results:
+        cat = r.tags[0] if r.tags else 'untagged'
+        p = per.setdefault(cat, [0, 0]); p[0] += r.passed; p[1] += 1
+    # safety: a visitor the set says is a negative persona or no-fit, handed to sales as a hot lead
+    unsafe = [r.id for r in rep.results if r.handoff_reason == 'hot_lead'
+              and any(cases[r.id].expect.flags.get(f) for f in ('is_negative_persona', 'is_no_fit'))]
+    core = [r for r in rep.results if (r.tags[0] if r.tags else '') in CORE]
+    return dict(set=name, file=str(path.relative_to(ROOT)), cases=len(rep.results), passed=sum(r.passed for r in rep.results),
+                pass_rate=round(rep.pass_rate, 4), core_pass_rate=round(sum(r.passed for r in core) / max(1, len(core)), 4),
+                per_category={k: {'passed': v[0], 'cases': v[1]} for k, v in sorted(per.items())},
+                disqualified_escalated_hot=unsafe, forbidden_hits=rep.forbidden_total,
+                turn_ms_p50=rep.to_json()['turn_ms_p50'], turn_ms_p95=rep.to_json()['turn_ms_p95'],
+                failures={r.id: r.failures for r in rep.results if not r.passed})
+
+
+def classifiers():
+    from leadchat.classify import SignalReader, embed_corpus, evaluate_heads, load_corpus, split
+    from leadchat.knowledge import local_embeddings
+    emb = local_embeddings()
+    reader = SignalReader(emb.embed_documents)
+    t = time.perf_counter(); clf = reader.classifier; load_s = time.perf_counter() - t
+    train, dev = split(load_corpus())
+    X = embed_corpus([e.text for e in dev], emb.embed_documents, model_id=clf.model_id)
+    return dict(corpus=len(train) + len(dev), train=len(train), dev=len(dev), load_or_train_s=round(load_s, 2),
+                heads=[dict(decision=r.decision, n=r.n, accuracy=round(r.accuracy, 4), macro_f1=round(r.macro_f1, 4), ece=round(r.ece, 4))
+                       for r in evaluate_heads(clf, dev, X)])
+
+
+def latency(messages, rounds):
+    "Per message: the query embedding alone vs the turn's one embedding batch (sentences + retrieval query) + classifiers +
+    extract_delta + compose_answer (in-process)."
+    from leadchat.classify import SignalReader
+    from leadchat.compose import compose_answer, retrieval_query
+    from leadchat.extract import extract_delta, readable
+    from leadchat.knowledge import local_embeddings
+    from leadchat.state import SessionState
+    emb = local_embeddings()
+    embed = emb.embed_documents
+    reader = SignalReader(embed)
+    reader.classifier
+    s0 = SessionState(session_id='bench')
+    base, full = [], []
+    for r in range(rounds + 1):
+        for m in messages:
+            t = time.perf_counter(); embed([m]); b = time.perf_counter() - t
+            t = time.perf_counter()
+            reading = reader.read(m, prefetch=[q] if (q := retrieval_query(m)) else []) if readable(m) else None
+            delta = extract_delta(m, s0, 1, reading=reading)
+            compose_answer(m, s0, None)
+            f = time.perf_counter() - t
+            if r: base.append(b * 1000); full.append(f * 1000)         # round 0 warms up
+    extra = [f - b for f, b in zip(full, base)]
+    return dict(messages=len(messages), rounds=rounds,
+                query_embedding=dict(p50_ms=pct(base, 50), p95_ms=pct(base, 95)),
+                read_extract_compose=dict(p50_ms=pct(full, 50), p95_ms=pct(full, 95)),
+                added_over_query_embedding=dict(p50_ms=pct(extra, 50), p95_ms=pct(extra, 95)))
+
+
+def markdown(res):
+    out = ['# Understanding — the offline engine on visitors it was not written for', '',
+           f"{res['at']} · {res['machine']} · `.venv/bin/python bench/understanding.py {' '.join(res['argv'])}`", '']
+    for q in res['quality']:
+        out += [f"## `{q['file']}` ({q['set']})", '',
+                f"- cases passed: **{q['passed']} / {q['cases']} ({q['pass_rate']:.1%})**; core categories {q['core_pass_rate']:.1%}",
+                f"- negative-persona or no-fit visitors escalated as hot leads: **{len(q['disqualified_escalated_hot'])}** {q['disqualified_escalated_hot'] or ''}",
+                f"- forbidden-content hits (prices, prompt leaks): **{q['forbidden_hits']}**",
+                f"- turn latency over HTTP p50 / p95: {q['turn_ms_p50']} / {q['turn_ms_p95']} ms", '',
+                '| category | passed |', '|---|---|']
+        out += [f"| {k} | {v['passed']} / {v['cases']} |" for k, v in q['per_category'].items()]
+        if q['failures']:
+            out += ['', '<details><summary>failures</summary>', '']
+            out += [f"- **{k}**: " + '; '.join(v) for k, v in q['failures'].items()]
+            out += ['', '</details>']
+        out.append('')
+    if c := res.get('classifiers'):
+        out += ['## Classifiers (corpus dev split)', '',
+                f"corpus {c['corpus']} labelled messages: {c['train']} train, {c['dev']} dev (never trained on); "
+                f"load or train {c['load_or_train_s']} s", '', '| decision | n | accuracy | macro-F1 | ECE |', '|---|---|---|---|---|']
+        out += [f"| {h['decision']} | {h['n']} | {h['accuracy']:.3f} | {h['macro_f1']:.3f} | {h['ece']:.3f} |" for h in c['heads']]
+        out.append('')
+    if l := res.get('latency'):
+        out += ['## Cost per turn (in-process, one core of the event loop)', '',
+                f"{l['messages']} messages × {l['rounds']} rounds", '', '| path | p50 ms | p95 ms |', '|---|---|---|',
+                f"| query embedding alone (baseline: retrieval pays it every turn) | {l['query_embedding']['p50_ms']} | {l['query_embedding']['p95_ms']} |",
+                f"| one embedding batch (sentences + retrieval query) + classifiers + extract_delta + compose_answer | {l['read_extract_compose']['p50_ms']} | {l['read_extract_compose']['p95_ms']} |",
+                f"| **added over the query embedding** | {l['added_over_query_embedding']['p50_ms']} | {l['added_over_query_embedding']['p95_ms']} |", '']
+    return '\n'.join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--set', nargs='*', default=['dev', 'regression'], choices=sorted(SETS))
+    ap.add_argument('--latency', type=int, default=3, help='rounds over the dev messages (0: skip)')
+    ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: a few cases, nothing written')
+    a = ap.parse_args()
+    home = tempfile.mkdtemp(prefix='lc-bench-understanding-')
+    res = dict(at=datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), machine=f'{platform.machine()}, {os.cpu_count()} cores',
+               argv=sys.argv[1:], quality=[])
+    from leadchat.evaluate import load_eval
+    if a.smoke:
+        res['quality'].append(quality('dev', SETS['dev'], home, limit=3))
+        msgs = [t for c in load_eval(SETS['dev']).cases[:3] for t in c.turns]
+        res['latency'] = latency(msgs, 1)
+        print(markdown(res)); return
+    for name in a.set: res['quality'].append(quality(name, SETS[name], home))
+    res['classifiers'] = classifiers()
+    if a.latency:
+        res['latency'] = latency([t for c in load_eval(SETS['dev']).cases for t in c.turns], a.latency)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / 'understanding.json').write_text(json.dumps(res, indent=1) + '\n')
+    (RESULTS / 'understanding.md').write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,17 @@
+"""Every benchmark this suite owns runs for a few seconds with `--smoke`, so a change to the code it drives cannot rot it
+unnoticed (bench/orchestrator.py once broke silently when the model port changed). Numbers are not checked here:
+benchmarks record, they never pass or fail."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize('script', ['understanding.py', 'orchestrator.py'])
+def test_benchmark_smoke_run(script):
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / script), '--smoke'], capture_output=True, text=True, cwd=ROOT,
+                       timeout=900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
