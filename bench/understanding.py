@@ -70,8 +70,8 @@ def classifiers():
 
 
 def latency(messages, rounds):
-    "Per message: the query embedding alone vs the turn's one embedding batch (sentences + retrieval query) + classifiers +
-    extract_delta + compose_answer (in-process)."
+    """Per message: the query embedding alone vs the turn's one embedding batch (sentences + retrieval query) + classifiers +
+    extract_delta + compose_answer (in-process)."""
     from leadchat.classify import SignalReader
     from leadchat.compose import compose_answer, retrieval_query
     from leadchat.extract import extract_delta, readable

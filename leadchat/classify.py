@@ -182,7 +182,10 @@ def fit_head(decision: str, X: np.ndarray, labels: Sequence[str], *, C: float = 
     options = DECISIONS[decision]
     y = np.array([options.index(l) for l in labels])
     k, present = len(options), np.isin(np.arange(len(options)), y)
-    if present.sum() < 2: raise CorpusError(f'{decision}: the corpus needs at least two of its labels ({", ".join(options)})')
+    if present.sum() < 2:     # a corpus that never varies this decision: it always says its one label, with no signal
+        if len(X) and present.sum() == 1:
+            return Head(decision, np.zeros((k, X.shape[1])), np.where(present, 0.0, -1e9), present, 1.0)
+        raise CorpusError(f'{decision}: the corpus has no example')
     counts = np.bincount(y, minlength=k)
     folds = int(min(CV_FOLDS, counts[present].min()))
     oof = np.zeros((len(X), k))
@@ -306,7 +309,9 @@ def get_classifier(embed: Embed, *, model_id: str = 'all-MiniLM-L6-v2', corpus: 
 MAX_SEGMENTS = 8
 ANY = '*'          # for a decision with several non-default labels: "any of them" (1 − P(default))
 MAX_SEGMENT_CHARS = 600
-_SPLIT = re.compile(r'(?<=[.!?;])\s+|\n+|\s+[-\u2013\u2014]\s+')
+# sentences, and first-person clauses joined by 'and/but/so' ("I make the decisions and we want X live by June")
+_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+[-\u2013\u2014]\s+|,?\s+(?:and|but|so)\s+(?=(?:we|we're|we've|we'd|i|i'm|i'd|i've|our|my)\b)",
+                    re.IGNORECASE)
 
 
 def segments(text: str) -> list[str]:

@@ -131,7 +131,7 @@ _AI = _rx(r"""\b(?:ai|a\.i\.|genai|gen\s+ai|generative\s+ai|llms?|large\s+langua
     speech(?:-to-text)?|transcription|fine-?tun(?:e|ing)|knowledge\s+(?:base|assistant|management)|
     automat(?:e|ion|ing)|mlops|llmops|data\s+platform|data\s+pipelines?|hallucinat\w*)\b""")
 _THIRD_PARTY = re.compile(r"\b(?:customers?|users?|clients?|patients?|employees|callers|visitors|shoppers|they|them|"
-                          r"bot|chatbot|assistant|agents?|system|app|that|which|it|team|sales|reps|staff)\b(?:\W+\w+){0,2}\W*$", _I)
+                          r"bot|chatbot|assistant|agents?|system|app|that|which|it|team|sales|reps|staff)\b(?:\W+\w+){0,3}\W*$", _I)
 _CONDITIONAL = re.compile(r'\b(?:before|if|unless|whether|until)\b', _I)
 _REQUIREMENT = re.compile(r"\b(?:only|must|need|needs|required?|requires|requirement|mandatory|have\s+to|has\s+to|"
                           r"can't|cannot|can\s+not|necessary|obligat\w+|insist)\b", _I)
@@ -764,8 +764,16 @@ def readable(text: str) -> bool:
 
 
 # authority is about the speaker: a learned authority level needs a sentence that speaks of the visitor or names a role
-_SPEAKER = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|myself)\b|\b(?:ceo|cto|cio|coo|cfo|cdo|cpo|ciso|founder|co-?founder|owner|"
-                      r"partner|president|chair\w*|head|director|vp|chief|manager|lead|principal|officer|dean|here)\b", re.IGNORECASE)
+_SPEAKER = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|myself)\b|(?<!their\s)(?<!his\s)(?<!her\s)(?<!its\s)(?<!our\s)(?<!the\s)"
+                      r"\b(?:ceo|cto|cio|coo|cfo|cdo|cpo|ciso|founder|co-?founder|owner|partner|president|chair\w*|head|director|vp|"
+                      r"chief|manager|lead|principal|officer|dean)\b", re.IGNORECASE)
+# a message that only hands over contact details is not, by itself, a request to be called (the hot-lead rule or the
+# stall rule decides what happens with them): "my email is …", "reach me at ana@acme.example"
+# someone else's conversation: "I'll talk to someone in my team first", "our customers want a human"
+_NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|boss|manager|colleagues)|my\s+(?:colleagues|boss|manager)|"
+                     r"customers|users|patients|citizens|students|callers|shoppers)\b", re.IGNORECASE)
+_HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
+_CONTACT_ONLY = re.compile(r"^\W*(?:(?:sure|ok|okay|yes|yeah|yep)\W+)?(?:(?:my|our)\s+)?(?:e-?mail(?:\s+address)?|address|(?:phone\s+)?number|phone|contact(?:\s+details)?)\s*(?:is|:|=|'s)", re.IGNORECASE)
 # text that imitates the assistant's own state or instructions is not the visitor talking about themselves
 _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|reason|flag)s?\s*[:=]\s*\S+|"
                        r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
@@ -836,7 +844,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                   or learned('consultant', th.signal) == 'yes')
     for_client = consultant or state.is_consultant
     human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
-             or learned('human', th.signal) == 'yes')
+             or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
+                 and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
+                 and not _NOT_US.search(ev_h)))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))

@@ -78,8 +78,9 @@ class OfflineModel:
                                    lexical_support(query or message, [c.content for c in result.chunks[:3]])).in_scope
         def say(x: float):      # sure yes, sure no, or let the composer's own rules decide
             return True if x >= INTENT_THRESHOLD else False if x < INTENT_DOUBT else None
+        # a request for a person is the router's to decide (patterns + classifier); the composer only offers one when asked
         return ComposeHints(pricing=say(p('pricing')), smalltalk=say(p('smalltalk')), off_topic=off, private=say(p('private')),
-                            human=say(p('human')), clarify=clarify)
+                            human=p('human') >= INTENT_THRESHOLD, clarify=clarify)
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:

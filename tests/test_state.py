@@ -31,9 +31,10 @@ def test_apply_delta_never_downgrades(deltas):
             s = apply_delta(s, d)
             for dim in DIMENSIONS:
                 assert LEVEL_RANK[getattr(s.qualification, dim)] >= LEVEL_RANK[getattr(before.qualification, dim)]
-            # latched flags stay latched
-            for flag in ('is_negative_persona', 'is_no_fit'):
-                assert getattr(s.qualification, flag) >= getattr(before.qualification, flag)
+            # latched flags stay latched — except the spec's one: a consultant acting for a client is never no-fit
+            assert s.qualification.is_negative_persona >= before.qualification.is_negative_persona
+            assert s.qualification.is_no_fit >= before.qualification.is_no_fit or (s.is_consultant and not s.qualification.is_no_fit)
+            if s.is_consultant: assert not s.qualification.is_no_fit
             assert s.is_consultant >= before.is_consultant and s.referral_mentioned >= before.referral_mentioned
             # the signal log only grows
             assert s.qualification.signals_observed[:len(before.qualification.signals_observed)] == before.qualification.signals_observed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from leadchat.classify import SignalReader, get_classifier, load_corpus, split
+from leadchat.classify import SignalReader, get_classifier, is_dev, load_corpus, split
 from leadchat.compose import compose_answer
 from leadchat.extract import extract_delta
 from leadchat.knowledge import local_embeddings
@@ -106,20 +106,26 @@ def test_bad_input_never_crashes_and_never_upgrades(reader, name):
     assert isinstance(reply, str) and reply.strip(), name
 
 
+def tiny_corpus(folder, lines):
+    "A corpus folder holding `lines` (one labelled message each)."
+    folder.mkdir(exist_ok=True)
+    (folder / 'a.jsonl').write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
+    return folder
+
+
 def test_classifier_cache_follows_the_corpus(tmp_path, embed):
     "The weights are cached by corpus hash: the same corpus loads, a changed line retrains."
-    corpus = tmp_path / 'corpus'
-    corpus.mkdir()
     lines = [{'text': f'how much does a project of type {i} cost', 'pricing': 'yes'} for i in range(30)]
     lines += [{'text': f'we are based in city number {i}'} for i in range(30)]
-    (corpus / 'a.jsonl').write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
+    corpus = tiny_corpus(tmp_path / 'corpus', lines)
     cache = tmp_path / 'cache'
     first = get_classifier(embed, corpus=corpus, folder=cache)
     files = sorted(p.name for p in cache.glob('signals-*.npz'))
     assert len(files) == 1
     again = get_classifier(embed, corpus=corpus, folder=cache)
     assert again is first
-    (corpus / 'a.jsonl').write_text('\n'.join(json.dumps(l) for l in lines[:-1]) + '\n')
+    extra = next(t for t in (f'what would project kind {i} cost us' for i in range(100)) if not is_dev(t))   # a training line
+    tiny_corpus(corpus, [*lines, {'text': extra, 'pricing': 'yes'}])
     changed = get_classifier(embed, corpus=corpus, folder=cache)
     assert changed.corpus_hash != first.corpus_hash and len(list(cache.glob('signals-*.npz'))) == 2
 
@@ -128,3 +134,20 @@ def test_corpus_is_large_and_valid():
     ex = load_corpus()
     train, dev = split(ex)
     assert len(ex) >= 3000 and len(dev) >= 500, (len(ex), len(dev))
+
+
+def test_offline_model_never_makes_a_visitor_wait_for_training(tmp_path, embed):
+    "Until its classifiers are loaded the offline model reads with the patterns only, and loads them in the background."
+    import asyncio
+    import time
+    from leadchat.models import OfflineModel
+    corpus = tiny_corpus(tmp_path / 'corpus', [{'text': f'can someone call me about thing {i}', 'human': 'yes'} for i in range(20)]
+                         + [{'text': f'what is the weather in town {i}'} for i in range(20)])
+    m = OfflineModel(reader=SignalReader(embed, corpus=corpus, folder=tmp_path / 'cache'))
+    s = SessionState(session_id='cold')
+    first = asyncio.run(m.extract("We're building a RAG assistant", s, 1))
+    assert first.scores == {} and first.problem_fit == 'confirmed'          # patterns only, no waiting
+    deadline = time.monotonic() + 120
+    while not m.reader.ready and time.monotonic() < deadline: time.sleep(0.2)
+    assert m.reader.ready
+    assert asyncio.run(m.extract('hello there', s, 2)).scores                 # the classifiers read from now on
