@@ -291,6 +291,9 @@ def test_session_detail_from_the_sessions_page(seeded):
     assert list(timeline['turn']) == [1, 2, 3]
     assert timeline['authority'][0] == '·' and timeline['authority'][1] == 'confirmed'
     assert 'authority_fit → confirmed' in timeline['evidence'][1] and timeline['event'][1] == 'handoff_proposed'
+    routing = next(df for df in (d.value for d in at.dataframe) if 'selected' in df.columns)     # why each turn went where it went
+    assert list(routing['turn']) == [1, 2, 3] and routing['selected'][1] == 'hot_lead'
+    assert routing['why'][1].startswith('hot lead: ') and 'score: explicit_request' in routing.columns
     events = next(df for df in (d.value for d in at.dataframe) if 'event' in df.columns and 'payload' in df.columns)
     assert 'handoff_delivered' in set(events['event']) and 'session_started' in set(events['event'])
     packet = json.loads(at.json[0].value)
