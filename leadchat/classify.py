@@ -23,11 +23,12 @@ import structlog
 
 # %% auto #0
 __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS_DIR', 'MAX_CORPUS_TEXT', 'TRAINER_VERSION',
-           'DEV_FRACTION', 'C_REG', 'CV_FOLDS', 'Embed', 'MAX_SEGMENTS', 'ANY', 'MAX_SEGMENT_CHARS', 'CorpusError',
-           'Example', 'parse_line', 'load_corpus', 'is_dev', 'split', 'corpus_hash', 'Head', 'fit_head',
-           'SignalClassifier', 'train_classifier', 'cache_dir', 'embed_corpus', 'get_classifier', 'segments', 'Reading',
-           'read_message', 'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader',
-           'content_words', 'lexical_support', 'ScopeParams', 'ScopeDecision', 'decide_scope']
+           'DEV_FRACTION', 'NGRAM_FEATURES', 'NGRAM_WEIGHT', 'C_REG', 'CV_FOLDS', 'Embed', 'MAX_SEGMENTS', 'ANY',
+           'MAX_SEGMENT_CHARS', 'CorpusError', 'Example', 'parse_line', 'load_corpus', 'is_dev', 'split', 'corpus_hash',
+           'Head', 'ngram_features', 'features', 'fit_head', 'SignalClassifier', 'train_classifier', 'cache_dir',
+           'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'expected_calibration_error',
+           'HeadReport', 'evaluate_heads', 'SignalReader', 'content_words', 'lexical_support', 'ScopeParams',
+           'ScopeDecision', 'decide_scope']
 
 # %% ../nbs/31a_classify.ipynb #cl000007
 log = structlog.get_logger('leadchat.classify')
@@ -98,7 +99,7 @@ def load_corpus(folder: str | Path = CORPUS_DIR) -> list[Example]:
     return out
 
 # %% ../nbs/31a_classify.ipynb #cl000011
-TRAINER_VERSION = 1     # bump when training changes: the cache key includes it
+TRAINER_VERSION = 2     # bump when training changes: the cache key includes it
 DEV_FRACTION = 0.2
 
 
@@ -144,10 +145,28 @@ class Head:
     present: np.ndarray       # (labels,) bool: labels seen in training
     temperature: float = 1.0
 
-    def proba(self, X: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(X) @ self.coef.T + self.intercept) / self.temperature
+    def proba(self, X) -> np.ndarray:
+        z = (np.asarray(X @ self.coef.T) + self.intercept) / self.temperature
         z[:, ~self.present] = -np.inf
         return _softmax(z)
+
+
+NGRAM_FEATURES = 2 ** 15    # hashed word uni- and bigrams beside the embedding: the words that name a persona or a reason
+NGRAM_WEIGHT = 1.0          # (a capstone, an H100, "on behalf of") are where a sentence embedding alone is weakest
+
+
+def ngram_features(texts: Sequence[str]):
+    "Hashed, l2-normalised word uni- and bigrams (stateless: nothing to fit, nothing to store)."
+    from sklearn.feature_extraction.text import HashingVectorizer
+    hv = HashingVectorizer(n_features=NGRAM_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm='l2', lowercase=True,
+                           token_pattern=r"(?u)\b\w[\w'+#.-]*\w\b|\b\w\b", dtype=np.float64)
+    return hv.transform(list(texts))
+
+
+def features(vectors: np.ndarray, texts: Sequence[str]):
+    "The linear models' input: the sentence embedding beside the hashed n-grams of the same text."
+    from scipy.sparse import csr_matrix, hstack
+    return hstack([csr_matrix(np.atleast_2d(np.asarray(vectors, dtype=np.float64))), NGRAM_WEIGHT * ngram_features(texts)]).tocsr()
 
 
 C_REG = 8.0         # inverse L2 strength, chosen on the dev split (C = 1, 4, 8, 16 compared in the cell below)
@@ -161,7 +180,7 @@ def _fit_lr(X, y, C):
 
 def _full_logits(lr, X, k: int) -> np.ndarray:
     "Logits over all k labels (binary regressions give one column)."
-    z = np.full((len(X), k), -1e9)
+    z = np.full((X.shape[0], k), -1e9)
     raw = lr.decision_function(X)
     if raw.ndim == 1: z[:, lr.classes_[0]], z[:, lr.classes_[1]] = 0.0, raw
     else: z[:, lr.classes_] = raw
@@ -183,12 +202,12 @@ def fit_head(decision: str, X: np.ndarray, labels: Sequence[str], *, C: float = 
     y = np.array([options.index(l) for l in labels])
     k, present = len(options), np.isin(np.arange(len(options)), y)
     if present.sum() < 2:     # a corpus that never varies this decision: it always says its one label, with no signal
-        if len(X) and present.sum() == 1:
+        if X.shape[0] and present.sum() == 1:
             return Head(decision, np.zeros((k, X.shape[1])), np.where(present, 0.0, -1e9), present, 1.0)
         raise CorpusError(f'{decision}: the corpus has no example')
     counts = np.bincount(y, minlength=k)
     folds = int(min(CV_FOLDS, counts[present].min()))
-    oof = np.zeros((len(X), k))
+    oof = np.zeros((X.shape[0], k))
     if folds >= 2:
         for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y):
             lr = _fit_lr(X[tr], y[tr], C)
@@ -216,35 +235,35 @@ class SignalClassifier:
     model_id: str
     trained_on: int = 0
 
-    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        "Probabilities per decision: {decision: (n, labels)} in `DECISIONS` order."
-        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    def predict(self, vectors: np.ndarray, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        "Probabilities per decision, {decision: (n, labels)} in `DECISIONS` order, for texts and their embeddings."
+        X = features(vectors, texts)
         return {d: h.proba(X) for d, h in self.heads.items()}
 
     def save(self, path: Path) -> None:
         "Write atomically (a concurrent reader never sees half a file)."
         arrays = {}
         for d, h in self.heads.items():
-            arrays.update({f'{d}.coef': h.coef, f'{d}.intercept': h.intercept, f'{d}.present': h.present,
+            arrays.update({f'{d}.coef': h.coef.astype(np.float32), f'{d}.intercept': h.intercept, f'{d}.present': h.present,
                            f'{d}.temperature': np.array(h.temperature)})
         meta = json.dumps({'corpus_hash': self.corpus_hash, 'model_id': self.model_id, 'trained_on': self.trained_on})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-        with open(tmp, 'wb') as f: np.savez(f, meta=np.array(meta), **arrays)
+        with open(tmp, 'wb') as f: np.savez_compressed(f, meta=np.array(meta), **arrays)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> 'SignalClassifier':
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z['meta']))
-            heads = {d: Head(d, z[f'{d}.coef'], z[f'{d}.intercept'], z[f'{d}.present'].astype(bool), float(z[f'{d}.temperature']))
+            heads = {d: Head(d, z[f'{d}.coef'].astype(np.float64), z[f'{d}.intercept'], z[f'{d}.present'].astype(bool), float(z[f'{d}.temperature']))
                      for d in DECISIONS}
         return cls(heads, meta['corpus_hash'], meta['model_id'], meta.get('trained_on', 0))
 
 
 def train_classifier(examples: Sequence[Example], X: np.ndarray, *, model_id: str, C: float = C_REG) -> SignalClassifier:
     "Fit every decision's head on `examples` (embedded as `X`, one row each)."
-    X = np.asarray(X, dtype=np.float64)
+    X = features(X, [e.text for e in examples])
     from joblib import Parallel, delayed
     fitted = Parallel(n_jobs=min(2, os.cpu_count() or 1))(
         delayed(fit_head)(d, X, [e.labels[d] for e in examples], C=C) for d in DECISIONS)
@@ -364,7 +383,8 @@ def read_message(text: str, embed: Embed, clf: SignalClassifier, *, prefetch: Se
         w = np.array([max(1, len(s.split())) for s in segs[:n_sent]], dtype=np.float64)
         whole = (w[:, None] * V).sum(axis=0)
         V = np.vstack([V, whole / (np.linalg.norm(whole) or 1.0)])
-    probs = clf.predict(V)
+    texts = segs[:n_sent] + ([' '.join(segs[:n_sent])] if len(segs) > 1 else [])
+    probs = clf.predict(V, texts)
     scores: dict[str, dict[str, tuple[float, str]]] = {}
     for d, P in probs.items():
         opts, out = DECISIONS[d], {}
@@ -407,7 +427,7 @@ class HeadReport:
 def evaluate_heads(clf: SignalClassifier, examples: Sequence[Example], X: np.ndarray) -> list[HeadReport]:
     "Per-decision metrics of `clf` on `examples` (embedded as `X`)."
     from sklearn.metrics import confusion_matrix, f1_score
-    probs = clf.predict(X)
+    probs = clf.predict(X, [e.text for e in examples])
     out = []
     for d, P in probs.items():
         opts = DECISIONS[d]

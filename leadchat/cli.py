@@ -207,7 +207,8 @@ def calibrate(env_file: Optional[Path] = EnvFile,
               out: Path = typer.Option(Path('bench/results/calibration'), help='Output base name (.html/.png/.json).'),
               changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), '--changelog-file', help='Configuration changelog to append to.'),
               write_changelog: bool = typer.Option(True, '--changelog/--no-changelog'),
-              scope: list[Path] = typer.Option([Path('bench/calibration/scope-dev.yaml'), Path('bench/calibration/scope-heldout.yaml')],
+              scope: list[Path] = typer.Option([Path('bench/calibration/scope-dev.yaml'), Path('bench/calibration/scope-heldout.yaml'),
+                                                Path('bench/calibration/scope-heldout-v2.yaml')],
                                                '--scope', help='Scope query sets: the combined scope decision beside the threshold '
                                                                 '(repeat; the first is the tuning set, the others held out).'),
               no_scope: bool = typer.Option(False, '--no-scope', help='Skip the scope report (no classifier is loaded).')):

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     leadchat_embedding_provider: Literal['local', 'openai'] = 'local'
     # --- Offline engine: the learned classifiers' calibrated-probability thresholds (31_extract: precedence)
     leadchat_signal_threshold: float = Field(0.6, gt=0.0, lt=1.0, description='A learned signal counts from this probability')
-    leadchat_disqualify_threshold: float = Field(0.6, gt=0.0, lt=1.0, description='Negative persona / no-fit need this much')
+    leadchat_disqualify_threshold: float = Field(0.5, gt=0.0, lt=1.0, description='Negative persona / no-fit need this much')
     leadchat_clarify_floor: float = Field(0.35, gt=0.0, lt=1.0, description='From here to the signal threshold: ask, do not guess')
     leadchat_admin_token: SecretStr | None = None
     leadchat_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

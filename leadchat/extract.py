@@ -17,11 +17,11 @@ from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 # %% auto #0
 __all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'COMPETITOR_RULES', 'COMPETITOR_WEAK_RULES',
            'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES', 'NO_FIT_ACADEMIC_RULES',
-           'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'AUTHORITY_RULES',
-           'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES',
-           'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES',
-           'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds',
-           'readable', 'reader_text', 'extract_delta']
+           'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES',
+           'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES',
+           'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES',
+           'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS',
+           'Rule', 'Thresholds', 'readable', 'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -186,6 +186,8 @@ HUMAN_REQUEST_RULES = [
                  (?:call|meeting|demo|consultation|appointment)\b
                  (?!\s+(?:cent(?:er|re)|transcripts?|summar\w*|notes|recordings?|logs?|data|volumes?|routing|flows?|bots?|environment|account|instance|server))""")),
     Rule(_rx(r"\b(?:can|could|shall|should)\s+(?:we|i)\s+(?:have|get|do|arrange|book|schedule|set\s+up)\s+(?:a|an)\s+(?:quick\s+|short\s+|brief\s+)?(?:call|meeting|demo|chat)\b")),
+    Rule(_rx(r"\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:set|line|fix)\s+(?:something|a\s+(?:call|meeting|time|date))\s+up\b|"
+             r"\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:arrange|organi[sz]e|schedule)\s+(?:something|a\s+(?:call|meeting|time|session|intro))\b")),
     Rule(_rx(r"\blet'?s\s+(?:have|do|get|book|schedule|set\s+up|setup|arrange|hop\s+on|jump\s+on)\s+(?:a|an)\s+(?:quick\s+|short\s+)?(?:call|meeting|demo|chat)\b")),
     Rule(_rx(r"\b(?:want|like|love|get|see|request|need)\s+(?:to\s+(?:see|get|have|book|do)\s+)?(?:a|an)\s+(?:quick\s+|live\s+|short\s+|personal(?:ised|ized)?\s+|product\s+)?demo\b(?!\s+(?:environment|account|instance|data))")),
     Rule(_rx(r"\b(?:send|share|give)\s+(?:me\s+|us\s+)?(?:a|an|the|your)\s+(?:calendar|booking|calendly|meeting)\s+link\b|\bcalendly\b")),
@@ -277,16 +279,22 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual contractor scope, job seekers
     Rule(_rx(r"""\blooking\s+for\s+(?:a\s+|an\s+|some\s+)?(?:paid\s+)?(?:(?:freelance|contract|part-time|remote|one[-\s]day|short|short-term|summer)\s+)?
                  (?:gigs?|jobs?|internships?|employment|(?:freelance|contract|paid)\s+(?:work|projects?|gigs?)|job\s+opportunit(?:y|ies))\b
                  (?!\s+(?:scheduler|queue|board|runner|orchestrat\w*|order|flow|tracker|management|platform|matching|ads?|postings?|descriptions?))""")),
-    Rule(_rx(r"\bare\s+you\s+(?:guys\s+)?(?:currently\s+)?hiring\b|\b(?:do|can|would)\s+you\s+(?:hire|take\s+on)\s+(?:freelancers|contractors|interns|juniors)\b")),
+    Rule(_rx(r"\bare\s+you\s+(?:guys\s+)?(?:currently\s+)?hiring\b|\b(?:do|can|would)\s+you\s+(?:guys\s+)?(?:ever\s+|still\s+|currently\s+|also\s+)?"
+             r"(?:hire|take\s+on|work\s+with|use)\s+(?:freelancers|contractors|interns|juniors|freelance\s+\w+|external\s+(?:engineers|developers))\b")),
+    Rule(_rx(r"\b(?:building|making|writing)\s+(?:a|an|my)\s+(?:[\w-]+\s+){0,3}?(?:app|tool|tracker|bot|site|website|project|script)\s+for\s+myself\b|"
+             r"\bfor\s+my\s+own\s+(?:use|needs|hobby|fun)\b")),
     Rule(_rx(r"\b(?:can|could)\s+i\s+(?:work|join)\s+(?:for|with)?\s*(?:you|your\s+(?:team|company))\b|\b(?:apply|applying)\s+(?:for|to)\s+(?:a\s+|an\s+|the\s+)?(?:job|role|position|internship|vacancy)\b")),
     Rule(_rx(r"\b(?:it'?s|it\s+is|there'?s\s+only|its)?\s*(?:just|only)\s+me\b(?=\s*(?:[,.!;:-]|$)|\s+here\b|\s+on\s+my\s+own\b)")),
     Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:business|company|shop|band|operation)|private\s+individual|hobbyist)\b")),
+    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
+             r"artist|musician|realtor|broker|trainer|translator)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?(?:personal|hobby|pet|side)\s+project\b|\ba\s+(?:personal|hobby)\s+project\b")),
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
     Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
 ]
 NO_FIT_ACADEMIC_RULES = [
+    Rule(_rx(r"\bmy\s+(?:[\w'-]+\s+){0,2}?(?:capstone|thesis|dissertation|coursework|homework|assignment)\b")),
     Rule(_rx(r"""\bfor\s+(?:my|our|a)\s+(?:(?:university|college|school|uni|class|course|degree|master'?s|msc|mba|bachelor'?s|phd|final[-\s]year|capstone|group)\s+)+
                  (?:assignment|project|thesis|dissertation|coursework|homework|paper|essay|module|report)\b""")),
     Rule(_rx(r"\bfor\s+my\s+(?:thesis|dissertation|homework|coursework|assignment|class|course|degree|studies|capstone)\b")),
@@ -294,8 +302,21 @@ NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\b(?:doing|writing|working\s+on|finishing)\s+(?:a|my|an|the)\s+(?:[\w'-]+\s+)?(?:thesis|dissertation|capstone)\b")),
     Rule(_rx(r"\bfor\s+academic\s+purposes\b")),
 ]
+# a service Calderwood does not offer, named by its own vocabulary (knowledge/: services)
+NO_FIT_SERVICE_RULES = [
+    Rule(_rx(r"\b(?:an?\s+)?seo\s+(?:agency|services?|work|campaign|audit)\b|\b(?:keyword\s+research|backlinks?|link\s+building|google\s+ads\s+management)\b")),
+    Rule(_rx(r"\b(?:headhunting|head-hunting|recruitment\s+(?:agency|services?|firm)|placement\s+fee|staffing\s+agency)\b|"
+             r"\b(?:hire|recruit|find)\s+(?:us\s+)?(?:\d+\s+|a\s+few\s+|some\s+)?(?:permanent|full-time|in-house)\s+(?:\w+\s+){0,2}?(?:engineers|developers|staff|employees|hires)\b")),
+    Rule(_rx(r"\b(?:build|develop|make|design)\s+(?:us\s+)?(?:our|a|an)\s+(?:next\s+|new\s+)?(?:mobile\s+|video\s+|console\s+|pc\s+)?game\b|"
+             r"\b(?:mobile|video)\s+game\s+(?:development|studio\s+to\s+build)\b")),
+    Rule(_rx(r"\b(?:hardware\s+and\s+firmware|firmware\s+and\s+hardware)\b|\b(?:need|want|looking\s+for)\b[^.?!]{0,40}?\b(?:sensors|devices|circuit\s+boards|pcbs|hardware)\s+"
+             r"(?:designed|built|manufactured|made|installed|supplied)\b|\b(?:supply|install)\s+(?:and\s+install\s+)?(?:\d+\s+)?(?:gpu\s+)?(?:servers|racks|hardware)\b")),
+    Rule(_rx(r"\b(?:build|redesign|make|fix|set\s+up)\s+(?:us\s+)?(?:a|an|our)\s+(?:new\s+)?(?:wordpress\s+|shopify\s+|company\s+)?(?:web\s*site|landing\s+page|online\s+shop|web\s+shop)\b|"
+             r"\b(?:it\s+support|managed\s+it|helpdesk\s+outsourcing|laptop\s+repairs?)\b")),
+]
 # geography / regulation: only as a stated requirement ("we can only work with ...", "we need ...")
 NO_FIT_GEO_RULES = [
+    Rule(_rx(r"\b(?:be|work|working|stay|sit)\s+(?:full[-\s]time\s+)?(?:on-?site|onsite|in\s+person|physically\s+present|in[-\s]office)\s+(?:\w+\s+){0,2}?in\s+" + _NONEU)),
     Rule(_rx(r"\b(?:fedramp|itar|cjis|irap|cmmc|il[2-6]|impact\s+level\s+[2-6]|(?:us|u\.s\.)\s+(?:government\s+)?security\s+clearance|"
              r"security[-\s]cleared|(?:top\s+)?secret\s+clearance|us\s+citizens\s+only|(?:us|u\.s\.)\s+persons)\b")),
     Rule(_rx(r"\b(?:vendors?|suppliers?|partners?|providers?|contractors?|consultanc(?:y|ies)|consultants|(?:your|their|whose|the\s+vendor'?s?)\s+(?:teams?|engineers|staff|people|developers))\s+"
@@ -319,6 +340,12 @@ def _geo_veto(text: str, m: re.Match) -> bool:
 
 # %% ../nbs/31_extract.ipynb #ex000027
 CONSULTANT_RULES = [
+    Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|the|our|my)\s+(?:[\w-]+\s+){0,3}?(?:company|firm|municipality|council|city|hospital|bank|insurer|retailer|"
+             r"manufacturer|group|startup|brand|client|customer|organi[sz]ation|ministry|agency|university|operator|chain|government)\b")),
+    Rule(_rx(r"\bwe\s+(?:advise|support|represent|work\s+with)\s+(?:a|an)\s+(?:[\w~,-]+\s+){0,4}?(?:company|firm|retailer|bank|insurer|hospital|group|"
+             r"manufacturer|startup|brand|operator|chain|municipality|organi[sz]ation)\b[^.?!]{0,120}?\b(?:partner|vendor|supplier|shortlist|rfp|tender|provider)")),
+    Rule(_rx(r"\b(?:fractional|interim|outsourced|part-time)\s+(?:cto|cio|cdo|head\s+of\s+\w+|it\s+director|data\s+lead)\s+(?:for|at|to|of)\s+(?:a|an|two|three|several|\d+)\b")),
+    Rule(_rx(r"\b(?:managing|running|coordinating|leading)\s+(?:an?|the)\s+(?:rfp|tender|procurement|vendor\s+selection)\s+(?:process\s+)?(?:for|on\s+behalf\s+of)\b")),
     Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|my|our|one\s+of\s+(?:my|our))\s+(?:[\w-]+\s+){0,2}?clients?\b")),
     Rule(_rx(r"\b(?:for|representing)\s+(?:a|an|one\s+of\s+(?:my|our)|my)\s+(?:[\w-]+\s+){0,2}?client\b")),
     Rule(_rx(r"\b(?:my|our)\s+client(?:,[^,.;!?]{1,80},)?\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
@@ -370,7 +397,7 @@ _TITLE = rf"""(?P<title>
     | managing\s+(?:director|partner)
     | (?:head|director|(?:s|e)?vp|vice\s+president|dean)\s+of\s+{_OF_WHAT}
     | (?:s|e)?vp\s+{_FUNCTION}
-    | {_FUNCTION}\s+(?:director|head|vp|manager|lead)
+    | {_FUNCTION}\s+(?:director|head|vp)
     | (?:business\s+)?owner | president | general\s+manager
     | engineering\s+lead
     | (?:final\s+|ultimate\s+)?decision[-\s]?maker | budget\s+(?:holder|owner) | economic\s+buyer)"""
@@ -379,7 +406,10 @@ _SUBJECT = (rf"(?:\bi(?:'?m|\s+am)\s+(?:(?-i:{_NAME_TOK})(?:\s+(?-i:{_NAME_TOK})
 _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:software|data|ml|machine\s+learning|ai|backend|back-end|frontend|front-end|platform|devops|"
             r"cloud|solutions?|research|analytics|qa|mlops|full[-\s]?stack|systems|security|prompt|nlp)\s+)?"
             r"(?:engineer|developer|scientist|analyst|architect|product\s+manager|project\s+manager|program\s+manager|product\s+owner|pm|designer|"
-            r"programmer|specialist|(?:team|tech|technical)\s+lead|team\s+leader))")
+            r"programmer|specialist|(?:team|tech|technical)\s+lead|team\s+leader|"
+            r"(?:engineering|product|data|it|technology|tech|platform|ml|ai|innovation|digital|operations|ops|analytics|support|cx|"
+            r"infrastructure|security|software|development|marketing|sales|finance|claims|underwriting|risk|compliance|procurement|project|program|"
+            r"customer\s+(?:service|support|experience))\s+(?:manager|lead)))")
 AUTHORITY_RULES = [
     Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
     Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b")),
@@ -393,6 +423,9 @@ AUTHORITY_RULES = [
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
 ]
 AUTHORITY_WEAK_RULES = [
+    # a message or sentence that opens with an individual contributor's title: "ml engineer at a fintech", "sre at a 70-person saas"
+    Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:a|an)\s+)?(?:junior\s+|senior\s+|lead\s+)?(?:" + _IC_ROLE + r"|sre|site\s+reliability\s+engineer|"
+             r"(?:ml|ai|data|software|devops|platform|qa)\s+(?:eng|dev))\s+(?:at|here|with|in|for)\b"), 'partially_confirmed'),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:on|in|part\s+of|a\s+member\s+of|with)\s+(?:the|our|a)\s+(?P<team>(?:[\w&/-]+\s+){1,3}?)team\b"), 'partially_confirmed'),
     Rule(_rx(r"\bi\s+work\s+(?:on|in|for)\s+(?:the|our)\s+(?P<team>(?:[\w&/-]+\s+){1,3}?)(?:team|department)\b"), 'partially_confirmed'),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:(?-i:" + _NAME_TOK + r"),?\s+)?(?:a|an|the|one\s+of\s+the)\s+" + _IC_ROLE + r"s?\b"), 'partially_confirmed'),
@@ -628,6 +661,7 @@ PROBLEM_IMPLICIT_RULES = [
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
     (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate)\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b""")
+_HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|thinking\s+about|looking\s+into|wondering)\b", _I)
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
@@ -639,6 +673,7 @@ def _problem(text: str):
         for m in rx.finditer(text):
             if _negated(text, m) or not _AI.search(_sentence_of(text, m)): continue
             if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
+            if _HIRING.search(_sentence_of(text, m)): continue        # hiring people is not an AI project
             # "we're exploring where genai could help" is an exploration, not a project (hinted)
             (exploring if _EXPLORING.search(m.group()) or _NO_PROJECT.search(_sentence_of(text, m)) else found).append(_evidence(text, m))
     if found:    # prefer the phrase that itself names the AI work ("building a RAG assistant" over "we need it live")
@@ -736,7 +771,7 @@ def _visitor_name(text: str) -> str | None:
 
 # %% ../nbs/31_extract.ipynb #ex000048
 SIGNAL_THRESHOLD = 0.6       # LEADCHAT_SIGNAL_THRESHOLD: a learned signal counts from this probability
-DISQUALIFY_THRESHOLD = 0.6   # LEADCHAT_DISQUALIFY_THRESHOLD: its own knob for a negative persona / no-fit
+DISQUALIFY_THRESHOLD = 0.5   # LEADCHAT_DISQUALIFY_THRESHOLD: its own knob for a negative persona / no-fit
 CLARIFY_FLOOR = 0.35         # LEADCHAT_CLARIFY_FLOOR: between this and SIGNAL_THRESHOLD, ask instead of guessing
 
 
@@ -839,6 +874,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
     learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
 
+    # a stated title is precise: the model does not overrule a pattern's authority level (precedence 2)
+    if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
+
     # flags: pattern, or learned at the flag's threshold (precedence 3 and 4)
     consultant = (bool(_first(text, CONSULTANT_RULES)) or bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
                   or learned('consultant', th.signal) == 'yes')
@@ -854,6 +892,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                learned('persona', th.disqualify))
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
+              'service' if _first(text, NO_FIT_SERVICE_RULES) else
               'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify))
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
