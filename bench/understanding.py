@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Understanding benchmarks (issue 14: the offline engine understands ordinary visitors). Records numbers; never pass/fail.
 
-    .venv/bin/python bench/understanding.py [--set dev|locked|regression ...] [--latency N] [--smoke]
+    .venv/bin/python bench/understanding.py [--set dev dev2 regression locked-v2 ...] [--latency N] [--smoke]
 
 In one run on one machine:
   * conversation quality: each eval file driven over the real chat API (`leadchat.evaluate.evaluate`, offline provider,
@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'bench' / 'results'
-SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'locked': ROOT / 'eval' / 'locked.yaml', 'regression': ROOT / 'eval' / 'conversations.yaml'}
+SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'dev2': ROOT / 'eval' / 'dev2.yaml', 'regression': ROOT / 'eval' / 'conversations.yaml',
+        'locked': ROOT / 'eval' / 'locked.yaml', 'locked-v2': ROOT / 'eval' / 'locked-v2.yaml'}      # a locked set is scored once
 CORE = ('hot', 'warm', 'explicit', 'negative_persona', 'no_fit', 'consultant', 'referral', 'stall', 'injection', 'pricing', 'small_talk')
 
 
@@ -132,7 +133,7 @@ def markdown(res):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--set', nargs='*', default=['dev', 'regression'], choices=sorted(SETS))
+    ap.add_argument('--set', nargs='*', default=['dev', 'dev2', 'regression'], choices=sorted(SETS))
     ap.add_argument('--latency', type=int, default=3, help='rounds over the dev messages (0: skip)')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: a few cases, nothing written')
     a = ap.parse_args()
