@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/classify.html.md"""
 # %% ../nbs/31a_classify.ipynb #cl000004
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -155,12 +156,16 @@ NGRAM_FEATURES = 2 ** 15    # hashed word uni- and bigrams beside the embedding:
 NGRAM_WEIGHT = 1.0          # (a capstone, an H100, "on behalf of") are where a sentence embedding alone is weakest
 
 
+@functools.lru_cache(maxsize=1)
+def _hashing_vectorizer():
+    from sklearn.feature_extraction.text import HashingVectorizer
+    return HashingVectorizer(n_features=NGRAM_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm='l2', lowercase=True,
+                             token_pattern=r"(?u)\b\w[\w'+#.-]*\w\b|\b\w\b", dtype=np.float64)
+
+
 def ngram_features(texts: Sequence[str]):
     "Hashed, l2-normalised word uni- and bigrams (stateless: nothing to fit, nothing to store)."
-    from sklearn.feature_extraction.text import HashingVectorizer
-    hv = HashingVectorizer(n_features=NGRAM_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm='l2', lowercase=True,
-                           token_pattern=r"(?u)\b\w[\w'+#.-]*\w\b|\b\w\b", dtype=np.float64)
-    return hv.transform(list(texts))
+    return _hashing_vectorizer().transform(list(texts))
 
 
 def features(vectors: np.ndarray, texts: Sequence[str]):
