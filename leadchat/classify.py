@@ -27,9 +27,9 @@ __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS
            'DEV_FRACTION', 'NGRAM_FEATURES', 'NGRAM_WEIGHT', 'C_REG', 'CV_FOLDS', 'Embed', 'MAX_SEGMENTS', 'ANY',
            'MAX_SEGMENT_CHARS', 'CorpusError', 'Example', 'parse_line', 'load_corpus', 'is_dev', 'split', 'corpus_hash',
            'Head', 'ngram_features', 'features', 'fit_head', 'SignalClassifier', 'train_classifier', 'cache_dir',
-           'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'expected_calibration_error',
-           'HeadReport', 'evaluate_heads', 'SignalReader', 'content_words', 'lexical_support', 'ScopeParams',
-           'ScopeDecision', 'decide_scope']
+           'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'aread_message', 'read_vectors',
+           'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader', 'content_words',
+           'lexical_support', 'ScopeParams', 'ScopeDecision', 'decide_scope']
 
 # %% ../nbs/31a_classify.ipynb #cl000007
 log = structlog.get_logger('leadchat.classify')
@@ -375,13 +375,30 @@ class Reading:
         return {d: {l: round(v[0], 3) for l, v in labs.items() if v[0] >= 0.05 and l != ANY} for d, labs in self.scores.items()}
 
 
+def _to_embed(text: str, prefetch: Sequence[str]) -> tuple[list[str], int, list[str]]:
+    "(segments, how many are sentences, texts to embed: the sentences and the prefetched texts)."
+    segs = segments(text)
+    n_sent = len(segs) - 1 if len(segs) > 1 else 1       # the last segment of several is the whole message
+    return segs, n_sent, segs[:n_sent] + [t for t in prefetch if t and t not in segs[:n_sent]]
+
+
 def read_message(text: str, embed: Embed, clf: SignalClassifier, *, prefetch: Sequence[str] = ()) -> Reading:
     "Run every decision on the segments of `text` (one batched embedding call, with `prefetch` riding along)."
-    segs = segments(text)
+    segs, n_sent, todo = _to_embed(text, prefetch)
     if not segs: return Reading({d: {} for d in DECISIONS})
-    n_sent = len(segs) - 1 if len(segs) > 1 else 1       # the last segment of several is the whole message
-    extra = [t for t in prefetch if t and t not in segs[:n_sent]]
-    V = np.asarray(embed(segs[:n_sent] + extra), dtype=np.float64)[:n_sent]
+    return read_vectors(segs, n_sent, embed(todo), clf)
+
+
+async def aread_message(text: str, aembed, clf: SignalClassifier, *, prefetch: Sequence[str] = ()) -> Reading:
+    "`read_message` with an async embedding function (the service's micro-batcher): no thread waits on the event loop."
+    segs, n_sent, todo = _to_embed(text, prefetch)
+    if not segs: return Reading({d: {} for d in DECISIONS})
+    return read_vectors(segs, n_sent, await aembed(todo), clf)
+
+
+def read_vectors(segs: list[str], n_sent: int, vectors, clf: SignalClassifier) -> Reading:
+    "The reading of `segs` from the embeddings of its sentences (the first `n_sent` rows of `vectors`)."
+    V = np.asarray(vectors, dtype=np.float64)[:n_sent]
     if len(segs) > 1:
         # the whole message's embedding without a second pass of the model: MiniLM mean-pools its tokens, so the
         # word-weighted mean of its sentences' embeddings is close to it (and costs nothing)
@@ -446,9 +463,10 @@ def evaluate_heads(clf: SignalClassifier, examples: Sequence[Example], X: np.nda
 # %% ../nbs/31a_classify.ipynb #cl000026
 class SignalReader:
     "Reads messages with the learned classifiers; the classifier is loaded on first use."
-    def __init__(self, embed: Embed, *, model_id: str = 'all-MiniLM-L6-v2', corpus: str | Path = CORPUS_DIR,
+    def __init__(self, embed: Embed, *, aembed=None, model_id: str = 'all-MiniLM-L6-v2', corpus: str | Path = CORPUS_DIR,
                  folder: Path | None = None):
-        self.embed, self.model_id, self.corpus, self.folder = embed, model_id, corpus, folder
+        "`embed`: a batch embedding function (training, notebooks); `aembed`: its async twin for serving (the micro-batcher)."
+        self.embed, self.aembed, self.model_id, self.corpus, self.folder = embed, aembed, model_id, corpus, folder
         self._clf: SignalClassifier | None = None
         self._lock = threading.Lock()
         self._warming: threading.Thread | None = None
@@ -480,6 +498,13 @@ class SignalReader:
     def read(self, text: str, *, prefetch: Sequence[str] = ()) -> Reading:
         "Read `text`; `prefetch`: other texts embedded in the same batch (the turn's retrieval query, for the cache)."
         return read_message(text, self.embed, self.classifier, prefetch=prefetch)
+
+    async def aread(self, text: str, *, prefetch: Sequence[str] = ()) -> Reading:
+        "`read` through `aembed` on the event loop (falls back to `read` in a worker thread without one)."
+        if self.aembed is None:
+            import asyncio
+            return await asyncio.to_thread(self.read, text, prefetch=prefetch)
+        return await aread_message(text, self.aembed, self.classifier, prefetch=prefetch)
 
 # %% ../nbs/31a_classify.ipynb #cl000041
 _STOP = frozenset('''a an the and or but if then so of to in on at by for with from about into over after before as is are was were be

@@ -37,10 +37,10 @@ class OfflineModel:
     "The no-network provider: patterns + calibrated classifiers for extraction, grounded templated answers."
     name = 'offline'
 
-    def __init__(self, embed=None, *, thresholds: Thresholds = Thresholds(), rag_threshold: float | None = None,
+    def __init__(self, embed=None, *, aembed=None, thresholds: Thresholds = Thresholds(), rag_threshold: float | None = None,
                  reader: SignalReader | None = None):
-        "`embed`: the batch embedding function of the local MiniLM (None: patterns only)."
-        self.reader = reader or (SignalReader(embed) if embed is not None else None)
+        "`embed`: the batch embedding function of the local MiniLM (None: patterns only); `aembed`: its async twin (serving)."
+        self.reader = reader or (SignalReader(embed, aembed=aembed) if embed is not None else None)
         self.thresholds, self.rag_threshold = thresholds, rag_threshold
         # this turn's reading, from extract to respond (same process, same turn); bounded
         self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None]] = OrderedDict()
@@ -57,9 +57,9 @@ class OfflineModel:
             return extract_delta(message, state, turn_index, thresholds=self.thresholds)
         if self.reader is None or not readable(message[:MAX_MESSAGE_CHARS]):
             return extract_delta(message, state, turn_index, thresholds=self.thresholds)
-        # the classifiers embed (CPU-bound): keep them off the event loop
-        # the retrieval query rides in the same embedding batch: generate_response then finds it in the cache
-        reading = await asyncio.to_thread(self.reader.read, reader_text(message[:MAX_MESSAGE_CHARS]),
+        # the embedding goes through the service's micro-batcher (awaited, never a thread blocked on the event loop);
+        # the retrieval query rides in the same batch: generate_response then finds it in the cache
+        reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]),
                                           prefetch=[q] if (q := retrieval_query(message)) else [])
         delta = extract_delta(message, state, turn_index, reading=reading, thresholds=self.thresholds)
         self._turns[(state.session_id, message)] = (reading, delta.clarify)
@@ -102,7 +102,7 @@ def is_proposal_language(text: str) -> bool:
     return is_stage3_language(text) and not is_no_result_offer(text)
 
 
-def get_model(settings: Settings, *, embed=None):
+def get_model(settings: Settings, *, embed=None, aembed=None):
     "The configured provider (see above)."
     p = settings.leadchat_model_provider
     if p == 'auto': p = 'anthropic' if settings.anthropic_api_key else 'offline'
@@ -112,6 +112,6 @@ def get_model(settings: Settings, *, embed=None):
     if p == 'openai':
         from leadchat.hosted import OpenAICompatModel
         return OpenAICompatModel(settings)
-    return OfflineModel(embed, rag_threshold=settings.rag_relevance_threshold,
+    return OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold,
                         thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
                                               settings.leadchat_clarify_floor))

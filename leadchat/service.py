@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/service.html.md"""
 # %% ../nbs/35_service.ipynb #sv000004
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -86,7 +87,11 @@ class ChatService:
         if embeddings is None and retriever is None and settings.leadchat_embedding_provider == 'local':
             embeddings = EmbeddingBatcher(local_embeddings())   # one model, batched across concurrent turns
         self.retriever = retriever or KnowledgeRetriever(db.pool, settings, embeddings)
-        self.model = model or get_model(settings, embed=embeddings.embed_blocking if isinstance(embeddings, EmbeddingBatcher) else None)
+        if isinstance(embeddings, EmbeddingBatcher):
+            # the classifiers train on the model directly and read through the batcher (awaited on the event loop)
+            local = dict(embed=embeddings.embeddings.embed_documents, aembed=lambda texts: asyncio.gather(*map(embeddings.embed, texts)))
+        else: local = {}
+        self.model = model or get_model(settings, **local)
         self.graph = build_graph(create_checkpointer(db.pool))
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
