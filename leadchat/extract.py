@@ -889,7 +889,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
                                                                    or (not org_need and bool(_first(text, RESEARCHER_WHO_RULES)))) else
-               learned('persona', th.disqualify))
+               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) else None)    # who they are: they must say
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else
