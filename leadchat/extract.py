@@ -340,13 +340,12 @@ def _geo_veto(text: str, m: re.Match) -> bool:
 
 # %% ../nbs/31_extract.ipynb #ex000027
 CONSULTANT_RULES = [
-    Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|the|our|my)\s+(?:[\w-]+\s+){0,3}?(?:company|firm|municipality|council|city|hospital|bank|insurer|retailer|"
-             r"manufacturer|group|startup|brand|client|customer|organi[sz]ation|ministry|agency|university|operator|chain|government)\b")),
     Rule(_rx(r"\bwe\s+(?:advise|support|represent|work\s+with)\s+(?:a|an)\s+(?:[\w~,-]+\s+){0,4}?(?:company|firm|retailer|bank|insurer|hospital|group|"
              r"manufacturer|startup|brand|operator|chain|municipality|organi[sz]ation)\b[^.?!]{0,120}?\b(?:partner|vendor|supplier|shortlist|rfp|tender|provider)")),
     Rule(_rx(r"\b(?:fractional|interim|outsourced|part-time)\s+(?:cto|cio|cdo|head\s+of\s+\w+|it\s+director|data\s+lead)\s+(?:for|at|to|of)\s+(?:a|an|two|three|several|\d+)\b")),
     Rule(_rx(r"\b(?:managing|running|coordinating|leading)\s+(?:an?|the)\s+(?:rfp|tender|procurement|vendor\s+selection)\s+(?:process\s+)?(?:for|on\s+behalf\s+of)\b")),
-    Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|my|our|one\s+of\s+(?:my|our))\s+(?:[\w-]+\s+){0,2}?clients?\b")),
+    Rule(_rx(r"\bon\s+behalf\s+of\s+(?:a|an|the|my|our|one\s+of\s+(?:my|our))\s+(?:[\w-]+\s+){0,3}?(?:clients?|customers?|company|firm|municipality|"
+             r"council|city|hospital|bank|insurer|retailer|manufacturer|group|startup|brand|organi[sz]ation|ministry|agency|university|operator|chain|government)\b")),
     Rule(_rx(r"\b(?:for|representing)\s+(?:a|an|one\s+of\s+(?:my|our)|my)\s+(?:[\w-]+\s+){0,2}?client\b")),
     Rule(_rx(r"\b(?:my|our)\s+client(?:,[^,.;!?]{1,80},)?\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
     Rule(_rx(r"\bone\s+of\s+(?:our|my)\s+(?:clients|customers|accounts)\s+(?:wants|needs|is\s+looking|asked|has\s+asked|would\s+like|requires)\b")),

@@ -43,7 +43,7 @@ class OfflineModel:
         self.reader = reader or (SignalReader(embed, aembed=aembed) if embed is not None else None)
         self.thresholds, self.rag_threshold = thresholds, rag_threshold
         # this turn's reading, from extract to respond (same process, same turn); bounded
-        self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None]] = OrderedDict()
+        self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None, str | None]] = OrderedDict()
 
     def prepare(self) -> None:
         "Load (or train) the classifiers now: the API calls it at start-up, before the first visitor."
@@ -59,10 +59,10 @@ class OfflineModel:
             return extract_delta(message, state, turn_index, thresholds=self.thresholds)
         # the embedding goes through the service's micro-batcher (awaited, never a thread blocked on the event loop);
         # the retrieval query rides in the same batch: generate_response then finds it in the cache
-        reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]),
-                                          prefetch=[q] if (q := retrieval_query(message)) else [])
+        query = retrieval_query(message)
+        reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]), prefetch=[query] if query else [])
         delta = extract_delta(message, state, turn_index, reading=reading, thresholds=self.thresholds)
-        self._turns[(state.session_id, message)] = (reading, delta.clarify)
+        self._turns[(state.session_id, message)] = (reading, delta.clarify, query)
         while len(self._turns) > 1024: self._turns.popitem(last=False)
         return delta
 
@@ -84,8 +84,7 @@ class OfflineModel:
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:
-        reading, clarify = self._turns.pop((state.session_id, message), (None, None))
-        query = retrieval_query(message)
+        reading, clarify, query = self._turns.pop((state.session_id, message), None) or (None, None, retrieval_query(message))
         result = await retrieve(query) if query else None
         hints = self.hints(message, query, reading, clarify, result)
         for tok in stream_tokens(compose_answer(message, state, result, hints)): yield tok
