@@ -16,12 +16,13 @@ from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 
 # %% auto #0
 __all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'COMPETITOR_RULES', 'COMPETITOR_WEAK_RULES',
-           'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES', 'NO_FIT_ACADEMIC_RULES',
-           'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES',
-           'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES',
-           'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES',
-           'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS',
-           'Rule', 'Thresholds', 'readable', 'reader_text', 'extract_delta']
+           'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES', 'JOB_SEEKER_RULES', 'VENDOR_RULES',
+           'MEDIA_RULES', 'NO_FIT_ACADEMIC_RULES', 'NO_FIT_BUDGET_RULES', 'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES',
+           'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'DECISION_RULES', 'AUTHORITY_RULES',
+           'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES',
+           'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES',
+           'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds',
+           'readable', 'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -194,6 +195,18 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:available|free)\s+(?:for|to)\s+(?:a\s+)?(?:quick\s+|short\s+)?(?:call|chat|meeting|talk|meet)\b")),
     Rule(_rx(r"\b(?:speak|talk)\s+(?:to|with)\s+(?:you|you\s+guys)\s+(?:directly|in\s+person|on\s+the\s+phone|by\s+phone|live)\b")),
     Rule(_rx(r"\bwho\s+(?:would|could|can|should|do)\s+i\s+(?:talk|speak|chat|reach\s+out)\s+(?:to|with)\b")),
+    Rule(_rx(r"\b(?:appreciate|welcome|love|like|prefer)\s+(?:a|an)\s+(?:(?:quick|short|brief|video|phone|zoom|teams|intro|first)\s+)*(?:call|meeting|chat|demo|session)\s+with\b")),
+    Rule(_rx(r"\b(?:best|easiest|quickest|fastest)\s+way\s+to\s+(?:get|book|set\s+up|arrange|have|schedule|request)\s+(?:a|an)\s+(?:\w+\s+)?(?:meeting|call|demo|chat)\b|"
+             r"\bhow\s+(?:do|can|could)\s+(?:i|we)\s+(?:get|book|set\s+up|arrange|schedule|request)\s+(?:a|an)\s+(?:\w+\s+)?(?:meeting|call|demo)\b")),
+    Rule(_rx(r"\b(?:demo|meeting|call|session|workshop)\b[^.?!]{0,80}?\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:arrange|organi[sz]e|set\s+up|schedule|book|run|do)\s+(?:one|it|that|this)\b")),
+    Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|available\s+for|free\s+for|keen\s+on)\s+(?:a|an)\s+(?:\w+\s+){0,2}?(?:call|meeting|chat|demo)\b")),
+    Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:do|offer|run|give)\s+(?:live\s+|product\s+|personal(?:ised|ized)?\s+)?demos\b|"
+             r"\b(?:my|our)\s+(?:ceo|cto|cfo|coo|cio|boss|manager|director|md|founders?|head\s+of\s+\w+|board|leadership(?:\s+team)?)\s+(?:wants|would\s+like|needs|asked\s+for|is\s+asking\s+for)\s+"
+             r"(?:a|an)\s+(?:\w+\s+)?(?:call|meeting|demo|chat|session|intro)\s+with\s+(?:you|your|some(?:one|body))")),
+    Rule(_rx(r"\b(?:discuss|talk\s+(?:about|through)|go\s+(?:over|through))\s+(?:this|it|the\s+details|details|things|the\s+rest)\s+with\s+(?:a|an|some(?:one|body))\s*(?:real\s+|actual\s+)?"
+             r"(?:human|person|people|engineer|expert|consultant|specialist)?\b(?<!\ba)(?<!\ban)")),
+    Rule(_rx(r"\bwho\s+(?:on\s+your\s+side|at\s+your\s+(?:end|company|firm)|from\s+your\s+(?:team|side)|on\s+your\s+team)\s+(?:should|could|can|would|do)\s+(?:i|we)\s+(?:loop\s+in|involve|invite|talk\s+to|speak\s+(?:to|with)|contact|email|reach\s+out\s+to|meet)\b")),
+    Rule(_rx(r"\bbook\s+(?:me|us)\s+(?:in\s+)?with\s+(?:who(?:ever|m?ever)|the\s+person|some(?:one|body))\b|\bbook\s+(?:me|us)\s+(?:in\s+)?(?:with|for\s+a)\s+(?:a|an|the|your|some(?:one|body))?\s*(?:\w+\s+){0,2}?(?:lead|engineer|expert|consultant|specialist|architect|person|human|rep|team|partner|founder|call|meeting|demo)\b")),
     Rule(_rx(r"\b(?:get|hop|jump)\s+on\s+(?:the\s+phone|a\s+(?:quick\s+)?(?:call|video\s+call)|zoom|teams|google\s+meet)\s+with\s+(?:you\b|your\b|some(?:one|body)|one\s+of\s+your)")),
     Rule(_rx(r"\ba\s+(?:quick\s+)?word\s+with\s+(?:some(?:one|body)|you\b|your\b|one\s+of\s+your)")),
     Rule(_rx(r"""\b(?:any\s+chance|is\s+(?:it|there)\s+(?:possible|a\s+chance|any\s+chance)|how\s+about|what\s+about|open\s+to|up\s+for)\s+
@@ -223,7 +236,7 @@ _YES = re.compile(r"""^\W*(?:yes|yeah|yep|yup|ya|yea|sure|ok|okay|k|please|pleas
     do\s+it|absolutely|definitely|of\s+course|perfect|great|why\s+not|alright|all\s+right|sure\s+thing|connect\s+me|arrange\s+(?:it|that)|
     book\s+(?:it|that|me\s+in)|i'?d\s+(?:like|love)\s+that|i\s+would\s+(?:like|love)\s+that|that\s+works|works\s+for\s+me|yes\s+please|
     set\s+it\s+up|let'?s\s+talk)\b""", _I | re.VERBOSE)
-_DEFER = re.compile(r"\b(?:no|not|nope|later|first|before|maybe|don'?t|doesn'?t|wait|hold\s+on|rather\s+not|yet)\b", _I)
+_DEFER = re.compile(r"\b(?:no|not|nope|later|first|before|maybe|don'?t|doesn'?t|wait|hold\s+on|rather\s+not|yet|but)\b", _I)
 
 
 def _offered_handoff(state: SessionState, message: str) -> bool:
@@ -236,7 +249,8 @@ def _offered_handoff(state: SessionState, message: str) -> bool:
 
 
 def _accepts_offer(text: str) -> bool:
-    return bool(_YES.match(text)) and not _DEFER.search(text)
+    "'yes please' to an offer; not 'ok, and what margin do you make?' (a new question) or 'great, but ...'."
+    return bool(_YES.match(text)) and not _DEFER.search(text) and ('?' not in text or bool(_OFFER_WHAT.search(text)))
 
 # %% ../nbs/31_extract.ipynb #ex000021
 _AI_FIRM = (r"(?:(?:ai|a\.i\.|ml|llm|genai|gen\s+ai|generative\s+ai|machine\s+learning|data\s+science|data|analytics|automation|nlp|conversational\s+ai)\s+)+"
@@ -244,17 +258,20 @@ _AI_FIRM = (r"(?:(?:ai|a\.i\.|ml|llm|genai|gen\s+ai|generative\s+ai|machine\s+le
             r"dev(?:elopment)?\s+(?:shop|agency|studio)|studio|integrator|boutique|lab)")
 COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can compete
     Rule(_rx(r"\b(?:i|we)\s*(?:'m|'re|\s+am|\s+are|\s+work|\s+run|\s+own)\s+(?:for\s+|at\s+|with\s+)?(?:a|an)\s+(?:\w+\s+)?(?:competing|competitor|rival)\b")),
-    Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:(?:a|one\s+of\s+your|your|direct)\s+)?competitors?\b|\bwe\s+compete\s+(?:with|against)\s+you\b")),
+    Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:(?:a|one\s+of\s+your|your|direct)\s+)?competitors?\b|\bwe\s+(?:also\s+|directly\s+)?compete\s+(?:with\s+you|against\s+you|in\s+the\s+same\s+(?:space|market))\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:also|too|likewise)\s+(?:(?:a|an)\s+)?(?:\w+\s+){0,2}?(?:consultancy|agency|consulting\s+(?:firm|company|business)|dev(?:elopment)?\s+shop|studio|integrator)\b")),
     Rule(_rx(r"\b(?:we|i)\s+(?:do|offer|sell|provide)\s+(?:exactly\s+|pretty\s+much\s+|basically\s+)?the\s+same\s+(?:thing|services|work)\s+(?:as\s+you|you\s+do)\b")),
     Rule(_rx(r"\bso\s+(?:that\s+)?we\s+can\s+(?:match|undercut|beat|price\s+against|compete\s+with|copy|replicate|benchmark)\b")),
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
     Rule(_rx(r"\b(?:asking|it'?s|this\s+is)\s+for\s+(?:our|my)\s+own\s+(?:firm|agency|consultancy|practice|shop|studio|pricing|rate\s+card|proposals?|bids?)\b")),
     Rule(_rx(r"\bcompetitive\s+intelligence\b")),
+    Rule(_rx(r"\b(?:building|build|doing|offer|offering|sell|selling)\s+(?:something\s+(?:similar|like\s+(?:this|that|it))|the\s+same(?:\s+thing)?)\s+for\s+(?:our|my)\s+(?:own\s+)?clients\b")),
+    Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:consultancy|agency|studio|integrator|consulting\s+(?:firm|company))\s+(?:too|as\s+well)\b")),
 ]
 COMPETITOR_WEAK_RULES = [   # "we're an AI consultancy": N1 unless the same message says they are sourcing for a client
     Rule(_rx(r"\b(?:we(?:'re|\s+are)|i\s+(?:work\s+(?:at|for)|run|own|founded)|i(?:'?m|\s+am)\s+(?:at|with|from))\s+(?:(?:a|an)\s+)?(?:\w+\s+){0,2}?" + _AI_FIRM + r"\b")),
-    Rule(_rx(r"\b(?:(?:co-?)?founder|ceo|cto|coo|managing\s+(?:director|partner)|partner|director|head\s+of\s+\w+)(?:\s*(?:&|and)\s*\w+)?\s+(?:of|at)\s+"
+    Rule(_rx(r"\b(?:i(?:'?m|\s+am)\s+(?:a|an)\s+)(?:[\w-]+\s+)?(?:consultant|engineer|developer|partner|principal)\s+(?:at|with|for)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?" + _AI_FIRM + r"\b")),
+    Rule(_rx(r"\b(?:(?:co-?)?founder|ceo|cto|coo|managing\s+(?:director|partner)|partner|director|head\s+of\s+\w+|vp\s+(?:of\s+)?\w+)(?:\s*(?:&|and)\s*\w+)?\s+(?:of|at)\s+"
              r"(?:a|an|our)\s+(?:[\w-]+\s+){0,2}?" + _AI_FIRM + r"\b")),
 ]
 _N2_WHO = (r"(?:journalist|reporter|blogger|student|phd\s+(?:student|candidate)|doctoral\s+(?:student|candidate)|grad(?:uate)?\s+student|"
@@ -263,6 +280,9 @@ RESEARCHER_WHO_RULES = [    # who they are: not N2 when the same message states 
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:just\s+|only\s+)?(?:a|an)\s+(?!former\b|ex-|retired\b)(?:[\w-]+\s+){0,2}?" + _N2_WHO + r"\b")),
 ]
 RESEARCHER_RULES = [        # what they are doing: writing, studying, researching
+    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a\s+|an\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:editor|journalist|reporter|columnist|correspondent|writer)\s+(?:at|for|with)\s+(?:a|an|the)\s+"
+             r"(?:[\w-]+\s+){0,3}?(?:magazine|newspaper|paper|publication|outlet|news\s+site|newsletter|podcast|journal|media\s+(?:outlet|site))\b")),
+    Rule(_rx(r"\bfor\s+a\s+(?:piece|story|article|feature|report|post)\s+(?:i'?m|i\s+am|we'?re|we\s+are)\s+(?:writing|working\s+on|doing|preparing|researching)\b")),
     Rule(_rx(r"\b(?:i(?:'?m|\s+am)|we(?:'re|\s+are))\s+(?:currently\s+)?(?:writing|working\s+on|researching|preparing)\s+(?:a|an|my)\s+(?:[\w-]+\s+){0,2}?"
              r"(?:article|story|piece|blog\s*post|post|feature|thesis|dissertation|paper|book|essay|newsletter|column|podcast)\b")),
     Rule(_rx(r"\bfor\s+(?:my|an|a)\s+(?:[\w-]+\s+)?(?:article|story|blog|podcast|newsletter|thesis|dissertation|research\s+paper|publication|documentary)\b")),
@@ -273,7 +293,23 @@ _COMMERCIAL = _rx(r"\b(?:for|at)\s+(?:my|our)\s+(?:company|employer|startup|busi
                   r"\bi\s+(?:also\s+)?work\s+(?:[\w-]+\s+)?(?:at|for)\b|\bmy\s+(?:employer|company|day\s+job)\b")
 
 # %% ../nbs/31_extract.ipynb #ex000024
-NO_FIT_INDIVIDUAL_RULES = [    # individual contractor scope, job seekers
+NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or hobby projects
+    Rule(_rx(r"\b(?:building|making|writing)\s+(?:a|an|my)\s+(?:[\w-]+\s+){0,3}?(?:app|tool|tracker|bot|site|website|project|script)\s+for\s+myself\b|"
+             r"\bfor\s+my\s+own\s+(?:use|needs|hobby|fun)\b")),
+    Rule(_rx(r"\b(?:it'?s|it\s+is|there'?s\s+only|its)?\s*(?:just|only)\s+me\b(?=\s*(?:[,.!;:-]|$)|\s+here\b|\s+on\s+my\s+own\b)")),
+    Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:business|company|shop|band|operation)|private\s+(?:individual|investor|person|citizen)|hobbyist)\b")),
+    Rule(_rx(r"\bjust\s+a\s+(?:family|personal|private|hobby|fun|side)\s+(?:thing|project)\b|\bno\s+company\s+(?:involved|behind\s+(?:it|this))\b|,\s*no\s+company\s*(?:[.!]|$)")),
+    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
+             r"artist|musician|realtor|broker|trainer|translator)\b")),
+    Rule(_rx(r"\bmy\s+(?:own\s+)?(?:personal|hobby|pet|side)\s+project\b|\ba\s+(?:personal|hobby)\s+project\b")),
+    Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
+             r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
+    Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
+]
+# job seekers and freelancers after work: a negative persona (they want something from us, not for a company)
+JOB_SEEKER_RULES = [
+    Rule(_rx(r"\b(?:do|does|are|will)\s+(?:you|your\s+(?:company|team|firm))\s+(?:ever\s+)?(?:offer|have|run|take(?:\s+on)?|hiring|hire)\s+(?:any\s+)?(?:[\w-]+\s+){0,2}?"
+             r"(?:internships?|interns|placements?|graduate\s+(?:roles|jobs|programmes?|programs?|schemes?)|apprenticeships?|vacancies|openings|job\s+openings)\b")),
     Rule(_rx(r"""\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:freelancer|contractor|independent\s+developer|solo\s+developer|self-employed\s+\w+)\b
                  [^.?!]{0,60}?\b(?:looking\s+for|seeking|want|need|after)\s+(?:a\s+|some\s+|more\s+)?(?:[\w-]+\s+)?(?:gigs?|work|jobs?|contracts?|projects?|clients?|opportunit(?:y|ies))\b""")),
     Rule(_rx(r"""\blooking\s+for\s+(?:a\s+|an\s+|some\s+)?(?:paid\s+)?(?:(?:freelance|contract|part-time|remote|one[-\s]day|short|short-term|summer)\s+)?
@@ -281,17 +317,23 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual contractor scope, job seekers
                  (?!\s+(?:scheduler|queue|board|runner|orchestrat\w*|order|flow|tracker|management|platform|matching|ads?|postings?|descriptions?))""")),
     Rule(_rx(r"\bare\s+you\s+(?:guys\s+)?(?:currently\s+)?hiring\b|\b(?:do|can|would)\s+you\s+(?:guys\s+)?(?:ever\s+|still\s+|currently\s+|also\s+)?"
              r"(?:hire|take\s+on|work\s+with|use)\s+(?:freelancers|contractors|interns|juniors|freelance\s+\w+|external\s+(?:engineers|developers))\b")),
-    Rule(_rx(r"\b(?:building|making|writing)\s+(?:a|an|my)\s+(?:[\w-]+\s+){0,3}?(?:app|tool|tracker|bot|site|website|project|script)\s+for\s+myself\b|"
-             r"\bfor\s+my\s+own\s+(?:use|needs|hobby|fun)\b")),
     Rule(_rx(r"\b(?:can|could)\s+i\s+(?:work|join)\s+(?:for|with)?\s*(?:you|your\s+(?:team|company))\b|\b(?:apply|applying)\s+(?:for|to)\s+(?:a\s+|an\s+|the\s+)?(?:job|role|position|internship|vacancy)\b")),
-    Rule(_rx(r"\b(?:it'?s|it\s+is|there'?s\s+only|its)?\s*(?:just|only)\s+me\b(?=\s*(?:[,.!;:-]|$)|\s+here\b|\s+on\s+my\s+own\b)")),
-    Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:business|company|shop|band|operation)|private\s+individual|hobbyist)\b")),
-    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
-             r"artist|musician|realtor|broker|trainer|translator)\b")),
-    Rule(_rx(r"\bmy\s+(?:own\s+)?(?:personal|hobby|pet|side)\s+project\b|\ba\s+(?:personal|hobby)\s+project\b")),
-    Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
-             r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
-    Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
+    Rule(_rx(r"\b(?:send|email|forward)\s+(?:you\s+)?(?:my|a)\s+(?:cv|resume|résumé|portfolio)\b|\b(?:open|any)\s+(?:positions|roles|vacancies|internships)\b")),
+    Rule(_rx(r"\bi\s+applied\s+(?:for|to)\s+(?:the|a|an|your)\s+(?:[\w-]+\s+){0,4}?(?:job|role|position|internship|vacancy|opening)\b")),
+]
+# selling to us, or inviting us to be a guest or a sponsor: a negative persona unless they also state a need of their own
+VENDOR_RULES = [
+    Rule(_rx(r"\b(?:sponsor(?:ship)?\s+(?:booths?|packages?|slots?|opportunit\w+|tiers?)|exhibitor\s+(?:space|stands?|booths?|packages?))\b")),
+    Rule(_rx(r"\b(?:free|complimentary)\s+(?:\d+[-\s]day\s+)?(?:trial|pilot|licen[cs]e)\s+(?:for\s+(?:your|you)|of\s+our)\b|\b(?:partner|reseller|referral)\s+(?:account|programme|program|discount|tier)\s+for\s+you\b|"
+             r"\bset\s+(?:you|your\s+team)\s+up\s+(?:with|on)\s+(?:a|an|our)\b")),
+    Rule(_rx(r"\bat\s+(?:very\s+)?(?:good|great|competitive|special|discounted|preferential)\s+rates\s+for\s+(?:partners|you|agencies|consultancies)\b|"
+             r"\b(?:we|i)\s+(?:sell|offer|provide)\s+(?:[\w-]+\s+){0,3}?to\s+(?:consultancies|agencies|firms\s+like\s+yours|companies\s+like\s+yours)\b")),
+    Rule(_rx(r"\b(?:account\s+exec(?:utive)?|sdr|bdr|sales\s+rep(?:resentative)?|business\s+development\s+(?:rep|representative|manager))\s+(?:at|for|with|from)\s+(?:a|an)\b")),
+]
+MEDIA_RULES = [    # a host, creator or analyst gathering material: the researcher family
+    Rule(_rx(r"\bi\s+(?:run|host|have|produce)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:podcast|youtube\s+channel|channel|newsletter|substack|blog|show)\s+(?:about|on|covering|for)\b")),
+    Rule(_rx(r"\b(?:come\s+on|be\s+(?:a\s+)?(?:guest|speaker)\s+on|appear\s+on|join)\s+(?:my|our)\s+(?:podcast|show|channel|panel|livestream)\b|\bas\s+a\s+(?:guest|panell?ist)\b")),
+    Rule(_rx(r"\b(?:equity|sell-side|buy-side|investment|industry|market)\s+(?:research\s+)?analyst\b[^.?!]{0,80}?\b(?:report|note|coverage|study)\b|\bmaking\s+a\s+(?:video|documentary|episode)\s+(?:on|about)\b")),
 ]
 NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\bmy\s+(?:[\w'-]+\s+){0,2}?(?:capstone|thesis|dissertation|coursework|homework|assignment)\b")),
@@ -303,7 +345,19 @@ NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\bfor\s+academic\s+purposes\b")),
 ]
 # a service Calderwood does not offer, named by its own vocabulary (knowledge/: services)
+NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget yet": that is an early-stage lead)
+    Rule(_rx(r"\b(?:there'?s|there\s+is|we\s+have|we've\s+got|we\s+got|with)\s+(?:absolutely\s+)?(?:no|zero|0|nil)\s+budget\b(?![^.?!;]{0,40}\b(?:yet|until|approved|issues?|problem|concerns?|constraints?|limit))"), neg=False),
+    Rule(_rx(r"\b(?:no|zero)\s+budget\s+(?:for\s+(?:this|it|external|outside|consult\w*|any)|at\s+all|whatsoever|this\s+year\s+or\s+next)\b"), neg=False),
+    Rule(_rx(r"\b(?:don'?t|do\s+not|doesn'?t)\s+have\s+(?:any|a\s+single)\s+(?:budget|money)\b(?![^.?!;]{0,30}\b(?:yet|until|approved))"), neg=False),
+    Rule(_rx(r"\b(?:can'?t|cannot|could\s?n'?t)\s+afford\s+(?:to\s+pay|any|a\s+consultan\w+|you|outside|external|consultants)|\b(?:hoping|looking)\s+for\s+(?:some\s+)?free\s+(?:advice|help|consulting|work)\b|"
+             r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
+]
 NO_FIT_SERVICE_RULES = [
+    Rule(_rx(r"\b(?:cameras?|cctv|sensors?|screens?|kiosks?|servers?|cabling|access\s+control)\s+(?:\w+\s+)?installed\b|\bdo\s+you\s+(?:also\s+)?do\s+(?:the\s+)?(?:installation|install(?:ing)?|hardware|cabling)\b")),
+    Rule(_rx(r"\b(?:pcb|circuit\s+board|enclosure|firmware|industrial|product)\s+(?:and\s+(?:enclosure|pcb|firmware|industrial)\s+)?design\b(?!\s+(?:docs|documents|reviews?|specs?|files))|"
+             r"\bmanufacture\s+(?:an?\s+|our\s+)?(?:[\w-]+\s+){0,3}?(?:device|camera|sensor|gadget|wearable|drone|robot)s?\b")),
+    Rule(_rx(r"\b(?:new\s+)?(?:shopify|wordpress|woocommerce|wix|squarespace|magento)\s+(?:store|site|website|shop|plugin|theme|checkout)\s+(?:built|fixed|set\s+up|designed|migrated|redesigned|developed|repaired)\b|"
+             r"\b(?:fix|build|repair|debug)\s+(?:our|my|a|the)\s+(?:new\s+)?(?:wordpress|shopify|woocommerce|wix|magento)\s+(?:plugin|theme|store|site|checkout)\b")),
     Rule(_rx(r"\b(?:an?\s+)?seo\s+(?:agency|services?|work|campaign|audit)\b|\b(?:keyword\s+research|backlinks?|link\s+building|google\s+ads\s+management)\b")),
     Rule(_rx(r"\b(?:headhunting|head-hunting|recruitment\s+(?:agency|services?|firm)|placement\s+fee|staffing\s+agency)\b|"
              r"\b(?:hire|recruit|find)\s+(?:us\s+)?(?:\d+\s+|a\s+few\s+|some\s+)?(?:permanent|full-time|in-house)\s+(?:\w+\s+){0,2}?(?:engineers|developers|staff|employees|hires)\b")),
@@ -340,6 +394,11 @@ def _geo_veto(text: str, m: re.Match) -> bool:
 
 # %% ../nbs/31_extract.ipynb #ex000027
 CONSULTANT_RULES = [
+    Rule(_rx(r"\bwe(?:'ve|\s+have)\s+been\s+(?:hired|engaged|retained|appointed|brought\s+in|asked)\s+by\s+(?:a|an|the)\b[^.?!]{0,100}?"
+             r"\b(?:to\s+(?:find|select|choose|source|evaluate|pick|shortlist)|partner|vendor|supplier|provider)\b")),
+    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:at|with|from)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:advisory|consultancy|consulting\s+(?:firm|company))\s+(?:working|acting)\s+(?:for|on\s+behalf\s+of)\s+(?:a|an|the)\b")),
+    Rule(_rx(r"\b(?:our|my)\s+(?:firm|company|team|agency|consultancy|practice)\s+(?:runs|leads|manages|is\s+running|is\s+leading|is\s+managing)\s+(?:the\s+)?"
+             r"(?:pmo|programme|program|transformation|rfp|tender|procurement|vendor\s+selection)\b[^.?!]{0,40}?\b(?:for|at|on\s+behalf\s+of)\s+(?:a|an|the)\b")),
     Rule(_rx(r"\bwe\s+(?:advise|support|represent|work\s+with)\s+(?:a|an)\s+(?:[\w~,-]+\s+){0,4}?(?:company|firm|retailer|bank|insurer|hospital|group|"
              r"manufacturer|startup|brand|operator|chain|municipality|organi[sz]ation)\b[^.?!]{0,120}?\b(?:partner|vendor|supplier|shortlist|rfp|tender|provider)")),
     Rule(_rx(r"\b(?:fractional|interim|outsourced|part-time)\s+(?:cto|cio|cdo|head\s+of\s+\w+|it\s+director|data\s+lead)\s+(?:for|at|to|of)\s+(?:a|an|two|three|several|\d+)\b")),
@@ -354,15 +413,16 @@ CONSULTANT_RULES = [
              r"(?:a\s+|an\s+)?(?:[\w-]+\s+)?(?:partner|vendor|supplier|provider|subcontractor|delivery\s+partner)s?\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:an?\s+)?(?:[\w-]+\s+)?(?:agency|consultancy|integrator)\s+(?:\w+\s+){0,3}?(?:for|on\s+behalf\s+of)\s+(?:a|an|our|one\s+of\s+our)\s+(?:[\w-]+\s+){0,2}?clients?\b")),
 ]
-_CONSULTANT_WHO = _rx(r"(?:\bi(?:'?m|\s+am)\s+(?:a|an)\s+|^\W*|(?<=[.!?;])\s*)(?:independent\s+|freelance\s+|external\s+|it\s+|technology\s+|tech\s+|procurement\s+|"
-                      r"sourcing\s+|management\s+|strategy\s+|ai\s+|digital\s+|solutions?\s+)?(?:consultant|advisor|adviser|freelancer)\b"
+_CONSULTANT_WHO = _rx(r"(?:\bi(?:'?m|\s+am)\s+(?:a|an)\s+|^\W*|(?<=[.!?;])\s*)(?:(?:independent|freelance|external|it|technology|tech|procurement|"
+                      r"sourcing|management|strategy|ai|digital|solutions?)\s+){0,2}(?:consultant|advisor|adviser|freelancer)\b"
                       r"|\b(?:independent|freelance|external)\s+(?:consultant|advisor|adviser)\s+here\b"
                       r"|\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:freelance|independent|fractional|interim|external|contract)\s+(?:[\w-]+\s+){0,2}?"
                       r"(?:pm|manager|cto|cio|architect|engineer|developer|lead|advisor|adviser|consultant)\b"
                       r"|\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:advisory|consulting|consultancy|advisers|advisors)\s*(?:firm|practice|boutique|company|group)?\b")
 CONSULTANT_SELF_RULES = [Rule(_CONSULTANT_WHO)]    # "I'm a consultant", counted only with a client or vendor-selection cue
 _CONSULTANT_TASK = _rx(r"\b(?:clients?|vendors?|partners?|providers?|suppliers?|evaluat\w+|shortlist\w*|sourc\w+|scoping|vetting|on\s+behalf|"
-                       r"(?:working|work)\s+(?:for|with)\s+(?:a|an|the)|supporting\s+(?:a|an|the)|advising\s+(?:a|an|the)|helping\s+(?:a|an|the))\b")
+                       r"(?:working|work)\s+(?:for|with)\s+(?:a|an|the)|supporting\s+(?:a|an|the)|advising\s+(?:a|an|the)|helping\s+(?:a|an|the)|"
+                       r"(?:advis[oe]r|consultant)\s+(?:for|to)\s+(?:a|an|the|two|three|several)|advise\s+(?:a|an|the))\b")
 
 # %% ../nbs/31_extract.ipynb #ex000030
 REFERRAL_RULES = [
@@ -387,7 +447,9 @@ _NAME_TOK = r"[A-ZÀ-ÖØ-ÞĀ-Ž][a-zß-öø-ÿā-ž]+(?:['-][A-ZÀ-ÖØ-Þ]?[a
 _FUNCTION = (r"(?:engineering|eng|product|data|it|technology|tech|platform|ml|ai|innovation|digital|operations|ops|analytics|support|cx|"
              r"customer\s+(?:service|support|experience)|infrastructure|security|architecture|r&d|research|software|development|marketing|"
              r"sales|finance|strategy|transformation|automation|claims|underwriting|risk|compliance|it\s+operations|data\s+science|"
-             r"machine\s+learning|ai\s+strategy|knowledge\s+management|procurement)")
+             r"machine\s+learning|ai\s+strategy|knowledge\s+management|procurement|regulatory(?:\s+affairs)?|quality|legal|hr|people|human\s+resources|"
+             r"supply\s+chain|logistics|medical\s+affairs|clinical\s+operations|manufacturing|production|commercial|growth|revenue|"
+             r"customer\s+success|partnerships|service\s+delivery|facilities|accounts\s+payable|treasury)")
 _OF_WHAT = r"(?:[a-z&/-]+|r&d)(?:\s+(?:[a-z&/-]+)){0,3}"
 _TITLE = rf"""(?P<title>
       (?:co-?)?founders?(?:\s+(?:and|&)\s+(?:ceo|cto|coo|cpo|cio))?
@@ -409,17 +471,27 @@ _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:s
             r"(?:engineering|product|data|it|technology|tech|platform|ml|ai|innovation|digital|operations|ops|analytics|support|cx|"
             r"infrastructure|security|software|development|marketing|sales|finance|claims|underwriting|risk|compliance|procurement|project|program|"
             r"customer\s+(?:service|support|experience))\s+(?:manager|lead)))")
-AUTHORITY_RULES = [
-    Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
+# a decision of the speaker's own, stated outright (not a title): for a consultant, the only authority that counts
+DECISION_RULES = [
     Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b")),
     Rule(_rx(r"\bi\s+(?:make|have|own)\s+(?:the\s+)?(?:final\s+)?(?:decision|call|say|sign-?off|signoff)\b|\bi\s+sign\s+off\b")),
     Rule(_rx(r"\b(?:the\s+)?(?:decision|budget|final\s+call|call)\s+is\s+(?:mine|(?:up\s+)?to\s+me)\b|\bi(?:'?m|\s+am)\s+the\s+one\s+who\s+(?:decides|signs)\b")),
+    Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
+             r"\b(?:gave|given|delegated(?:\s+to)?)\s+(?:me|us)\s+(?:the\s+|full\s+)?(?:authority|mandate|power|sign-?off)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b")),
+    Rule(_rx(r"\b(?:the\s+)?(?:budget|decision|sign-?off|final\s+say|vendor\s+selection|choice\s+of\s+(?:vendor|partner))\s+(?:for\s+this\s+|here\s+)?(?:sits|rests|lies|is)\s+with\s+me\b|"
+             r"\bit'?s\s+(?:my|ultimately\s+my)\s+(?:call|decision)\b|\bdelegated\s+(?:the\s+)?(?:[\w-]+\s+)?(?:decision|choice|selection)\s+to\s+me\b|"
+             r"\b(?:is|are)\s+mine\s+to\s+(?:sign\s+off|approve|decide|make|award)\b|\bsign\s+off\s+(?:on\s+)?(?:the\s+)?(?:vendors?|suppliers?|partners?|contracts?|budget|spend|purchase)\b")),
+]
+AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisions
+    Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
+    Rule(_rx(r"\bi\s+(?:own|co-?own|founded|co-?founded|run)\s+(?:a|an|the|our)\s+(?:[\w-]+\s+){0,4}?(?:business|bussiness|company|firm|shop|group|chain|practice|clinic|agency|studio|brand|manufacturer|plant|factory|restaurant|hotel|bakery|store)s?\b")),
     Rule(_rx(r"\bi\s+(?:lead|run|head(?:\s+up)?|manage|oversee|direct)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)"
              r"(?:team|department|dept|group|org|organi[sz]ation|function|practice|unit|division|squad|tribe)s?\b")),
     Rule(_rx(r"\bi\s+(?:run|lead|head)\s+(?P<fn>engineering|product|data|it|technology|ai|ml|operations|ops|platform|innovation|analytics|digital|"
              r"the\s+company|the\s+business|the\s+startup|our\s+company)\b")),
     # a message or sentence that opens with the title: "Managing partner at a 90-lawyer firm", "COO here"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
+    *DECISION_RULES,
 ]
 AUTHORITY_WEAK_RULES = [
     # a message or sentence that opens with an individual contributor's title: "ml engineer at a fintech", "sre at a 70-person saas"
@@ -526,12 +598,15 @@ COMPANY_RULES = [
              r"\braised\s+(?:a\s+|our\s+|about\s+|over\s+)?(?:[$€£]\s*\d|\d+(?:\.\d+)?\s*(?:m|mm|million|bn|billion|k)\b|series|seed|funding)|"
              r"\b(?:publicly\s+(?:traded|listed)|listed\s+on\s+the|public\s+company|nasdaq-listed|nyse-listed|fortune\s+\d+|ftse\s+\d+)\b")),
     Rule(_rx(r"\b(?:revenue|arr|turnover|annual\s+sales)\s+(?:of\s+|is\s+|at\s+)?(?:about\s+|around\s+|over\s+|roughly\s+|~\s*)?[$€£]?\s*\d+(?:[.,]\d+)?\s*(?:k|m|mm|million|bn|b|billion)\b|"
-             r"[$€£]\s*\d+(?:[.,]\d+)?\s*(?:m|mm|million|bn|b|billion)\s+(?:in\s+)?(?:revenue|arr|turnover|annual)")),
+             r"(?:[$€£]|~)?\s*\d+(?:[.,]\d+)?\s*(?:m|mm|million|bn|b|billion)\s+(?:in\s+)?(?:revenue|arr|turnover|annual\s+(?:revenue|sales))")),
     Rule(_rx(r"\b(?:chain|network|group|portfolio)\s+of\s+(?:over\s+|about\s+|around\s+)?\d+\s+(?:stores|clinics|hospitals|branches|restaurants|hotels|pharmacies|sites|"
              r"locations|offices|warehouses|schools|factories|plants|shops|outlets)\b|"
              r"\bwe\s+(?:run|have|operate|own|manage)\s+(?:over\s+|about\s+|around\s+)?\d+\s+(?:stores|clinics|hospitals|branches|restaurants|hotels|pharmacies|sites|"
              r"locations|offices|warehouses|schools|factories|plants|shops|outlets)\b")),
     Rule(_rx(r"\b(?:pre-?seed|bootstrapped|pre-?revenue|early[-\s]stage)\b"), 'partially_confirmed'),
+    Rule(_rx(r"(?:\b(?:at|across|in|with|over|of|runs?|operat\w+|have|has|,)\s+|\()(?:over\s+|about\s+|around\s+|some\s+)?(?:[3-9]|[1-9]\d{1,3}|three|four|five|six|seven|eight|nine|ten|twelve|twenty)\s+"
+             r"(?:sites|plants|factories|airports|schools|hotels|clinics|hospitals|stores|branches|warehouses|depots|locations|restaurants|pharmacies|"
+             r"terminals|dealerships|outlets|care\s+homes|practices|distribution\s+cent(?:er|re)s|production\s+sites|campuses)\b")),
     Rule(_rx(r"\b(?:offices|operations|operate|present|customers|stores|branches)\s+in\s+(?:over\s+|more\s+than\s+)?(?:\d+|two|three|four|five|six|seven|eight|nine|ten|"
              r"twelve|fifteen|twenty|thirty|forty|fifty)\s+(?:countries|markets|cities)\b")),
 ]
@@ -621,13 +696,19 @@ _INTENT = _rx(r"""\b(?:we|we're|we've|we'd|our\s+(?:\w+\s+)?team|our\s+company|i
        add(?:ing)?|adopt(?:ing)?|integrat(?:e|ing)|roll(?:ing)?\s+out|launch(?:ing)?|replace|replacing|improve|improving|scale|scaling|
        need|needs|want|wants|wanting|like|looking\s+(?:for|to|into)|looking\s+at\s+(?:options|ways|solutions|how|whether|using)|
        tried|built|deployed|launched|piloted|prototyped|tested|trialled|trialed|exploring|explore|piloting|prototyping|planning|plan|trying|considering|
-       struggling|working\s+on|investigating|evaluating\s+(?:how|whether))\b(?!\s+(?:to\s+)?(?:learn|know|understand|read|hear|talk|speak|chat|ask|see|find\s+out|check|book|schedule|meet|get\s+in\s+touch|connect)\b)""")
+       struggling|working\s+on|investigating|evaluating\s+(?:how|whether)|interested\s+in)\b(?!\s+(?:to\s+)?(?:learn|know|understand|read|hear|talk|speak|chat|ask|see|find\s+out|check|book|schedule|meet|get\s+in\s+touch|connect)\b)""")
 _INTENT_ORG = _rx(r"""(?:\bwe(?:'re|\s+are)\s+(?:a|an)\s+|\bour\s+(?:[\w-]+\s+){0,2}?[\w-]+\b|
     \bmy\s+(?:boss|manager|cto|ceo|cio|director|vp|company|team)\b|\bthe\s+(?:board|ceo|cto|cio|founders?)\b|\b(?:leadership|management)\b|\band)[^.?!]{0,60}?
     \b(?:is\s+|are\s+)?(?:building|developing|looking\s+(?:to|for|into)|trying\s+to|planning\s+to|exploring|piloting|prototyping|rolling\s+out|deploying|
-    implementing|adopting|investing\s+in|wants?|needs?|would\s+like|asked\s+(?:me|us)\s+to)\b""")
+    implementing|adopting|investing\s+in|wants?|needs?|would\s+like|asked\s+(?:me|us)\s+to|interested\s+in)\b""")
 _FIRST_PERSON = re.compile(r"\b(?:we|we're|our|us|i|i'm|my|me)\b", _I)
-_HELP = _rx(r"\b(?:can|could|would|will)\s+you\s+(?:guys\s+)?(?:help\s+(?:us|me)\b|build\s+(?:us|me)\b|(?:build|create|implement|automate|develop|set\s+up)\s+[^.?!]{0,60}?\bfor\s+(?:us|me|our)\b)")
+
+
+def _spoke_of_self(text: str, state: SessionState) -> bool:
+    "The visitor has said who they are, in this message or an earlier one: a learned persona needs it ('How do you price projects?' is a buyer's question)."
+    return bool(_FIRST_PERSON.search(text)) or any(m.role == 'user' and _FIRST_PERSON.search(m.content) for m in state.messages)
+_HELP = _rx(r"\b(?:can|could|would|will)\s+you\s+(?:guys\s+)?(?:help\s+(?:us|me)\b|build\s+(?:us|me)\b|(?:build|create|implement|automate|develop|set\s+up)\s+[^.?!]{0,60}?\bfor\s+(?:us|me|our)\b)|"
+            r"^\W*(?:looking|searching)\s+for\s+(?:help|a\s+partner|support|someone)\s+(?:with\s+|to\s+)?(?:automat|build|implement|deploy|set\s+up|roll\s+out)\w*")
 _PAIN = _rx(r"""\b(?:we|we're|i|i'?m|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|agents|people|analysts|engineers|department|ops|operations|doctors|nurses|
     clinicians|lawyers|paralegals|underwriters|adjusters|reps|developers|employees|colleagues|accountants|recruiters|planners|dispatchers|operators))\b[^.?!]{0,40}?
     \b(?:drown(?:s|ing|ed)?\s+in|overwhelmed\s+(?:by|with)|buried\s+(?:in|under)|can't\s+keep\s+up\s+with|cannot\s+keep\s+up\s+with|
@@ -659,9 +740,10 @@ PROBLEM_IMPLICIT_RULES = [
 
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
     (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate)\b
-    |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b""")
+    |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
+    |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b""")
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
-_EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|thinking\s+about|looking\s+into|wondering)\b", _I)
+_EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
@@ -810,6 +892,8 @@ _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\
 _CONTACT_ONLY = re.compile(r"^\W*(?:(?:sure|ok|okay|yes|yeah|yep)\W+)?(?:(?:my|our)\s+)?(?:e-?mail(?:\s+address)?|address|(?:phone\s+)?number|phone|contact(?:\s+details)?)\s*(?:is|:|=|'s)", re.IGNORECASE)
 # text that imitates the assistant's own state or instructions is not the visitor talking about themselves
 _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|reason|flag)s?\s*[:=]\s*\S+|"
+                       r"\b(?:system|admin|developer|assistant|moderator|operator)\s+(?:override|note|instructions?|message|prompt|command|update)\b[^\n]*|"
+                       r"\b(?:this|the)\s+(?:visitor|user|lead|customer)\s+(?:is|has\s+been|has|should\s+be)\b[^.!?\n]*[.!?]?|"
                        r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -829,11 +913,12 @@ MAX_MESSAGE_CHARS = 5_000    # longer messages are read up to here (a pasted doc
 def extract_delta(message: str, state: SessionState, turn_index: int, *, reading: Reading | None = None,
                   thresholds: Thresholds = Thresholds()) -> QualificationDelta:
     "The offline `update_state`: qualification signals, flags and visitor fields in `message`, as a partial, monotonic delta."
-    text = _norm(message or '')[:MAX_MESSAGE_CHARS]
+    raw = _norm(message or '')[:MAX_MESSAGE_CHARS]
+    text = reader_text(raw)    # imitations of the assistant's state or instructions upgrade nothing, from patterns or readers
     q, th = state.qualification, thresholds
     cands: dict[str, list[tuple]] = {d: [] for d in ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit')}
     upd: dict = {}
-    if not text.strip(): return QualificationDelta()
+    if not raw.strip(): return QualificationDelta()
     if reading is not None and not readable(text): reading = None
 
     # problem
@@ -880,6 +965,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     consultant = (bool(_first(text, CONSULTANT_RULES)) or bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
                   or learned('consultant', th.signal) == 'yes')
     for_client = consultant or state.is_consultant
+    if for_client and not _first(text, DECISION_RULES):
+        cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' else c for c in cands['authority_fit']]
     human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
@@ -888,10 +975,13 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
                                                                    or (not org_need and bool(_first(text, RESEARCHER_WHO_RULES)))) else
-               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) else None)    # who they are: they must say
+               'researcher' if not org_need and _first(text, MEDIA_RULES) else
+               'job_seeker' if not for_client and _first(text, JOB_SEEKER_RULES) else
+               'vendor' if not org_need and _first(text, VENDOR_RULES) else
+               learned('persona', th.disqualify) if _spoke_of_self(text, state) else None)    # who they are: they must say
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
-              'service' if _first(text, NO_FIT_SERVICE_RULES) else
+              'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
               'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify))
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
@@ -912,9 +1002,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if persona: upd['negative_persona_kind'] = persona
     if no_fit: upd['no_fit_reason'] = no_fit
 
-    em = EMAIL_RE.search(text)
-    fields = dict(visitor_email=em.group().rstrip('.') if em else None, visitor_name=_visitor_name(text),
-                  visitor_company=_company_name(text), visitor_role=role)
+    em = EMAIL_RE.search(raw)
+    fields = dict(visitor_email=em.group().rstrip('.') if em else None, visitor_name=_visitor_name(raw),
+                  visitor_company=_company_name(raw), visitor_role=role)
     for f, v in fields.items():
         if v and v != getattr(state, f): upd[f] = v[:320 if f == 'visitor_email' else 200]
     clarify = max(unsure)[1] if unsure and not signals else None
