@@ -227,12 +227,12 @@ async def score_scope(retriever: KnowledgeRetriever, queries: Sequence[LabelledQ
 
 def scope_report(scored: Sequence[ScopeScored], threshold: float, params=None) -> dict:
     "FP/FN of the threshold alone and of the combined decision, and how many adjacent questions are handled."
-    from leadchat.classify import ScopeParams, decide_scope
+    from leadchat.classify import ScopeParams, addresses_us, decide_scope
     params = params or ScopeParams()
     irr = [s for s in scored if s.kind == 'out_of_scope']
     rel = [s for s in scored if s.kind in RELEVANT_KINDS]
     adj = [s for s in scored if s.kind == 'adjacent']
-    inside = lambda s: decide_scope(s.score, threshold, s.p_offtopic, s.lexical, params).in_scope
+    inside = lambda s: decide_scope(s.score, threshold, s.p_offtopic, s.lexical, params, addressed=addresses_us(s.query)).in_scope
     out = {'n_relevant': len(rel), 'n_out_of_scope': len(irr), 'n_adjacent': len(adj)}
     for name, judge in (('threshold', lambda s: s.score >= threshold), ('combined', inside)):
         fp, fn = [s.id for s in irr if judge(s)], [s.id for s in rel if not judge(s)]

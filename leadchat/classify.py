@@ -29,7 +29,7 @@ __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS
            'Head', 'ngram_features', 'features', 'fit_head', 'SignalClassifier', 'train_classifier', 'cache_dir',
            'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'aread_message', 'read_vectors',
            'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader', 'content_words',
-           'lexical_support', 'ScopeParams', 'ScopeDecision', 'decide_scope']
+           'lexical_support', 'ScopeParams', 'ScopeDecision', 'addresses_us', 'decide_scope']
 
 # %% ../nbs/31a_classify.ipynb #cl000007
 log = structlog.get_logger('leadchat.classify')
@@ -552,12 +552,20 @@ class ScopeDecision:
     lexical: float
 
 
+_ADDRESSED = re.compile(r"\b(?:you|your|yours|yourselves|u|ur|y'?all|ya|calderwood)\b|\byou(?:'re|'ve|'d|'ll)", re.IGNORECASE)
+
+
+def addresses_us(text: str) -> bool:
+    "Is the question addressed to the company ('do you…', 'wat r ur office hrs')?"
+    return bool(_ADDRESSED.search(text or ''))
+
+
 def decide_scope(score: float, threshold: float, p_offtopic: float, lexical: float,
-                 params: ScopeParams = ScopeParams()) -> ScopeDecision:
+                 params: ScopeParams = ScopeParams(), *, addressed: bool = False) -> ScopeDecision:
     "Is a question answerable from the knowledge base? Retrieval score, off-topic classifier and lexical support."
     args = dict(score=round(score, 4), p_offtopic=round(p_offtopic, 3), lexical=round(lexical, 3))
     if score < threshold: return ScopeDecision(False, 'below the relevance threshold', **args)
     if p_offtopic >= params.p_offtopic: return ScopeDecision(False, 'the off-topic classifier', **args)
-    if lexical < params.lexical_min and score < threshold + params.strong_margin:
+    if lexical < params.lexical_min and score < threshold + params.strong_margin and not addressed:
         return ScopeDecision(False, 'no lexical support in the retrieved chunks', **args)
     return ScopeDecision(True, 'retrieval, classifier and lexical support agree', **args)
