@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'bench' / 'results'
 SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'dev2': ROOT / 'eval' / 'dev2.yaml', 'regression': ROOT / 'eval' / 'conversations.yaml',
-        'locked': ROOT / 'eval' / 'locked.yaml', 'locked-v2': ROOT / 'eval' / 'locked-v2.yaml'}      # a locked set is scored once
+        'locked': ROOT / 'eval' / 'locked.yaml', 'locked-v2': ROOT / 'eval' / 'locked-v2.yaml',
+        'locked-v3': ROOT / 'eval' / 'locked-v3.yaml'}      # a locked set is scored once
 CORE = ('hot', 'warm', 'explicit', 'negative_persona', 'no_fit', 'consultant', 'referral', 'stall', 'injection', 'pricing', 'small_talk')
 
 
@@ -49,12 +50,17 @@ def quality(name, path, home, limit=None):
     unsafe = [r.id for r in rep.results if r.handoff_reason == 'hot_lead'
               and any(cases[r.id].expect.flags.get(f) for f in ('is_negative_persona', 'is_no_fit'))]
     core = [r for r in rep.results if (r.tags[0] if r.tags else '') in CORE]
+    # a case that fails only on the harness's default "no email captured" — an expectation its (blind) author never wrote
+    import yaml
+    stated = {c['id']: c.get('expect', {}) for c in yaml.safe_load(path.read_text())['cases']}
+    implicit = [r.id for r in rep.results if not r.passed and 'email' not in stated.get(r.id, {})
+                and r.failures == ['email: expected none, got an address']]
     return dict(set=name, file=str(path.relative_to(ROOT)), cases=len(rep.results), passed=sum(r.passed for r in rep.results),
                 pass_rate=round(rep.pass_rate, 4), core_pass_rate=round(sum(r.passed for r in core) / max(1, len(core)), 4),
                 per_category={k: {'passed': v[0], 'cases': v[1]} for k, v in sorted(per.items())},
                 disqualified_escalated_hot=unsafe, forbidden_hits=rep.forbidden_total,
                 turn_ms_p50=rep.to_json()['turn_ms_p50'], turn_ms_p95=rep.to_json()['turn_ms_p95'],
-                failures={r.id: r.failures for r in rep.results if not r.passed})
+                failures={r.id: r.failures for r in rep.results if not r.passed}, implicit_email_only=implicit)
 
 
 def classifiers():
@@ -108,6 +114,9 @@ def markdown(res):
                 f"- cases passed: **{q['passed']} / {q['cases']} ({q['pass_rate']:.1%})**; core categories {q['core_pass_rate']:.1%}",
                 f"- negative-persona or no-fit visitors escalated as hot leads: **{len(q['disqualified_escalated_hot'])}** {q['disqualified_escalated_hot'] or ''}",
                 f"- forbidden-content hits (prices, prompt leaks): **{q['forbidden_hits']}**",
+                *([f"- of the failures, {len(q['implicit_email_only'])} fail only on the eval's default \"no email captured\" expectation, "
+                   f"which the case never stated (the visitor did give an address): {q['passed'] + len(q['implicit_email_only'])} / {q['cases']} "
+                   f"({(q['passed'] + len(q['implicit_email_only'])) / q['cases']:.1%}) without them"] if q.get('implicit_email_only') else []),
                 f"- turn latency over HTTP p50 / p95: {q['turn_ms_p50']} / {q['turn_ms_p95']} ms", '',
                 '| category | passed |', '|---|---|']
         out += [f"| {k} | {v['passed']} / {v['cases']} |" for k, v in q['per_category'].items()]
