@@ -541,6 +541,7 @@ class ScopeParams:
     p_offtopic: float = 0.6       # the off-topic classifier's probability from which a question is out of scope
     lexical_min: float = 0.34     # below this share of supported content words ...
     strong_margin: float = 0.12   # ... a question is out of scope unless its score beats the threshold by this much
+    addressed_offtopic: float = 0.4   # a question addressed to us skips the lexical test when the classifier is this sure it is on topic
 
 
 @dataclass(frozen=True)
@@ -566,6 +567,7 @@ def decide_scope(score: float, threshold: float, p_offtopic: float, lexical: flo
     args = dict(score=round(score, 4), p_offtopic=round(p_offtopic, 3), lexical=round(lexical, 3))
     if score < threshold: return ScopeDecision(False, 'below the relevance threshold', **args)
     if p_offtopic >= params.p_offtopic: return ScopeDecision(False, 'the off-topic classifier', **args)
-    if lexical < params.lexical_min and score < threshold + params.strong_margin and not addressed:
+    forgiven = addressed and p_offtopic < params.addressed_offtopic
+    if lexical < params.lexical_min and score < threshold + params.strong_margin and not forgiven:
         return ScopeDecision(False, 'no lexical support in the retrieved chunks', **args)
     return ScopeDecision(True, 'retrieval, classifier and lexical support agree', **args)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from .classify import DECISIONS, DIMENSION_OF, STATE_LEVEL, Reading
+from .classify import DECISIONS, DIMENSION_OF, STATE_LEVEL, Reading, addresses_us
 from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 
 # %% auto #0
@@ -198,7 +198,14 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:appreciate|welcome|love|like|prefer)\s+(?:a|an)\s+(?:(?:quick|short|brief|video|phone|zoom|teams|intro|first)\s+)*(?:call|meeting|chat|demo|session)\s+with\b")),
     Rule(_rx(r"\b(?:best|easiest|quickest|fastest)\s+way\s+to\s+(?:get|book|set\s+up|arrange|have|schedule|request)\s+(?:a|an)\s+(?:\w+\s+)?(?:meeting|call|demo|chat)\b|"
              r"\bhow\s+(?:do|can|could)\s+(?:i|we)\s+(?:get|book|set\s+up|arrange|schedule|request)\s+(?:a|an)\s+(?:\w+\s+)?(?:meeting|call|demo)\b")),
-    Rule(_rx(r"\b(?:demo|meeting|call|session|workshop)\b[^.?!]{0,80}?\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:arrange|organi[sz]e|set\s+up|schedule|book|run|do)\s+(?:one|it|that|this)\b")),
+    Rule(_rx(r"\b(?:demo|meeting|call|session|workshop|walk-?through)s?\b[^.?!]{0,80}?\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:arrange|organi[sz]e|set\s+up|schedule|book|run|do|offer)\s+"
+             r"(?:one|it|that|this|the\s+same|something\s+similar)\b")),
+    Rule(_rx(r"\b(?:walk|take)\s+(?:one\s+of\s+your\s+(?:people|team|engineers|folks|experts)|some(?:one|body)(?:\s+(?:from|on)\s+your\s+(?:team|side))?|your\s+(?:team|people|engineers))\s+through\b|"
+             r"\bget\s+(?:\d+\s*(?:min(?:ute)?s?|mins)|some\s+time|time|a\s+slot|half\s+an\s+hour|an\s+hour)\s+with\s+(?:you\b|your\b|one\s+of\s+your|some(?:one|body))")),
+    Rule(_rx(r"\b(?:speak|speek|spek|talk|tlak|tallk|chat)\s+(?:to|too|with|wiht|wtih)\s+(?:sombody|somebdy|somone|someon|some1|smone|sb)\b")),
+    Rule(_rx(r"\b(?:need|want|like|get|have)\s+(?:a\s+)?(?:named\s+|direct\s+)?contact\s+(?:person\s+)?(?:on\s+your\s+side|at\s+your\s+(?:end|company|firm)|in\s+your\s+team)\b|"
+             r"\b(?:and|plus)\s+(?:a|an)\s+(?:short\s+|quick\s+|brief\s+)?intro(?:ductory)?\s+(?:call|meeting|chat)\b")),
+    Rule(_rx(r"\b(?:get|have|ask)\s+(?:them|him|her|some(?:one|body)|your\s+\w+(?:\s+\w+)?)\s+to\s+(?:give\s+(?:me|us)\s+a\s+(?:ring|call|buzz|shout)|(?:call|ring|phone|contact|email)\s+(?:me|us))\b")),
     Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|available\s+for|free\s+for|keen\s+on)\s+(?:a|an)\s+(?:\w+\s+){0,2}?(?:call|meeting|chat|demo)\b")),
     Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:do|offer|run|give)\s+(?:live\s+|product\s+|personal(?:ised|ized)?\s+)?demos\b|"
              r"\b(?:my|our)\s+(?:ceo|cto|cfo|coo|cio|boss|manager|director|md|founders?|head\s+of\s+\w+|board|leadership(?:\s+team)?)\s+(?:wants|would\s+like|needs|asked\s+for|is\s+asking\s+for)\s+"
@@ -250,7 +257,10 @@ def _offered_handoff(state: SessionState, message: str) -> bool:
 
 def _accepts_offer(text: str) -> bool:
     "'yes please' to an offer; not 'ok, and what margin do you make?' (a new question) or 'great, but ...'."
-    return bool(_YES.match(text)) and not _DEFER.search(text) and ('?' not in text or bool(_OFFER_WHAT.search(text)))
+    m = _YES.match(text)
+    if not m or _DEFER.search(text): return False
+    rest = text[m.end():]      # "sure, thanks" is a yes; "ok what about per hour then" is a new question
+    return len(re.findall(r"[\w']+", rest)) <= 3 and '?' not in rest or bool(_OFFER_WHAT.search(rest))
 
 # %% ../nbs/31_extract.ipynb #ex000021
 _AI_FIRM = (r"(?:(?:ai|a\.i\.|ml|llm|genai|gen\s+ai|generative\s+ai|machine\s+learning|data\s+science|data|analytics|automation|nlp|conversational\s+ai)\s+)+"
@@ -308,6 +318,8 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
 ]
 # job seekers and freelancers after work: a negative persona (they want something from us, not for a company)
 JOB_SEEKER_RULES = [
+    Rule(_rx(r"\b(?:relocation\s+(?:package|support|assistance|help)|help\s+with\s+(?:relocation|relocating|visas?)|(?:thinking|considering)\s+(?:about\s+)?(?:a\s+)?(?:career\s+|job\s+)?(?:move|change|switch)|"
+             r"culture\s+(?:is\s+)?like\s+(?:at|working\s+(?:at|for))|what'?s\s+it\s+like\s+(?:to\s+)?work(?:ing)?\s+(?:at|for|with)\s+(?:you|calderwood))\b")),
     Rule(_rx(r"\b(?:do|does|are|will)\s+(?:you|your\s+(?:company|team|firm))\s+(?:ever\s+)?(?:offer|have|run|take(?:\s+on)?|hiring|hire)\s+(?:any\s+)?(?:[\w-]+\s+){0,2}?"
              r"(?:internships?|interns|placements?|graduate\s+(?:roles|jobs|programmes?|programs?|schemes?)|apprenticeships?|vacancies|openings|job\s+openings)\b")),
     Rule(_rx(r"""\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:freelancer|contractor|independent\s+developer|solo\s+developer|self-employed\s+\w+)\b
@@ -343,6 +355,8 @@ NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\b(?:my|a|our)\s+(?:school|university|college|uni|class|course)\s+(?:assignment|project|homework|coursework)\b")),
     Rule(_rx(r"\b(?:doing|writing|working\s+on|finishing)\s+(?:a|my|an|the)\s+(?:[\w'-]+\s+)?(?:thesis|dissertation|capstone)\b")),
     Rule(_rx(r"\bfor\s+academic\s+purposes\b")),
+    Rule(_rx(r"\bfor\s+(?:our|my)\s+(?:own\s+)?(?:academic|scientific|university)\s+research\b|\bfor\s+a\s+research\s+(?:paper|article|publication)\b|"
+             r"\b(?:strictly|purely|entirely|completely)\s+non-?commercial\b|\bnon-?commercial\s+(?:research|project|use)\b")),
 ]
 # a service Calderwood does not offer, named by its own vocabulary (knowledge/: services)
 NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget yet": that is an early-stage lead)
@@ -353,6 +367,10 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
              r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
 ]
 NO_FIT_SERVICE_RULES = [
+    Rule(_rx(r"\b(?:install|program|commission|integrat)\w*\s+(?:and\s+\w+\s+)?(?:[\w-]+\s+){0,2}?(?:robot\s+arms?|robots|cobots|plcs?|conveyors?)\b")),
+    Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:also\s+)?(?:do|offer|provide|handle)\s+(?:\w+\s+){0,2}?(?:bookkeeping|accounting\s+services|tax\s+(?:filings?|returns?)|payroll|legal\s+advice|translation\s+services|"
+             r"marketing\s+campaigns|social\s+media\s+management|web\s+design)\b|"
+             r"\bneed\s+(?:someone|somebody|a\s+firm|a\s+company|an\s+agency)\s+to\s+(?:handle|do|take\s+care\s+of|manage|run)\s+our\s+(?:monthly\s+)?(?:accounting|bookkeeping|books|taxes|payroll|tax\s+returns|social\s+media)\b")),
     Rule(_rx(r"\b(?:cameras?|cctv|sensors?|screens?|kiosks?|servers?|cabling|access\s+control)\s+(?:\w+\s+)?installed\b|\bdo\s+you\s+(?:also\s+)?do\s+(?:the\s+)?(?:installation|install(?:ing)?|hardware|cabling)\b")),
     Rule(_rx(r"\b(?:pcb|circuit\s+board|enclosure|firmware|industrial|product)\s+(?:and\s+(?:enclosure|pcb|firmware|industrial)\s+)?design\b(?!\s+(?:docs|documents|reviews?|specs?|files))|"
              r"\bmanufacture\s+(?:an?\s+|our\s+)?(?:[\w-]+\s+){0,3}?(?:device|camera|sensor|gadget|wearable|drone|robot)s?\b")),
@@ -703,10 +721,6 @@ _INTENT_ORG = _rx(r"""(?:\bwe(?:'re|\s+are)\s+(?:a|an)\s+|\bour\s+(?:[\w-]+\s+){
     implementing|adopting|investing\s+in|wants?|needs?|would\s+like|asked\s+(?:me|us)\s+to|interested\s+in)\b""")
 _FIRST_PERSON = re.compile(r"\b(?:we|we're|our|us|i|i'm|my|me)\b", _I)
 
-
-def _spoke_of_self(text: str, state: SessionState) -> bool:
-    "The visitor has said who they are, in this message or an earlier one: a learned persona needs it ('How do you price projects?' is a buyer's question)."
-    return bool(_FIRST_PERSON.search(text)) or any(m.role == 'user' and _FIRST_PERSON.search(m.content) for m in state.messages)
 _HELP = _rx(r"\b(?:can|could|would|will)\s+you\s+(?:guys\s+)?(?:help\s+(?:us|me)\b|build\s+(?:us|me)\b|(?:build|create|implement|automate|develop|set\s+up)\s+[^.?!]{0,60}?\bfor\s+(?:us|me|our)\b)|"
             r"^\W*(?:looking|searching)\s+for\s+(?:help|a\s+partner|support|someone)\s+(?:with\s+|to\s+)?(?:automat|build|implement|deploy|set\s+up|roll\s+out)\w*")
 _PAIN = _rx(r"""\b(?:we|we're|i|i'?m|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|agents|people|analysts|engineers|department|ops|operations|doctors|nurses|
@@ -741,7 +755,17 @@ PROBLEM_IMPLICIT_RULES = [
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
     (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate)\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
-    |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b""")
+    |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
+    |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
+    |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
+    |\blooking\s+for\s+(?:an?\s+)?(?:[\w-]+\s+){0,2}?(?:partner|vendor|provider|solution|implementation\s+partner)\b
+    |\bbudget\s+(?:is\s+|has\s+been\s+)?(?:approved|ring-?fenced|allocated|set\s+aside|earmarked|secured)\b|\b(?:got|have)\s+(?:the\s+)?budget\s+(?:ring-?fenced|approved|allocated|set\s+aside|for\s+(?:this|it|h[12]|q[1-4]))\b
+    |\bwhat\s+would\s+(?:a|the)\s+first\s+(?:phase|step|project|engagement)\s+look\s+like\b|\bhow\s+(?:do|would|could)\s+we\s+(?:get\s+started|start|kick\s+(?:this|it)\s+off)\b""")
+# a stated pain, said without a subject pattern: "our forecasting is basically spreadsheets", "40 models with no monitoring"
+_PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|mostly\s+|honestly\s+|completely\s+)?(?:spreadsheets?|excel|manual|paper(?:-based)?|on\s+paper|rubbish|terrible|awful|
+    a\s+(?:mess|nightmare)|broken|painful|all\s+over\s+the\s+place)|by\s+hand|re-?key(?:s|ing|ed)?|(?:far\s+|way\s+)?too\s+much\s+(?:time|waste|manual\s+work|stock|produce|food)|
+    throw(?:ing)?\s+away|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
+    nobody\s+knows|no\s+one\s+knows|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
@@ -763,6 +787,10 @@ def _problem(text: str):
     if not out:
         h = _first(text, PROBLEM_PAIN_RULES)
         if h: out.append(('partially_confirmed', 'explicit', _evidence(text, h[1])))
+    if not out:
+        for m in _PAIN_PLAIN.finditer(text):
+            if _FIRST_PERSON.search(_sentence_of(text, m)) and not _negated(text, m):
+                out.append(('partially_confirmed', 'explicit', _evidence(text, m))); break
     for r, m in _hits(text, PROBLEM_IMPLICIT_RULES):
         out.append((r.level, 'implicit', _implicit_evidence(text, m, r.note))); break
     return out
@@ -923,10 +951,6 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
 
     # problem
     cands['problem_fit'] += [(*c, 1.0, 'rule') for c in _problem(text)]
-    # a stated pain, then the wish to act on it ("we'd like to start this quarter"): the need is concrete now
-    if (q.problem_fit == 'partially_confirmed' or any(c[0] == 'partially_confirmed' for c in cands['problem_fit'])) \
-            and (m := _ENGAGE.search(text)) and not _negated(text, m):
-        cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # authority and role
     role = None
@@ -958,6 +982,11 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
     learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
 
+    # a stated pain, then the wish to act on it ("we'd like to start this quarter", "budget is approved"): the need is concrete now
+    if (q.problem_fit == 'partially_confirmed' or any(c[0] == 'partially_confirmed' for c in cands['problem_fit'])) \
+            and (m := _ENGAGE.search(text)) and not _negated(text, m):
+        cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
+
     # a stated title is precise: the model does not overrule a pattern's authority level (precedence 2)
     if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
 
@@ -978,11 +1007,11 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                'researcher' if not org_need and _first(text, MEDIA_RULES) else
                'job_seeker' if not for_client and _first(text, JOB_SEEKER_RULES) else
                'vendor' if not org_need and _first(text, VENDOR_RULES) else
-               learned('persona', th.disqualify) if _spoke_of_self(text, state) else None)    # who they are: they must say
+               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) else None)    # who they are: they must say
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
-              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify))
+              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify) if _FIRST_PERSON.search(text) or addresses_us(text) else None)
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
     flags = dict(explicit_human_request=human, is_negative_persona=persona is not None, is_no_fit=no_fit is not None,
