@@ -275,6 +275,8 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
     Rule(_rx(r"\b(?:asking|it'?s|this\s+is)\s+for\s+(?:our|my)\s+own\s+(?:firm|agency|consultancy|practice|shop|studio|pricing|rate\s+card|proposals?|bids?)\b")),
     Rule(_rx(r"\bcompetitive\s+intelligence\b")),
+    Rule(_rx(r"\b(?:start|starting|launch|launching|set(?:ting)?\s+up|open(?:ing)?)\s+(?:an?\s+|our\s+own\s+|my\s+own\s+)?(?:[\w-]+\s+)?" + _AI_FIRM + r"\b|"
+             r"\bwhat\s+(?:sort\s+of\s+|kind\s+of\s+|are\s+the\s+|are\s+your\s+)?(?:margins?|markups?|utili[sz]ation\s+rates?)\s+(?:do\s+you\s+(?:make|run|have|get|target)|on)\b")),
     Rule(_rx(r"\b(?:building|build|doing|offer|offering|sell|selling)\s+(?:something\s+(?:similar|like\s+(?:this|that|it))|the\s+same(?:\s+thing)?)\s+for\s+(?:our|my)\s+(?:own\s+)?clients\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:consultancy|agency|studio|integrator|consulting\s+(?:firm|company))\s+(?:too|as\s+well)\b")),
 ]
@@ -384,7 +386,7 @@ NO_FIT_SERVICE_RULES = [
     Rule(_rx(r"\b(?:hardware\s+and\s+firmware|firmware\s+and\s+hardware)\b|\b(?:need|want|looking\s+for)\b[^.?!]{0,40}?\b(?:sensors|devices|circuit\s+boards|pcbs|hardware)\s+"
              r"(?:designed|built|manufactured|made|installed|supplied)\b|\b(?:supply|install)\s+(?:and\s+install\s+)?(?:\d+\s+)?(?:gpu\s+)?(?:servers|racks|hardware)\b")),
     Rule(_rx(r"\b(?:build|redesign|make|fix|set\s+up)\s+(?:us\s+)?(?:a|an|our)\s+(?:new\s+)?(?:wordpress\s+|shopify\s+|company\s+)?(?:web\s*site|landing\s+page|online\s+shop|web\s+shop)\b|"
-             r"\b(?:it\s+support|managed\s+it|helpdesk\s+outsourcing|laptop\s+repairs?)\b")),
+             r"\b(?:(?<!\bdid\s)(?<!\bdoes\s)(?<!\bdo\s)(?<!\bwill\s)(?<!\bcan\s)(?<!\bcould\s)(?<!\bwould\s)it\s+support|managed\s+it|helpdesk\s+outsourcing|laptop\s+repairs?)\b")),
 ]
 # geography / regulation: only as a stated requirement ("we can only work with ...", "we need ...")
 NO_FIT_GEO_RULES = [
@@ -760,6 +762,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
     |\blooking\s+for\s+(?:an?\s+)?(?:[\w-]+\s+){0,2}?(?:partner|vendor|provider|solution|implementation\s+partner)\b
     |\bbudget\s+(?:is\s+|has\s+been\s+)?(?:approved|ring-?fenced|allocated|set\s+aside|earmarked|secured)\b|\b(?:got|have)\s+(?:the\s+)?budget\s+(?:ring-?fenced|approved|allocated|set\s+aside|for\s+(?:this|it|h[12]|q[1-4]))\b
+    |\b(?:we'?d|we\s+would|i'?d|i\s+would)\s+(?:like|love|want)\s+(?:a|to\s+(?:run|do|start)\s+a)\s+(?:pilot|poc|proof\s+of\s+concept|trial)\b
     |\bwhat\s+would\s+(?:a|the)\s+first\s+(?:phase|step|project|engagement)\s+look\s+like\b|\bhow\s+(?:do|would|could)\s+we\s+(?:get\s+started|start|kick\s+(?:this|it)\s+off)\b""")
 # a stated pain, said without a subject pattern: "our forecasting is basically spreadsheets", "40 models with no monitoring"
 _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|mostly\s+|honestly\s+|completely\s+)?(?:spreadsheets?|excel|manual|paper(?:-based)?|on\s+paper|rubbish|terrible|awful|
@@ -789,7 +792,8 @@ def _problem(text: str):
         if h: out.append(('partially_confirmed', 'explicit', _evidence(text, h[1])))
     if not out:
         for m in _PAIN_PLAIN.finditer(text):
-            if _FIRST_PERSON.search(_sentence_of(text, m)) and not _negated(text, m):
+            inherently_negative = re.match(r"(?:with\s+)?no\b|nobody|no\s+one|zero", m.group(), _I)
+            if _FIRST_PERSON.search(_sentence_of(text, m)) and (inherently_negative or not _negated(text, m)):
                 out.append(('partially_confirmed', 'explicit', _evidence(text, m))); break
     for r, m in _hits(text, PROBLEM_IMPLICIT_RULES):
         out.append((r.level, 'implicit', _implicit_evidence(text, m, r.note))); break
