@@ -769,6 +769,9 @@ _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|
     a\s+(?:mess|nightmare)|broken|painful|all\s+over\s+the\s+place)|by\s+hand|re-?key(?:s|ing|ed)?|(?:far\s+|way\s+)?too\s+much\s+(?:time|waste|manual\s+work|stock|produce|food)|
     throw(?:ing)?\s+away|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
     nobody\s+knows|no\s+one\s+knows|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
+_AUGMENT = _rx(r"""\b(?:we\s+)?(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
+    (?:senior\s+|experienced\s+|external\s+)?(?:data|ml|mlops|ai|llm|machine\s+learning|nlp|genai)\s+(?:engineers|scientists|developers|people|specialists|experts)\b
+    (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
@@ -784,6 +787,7 @@ def _problem(text: str):
             if _HIRING.search(_sentence_of(text, m)): continue        # hiring people is not an AI project
             # "we're exploring where genai could help" is an exploration, not a project (hinted)
             (exploring if _EXPLORING.search(m.group()) or _NO_PROJECT.search(_sentence_of(text, m)) else found).append(_evidence(text, m))
+    if (m := _AUGMENT.search(text)) and not _negated(text, m): found.append(_evidence(text, m))    # team augmentation is a service
     if found:    # prefer the phrase that itself names the AI work ("building a RAG assistant" over "we need it live")
         out.append(('confirmed', 'explicit', next((e for e in found if _AI.search(e)), found[0])))
     elif exploring: out.append(('partially_confirmed', 'explicit', exploring[0]))
