@@ -242,8 +242,26 @@ class SignalClassifier:
 
     def predict(self, vectors: np.ndarray, texts: Sequence[str]) -> dict[str, np.ndarray]:
         "Probabilities per decision, {decision: (n, labels)} in `DECISIONS` order, for texts and their embeddings."
-        X = features(vectors, texts)
-        return {d: h.proba(X) for d, h in self.heads.items()}
+        # every head in one product: the dense embedding part and the sparse n-gram part of `features`, against all
+        # heads' weights stacked (the same numbers as `Head.proba(features(...))`, a fifth of the time on a turn)
+        emb_w, ngram_w, spans = self._stacked
+        V = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        Z = V @ emb_w + NGRAM_WEIGHT * np.asarray(ngram_features(texts) @ ngram_w)
+        out = {}
+        for d, (a, b) in spans.items():
+            h = self.heads[d]
+            z = (Z[:, a:b] + h.intercept) / h.temperature
+            z[:, ~h.present] = -np.inf
+            out[d] = _softmax(z)
+        return out
+
+    @functools.cached_property
+    def _stacked(self):
+        W = np.vstack([h.coef for h in self.heads.values()])
+        dim = W.shape[1] - NGRAM_FEATURES
+        spans, i = {}, 0
+        for d, h in self.heads.items(): spans[d] = (i, i + len(h.coef)); i += len(h.coef)
+        return np.ascontiguousarray(W[:, :dim].T), np.ascontiguousarray(W[:, dim:].T), spans     # (features, labels), C order
 
     def save(self, path: Path) -> None:
         "Write atomically (a concurrent reader never sees half a file)."
