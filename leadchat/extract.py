@@ -206,6 +206,7 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:need|want|like|get|have)\s+(?:a\s+)?(?:named\s+|direct\s+)?contact\s+(?:person\s+)?(?:on\s+your\s+side|at\s+your\s+(?:end|company|firm)|in\s+your\s+team)\b|"
              r"\b(?:and|plus)\s+(?:a|an)\s+(?:short\s+|quick\s+|brief\s+)?intro(?:ductory)?\s+(?:call|meeting|chat)\b")),
     Rule(_rx(r"\b(?:get|have|ask)\s+(?:them|him|her|some(?:one|body)|your\s+\w+(?:\s+\w+)?)\s+to\s+(?:give\s+(?:me|us)\s+a\s+(?:ring|call|buzz|shout)|(?:call|ring|phone|contact|email)\s+(?:me|us))\b")),
+    Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|keen\s+on)\s+(?:coming\s+on|joining\s+(?:us|me|our)|an?\s+(?:interview|intro|conversation))\b")),
     Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|available\s+for|free\s+for|keen\s+on)\s+(?:a|an)\s+(?:\w+\s+){0,2}?(?:call|meeting|chat|demo)\b")),
     Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:do|offer|run|give)\s+(?:live\s+|product\s+|personal(?:ised|ized)?\s+)?demos\b|"
              r"\b(?:my|our)\s+(?:ceo|cto|cfo|coo|cio|boss|manager|director|md|founders?|head\s+of\s+\w+|board|leadership(?:\s+team)?)\s+(?:wants|would\s+like|needs|asked\s+for|is\s+asking\s+for)\s+"
@@ -493,7 +494,9 @@ _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:s
             r"customer\s+(?:service|support|experience))\s+(?:manager|lead)))")
 # a decision of the speaker's own, stated outright (not a title): for a consultant, the only authority that counts
 DECISION_RULES = [
-    Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b")),
+    Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b|"
+             r"\bi\s+(?:own|run|control|hold|manage|make)\s+(?:the\s+|their\s+|our\s+|all\s+)?(?:[\w-]+\s+)?(?:vendor\s+(?:selection|choices?|decisions?)|budgets?|purchasing(?:\s+decisions?)?|"
+             r"procurement\s+decisions?|buying\s+decisions?)\b")),
     Rule(_rx(r"\bi\s+(?:make|have|own)\s+(?:the\s+)?(?:final\s+)?(?:decision|call|say|sign-?off|signoff)\b|\bi\s+sign\s+off\b")),
     Rule(_rx(r"\b(?:the\s+)?(?:decision|budget|final\s+call|call)\s+is\s+(?:mine|(?:up\s+)?to\s+me)\b|\bi(?:'?m|\s+am)\s+the\s+one\s+who\s+(?:decides|signs)\b")),
     Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
@@ -716,7 +719,8 @@ _INTENT = _rx(r"""\b(?:we|we're|we've|we'd|our\s+(?:\w+\s+)?team|our\s+company|i
        add(?:ing)?|adopt(?:ing)?|integrat(?:e|ing)|roll(?:ing)?\s+out|launch(?:ing)?|replace|replacing|improve|improving|scale|scaling|
        need|needs|want|wants|wanting|like|looking\s+(?:for|to|into)|looking\s+at\s+(?:options|ways|solutions|how|whether|using)|
        tried|built|deployed|launched|piloted|prototyped|tested|trialled|trialed|exploring|explore|piloting|prototyping|planning|plan|trying|considering|
-       struggling|working\s+on|investigating|evaluating\s+(?:how|whether)|interested\s+in)\b(?!\s+(?:to\s+)?(?:learn|know|understand|read|hear|talk|speak|chat|ask|see|find\s+out|check|book|schedule|meet|get\s+in\s+touch|connect)\b)""")
+       struggling|working\s+on|investigating|evaluating\s+(?:how|whether)|interested\s+in|
+       collecting\s+(?:offers|quotes|proposals|bids)\s+for|(?:running|launching|issuing|preparing)\s+(?:an?\s+)?(?:rfp|rfq|tender)\s+for)\b(?!\s+(?:to\s+)?(?:learn|know|understand|read|hear|talk|speak|chat|ask|see|find\s+out|check|book|schedule|meet|get\s+in\s+touch|connect)\b)""")
 _INTENT_ORG = _rx(r"""(?:\bwe(?:'re|\s+are)\s+(?:a|an)\s+|\bour\s+(?:[\w-]+\s+){0,2}?[\w-]+\b|
     \bmy\s+(?:boss|manager|cto|ceo|cio|director|vp|company|team)\b|\bthe\s+(?:board|ceo|cto|cio|founders?)\b|\b(?:leadership|management)\b|\band)[^.?!]{0,60}?
     \b(?:is\s+|are\s+)?(?:building|developing|looking\s+(?:to|for|into)|trying\s+to|planning\s+to|exploring|piloting|prototyping|rolling\s+out|deploying|
