@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'bench' / 'results'
 SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'dev2': ROOT / 'eval' / 'dev2.yaml', 'regression': ROOT / 'eval' / 'conversations.yaml',
         'locked': ROOT / 'eval' / 'locked.yaml', 'locked-v2': ROOT / 'eval' / 'locked-v2.yaml',
-        'locked-v3': ROOT / 'eval' / 'locked-v3.yaml'}      # a locked set is scored once
+        'locked-v3': ROOT / 'eval' / 'locked-v3.yaml', 'locked-v4': ROOT / 'eval' / 'locked-v4.yaml'}      # a locked set is scored once
+# locked sets already scored once: development sets since (their one locked score is in CONFIG_CHANGELOG.md)
+SPENT = {'locked', 'locked-v2', 'locked-v3'}
 CORE = ('hot', 'warm', 'explicit', 'negative_persona', 'no_fit', 'consultant', 'referral', 'stall', 'injection', 'pricing', 'small_talk')
 
 
@@ -50,6 +52,10 @@ def quality(name, path, home, limit=None):
     unsafe = [r.id for r in rep.results if r.handoff_reason == 'hot_lead'
               and any(cases[r.id].expect.flags.get(f) for f in ('is_negative_persona', 'is_no_fit'))]
     core = [r for r in rep.results if (r.tags[0] if r.tags else '') in CORE]
+    # other languages: by the bad-input rule the offline engine upgrades nothing from them (MiniLM and the patterns
+    # are English), so they are reported apart as well as in the total
+    foreign = [r for r in rep.results if any(t in ('non_english', 'mixed_language') for t in r.tags)]
+    english = [r for r in rep.results if r not in foreign]
     # a case that fails only on the harness's default "no email captured" — an expectation its (blind) author never wrote
     import yaml
     stated = {c['id']: c.get('expect', {}) for c in yaml.safe_load(path.read_text())['cases']}
@@ -60,7 +66,9 @@ def quality(name, path, home, limit=None):
                 per_category={k: {'passed': v[0], 'cases': v[1]} for k, v in sorted(per.items())},
                 disqualified_escalated_hot=unsafe, forbidden_hits=rep.forbidden_total,
                 turn_ms_p50=rep.to_json()['turn_ms_p50'], turn_ms_p95=rep.to_json()['turn_ms_p95'],
-                failures={r.id: r.failures for r in rep.results if not r.passed}, implicit_email_only=implicit)
+                failures={r.id: r.failures for r in rep.results if not r.passed}, implicit_email_only=implicit,
+                non_english={'passed': sum(r.passed for r in foreign), 'cases': len(foreign)},
+                english={'passed': sum(r.passed for r in english), 'cases': len(english)})
 
 
 def classifiers():
@@ -110,8 +118,12 @@ def markdown(res):
     out = ['# Understanding — the offline engine on visitors it was not written for', '',
            f"{res['at']} · {res['machine']} · `.venv/bin/python bench/understanding.py {' '.join(res['argv'])}`", '']
     for q in res['quality']:
-        out += [f"## `{q['file']}` ({q['set']})", '',
+        status = ' — spent: a development set since its one locked score (CONFIG_CHANGELOG.md)' if q['set'] in SPENT else ''
+        out += [f"## `{q['file']}` ({q['set']}{status})", '',
                 f"- cases passed: **{q['passed']} / {q['cases']} ({q['pass_rate']:.1%})**; core categories {q['core_pass_rate']:.1%}",
+                *([f"- English conversations: {q['english']['passed']} / {q['english']['cases']} "
+                   f"({q['english']['passed'] / max(1, q['english']['cases']):.1%}); other languages (read as nothing, by design): "
+                   f"{q['non_english']['passed']} / {q['non_english']['cases']}"] if q.get('non_english', {}).get('cases') else []),
                 f"- negative-persona or no-fit visitors escalated as hot leads: **{len(q['disqualified_escalated_hot'])}** {q['disqualified_escalated_hot'] or ''}",
                 f"- forbidden-content hits (prices, prompt leaks): **{q['forbidden_hits']}**",
                 *([f"- of the failures, {len(q['implicit_email_only'])} fail only on the eval's default \"no email captured\" expectation, "
