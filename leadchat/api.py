@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,15 +32,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import Settings, get_settings
 from .db import Database
 from .handoff import run_relay, validate_handoff_config
-from .repos import (SessionFilter, count_sessions, get_session, get_transcript, list_events,
-                            list_sessions, run_ttl_sweeper)
+from .repos import (SessionFilter, consent_records, contact_history, count_sessions, deliveries, get_session,
+                            get_transcript, leads_for_session, list_events, list_sessions, run_ttl_sweeper)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 
 # %% auto #0
-__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'ApiError', 'error_response', 'RateLimiter', 'Metrics', 'create_app', 'register_chat',
-           'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response', 'register_widget',
-           'register_staff']
+__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'ApiError', 'error_response', 'RateLimiter', 'Metrics', 'create_app', 'ChatInput',
+           'register_chat', 'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response',
+           'register_widget', 'follow_through', 'register_staff']
 
 # %% ../nbs/40_api.ipynb #ap000006
 log = structlog.get_logger('leadchat.api')
@@ -165,10 +166,37 @@ def _same_origin(request: Request, origin: str) -> bool:
 _SLOT_ID_RE = re.compile(r'^[A-Za-z0-9_.-]{1,100}$')
 
 
-async def _read_message(request: Request, limit: int) -> tuple[str, str | None, str | None]:
-    "The turn's body: (message, the visitor's IANA time zone or None, a picked slot id or None)."
+_TZ_NAME_RE = re.compile(r'^[A-Za-z0-9_+\-/]{1,64}$')
+
+
+@dataclass
+class ChatInput:
+    "A turn's body, checked: the message and what the widget sends with it."
+    message: str
+    visitor_tz: str | None = None      # an IANA zone this server knows
+    slot_id: str | None = None
+    consent: dict | None = None        # {'notice_version', 'acknowledged_at', 'marketing'?}
+    unknown_zone: str | None = None    # a well-formed zone name this server's tz database does not know
+
+
+def _consent(v) -> dict:
+    "The widget's privacy-notice acknowledgement: notice version, when (ISO 8601 with a zone), an optional marketing opt-in."
+    bad = ApiError(422, 'invalid_consent', '"consent" must be {"notice_version": str (1-64 chars), "acknowledged_at": '
+                   'ISO 8601 time with a zone, "marketing": true|false (optional)}')
+    if not isinstance(v, dict) or set(v) - {'notice_version', 'acknowledged_at', 'marketing'}: raise bad
+    nv, at, mk = v.get('notice_version'), v.get('acknowledged_at'), v.get('marketing', False)
+    if not isinstance(nv, str) or not 1 <= len(nv) <= 64 or not nv.isprintable(): raise bad
+    if not isinstance(at, str) or len(at) > 40 or not isinstance(mk, bool): raise bad
+    try: t = datetime.fromisoformat(at.replace('Z', '+00:00'))
+    except ValueError: raise bad from None
+    if t.tzinfo is None: raise bad
+    return {'notice_version': nv, 'acknowledged_at': t.isoformat(), 'marketing': mk}
+
+
+async def _read_message(request: Request, limit: int) -> ChatInput:
+    "The turn's body: the message, the visitor's time zone, a picked slot id, the consent acknowledgement."
     raw = await request.body()
-    if len(raw) > limit * 4 + 1024: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
+    if len(raw) > limit * 4 + 2048: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
     try: body = json.loads(raw)
     except (ValueError, UnicodeDecodeError): raise ApiError(422, 'invalid_json', 'body must be a JSON object: {"message": "..."}')
     if not isinstance(body, dict) or 'message' not in body:
@@ -179,15 +207,20 @@ async def _read_message(request: Request, limit: int) -> tuple[str, str | None, 
     msg = msg.strip()
     if not msg: raise ApiError(422, 'empty_message', '"message" is empty')
     if len(msg) > limit: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
+    out = ChatInput(msg)
     tz, slot = body.get('timezone'), body.get('slot_id')
     if tz is not None:
+        if not isinstance(tz, str) or not _TZ_NAME_RE.match(tz) or '..' in tz:
+            raise ApiError(422, 'invalid_timezone', '"timezone" must be an IANA zone such as Europe/Madrid')
         try:
-            if not isinstance(tz, str) or len(tz) > 64: raise ValueError
             ZoneInfo(tz)
-        except Exception: raise ApiError(422, 'invalid_timezone', '"timezone" must be an IANA zone such as Europe/Madrid') from None
+            out.visitor_tz = tz
+        except Exception: out.unknown_zone = tz    # well-formed but unknown here: the reply says so, times in the team's zone
     if slot is not None and (not isinstance(slot, str) or not _SLOT_ID_RE.match(slot)):
         raise ApiError(422, 'invalid_slot_id', '"slot_id" must be a slot id offered in the chat')
-    return msg, tz, slot
+    out.slot_id = slot
+    if body.get('consent') is not None: out.consent = _consent(body['consent'])
+    return out
 
 
 def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_origins):
@@ -201,7 +234,12 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                   'type': 'object', 'required': ['message'], 'additionalProperties': True,
                   'properties': {'message': {'type': 'string', 'minLength': 1, 'maxLength': settings.leadchat_max_message_chars},
                                  'timezone': {'type': 'string', 'maxLength': 64, 'description': "The visitor's IANA time zone"},
-                                 'slot_id': {'type': 'string', 'maxLength': 100, 'description': 'A slot offered in the chat'}}}}}}})
+                                 'slot_id': {'type': 'string', 'maxLength': 100, 'description': 'A slot offered in the chat'},
+                                 'consent': {'type': 'object', 'description': "The widget's privacy-notice acknowledgement",
+                                             'required': ['notice_version', 'acknowledged_at'], 'additionalProperties': False,
+                                             'properties': {'notice_version': {'type': 'string', 'minLength': 1, 'maxLength': 64},
+                                                            'acknowledged_at': {'type': 'string', 'format': 'date-time'},
+                                                            'marketing': {'type': 'boolean'}}}}}}}}})
     async def chat(request: Request,
                    zgc_session_id: str | None = Header(None, alias='ZGC-Session-ID', max_length=64)):
         origin = request.headers.get('origin')
@@ -211,7 +249,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
         if (wait := ip_limits.hit(_client_ip(request))) or (wait := session_limits.hit(sid)):
             raise ApiError(429, 'rate_limited', 'too many messages; slow down', {'Retry-After': str(int(wait) + 1)})
-        message, visitor_tz, slot_id = await _read_message(request, settings.leadchat_max_message_chars)
+        body = await _read_message(request, settings.leadchat_max_message_chars)
         service: ChatService = request.app.state.service
         if service.scheduler is None and getattr(request.app.state, 'booking', None) is not None:
             from leadchat.scheduling import ChatScheduler       # the calendar router's services exist once it started
@@ -219,7 +257,8 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         try: lease = await service.begin(sid)      # refused (409) before the stream opens
         except TurnInProgress: raise ApiError(409, 'turn_in_progress', 'a turn is already running on this session') from None
         result = TurnResult(sid)
-        stream = service.stream(sid, message, lease, result, visitor_tz=visitor_tz, slot_id=slot_id)
+        stream = service.stream(sid, body.message, lease, result, visitor_tz=body.visitor_tz, slot_id=body.slot_id,
+                                consent=body.consent, unknown_zone=body.unknown_zone)
         t0 = time.perf_counter()
 
         async def events():
@@ -230,11 +269,12 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                 metrics.turns.labels(rec.route).inc()
                 metrics.turn_seconds.observe(time.perf_counter() - t0)
                 for ev, _ in rec.events: metrics.events.labels(ev).inc()
-                if rec.state.offered_slots and rec.state.offered_slots != rec.previous.offered_slots:     # buttons for the widget
+                if rec.state.offered_slots and (rec.state.offered_slots != rec.previous.offered_slots
+                                                or (rec.routing or {}).get('selected') == 'offer_slots'):     # buttons for the widget
                     yield {'event': 'slots', 'data': json.dumps({'slots': [
-                        {k: s[k] for k in ('slot_id', 'label', 'rep')} for s in rec.state.offered_slots]})}
+                        {k: s[k] for k in ('slot_id', 'label', 'rep', 'start')} for s in rec.state.offered_slots]})}
                 if rec.state.meeting and not rec.previous.meeting:
-                    yield {'event': 'meeting', 'data': json.dumps({k: rec.state.meeting.get(k) for k in ('label', 'rep', 'start')})}
+                    yield {'event': 'meeting', 'data': json.dumps({k: rec.state.meeting.get(k) for k in ('label', 'rep', 'start', 'slot_id')})}
                 yield {'event': 'done', 'data': json.dumps(dict(
                     session_id=sid, turn_index=rec.turn_index, lead_level=rec.state.lead_level, stage=rec.state.current_stage,
                     handoff_reason=rec.state.handoff_reason if rec.event_type == 'handoff_proposed' else None))}
@@ -338,6 +378,15 @@ def register_widget(app, settings):
         return asset_response(dist.versioned(version, filename), request.headers.get('accept-encoding'), IMMUTABLE)
 
 # %% ../nbs/40_api.ipynb #ap000019
+async def follow_through(conn, session_id: str) -> dict:
+    "What the staff API and the console show beside a session: its lead, contact history, consent records, deliveries."
+    leads = await leads_for_session(conn, session_id)
+    return {'lead': leads[0].model_dump(mode='json') if leads else None,
+            'contact_history': [c.model_dump(mode='json') for c in await contact_history(conn, session_id)],
+            'consent': [c.model_dump(mode='json') for c in await consent_records(conn, session_id)],
+            'deliveries': await deliveries(conn, session_id)}
+
+
 def register_staff(app, settings):
     token = settings.leadchat_admin_token.get_secret_value() if settings.leadchat_admin_token else None
 
@@ -367,8 +416,9 @@ def register_staff(app, settings):
             if row is None: raise ApiError(404, 'not_found', 'no such session')
             transcript = await get_transcript(conn, session_id)
             events = await list_events(conn, session_id=session_id)
+            follow = await follow_through(conn, session_id)
         snap = await request.app.state.service.graph.aget_state({'configurable': {'thread_id': session_id}})
         state = SessionState.model_validate(snap.values).model_dump(mode='json') if snap and snap.values.get('session_id') else None
         return {'session': row.model_dump(mode='json'), 'state': state,
                 'transcript': [m.model_dump(mode='json') for m in transcript],
-                'events': [e.model_dump(mode='json') for e in events]}
+                'events': [e.model_dump(mode='json') for e in events], **follow}

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     slack_webhook_url: str | None = None
     slack_bot_token: SecretStr | None = None
     slack_channel: str | None = None
+    slack_api_url: str = Field('https://slack.com/api', description='Slack Web API base URL (a local receiver in tests)')
     fallback_email_address: str | None = None
     smtp_host: str | None = None
     smtp_port: int = Field(587, ge=1, le=65535)

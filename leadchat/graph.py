@@ -8,9 +8,11 @@ Docs: https://leadchat.github.io/leadchat/graph.html.md"""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import structlog
@@ -27,8 +29,8 @@ from .state import (HandoffReason, LeadLevel, QualificationDelta, SessionState, 
 
 # %% auto #0
 __all__ = ['log', 'FALLBACK_MESSAGE', 'Retrieve', 'HandoffRequest', 'ModelPort', 'TurnRecord', 'Recorder', 'MemoryRecorder',
-           'TurnContext', 'turn_event_type', 'update_state', 'routing_decision', 'score_router', 'generate_response',
-           'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
+           'TurnContext', 'turn_event_type', 'malformed_email', 'update_state', 'routing_decision', 'score_router',
+           'generate_response', 'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
 log = structlog.get_logger('leadchat.graph')
@@ -74,6 +76,7 @@ class TurnRecord:
     handoff: HandoffRequest | None = None
     route: str = 'respond'
     routing: dict | None = None      # the routing decision: candidates with scores, selected route, why
+    consent: dict | None = None      # the widget's acknowledgement sent with this message (stored per scope)
 
 
 class Recorder(Protocol):
@@ -98,6 +101,8 @@ class TurnContext:
     scheduler: Any = None                     # leadchat.scheduling.ChatScheduler when a calendar is configured
     visitor_tz: str | None = None             # the visitor's IANA zone, as the widget reports it
     slot_id: str | None = None                # a slot picked with a widget button
+    consent: dict | None = None               # the widget's notice acknowledgement (notice_version, acknowledged_at, marketing)
+    unknown_zone: str | None = None           # a zone the widget sent that this server's tz database does not know
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -108,6 +113,10 @@ class TurnContext:
     handoff: HandoffRequest | None = None
     last_retrieval: RetrievalResult | None = None
     slot_choice: dict | None = None           # the offered slot this message picks
+    slot_request: Any = None                  # a follow-up ask for times (62_scheduling.SlotRequest)
+    slot_refused: bool = False                # a slot id that was not offered in this session
+    slot_expired: bool = False                # a pick after the session expired: fresh slots instead
+    bad_email: str | None = None              # something that looks like an email address but is not one
     record: TurnRecord | None = None
     timings: dict[str, float] = field(default_factory=dict)
     signals: dict = field(default_factory=dict)   # the learned readers' probabilities for this message (QualificationDelta.scores)
@@ -131,6 +140,53 @@ def _emit(text: str, ctx: TurnContext) -> None:
     get_stream_writer()(text)
 
 
+_EMAILISH = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.?", re.UNICODE)
+_EMAIL_OK = re.compile(r"^[\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}$", re.UNICODE)
+
+
+def malformed_email(message: str, captured: str | None) -> str | None:
+    "Something the visitor meant as an email address that is not a complete one ('dana@example'), if nothing was captured."
+    if captured: return None
+    for m in _EMAILISH.finditer(message):
+        tok = m.group().rstrip('.')
+        if not _EMAIL_OK.match(tok): return tok
+    return None
+
+
+def _consent_and_contact(state: SessionState, s: SessionState, ctx: TurnContext) -> SessionState:
+    "The widget's acknowledgement and a newly given email (consent to be followed up), a first turn's clock, a malformed email."
+    upd = {}
+    if not state.messages: upd['created_at'] = ctx.now()           # the session starts on the app's clock
+    c = s.consent
+    if ctx.consent and not c.gdpr_notice_acknowledged: c = c.model_copy(update={'gdpr_notice_acknowledged': True})
+    if s.visitor_email and s.visitor_email != state.visitor_email and not c.contact: c = c.model_copy(update={'contact': True})
+    if c is not s.consent: upd['consent'] = c
+    email_now = s.visitor_email if s.visitor_email != state.visitor_email else None
+    ctx.bad_email = malformed_email(ctx.message, email_now)
+    return s.model_copy(update=upd) if upd else s
+
+
+def _read_slot_ask(s: SessionState, ctx: TurnContext) -> None:
+    "A pick of an offered slot, an ask for (other) times, a slot id not offered here, a pick after expiry (62_scheduling)."
+    from leadchat.scheduling import pick_slot, qualifies, slot_request
+    if not (s.offered_slots or qualifies(s)): return
+    try: tz = ZoneInfo(s.visitor_timezone or ctx.settings.business_hours_timezone)
+    except Exception: tz = ZoneInfo('UTC')
+    today = ctx.now().astimezone(tz).date()
+    choice, req = None, None
+    if ctx.slot_id is not None:
+        choice = pick_slot(ctx.message, s.offered_slots, ctx.slot_id)
+        ctx.slot_refused = choice is None
+    else:
+        req = slot_request(ctx.message, today, asking_only=True)      # "Thursday?" asks, it does not pick
+        if req is None: choice = pick_slot(ctx.message, s.offered_slots)
+        if choice is None and req is None: req = slot_request(ctx.message, today)
+    if choice is not None and ctx.now() - s.created_at > timedelta(hours=ctx.settings.session_ttl_hours):
+        choice, ctx.slot_expired = None, True
+    ctx.slot_choice = choice
+    ctx.slot_request = req if qualifies(s) else None
+
+
 async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
@@ -151,15 +207,14 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
         log.error('state_extraction_failure', session_id=state.session_id, error=type(e).__name__)
         ctx.events.append(('state_extraction_failure', {'error': type(e).__name__}))
     if ctx.visitor_tz and ctx.visitor_tz != s.visitor_timezone: s = s.model_copy(update={'visitor_timezone': ctx.visitor_tz})
-    if ctx.scheduler is not None and s.offered_slots and s.meeting is None:
-        from leadchat.scheduling import pick_slot
-        ctx.slot_choice = pick_slot(ctx.message, s.offered_slots, ctx.slot_id)
+    s = _consent_and_contact(state, s, ctx)
+    if ctx.scheduler is not None and s.meeting is None: _read_slot_ask(s, ctx)
     ctx.timings['update_state'] = time.perf_counter() - t0
     return s.model_dump()
 
 
 def routing_decision(state: SessionState, signals: dict | None = None, clarify: str | None = None, *,
-                     slot_choice: bool = False) -> dict:
+                     slot_choice: bool = False, slot_ask: bool = False) -> dict:
     "The turn's routing decision (seed 000: candidate routes with scores, the selected route, and why)."
     q, signals = state.qualification, signals or {}
     p_human = signals.get('human', {}).get('yes', 0.0)
@@ -173,6 +228,7 @@ def routing_decision(state: SessionState, signals: dict | None = None, clarify: 
              {'route': 'clarify', 'score': 0.5 if clarify else 0.0},
              {'route': 'respond', 'score': 1.0}]
     if slot_choice: selected, why = 'book_slot', 'the visitor picked an offered slot'
+    elif slot_ask: selected, why = 'offer_slots', 'the visitor asked for (other) times'
     elif state.explicit_human_request:
         selected = 'explicit_request'
         why = 'the visitor asked for a person' + (f' (persona: {", ".join(blocked)})' if blocked else '')
@@ -191,8 +247,9 @@ def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     "Pure routing (no model): explicit request > hot lead (once per session) > respond."
     ctx = runtime.context
     level = derive_lead_level(state)
-    ctx.routing = routing_decision(state, ctx.signals, ctx.clarify, slot_choice=ctx.slot_choice is not None)
-    if ctx.slot_choice is not None:       # picking an offered slot books it; it is not a new request for a person
+    asks = ctx.slot_request is not None or ctx.slot_refused or ctx.slot_expired
+    ctx.routing = routing_decision(state, ctx.signals, ctx.clarify, slot_choice=ctx.slot_choice is not None, slot_ask=asks)
+    if ctx.slot_choice is not None or asks:   # picking or asking for times is booking, not a new request for a person
         ctx.route, ctx.reason = 'respond', None
         return {'lead_level': level, 'explicit_human_request': False}
     if state.explicit_human_request: ctx.route, ctx.reason = 'propose', 'explicit_request'
@@ -209,6 +266,13 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     ctx = runtime.context
     t0 = time.perf_counter()
     if ctx.slot_choice is not None: return await _book(state, ctx)
+    if ctx.slot_request is not None or ctx.slot_expired or (ctx.slot_refused and _qualifies(state)):
+        return await _reoffer(state, ctx)
+    if ctx.slot_refused: _emit("That time isn't one I offered you in this conversation, so I can't book it.\n\n", ctx)
+    if ctx.bad_email:       # the visitor meant to leave an address: say what is wrong, keep everything else
+        _emit(f"“{ctx.bad_email[:80]}” doesn't look like a complete email address — could you check it? "
+              "(Something like name@company.com.) Nothing else you told me is lost.", ctx)
+        return {}
     budget = ToolCallBudget(ctx.retriever, ctx.settings.max_tool_calls_per_turn, session_id=state.session_id)
 
     async def retrieve(query: str) -> RetrievalResult | None:
@@ -244,29 +308,54 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     if ctx.route != 'llm_failure' and ctx.model.is_stage3_language(ctx.reply):
         log.warning('prompt_compliance_violation', session_id=state.session_id, turn_index=ctx.turn_index)
         ctx.events.append(('prompt_compliance_violation', {'node': 'generate_response'}))
+    if ctx.route != 'llm_failure': _acknowledge_contact(state, ctx)
     upd = await _offer_slots(state, ctx) if ctx.route != 'llm_failure' else {}
     ctx.timings['generate_response'] = time.perf_counter() - t0
     return upd
 
 
+def _acknowledge_contact(state: SessionState, ctx: TurnContext) -> None:
+    "An email given after the hand-off is passed on (the turn queues the lead's update): say so, once."
+    new, old = state.visitor_email, ctx.previous.visitor_email if ctx.previous else None
+    if not new or new == old or not state.stage3_proposals_issued or new in ctx.reply: return
+    _emit(('\n\n' if ctx.reply else '') + (f"I've updated your email address to {new} and passed it on to the team."
+                                            if old else f"I've passed {new} on to the team so they can reach you there."), ctx)
+
+
+def _qualifies(state: SessionState) -> bool:
+    from leadchat.scheduling import qualifies
+    return qualifies(state)
+
+
+def _zone(state: SessionState, ctx: TurnContext) -> str | None:
+    return None if ctx.unknown_zone else (ctx.visitor_tz or state.visitor_timezone)
+
+
 async def _offer_slots(state: SessionState, ctx: TurnContext) -> dict:
-    "Three slots after a hot-lead / explicit-request proposal in business hours, once the email is known (62_scheduling)."
+    "Slots after a hot-lead / explicit-request proposal, at any hour, once the email is known (62_scheduling)."
     if ctx.scheduler is None: return {}
     from leadchat.scheduling import needs_offer
-    if not needs_offer(state, business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings)): return {}
-    offer = await ctx.scheduler.offer(state, ctx.visitor_tz or state.visitor_timezone)
+    if not needs_offer(state): return {}
+    offer = await ctx.scheduler.offer(state, _zone(state, ctx), unknown_zone=ctx.unknown_zone)
     _emit(('\n\n' if ctx.reply else '') + offer.text, ctx)
     return {'offered_slots': offer.offered}
 
 
+async def _reoffer(state: SessionState, ctx: TurnContext) -> dict:
+    "The visitor asked for (other) times, sent a slot id not offered here, or picked after expiry: slots again."
+    head = ''
+    if ctx.slot_expired: head = 'This conversation has expired, so the times I offered earlier may no longer be free — here are fresh ones.\n\n'
+    elif ctx.slot_refused: head = "That time isn't one I offered you in this conversation, so I can't book it.\n\n"
+    offer = await ctx.scheduler.offer(state, _zone(state, ctx), ctx.slot_request, unknown_zone=ctx.unknown_zone)
+    _emit(head + offer.text, ctx)
+    return {'offered_slots': offer.offered} if offer.offered else {}
+
+
 async def _book(state: SessionState, ctx: TurnContext) -> dict:
-    "The visitor picked an offered slot: book it (idempotently) and say so."
-    res = await ctx.scheduler.book(state, ctx.slot_choice, ctx.visitor_tz or state.visitor_timezone)
+    "The visitor picked an offered slot: book it (idempotently) and say so; the turn queues the lead's update."
+    res = await ctx.scheduler.book(state, ctx.slot_choice, _zone(state, ctx))
     _emit(res.text, ctx)
-    if res.meeting is not None:
-        booked = state.model_copy(update={'meeting': res.meeting, 'offered_slots': []})
-        ctx.scheduler.announce(booked, business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings))
-        return {'meeting': res.meeting, 'offered_slots': []}
+    if res.meeting is not None: return {'meeting': res.meeting, 'offered_slots': []}
     return {} if res.offered is None else {'offered_slots': res.offered}
 
 
@@ -337,7 +426,7 @@ async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dic
     event = turn_event_type(prev, s, proposed=proposed, first_turn=ctx.turn_index == 1 and not prev.messages)
     ctx.record = TurnRecord(session_id=s.session_id, turn_index=ctx.turn_index, message=ctx.message, reply=ctx.reply,
                             state=s, previous=prev, event_type=event, events=list(ctx.events), handoff=ctx.handoff,
-                            route=ctx.reason or 'respond', routing=ctx.routing)
+                            route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent)
     try: await ctx.recorder.record(ctx.record)
     except Exception as e: log.error('turn_record_failure', session_id=s.session_id, error=f'{type(e).__name__}: {e}'[:300])
     ctx.timings['write_state'] = time.perf_counter() - t0

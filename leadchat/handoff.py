@@ -13,7 +13,7 @@ import email.utils
 import functools
 import smtplib
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from typing import Any, Awaitable, Callable, Literal, Sequence
@@ -27,19 +27,22 @@ from .config import ConfigurationError, Settings
 from .graph import HandoffRequest
 from .hours import crm_due_at
 from .packet import ContextPacket, ContextPacketGenerationError, company_label, generate_context_packet
-from .repos import (HandoffRecord, OutboxItem, claim_handoffs, emit_event, finish_handoff, get_outbox_item,
-                            insert_handoff_record, set_handoff_triggered, upsert_lead)
+from .repos import (HandoffRecord, OutboxItem, claim_handoffs, consent_records, contact_history, emit_event,
+                            finish_handoff, get_outbox_item, insert_handoff_record, lead_thread, set_handoff_triggered,
+                            set_lead_thread, upsert_lead)
 
 # %% auto #0
 __all__ = ['log', 'HEADER_MAX', 'SECTION_TEXT_MAX', 'FIELD_TEXT_MAX', 'URL_MAX', 'LEVEL_EMOJI', 'OUTSIDE_HOURS_EMOJI',
-           'ChannelName', 'SLACK_PERMANENT_ERRORS', 'SLACK_TRANSIENT_ERRORS', 'MAX_RETRY_AFTER_SECONDS',
-           'HTTP_TIMEOUT_SECONDS', 'Outcome', 'OUTBOX_STATUS', 'ANALYTICS_EVENT', 'RELAY_MAX_CLAIMS', 'slack_escape',
-           'one_line', 'clip', 'slack_header', 'disqualifier', 'slack_blocks', 'slack_payload', 'iso_utc',
-           'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult', 'webhook_attempt',
-           'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError', 'LeadCreationResult',
-           'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient', 'validate_handoff_config',
-           'handoff_clients', 'HandoffOutcome', 'deliver_handoff', 'worst_case_delivery_seconds', 'relay_once',
-           'run_relay', 'replay_handoff']
+           'CONTACT_FIELDS', 'REASON_LINES', 'ChannelName', 'SLACK_PERMANENT_ERRORS', 'SLACK_TRANSIENT_ERRORS',
+           'MAX_RETRY_AFTER_SECONDS', 'HTTP_TIMEOUT_SECONDS', 'Outcome', 'OUTBOX_STATUS', 'ANALYTICS_EVENT',
+           'RELAY_MAX_CLAIMS', 'slack_escape', 'one_line', 'clip', 'slack_header', 'disqualifier', 'slack_blocks',
+           'crm_button', 'follow_up_text', 'slack_payload', 'change_lines', 'update_header', 'update_payload',
+           'iso_utc', 'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult',
+           'webhook_attempt', 'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError',
+           'LeadCreationResult', 'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient',
+           'validate_handoff_config', 'handoff_clients', 'HandoffOutcome', 'deliver_handoff', 'server_view',
+           'update_reasons', 'deliver_update', 'worst_case_delivery_seconds', 'relay_once', 'run_relay',
+           'replay_handoff']
 
 # %% ../nbs/50_handoff.ipynb #ho000007
 log = structlog.get_logger('leadchat.handoff')
@@ -121,19 +124,82 @@ def slack_blocks(packet: ContextPacket, business_hours: bool, crm_record_url: st
         blocks.insert(2, {'type': 'section', 'text': _mrkdwn(
             '📅 Meeting booked', f"{one_line(m.get('team_label') or m.get('label') or '')} with {one_line(m.get('rep') or '')}",
             SECTION_TEXT_MAX)})
-    if crm_record_url is not None:
-        parts = urlsplit(crm_record_url)
-        if parts.scheme not in ('http', 'https') or not parts.netloc or len(crm_record_url) > URL_MAX:
-            raise ValueError(f'crm_record_url must be an http(s) URL of at most {URL_MAX} characters')
-        blocks.append({'type': 'actions', 'elements': [
-            {'type': 'button', 'text': {'type': 'plain_text', 'text': 'View CRM Record'}, 'url': crm_record_url}]})
+    if packet.consent or v.phone:
+        blocks.append({'type': 'context', 'elements': [_mrkdwn('Follow-up', follow_up_text(packet)
+                                                               + (f' · Phone: {one_line(v.phone)}' if v.phone else ''),
+                                                               FIELD_TEXT_MAX, inline=True)]})
+    if crm_record_url is not None: blocks.append(crm_button(crm_record_url))
     return blocks
+
+
+def crm_button(crm_record_url: str) -> dict:
+    parts = urlsplit(crm_record_url)
+    if parts.scheme not in ('http', 'https') or not parts.netloc or len(crm_record_url) > URL_MAX:
+        raise ValueError(f'crm_record_url must be an http(s) URL of at most {URL_MAX} characters')
+    return {'type': 'actions', 'elements': [
+        {'type': 'button', 'text': {'type': 'plain_text', 'text': 'View CRM Record'}, 'url': crm_record_url}]}
+
+
+def follow_up_text(packet: ContextPacket) -> str:
+    "Which follow-up the visitor agreed to (seed 000: consent with scope; marketing never assumed)."
+    scopes = set(packet.consent)
+    how = ('agreed to be contacted about this enquiry' + (f' at {one_line(packet.visitor.email)}' if packet.visitor.email else '')
+           if 'follow_up' in scopes else 'no follow-up agreed yet')
+    return how + ('; marketing: opted in' if 'marketing' in scopes else '; marketing: not agreed')
 
 
 def slack_payload(packet: ContextPacket, business_hours: bool, crm_record_url: str | None) -> dict:
     "The JSON body posted to Slack: the blocks and the notification text."
     return {'text': clip(slack_header(packet, business_hours), SECTION_TEXT_MAX, slack_escape),
             'blocks': slack_blocks(packet, business_hours, crm_record_url)}
+
+
+CONTACT_FIELDS = ('email', 'name', 'phone', 'company', 'role')
+REASON_LINES = {'explicit_request': 'Asked to speak to a person', 'hot_lead': 'Now qualifies as a hot lead',
+                'stall': 'Left contact details after a low-friction offer', 'llm_failure': 'The assistant failed; asked for follow-up'}
+
+
+def change_lines(changes: Sequence[dict]) -> list[str]:
+    "What changed since the hand-off, one line each (the rep's thread reply)."
+    out = []
+    for c in changes:
+        k, v, was = c.get('kind'), one_line(str(c.get('value') or '')), one_line(str(c.get('previous') or ''))
+        if k in CONTACT_FIELDS: out.append(f'{k.capitalize()}: {v}' + (f' (was {was})' if was else ''))
+        elif k == 'reason': out.append(REASON_LINES.get(v, v))
+        elif k == 'booked': out.append(f'Meeting booked: {v}')
+        elif k == 'lead_level': out.append(f'Lead level: {was or "?"} → {v}')
+        elif k == 'qualification': out.append(f'Qualification: {v}')
+    return out
+
+
+def update_header(packet: ContextPacket, changes: Sequence[dict]) -> str:
+    kinds = list(dict.fromkeys('meeting booked' if c.get('kind') == 'booked' else str(c.get('kind')) for c in changes))
+    company = company_label(packet.visitor.company, packet.conversation.signals_observed)
+    return clip(f"🔄 Update — {one_line(company) or one_line(packet.visitor.email) or 'lead'}: {', '.join(kinds) or 'details'}",
+                HEADER_MAX)
+
+
+def update_payload(packet: ContextPacket, changes: Sequence[dict], crm_record_url: str | None = None) -> dict:
+    "A threaded reply (bot token) or a follow-up message (webhook): what changed, then the lead as it is now."
+    v = packet.visitor
+    lines = '\n'.join(f'• {l}' for l in change_lines(changes)) or '• details updated'
+    blocks = [{'type': 'section', 'text': _mrkdwn(update_header(packet, changes), lines, SECTION_TEXT_MAX)},
+              {'type': 'section', 'fields': [
+                  _mrkdwn('Email', one_line(v.email) or 'Not captured', FIELD_TEXT_MAX),
+                  _mrkdwn('Name', one_line(v.name) or 'Unknown', FIELD_TEXT_MAX),
+                  _mrkdwn('Role', one_line(v.role) or 'Unknown', FIELD_TEXT_MAX),
+                  _mrkdwn('Level', packet.lead_level, FIELD_TEXT_MAX)]}]
+    if packet.meeting:
+        m = packet.meeting
+        blocks.append({'type': 'section', 'text': _mrkdwn(
+            '📅 Meeting booked', f"{one_line(m.get('team_label') or m.get('label') or '')} with {one_line(m.get('rep') or '')}",
+            SECTION_TEXT_MAX)})
+    blocks.append({'type': 'context', 'elements': [_mrkdwn('Follow-up', follow_up_text(packet)
+                                                           + (f' · Phone: {one_line(v.phone)}' if v.phone else ''),
+                                                           FIELD_TEXT_MAX, inline=True)]})
+    if crm_record_url is not None: blocks.append(crm_button(crm_record_url))
+    text = update_header(packet, changes) + ' — ' + '; '.join(change_lines(changes))
+    return {'text': clip(text, SECTION_TEXT_MAX, slack_escape), 'blocks': blocks}
 
 # %% ../nbs/50_handoff.ipynb #ho000019
 def iso_utc(dt: datetime) -> str:
@@ -154,7 +220,7 @@ def crm_payload(packet: ContextPacket) -> dict:
     "The spec's CRM payload for `packet` (JSON-ready)."
     v, q, c = packet.visitor, packet.qualification, packet.conversation
     return _no_nul({
-        'contact': {'email': v.email, 'name': v.name, 'company': v.company, 'role': v.role},
+        'contact': {'email': v.email, 'name': v.name, 'company': v.company, 'role': v.role, 'phone': v.phone},
         'lead': {'source': 'website-chat', 'lead_level': packet.lead_level, 'handoff_reason': packet.handoff_reason,
                  'triggered_at': iso_utc(packet.triggered_at), 'session_id': packet.session_id},
         'qualification': {'problem_fit': q.problem_fit, 'authority_fit': q.authority_fit, 'company_fit': q.company_fit,
@@ -162,7 +228,10 @@ def crm_payload(packet: ContextPacket) -> dict:
                           'referral_mentioned': q.referral_mentioned, 'negative_persona': q.negative_persona, 'no_fit': q.no_fit},
         'notes': {'summary': packet.conversation_summary,
                   'signals_observed': [s.model_dump(mode='json') for s in c.signals_observed],
-                  'turn_count': c.turn_count}})
+                  'turn_count': c.turn_count},
+        'consent': {'scopes': list(packet.consent), 'follow_up': follow_up_text(packet)},
+        **({'meeting': dict(packet.meeting)} if packet.meeting else {}),
+        'state_at': iso_utc(packet.triggered_at)})
 
 # %% ../nbs/50_handoff.ipynb #ho000022
 def fallback_subject(packet: ContextPacket) -> str:
@@ -230,6 +299,7 @@ class ChannelResult:
     crm_record_id: str | None = None
     crm_record_url: str | None = None
     message_ts: str | None = None         # Slack bot-token path: the message that chat.update edits
+    message_channel: str | None = None    # ... and its channel id (the thread for later updates)
 
 
 @dataclass
@@ -317,6 +387,11 @@ class SlackWebhookClient:
                                      max_retry_after=self.max_retry_after, **fields)
         return res
 
+    async def deliver_update(self, packet: ContextPacket, changes: Sequence[dict], thread=None,
+                             crm_record_url: str | None = None) -> ChannelResult:
+        "A webhook cannot reply in a thread: the update is a follow-up message in the channel."
+        return await self.post(update_payload(packet, changes, crm_record_url), session_id=packet.session_id)
+
     async def deliver(self, packet: ContextPacket, business_hours: bool, crm: asyncio.Future | None = None) -> ChannelResult:
         "Send the hand-off message; `crm` is the CRM channel's task, whose record URL becomes the button."
         if crm is not None and not crm.done():
@@ -366,7 +441,7 @@ class SlackBotClient:
             msg = slack_payload(packet, business_hours, url)
             res, data = await self.call(http, 'chat.postMessage', {'channel': self.slack_channel, **msg}, session_id=sid)
             if res.status != 'delivered': return res
-            res.message_ts = data.get('ts')
+            res.message_ts, res.message_channel = data.get('ts'), data.get('channel') or self.slack_channel
             if url is None and crm is not None:
                 await asyncio.wait({crm})
                 if (url := _crm_url(crm)) is not None:
@@ -375,6 +450,17 @@ class SlackBotClient:
                                                                    **slack_payload(packet, business_hours, url)}, session_id=sid)
                     if upd.status != 'delivered':
                         log.warning('slack_update_failed', session_id=sid, error=upd.error, attempt_count=upd.attempt_count)
+        return res
+
+    async def deliver_update(self, packet: ContextPacket, changes: Sequence[dict], thread: tuple[str | None, str] | None = None,
+                             crm_record_url: str | None = None) -> ChannelResult:
+        "A reply in the hand-off's thread (`thread_ts`); a new message when the hand-off never reached Slack."
+        body = {'channel': (thread[0] if thread and thread[0] else self.slack_channel),
+                **update_payload(packet, changes, crm_record_url)}
+        if thread: body['thread_ts'] = thread[1]
+        async with _http(self.http, self.timeout) as http:
+            res, data = await self.call(http, 'chat.postMessage', body, session_id=packet.session_id)
+        if res.status == 'delivered': res.message_ts = data.get('ts')
         return res
 
 # %% ../nbs/50_handoff.ipynb #ho000033
@@ -406,8 +492,8 @@ class PostgresCRMClient:
     def url_for(self, lead_id: str) -> str | None:
         return self.record_url.format(id=lead_id) if self.record_url else None
 
-    async def create_lead(self, request: HandoffRequest, packet: ContextPacket) -> LeadCreationResult:
-        "Create (or find) the lead; raises `CRMDeliveryError`."
+    async def create_lead(self, request: HandoffRequest, packet: ContextPacket, reasons: Sequence[str] = ()) -> LeadCreationResult:
+        "Create the session's lead or bring it up to date (one per session); raises `CRMDeliveryError`."
         triggered = request.triggered_at if request.triggered_at.tzinfo else request.triggered_at.replace(tzinfo=timezone.utc)
         try:
             due = crm_due_at(triggered, request.business_hours, settings=self.settings)
@@ -415,13 +501,13 @@ class PostgresCRMClient:
                 lead_id, created = await upsert_lead(conn, session_id=request.session_id,
                                                      handoff_reason=request.handoff_reason,
                                                      lead_level=request.lead_level, payload=crm_payload(packet),
-                                                     task_due_at=due)
+                                                     task_due_at=due, reasons=reasons)
         except Exception as e: raise CRMDeliveryError(_err(e)) from e
         return LeadCreationResult(str(lead_id), created, self.url_for(str(lead_id)))
 
-    async def deliver(self, request: HandoffRequest, packet: ContextPacket) -> ChannelResult:
+    async def deliver(self, request: HandoffRequest, packet: ContextPacket, reasons: Sequence[str] = ()) -> ChannelResult:
         async def once():
-            try: return _Attempt(True, value=await self.create_lead(request, packet))
+            try: return _Attempt(True, value=await self.create_lead(request, packet, reasons))
             except CRMDeliveryError as e: return _Attempt(False, None, str(e))
         res, lead = await _retrying('crm', once, self.backoff, self.sleep, event='crm_delivery_attempt_failed',
                                     session_id=request.session_id)
@@ -478,8 +564,17 @@ class SmtpFallbackClient:
             if self.username and self._password: smtp.login(self.username, self._password)
             smtp.send_message(msg)
 
-    async def deliver(self, packet: ContextPacket, *, failed_channels: Sequence[str] = ()) -> ChannelResult:
+    def update_message(self, packet: ContextPacket, changes: Sequence[dict], failed_channels: Sequence[str] = ()) -> EmailMessage:
+        "The updated fallback email: what changed, then the whole packet."
         msg = self.message(packet, failed_channels)
+        del msg['Subject']
+        msg['Subject'] = clip(f'[HANDOFF UPDATE] {packet.lead_level} lead — {one_line(packet.visitor.email) or packet.session_id}', 250)
+        body = msg.get_content()
+        msg.set_content('What changed since the hand-off:\n' + ''.join(f'  - {l}\n' for l in change_lines(changes)) + '\n' + body)
+        return msg
+
+    async def deliver(self, packet: ContextPacket, *, failed_channels: Sequence[str] = (), changes: Sequence[dict] | None = None) -> ChannelResult:
+        msg = self.message(packet, failed_channels) if changes is None else self.update_message(packet, changes, failed_channels)
         async def once():
             try: await asyncio.to_thread(self.send, msg)
             except Exception as e: return smtp_attempt(e)
@@ -510,7 +605,8 @@ def handoff_clients(settings: Settings, pool, *, sleep=asyncio.sleep, crm_record
     backoff, out = settings.handoff_retry_backoff_seconds, {}
     if 'slack' in settings.handoff_channels:
         if settings.slack_bot_token and settings.slack_channel:
-            out['slack'] = SlackBotClient(settings.slack_bot_token, settings.slack_channel, backoff=backoff, sleep=sleep)
+            out['slack'] = SlackBotClient(settings.slack_bot_token, settings.slack_channel, backoff=backoff, sleep=sleep,
+                                          base_url=settings.slack_api_url)
         else: out['slack'] = SlackWebhookClient(settings.slack_webhook_url, backoff, sleep=sleep)
     if 'crm' in settings.handoff_channels:
         out['crm'] = PostgresCRMClient(pool, settings, record_url=crm_record_url, sleep=sleep)
@@ -533,6 +629,7 @@ class HandoffOutcome:
     channels: dict[str, ChannelResult]
     crm_record_id: str | None = None
     error: str | None = None
+    changes: list = field(default_factory=list)      # an update's changes (empty for the first hand-off)
 
     @property
     def handoff_triggered(self) -> bool: return self.outcome != 'total_failure'
@@ -562,7 +659,8 @@ async def _guarded(pool, event: str, sid: str, fn) -> bool:
         return False
 
 
-async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome) -> None:
+async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome, *, kind: str = 'handoff',
+                              outbox_id: int | None = None) -> None:
     sid = request.session_id
     async def records(conn):
         async with conn.transaction():
@@ -571,16 +669,20 @@ async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome
                     session_id=sid, handoff_reason=request.handoff_reason, channel=r.channel, status=r.status,
                     attempt_count=r.attempt_count, last_http_status=r.last_http_status,
                     error=r.error[:500] if r.error else None, crm_record_id=r.crm_record_id, outcome=out.outcome,
-                    triggered_at=request.triggered_at))
+                    triggered_at=request.triggered_at, kind=kind, outbox_id=outbox_id))
     async def flag(conn):
         await set_handoff_triggered(conn, sid, out.handoff_triggered)
     async def event(conn):
+        if kind == 'update':
+            return await emit_event(conn, 'handoff_updated', session_id=sid, payload={
+                'outcome': out.outcome, 'channels': {k: v.status for k, v in out.channels.items()},
+                'changes': [c.get('kind') for c in out.changes]})
         await emit_event(conn, ANALYTICS_EVENT[out.outcome], session_id=sid, payload={
             'handoff_reason': request.handoff_reason, 'lead_level': request.lead_level, 'outcome': out.outcome,
             'channels': {k: v.status for k, v in out.channels.items()}, 'crm_record_id': out.crm_record_id,
             **({'error': out.error} if out.error else {})})
     if out.channels: await _guarded(pool, 'handoff_record_write_failure', sid, records)
-    await _guarded(pool, 'handoff_flag_write_failure', sid, flag)
+    if kind == 'handoff': await _guarded(pool, 'handoff_flag_write_failure', sid, flag)
     await _guarded(pool, 'handoff_event_write_failure', sid, event)
 
 
@@ -605,6 +707,7 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep) -> Hand
         await _finish_bookkeeping(pool, request, out)
         return out
 
+    packet = await server_view(pool, packet)
     if any(c is None and n in enabled for n, c in (('slack', slack), ('crm', crm), ('email', email))):
         defaults = handoff_clients(settings, pool, sleep=sleep)
         slack, crm, email = slack or defaults.get('slack'), crm or defaults.get('crm'), email or defaults.get('email')
@@ -615,6 +718,9 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep) -> Hand
     await asyncio.gather(*(t for t in (crm_task, slack_task) if t is not None))
     res = {'slack': slack_task.result() if slack_task else ChannelResult('slack', 'skipped'),
            'crm': crm_task.result() if crm_task else ChannelResult('crm', 'skipped')}
+    if res['slack'].message_ts and res['crm'].status == 'delivered':     # later updates reply in this thread
+        ts, chan = res['slack'].message_ts, res['slack'].message_channel
+        await _guarded(pool, 'handoff_thread_write_failure', sid, lambda conn: set_lead_thread(conn, sid, chan, ts))
 
     primaries = [res[c] for c in ('slack', 'crm') if c in enabled]
     failed = [r for r in primaries if r.status != 'delivered']
@@ -647,6 +753,80 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep) -> Hand
     await _finish_bookkeeping(pool, request, out)
     return out
 
+# %% ../nbs/50_handoff.ipynb #ho000051
+async def server_view(pool, packet: ContextPacket) -> ContextPacket:
+    "The packet with the server's consent records and the latest phone number (unchanged if they cannot be read)."
+    if pool is None: return packet
+    try:
+        async with pool.connection() as conn:
+            scopes = [c.scope for c in await consent_records(conn, packet.session_id)]
+            phones = [c.value for c in await contact_history(conn, packet.session_id) if c.field == 'phone']
+    except Exception as e:
+        log.warning('packet_server_view_failure', session_id=packet.session_id, error=_err(e))
+        return packet
+    consent = tuple(dict.fromkeys([*packet.consent, *scopes]))
+    visitor = packet.visitor.model_copy(update={'phone': phones[-1]}) if phones else packet.visitor
+    return packet.model_copy(update={'consent': consent, 'visitor': visitor})
+
+
+def update_reasons(changes: Sequence[dict]) -> list[str]:
+    "The hand-off reasons an update adds to the lead."
+    return [('booked' if c['kind'] == 'booked' else str(c.get('value'))) for c in changes if c.get('kind') in ('reason', 'booked')]
+
+
+async def deliver_update(request: HandoffRequest, changes: Sequence[dict], *, settings: Settings, pool, slack=None, crm=None,
+                         email=None, sleep=asyncio.sleep, outbox_id: int | None = None) -> HandoffOutcome:
+    "Deliver one update of the session's lead. Never raises."
+    try: return await _deliver_update(request, list(changes), settings=settings, pool=pool, slack=slack, crm=crm, email=email,
+                                      sleep=sleep, outbox_id=outbox_id)
+    except Exception as e:
+        log.critical('handoff_internal_error', alert=True, session_id=request.session_id, error=_err(e), kind='update')
+        return HandoffOutcome(request.session_id, request.handoff_reason, 'total_failure', {}, error=_err(e), changes=list(changes))
+
+
+async def _deliver_update(request, changes, *, settings, pool, slack, crm, email, sleep, outbox_id) -> HandoffOutcome:
+    sid, enabled = request.session_id, settings.handoff_channels
+    try: packet = await server_view(pool, generate_context_packet(request.session_state))
+    except ContextPacketGenerationError as e:
+        log.critical('handoff_update_aborted', alert=True, session_id=sid, reason='context_packet_generation_failure')
+        out = HandoffOutcome(sid, request.handoff_reason, 'total_failure', {}, error=f'context_packet_generation_failure: {e}',
+                             changes=changes)
+        await _finish_bookkeeping(pool, request, out, kind='update', outbox_id=outbox_id)
+        return out
+    if any(c is None and n in enabled for n, c in (('slack', slack), ('crm', crm), ('email', email))):
+        defaults = handoff_clients(settings, pool, sleep=sleep)
+        slack, crm, email = slack or defaults.get('slack'), crm or defaults.get('crm'), email or defaults.get('email')
+    res = {'crm': (await _safe('crm', crm.deliver(request, packet, update_reasons(changes)))) if 'crm' in enabled
+           else ChannelResult('crm', 'skipped')}
+    if 'slack' in enabled:
+        thread = None
+        try:
+            async with pool.connection() as conn: thread = await lead_thread(conn, sid)
+        except Exception as e: log.warning('handoff_thread_read_failure', session_id=sid, error=_err(e))
+        res['slack'] = await _safe('slack', slack.deliver_update(packet, changes, thread, res['crm'].crm_record_url))
+    else: res['slack'] = ChannelResult('slack', 'skipped')
+    primaries = [res[c] for c in ('slack', 'crm') if c in enabled]
+    failed = [r for r in primaries if r.status != 'delivered']
+    outcome: Outcome | None = None
+    if primaries: outcome = 'complete' if not failed else 'partial_failure' if len(failed) < len(primaries) else 'total_failure'
+    for r in failed:
+        log.error('handoff_update_channel_failure', session_id=sid, failed_channel=r.channel, error=r.error,
+                  attempt_count=r.attempt_count)
+    # the rep reads Slack: the updated email goes out only when Slack failed (or is not used and the CRM failed)
+    email_needed = (res['slack'].status == 'failed') if 'slack' in enabled else bool(failed)
+    if email_needed and 'email' in enabled:
+        res['email'] = await _safe('email', email.deliver(packet, failed_channels=[r.channel for r in failed], changes=changes))
+        if res['email'].status != 'delivered':
+            log.critical('fallback_email_failure', alert=True, session_id=sid, kind='update', error=res['email'].error)
+    else: res['email'] = ChannelResult('email', 'skipped')
+    if outcome is None: outcome = 'complete' if res['email'].status == 'delivered' else 'total_failure'
+    out = HandoffOutcome(sid, request.handoff_reason, outcome, res, crm_record_id=res['crm'].crm_record_id,
+                         error='; '.join(f'{r.channel}: {r.error}' for r in failed) or None, changes=changes)
+    log.info('handoff_update_finished', session_id=sid, outcome=outcome, changes=[c.get('kind') for c in changes],
+             **{f'{k}_status': v.status for k, v in res.items()})
+    await _finish_bookkeeping(pool, request, out, kind='update', outbox_id=outbox_id)
+    return out
+
 # %% ../nbs/50_handoff.ipynb #ho000043
 RELAY_MAX_CLAIMS = 3
 
@@ -670,7 +850,10 @@ async def _relay_item(pool, settings: Settings, item: OutboxItem, deliver, worke
     except ValidationError as e:
         log.error('handoff_request_invalid', outbox_id=item.id, session_id=item.session_id, error=_err(e))
         return await _finish(pool, item.id, 'failed', error=f'invalid request: {_err(e)}')
-    try: out = await deliver(request, settings=settings, pool=pool)
+    try:
+        if item.kind == 'update':
+            out = await deliver_update(request, item.changes, settings=settings, pool=pool, outbox_id=item.id)
+        else: out = await deliver(request, settings=settings, pool=pool)
     except Exception as e:
         again = item.attempts < RELAY_MAX_CLAIMS
         log.error('handoff_relay_failure', worker=worker, outbox_id=item.id, session_id=item.session_id, error=_err(e),
@@ -721,6 +904,7 @@ async def replay_handoff(pool, settings: Settings, outbox_id: int, *, dry_run: b
         msg = fallback_email(packet, to=settings.fallback_email_address, sender=fallback_sender(settings))
         return {**base, 'slack_blocks': slack_blocks(packet, request.business_hours, None),
                 'crm_payload': crm_payload(packet), 'email': str(msg)}
-    out = await deliver(request, settings=settings, pool=pool)
+    if item.kind == 'update': out = await deliver_update(request, item.changes, settings=settings, pool=pool, outbox_id=item.id)
+    else: out = await deliver(request, settings=settings, pool=pool)
     await _finish(pool, item.id, out.outbox_status, error=out.error[:1000] if out.error else None)
     return {**base, 'status': out.outbox_status, **out.summary()}

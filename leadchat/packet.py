@@ -50,6 +50,7 @@ class VisitorData(_Frozen):
     name: str | None
     company: str | None
     role: str | None
+    phone: str | None = None       # from the contact history (the relay adds it)
 
 
 class ConversationMeta(_Frozen):
@@ -69,6 +70,9 @@ class ContextPacket(_Frozen):
     conversation: ConversationMeta
     conversation_summary: str
     meeting: dict[str, str] | None = None      # the booked meeting (calendar hand-off), when there is one
+    # the consent scopes the visitor granted (chat_processing, follow_up, marketing): the state's view,
+    # replaced by the server's consent records when the relay delivers
+    consent: tuple[str, ...] = ()
 
 # %% ../nbs/03_packet.ipynb #9ac4e008
 def _select(signals: list[SignalEntry], dim: str) -> SignalEntry | None:
@@ -368,4 +372,6 @@ def generate_context_packet(state: SessionState | Mapping[str, Any]) -> ContextP
         conversation=ConversationMeta(turn_count=st.messages[-1].turn_index if st.messages else 0,
                                       stage3_proposals_issued=st.stage3_proposals_issued,
                                       signals_observed=tuple(q.signals_observed)),
-        conversation_summary=summary, meeting=st.meeting)
+        conversation_summary=summary, meeting=st.meeting,
+        consent=tuple(k for k, v in (('chat_processing', st.consent.gdpr_notice_acknowledged),
+                                     ('follow_up', st.consent.contact)) if v))

@@ -16,13 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationType
 
 # %% auto #0
-__all__ = ['EventType', 'EVENT_TYPES', 'OutboxStatus', 'SessionRow', 'session_values', 'upsert_session', 'get_session',
-           'acquire_turn_lock', 'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions',
-           'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead',
-           'get_lead', 'leads_for_session', 'set_lead_meeting', 'OutboxItem', 'enqueue_handoff', 'claim_handoffs',
+__all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'ContactField', 'ConsentScope', 'SessionRow',
+           'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock', 'release_turn_lock', 'SessionFilter',
+           'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event',
+           'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting', 'set_lead_thread',
+           'lead_thread', 'OutboxItem', 'enqueue_handoff', 'has_handoff', 'enqueue_update', 'claim_handoffs',
            'finish_handoff', 'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record',
-           'list_handoff_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions',
-           'expire_sessions', 'run_ttl_sweeper']
+           'list_handoff_records', 'ContactEntry', 'ConsentRecord', 'add_contact', 'contact_history', 'record_consent',
+           'deliveries', 'consent_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts',
+           'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -161,7 +163,7 @@ EventType = Literal['session_started', 'turn_completed', 'qualification_changed'
                     'handoff_total_failure', 'rag_no_result', 'prompt_compliance_violation',
                     'state_extraction_failure', 'llm_generation_failure', 'stream_timeout',
                     'checkpointer_write_failure', 'session_expired', 'booking_held', 'booking_confirmed',
-                    'booking_failed', 'experiment_exposure']
+                    'booking_failed', 'experiment_exposure', 'handoff_updated']
 EVENT_TYPES: tuple[str, ...] = EventType.__args__
 
 
@@ -195,32 +197,55 @@ async def list_events(conn, *, session_id: str | None = None, event_types: Seque
     return [AnalyticsEvent.model_validate(r) for r in await cur.fetchall()]
 
 # %% ../nbs/11_repos.ipynb #4e9o0015
+LEAD_REASONS = ('hot_lead', 'explicit_request', 'stall', 'llm_failure', 'booked')
+
+
 class Lead(_Row):
     id: int
     session_id: str
     handoff_reason: HandoffReason
+    reasons: list[str] = Field(default_factory=list)
     lead_level: LeadLevel
     email: str | None
     name: str | None
     company: str | None
     role: str | None
+    phone: str | None = None
     payload: dict
     task_due_at: datetime | None
+    slack_channel: str | None = None
+    slack_ts: str | None = None
     created_at: datetime
     updated_at: datetime
 
 
 async def upsert_lead(conn, *, session_id: str, handoff_reason: str, lead_level: str, payload: dict,
-                      task_due_at: datetime | None = None) -> tuple[int, bool]:
-    "Create the lead for (session, reason) or return the existing one: `(lead_id, created)`."
+                      task_due_at: datetime | None = None, reasons: Sequence[str] = ()) -> tuple[int, bool]:
+    "Create the session's lead or bring it up to date: `(lead_id, created)`."
     c = payload.get('contact', {}) if isinstance(payload, dict) else {}
+    add = [r for r in dict.fromkeys([handoff_reason, *reasons]) if r in LEAD_REASONS]
+    fresh = "COALESCE(EXCLUDED.payload->>'state_at', '') >= COALESCE(leads.payload->>'state_at', '')"
+    keep = lambda col: f'CASE WHEN {fresh} THEN COALESCE(EXCLUDED.{col}, leads.{col}) ELSE COALESCE(leads.{col}, EXCLUDED.{col}) END'
     row = await (await conn.execute(
-        '''INSERT INTO leads (session_id, handoff_reason, lead_level, email, name, company, role, payload, task_due_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT ON CONSTRAINT leads_one_per_session_reason DO UPDATE SET updated_at = now()
+        f'''INSERT INTO leads (session_id, handoff_reason, reasons, lead_level, email, name, company, role, phone, payload,
+                              task_due_at)
+           VALUES (%(sid)s, %(reason)s, %(add)s, %(level)s, %(email)s, %(name)s, %(company)s, %(role)s, %(phone)s,
+                   %(payload)s, %(due)s)
+           ON CONFLICT ON CONSTRAINT leads_one_per_session DO UPDATE SET
+               reasons = leads.reasons || ARRAY(SELECT r FROM unnest(EXCLUDED.reasons) r WHERE r <> ALL(leads.reasons)),
+               lead_level = CASE WHEN {fresh} THEN EXCLUDED.lead_level ELSE leads.lead_level END,
+               email = {keep('email')}, name = {keep('name')}, company = {keep('company')}, role = {keep('role')},
+               phone = {keep('phone')},
+               payload = CASE WHEN {fresh}
+                              THEN EXCLUDED.payload || CASE WHEN leads.payload ? 'meeting' AND NOT EXCLUDED.payload ? 'meeting'
+                                                            THEN jsonb_build_object('meeting', leads.payload->'meeting')
+                                                            ELSE '{{}}'::jsonb END
+                              ELSE leads.payload END,
+               task_due_at = COALESCE(leads.task_due_at, EXCLUDED.task_due_at),
+               updated_at = now()
            RETURNING id, (xmax = 0) AS created''',
-        [session_id, handoff_reason, lead_level, c.get('email'), c.get('name'), c.get('company'), c.get('role'),
-         Jsonb(payload), task_due_at])).fetchone()
+        dict(sid=session_id, reason=handoff_reason, add=add, level=lead_level, email=c.get('email'), name=c.get('name'),
+             company=c.get('company'), role=c.get('role'), phone=c.get('phone'), payload=Jsonb(payload), due=task_due_at))).fetchone()
     return row['id'], row['created']
 
 
@@ -236,12 +261,26 @@ async def leads_for_session(conn, session_id: str) -> list[Lead]:
 
 async def set_lead_meeting(conn, session_id: str, meeting: dict, *, email: str | None = None,
                            name: str | None = None) -> int:
-    "Record a booked (or cancelled) meeting on the session's leads, filling a missing email/name; how many were updated."
+    "Record a booked (or cancelled) meeting on the session's lead (reason `booked`), filling a missing email/name."
     cur = await conn.execute(
         '''UPDATE leads SET payload = jsonb_set(payload, '{meeting}', %s::jsonb, true),
+                  reasons = CASE WHEN 'booked' = ANY(reasons) THEN reasons ELSE reasons || 'booked'::text END,
                   email = COALESCE(email, %s), name = COALESCE(name, %s), updated_at = now()
            WHERE session_id = %s RETURNING id''', [Jsonb(meeting), email, name, session_id])
     return len(await cur.fetchall())
+
+
+async def set_lead_thread(conn, session_id: str, channel: str | None, ts: str) -> None:
+    "Remember the Slack message that opened the lead's thread (the first one wins)."
+    await conn.execute('''UPDATE leads SET slack_channel = COALESCE(slack_channel, %s), slack_ts = COALESCE(slack_ts, %s)
+                          WHERE session_id = %s''', [channel, ts, session_id])
+
+
+async def lead_thread(conn, session_id: str) -> tuple[str | None, str] | None:
+    "`(channel, ts)` of the Slack message that opened the session's thread, or None."
+    row = await (await conn.execute('SELECT slack_channel, slack_ts FROM leads WHERE session_id = %s AND slack_ts IS NOT NULL',
+                                    [session_id])).fetchone()
+    return (row['slack_channel'], row['slack_ts']) if row else None
 
 # %% ../nbs/11_repos.ipynb #4e9o0017
 OutboxStatus = Literal['pending', 'in_progress', 'delivered', 'partial_failure', 'failed']
@@ -258,14 +297,35 @@ class OutboxItem(_Row):
     claimed_by: str | None
     last_error: str | None
     created_at: datetime
+    kind: Literal['handoff', 'update'] = 'handoff'
+    change_key: str | None = None
+    changes: list = Field(default_factory=list)
 
 
 async def enqueue_handoff(conn, *, session_id: str, handoff_reason: str, request: dict) -> int | None:
     "Queue a hand-off; returns its id, or None when this (session, reason) is already queued."
     row = await (await conn.execute(
         '''INSERT INTO handoff_outbox (session_id, handoff_reason, request) VALUES (%s, %s, %s)
-           ON CONFLICT ON CONSTRAINT handoff_outbox_once DO NOTHING RETURNING id''',
+           ON CONFLICT (session_id, handoff_reason) WHERE kind = 'handoff' DO NOTHING RETURNING id''',
         [session_id, handoff_reason, Jsonb(request)])).fetchone()
+    return row['id'] if row else None
+
+
+async def has_handoff(conn, session_id: str) -> bool:
+    "Has this session's first hand-off been queued (so later changes are updates)?"
+    row = await (await conn.execute("SELECT EXISTS (SELECT 1 FROM handoff_outbox WHERE session_id = %s AND kind = 'handoff') AS x",
+                                    [session_id])).fetchone()
+    return row['x']
+
+
+async def enqueue_update(conn, *, session_id: str, handoff_reason: str, change_key: str, changes: list[dict],
+                         request: dict) -> int | None:
+    "Queue an update of the session's lead; None when `change_key` is already queued."
+    row = await (await conn.execute(
+        '''INSERT INTO handoff_outbox (session_id, handoff_reason, request, kind, change_key, changes)
+           VALUES (%s, %s, %s, 'update', %s, %s)
+           ON CONFLICT (session_id, change_key) WHERE kind = 'update' DO NOTHING RETURNING id''',
+        [session_id, handoff_reason, Jsonb(request), change_key, Jsonb(changes)])).fetchone()
     return row['id'] if row else None
 
 
@@ -274,8 +334,10 @@ async def claim_handoffs(conn, *, worker: str, limit: int = 10, lease_seconds: f
     cur = await conn.execute(
         '''UPDATE handoff_outbox o SET status = 'in_progress', claimed_at = now(), claimed_by = %(w)s,
                   attempts = o.attempts + 1, available_at = now() + make_interval(secs => %(lease)s)
-           WHERE o.id IN (SELECT id FROM handoff_outbox
+           WHERE o.id IN (SELECT id FROM handoff_outbox h
                           WHERE status IN ('pending', 'in_progress') AND available_at <= now()
+                            AND NOT EXISTS (SELECT 1 FROM handoff_outbox p WHERE p.session_id = h.session_id
+                                              AND p.id < h.id AND p.status IN ('pending', 'in_progress'))
                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %(n)s)
            RETURNING o.*''', dict(w=worker, lease=float(lease_seconds), n=limit))
     return sorted((OutboxItem.model_validate(r) for r in await cur.fetchall()), key=lambda i: i.id)
@@ -317,6 +379,8 @@ class HandoffRecord(_Row):
     outcome: Literal['complete', 'partial_failure', 'total_failure'] | None = None
     triggered_at: datetime
     created_at: datetime | None = None
+    kind: Literal['handoff', 'update'] = 'handoff'
+    outbox_id: int | None = None
 
 
 async def insert_handoff_record(conn, rec: HandoffRecord) -> int:
@@ -331,6 +395,66 @@ async def list_handoff_records(conn, *, session_id: str | None = None, limit: in
     where, args = ('WHERE session_id = %s', [session_id]) if session_id else ('', [])
     cur = await conn.execute(f'SELECT * FROM handoff_records {where} ORDER BY id DESC LIMIT %s', [*args, limit])
     return [HandoffRecord.model_validate(r) for r in await cur.fetchall()]
+
+# %% ../nbs/11_repos.ipynb #4e9o0061
+ContactField = Literal['email', 'name', 'phone', 'company', 'role']
+ConsentScope = Literal['chat_processing', 'follow_up', 'marketing']
+
+
+class ContactEntry(_Row):
+    field: ContactField
+    value: str
+    turn_index: int | None = None
+    at: datetime
+
+
+class ConsentRecord(_Row):
+    scope: ConsentScope
+    notice_version: str | None = None
+    granted_at: datetime
+    source: Literal['widget', 'chat']
+    evidence: str | None = None
+
+
+async def add_contact(conn, session_id: str, field: ContactField, value: str, *, turn_index: int | None = None,
+                      at: datetime | None = None) -> None:
+    await conn.execute('INSERT INTO contact_history (session_id, field, value, turn_index, at) VALUES (%s, %s, %s, %s, %s)',
+                       [session_id, field, value[:320], turn_index, at or datetime.now(timezone.utc)])
+
+
+async def contact_history(conn, session_id: str) -> list[ContactEntry]:
+    cur = await conn.execute('SELECT field, value, turn_index, at FROM contact_history WHERE session_id = %s ORDER BY id',
+                             [session_id])
+    return [ContactEntry.model_validate(r) for r in await cur.fetchall()]
+
+
+async def record_consent(conn, session_id: str, scope: ConsentScope, *, granted_at: datetime, source: str,
+                         notice_version: str | None = None, evidence: str | None = None) -> bool:
+    "Record a grant; False when this scope was already recorded for the session."
+    row = await (await conn.execute(
+        '''INSERT INTO consent_records (session_id, scope, notice_version, granted_at, source, evidence)
+           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT ON CONSTRAINT consent_once_per_scope DO NOTHING RETURNING id''',
+        [session_id, scope, notice_version, granted_at, source, evidence[:500] if evidence else None])).fetchone()
+    return row is not None
+
+
+async def deliveries(conn, session_id: str) -> list[dict]:
+    "Every delivery the visitor or the rep was promised, as recorded: hand-off and update channels, calendar invites."
+    cur = await conn.execute(
+        '''SELECT channel, kind, status, attempt_count, error, created_at AS at FROM handoff_records WHERE session_id = %(s)s
+           UNION ALL
+           SELECT CASE j.kind WHEN 'invite' THEN 'invite' WHEN 'cancel_notice' THEN 'invite' ELSE 'crm' END,
+                  j.kind, CASE j.status WHEN 'done' THEN 'delivered' ELSE j.status END, j.attempts, j.last_error,
+                  COALESCE(j.finished_at, j.created_at)
+             FROM calendar_jobs j JOIN calendar_bookings b ON b.id = j.booking_id WHERE b.session_id = %(s)s
+           ORDER BY at''', dict(s=session_id))
+    return [{**r, 'at': r['at'].isoformat()} for r in await cur.fetchall()]
+
+
+async def consent_records(conn, session_id: str) -> list[ConsentRecord]:
+    cur = await conn.execute('''SELECT scope, notice_version, granted_at, source, evidence FROM consent_records
+                                WHERE session_id = %s ORDER BY id''', [session_id])
+    return [ConsentRecord.model_validate(r) for r in await cur.fetchall()]
 
 # %% ../nbs/11_repos.ipynb #4e9o0019
 class StaffUser(_Row):

@@ -1,4 +1,4 @@
-"""A hot lead or a visitor who asked for a person leaves the chat with a meeting: three concrete slots offered in business hours once an email is known, picked with a button or in words, booked through the idempotent booking pipeline.
+"""A hot lead or a visitor who asked for a person leaves the chat with a meeting, at any hour: slots ranked by the visitor's working day, follow-up asks ("Thursday?", "anything in my afternoon?") re-offer filtered slots, picked with a button or in words, booked through the idempotent booking pipeline, confirmed honestly.
 
 Docs: https://leadchat.github.io/leadchat/scheduling.html.md"""
 
@@ -11,21 +11,26 @@ import asyncio
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Sequence
+from zoneinfo import ZoneInfo
 
 import structlog
 
-from .calendar import CallbackOffer, Slot, iso_z
+from .calendar import CALLBACK_MESSAGE, CallbackOffer, Slot, iso_z, pick_spread
 from .config import Settings
 from .state import SessionState
 
 # %% auto #0
-__all__ = ['log', 'OFFER_REASONS', 'slot_entry', 'offer_text', 'booked_text', 'needs_offer', 'pick_slot', 'Offer',
-           'BookingResult', 'chat_idempotency_key', 'ChatScheduler']
+__all__ = ['log', 'OFFER_REASONS', 'VISITOR_DAY', 'slot_entry', 'offer_text', 'booked_text', 'qualifies', 'needs_offer',
+           'in_visitor_day', 'rank_for_visitor', 'SlotRequest', 'slot_request', 'pick_slot', 'Offer', 'BookingResult',
+           'chat_idempotency_key', 'ChatScheduler']
 
 # %% ../nbs/62_scheduling.ipynb #sc000007
 log = structlog.get_logger('leadchat.scheduling')
 OFFER_REASONS = ('hot_lead', 'explicit_request')
+VISITOR_DAY = (8 * 60, 19 * 60)        # the visitor's working day, minutes after local midnight
 
 
 def slot_entry(slot: Slot, team_tz: str) -> dict[str, str]:
@@ -34,22 +39,100 @@ def slot_entry(slot: Slot, team_tz: str) -> dict[str, str]:
             'start': iso_z(slot.start)}
 
 
-def offer_text(offered: list[dict[str, str]]) -> str:
-    lines = [f'Here are {len(offered)} times that work for the team (in your time zone):']
+def offer_text(offered: list[dict[str, str]], *, what: str | None = None, note: str | None = None) -> str:
+    "The offer: an optional note first (no slot in the visitor's day, an unknown zone, nothing matched), then the list."
+    n = len(offered)
+    lines = [note] if note else []
+    lines.append(f"Here {'is' if n == 1 else 'are'} {n} time{'' if n == 1 else 's'}{' ' + what if what else ''} "
+                 'that work for the team (in your time zone):')
     lines += [f"{i}. {s['label']}" for i, s in enumerate(offered, 1)]
-    lines.append('Reply with the number or the day to book one — or tell me if none of them suits you.')
+    lines.append('Reply with the number or the day to book one — or ask for another day or time of day.')
     return '\n'.join(lines)
 
 
-def booked_text(meeting: dict[str, str], email: str | None) -> str:
-    return (f"You're booked: {meeting['label']} with {meeting['rep']}. "
-            + (f'A calendar invite is on its way to {email}.' if email else 'A calendar invite is on its way.'))
+def booked_text(meeting: dict[str, str], email: str | None, *, invite: bool) -> str:
+    "What the visitor is promised: an invite only when one is really sent."
+    head = f"You're booked: {meeting['label']} with {meeting['rep']}. "
+    if invite and email: return head + f'A calendar invite is on its way to {email}.'
+    return head + (f'The team will confirm by email at {email}.' if email else 'The team will confirm by email.')
 
 
-def needs_offer(state: SessionState, *, business_hours: bool) -> bool:
-    "Offer slots now? (see the rules above)"
-    return (business_hours and state.handoff_reason in OFFER_REASONS and bool(state.visitor_email)
-            and not state.offered_slots and state.meeting is None)
+def qualifies(state: SessionState) -> bool:
+    "May this visitor be offered slots? (a hot lead or a request for a person, an email, no meeting yet)"
+    return state.handoff_reason in OFFER_REASONS and bool(state.visitor_email) and state.meeting is None
+
+
+def needs_offer(state: SessionState) -> bool:
+    "Offer slots unasked? Once per session, at any hour."
+    return qualifies(state) and not state.offered_slots
+
+# %% ../nbs/62_scheduling.ipynb #sc000021
+def in_visitor_day(slot: Slot, tz: ZoneInfo, day: tuple[int, int] = VISITOR_DAY) -> bool:
+    s, e = slot.start.astimezone(tz), slot.end.astimezone(tz)
+    return s.date() == e.date() and day[0] <= s.hour * 60 + s.minute and e.hour * 60 + e.minute <= day[1]
+
+
+def rank_for_visitor(slots: Sequence[Slot], tz: ZoneInfo, n: int = 3) -> tuple[list[Slot], bool]:
+    "`n` slots to offer and whether they fall in the visitor's working day."
+    inside = [s for s in slots if in_visitor_day(s, tz)]
+    if inside: return pick_spread(inside, n, tz), True
+    return pick_spread(list(slots), n, tz), False
+
+# %% ../nbs/62_scheduling.ipynb #sc000024
+_WEEKDAYS = {'mon': 0, 'tue': 1, 'wed': 2, 'thu': 3, 'fri': 4, 'sat': 5, 'sun': 6}
+_WD = re.compile(r"\b(mon|tue|wed|thu|fri|sat|sun)(?:day|s|sday|nesday|rsday|urday|r|rs|rsday)?\b", re.I)
+_PART = {'morning': (6 * 60, 12 * 60), 'afternoon': (12 * 60, 19 * 60), 'evening': (17 * 60, 21 * 60)}
+_ASK = re.compile(r"\?\s*$|^\s*(?:any(?:thing|\s+time)?|something|what\s+about|how\s+about|do\s+you\s+have|is\s+there|are\s+there|"
+                  r"have\s+you\s+got|got\s+anything|could\s+we|can\s+we|can\s+i|maybe|other|more|later|earlier)\b", re.I)
+_BOOK = re.compile(r"\b(?:book|schedule|set\s+up|arrange)\s+(?:a\s+|the\s+|an?\s+intro\s+)?(?:call|meeting|time|chat|slot)\b|"
+                   r"\b(?:other|another|different|more|later|earlier)\s+(?:times?|slots?|days?|options?)\b|"
+                   r"\bwhat\s+times\b|\bwhen\s+(?:can|could)\s+we\s+(?:meet|talk)\b", re.I)
+
+
+@dataclass
+class SlotRequest:
+    "A follow-up ask for times, in the visitor's zone."
+    weekday: int | None = None
+    day: date | None = None
+    week: str | None = None            # 'this' | 'next'
+    part: str | None = None            # morning | afternoon | evening
+    words: str = ''                    # how the reply names it: 'on Thursday', 'in your afternoon'
+
+    def matches(self, slot: Slot, tz: ZoneInfo, today: date) -> bool:
+        s = slot.start.astimezone(tz)
+        if self.weekday is not None and s.weekday() != self.weekday: return False
+        if self.day is not None and s.date() != self.day: return False
+        if self.week is not None:
+            monday = today - timedelta(days=today.weekday()) + timedelta(weeks=1 if self.week == 'next' else 0)
+            if not monday <= s.date() < monday + timedelta(weeks=1): return False
+        if self.part is not None:
+            lo, hi = _PART[self.part]
+            e = slot.end.astimezone(tz)
+            if not (lo <= s.hour * 60 + s.minute and e.hour * 60 + e.minute <= hi and s.date() == e.date()): return False
+        return True
+
+    @property
+    def filtered(self) -> bool: return any(v is not None for v in (self.weekday, self.day, self.week, self.part))
+
+
+def slot_request(message: str, today: date, *, asking_only: bool = False) -> SlotRequest | None:
+    "The follow-up ask in `message`, or None; `asking_only`: only a question (a short statement may be a pick)."
+    text = ' '.join(message.lower().split())[:300]
+    r, words = SlotRequest(), []
+    if m := _WD.search(text):
+        r.weekday = _WEEKDAYS[m.group(1)[:3]]
+        words.append('on ' + ['Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday'][r.weekday])
+    if re.search(r'\btomorrow\b', text): r.day, words = today + timedelta(days=1), [*words, 'tomorrow']
+    elif re.search(r'\btoday\b', text): r.day, words = today, [*words, 'today']
+    if re.search(r'\bnext\s+week\b', text): r.week, words = 'next', [*words, 'next week']
+    elif re.search(r'\bthis\s+week\b', text): r.week, words = 'this', [*words, 'this week']
+    if m := re.search(r'\b(morning|afternoon|evening)s?\b', text):
+        r.part = m.group(1)
+        words.append(f'in your {r.part}')
+    r.words = ' '.join(words)
+    if r.filtered and (_ASK.search(text) or not asking_only and len(text.split()) <= 4 and not re.search(r'\d', text)): return r
+    if _BOOK.search(text): return r
+    return None
 
 # %% ../nbs/62_scheduling.ipynb #sc000010
 _NO = re.compile(r"\b(?:none|neither|no|not|don'?t|doesn'?t|can'?t|cannot|won'?t|other|another|different|later|earlier)\b", re.I)
@@ -88,6 +171,7 @@ def pick_slot(message: str, offered: list[dict[str, str]], slot_id: str | None =
 class Offer:
     offered: list[dict[str, str]]
     text: str
+    in_visitor_day: bool = True
 
 
 @dataclass
@@ -95,6 +179,7 @@ class BookingResult:
     meeting: dict[str, str] | None
     text: str
     offered: list[dict[str, str]] | None = None      # fresh slots when the chosen one was taken
+    invite: bool = False                             # an invitation email is being sent
 
 
 def chat_idempotency_key(session_id: str, slot_id: str) -> str:
@@ -106,23 +191,48 @@ class ChatScheduler:
     def __init__(self, calendar, booking, settings: Settings):
         self.calendar, self.booking, self.settings = calendar, booking, settings
         self.team_tz = str(calendar.team.team_tz)
-        self._tasks: set[asyncio.Task] = set()
 
     def _tz(self, visitor_tz: str | None) -> str | None:
+        "The visitor's zone when the server knows it, else None (the team's zone is used)."
         try:
             if visitor_tz: self.calendar.tz(visitor_tz)
             return visitor_tz
         except Exception: return None
 
-    async def offer(self, state: SessionState, visitor_tz: str | None) -> Offer:
-        try: res = await self.calendar.offer_slots(visitor_tz=self._tz(visitor_tz), n=3)
+    async def offer(self, state: SessionState, visitor_tz: str | None, request: SlotRequest | None = None, *,
+                    unknown_zone: str | None = None, n: int = 3) -> Offer:
+        "Slots for the visitor: ranked by their working day, filtered by their ask (`request`)."
+        tz_name = self._tz(visitor_tz)
+        try: av = await self.calendar.availability(visitor_tz=tz_name)
         except Exception as e:
             log.error('slot_offer_failure', session_id=state.session_id, error=type(e).__name__)
-            from leadchat.calendar import CALLBACK_MESSAGE
             return Offer([], CALLBACK_MESSAGE)
-        if isinstance(res, CallbackOffer): return Offer([], res.message)
-        offered = [slot_entry(s, str(self.team_tz)) for s in res]
-        return Offer(offered, offer_text(offered))
+        if not av.slots:
+            from leadchat.calendar import NO_SLOTS_MESSAGE
+            return Offer([], CALLBACK_MESSAGE if av.unavailable_reps else NO_SLOTS_MESSAGE)
+        tz = ZoneInfo(av.visitor_tz)
+        notes, what, slots = [], None, av.slots
+        if unknown_zone:
+            notes.append(f"I don't recognise the time zone “{unknown_zone[:64]}”, so these times are in our team's "
+                         f'time zone ({self.team_tz}).')
+        if request is not None and request.filtered:
+            today = self.calendar.now().astimezone(tz).date()
+            hits = [s for s in slots if request.matches(s, tz, today)]
+            if request.weekday is not None and hits:       # "Thursday?": the next Thursday that has times
+                first = hits[0].start.astimezone(tz).date()
+                hits = [s for s in hits if s.start.astimezone(tz).date() == first]
+            if hits: slots, what = hits, request.words
+            else: notes.append(f'Nothing is free {request.words} (your time), sorry — these are the nearest times.')
+        if request is not None and request.weekday is not None and what:
+            inside = [s for s in slots if in_visitor_day(s, tz)] or list(slots)
+            step = max(1, len(inside) // n)
+            chosen, in_day = inside[::step][:n], any(in_visitor_day(s, tz) for s in inside)
+        else: chosen, in_day = rank_for_visitor(slots, tz, n)
+        if not in_day:
+            notes.append(f"None of the team's free times fall within your working day (08:00–19:00 your time), "
+                         'so these are the closest.')
+        offered = [slot_entry(s, self.team_tz) for s in chosen]
+        return Offer(offered, offer_text(offered, what=what, note=' '.join(notes) or None), in_day)
 
     async def book(self, state: SessionState, choice: dict[str, str], visitor_tz: str | None) -> BookingResult:
         from leadchat.booking import BookingRequest, VisitorIn
@@ -141,7 +251,8 @@ class ChatScheduler:
                        'label': slot.get('visitor', {}).get('label', choice['label']),
                        'team_label': slot.get('team', {}).get('label', choice['team_label']),
                        'rep': slot.get('rep', {}).get('name', choice['rep']), 'start': slot.get('start', choice['start'])}
-            return BookingResult(meeting, booked_text(meeting, state.visitor_email))
+            invite = out.body.get('invite') == 'sending'
+            return BookingResult(meeting, booked_text(meeting, state.visitor_email, invite=invite), invite=invite)
         code = (out.body.get('error') or {}).get('code')
         log.warning('chat_booking_refused', session_id=state.session_id, status=out.status, code=code)
         if out.status == 409:
@@ -150,21 +261,5 @@ class ChatScheduler:
         return BookingResult(None, "I can't reach our calendars to confirm that right now — the team will contact you "
                                    'to set up the meeting.')
 
-    def announce(self, state: SessionState, *, business_hours: bool) -> None:
-        "Send the team the packet again, now with the booked meeting (Slack), without holding up the visitor."
-        if 'slack' not in self.settings.handoff_channels: return
-        t = asyncio.get_running_loop().create_task(self._announce(state, business_hours))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _announce(self, state: SessionState, business_hours: bool) -> None:
-        from leadchat.handoff import handoff_clients
-        from leadchat.packet import generate_context_packet
-        try:
-            slack = handoff_clients(self.settings, None)['slack']
-            res = await slack.deliver(generate_context_packet(state), business_hours, None)
-            log.info('meeting_announced', session_id=state.session_id, status=res.status)
-        except Exception as e: log.error('meeting_announce_failure', session_id=state.session_id, error=type(e).__name__)
-
     async def drain(self) -> None:
-        if self._tasks: await asyncio.gather(*self._tasks, return_exceptions=True)
+        "Nothing runs in the background any more (the booked meeting reaches the team through the outbox)."

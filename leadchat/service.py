@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import AsyncIterator
 
 import structlog
@@ -21,14 +23,15 @@ from .db import Database, create_checkpointer, knowledge_table, migrate, migrati
 from .graph import HandoffRequest, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .models import get_model
-from .repos import (acquire_turn_lock, append_transcript, emit_event, enqueue_handoff, release_turn_lock,
-                            upsert_session)
+from .repos import (acquire_turn_lock, add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update,
+                            has_handoff, record_consent, release_turn_lock, upsert_session)
 from .retrieval import KnowledgeRetriever
 from .state import utcnow
 
 # %% auto #0
-__all__ = ['log', 'PostgresRecorder', 'dispatch_handoff', 'TurnInProgress', 'Lease', 'TurnResult', 'ChatService', 'index_size',
-           'prepare', 'readiness']
+__all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'phone_in', 'lead_changes', 'record_follow_through',
+           'dispatch_handoff', 'TurnInProgress', 'Lease', 'TurnResult', 'ChatService', 'index_size', 'prepare',
+           'readiness']
 
 # %% ../nbs/35_service.ipynb #sv000005
 log = structlog.get_logger('leadchat.service')
@@ -53,8 +56,71 @@ class PostgresRecorder:
                 await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index, payload=payload)
                 for etype, data in rec.events:
                     await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)
-                if rec.handoff is not None:
-                    await dispatch_handoff(conn, rec.handoff)
+                await record_follow_through(conn, rec)
+
+
+_PHONE_INTL = re.compile(r"\+\d[\d\s().-]{6,18}\d")
+_PHONE = re.compile(r"(?:phone|tel|mobile|cell|number|call\s+me|reach\s+me)\D{0,20}?(\d[\d\s().-]{6,18}\d)", re.IGNORECASE)
+CONTACT_FIELDS = (('visitor_email', 'email'), ('visitor_name', 'name'), ('visitor_company', 'company'), ('visitor_role', 'role'))
+DIMENSIONS = ('problem_fit', 'authority_fit', 'company_fit', 'timing_fit')
+
+
+def phone_in(message: str) -> str | None:
+    "A phone number the visitor wrote (international form, or after 'phone', 'call me', ...), at least 8 digits."
+    m = _PHONE_INTL.search(message) or _PHONE.search(message)
+    if not m: return None
+    num = ' '.join((m.group(1) if m.re is _PHONE else m.group(0)).split())
+    return num if len(re.sub(r'\D', '', num)) >= 8 else None
+
+
+def lead_changes(rec: TurnRecord) -> list[dict]:
+    "What this turn changed that the rep should hear about after the hand-off (50_handoff: updates)."
+    prev, s, out = rec.previous, rec.state, []
+    for attr, kind in CONTACT_FIELDS:
+        new, old = getattr(s, attr), getattr(prev, attr)
+        if new and new != old: out.append({'kind': kind, 'value': new, 'previous': old})
+    if (phone := phone_in(rec.message)): out.append({'kind': 'phone', 'value': phone})
+    if s.lead_level != prev.lead_level: out.append({'kind': 'lead_level', 'value': s.lead_level, 'previous': prev.lead_level})
+    for d in DIMENSIONS:
+        if getattr(s.qualification, d) != getattr(prev.qualification, d):
+            out.append({'kind': 'qualification', 'value': f"{d.replace('_fit', '')} fit: {getattr(s.qualification, d)}"})
+    if s.meeting and not prev.meeting:
+        out.append({'kind': 'booked', 'value': f"{s.meeting.get('team_label') or s.meeting.get('label')} with {s.meeting.get('rep')}"})
+    return out
+
+
+def _acknowledged_at(consent: dict, fallback: datetime) -> datetime:
+    "The widget's timestamp, never later than the server's clock (a visitor's clock can be wrong)."
+    try:
+        t = datetime.fromisoformat(str(consent.get('acknowledged_at')).replace('Z', '+00:00'))
+        return min(t, fallback) if t.tzinfo else fallback
+    except ValueError: return fallback
+
+
+async def record_follow_through(conn, rec: TurnRecord) -> None:
+    "Contact history, consent per scope, and the hand-off or the update of the session's one lead — in the turn's transaction."
+    s, sid, at = rec.state, rec.state.session_id, rec.state.last_updated_at
+    changes = lead_changes(rec)
+    for c in changes:
+        if c['kind'] in ('email', 'name', 'company', 'role', 'phone'):
+            await add_contact(conn, sid, c['kind'], c['value'], turn_index=rec.turn_index, at=at)
+    if rec.consent:
+        await record_consent(conn, sid, 'chat_processing', granted_at=_acknowledged_at(rec.consent, at), source='widget',
+                             notice_version=rec.consent.get('notice_version'), evidence='privacy notice acknowledged in the widget')
+        if rec.consent.get('marketing') is True:
+            await record_consent(conn, sid, 'marketing', granted_at=_acknowledged_at(rec.consent, at), source='widget',
+                                 notice_version=rec.consent.get('notice_version'), evidence='opted in to marketing in the widget')
+    if any(c['kind'] in ('email', 'phone') for c in changes):
+        await record_consent(conn, sid, 'follow_up', granted_at=at, source='chat',
+                             evidence=f'gave contact details for the team to reach them (turn {rec.turn_index})')
+    first = rec.handoff is not None and not await has_handoff(conn, sid)
+    if first: return await dispatch_handoff(conn, rec.handoff)
+    if rec.handoff is not None: changes.insert(0, {'kind': 'reason', 'value': rec.handoff.handoff_reason})
+    if changes and (rec.handoff is not None or await has_handoff(conn, sid)):
+        req = rec.handoff or HandoffRequest(session_id=sid, handoff_reason=s.handoff_reason or 'hot_lead', lead_level=s.lead_level,
+                                            business_hours=False, session_state=s, triggered_at=at)
+        await enqueue_update(conn, session_id=sid, handoff_reason=req.handoff_reason, change_key=f'turn:{rec.turn_index}',
+                             changes=changes, request=req.model_dump(mode='json'))
 
 
 async def dispatch_handoff(conn, request: HandoffRequest) -> int | None:
@@ -107,12 +173,13 @@ class ChatService:
         return lease
 
     async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None, *,
-                     visitor_tz: str | None = None, slot_id: str | None = None) -> AsyncIterator[str]:
+                     visitor_tz: str | None = None, slot_id: str | None = None, consent: dict | None = None,
+                     unknown_zone: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
         try:
             ctx = TurnContext(message, self.settings, self.model, self.retriever, self.recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
-                              visitor_tz=visitor_tz, slot_id=slot_id)
+                              visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
         finally:
