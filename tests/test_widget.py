@@ -196,6 +196,13 @@ def test_demo_page_a_visitor_chats_through_the_widget(api, page):
     sids = {r.headers['zgc-session-id'] for r in chat_requests}
     assert len(chat_requests) == 2 and len(sids) == 1 and UUID4.match(sids.pop()) is not None
     assert {e['detail']['session_id'] for e in ev} == {chat_requests[0].headers['zgc-session-id']}
+    # the notice acknowledgement reached the server with the first message and is stored with its scope
+    bodies = [r.post_data_json for r in chat_requests]
+    assert 'consent' in bodies[0] and 'consent' not in bodies[1]
+    with psycopg.connect(api.db_url) as conn:
+        scopes = conn.execute('SELECT scope, notice_version FROM consent_records WHERE session_id = %s ORDER BY scope',
+                              [chat_requests[0].headers['zgc-session-id']]).fetchall()
+    assert [s for s, _ in scopes] == ['chat_processing', 'follow_up'] and scopes[0][1] == bodies[0]['consent']['notice_version']
     page.locator('growth-chat .gc-viewport').evaluate('el => el.scrollTop = el.scrollHeight')
     shot(page, 'demo-conversation')
     # the host page's own listener got them too (the demo's event log)
@@ -255,7 +262,10 @@ def test_tokens_render_incrementally_after_a_typing_indicator(api, host, page):
     expect(page.locator('growth-chat .gc-viewport')).to_have_attribute('aria-busy', 'false')
     req = host.requests('gated')[0]
     # the visitor's time zone (the browser's) goes with every message
+    consent = req['body'].pop('consent')
     assert req['body'] == {'message': 'hi there', 'timezone': 'Europe/Madrid'} and UUID4.match(req['headers']['ZGC-Session-ID'])
+    # ... and the privacy-notice acknowledgement with the session's first message (the server stores it, scope chat_processing)
+    assert set(consent) == {'notice_version', 'acknowledged_at'} and consent['acknowledged_at'].endswith('Z')
 
 
 def fallback_reason(page):
@@ -672,7 +682,8 @@ def test_a_hot_lead_books_a_meeting_with_a_slot_button(booking_api, host, browse
     assert all(re.search(r' E[DS]T with Ana Ruiz$', t) for t in texts), texts   # in the visitor's zone (the browser's)
     labels = [t.removesuffix(' with Ana Ruiz') for t in texts]
     assert all(label in assistant_messages(page).first.inner_text() for label in labels)
-    assert bodies[0][1] == {'message': HOT_WITH_EMAIL, 'timezone': 'America/New_York'}
+    assert {k: v for k, v in bodies[0][1].items() if k != 'consent'} == {'message': HOT_WITH_EMAIL, 'timezone': 'America/New_York'}
+    assert bodies[0][1]['consent']['notice_version']                   # the notice acknowledgement went with it
     # keyboard: the buttons come right after the message text, before the input
     composer(page).focus()
     page.keyboard.press('Shift+Tab')
@@ -764,7 +775,7 @@ def test_slot_offers_on_a_phone_newer_offers_failures_and_words(api, host, brows
     (meeting,) = [e['detail'] for e in events(page) if e['type'] == 'zgc:meeting_booked']
     assert meeting['meeting_start'] == '2026-03-27T08:00:00.000Z'
     check_payloads(page, forbidden=['Ana', 'JST', 'Friday'])
-    bodies = [r['body'] for r in host.requests('slots')]
+    bodies = [{k: v for k, v in r['body'].items() if k != 'consent'} for r in host.requests('slots')]
     assert bodies == [
         {'message': 'I want to talk to someone', 'timezone': 'Asia/Tokyo'},
         {'message': SLOTS_A[0]['label'], 'timezone': 'Asia/Tokyo', 'slot_id': SLOTS_A[0]['slot_id']},
@@ -784,7 +795,9 @@ def test_a_time_zone_the_server_does_not_know_is_dropped_not_fatal(api, host, br
     expect(assistant_messages(page).first.locator('.gc-text')).to_have_text('Hello.')
     send(page, 'and again')
     expect(assistant_messages(page).nth(1).locator('.gc-text')).to_have_text('Hello.')
-    assert [r['body'] for r in host.requests('tz')] == [
+    bodies = [r['body'] for r in host.requests('tz')]
+    assert ['consent' in b for b in bodies] == [True, True, False]     # the acknowledgement goes with the first turn
+    assert [{k: v for k, v in b.items() if k != 'consent'} for b in bodies] == [
         {'message': 'hi', 'timezone': 'America/Ciudad_Juarez'}, {'message': 'hi'}, {'message': 'and again'}]
     expect(fallback_view(page)).to_be_hidden()
     ctx.close()

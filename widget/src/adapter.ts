@@ -1,5 +1,6 @@
 // The assistant-ui runtime adapter for leadchat's Chat API (DESIGN §3):
-//   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str, "timezone"?: IANA zone, "slot_id"?: str}
+//   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str, "timezone"?: IANA zone, "slot_id"?: str,
+//   "consent"?: {notice_version, acknowledged_at} (with the first message of a session)}
 //   → text/event-stream: `delta` {"type":"text_delta","content"} …, optionally `slots` {slots: [{slot_id,
 //     label, rep}]} and/or `meeting` {label, rep, start}, then `done` {session_id, turn_index, lead_level,
 //     stage, handoff_reason} or `error` {code, message}.
@@ -17,7 +18,7 @@ import { parseMeeting, parseSlots, SLOT_ID } from "./slots";
 import { SseParser } from "./sse";
 
 export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback"
-  | "endConversation" | "meetingBooked">;
+  | "endConversation" | "meetingBooked" | "consent">;
 
 /** A failed turn; `message` is what the visitor reads inline. */
 export class TurnError extends Error {
@@ -125,7 +126,9 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
       timer = null;
     };
 
-    const payload: Record<string, string> = { message };
+    const payload: Record<string, unknown> = { message };
+    const consent = first ? host.consent() : null; // the notice acknowledgement reaches the server with the first message
+    if (consent) payload.consent = consent;
     const tz = timeZoneRefused ? null : timeZone();
     if (tz) payload.timezone = tz;
     if (slotId) payload.slot_id = slotId;

@@ -10,6 +10,9 @@ export const GDPR_NOTICE_TEXT: string =
   import.meta.env.VITE_GDPR_NOTICE_TEXT ||
   "This chat is powered by AI. Conversations may be stored for up to 90 days to improve our service. " +
     "By continuing, you agree to our Privacy Policy.";
+/** The notice's version: set it, or it is a hash of the text (a changed notice is a new version). */
+export const GDPR_NOTICE_VERSION: string = import.meta.env.VITE_GDPR_NOTICE_VERSION ||
+  "h" + [...GDPR_NOTICE_TEXT].reduce((h, c) => Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0, 2166136261).toString(16);
 /** When set, the words "Privacy Policy" in the notice link here (new tab). */
 export const PRIVACY_POLICY_URL: string = import.meta.env.VITE_PRIVACY_POLICY_URL || "";
 /** No first token within this many ms → fallback (first turn) or an inline error (later turns). */
@@ -21,6 +24,8 @@ export const INACTIVITY_TIMEOUT_MS = 15 * 60 * 1000;
 
 /** sessionStorage keys: per browser session (tab), never localStorage. */
 export const GDPR_STORAGE_KEY = "growth_chat_gdpr_acknowledged";
+/** When the visitor acknowledged the notice (ISO 8601): sent to the server with the session's first message. */
+export const GDPR_AT_STORAGE_KEY = "growth_chat_gdpr_acknowledged_at";
 export const FALLBACK_STORAGE_KEY = "growth_chat_fallback";
 export const PROACTIVE_STORAGE_KEY = "growth_chat_proactive_shown";
 

@@ -3,7 +3,7 @@
 // owns one controller per <growth-chat>; the lazily loaded panel drives it through the same object.
 import type { WidgetConfig } from "./config";
 import {
-  FALLBACK_STORAGE_KEY, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY,
+  FALLBACK_STORAGE_KEY, GDPR_AT_STORAGE_KEY, GDPR_NOTICE_VERSION, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY,
 } from "./constants";
 import type { Emit, FallbackReason, LeadLevel, TerminationType } from "./events";
 import { uuidv4 } from "./uuid";
@@ -77,6 +77,7 @@ export class ChatController {
   private contactCaptured = false;
   private opened = false;
   private gdprInMemory = false;
+  private gdprAtInMemory: string | null = null;
   private state: ControllerState;
   private listeners = new Set<(s: ControllerState) => void>();
   private proactiveTimer: unknown = null;
@@ -160,9 +161,18 @@ export class ChatController {
 
   acknowledgeGdpr() {
     if (this.gdprAcknowledged) return;
+    const at = this.deps.now().toISOString();
     if (!this.write(GDPR_STORAGE_KEY, "true")) this.gdprInMemory = true;
+    if (!this.write(GDPR_AT_STORAGE_KEY, at)) this.gdprAtInMemory = at;
     this.set({ gdprAcknowledged: true });
     this.deps.emit("zgc:gdpr_acknowledged", this.base());
+  }
+
+  /** The acknowledgement the server stores (scope chat_processing): sent with the session's first message. */
+  consent(): { notice_version: string; acknowledged_at: string } | null {
+    if (!this.gdprAcknowledged) return null;
+    const at = this.read(GDPR_AT_STORAGE_KEY) ?? this.gdprAtInMemory ?? this.deps.now().toISOString();
+    return { notice_version: GDPR_NOTICE_VERSION, acknowledged_at: at };
   }
 
   // --- proactive prompt (S1)

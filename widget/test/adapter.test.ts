@@ -63,7 +63,7 @@ function setup(fetchImpl: (url: string, init: RequestInit) => Promise<Response>,
     }) as typeof fetch,
     timeZone,
   });
-  const body = (i: number) => JSON.parse(calls[i].init.body as string);
+  const body = (i: number) => { const b = JSON.parse(calls[i].init.body as string); delete b.consent; return b; }; // consent: its own test
   return { ...r, adapter, calls, body, run: (text: string, abort?: AbortController, custom?: Record<string, unknown>) =>
     adapter.run(options(text, abort, custom)) };
 }
@@ -91,7 +91,10 @@ describe("the SSE runtime adapter", () => {
     expect(calls[0].url).toBe("https://api.example.com/chat");
     expect(calls[0].init.method).toBe("POST");
     expect(calls[0].init.headers).toEqual({ "Content-Type": "application/json", "ZGC-Session-ID": controller.sessionId });
-    expect(JSON.parse(calls[0].init.body as string)).toEqual({ message: "What do you do?", timezone: "Europe/Madrid" });
+    const sent = JSON.parse(calls[0].init.body as string);
+    expect(sent).toEqual({ message: "What do you do?", timezone: "Europe/Madrid", consent: controller.consent() });
+    expect(sent.consent.notice_version).toMatch(/^h[0-9a-f]+$/);   // the notice acknowledgement reaches the server
+    expect(Number.isNaN(Date.parse(sent.consent.acknowledged_at))).toBe(false);
     expect(calls[0].init.credentials).toBe("omit");
     expect(names()).toEqual(["zgc:first_message_sent", "zgc:qualification_state_changed"]);
     expect(controller.firstTurn).toBe(false);
