@@ -29,9 +29,10 @@ from .graph import HandoffRequest
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
-from .repos import (AnalyticsEvent, HandoffRecord, Lead, OutboxItem, OutboxStatus, SessionFilter, SessionRow,
-                            count_sessions, get_session, get_transcript, leads_for_session, list_events,
-                            list_handoff_records, list_sessions)
+from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, Lead, OutboxItem, OutboxStatus,
+                            SessionFilter, SessionRow, consent_records, contact_history, count_sessions, deliveries,
+                            get_session, get_transcript, leads_for_session, list_events, list_handoff_records,
+                            list_sessions)
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .staff import (LoginResult, StaffSession, active_staff, audit, authenticate, authorize_oidc,
                             MAX_PASSWORD_CHARS)
@@ -42,15 +43,15 @@ __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_
            'CHANNELS', 'FUNNEL_STAGES', 'STAGE_LABELS', 'FAILURE_EVENTS', 'MAX_RANGE_DAYS', 'LEVEL_COLORS',
            'SESSION_KEY', 'ConsoleInputError', 'ConsoleBackend', 'get_backend', 'close_backends', 'printable',
            'SessionQuery', 'SessionPage', 'session_page', 'local', 'session_table', 'SessionDetail', 'valid_session_id',
-           'outbox_for_session', 'load_session', 'session_flags', 'TimelineRow', 'qualification_timeline',
-           'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView', 'rep_view', 'rep_views',
-           'HandoffQuery', 'HandoffRow', 'handoff_page', 'handoff_table', 'ReplayPreview', 'replay_preview',
-           'redeliver', 'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals', 'lead_level_distribution',
-           'failure_events', 'funnel_figure', 'funnel_days_figure', 'lead_level_figure', 'failures_figure',
-           'calibration_paths', 'embedding_model_name', 'CalibrationRun', 'run_calibration', 'calibration_at',
-           'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog', 'ScoredChunk',
-           'try_query', 'console_settings', 'console_backend', 'oidc_providers', 'client_id', 'current_staff',
-           'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page']
+           'outbox_for_session', 'load_session', 'follow_through_tables', 'session_flags', 'TimelineRow',
+           'qualification_timeline', 'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView',
+           'rep_view', 'rep_views', 'HandoffQuery', 'HandoffRow', 'handoff_page', 'handoff_table', 'ReplayPreview',
+           'replay_preview', 'redeliver', 'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals',
+           'lead_level_distribution', 'failure_events', 'funnel_figure', 'funnel_days_figure', 'lead_level_figure',
+           'failures_figure', 'calibration_paths', 'embedding_model_name', 'CalibrationRun', 'run_calibration',
+           'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog',
+           'ScoredChunk', 'try_query', 'console_settings', 'console_backend', 'oidc_providers', 'client_id',
+           'current_staff', 'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -250,6 +251,9 @@ class SessionDetail:
     handoffs: list[OutboxItem]
     records: list[HandoffRecord]
     leads: list[Lead]
+    consent: list[ConsentRecord] = field(default_factory=list)       # per scope, as the server recorded it
+    contacts: list[ContactEntry] = field(default_factory=list)       # every contact detail given, in order
+    deliveries: list[dict] = field(default_factory=list)             # hand-off and update channels, calendar invites
 
     @property
     def signals(self) -> list[SignalEntry]:
@@ -282,13 +286,26 @@ async def load_session(pool, graph, session_id: str) -> SessionDetail | None:
         handoffs = await outbox_for_session(conn, session_id)
         records = sorted(await list_handoff_records(conn, session_id=session_id), key=lambda r: r.id)
         leads = await leads_for_session(conn, session_id)
+        consent, contacts, sent = (await consent_records(conn, session_id), await contact_history(conn, session_id),
+                                   await deliveries(conn, session_id))
     state = None
     if graph is not None:
         snap = await graph.aget_state({'configurable': {'thread_id': session_id}})
         if snap and snap.values and snap.values.get('session_id'):
             try: state = SessionState.model_validate(snap.values)
             except ValidationError as e: log.warning('console_state_unreadable', session_id=session_id, errors=len(e.errors()))
-    return SessionDetail(row, transcript, events, state, handoffs, records, leads)
+    return SessionDetail(row, transcript, events, state, handoffs, records, leads, consent, contacts, sent)
+
+
+def follow_through_tables(d: SessionDetail, tz: ZoneInfo) -> dict[str, list[dict]]:
+    "The Follow-through tab: consent per scope, the contact history, every delivery (what was promised, what went out)."
+    return {'consent': [{'scope': c.scope, 'granted': local(c.granted_at, tz, '%Y-%m-%d %H:%M:%S'), 'source': c.source,
+                         'notice version': printable(c.notice_version), 'evidence': printable(c.evidence)} for c in d.consent],
+            'contacts': [{'field': c.field, 'value': printable(c.value), 'turn': c.turn_index,
+                          'at': local(c.at, tz, '%Y-%m-%d %H:%M:%S')} for c in d.contacts],
+            'deliveries': [{'channel': x['channel'], 'kind': x['kind'], 'status': x['status'], 'attempts': x['attempt_count'],
+                            'at': local(datetime.fromisoformat(x['at']), tz, '%Y-%m-%d %H:%M:%S'),
+                            'error': printable(x['error'])} for x in d.deliveries]}
 
 
 def session_flags(d: SessionDetail) -> dict[str, Any]:

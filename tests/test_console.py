@@ -301,6 +301,9 @@ def test_session_detail_from_the_sessions_page(seeded):
     assert any(s.startswith(('🔥 Hot Lead — ', '📬 Lead captured (outside hours) — ')) for s in said)   # Slack header
     assert any('[HANDOFF FALLBACK]' not in c.value and 'visitor.company:' in c.value for c in at.code)
     assert at.get('plotly_chart')
+    # Follow-through: every delivery the rep was sent, with its status
+    sent = next(df for df in (d.value for d in at.dataframe) if 'channel' in df.columns and 'attempts' in df.columns)
+    assert {'slack', 'crm'} <= set(sent['channel']) and 'Deliveries (every promise and what went out)' in texts(at)
 
 
 def test_visitor_markup_is_shown_as_plain_text(seeded):
@@ -323,7 +326,7 @@ def test_unknown_or_hostile_session_ids(seeded, sid):
 
 def test_handoffs_replay_dry_run_then_confirmed_redelivery(seeded):
     url, hot = seeded['url'], seeded['sids']['hot']
-    (item,) = q(url, "SELECT id FROM handoff_outbox WHERE session_id = %s", hot)
+    (item,) = q(url, "SELECT id FROM handoff_outbox WHERE session_id = %s AND kind = 'handoff'", hot)
     at = as_staff('pages/handoffs.py')
     df = table(at)
     row = df[df['id'] == item['id']].iloc[0]

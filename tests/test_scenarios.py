@@ -79,5 +79,8 @@ def test_scenario(api, scenario):
                                           and e['event_type'] in ('session_started', 'turn_completed', 'qualification_changed',
                                                                   'lead_level_changed', 'handoff_proposed', 'contact_captured')]
             with psycopg.connect(api.db_url) as conn:
-                outbox = [r[0] for r in conn.execute('SELECT handoff_reason FROM handoff_outbox WHERE session_id = %s', [sid])]
+                outbox = [r[0] for r in conn.execute("SELECT handoff_reason FROM handoff_outbox WHERE session_id = %s AND kind = 'handoff'", [sid])]
             check(t.get('expect', {}), reply, done, detail, outbox, where)
+    with psycopg.connect(api.db_url) as conn:    # one lead per session, whatever the conversation did
+        assert conn.execute('SELECT count(*) FROM leads WHERE session_id = %s', [sid]).fetchone()[0] <= 1
+        assert conn.execute("SELECT count(*) FROM handoff_outbox WHERE session_id = %s AND kind = 'handoff'", [sid]).fetchone()[0] <= 1

@@ -3,7 +3,8 @@ import json
 
 import streamlit as st
 
-from leadchat.console import (load_session, local, printable, qualification_timeline, rep_views, require_staff,
+from leadchat.console import (follow_through_tables, load_session, local, printable, qualification_timeline, rep_views,
+                              require_staff,
                               routing_table, session_flags, timeline_figure, timeline_table, valid_session_id)
 
 staff, backend = require_staff()
@@ -33,7 +34,8 @@ st.dataframe([{'email': printable(r.visitor_email), 'name': printable(r.visitor_
                'started': local(r.created_at, tz), 'last active': local(r.last_updated_at, tz), 'session': r.session_id}],
              hide_index=True, width='stretch')
 
-t_chat, t_timeline, t_flags, t_packet = st.tabs(['Transcript', 'Qualification timeline', 'Flags & events', 'Context packet'])
+t_chat, t_timeline, t_flags, t_follow, t_packet = st.tabs(['Transcript', 'Qualification timeline', 'Flags & events',
+                                                          'Follow-through', 'Context packet'])
 
 with t_chat:
     if not d.transcript: st.info('No transcript for this session.')
@@ -63,9 +65,22 @@ with t_flags:
                    'payload': json.dumps(e.payload, ensure_ascii=False)} for e in d.events], hide_index=True, width='stretch')
     if d.leads:
         st.subheader('CRM leads')
-        st.dataframe([{'lead id': l.id, 'reason': l.handoff_reason, 'level': l.lead_level, 'email': printable(l.email),
+        st.dataframe([{'lead id': l.id, 'reasons': ', '.join(l.reasons) or l.handoff_reason, 'level': l.lead_level,
+                       'email': printable(l.email), 'phone': printable(l.phone),
                        'task due': local(l.task_due_at, tz), 'created': local(l.created_at, tz)} for l in d.leads],
                      hide_index=True)
+
+with t_follow:
+    ft = follow_through_tables(d, tz)
+    st.subheader('Consent')
+    if ft['consent']: st.dataframe(ft['consent'], hide_index=True, width='stretch')
+    else: st.info('No consent recorded for this session (the widget sends the notice acknowledgement with the first message).')
+    st.subheader('Contact details given')
+    if ft['contacts']: st.dataframe(ft['contacts'], hide_index=True, width='stretch')
+    else: st.info('The visitor gave no contact details.')
+    st.subheader('Deliveries (every promise and what went out)')
+    if ft['deliveries']: st.dataframe(ft['deliveries'], hide_index=True, width='stretch')
+    else: st.info('Nothing was sent for this session.')
 
 with t_packet:
     views = rep_views(d)
