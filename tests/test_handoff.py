@@ -35,9 +35,10 @@ from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
 from leadchat.graph import HandoffRequest
 from leadchat.handoff import (PostgresCRMClient, SlackBotClient, SlackWebhookClient, SmtpFallbackClient,
-                              crm_payload, deliver_handoff, relay_once, replay_handoff, run_relay, slack_blocks)
+                              crm_payload, deliver_handoff, deliver_update, relay_once, replay_handoff, run_relay,
+                              slack_blocks)
 from leadchat.packet import VisitorData, generate_context_packet
-from leadchat.repos import (enqueue_handoff, get_lead, get_session, leads_for_session, list_events,
+from leadchat.repos import (enqueue_handoff, enqueue_update, get_lead, get_session, leads_for_session, list_events,
                             list_handoff_records, upsert_session)
 from leadchat.state import Message, QualificationState, SessionState, SignalEntry
 from slack_receiver import SlackReceiver, api_error, ok, permanent, rate_limited, slow, status
@@ -312,6 +313,70 @@ async def test_fault_matrix(slack_case, crm_case, db, denied_pool, smtp, rx):
     assert all(a['alert'] for a in partial + total)
     assert not events(logs, 'fallback_email_failure')
     assert 'XXXXSECRET' not in repr(logs)   # the webhook URL is a secret
+
+
+# --- updates after the hand-off: the same faults --------------------------------------------------
+
+def update_of(req: HandoffRequest, email: str) -> tuple[HandoffRequest, list[dict]]:
+    "The session a turn later: the visitor gave `email` (was the hand-off's)."
+    old = req.session_state
+    st = old.model_copy(update={'visitor_email': email, 'last_updated_at': NOW.replace(minute=45)})
+    return req.model_copy(update={'session_state': st}), [{'kind': 'email', 'value': email, 'previous': old.visitor_email}]
+
+
+@pytest.mark.parametrize('crm_case', list(CRM))
+@pytest.mark.parametrize('slack_case', list(SLACK))
+async def test_update_fault_matrix(slack_case, crm_case, db, denied_pool, smtp, rx):
+    url, pool = db
+    settings = hsettings(url, smtp, rx)
+    req = await new_request(pool)
+    sid = req.session_id
+    first = await deliver_handoff(req, settings=settings, pool=pool, sleep=Sleeps())      # the hand-off: one lead
+    assert first.outcome == 'complete'
+    script, default, slack_status, slack_attempts, slack_http = SLACK[slack_case]
+    crm_status, crm_attempts = CRM[crm_case]
+    rx.requests.clear()
+    rx.script(*script)
+    rx.default = default
+    upd, changes = update_of(req, f'new-{sid[-8:]}@acme.io')
+    slack = SlackWebhookClient(rx.webhook_url, settings.handoff_retry_backoff_seconds, timeout=0.2, sleep=Sleeps())
+    crm = PostgresCRMClient(pool if crm_case == 'ok' else denied_pool, settings, record_url=CRM_URL, sleep=Sleeps())
+    out = await deliver_update(upd, changes, settings=settings, pool=pool, slack=slack, crm=crm, sleep=Sleeps(), outbox_id=None)
+
+    delivered = [slack_status, crm_status].count('delivered')
+    assert out.outcome == {2: 'complete', 1: 'partial_failure', 0: 'total_failure'}[delivered]
+    s, c, e = out.channels['slack'], out.channels['crm'], out.channels['email']
+    assert (s.status, s.attempt_count, s.last_http_status) == (slack_status, slack_attempts, slack_http)
+    assert (c.status, c.attempt_count) == (crm_status, crm_attempts)
+    assert e.status == ('delivered' if slack_status == 'failed' else 'skipped')          # only when Slack failed
+    bodies = rx.bodies()
+    assert len(bodies) == slack_attempts and all(valid_blocks(b['blocks']) for b in bodies)
+    assert all(f'new-{sid[-8:]}@acme.io' in b['text'] for b in bodies)
+    async with pool.connection() as conn:
+        leads = await leads_for_session(conn, sid)
+        records = [r for r in await list_handoff_records(conn, session_id=sid) if r.kind == 'update']
+        evs = [ev.event_type for ev in await list_events(conn, session_id=sid)]
+    assert len(leads) == 1                                                                # never a second lead
+    assert leads[0].email == (f'new-{sid[-8:]}@acme.io' if crm_status == 'delivered' else req.session_state.visitor_email)
+    assert {r.channel: r.status for r in records} == {'slack': slack_status, 'crm': crm_status, 'email': e.status}
+    assert 'handoff_updated' in evs
+    mails = [m for m in smtp.inbox.about('[HANDOFF UPDATE]') if sid[-8:] in str(m['msg']['Subject'])]
+    assert len(mails) == (1 if slack_status == 'failed' else 0)
+    if mails: assert 'Email: new-' in mails[0]['msg'].get_content()
+
+
+async def test_bot_token_updates_reply_in_the_hand_offs_thread(db, smtp, rx):
+    url, pool = db
+    settings = hsettings(url, smtp, rx, slack_bot_token='xoxb-test-token', slack_channel='C0NEWLEADS', slack_api_url=rx.api_url)
+    req = await new_request(pool)
+    assert (await deliver_handoff(req, settings=settings, pool=pool, sleep=Sleeps())).outcome == 'complete'
+    upd, changes = update_of(req, 'second@acme.io')
+    assert (await deliver_update(upd, changes, settings=settings, pool=pool, sleep=Sleeps())).outcome == 'complete'
+    posts = [r['body'] for r in rx.requests if r['path'].endswith('chat.postMessage')]
+    assert len(posts) == 2 and 'thread_ts' not in posts[0]
+    async with pool.connection() as conn: [lead] = await leads_for_session(conn, req.session_id)
+    assert posts[1]['thread_ts'] == lead.slack_ts and posts[1]['channel'] == 'C0NEWLEADS' and lead.email == 'second@acme.io'
+    assert 'Email: second@acme.io (was ' in posts[1]['text'] and valid_blocks(posts[1]['blocks'])
 
 
 # --- retries, for real ----------------------------------------------------------------------------
@@ -669,6 +734,67 @@ async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
     headers = [b['blocks'][0]['text']['text'] for b in rx.bodies()]
     assert sorted(set(headers)) == sorted(f'🔥 Hot Lead — Crash {i}' for i in range(5))
     assert all(headers.count(h) == 2 for h in set(headers))
+    await pool.close()
+
+
+async def test_relay_killed_mid_update_loses_nothing_and_keeps_one_lead(pg, smtp, rx):
+    "An update whose relay is killed mid-delivery is delivered by another relay after the lease; still one lead."
+    url = await migrated(pg)
+    pool = await create_pool(url, max_size=6)
+    settings = hsettings(url, smtp, rx)
+    reqs = [await new_request(pool, company=f'Upd {i}') for i in range(3)]
+    for r in reqs:
+        await enqueue(pool, r)
+        upd, changes = update_of(r, f'later-{r.session_id[-6:]}@acme.io')
+        async with pool.connection() as c:     # queued before the hand-off is delivered: it waits for it
+            await enqueue_update(c, session_id=r.session_id, handoff_reason='hot_lead', change_key='turn:2', changes=changes,
+                                 request=upd.model_dump(mode='json'))
+            await enqueue_update(c, session_id=r.session_id, handoff_reason='hot_lead', change_key='turn:2', changes=changes,
+                                 request=upd.model_dump(mode='json'))           # a turn recorded twice queues it once
+    assert await relay_once(pool, settings, worker='first', limit=10) == 3       # the hand-offs only: updates wait
+    rx.default = slow(60)
+    lease = 4
+    env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'DATABASE_URL': url,
+           'HANDOFF_CHANNELS': 'slack,crm,email', 'SLACK_WEBHOOK_URL': rx.webhook_url,
+           'FALLBACK_EMAIL_ADDRESS': 'sales@example.com', 'SMTP_HOST': '127.0.0.1', 'SMTP_PORT': str(smtp.port),
+           'SMTP_USERNAME': SMTP_USER, 'SMTP_PASSWORD': SMTP_PASSWORD, 'HANDOFF_RETRY_BACKOFF_SECONDS': BACKOFF}
+    code = textwrap.dedent(f'''
+        import asyncio
+        from leadchat.config import get_settings
+        from leadchat.db import create_pool
+        from leadchat.handoff import run_relay
+        async def main():
+            s = get_settings()
+            pool = await create_pool(s.database_url, max_size=8)
+            await run_relay(pool, s, worker='doomed', interval=0.05, stop=asyncio.Event(), lease_seconds={lease})
+        asyncio.run(main())''')
+    seen = len(rx.requests)
+    proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while len(rx.requests) < seen + 3:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, 'the relay never reached Slack'
+            await asyncio.sleep(0.05)
+        claimed_at = time.monotonic()
+    finally:
+        proc.kill()
+        proc.wait()
+    rx.default = ok()
+    while time.monotonic() - claimed_at < lease + 0.5: await asyncio.sleep(0.1)
+    n = 0
+    for _ in range(20):
+        n += await relay_once(pool, settings, worker='rescuer')
+        if n == 3: break
+        await asyncio.sleep(0.25)
+    assert n == 3
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
+        rows = await (await c.execute("SELECT kind, status FROM handoff_outbox ORDER BY id")).fetchall()
+    assert sorted(rows) == [('handoff', 'delivered')] * 3 + [('update', 'delivered')] * 3
+    async with pool.connection() as c:
+        for r in reqs:
+            [lead] = await leads_for_session(c, r.session_id)
+            assert lead.email == f'later-{r.session_id[-6:]}@acme.io'
     await pool.close()
 
 
