@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Calendar handoff benchmarks (issue: Calendar handoff). Not a test: it records numbers, it never fails on them.
 
-    .venv/bin/python bench/booking.py [--reps 10] [--days 30] [--repeat 30] [--confirms 300] [--concurrent 400]
+    .venv/bin/python bench/booking.py [--reps 10] [--days 30] [--repeat 30] [--confirms 300] [--concurrent 400] [--smoke]
 
 Measures, in one run and on one machine, each against a baseline measured in the same run:
   * availability for R reps × D days (30-minute meeting, 10-minute buffer, 15-minute grid, ~6 busy blocks per rep
@@ -9,13 +9,17 @@ Measures, in one run and on one machine, each against a baseline measured in the
     working windows, read slots off the free intervals) against the naive scan that tests every candidate start against
     every busy block — both must return the same slots; plus `CalendarService.availability` end to end with a warm
     free/busy cache (assignment included), and cold from R ICS feeds with recurring events (parsing and expansion);
+  * availability ranked for a visitor zone, as the chat offers it (`ChatScheduler.offer`: availability, the visitor's
+    working day 08:00–19:00 first, spread over days; and a follow-up filter, "anything in my afternoon?"), warm,
+    for New York, Los Angeles and Honolulu visitors — target ≤ 25 ms p95 (issue 15) — against the unranked call;
   * confirmation latency without the provider call: `BookingService.confirm` (Idempotency-Key claim, hold insert
     under the per-rep lock with the buffer check, fresh calendar re-check — reps of kind `none`, so no provider —,
     commit with the analytics event, the stored answer) against a bare INSERT of the same row, p50/p95, on the
     embedded PostgreSQL;
   * concurrent booking throughput: N confirmations of distinct slots, 20 at a time, against bare INSERTs 20 at a
     time; and 200 concurrent confirmations of one slot (time until all 200 have their answer).
-Writes bench/results/calendar.json and bench/results/calendar.md.
+Writes bench/results/calendar.json and bench/results/calendar.md (`--smoke`: a few seconds on small inputs, results to a
+temporary folder; tests/test_bench_smoke.py runs it).
 """
 import os, sys
 # this file is called calendar.py: keep its folder off the import path, or it would shadow the standard library's calendar
@@ -34,6 +38,8 @@ from leadchat.calendar import (CalendarAdapter, CalendarService, Reserved, align
                                parse_calendar_config, rep_slot_starts, working_windows)
 from leadchat.config import Settings  # noqa: E402
 from leadchat.db import create_pool, database_url, migrate, stop_embedded  # noqa: E402
+from leadchat.scheduling import ChatScheduler, slot_request  # noqa: E402
+from leadchat.state import SessionState  # noqa: E402
 
 RESULTS = ROOT / 'bench' / 'results'
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))   # warnings and up only
@@ -121,6 +127,21 @@ def bench_availability(reps, days, repeat):
         return out, len(av.slots)
     t_service, offered = asyncio.run(warm())
 
+    # ranked for the visitor's zone, as the chat offers it (warm cache): three zones, then a follow-up filter
+    chat = ChatScheduler(svc, None, settings)
+    st = SessionState(session_id='bench', handoff_reason='hot_lead', visitor_email='v@example.com')
+    afternoon = slot_request('anything in my afternoon?', NOW.date())
+    async def ranked():
+        out, filtered, shown = [], [], {}
+        for zone in ('America/New_York', 'America/Los_Angeles', 'Pacific/Honolulu'): await chat.offer(st, zone)
+        for i in range(repeat):
+            for zone in ('America/New_York', 'America/Los_Angeles', 'Pacific/Honolulu'):
+                t = time.perf_counter(); o = await chat.offer(st, zone); out.append((time.perf_counter() - t) * 1000)
+                shown[zone] = (o.in_visitor_day, [x['label'] for x in o.offered])
+            t = time.perf_counter(); await chat.offer(st, 'America/New_York', afternoon); filtered.append((time.perf_counter() - t) * 1000)
+        return out, filtered, shown
+    t_ranked, t_filtered, shown = asyncio.run(ranked())
+
     # cold: R ICS feeds (the same blocks as one-off events, plus weekly recurring meetings), parsed and expanded
     with tempfile.TemporaryDirectory() as d:
         feeds = []
@@ -141,7 +162,8 @@ def bench_availability(reps, days, repeat):
             return out
         t_cold = asyncio.run(cold())
     return dict(reps=reps, days=days, busy_blocks=sum(len(v) for v in data.values()), slots=slots, offered=offered,
-                interval_merge=q(t_merge), naive_scan_baseline=q(t_naive), service_warm_cache=q(t_service), service_cold_ics=q(t_cold))
+                interval_merge=q(t_merge), naive_scan_baseline=q(t_naive), service_warm_cache=q(t_service), service_cold_ics=q(t_cold),
+                ranked_for_visitor=q(t_ranked), ranked_afternoon_filter=q(t_filtered), ranked_examples=shown)
 
 
 ZERO = timedelta(0)
@@ -243,7 +265,12 @@ def main():
     ap.add_argument('--repeat', type=int, default=30)
     ap.add_argument('--confirms', type=int, default=300)
     ap.add_argument('--concurrent', type=int, default=400)
+    ap.add_argument('--smoke', action='store_true', help='a few seconds on small inputs; results to a temporary folder')
     a = ap.parse_args()
+    global RESULTS
+    if a.smoke:
+        a.reps, a.days, a.repeat, a.confirms, a.concurrent = 3, 5, 3, 20, 20
+        RESULTS = Path(tempfile.mkdtemp(prefix='lc-bench-smoke-'))
     os.chdir(ROOT)
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
                at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
@@ -259,6 +286,7 @@ def main():
     A, B = res['availability'], res['booking']
     m, n, w, c = A['interval_merge'], A['naive_scan_baseline'], A['service_warm_cache'], A['service_cold_ics']
     L, T, C = B['confirm_latency'], B['throughput'], B['one_slot_200']
+    rk, rf = A['ranked_for_visitor'], A['ranked_afternoon_filter']
     md = [f"# Calendar handoff benchmarks ({res['at']}, {res['machine']['cpus']} CPUs, Python {res['machine']['python']})", '',
           f"Availability: {A['reps']} reps × {A['days']} days, {A['busy_blocks']} busy blocks, 30-minute meeting with a 10-minute "
           f"buffer on a 15-minute grid → {A['slots']} rep-slots ({A['offered']} distinct start times offered). Booking: the embedded "
@@ -268,12 +296,17 @@ def main():
           f"| the same, p95 | {m['p95_ms']:.2f} ms | {n['p95_ms']:.2f} ms (naive scan) | {n['p95_ms']/m['p95_ms']:.1f}× faster |",
           f"| `CalendarService.availability`, warm cache (+ assignment, both zones), p95 | {w['p95_ms']:.2f} ms | {n['p95_ms']:.2f} ms (naive scan alone) | {n['p95_ms']/w['p95_ms']:.1f}× |",
           f"| `CalendarService.availability`, cold: {A['reps']} ICS feeds parsed and expanded, p95 | {c['p95_ms']:.1f} ms | {w['p95_ms']:.2f} ms (warm) | {c['p95_ms']/w['p95_ms']:.0f}× |",
+          f"| availability ranked for a visitor zone (`ChatScheduler.offer`, warm; New York, Los Angeles, Honolulu), p95 — target ≤ 25 ms | {rk['p95_ms']:.2f} ms | {w['p95_ms']:.2f} ms (unranked availability) | {rk['p95_ms']/w['p95_ms']:.2f}× |",
+          f"| the same with a follow-up filter (\"anything in my afternoon?\", New York), p95 | {rf['p95_ms']:.2f} ms | {w['p95_ms']:.2f} ms (unranked availability) | {rf['p95_ms']/w['p95_ms']:.2f}× |",
           f"| confirmation latency without the provider call, p50 (n={L['confirm']['n']}) | {L['confirm']['p50_ms']:.2f} ms | {L['bare_insert_baseline']['p50_ms']:.2f} ms (bare INSERT) | {L['confirm']['p50_ms']/L['bare_insert_baseline']['p50_ms']:.1f}× |",
           f"| confirmation latency without the provider call, p95 | {L['confirm']['p95_ms']:.2f} ms | {L['bare_insert_baseline']['p95_ms']:.2f} ms (bare INSERT) | {L['confirm']['p95_ms']/L['bare_insert_baseline']['p95_ms']:.1f}× |",
           f"| concurrent booking throughput, {T['bookings']} distinct slots, 20 at a time | {T['bookings_per_s']:.0f} bookings/s | {T['bare_inserts_per_s']:.0f} rows/s (bare INSERTs, 20 at a time) | {T['bookings_per_s']/T['bare_inserts_per_s']:.2f}× |",
           f"| 200 concurrent confirmations of one slot | {C['booked']} booked, {C['refused_409']} × 409 in {C['seconds']*1000:.0f} ms | — | — |",
           '', f"Command: `.venv/bin/python bench/booking.py --reps {a.reps} --days {a.days} --repeat {a.repeat} --confirms {a.confirms} "
-          f"--concurrent {a.concurrent}`", '']
+          f"--concurrent {a.concurrent}`", '',
+          'What the chat offered each zone (in the visitor\'s working day?, labels):', '',
+          *[f"* {z}: {'yes' if inside else 'no — the reply says so'}; " + '; '.join(labels) for z, (inside, labels) in A['ranked_examples'].items()],
+          '']
     (RESULTS / 'calendar.md').write_text('\n'.join(md))
     print('\n'.join(md))
 

@@ -246,6 +246,7 @@ def packet_text(packet: ContextPacket, *, failed_channels: Sequence[str] = ()) -
     rows = [('session_id', packet.session_id), ('triggered_at', iso_utc(packet.triggered_at)),
             ('lead_level', packet.lead_level), ('handoff_reason', packet.handoff_reason),
             ('visitor.email', v.email), ('visitor.name', v.name), ('visitor.company', v.company), ('visitor.role', v.role),
+            ('visitor.phone', v.phone), ('follow_up', follow_up_text(packet)),
             ('qualification.problem_fit', q.problem_fit), ('qualification.authority_fit', q.authority_fit),
             ('qualification.company_fit', q.company_fit), ('qualification.timing_fit', q.timing_fit),
             ('qualification.is_consultant', q.is_consultant), ('qualification.referral_mentioned', q.referral_mentioned),
