@@ -2,6 +2,7 @@
 """Hand-off benchmarks (issue: Human handoff). Not a test: it records numbers, it never fails on them.
 
     .venv/bin/python bench/handoff.py [--requests 200] [--rows 500]
+    .venv/bin/python bench/handoff.py --updates 40          # only: details after the hand-off → the rep (issue 15)
 
 Measures, in one run and on one machine, against the local Slack receiver (tests/slack_receiver.py,
 in its own process so it does not share the benchmark's interpreter) and the embedded PostgreSQL:
@@ -15,6 +16,12 @@ in its own process so it does not share the benchmark's interpreter) and the emb
     and polling before the rows are committed; time from the database clock), rows/s; beside two baselines in the same run: the outbox
     alone (claim + finish with a no-op delivery) and bare POSTs to the receiver, 10 at a time.
 Writes bench/results/handoff.json and bench/results/handoff.md.
+
+With `--updates N`: the real app over real HTTP (uvicorn, offline engine, embedded PostgreSQL, Slack bot token against
+the local receiver, the relay at its default 1 s poll): N visitors become hot leads, and then give their email; measured
+from the email turn's `done` event to (a) the threaded reply in the hand-off's Slack thread, (b) the CRM row carrying the
+email — target ≤ 5 s p95 — beside the first hand-off measured the same way (turn `done` → the thread's first message).
+Also counts leads per session (target 0 duplicates). Writes bench/results/handoff_updates.{json,md}.
 """
 import argparse, asyncio, json, os, platform, statistics, subprocess, sys, tempfile, time, uuid
 from datetime import datetime, timezone
@@ -191,12 +198,89 @@ async def bench_relays(url, pool, settings, hook, rows):
     return out
 
 
+HOT = "I'm the CTO of a 300-person insurer; we're building a claims RAG assistant and need it live by Q2."
+
+
+def bench_updates(n: int) -> dict:
+    "Contact details after the hand-off → Slack thread reply and CRM row, over real HTTP (see the module docstring)."
+    import psycopg
+    from httpx_sse import connect_sse
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from slack_receiver import SlackReceiver
+    from leadchat.api import create_app
+    from leadchat.evaluate import BackgroundServer
+    home = tempfile.mkdtemp(prefix='lc-bench-upd-')
+    boot = Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                    leadchat_home=home)
+    url = database_url(boot)
+    asyncio.run(migrate(url, boot))
+
+    def say(c, sid, text):
+        with connect_sse(c, 'POST', '/chat', json={'message': text}, headers={'ZGC-Session-ID': sid}) as es:
+            for ev in es.iter_sse():
+                if ev.event in ('done', 'error'): return ev.event
+    def wait(fn, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if (v := fn()) is not None: return v
+            time.sleep(0.01)
+        raise TimeoutError('nothing arrived within 30 s')
+    first, slack_lat, crm_lat = [], [], []
+    try:
+        with SlackReceiver() as rx, psycopg.connect(url, autocommit=True) as db:
+            s = Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', database_url=url,
+                         leadchat_home=home, handoff_channels='slack,crm', slack_bot_token='xoxb-bench', slack_channel='C0BENCH',
+                         slack_api_url=rx.api_url, leadchat_rate_limit_ip_per_minute=10_000,
+                         leadchat_rate_limit_session_per_minute=10_000)
+            lead = lambda sid: db.execute('SELECT email, slack_ts FROM leads WHERE session_id = %s', [sid]).fetchone()
+            def reply_at(ts, addr):
+                return next((r['at'] for r in list(rx.requests) if r['path'].endswith('chat.postMessage')
+                             and isinstance(r['body'], dict) and r['body'].get('thread_ts') == ts and addr in r['body'].get('text', '')), None)
+            with BackgroundServer(create_app(s, knowledge_path=str(ROOT / 'knowledge'))) as srv, srv.client() as c:
+                for i in tqdm(range(n), desc='updates'):
+                    sid, addr = str(uuid.uuid4()), f'visitor{i}@acme-bench.example'
+                    assert say(c, sid, HOT) == 'done'
+                    t0 = time.monotonic()
+                    ts = wait(lambda: (r := lead(sid)) and r[1] or None)
+                    first.append((time.monotonic() - t0) * 1000)
+                    assert say(c, sid, addr) == 'done'
+                    t1 = time.monotonic()
+                    crm_at = wait(lambda: time.monotonic() if (r := lead(sid)) and r[0] == addr else None)
+                    slack_at = wait(lambda: reply_at(ts, addr))
+                    slack_lat.append((slack_at - t1) * 1000)
+                    crm_lat.append((crm_at - t1) * 1000)
+            dup = db.execute('SELECT count(*) FROM (SELECT session_id FROM leads GROUP BY session_id HAVING count(*) > 1) x').fetchone()[0]
+            sessions = db.execute('SELECT count(DISTINCT session_id) FROM leads').fetchone()[0]
+    finally: stop_embedded(boot)
+    q = lambda xs: dict(p50_ms=round(pct(xs, 50), 1), p95_ms=round(pct(xs, 95), 1), max_ms=round(max(xs), 1), n=len(xs))
+    return dict(handoff_to_thread=q(first), email_to_slack_reply=q(slack_lat), email_to_crm_row=q(crm_lat),
+                sessions=sessions, duplicate_leads=dup, relay_interval_s=1.0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--requests', type=int, default=200)
     ap.add_argument('--rows', type=int, default=500)
+    ap.add_argument('--updates', type=int, default=0, help='only measure details after the hand-off, over N sessions')
     a = ap.parse_args()
     os.chdir(ROOT)
+    if a.updates:
+        res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
+                   at=datetime.now(timezone.utc).isoformat(timespec='seconds'), **bench_updates(a.updates))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / 'handoff_updates.json').write_text(json.dumps(res, indent=2) + '\n')
+        h, sl, cr = res['handoff_to_thread'], res['email_to_slack_reply'], res['email_to_crm_row']
+        md = [f"# Details after the hand-off reach the rep ({res['at']}, {res['machine']['cpus']} CPUs, Python {res['machine']['python']})", '',
+              'The real app over HTTP (offline engine, embedded PostgreSQL), Slack bot token against the local receiver, the '
+              'relay polling every 1 s (the default). Each visitor becomes a hot lead, then gives an email.', '',
+              '| measure | p50 | p95 (target ≤ 5 s) | max | baseline (same run), p95 |', '|---|---|---|---|---|',
+              f"| email turn `done` → reply in the hand-off's Slack thread (n={sl['n']}) | {sl['p50_ms']:.0f} ms | {sl['p95_ms']:.0f} ms | {sl['max_ms']:.0f} ms | {h['p95_ms']:.0f} ms (hand-off turn → thread opened) |",
+              f"| email turn `done` → CRM row has the email | {cr['p50_ms']:.0f} ms | {cr['p95_ms']:.0f} ms | {cr['max_ms']:.0f} ms | {h['p95_ms']:.0f} ms (hand-off turn → thread opened) |",
+              '', f"Leads: {res['sessions']} sessions with a lead, {res['duplicate_leads']} with more than one.", '',
+              f"Command: `.venv/bin/python bench/handoff.py --updates {a.updates}`", '']
+        (RESULTS / 'handoff_updates.md').write_text('\n'.join(md))
+        print('\n'.join(md))
+        return
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
                at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     home = tempfile.mkdtemp(prefix='lc-bench-')

@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         if (warm := getattr(app.state.service.model, 'prepare', None)) is not None: await asyncio.to_thread(warm)
         stop = asyncio.Event()
         sweeper = asyncio.create_task(run_ttl_sweeper(database.pool, ttl_hours=settings.session_ttl_hours,
-                                                      interval_seconds=sweep_interval, stop=stop))
+                                                      interval_seconds=sweep_interval, stop=stop, clock=clock))
         # every API process also relays the hand-off outbox (SKIP LOCKED: relays never collide)
         relay = asyncio.create_task(run_relay(database.pool, settings, worker=app.state.service.owner,
                                               interval=relay_interval, stop=stop))

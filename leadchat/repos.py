@@ -529,7 +529,7 @@ async def expire_sessions(conn, *, ttl_hours: int, now: datetime | None = None) 
     return sorted(r['session_id'] for r in await cur.fetchall())
 
 # %% ../nbs/11_repos.ipynb #4e9o0031
-async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300.0, stop=None) -> None:
+async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300.0, stop=None, clock=None) -> None:
     "Expire sessions every `interval_seconds` until `stop` (an asyncio.Event) is set; errors are logged, not raised."
     import asyncio
     import structlog
@@ -537,7 +537,8 @@ async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            async with pool.connection() as conn: expired = await expire_sessions(conn, ttl_hours=ttl_hours)
+            async with pool.connection() as conn:     # the app's clock: sessions start on it too (30_graph)
+                expired = await expire_sessions(conn, ttl_hours=ttl_hours, now=clock() if clock else None)
             if expired: log.info('sessions_expired', count=len(expired))
         except Exception as e: log.error('session_sweep_failure', error=f'{type(e).__name__}: {e}')
         try: await asyncio.wait_for(stop.wait(), timeout=interval_seconds)

@@ -346,3 +346,14 @@ def test_malformed_consent_is_refused(api, consent):
     with api.client() as c:
         _, err = say(c, str(uuid.uuid4()), 'hello', consent=consent)
     assert err['status'] == 422 and err['error']['code'] == 'invalid_consent'
+
+
+def test_can_we_book_a_call_at_night_gets_slots_once_the_email_is_known(api):
+    sid = str(uuid.uuid4())
+    with api.client() as c:
+        reply, ev = say(c, sid, 'Can we book a call?', timezone='Europe/Madrid')
+        assert ev['done']['handoff_reason'] == 'explicit_request' and 'slots' not in ev     # the email first
+        reply, ev = say(c, sid, 'sure, lee@acme-insurance.example')
+        assert 'slots' in ev and len(ev['slots']['slots']) == 3, reply
+        reply, ev = say(c, sid, 'Can we book a call?')                                     # asked again: slots again
+        assert 'slots' in ev and 'Here are' in reply
