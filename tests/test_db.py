@@ -20,7 +20,7 @@ from leadchat.db import (DatabaseError, MigrationError, check_pgdata, create_che
 from leadchat.repos import (HandoffRecord, SessionFilter, append_transcript, claim_handoffs, count_sessions,
                             emit_event, enqueue_handoff, expire_sessions, finish_handoff, get_session,
                             insert_handoff_record, list_events, list_handoff_records, list_sessions, purge_sessions,
-                            upsert_lead, upsert_session)
+                            leads_for_session, upsert_lead, upsert_session)
 from leadchat.state import Message, SessionState
 
 from conftest import fresh_db
@@ -75,6 +75,22 @@ async def test_failing_migration_rolls_back_and_names_its_file(pg, tmp_path):
     with pytest.raises(MigrationError, match='edited after it was applied'):
         await migrate(url, folder=tmp_path)
     assert 'edited' in [r['state'] for r in await migration_status(url, folder=tmp_path)]
+
+
+async def test_0005_merges_the_leads_of_a_session_into_one(pg, tmp_path):
+    "Upgrading a database that has one lead per session *and reason* keeps the oldest lead with every reason."
+    url = fresh_db(pg[1])
+    for m in migration_files():
+        if m.version < 5: (tmp_path / m.filename).write_text(m.sql)
+    await migrate(url, folder=tmp_path)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("INSERT INTO sessions (session_id) VALUES ('old-1')")
+        for reason in ('hot_lead', 'explicit_request'):
+            c.execute("INSERT INTO leads (session_id, handoff_reason, lead_level, payload) VALUES ('old-1', %s, 'hot', '{}')", [reason])
+        first = c.execute("SELECT min(id) FROM leads").fetchone()[0]
+    await migrate(url)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT id, reasons FROM leads WHERE session_id = 'old-1'").fetchall() == [(first, ['hot_lead', 'explicit_request'])]
 
 
 def test_malformed_migration_names_are_refused(tmp_path):
@@ -255,7 +271,7 @@ async def test_transcript_is_append_only_and_events_are_typed(pool):
         assert [e.event_type for e in await list_events(c, session_id=sid)] == ['turn_completed']
 
 
-async def test_one_lead_per_session_and_reason(pool):
+async def test_one_lead_per_session_reasons_accumulate(pool):
     sid = f'lead-{uuid.uuid4()}'
     async with pool.connection() as c:
         await upsert_session(c, session(sid))
@@ -264,7 +280,11 @@ async def test_one_lead_per_session_and_reason(pool):
                                                   payload=payload) for _ in range(3)))
         assert len({i for i, _ in ids}) == 1 and sum(created for _, created in ids) == 1
         other, created = await upsert_lead(c, session_id=sid, handoff_reason='explicit_request', lead_level='hot', payload=payload)
-        assert created and other != ids[0][0]
+        assert not created and other == ids[0][0]                # a second reason is the same lead (issue 15)
+        [lead] = await leads_for_session(c, sid)
+        assert lead.reasons == ['hot_lead', 'explicit_request'] and lead.handoff_reason == 'hot_lead'
+        with pytest.raises(psycopg.errors.UniqueViolation):       # the schema itself refuses a second lead
+            await c.execute("INSERT INTO leads (session_id, handoff_reason, lead_level, payload) VALUES (%s, 'stall', 'hot', '{}')", [sid])
         with pytest.raises(psycopg.errors.RestrictViolation):
             await c.execute('DELETE FROM sessions WHERE session_id = %s', [sid])
 
