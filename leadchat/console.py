@@ -441,6 +441,7 @@ class RepView:
     card: SlackCard
     crm: dict
     email_text: str
+    kind: str = 'handoff'          # or 'update': what changed after the hand-off (a reply in its Slack thread)
 
     @property
     def packet_json(self) -> dict: return self.packet.model_dump(mode='json')
@@ -455,7 +456,8 @@ def rep_view(item: OutboxItem) -> RepView | None:
         log.warning('console_packet_unavailable', outbox_id=item.id, error=type(e).__name__)
         return None
     return RepView(item.id, item.handoff_reason, item.status, packet,
-                   SlackCard.of(slack_blocks(packet, req.business_hours, None)), crm_payload(packet), packet_text(packet))
+                   SlackCard.of(slack_blocks(packet, req.business_hours, None)), crm_payload(packet), packet_text(packet),
+                   item.kind)
 
 
 def rep_views(d: SessionDetail) -> list[RepView]:

@@ -86,7 +86,7 @@ with t_packet:
     views = rep_views(d)
     if not views: st.info('No hand-off for this session yet: no context packet was sent.')
     for v in views:
-        st.subheader(f'Hand-off #{v.outbox_id} · {v.handoff_reason} · {v.status}')
+        st.subheader(f"{'Update' if v.kind == 'update' else 'Hand-off'} #{v.outbox_id} · {v.handoff_reason} · {v.status}")
         left, right = st.columns(2)
         with left:
             st.caption('Slack #new-leads, as the rep sees it')
