@@ -108,3 +108,15 @@ def test_a_failing_handoff_dispatch_never_blocks_the_turn(pg, kb_url):
     assert status == 200 and err is None and done['handoff_reason'] == 'explicit_request' and reply.strip()
     assert any(l['event'] == 'turn_record_failure' for l in logs)
 
+
+
+def test_a_failing_update_of_the_lead_never_blocks_the_turn(pg, kb_url):
+    "Contact details after the hand-off whose update cannot be queued: the visitor still gets the turn."
+    url = restricted_url(kb_url, 'REVOKE INSERT ON contact_history FROM {role}')
+    sid = str(uuid.uuid4())
+    with serve(pg, url, None) as srv, srv.client() as c:
+        status, _, done, _ = turn(c, sid, "I'm the CTO of a 300-person insurer; we're building a claims RAG assistant, live by Q2.")
+        assert status == 200 and done['handoff_reason'] == 'hot_lead'
+        with capture_logs() as logs: status, reply, done, err = turn(c, sid, 'dana@example.com')
+    assert status == 200 and err is None and done['turn_index'] == 2 and reply.strip()
+    assert any(l['event'] == 'turn_record_failure' for l in logs)
