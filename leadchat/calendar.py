@@ -31,15 +31,16 @@ from .config import ConfigurationError, Settings
 # %% auto #0
 __all__ = ['log', 'UTC', 'ZERO', 'Interval', 'WEEKDAYS', 'Hours', 'SLUG', 'EMAIL', 'ENV_NAME', 'CalendarSource',
            'MAX_CONFIG_BYTES', 'MAX_FEED_BYTES', 'WINDOWS_ZONES', 'GRAPH_BUSY', 'EPOCH', 'CALLBACK_MESSAGE',
-           'NO_SLOTS_MESSAGE', 'utc', 'iso_z', 'merge', 'subtract', 'clip', 'overlaps', 'parse_hours', 'default_hours',
-           'local_instant', 'working_windows', 'zone', 'IcsCalendar', 'CalDavCalendar', 'GoogleCalendar',
-           'MicrosoftCalendar', 'NoCalendar', 'Rep', 'MeetingType', 'Team', 'CalendarConfig', 'TeamCalendar',
-           'parse_calendar_config', 'load_calendar_config', 'ProviderError', 'ProviderUnavailable', 'busy_from_ical',
-           'CalendarEvent', 'event_ical', 'CalendarAdapter', 'NoCalendarAdapter', 'IcsAdapter', 'CalDavAdapter',
-           'google_busy', 'GoogleCalendarAdapter', 'graph_instant', 'graph_busy', 'MicrosoftCalendarAdapter',
-           'build_adapter', 'CircuitBreaker', 'FreeBusyCache', 'Reserved', 'blocked', 'align_up', 'free_starts',
-           'rep_slot_starts', 'RepLoad', 'assign_rep', 'slot_label', 'Slot', 'parse_slot_id', 'CallbackOffer', 'Ledger',
-           'NullLedger', 'Availability', 'CalendarService', 'pick_spread']
+           'NO_SLOTS_MESSAGE', 'VISITOR_DAY', 'utc', 'iso_z', 'merge', 'subtract', 'clip', 'overlaps', 'parse_hours',
+           'default_hours', 'local_instant', 'working_windows', 'zone', 'IcsCalendar', 'CalDavCalendar',
+           'GoogleCalendar', 'MicrosoftCalendar', 'NoCalendar', 'Rep', 'MeetingType', 'Team', 'CalendarConfig',
+           'TeamCalendar', 'parse_calendar_config', 'load_calendar_config', 'ProviderError', 'ProviderUnavailable',
+           'busy_from_ical', 'CalendarEvent', 'event_ical', 'CalendarAdapter', 'NoCalendarAdapter', 'IcsAdapter',
+           'CalDavAdapter', 'google_busy', 'GoogleCalendarAdapter', 'graph_instant', 'graph_busy',
+           'MicrosoftCalendarAdapter', 'build_adapter', 'CircuitBreaker', 'FreeBusyCache', 'Reserved', 'blocked',
+           'align_up', 'free_starts', 'rep_slot_starts', 'RepLoad', 'assign_rep', 'slot_label', 'Slot', 'parse_slot_id',
+           'CallbackOffer', 'Ledger', 'NullLedger', 'Availability', 'CalendarService', 'pick_spread', 'in_visitor_day',
+           'outside_minutes', 'rank_for_visitor']
 
 # %% ../nbs/60_calendar.ipynb #ca100007
 log = structlog.get_logger('leadchat.calendar')
@@ -1209,7 +1210,7 @@ class CalendarService:
         if not av.slots:
             if av.unavailable_reps: return CallbackOffer('calendar_unavailable', CALLBACK_MESSAGE, mt.id)
             return CallbackOffer('no_availability', NO_SLOTS_MESSAGE, mt.id)
-        return pick_spread(av.slots, n, ZoneInfo(av.visitor_tz))
+        return rank_for_visitor(av.slots, ZoneInfo(av.visitor_tz), n)[0]
 
     async def check(self, *, days: int = 7) -> list[dict]:
         "One free/busy read per rep (no cache): what `leadchat calendar check` prints."
@@ -1235,3 +1236,29 @@ def pick_spread(slots: Sequence[Slot], n: int, tz: ZoneInfo) -> list[Slot]:
         if len(chosen) >= n: break
         if s not in chosen: chosen.append(s)
     return sorted(chosen, key=lambda s: s.start)
+
+
+VISITOR_DAY = (8 * 60, 19 * 60)        # the visitor's working day, minutes after local midnight
+
+
+def in_visitor_day(slot: Slot, tz: ZoneInfo, day: tuple[int, int] = VISITOR_DAY) -> bool:
+    s, e = slot.start.astimezone(tz), slot.end.astimezone(tz)
+    return s.date() == e.date() and day[0] <= s.hour * 60 + s.minute and e.hour * 60 + e.minute <= day[1]
+
+
+def outside_minutes(slot: Slot, tz: ZoneInfo, day: tuple[int, int] = VISITOR_DAY) -> int:
+    "How far (minutes) the slot lies outside the visitor's working day; 0 when it touches it."
+    s, e = slot.start.astimezone(tz), slot.end.astimezone(tz)
+    m0, m1 = s.hour * 60 + s.minute, (e.hour * 60 + e.minute) if e.date() == s.date() else 24 * 60
+    return max(0, day[0] - m1, m0 - day[1])
+
+
+def rank_for_visitor(slots: Sequence[Slot], tz: ZoneInfo, n: int = 3) -> tuple[list[Slot], bool]:
+    "`n` slots to offer and whether they fall in the visitor's working day (else: each day's slot nearest to it)."
+    inside = [s for s in slots if in_visitor_day(s, tz)]
+    if inside: return pick_spread(inside, n, tz), True
+    nearest: dict = {}
+    for s in slots:
+        d, k = s.start.astimezone(tz).date(), outside_minutes(s, tz)
+        if d not in nearest or k < nearest[d][0]: nearest[d] = (k, s)
+    return [s for _, (_, s) in sorted(nearest.items())][:n], False

@@ -18,19 +18,18 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from .calendar import CALLBACK_MESSAGE, CallbackOffer, Slot, iso_z, pick_spread
+from .calendar import (CALLBACK_MESSAGE, VISITOR_DAY, CallbackOffer, Slot, in_visitor_day, iso_z, outside_minutes,
+                               pick_spread, rank_for_visitor)
 from .config import Settings
 from .state import SessionState
 
 # %% auto #0
-__all__ = ['log', 'OFFER_REASONS', 'VISITOR_DAY', 'slot_entry', 'offer_text', 'booked_text', 'qualifies', 'needs_offer',
-           'in_visitor_day', 'outside_minutes', 'rank_for_visitor', 'SlotRequest', 'slot_request', 'pick_slot', 'Offer',
-           'BookingResult', 'chat_idempotency_key', 'ChatScheduler']
+__all__ = ['log', 'OFFER_REASONS', 'slot_entry', 'offer_text', 'booked_text', 'qualifies', 'needs_offer', 'SlotRequest',
+           'slot_request', 'pick_slot', 'Offer', 'BookingResult', 'chat_idempotency_key', 'ChatScheduler']
 
 # %% ../nbs/62_scheduling.ipynb #sc000007
 log = structlog.get_logger('leadchat.scheduling')
 OFFER_REASONS = ('hot_lead', 'explicit_request')
-VISITOR_DAY = (8 * 60, 19 * 60)        # the visitor's working day, minutes after local midnight
 
 
 def slot_entry(slot: Slot, team_tz: str) -> dict[str, str]:
@@ -65,29 +64,6 @@ def qualifies(state: SessionState) -> bool:
 def needs_offer(state: SessionState) -> bool:
     "Offer slots unasked? Once per session, at any hour."
     return qualifies(state) and not state.offered_slots
-
-# %% ../nbs/62_scheduling.ipynb #sc000021
-def in_visitor_day(slot: Slot, tz: ZoneInfo, day: tuple[int, int] = VISITOR_DAY) -> bool:
-    s, e = slot.start.astimezone(tz), slot.end.astimezone(tz)
-    return s.date() == e.date() and day[0] <= s.hour * 60 + s.minute and e.hour * 60 + e.minute <= day[1]
-
-
-def outside_minutes(slot: Slot, tz: ZoneInfo, day: tuple[int, int] = VISITOR_DAY) -> int:
-    "How far (minutes) the slot lies outside the visitor's working day; 0 when it touches it."
-    s, e = slot.start.astimezone(tz), slot.end.astimezone(tz)
-    m0, m1 = s.hour * 60 + s.minute, (e.hour * 60 + e.minute) if e.date() == s.date() else 24 * 60
-    return max(0, day[0] - m1, m0 - day[1])
-
-
-def rank_for_visitor(slots: Sequence[Slot], tz: ZoneInfo, n: int = 3) -> tuple[list[Slot], bool]:
-    "`n` slots to offer and whether they fall in the visitor's working day (else: each day's slot nearest to it)."
-    inside = [s for s in slots if in_visitor_day(s, tz)]
-    if inside: return pick_spread(inside, n, tz), True
-    nearest: dict = {}
-    for s in slots:
-        d, k = s.start.astimezone(tz).date(), outside_minutes(s, tz)
-        if d not in nearest or k < nearest[d][0]: nearest[d] = (k, s)
-    return [s for _, (_, s) in sorted(nearest.items())][:n], False
 
 # %% ../nbs/62_scheduling.ipynb #sc000024
 _WEEKDAYS = {'mon': 0, 'tue': 1, 'wed': 2, 'thu': 3, 'fri': 4, 'sat': 5, 'sun': 6}

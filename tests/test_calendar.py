@@ -509,9 +509,10 @@ async def test_offer_slots_and_the_callback_when_every_calendar_is_down():
         data['meeting_types'][0]['reps'] = ['ana']
         svc = service(data, U(2026, 3, 22, 12), leadchat_freebusy_max_age_seconds=0)
         offer = await svc.offer_slots('intro', 'America/New_York', n=3)
-        assert [s.label() for s in offer] == ['Mon 23 Mar 2026, 04:00–04:30 EDT', 'Tue 24 Mar 2026, 04:00–04:30 EDT',
-                                              'Wed 25 Mar 2026, 04:00–04:30 EDT']
-        assert [s.slot_id for s in offer][0] == 'intro.ana.20260323T0800Z'
+        # ranked by the visitor's working day: 09:00 EDT (14:00 in Madrid), not 04:00 EDT (issue 15)
+        assert [s.label() for s in offer] == ['Mon 23 Mar 2026, 09:00–09:30 EDT', 'Tue 24 Mar 2026, 09:00–09:30 EDT',
+                                              'Wed 25 Mar 2026, 09:00–09:30 EDT']
+        assert [s.slot_id for s in offer][0] == 'intro.ana.20260323T1300Z'
     out = await svc.offer_slots('intro', 'America/New_York')
     assert isinstance(out, CallbackOffer) and out.reason == 'calendar_unavailable'
     assert out.to_dict()['kind'] == 'callback' and 'call you back' in out.message
