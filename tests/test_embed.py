@@ -1,0 +1,146 @@
+"""The ONNX Runtime embedding backend (leadchat/embed.py): same vectors as the torch path, deterministic export on first use,
+and no torch in the serving process, the relay or the console."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import yaml
+
+from leadchat.embed import EmbeddingModelError, OnnxEmbeddings, embedding_backend, ensure_onnx, model_hash, onnx_path
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADCHAT = Path(sys.executable).parent / 'leadchat'
+CALIBRATION = ROOT / 'bench' / 'calibration'
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def py(code: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, env=e, timeout=timeout)
+
+
+def calibration_queries() -> list[str]:
+    return [q['query'] for f in sorted(CALIBRATION.glob('*.yaml')) for q in yaml.safe_load(f.read_text())]
+
+
+def test_fp32_vectors_equal_the_torch_path_on_the_knowledge_base_and_the_calibration_queries(kb_url):
+    "The committed knowledge base (ingested by the default backend, ONNX fp32) and every calibration query: cosine ≥ 0.9999."
+    from leadchat.embed import torch_embeddings
+    with psycopg.connect(kb_url) as c:
+        rows = c.execute('SELECT content, embedding::text FROM knowledge_chunks_minilm_l6_v2 ORDER BY chunk_id').fetchall()
+    stored = np.array([json.loads(v) for _, v in rows], dtype=np.float32)
+    queries = calibration_queries()
+    assert len(rows) > 50 and len(queries) > 100
+    torch_emb = torch_embeddings()
+    old = np.asarray(torch_emb.embed_documents([t for t, _ in rows] + queries), dtype=np.float32)
+    new_q = OnnxEmbeddings(ensure_onnx()).embed_array(queries)
+    cos_kb = (stored * old[:len(rows)]).sum(1)
+    cos_q = (new_q * old[len(rows):]).sum(1)
+    assert cos_kb.min() >= 0.9999, cos_kb.min()
+    assert cos_q.min() >= 0.9999, cos_q.min()
+
+
+def test_int8_is_close_but_not_equal():
+    texts = calibration_queries()[:40]
+    fp32, int8 = OnnxEmbeddings(ensure_onnx('fp32')).embed_array(texts), OnnxEmbeddings(ensure_onnx('int8')).embed_array(texts)
+    cos = (fp32 * int8).sum(1)
+    assert 0.9 < cos.min() and cos.max() < 0.99999
+
+
+def test_first_use_exports_in_a_child_process_deterministically(tmp_path):
+    "A clean cache: the first embedding exports (torch only in the child), and the file is byte-identical to any other export."
+    reference = ensure_onnx()
+    r = py("import sys\nfrom leadchat.knowledge import local_embeddings\nv = local_embeddings().embed_query('hello')\n"
+           "assert len(v) == 384 and 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n"
+           "from leadchat.embed import onnx_path; print(onnx_path())",
+           env={'LEADCHAT_CACHE_DIR': str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    fresh = Path(r.stdout.strip().splitlines()[-1])
+    assert fresh.is_relative_to(tmp_path) and fresh.name == 'model-fp32.onnx' and model_hash() in fresh.parent.name
+    assert sha256(fresh) == sha256(reference)
+    assert not list(fresh.parent.glob('.*.tmp'))
+
+
+def test_backend_choice_and_its_errors(monkeypatch):
+    monkeypatch.setenv('LEADCHAT_EMBEDDING_BACKEND', 'onnx-int8')
+    assert embedding_backend() == 'onnx-int8'
+    from leadchat.knowledge import local_embeddings
+    assert local_embeddings().path == onnx_path('int8')
+    monkeypatch.setenv('LEADCHAT_EMBEDDING_BACKEND', 'gpu')
+    with pytest.raises(EmbeddingModelError, match='LEADCHAT_EMBEDDING_BACKEND'): local_embeddings()
+    monkeypatch.delenv('LEADCHAT_EMBEDDING_BACKEND')
+    assert local_embeddings() is local_embeddings() and local_embeddings().path == onnx_path('fp32')
+
+
+def test_an_export_that_cannot_run_says_what_to_do(tmp_path):
+    "No torch where the export runs: the error names the remedy (here torch is hidden from the child)."
+    (tmp_path / 'torch').mkdir()
+    (tmp_path / 'torch' / '__init__.py').write_text("raise ImportError('torch is not installed')\n")
+    r = py("from leadchat.embed import ensure_onnx, EmbeddingModelError\n"
+           "try: ensure_onnx()\nexcept EmbeddingModelError as e: print('ERR', e)\n",
+           env={'LEADCHAT_CACHE_DIR': str(tmp_path / 'cache'), 'PYTHONPATH': str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'ERR' in r.stdout and 'torch' in r.stdout and 'leadchat models export' in r.stdout
+
+
+def test_models_cli(tmp_path):
+    r = subprocess.run([str(LEADCHAT), 'models', 'status'], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and 'backend onnx' in r.stdout and model_hash() in r.stdout, r.stderr
+    ensure_onnx()
+    r = subprocess.run([str(LEADCHAT), 'models', 'export'], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0 and 'fp32' in r.stdout and 'cached' in r.stdout, r.stderr
+    r = subprocess.run([str(LEADCHAT), 'models', 'export', '-p', 'fp16'], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and 'fp32 or int8' in r.stderr
+
+
+SERVE_TURNS_CONSOLE = r'''
+import json, sys, uuid
+from leadchat.api import create_app
+from leadchat.config import get_settings
+from leadchat.evaluate import BackgroundServer
+s = get_settings()
+sid = str(uuid.uuid4())
+with BackgroundServer(create_app(s, knowledge_path='knowledge', relay_interval=0.1)) as srv, srv.client() as c:
+    for msg in ['Do you have case studies on RAG for fintech?', 'We are a 300-person bank and I lead the data team.',
+                'Can I speak to someone?']:
+        r = c.post('/chat', json={'message': msg}, headers={'ZGC-Session-ID': sid})
+        assert r.status_code == 200 and 'event: done' in r.text, r.text[-500:]
+    import time; time.sleep(0.5)     # the in-process relay delivers the hand-off
+from leadchat.console import close_backends, get_backend, try_query
+b = get_backend(s)
+rows = b.run(try_query(b.retriever, 'Do you have case studies on RAG for fintech?', s.rag_relevance_threshold))
+close_backends()
+mods = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sentence_transformers', 'transformers'))
+print(json.dumps({'loaded': mods[:5], 'onnxruntime': 'onnxruntime' in sys.modules, 'console_rows': len(rows)}))
+'''
+
+
+def test_serving_the_relay_and_the_console_never_import_torch(pg, kb_url):
+    "`leadchat serve`'s app (with its relay) starts, runs turns with retrieval and the classifier; the console queries."
+    env = {'DATABASE_URL': kb_url, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
+           'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_MODEL_PROVIDER': 'offline', 'LEADCHAT_HOME': str(pg[0].leadchat_home)}
+    r = py(SERVE_TURNS_CONSOLE, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {'loaded': [], 'onnxruntime': True, 'console_rows': out['console_rows']} and out['console_rows'] > 0
+
+
+def test_light_commands_load_no_model(pg):
+    "`leadchat --help`, `check` and `db status` import neither torch nor ONNX Runtime."
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'LEADCHAT_HOME': str(pg[0].leadchat_home)}
+    for args in (['--help'], ['check'], ['db', 'status']):
+        r = py("import sys\nfrom leadchat.cli import app\n"
+               f"try: app({args!r})\nexcept SystemExit as e: code = e.code\n"
+               "heavy = [m for m in ('torch', 'onnxruntime', 'sentence_transformers', 'transformers') if m in sys.modules]\n"
+               "print('HEAVY', heavy, code, file=sys.stderr)\n", env=env, timeout=120)
+        assert "HEAVY [] 0" in r.stderr, (args, r.stdout[-1000:], r.stderr[-2000:])
