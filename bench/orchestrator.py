@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Orchestrator benchmarks (issue: Conversation orchestrator). Records numbers; never pass/fail.
 
-    .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000] [--smoke]
+    .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000]
+                                           [--backends torch onnx] [--smoke]
 
 In one run on one machine:
   * orchestration overhead per turn: a full `ChatService.turn` (lease, checkpoint read, the six
@@ -12,7 +13,11 @@ In one run on one machine:
     MiniLM) driven by N concurrent visitor sessions from this process (every message a distinct
     text). One session runs back-to-back; 50 and 200 sessions pace themselves to a total offered
     rate (default 50 turns/s) with think time between turns, as visitors do; a last run at 200
-    sessions back-to-back shows saturation. Reported: turns/s, p50/p95 turn latency, errors;
+    sessions back-to-back shows saturation. Reported: turns/s, p50/p95 turn latency, errors.
+    Run once per embedding backend (`LEADCHAT_EMBEDDING_BACKEND`: `torch` = sentence-transformers,
+    the old path; `onnx` = ONNX Runtime fp32, the default), side by side, each with the API
+    process's start-up to ready on a warm data home, its RSS after start-up and after the first
+    turns (psutil), and whether torch was imported;
   * memory of N idle open streams: N chat requests held open before their first token by a
     model that waits, measured as the API process's RSS growth (psutil).
 Writes bench/results/orchestrator.json and bench/results/orchestrator.md.
@@ -161,16 +166,31 @@ async def load(base, sessions, duration, rate=None):
                 error_kinds=sorted(set(errors))[:5])
 
 
-def bench_http(concurrency, duration, rate):
+def bench_http(concurrency, duration, rate, backend='onnx'):
+    import httpx, psutil
     home = tempfile.mkdtemp(prefix='lc-bench-')
     port = free_port()
-    srv = start_server('offline', port, home)
+    env = {'LEADCHAT_EMBEDDING_BACKEND': backend}
+    first = start_server('offline', port, home, env)                     # a cold home: migrations, ingest
+    first.terminate(); first.wait(20)
+    t = time.perf_counter()
+    srv = start_server('offline', port, home, env)                       # the measured start: a warm data home
+    ready_s = time.perf_counter() - t
+    proc = psutil.Process(srv.pid)
     base = f'http://127.0.0.1:{port}'
     try:
+        rss_start = proc.memory_info().rss
         asyncio.run(load(base, 4, 5))                                      # warm-up
         out = [asyncio.run(load(base, n, duration, None if n == 1 else rate)) for n in concurrency]
+        turns = sum(h['turns'] for h in out)
+        rss_turns = proc.memory_info().rss
         out.append(dict(asyncio.run(load(base, max(concurrency), duration)), note='saturation: back-to-back turns'))
-        return out
+        process = dict(backend=backend, ready_s=round(ready_s, 2), rss_after_start_mb=round(rss_start / 2**20, 1),
+                       rss_after_turns_mb=round(rss_turns / 2**20, 1), turns_before_rss=turns,
+                       rss_after_saturation_mb=round(proc.memory_info().rss / 2**20, 1),
+                       torch_imported=httpx.get(f'{base}/__modules').json()['torch'])
+        for h in out: h['backend'] = backend
+        return out, process
     finally: srv.terminate(); srv.wait(20)
 
 
@@ -210,6 +230,9 @@ def serve(mode, port):
     from leadchat.config import get_settings
     s = get_settings()
     app = create_app(s, model=HoldModel() if mode == 'hold' else None, knowledge_path=str(ROOT / 'knowledge'))
+
+    @app.get('/__modules', include_in_schema=False)
+    async def modules(): return {'torch': 'torch' in sys.modules}
     if mode == 'hold':
         @app.post('/__release', include_in_schema=False)
         async def release():
@@ -226,15 +249,20 @@ def main():
     ap.add_argument('--concurrency', type=int, nargs='+', default=[1, 50, 200])
     ap.add_argument('--streams', type=int, default=1000)
     ap.add_argument('--rate', type=float, default=50.0, help='offered turns/s for the multi-session runs')
+    ap.add_argument('--backends', nargs='+', default=['torch', 'onnx'], help='embedding backends for the HTTP runs, side by side')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
     a = ap.parse_args()
     if a.serve: return serve(a.serve, a.port)
-    if a.smoke: a.turns, a.duration, a.concurrency, a.streams = 10, 2.0, [1], 20
+    if a.smoke: a.turns, a.duration, a.concurrency, a.streams, a.backends = 10, 2.0, [1], 20, ['onnx']
     from tqdm import tqdm
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count()), at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     steps = tqdm(total=3, desc='orchestrator benchmarks')
     res['overhead'] = asyncio.run(bench_overhead(a.turns)); steps.update()
-    res['http'] = bench_http(a.concurrency, a.duration, a.rate); steps.update()
+    res['http'], res['process'] = [], []
+    for b in a.backends:
+        http, process = bench_http(a.concurrency, a.duration, a.rate, b)
+        res['http'] += http; res['process'].append(process)
+    steps.update()
     res['idle_streams'] = bench_idle_streams(a.streams); steps.update(); steps.close()
     if a.smoke:
         print(json.dumps(res, indent=1)); return
@@ -247,15 +275,22 @@ def main():
           f"| full turn: lease, checkpoint read, six nodes, recorder transaction, checkpoint write | {o['orchestrator']['p50_ms']} ms | **{o['orchestrator']['p95_ms']} ms** |",
           f"| baseline: bare two-node LangGraph graph, same AsyncPostgresSaver | {o['bare_two_node_graph']['p50_ms']} ms | {o['bare_two_node_graph']['p95_ms']} ms |",
           '', '## Offline engine over HTTP (uvicorn + embedded Postgres + MiniLM, one API process)', '',
-          '| concurrent sessions | load | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|---|']
+          'Embedding backends side by side: `torch` = sentence-transformers on PyTorch (the old path), `onnx` = ONNX Runtime fp32 (the default).', '',
+          '| backend | concurrent sessions | load | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|---|---|']
     for h in res['http']:
         load_ = h.get('note') or (f"offered {h['offered_rate']:g} turns/s, paced visitors" if h['offered_rate'] else 'one visitor, back-to-back')
-        md.append(f"| {h['sessions']} | {load_} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
+        md.append(f"| {h['backend']} | {h['sessions']} | {load_} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
+    md += ['', '## The API process (same runs)', '',
+           '| backend | start-up to ready, warm data home | RSS after start-up | RSS after the turns above | RSS after saturation | torch imported |',
+           '|---|---|---|---|---|---|']
+    for p in res['process']:
+        md.append(f"| {p['backend']} | **{p['ready_s']} s** | {p['rss_after_start_mb']} MB | **{p['rss_after_turns_mb']} MB** "
+                  f"(after {p['turns_before_rss']:,} turns + warm-up) | {p['rss_after_saturation_mb']} MB | {'yes' if p['torch_imported'] else 'no'} |")
     md += ['', '## Idle open streams', '',
            f"{i['streams']} chat streams held open before their first token: API process RSS {i['rss_before_mb']} MB → "
            f"{i['rss_with_streams_mb']} MB, **{i['per_stream_kb']} KB per stream**; {i['completed_after_release']} completed after release.",
            '', f"Command: `.venv/bin/python bench/orchestrator.py --turns {a.turns} --duration {a.duration:g} "
-           f"--concurrency {' '.join(map(str, a.concurrency))} --streams {a.streams} --rate {a.rate:g}`", '']
+           f"--concurrency {' '.join(map(str, a.concurrency))} --streams {a.streams} --rate {a.rate:g} --backends {' '.join(a.backends)}`", '']
     (RESULTS / 'orchestrator.md').write_text('\n'.join(md))
     print('\n'.join(md))
 

@@ -144,3 +144,27 @@ def test_light_commands_load_no_model(pg):
                "heavy = [m for m in ('torch', 'onnxruntime', 'sentence_transformers', 'transformers') if m in sys.modules]\n"
                "print('HEAVY', heavy, code, file=sys.stderr)\n", env=env, timeout=120)
         assert "HEAVY [] 0" in r.stderr, (args, r.stdout[-1000:], r.stderr[-2000:])
+
+
+def test_calibrate_reports_int8_beside_fp32(pg, kb_url, tmp_path):
+    env = {**os.environ, 'DATABASE_URL': kb_url, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
+           'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_HOME': str(pg[0].leadchat_home)}
+    r = subprocess.run([str(LEADCHAT), 'calibrate', '--int8', '--no-scope', '--no-changelog', '--out', str(tmp_path / 'cal')],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'proposed RAG_RELEVANCE_THRESHOLD=' in r.stdout and 'int8 ONNX model: proposed threshold' in r.stdout
+    res = json.loads((tmp_path / 'cal.json').read_text())
+    assert {'threshold', 'false_positive_rate', 'false_negative_rate'} <= set(res['calibration_int8'])
+
+
+async def test_the_micro_batcher_batches_on_the_onnx_backend():
+    "Concurrent turns' texts go through one ONNX Runtime call, with the vectors each would get alone."
+    import asyncio
+    from leadchat.knowledge import EmbeddingBatcher, local_embeddings
+    emb = local_embeddings()
+    b = EmbeddingBatcher(emb, max_wait_ms=50)
+    texts = [f'Do you have case studies on RAG for fintech, part {i}?' for i in range(12)]
+    got = await asyncio.gather(*(b.embed(t) for t in texts))
+    assert b.batches == 1
+    assert np.allclose(np.array(got), emb.embed_array(texts), atol=1e-5)
+    assert np.allclose(await asyncio.to_thread(b.embed_blocking, texts[:2]), got[:2], atol=1e-6)   # cached, from a worker thread
