@@ -261,7 +261,8 @@ def _accepts_offer(text: str) -> bool:
     m = _YES.match(text)
     if not m or _DEFER.search(text): return False
     rest = text[m.end():]      # "sure, thanks" is a yes; "ok what about per hour then" is a new question
-    return len(re.findall(r"[\w']+", rest)) <= 3 and '?' not in rest or bool(_OFFER_WHAT.search(rest))
+    if '?' in rest: return False    # a question after the yes is a new request; "yes, can you call me?" is read by the rules
+    return len(re.findall(r"[\w']+", rest)) <= 3 or bool(_OFFER_WHAT.search(rest))
 
 # %% ../nbs/31_extract.ipynb #ex000021
 _AI_FIRM = (r"(?:(?:ai|a\.i\.|ml|llm|genai|gen\s+ai|generative\s+ai|machine\s+learning|data\s+science|data|analytics|automation|nlp|conversational\s+ai)\s+)+"
@@ -271,6 +272,7 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
     Rule(_rx(r"\b(?:i|we)\s*(?:'m|'re|\s+am|\s+are|\s+work|\s+run|\s+own)\s+(?:for\s+|at\s+|with\s+)?(?:a|an)\s+(?:\w+\s+)?(?:competing|competitor|rival)\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:(?:a|one\s+of\s+your|your|direct)\s+)?competitors?\b|\bwe\s+(?:also\s+|directly\s+)?compete\s+(?:with\s+you|against\s+you|in\s+the\s+same\s+(?:space|market))\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:also|too|likewise)\s+(?:(?:a|an)\s+)?(?:\w+\s+){0,2}?(?:consultancy|agency|consulting\s+(?:firm|company|business)|dev(?:elopment)?\s+shop|studio|integrator)\b")),
+    Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:consultancy|agency|consulting\s+(?:firm|company|business)|dev(?:elopment)?\s+shop|studio)\s+(?:too|as\s+well|also|ourselves)\b")),
     Rule(_rx(r"\b(?:we|i)\s+(?:do|offer|sell|provide)\s+(?:exactly\s+|pretty\s+much\s+|basically\s+)?the\s+same\s+(?:thing|services|work)\s+(?:as\s+you|you\s+do)\b")),
     Rule(_rx(r"\bso\s+(?:that\s+)?we\s+can\s+(?:match|undercut|beat|price\s+against|compete\s+with|copy|replicate|benchmark)\b")),
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
@@ -508,7 +510,8 @@ DECISION_RULES = [
 AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisions
     Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
     Rule(_rx(r"\bi\s+(?:own|co-?own|founded|co-?founded|run)\s+(?:a|an|the|our)\s+(?:[\w-]+\s+){0,4}?(?:business|bussiness|company|firm|shop|group|chain|practice|clinic|agency|studio|brand|manufacturer|plant|factory|restaurant|hotel|bakery|store)s?\b")),
-    Rule(_rx(r"\bi\s+(?:lead|run|head(?:\s+up)?|manage|oversee|direct)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)"
+    Rule(_rx(r"\bi\s+(?!manage\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:[\w&/-]+\s+){0,3}?(?:team|squad)s?\b)"   # a team's manager: see the weak rules
+             r"(?:lead|run|head(?:\s+up)?|manage|oversee|direct)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)"
              r"(?:team|department|dept|group|org|organi[sz]ation|function|practice|unit|division|squad|tribe)s?\b")),
     Rule(_rx(r"\bi\s+(?:run|lead|head)\s+(?P<fn>engineering|product|data|it|technology|ai|ml|operations|ops|platform|innovation|analytics|digital|"
              r"the\s+company|the\s+business|the\s+startup|our\s+company)\b")),
@@ -517,6 +520,8 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
     *DECISION_RULES,
 ]
 AUTHORITY_WEAK_RULES = [
+    # a manager of a team shapes the choice; the head of a department or a function owns it (the strong rules)
+    Rule(_rx(r"\bi\s+manage\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:small\s+|large\s+|big\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)(?:team|squad)s?\b"), 'partially_confirmed'),
     # a message or sentence that opens with an individual contributor's title: "ml engineer at a fintech", "sre at a 70-person saas"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:a|an)\s+)?(?:junior\s+|senior\s+|lead\s+)?(?:" + _IC_ROLE + r"|sre|site\s+reliability\s+engineer|"
              r"(?:ml|ai|data|software|devops|platform|qa)\s+(?:eng|dev))\s+(?:at|here|with|in|for)\b"), 'partially_confirmed'),
@@ -536,7 +541,7 @@ AUTHORITY_WEAK_RULES = [
 ]
 _SMALL_WORDS = {'of', 'and', 'for', 'the', 'a', 'an', '&'}
 _ACRONYMS = {'ceo', 'cto', 'cio', 'cfo', 'coo', 'cpo', 'cdo', 'cdao', 'ciso', 'cmo', 'cro', 'caio', 'vp', 'svp', 'evp', 'it', 'ai', 'ml',
-             'cx', 'r&d', 'qa', 'nlp', 'mlops', 'pm', 'hr', 'ux', 'ui', 'devops'}
+             'cx', 'ap', 'ar', 'bi', 'erp', 'crm', 'r&d', 'qa', 'nlp', 'mlops', 'pm', 'hr', 'ux', 'ui', 'devops'}
 _ROLE_STOP = {'at', 'for', 'in', 'with', 'here', 'we', 'i', 'our', 'my', 'the', 'a', 'an', 'so', 'but', 'who', 'which', 'that', 'since',
               'currently', 'looking', 'building', 'and', 'to', 'from', 'on', 'there', 'own', 'owns', 'is', 'are', 'was', 'im', "i'm",
               'trying', 'want', 'need', 'have', 'had', 'been', 'just', 'now', 'also', 'of'}
@@ -576,6 +581,7 @@ def _role_of(r: Rule, m: re.Match) -> str | None:
         if r.level == 'confirmed':
             unit = m.group().split()[-1].lower().rstrip('s')
             return _sentence_case(f'{team} {unit} lead' if team else f'{unit} lead')
+        if re.match(r'i\s+manage\b', m.group(), _I): return _sentence_case(f'{team} team manager' if team else 'team manager')
         return _sentence_case(f'{team} team member') if team else None
     if g.get('fn'):
         fn = re.sub(r'^(?:the|our)\s+', '', g['fn'], flags=_I)
@@ -928,6 +934,9 @@ _SPEAKER = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|myself)\b|(?<!the
 # someone else's conversation: "I'll talk to someone in my team first", "our customers want a human"
 _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|boss|manager|colleagues)|my\s+(?:colleagues|boss|manager)|"
                      r"customers|users|patients|citizens|students|callers|shoppers)\b", re.IGNORECASE)
+# someone else's advice to contact us is how the visitor got here, not a request for a person ("a friend suggested I get in touch")
+_REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
+                               r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
 _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
 _CONTACT_ONLY = re.compile(r"^\W*(?:(?:sure|ok|okay|yes|yeah|yep)\W+)?(?:(?:my|our)\s+)?(?:e-?mail(?:\s+address)?|address|(?:phone\s+)?number|phone|contact(?:\s+details)?)\s*(?:is|:|=|'s)", re.IGNORECASE)
 # text that imitates the assistant's own state or instructions is not the visitor talking about themselves
@@ -1003,15 +1012,15 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
 
     # flags: pattern, or learned at the flag's threshold (precedence 3 and 4)
-    consultant = (bool(_first(text, CONSULTANT_RULES)) or bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
-                  or learned('consultant', th.signal) == 'yes')
+    consultant = (bool(_first(text, CONSULTANT_RULES)) or (not _first(text, COMPETITOR_RULES) and (   # a rival firm is not acting for a client
+                  bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text)) or learned('consultant', th.signal) == 'yes')))
     for_client = consultant or state.is_consultant
     if for_client and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' else c for c in cands['authority_fit']]
     human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
-                 and not _NOT_US.search(ev_h)))
+                 and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h)))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
@@ -1019,7 +1028,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                'researcher' if not org_need and _first(text, MEDIA_RULES) else
                'job_seeker' if not for_client and _first(text, JOB_SEEKER_RULES) else
                'vendor' if not org_need and _first(text, VENDOR_RULES) else
-               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) else None)    # who they are: they must say
+               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) and not for_client else None)    # who they are: they must say; a firm acting for a client is a buyer's agent
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else

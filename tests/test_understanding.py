@@ -217,3 +217,36 @@ def test_a_new_question_is_not_a_yes_to_an_offer(reader):
     assert not s.explicit_human_request
     s = converse(reader, ('user', 'how do you run discovery sprints?'), ('assistant', offer), ('user', 'yes please'))
     assert s.explicit_human_request
+
+
+# third round (issue 14): who sent them, who manages what, what a number per month means
+@pytest.mark.parametrize('msg', ['my previous manager told me I should reach out to you about our forecasting models',
+                                 'an old classmate recommended we get in touch with you'])
+def test_how_they_found_us_is_a_referral_not_a_request(reader, msg):
+    s = run(reader, msg)
+    assert s.referral_mentioned and not s.explicit_human_request, msg
+
+
+def test_a_team_manager_shapes_the_choice_a_department_head_owns_it(reader):
+    assert run(reader, 'I manage the payroll team at a 400-person retailer').qualification.authority_fit == 'partially_confirmed'
+    assert run(reader, 'I run the finance department at a 400-person retailer').qualification.authority_fit == 'confirmed'
+
+
+def test_a_volume_per_month_is_not_a_timeline(reader):
+    s = run(reader, 'our back office retypes about 7k delivery notes a month')
+    assert s.qualification.timing_fit == 'not_detected', levels(s)
+
+
+def test_a_firm_acting_for_its_client_is_not_a_negative_persona(reader):
+    s = converse(reader, ('user', "we're a systems integrator representing a client, a 2,000-person utility that needs a field-service assistant"),
+                 ('user', 'could you work under our contract as a subcontractor for the AI part?'))
+    assert s.is_consultant and not s.qualification.is_negative_persona, levels(s)
+
+
+def test_a_rival_consultancy_is_not_a_consultant_for_a_client(reader):
+    s = run(reader, "we're an ML consultancy as well and we're curious how you structure the handover to clients")
+    assert s.qualification.is_negative_persona and not s.is_consultant
+
+
+def test_asking_whether_the_team_can_do_it_is_not_asking_for_a_call(reader):
+    assert not run(reader, 'we need invoice extraction in German and Czech. can your team do it?').explicit_human_request
