@@ -22,14 +22,16 @@ from typing import Callable, Sequence
 import numpy as np
 import structlog
 
+from .embed import MODEL_ID, cache_dir
+
 # %% auto #0
 __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS_DIR', 'MAX_CORPUS_TEXT', 'TRAINER_VERSION',
            'DEV_FRACTION', 'NGRAM_FEATURES', 'NGRAM_WEIGHT', 'C_REG', 'CV_FOLDS', 'Embed', 'MAX_SEGMENTS', 'ANY',
            'MAX_SEGMENT_CHARS', 'CorpusError', 'Example', 'parse_line', 'load_corpus', 'is_dev', 'split', 'corpus_hash',
-           'Head', 'ngram_features', 'features', 'fit_head', 'SignalClassifier', 'train_classifier', 'cache_dir',
-           'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'aread_message', 'read_vectors',
-           'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader', 'content_words',
-           'lexical_support', 'ScopeParams', 'ScopeDecision', 'addresses_us', 'decide_scope']
+           'Head', 'hashed_ngrams', 'ngram_features', 'ngram_product', 'features', 'fit_head', 'SignalClassifier',
+           'train_classifier', 'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'aread_message',
+           'read_vectors', 'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader',
+           'content_words', 'lexical_support', 'ScopeParams', 'ScopeDecision', 'addresses_us', 'decide_scope']
 
 # %% ../nbs/31a_classify.ipynb #cl000007
 log = structlog.get_logger('leadchat.classify')
@@ -156,16 +158,46 @@ NGRAM_FEATURES = 2 ** 15    # hashed word uni- and bigrams beside the embedding:
 NGRAM_WEIGHT = 1.0          # (a capstone, an H100, "on behalf of") are where a sentence embedding alone is weakest
 
 
-@functools.lru_cache(maxsize=1)
-def _hashing_vectorizer():
-    from sklearn.feature_extraction.text import HashingVectorizer
-    return HashingVectorizer(n_features=NGRAM_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm='l2', lowercase=True,
-                             token_pattern=r"(?u)\b\w[\w'+#.-]*\w\b|\b\w\b", dtype=np.float64)
+# The n-grams are hashed exactly as scikit-learn's `HashingVectorizer(ngram_range=(1, 2), alternate_sign=False, norm='l2')`
+# hashes them (the trained weights index its buckets: signed MurmurHash3-32 of the UTF-8, seed 0), but without importing
+# scikit-learn: serving reads with numpy and `mmh3` alone (scikit-learn, with pandas and pyarrow behind it, is 165 MB of RSS).
+_TOKEN = re.compile(r"(?u)\b\w[\w'+#.-]*\w\b|\b\w\b")
+_NO_GRAMS = (np.zeros(0, dtype=np.int64), np.zeros(0))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _bucket(gram: str) -> int:
+    import mmh3
+    h = mmh3.hash(gram, 0, signed=True)
+    return (2147483647 - (NGRAM_FEATURES - 1)) % NGRAM_FEATURES if h == -2 ** 31 else abs(h) % NGRAM_FEATURES
+
+
+def hashed_ngrams(text: str) -> tuple[np.ndarray, np.ndarray]:
+    "One text's hashed word uni- and bigrams: sorted bucket indices and their l2-normalised counts."
+    toks = _TOKEN.findall(text.lower())
+    grams = toks + [f'{a} {b}' for a, b in zip(toks, toks[1:])]
+    if not grams: return _NO_GRAMS
+    idx, n = np.unique(np.fromiter(map(_bucket, grams), dtype=np.int64, count=len(grams)), return_counts=True)
+    return idx, n / np.sqrt(float((n * n).sum()))
 
 
 def ngram_features(texts: Sequence[str]):
-    "Hashed, l2-normalised word uni- and bigrams (stateless: nothing to fit, nothing to store)."
-    return _hashing_vectorizer().transform(list(texts))
+    "Hashed, l2-normalised word uni- and bigrams as a sparse matrix, for training (stateless: nothing to fit, nothing to store)."
+    from scipy.sparse import csr_matrix
+    rows = [hashed_ngrams(t) for t in texts]
+    indptr = np.cumsum([0] + [len(i) for i, _ in rows])
+    idx = np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, dtype=np.int64)
+    val = np.concatenate([v for _, v in rows]) if rows else np.zeros(0)
+    return csr_matrix((val, idx, indptr), shape=(len(rows), NGRAM_FEATURES))
+
+
+def ngram_product(texts: Sequence[str], W: np.ndarray) -> np.ndarray:
+    "`ngram_features(texts) @ W` for a dense `W` (features, k), with numpy alone: the serving path."
+    out = np.zeros((len(texts), W.shape[1]))
+    for r, t in enumerate(texts):
+        idx, val = hashed_ngrams(t)
+        if len(idx): out[r] = val @ W[idx]
+    return out
 
 
 def features(vectors: np.ndarray, texts: Sequence[str]):
@@ -246,7 +278,7 @@ class SignalClassifier:
         # heads' weights stacked (the same numbers as `Head.proba(features(...))`, a fifth of the time on a turn)
         emb_w, ngram_w, spans = self._stacked
         V = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-        Z = V @ emb_w + NGRAM_WEIGHT * np.asarray(ngram_features(texts) @ ngram_w)
+        Z = V @ emb_w + NGRAM_WEIGHT * ngram_product(texts, ngram_w)
         out = {}
         for d, (a, b) in spans.items():
             h = self.heads[d]
@@ -294,12 +326,6 @@ def train_classifier(examples: Sequence[Example], X: np.ndarray, *, model_id: st
     return SignalClassifier(heads, corpus_hash(examples, model_id), model_id, len(examples))
 
 
-def cache_dir() -> Path:
-    "`LEADCHAT_CACHE_DIR`, else `$XDG_CACHE_HOME/leadchat`, else `~/.cache/leadchat`."
-    if d := os.environ.get('LEADCHAT_CACHE_DIR'): return Path(d)
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'leadchat'
-
-
 def embed_corpus(texts: Sequence[str], embed: Embed, *, model_id: str, folder: Path | None = None, progress: bool = False) -> np.ndarray:
     "Embeddings of `texts`, cached by a hash of the texts and the model (embedding is the slow part of training)."
     folder = folder or cache_dir()
@@ -324,7 +350,7 @@ _loaded: dict[tuple[str, str], SignalClassifier] = {}
 _lock = threading.Lock()
 
 
-def get_classifier(embed: Embed, *, model_id: str = 'all-MiniLM-L6-v2', corpus: str | Path = CORPUS_DIR,
+def get_classifier(embed: Embed, *, model_id: str = MODEL_ID, corpus: str | Path = CORPUS_DIR,
                    folder: Path | None = None, progress: bool = False) -> SignalClassifier:
     "The classifier for the current corpus: from this process, from the cache folder, or trained now (and cached)."
     examples = load_corpus(corpus)
@@ -481,7 +507,7 @@ def evaluate_heads(clf: SignalClassifier, examples: Sequence[Example], X: np.nda
 # %% ../nbs/31a_classify.ipynb #cl000026
 class SignalReader:
     "Reads messages with the learned classifiers; the classifier is loaded on first use."
-    def __init__(self, embed: Embed, *, aembed=None, model_id: str = 'all-MiniLM-L6-v2', corpus: str | Path = CORPUS_DIR,
+    def __init__(self, embed: Embed, *, aembed=None, model_id: str = MODEL_ID, corpus: str | Path = CORPUS_DIR,
                  folder: Path | None = None):
         "`embed`: a batch embedding function (training, notebooks); `aembed`: its async twin for serving (the micro-batcher)."
         self.embed, self.aembed, self.model_id, self.corpus, self.folder = embed, aembed, model_id, corpus, folder

@@ -22,8 +22,8 @@ from langchain_core.embeddings import Embeddings
 
 # %% auto #0
 __all__ = ['log', 'MODEL_ID', 'MAX_TOKENS', 'EXPORT_RECIPE', 'BACKENDS', 'PRECISIONS', 'EmbeddingModelError', 'model_dir',
-           'cache_dir', 'embedding_backend', 'model_hash', 'onnx_path', 'export_onnx', 'ensure_onnx', 'OnnxEmbeddings',
-           'onnx_embeddings', 'torch_embeddings', 'backend_embeddings']
+           'cache_dir', 'embedding_backend', 'vector_space', 'model_hash', 'onnx_path', 'export_onnx', 'ensure_onnx',
+           'OnnxEmbeddings', 'onnx_embeddings', 'torch_embeddings', 'backend_embeddings']
 
 # %% ../nbs/20a_embed.ipynb #em000006
 log = structlog.get_logger('leadchat.embed')
@@ -57,6 +57,12 @@ def embedding_backend(backend: str | None = None) -> str:
     if b not in BACKENDS:
         raise EmbeddingModelError(f'LEADCHAT_EMBEDDING_BACKEND={b!r} is not one of {", ".join(BACKENDS)}')
     return b
+
+
+def vector_space(backend: str | None = None) -> str:
+    """The id of the vectors a backend makes, for caches of things learned from them (the signal classifiers):
+    torch and fp32 ONNX make the same vectors (cosine ≥ 0.99999) and share one; int8 makes its own."""
+    return MODEL_ID + (':int8' if PRECISIONS.get(embedding_backend(backend)) == 'int8' else '')
 
 # %% ../nbs/20a_embed.ipynb #em000009
 _HASHED = ('config.json', 'model.safetensors', 'tokenizer.json', 'sentence_bert_config.json', '1_Pooling/config.json',

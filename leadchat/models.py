@@ -14,6 +14,7 @@ from typing import AsyncIterator
 import structlog
 
 from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support
+from .embed import vector_space
 from .compose import (ComposeHints, compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query,
                               stream_tokens)
 from .config import Settings
@@ -40,7 +41,7 @@ class OfflineModel:
     def __init__(self, embed=None, *, aembed=None, thresholds: Thresholds = Thresholds(), rag_threshold: float | None = None,
                  reader: SignalReader | None = None):
         "`embed`: the batch embedding function of the local MiniLM (None: patterns only); `aembed`: its async twin (serving)."
-        self.reader = reader or (SignalReader(embed, aembed=aembed) if embed is not None else None)
+        self.reader = reader or (SignalReader(embed, aembed=aembed, model_id=vector_space()) if embed is not None else None)
         self.thresholds, self.rag_threshold = thresholds, rag_threshold
         # this turn's reading, from extract to respond (same process, same turn); bounded
         self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None, str | None]] = OrderedDict()

@@ -115,23 +115,28 @@ with BackgroundServer(create_app(s, knowledge_path='knowledge', relay_interval=0
         r = c.post('/chat', json={'message': msg}, headers={'ZGC-Session-ID': sid})
         assert r.status_code == 200 and 'event: done' in r.text, r.text[-500:]
     import time; time.sleep(0.5)     # the in-process relay delivers the hand-off
+served = sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'pandas', 'pyarrow')})
 from leadchat.console import close_backends, get_backend, try_query
 b = get_backend(s)
 rows = b.run(try_query(b.retriever, 'Do you have case studies on RAG for fintech?', s.rag_relevance_threshold))
 close_backends()
 mods = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sentence_transformers', 'transformers'))
-print(json.dumps({'loaded': mods[:5], 'onnxruntime': 'onnxruntime' in sys.modules, 'console_rows': len(rows)}))
+print(json.dumps({'loaded': mods[:5], 'onnxruntime': 'onnxruntime' in sys.modules, 'console_rows': len(rows), 'served': served}))
 '''
 
 
 def test_serving_the_relay_and_the_console_never_import_torch(pg, kb_url):
-    "`leadchat serve`'s app (with its relay) starts, runs turns with retrieval and the classifier; the console queries."
+    """`leadchat serve`'s app (with its relay) starts, runs turns with retrieval and the classifier; the console queries.
+    Serving a trained classifier loads neither scikit-learn nor scipy (nor pandas behind them): only training does."""
+    from leadchat.classify import get_classifier
+    from leadchat.knowledge import local_embeddings
+    get_classifier(local_embeddings().embed_documents)        # the cache the server reads (trained here, if the corpus changed)
     env = {'DATABASE_URL': kb_url, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
            'HANDOFF_CHANNELS': 'crm', 'LEADCHAT_MODEL_PROVIDER': 'offline', 'LEADCHAT_HOME': str(pg[0].leadchat_home)}
     r = py(SERVE_TURNS_CONSOLE, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out == {'loaded': [], 'onnxruntime': True, 'console_rows': out['console_rows']} and out['console_rows'] > 0
+    assert out == {'loaded': [], 'onnxruntime': True, 'console_rows': out['console_rows'], 'served': []} and out['console_rows'] > 0, out
 
 
 def test_light_commands_load_no_model(pg):
