@@ -208,20 +208,22 @@ class ScopeScored:
     p_offtopic: float
     p_private: float
     p_pricing: float
+    places_only: bool = False   # place names are all it shares with the top chunks
 
 
 async def score_scope(retriever: KnowledgeRetriever, queries: Sequence[LabelledQuery], reader, *, top: int = 3,
                       progress: bool = True) -> list[ScopeScored]:
     "What a chat turn would see for each query: top chunks, their lexical support, the classifiers' reading."
-    from leadchat.classify import lexical_support
+    from leadchat.classify import lexical_support, place_only_support
     out = []
     for q in tqdm(queries, desc='scoring scope', disable=not progress):
         v = await retriever.embed(q.query)
         rows = await retriever.search(v, q.query, retriever.settings.rag_top_k)
         r = reader.read(q.query)
-        out.append(ScopeScored(q.id, q.kind, q.query, float(rows[0]['score']) if rows else 0.0,
-                               lexical_support(q.query, [x['content'] for x in rows[:top]]),
-                               r.p('offtopic', 'yes'), r.p('private', 'yes'), r.p('pricing', 'yes')))
+        passages = [x['content'] for x in rows[:top]]
+        out.append(ScopeScored(q.id, q.kind, q.query, float(rows[0]['score']) if rows else 0.0, lexical_support(q.query, passages),
+                               r.p('offtopic', 'yes'), r.p('private', 'yes'), r.p('pricing', 'yes'),
+                               place_only_support(q.query, passages)))
     return out
 
 
@@ -232,7 +234,8 @@ def scope_report(scored: Sequence[ScopeScored], threshold: float, params=None) -
     irr = [s for s in scored if s.kind == 'out_of_scope']
     rel = [s for s in scored if s.kind in RELEVANT_KINDS]
     adj = [s for s in scored if s.kind == 'adjacent']
-    inside = lambda s: decide_scope(s.score, threshold, s.p_offtopic, s.lexical, params, addressed=addresses_us(s.query)).in_scope
+    inside = lambda s: decide_scope(s.score, threshold, s.p_offtopic, s.lexical, params, addressed=addresses_us(s.query),
+                                    places_only=s.places_only).in_scope
     out = {'n_relevant': len(rel), 'n_out_of_scope': len(irr), 'n_adjacent': len(adj)}
     for name, judge in (('threshold', lambda s: s.score >= threshold), ('combined', inside)):
         fp, fn = [s.id for s in irr if judge(s)], [s.id for s in rel if not judge(s)]

@@ -31,7 +31,8 @@ __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS
            'Head', 'hashed_ngrams', 'ngram_features', 'ngram_product', 'features', 'fit_head', 'SignalClassifier',
            'train_classifier', 'embed_corpus', 'get_classifier', 'segments', 'Reading', 'read_message', 'aread_message',
            'read_vectors', 'expected_calibration_error', 'HeadReport', 'evaluate_heads', 'SignalReader',
-           'content_words', 'lexical_support', 'ScopeParams', 'ScopeDecision', 'addresses_us', 'decide_scope']
+           'content_words', 'lexical_support', 'place_only_support', 'ScopeParams', 'ScopeDecision', 'addresses_us',
+           'decide_scope']
 
 # %% ../nbs/31a_classify.ipynb #cl000007
 log = structlog.get_logger('leadchat.classify')
@@ -579,6 +580,19 @@ def lexical_support(query: str, passages: Sequence[str]) -> float:
     return len(q & have) / len(q)
 
 
+# places we name and the world names too: a chunk that shares only these with a question matched the city, not the question
+_PLACES = frozenset(_stem(w) for w in ('madrid lisbon lisboa krakow kraków cracow porto oporto spain spanish portugal portuguese poland '
+                                       'polish iberia iberian europe european eu barcelona warsaw berlin london paris seville valencia').split())
+
+
+def place_only_support(query: str, passages: Sequence[str]) -> bool:
+    "Are place names the only content words `query` shares with `passages` (and does it share any)?"
+    q = content_words(query)
+    if len(q) < 2 or not (q & _PLACES): return False
+    have = set().union(*(content_words(p) for p in passages)) if passages else set()
+    return bool(q & have) and (q & have) <= _PLACES
+
+
 @dataclass(frozen=True)
 class ScopeParams:
     "The combined scope decision's knobs (chosen on the tuning set; see CONFIG_CHANGELOG.md)."
@@ -606,11 +620,14 @@ def addresses_us(text: str) -> bool:
 
 
 def decide_scope(score: float, threshold: float, p_offtopic: float, lexical: float,
-                 params: ScopeParams = ScopeParams(), *, addressed: bool = False) -> ScopeDecision:
-    "Is a question answerable from the knowledge base? Retrieval score, off-topic classifier and lexical support."
+                 params: ScopeParams = ScopeParams(), *, addressed: bool = False, places_only: bool = False) -> ScopeDecision:
+    """Is a question answerable from the knowledge base? Retrieval score, off-topic classifier and lexical support.
+    `addressed`: the question speaks to us (`addresses_us`); `places_only`: it shares only place names with the chunks
+    (`place_only_support`)."""
     args = dict(score=round(score, 4), p_offtopic=round(p_offtopic, 3), lexical=round(lexical, 3))
     if score < threshold: return ScopeDecision(False, 'below the relevance threshold', **args)
     if p_offtopic >= params.p_offtopic: return ScopeDecision(False, 'the off-topic classifier', **args)
+    if places_only: return ScopeDecision(False, 'only a place name in common with the retrieved chunks', **args)
     forgiven = addressed and p_offtopic < params.addressed_offtopic
     if lexical < params.lexical_min and score < threshold + params.strong_margin and not forgiven:
         return ScopeDecision(False, 'no lexical support in the retrieved chunks', **args)

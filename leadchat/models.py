@@ -13,7 +13,7 @@ from typing import AsyncIterator
 
 import structlog
 
-from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support
+from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support, place_only_support
 from .embed import vector_space
 from .compose import (ComposeHints, compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query,
                               stream_tokens)
@@ -75,9 +75,9 @@ class OfflineModel:
         off = p('offtopic') >= INTENT_THRESHOLD
         if result is not None and result.status == 'ok' and result.chunks and self.rag_threshold is not None:
             top = result.chunks[0]
-            off = not decide_scope(top.score, self.rag_threshold, p('offtopic'),
-                                   lexical_support(query or message, [c.content for c in result.chunks[:3]]),
-                                   addressed=addresses_us(message)).in_scope
+            passages = [c.content for c in result.chunks[:3]]
+            off = not decide_scope(top.score, self.rag_threshold, p('offtopic'), lexical_support(query or message, passages),
+                                   addressed=addresses_us(message), places_only=place_only_support(query or message, passages)).in_scope
         def say(x: float):      # sure yes, sure no, or let the composer's own rules decide
             return True if x >= INTENT_THRESHOLD else False if x < INTENT_DOUBT else None
         # a request for a person is the router's to decide (patterns + classifier); the composer only offers one when asked
