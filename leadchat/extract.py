@@ -15,14 +15,14 @@ from .classify import DECISIONS, DIMENSION_OF, STATE_LEVEL, Reading, addresses_u
 from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 
 # %% auto #0
-__all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'COMPETITOR_RULES', 'COMPETITOR_WEAK_RULES',
-           'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES', 'JOB_SEEKER_RULES', 'VENDOR_RULES',
-           'MEDIA_RULES', 'NO_FIT_ACADEMIC_RULES', 'NO_FIT_BUDGET_RULES', 'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES',
-           'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'DECISION_RULES', 'AUTHORITY_RULES',
-           'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES',
-           'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES',
-           'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds',
-           'readable', 'reader_text', 'extract_delta']
+__all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'HUMAN_REQUEST_OTHER_RULES', 'COMPETITOR_RULES',
+           'COMPETITOR_WEAK_RULES', 'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES',
+           'JOB_SEEKER_RULES', 'VENDOR_RULES', 'MEDIA_RULES', 'NO_FIT_ACADEMIC_RULES', 'NO_FIT_BUDGET_RULES',
+           'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES',
+           'DECISION_RULES', 'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY',
+           'TIMING_RULES', 'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE',
+           'NAME_RULES', 'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR',
+           'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds', 'readable', 'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -230,6 +230,33 @@ def _hr_veto(text: str, m: re.Match) -> bool:
     if _CONDITIONAL.search(pre): return True
     nxt = re.match(r'\s+([A-Z][a-z]+)\b', text[m.end():])      # "call me Ana" is a name, not a request
     return bool(m.group().lower().endswith(' me') and nxt and nxt.group(1) not in _DAYS)
+
+
+# A request for a person in the languages our offices speak and our visitors write (Spanish, Portuguese, Polish) and in
+# German, French and Italian. Only this: no dimension is read from another language (the readers are English-only), but a
+# visitor who asks for a person gets one, and the team can answer in their language.
+HUMAN_REQUEST_OTHER_RULES = [
+    Rule(_rx(r"\b(?:hablar|conversar|charlar)\s+con\s+(?:alguien|una\s+persona|un\s+humano|un\s+agente|un\s+comercial|un\s+asesor|un\s+consultor|"
+             r"(?:el|vuestro|su|tu)\s+equipo|(?:un|una)\s+(?:persona|responsable)\s+de)")),
+    Rule(_rx(r"\b(?:agendar|programar|concertar|organizar|reservar|tener|pedir|solicitar)\s+una\s+(?:llamada|reuni[oó]n|videollamada|demo|cita)\b|"
+             r"\b(?:me\s+)?(?:pueden|pod[eé]is|puede|podr[ií]as?|podr[ií]an)\s+llamar(?:me)?\b|\bque\s+me\s+llame(?:n)?\b|\bprefiero\s+una\s+llamada\b")),
+    Rule(_rx(r"\bfalar\s+com\s+(?:algu[eé]m|uma\s+pessoa|um\s+humano|a\s+(?:vossa\s+|sua\s+)?equip[ae]|um\s+comercial|um\s+consultor)|"
+             r"\b(?:agendar|marcar)\s+uma\s+(?:chamada|reuni[aã]o|videochamada|demo|liga[cç][aã]o)\b|\b(?:podem|pode)\s+ligar-me\b|\bme\s+ligar\b")),
+    Rule(_rx(r"\b(?:porozmawia[cć]|rozmawia[cć])\s+z\s+(?:kim[sś]|cz[lł]owiekiem|konsultantem|handlowcem|(?:waszym\s+)?zespo[lł]em)|"
+             r"\bum[oó]wi[cć]\s+(?:si[eę]\s+na\s+)?(?:rozmow[eęa]|spotkanie|demo|call)\b|\bzadzwoni[cć]\s+do\s+mnie\b|\bprosz[eę]\s+o\s+(?:kontakt|telefon)\b")),
+    Rule(_rx(r"\bmit\s+(?:jemandem|einem\s+menschen|einer\s+person|ihrem\s+team|einem\s+berater|einem\s+mitarbeiter)\s+(?:sprechen|reden)\b|"
+             r"\b(?:termin|gespr[aä]ch|anruf|r[uü]ckruf|call)\s+(?:vereinbaren|ausmachen|buchen)\b|\bbitte\s+um\s+r[uü]ckruf\b|\bk[oö]nnen\s+sie\s+mich\s+anrufen\b")),
+    Rule(_rx(r"\bparler\s+(?:[aà]|avec)\s+(?:quelqu'un|une\s+personne|un\s+humain|un\s+conseiller|votre\s+[eé]quipe|un\s+commercial)|"
+             r"\b(?:planifier|organiser|prendre|fixer)\s+un\s+(?:appel|rendez-vous|rdv)\b|\bm'appeler\b")),
+    Rule(_rx(r"\bparlare\s+con\s+(?:qualcuno|una\s+persona|un\s+umano|il\s+vostro\s+team|un\s+commerciale|un\s+consulente)|"
+             r"\b(?:fissare|organizzare|prenotare)\s+una\s+(?:chiamata|call|riunione|demo)\b|\bmi\s+(?:potete|pu[oò])\s+chiamare\b")),
+]
+_OTHER_NEG = re.compile(r"\b(?:no|n[aã]o|nie|nicht|kein\w*|pas|non|nunca|jamais|mai)\b[^.?!,;]{0,30}$", re.IGNORECASE)
+
+
+def _other_veto(text: str, m: re.Match) -> bool:
+    "'no necesito hablar con alguien', 'nie chcę rozmawiać z kimś': a negation just before it."
+    return bool(_OTHER_NEG.search(text[max(0, m.start() - 40):m.start()]))
 
 
 _OFFER = re.compile(r"\b(?:connect\s+you|speak\s+directly|talk\s+directly|put\s+you\s+in\s+touch|introduce\s+you|arrange\s+(?:that|this|it|a\s+call|a\s+meeting)|"
@@ -1017,7 +1044,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     for_client = consultant or state.is_consultant
     if for_client and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' else c for c in cands['authority_fit']]
-    human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or (_accepts_offer(text) and _offered_handoff(state, message))
+    human = (bool(_first(text, HUMAN_REQUEST_RULES, veto=_hr_veto)) or bool(_first(text, HUMAN_REQUEST_OTHER_RULES, veto=_other_veto))
+             or (_accepts_offer(text) and _offered_handoff(state, message))
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h)))

@@ -250,3 +250,20 @@ def test_a_rival_consultancy_is_not_a_consultant_for_a_client(reader):
 
 def test_asking_whether_the_team_can_do_it_is_not_asking_for_a_call(reader):
     assert not run(reader, 'we need invoice extraction in German and Czech. can your team do it?').explicit_human_request
+
+
+# a visitor who asks for a person in another language gets one; nothing else is read from another language
+@pytest.mark.parametrize('msg', ['¿Me podéis llamar mañana por la mañana?', 'Quisiera hablar con alguien del equipo comercial',
+                                 'Gostaria de marcar uma reunião com a vossa equipa', 'Czy mogę porozmawiać z konsultantem?',
+                                 'Ich möchte gern mit einem Berater sprechen', "Je voudrais parler à quelqu'un de votre équipe",
+                                 'Possiamo fissare una chiamata la prossima settimana?'])
+def test_a_request_for_a_person_in_another_language(reader, msg):
+    s = run(reader, msg)
+    assert s.explicit_human_request, msg
+    assert levels(s) == {d: 'not_detected' for d in levels(s)}, levels(s)
+
+
+@pytest.mark.parametrize('msg', ['No necesito hablar con alguien todavía, solo miro', 'Nie chcę jeszcze rozmawiać z konsultantem',
+                                 'Somos una aseguradora de 400 personas en Sevilla'])
+def test_not_a_request_in_another_language(reader, msg):
+    assert not run(reader, msg).explicit_human_request, msg
