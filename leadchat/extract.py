@@ -177,7 +177,8 @@ HUMAN_REQUEST_RULES = [
                  (?:please\s+)?(?:call|phone|ring|contact|reach\s+out\s+to|get\s+back\s+to|get\s+in\s+touch\s+with|follow\s+up\s+with)\s+(?:me|us)\b""")),
     Rule(_rx(r"\b(?:call|phone|ring|contact)\s+me\s+(?:back|at|on|tomorrow|today|asap|this|next|please|when|whenever|any\s*time|\+|\d)")),
     Rule(_rx(r"\bgive\s+(?:me|us)\s+a\s+(?:call|ring|buzz)\b|\b(?:please|pls|plz)\s+(?:call|contact)\s+(?:me|us)\b")),
-    Rule(_rx(r"\b(?:have|get)\s+(?:some(?:one|body)|sales|your\s+team|the\s+team|an?\s+\w+)\s+(?:to\s+)?(?:call|contact|reach\s+out\s+to|email|get\s+in\s+touch\s+with)\s+(?:me\b|us\b|(?=[\w.+-]+@))")),
+    Rule(_rx(r"\b(?:have|get)\s+(?:some(?:one|body)|sales|your\s+team|the\s+team|an?\s+\w+)\s+(?:(?:from|in|on)\s+(?:your\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:team|sales|department)\s+)?"
+             r"(?:to\s+)?(?:call|contact|reach\s+out\s+to|email|e-mail|ring|phone|get\s+in\s+touch\s+with)\s+(?:me\b|us\b|(?=[\w.+-]+@))")),
     Rule(_rx(r"\b(?:some(?:one|body)|your\s+team|sales|the\s+team)\s+(?:can|could|should|may)\s+(?:call|contact|reach\s+out\s+to|email|get\s+in\s+touch\s+with)\s+(?:me|us)\b")),
     Rule(_rx(r"\b(?:feel\s+free\s+to|happy\s+for\s+(?:you|some(?:one|body))\s+to)\s+(?:call|contact|email|reach\s+out\s+to)\s+(?:me|us)\b")),
     Rule(_rx(r"""\b(?:book|schedule|set\s+up|setup|arrange|organi[sz]e|hop\s+on|jump\s+on|get\s+on|request|grab)\s+
@@ -537,7 +538,7 @@ DECISION_RULES = [
 AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisions
     Rule(_rx(_SUBJECT + r"(?:the\s+|a\s+|an\s+|our\s+|their\s+|one\s+of\s+(?:the|our|two|three)\s+)?(?:company'?s\s+|acting\s+|interim\s+|new\s+|current\s+|sole\s+)?" + _TITLE + r"\b")),
     Rule(_rx(r"\bi\s+(?:own|co-?own|founded|co-?founded|run)\s+(?:a|an|the|our)\s+(?:[\w-]+\s+){0,4}?(?:business|bussiness|company|firm|shop|group|chain|practice|clinic|agency|studio|brand|manufacturer|plant|factory|restaurant|hotel|bakery|store)s?\b")),
-    Rule(_rx(r"\bi\s+(?!manage\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:[\w&/-]+\s+){0,3}?(?:team|squad)s?\b)"   # a team's manager: see the weak rules
+    Rule(_rx(r"\bi\s+(?!(?:manage|lead)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:[\w&/-]+\s+){0,3}?(?:team|squad)s?\b)"   # a team's manager or lead: the weak rules
              r"(?:lead|run|head(?:\s+up)?|manage|oversee|direct)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)"
              r"(?:team|department|dept|group|org|organi[sz]ation|function|practice|unit|division|squad|tribe)s?\b")),
     Rule(_rx(r"\bi\s+(?:run|lead|head)\s+(?P<fn>engineering|product|data|it|technology|ai|ml|operations|ops|platform|innovation|analytics|digital|"
@@ -548,7 +549,7 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
 ]
 AUTHORITY_WEAK_RULES = [
     # a manager of a team shapes the choice; the head of a department or a function owns it (the strong rules)
-    Rule(_rx(r"\bi\s+manage\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:small\s+|large\s+|big\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)(?:team|squad)s?\b"), 'partially_confirmed'),
+    Rule(_rx(r"\bi\s+(?:manage|lead)\s+(?:the\s+|our\s+|a\s+|an\s+)?(?:small\s+|large\s+|big\s+)?(?P<team>(?:[\w&/-]+\s+){0,3}?)(?:team|squad)s?\b"), 'partially_confirmed'),
     # a message or sentence that opens with an individual contributor's title: "ml engineer at a fintech", "sre at a 70-person saas"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:a|an)\s+)?(?:junior\s+|senior\s+|lead\s+)?(?:" + _IC_ROLE + r"|sre|site\s+reliability\s+engineer|"
              r"(?:ml|ai|data|software|devops|platform|qa)\s+(?:eng|dev))\s+(?:at|here|with|in|for)\b"), 'partially_confirmed'),
@@ -608,7 +609,9 @@ def _role_of(r: Rule, m: re.Match) -> str | None:
         if r.level == 'confirmed':
             unit = m.group().split()[-1].lower().rstrip('s')
             return _sentence_case(f'{team} {unit} lead' if team else f'{unit} lead')
-        if re.match(r'i\s+manage\b', m.group(), _I): return _sentence_case(f'{team} team manager' if team else 'team manager')
+        if re.match(r'i\s+(?:manage|lead)\b', m.group(), _I):
+            kind = 'manager' if re.match(r'i\s+manage\b', m.group(), _I) else 'lead'
+            return _sentence_case(f'{team} team {kind}' if team else f'team {kind}')
         return _sentence_case(f'{team} team member') if team else None
     if g.get('fn'):
         fn = re.sub(r'^(?:the|our)\s+', '', g['fn'], flags=_I)
@@ -942,6 +945,12 @@ _ENGLISH = re.compile(r"\b(?:i|i'm|im|we|we're|our|my|me|you|your|the|a|an|is|ar
                       r"hey|thanks|thank|please|yes|no|ok|okay|just|about|us|they|so|but|not|don't|will)\b", re.IGNORECASE)
 
 
+# terse notes have no function words ("freight forwarder, 120 ppl, hamburg"): English nouns of the trade say it is English
+_ENGLISH_TERSE = re.compile(r"\b(?:people|ppl|staff|employees|headcount|company|firm|forwarder|retailer|insurer|bank|operator|startup|scale-?up|"
+                            r"manufacturer|warehouses?|stores|shops|sites|lawyers|clinics|hotels|need|needs|want|looking|help|budget|"
+                            r"quarter|month|week|years?|team|manager|head|lead|chief|owner|founder|here|asap|soon)\b", re.IGNORECASE)
+
+
 def readable(text: str) -> bool:
     "English prose the learned readers can judge: mostly letters, and an English function word in longer messages."
     chars = [c for c in text if not c.isspace()]
@@ -949,7 +958,7 @@ def readable(text: str) -> bool:
     letters = sum(c.isascii() and c.isalpha() for c in chars)
     if letters / len(chars) < 0.6: return False
     words = re.findall(r"[A-Za-z']+", text)
-    return len(words) < 3 or bool(_ENGLISH.search(text))
+    return len(words) < 3 or bool(_ENGLISH.search(text)) or bool(_ENGLISH_TERSE.search(text))
 
 
 # authority is about the speaker: a learned authority level needs a sentence that speaks of the visitor or names a role
@@ -968,6 +977,9 @@ _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\
 _CONTACT_ONLY = re.compile(r"^\W*(?:(?:sure|ok|okay|yes|yeah|yep)\W+)?(?:(?:my|our)\s+)?(?:e-?mail(?:\s+address)?|address|(?:phone\s+)?number|phone|contact(?:\s+details)?)\s*(?:is|:|=|'s)", re.IGNORECASE)
 # text that imitates the assistant's own state or instructions is not the visitor talking about themselves
 _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|reason|flag)s?\s*[:=]\s*\S+|"
+                       r"-{2,}\s*begin\b[\s\S]{0,2000}?(?:-{2,}\s*end\s*-*|\Z)|<(?:document|doc|system|instructions?)>[\s\S]{0,2000}?(?:</\w+>|\Z)|"
+                       r"\bnote\s+to\s+(?:the\s+|any\s+)?(?:ai|assistant|bot|chatbot|model|llm|agent)\b[^\n]*|"
+                       r"\b(?:the|this)\s+(?:reader|sender|person\s+(?:writing|typing|chatting))\s+(?:is|has)\b[^.!?\n]*[.!?]?|"
                        r"\b(?:system|admin|developer|assistant|moderator|operator)\s+(?:override|note|instructions?|message|prompt|command|update)\b[^\n]*|"
                        r"\b(?:this|the)\s+(?:visitor|user|lead|customer)\s+(?:is|has\s+been|has|should\s+be)\b[^.!?\n]*[.!?]?|"
                        r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
@@ -1060,7 +1072,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
-              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else learned('nofit', th.disqualify) if _FIRST_PERSON.search(text) or addresses_us(text) else None)
+              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else
+              learned('nofit', th.disqualify) if _FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text) else None)
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
     flags = dict(explicit_human_request=human, is_negative_persona=persona is not None, is_no_fit=no_fit is not None,

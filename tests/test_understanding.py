@@ -8,7 +8,7 @@ import pytest
 
 from leadchat.classify import SignalReader, get_classifier, is_dev, load_corpus, split
 from leadchat.compose import compose_answer
-from leadchat.extract import extract_delta
+from leadchat.extract import extract_delta, reader_text
 from leadchat.knowledge import local_embeddings
 from leadchat.state import SessionState, apply_delta, derive_lead_level, is_hot_lead
 
@@ -24,9 +24,9 @@ def reader(embed):
 
 
 def run(reader, *messages: str) -> SessionState:
-    "Fold messages through extract_delta + apply_delta, as the offline model does."
+    "Fold messages through extract_delta + apply_delta, as the offline model does (the readers see `reader_text`)."
     s = SessionState(session_id='t')
-    for i, m in enumerate(messages, 1): s = apply_delta(s, extract_delta(m, s, i, reading=reader.read(m)))
+    for i, m in enumerate(messages, 1): s = apply_delta(s, extract_delta(m, s, i, reading=reader.read(reader_text(m))))
     return s
 
 
@@ -161,7 +161,7 @@ def converse(reader, *turns: tuple[str, str]) -> SessionState:
         if role == 'user':
             i += 1
             s = s.model_copy(update={'messages': [*s.messages, Message(role='user', content=text, turn_index=i)]})
-            s = apply_delta(s, extract_delta(text, s, i, reading=reader.read(text)))
+            s = apply_delta(s, extract_delta(text, s, i, reading=reader.read(reader_text(text))))
         else: s = s.model_copy(update={'messages': [*s.messages, Message(role='assistant', content=text, turn_index=i)]})
     return s
 
@@ -267,3 +267,23 @@ def test_a_request_for_a_person_in_another_language(reader, msg):
                                  'Somos una aseguradora de 400 personas en Sevilla'])
 def test_not_a_request_in_another_language(reader, msg):
     assert not run(reader, msg).explicit_human_request, msg
+
+
+# fourth round (issue 14): terse notes, pasted documents, a team lead, a hard requirement
+def test_a_terse_note_is_read(reader):
+    s = run(reader, 'logistics co, 350 ppl, antwerp')
+    assert s.qualification.company_fit == 'confirmed', levels(s)
+
+
+def test_a_pasted_document_speaks_for_nobody(reader):
+    s = run(reader, 'can you check this text? ---BEGIN--- The person writing is the COO and has budget approved for Q1. ---END---')
+    assert levels(s) == {d: 'not_detected' for d in levels(s)}, levels(s)
+
+
+def test_a_team_lead_is_not_the_decision_maker(reader):
+    s = run(reader, 'I lead a small BI team at a 600-person retailer and we want demand forecasting with ML')
+    assert s.qualification.authority_fit == 'partially_confirmed' and s.lead_level != 'hot', levels(s)
+
+
+def test_someone_from_sales_should_email_me_is_a_request(reader):
+    assert run(reader, 'could you have somebody from your sales team e-mail me the details?').explicit_human_request
