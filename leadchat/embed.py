@@ -21,9 +21,10 @@ import structlog
 from langchain_core.embeddings import Embeddings
 
 # %% auto #0
-__all__ = ['log', 'MODEL_ID', 'MAX_TOKENS', 'EXPORT_RECIPE', 'BACKENDS', 'PRECISIONS', 'EmbeddingModelError', 'model_dir',
-           'cache_dir', 'embedding_backend', 'vector_space', 'model_hash', 'onnx_path', 'export_onnx', 'ensure_onnx',
-           'OnnxEmbeddings', 'onnx_embeddings', 'torch_embeddings', 'backend_embeddings']
+__all__ = ['log', 'MODEL_ID', 'MAX_TOKENS', 'EXPORT_RECIPE', 'BACKENDS', 'PRECISIONS', 'RUN_COST_TOKENS', 'EmbeddingModelError',
+           'model_dir', 'cache_dir', 'embedding_backend', 'vector_space', 'model_hash', 'onnx_path', 'export_onnx',
+           'ensure_onnx', 'length_batches', 'OnnxEmbeddings', 'onnx_embeddings', 'torch_embeddings',
+           'backend_embeddings']
 
 # %% ../nbs/20a_embed.ipynb #em000006
 log = structlog.get_logger('leadchat.embed')
@@ -176,6 +177,23 @@ def ensure_onnx(precision: str = 'fp32', *, timeout: float = 600) -> Path:
     return path
 
 # %% ../nbs/20a_embed.ipynb #em000016
+RUN_COST_TOKENS = 16     # one inference run costs about as much as 16 more padded tokens (measured on 2 cores: 1.2 ms vs 0.075 ms)
+
+
+def length_batches(lengths: Sequence[int], max_batch: int = 32, run_cost: int = RUN_COST_TOKENS) -> list[range]:
+    """Cut texts sorted by token length into batches that minimise padded tokens plus a cost per run: a long message and
+    its short sentences are not padded to one length (4 × 10 tokens + 100 tokens: 2 runs of 40 + 100 slots, not 500)."""
+    n = len(lengths)
+    best, cut = [0.0] + [float('inf')] * n, [0] * (n + 1)
+    for i in range(1, n + 1):                       # best[i]: the cheapest way to embed the i shortest
+        for j in range(max(0, i - max_batch), i):
+            c = best[j] + (i - j) * lengths[i - 1] + run_cost
+            if c < best[i]: best[i], cut[i] = c, j
+    out, i = [], n
+    while i: out.append(range(cut[i], i)); i = cut[i]
+    return out[::-1]
+
+
 class OnnxEmbeddings(Embeddings):
     "all-MiniLM-L6-v2 on ONNX Runtime: `tokenizers` word pieces (≤ 256), one graph to unit-length 384-d vectors."
 
@@ -201,13 +219,16 @@ class OnnxEmbeddings(Embeddings):
         "A float32 array, one unit-length row per text, in the order given."
         import numpy as np
         out = np.zeros((len(texts), 384), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for k in range(0, len(order), self.batch_size):
-            idx = order[k:k + self.batch_size]
-            enc = self.tokenizer.encode_batch([texts[i] for i in idx])
-            ids = np.array([e.ids for e in enc], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-            out[idx] = self.session.run(None, {'input_ids': ids, 'attention_mask': mask})[0]
+        if not len(texts): return out
+        enc = self.tokenizer.encode_batch(list(texts))         # padded to the longest; each batch below is cut to its own
+        lengths = [sum(e.attention_mask) for e in enc]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        for idx in length_batches([lengths[i] for i in order], self.batch_size):
+            rows = [order[i] for i in idx]
+            n = max(lengths[r] for r in rows)
+            ids = np.array([enc[r].ids[:n] for r in rows], dtype=np.int64)
+            mask = np.array([enc[r].attention_mask[:n] for r in rows], dtype=np.int64)
+            out[rows] = self.session.run(None, {'input_ids': ids, 'attention_mask': mask})[0]
         return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]: return self.embed_array(texts).tolist()
