@@ -658,6 +658,9 @@ COMPANY_RULES = [
              r"\b(?:publicly\s+(?:traded|listed)|listed\s+on\s+the|public\s+company|nasdaq-listed|nyse-listed|fortune\s+\d+|ftse\s+\d+)\b")),
     Rule(_rx(r"\b(?:revenue|arr|turnover|annual\s+sales)\s+(?:of\s+|is\s+|at\s+)?(?:about\s+|around\s+|over\s+|roughly\s+|~\s*)?[$€£]?\s*\d+(?:[.,]\d+)?\s*(?:k|m|mm|million|bn|b|billion)\b|"
              r"(?:[$€£]|~)?\s*\d+(?:[.,]\d+)?\s*(?:m|mm|million|bn|b|billion)\s+(?:in\s+)?(?:revenue|arr|turnover|annual\s+(?:revenue|sales))")),
+    # scale by the people it serves: "about 5 million subscribers", "1.2m policyholders", "40,000 patients a year"
+    Rule(_rx(r"\b(?:\d{1,3}(?:[,.\s]\d{3})+|\d{4,}|\d+(?:[.,]\d+)?\s*(?:k|m|mm|million|bn|billion|thousand))\s+(?:active\s+|monthly\s+|paying\s+)?"
+             r"(?:subscribers|customers|clients|users|policyholders|members|patients|passengers|students|citizens|residents|households|shoppers|guests)\b")),
     Rule(_rx(r"\b(?:chain|network|group|portfolio)\s+of\s+(?:over\s+|about\s+|around\s+)?\d+\s+(?:stores|clinics|hospitals|branches|restaurants|hotels|pharmacies|sites|"
              r"locations|offices|warehouses|schools|factories|plants|shops|outlets)\b|"
              r"\bwe\s+(?:run|have|operate|own|manage)\s+(?:over\s+|about\s+|around\s+)?\d+\s+(?:stores|clinics|hospitals|branches|restaurants|hotels|pharmacies|sites|"

@@ -287,3 +287,9 @@ def test_a_team_lead_is_not_the_decision_maker(reader):
 
 def test_someone_from_sales_should_email_me_is_a_request(reader):
     assert run(reader, 'could you have somebody from your sales team e-mail me the details?').explicit_human_request
+
+
+@pytest.mark.parametrize('msg', ["we're a mobile operator with about 5 million subscribers", 'an insurer with 1.2m policyholders'])
+def test_scale_by_the_people_served_is_a_company_fit(reader, msg):
+    assert run(reader, msg).qualification.company_fit == 'confirmed', msg
+    assert run(reader, 'I have 3 customers so far').qualification.company_fit != 'confirmed'
