@@ -804,6 +804,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
     |\blooking\s+for\s+(?:an?\s+)?(?:[\w-]+\s+){0,2}?(?:partner|vendor|provider|solution|implementation\s+partner)\b
+    |\b(?:need|want|looking\s+for)\s+(?:someone|somebody|a\s+partner|a\s+team|outside\s+help|help)\s+to\s+(?:\w+\s+)?(?:measure|fix|evaluate|test|audit|build|rebuild|replace|improve|sort|solve|repair|take\s+over)\b
     |\bbudget\s+(?:is\s+|has\s+been\s+)?(?:approved|ring-?fenced|allocated|set\s+aside|earmarked|secured)\b|\b(?:got|have)\s+(?:the\s+)?budget\s+(?:ring-?fenced|approved|allocated|set\s+aside|for\s+(?:this|it|h[12]|q[1-4]))\b
     |\b(?:we'?d|we\s+would|i'?d|i\s+would)\s+(?:like|love|want)\s+(?:a|to\s+(?:run|do|start)\s+a)\s+(?:pilot|poc|proof\s+of\s+concept|trial)\b
     |\bwhat\s+would\s+(?:a|the)\s+first\s+(?:phase|step|project|engagement)\s+look\s+like\b|\bhow\s+(?:do|would|could)\s+we\s+(?:get\s+started|start|kick\s+(?:this|it)\s+off)\b""")
@@ -811,7 +812,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
 _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|mostly\s+|honestly\s+|completely\s+)?(?:spreadsheets?|excel|manual|paper(?:-based)?|on\s+paper|rubbish|terrible|awful|
     a\s+(?:mess|nightmare)|broken|painful|all\s+over\s+the\s+place)|by\s+hand|re-?key(?:s|ing|ed)?|(?:far\s+|way\s+)?too\s+much\s+(?:time|waste|manual\s+work|stock|produce|food)|
     throw(?:ing)?\s+away|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
-    nobody\s+knows|no\s+one\s+knows|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
+    nobody\s+knows|no\s+one\s+knows|keeps?\s+(?:hallucinating|making\s+(?:things|stuff|answers)\s+up|inventing|getting\s+(?:\w+\s+)?wrong|breaking|failing|crashing)|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
 _AUGMENT = _rx(r"""\b(?:we\s+)?(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
     (?:senior\s+|experienced\s+|external\s+)?(?:data|ml|mlops|ai|llm|machine\s+learning|nlp|genai)\s+(?:engineers|scientists|developers|people|specialists|experts)\b
     (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")

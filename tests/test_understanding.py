@@ -293,3 +293,8 @@ def test_someone_from_sales_should_email_me_is_a_request(reader):
 def test_scale_by_the_people_served_is_a_company_fit(reader, msg):
     assert run(reader, msg).qualification.company_fit == 'confirmed', msg
     assert run(reader, 'I have 3 customers so far').qualification.company_fit != 'confirmed'
+
+
+def test_a_broken_system_and_a_call_for_someone_to_fix_it_is_a_need(reader):
+    s = run(reader, 'Our claims bot was built by an agency and it keeps making things up. We need somebody to audit and fix it.')
+    assert s.qualification.problem_fit == 'confirmed', levels(s)
