@@ -128,7 +128,7 @@ _AI = _rx(r"""\b(?:ai|a\.i\.|genai|gen\s+ai|generative\s+ai|llms?|large\s+langua
     (?:chat\s?)?bots?|(?:ai|virtual|knowledge|digital|support|review|research|contract|document|claims|coding|shopping|sales)\s+assistants?|assistants?\s+(?:over|on|for)|copilots?|
     (?:ai|llm|autonomous|software)\s+agents?|agentic|machine\s+learning|ml|nlp|natural\s+language|
     document\s+(?:processing|understanding|extraction|ai|intelligence)|ocr|classif(?:y|ication)|triage|
-    summari[sz](?:e|ation)|extraction|forecasting|predictive|recommendations?|computer\s+vision|
+    summari[sz](?:e|ation)|extraction|extract(?:s|ing)?\s+(?:the\s+|all\s+)?(?:[\w-]+\s+){0,2}?(?:data|fields|clauses|information|info|entities|values|details|text|tables?|line\s+items|dates|amounts|names|numbers|figures|terms)|forecasting|evals?|evaluation\s+(?:harness|suite|framework|pipeline)|guardrails|predictive|recommendations?|computer\s+vision|
     speech(?:-to-text)?|transcription|fine-?tun(?:e|ing)|knowledge\s+(?:base|assistant|management)|
     automat(?:e|ion|ing)|mlops|llmops|data\s+platform|data\s+pipelines?|hallucinat\w*)\b""")
 _THIRD_PARTY = re.compile(r"\b(?:customers?|users?|clients?|patients?|employees|callers|visitors|shoppers|they|them|"
@@ -400,6 +400,10 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
              r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
 ]
 NO_FIT_SERVICE_RULES = [
+    # a signed legal opinion, an auditor's certificate, lawyers: regulated professions we are not
+    Rule(_rx(r"\b(?:need|want|require|looking\s+for)\s+(?:a\s+|an\s+)?(?:formal\s+|signed\s+|written\s+|official\s+)?(?:legal\s+opinion|audit\s+opinion|legal\s+representation)\b|"
+             r"\b(?:act|represent\s+us)\s+as\s+(?:our\s+)?(?:lawyers?|legal\s+counsel|attorneys?|solicitors?|statutory\s+auditors?)\b|"
+             r"\bcertify\s+(?:our\s+)?(?:financial\s+statements|accounts)\b")),
     Rule(_rx(r"\b(?:install|program|commission|integrat)\w*\s+(?:and\s+\w+\s+)?(?:[\w-]+\s+){0,2}?(?:robot\s+arms?|robots|cobots|plcs?|conveyors?)\b")),
     Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:also\s+)?(?:do|offer|provide|handle)\s+(?:\w+\s+){0,2}?(?:bookkeeping|accounting\s+services|tax\s+(?:filings?|returns?)|payroll|legal\s+advice|translation\s+services|"
              r"marketing\s+campaigns|social\s+media\s+management|web\s+design)\b|"
@@ -752,11 +756,11 @@ def _meeting_time(text: str, m: re.Match) -> bool:
     return bool(_MEETING_WORD.search(pre) or _PAST.search(pre))
 
 # %% ../nbs/31_extract.ipynb #ex000042
-_INTENT = _rx(r"""\b(?:we|we're|we've|we'd|our\s+(?:\w+\s+)?team|our\s+company|i|i'?m|i've|i'd|my\s+team)\s+
+_INTENT = _rx(r"""(?:\b(?:we|we're|we've|we'd|our\s+(?:\w+\s+)?team|our\s+company|i|i'?m|i've|i'd|my\s+team)\s+|^\W*(?=(?:want|need|looking)\b)|(?<=[.!?;]\s)(?=(?:want|need|looking)\b))
     (?:(?:are|am|have|had|would|will|'ll|do|really|currently|now|also|just|urgently|already|been|still|actually|basically)\s+){0,3}
     (?:building|developing|build|develop|create|creating|implement(?:ing)?|deploy(?:ing)?|automat(?:e|ing)|use|using|leverage|leveraging|
        add(?:ing)?|adopt(?:ing)?|integrat(?:e|ing)|roll(?:ing)?\s+out|launch(?:ing)?|replace|replacing|improve|improving|scale|scaling|
-       need|needs|want|wants|wanting|like|looking\s+(?:for|to|into)|looking\s+at\s+(?:options|ways|solutions|how|whether|using)|
+       need|needs|want|wants|wanting|like|love|looking\s+(?:for|to|into)|looking\s+at\s+(?:options|ways|solutions|how|whether|using|[a-z]+ing\b)|
        tried|built|deployed|launched|piloted|prototyped|tested|trialled|trialed|exploring|explore|piloting|prototyping|planning|plan|trying|considering|
        struggling|working\s+on|investigating|evaluating\s+(?:how|whether)|interested\s+in|
        collecting\s+(?:offers|quotes|proposals|bids)\s+for|(?:running|launching|issuing|preparing)\s+(?:an?\s+)?(?:rfp|rfq|tender)\s+for)\b(?!\s+(?:to\s+)?(?:learn|know|understand|read|hear|talk|speak|chat|ask|see|find\s+out|check|book|schedule|meet|get\s+in\s+touch|connect)\b)""")

@@ -298,3 +298,20 @@ def test_scale_by_the_people_served_is_a_company_fit(reader, msg):
 def test_a_broken_system_and_a_call_for_someone_to_fix_it_is_a_need(reader):
     s = run(reader, 'Our claims bot was built by an agency and it keeps making things up. We need somebody to audit and fix it.')
     assert s.qualification.problem_fit == 'confirmed', levels(s)
+
+
+@pytest.mark.parametrize('msg', ["we get thousands of supplier contracts and I'd love something that extracts the renewal dates into a table",
+                                 "we're looking at translating our help centre with LLMs for five new markets",
+                                 'want to set up proper evals and guardrails for our support bot'])
+def test_a_concrete_wish_is_a_confirmed_need(reader, msg):
+    assert run(reader, msg).qualification.problem_fit == 'confirmed', msg
+
+
+@pytest.mark.parametrize('msg', ['we want to extract more value from our partnerships', 'want to know more about AI in general'])
+def test_words_near_ai_are_not_a_need(reader, msg):
+    assert run(reader, msg).qualification.problem_fit != 'confirmed', msg
+
+
+def test_a_signed_legal_opinion_is_not_our_service(reader):
+    assert run(reader, 'We need a signed legal opinion that our scoring model is GDPR compliant, for our board').qualification.is_no_fit
+    assert not run(reader, 'we want an assistant that drafts legal opinions for our lawyers to review').qualification.is_no_fit
