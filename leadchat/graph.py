@@ -28,14 +28,27 @@ from .state import (HandoffReason, LeadLevel, QualificationDelta, SessionState, 
                             derive_lead_level, is_hot_lead, next_stage, utcnow)
 
 # %% auto #0
-__all__ = ['log', 'FALLBACK_MESSAGE', 'Retrieve', 'HandoffRequest', 'ModelPort', 'TurnRecord', 'Recorder', 'MemoryRecorder',
-           'TurnContext', 'turn_event_type', 'malformed_email', 'update_state', 'routing_decision', 'score_router',
-           'generate_response', 'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
+__all__ = ['log', 'FALLBACK_MESSAGE', 'REPLY_LOST_MARKER', 'Retrieve', 'commit_failure_message', 'TurnNotStored',
+           'HandoffRequest', 'ModelPort', 'TurnRecord', 'Recorder', 'MemoryRecorder', 'TurnContext', 'turn_event_type',
+           'commit_visitor', 'malformed_email', 'update_state', 'routing_decision', 'score_router', 'generate_response',
+           'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
 log = structlog.get_logger('leadchat.graph')
 
 FALLBACK_MESSAGE = "I'm having trouble responding right now — can I connect you with the team directly?"
+REPLY_LOST_MARKER = '[reply lost: the service stopped while this reply was being sent; the visitor did not see all of it]'
+
+
+def commit_failure_message(settings: Settings) -> str:
+    "What the visitor reads when their turn could not be stored: where to reach the team, and no promise."
+    where = f' at {settings.fallback_email_address}' if settings.fallback_email_address else ''
+    return ("I'm having trouble responding right now and couldn't save this conversation, so I can't pass it on "
+            f"from here. Please contact the team directly{where}.")
+
+
+class TurnNotStored(Exception):
+    "The turn's first commit (the visitor's message, a hand-off) failed: the visitor got the fallback, not a promise."
 
 
 class HandoffRequest(BaseModel):
@@ -77,15 +90,25 @@ class TurnRecord:
     route: str = 'respond'
     routing: dict | None = None      # the routing decision: candidates with scores, selected route, why
     consent: dict | None = None      # the widget's acknowledgement sent with this message (stored per scope)
+    follow_through: bool = True      # (first commit) contacts, consent, hand-off/updates go in it (not on booking turns)
+    follow_through_failed: bool = False   # (first commit) set by the recorder when an update of the lead was not queued
+    committed: 'TurnRecord | None' = None  # (reply record) what the first commit stored
 
 
 class Recorder(Protocol):
-    async def record(self, rec: TurnRecord) -> None: ...
+    async def commit(self, rec: TurnRecord) -> None: ...    # before the reply streams (see above)
+    async def record(self, rec: TurnRecord) -> None: ...    # after it
 
 
 class MemoryRecorder:
-    "Keeps turn records in a list (notebooks, tests)."
-    def __init__(self): self.records: list[TurnRecord] = []
+    "Keeps turn records in a list (notebooks, tests): `commits` before the reply, `records` after."
+    def __init__(self, fail_commit: bool = False):
+        self.records: list[TurnRecord] = []
+        self.commits: list[TurnRecord] = []
+        self.fail_commit = fail_commit
+    async def commit(self, rec: TurnRecord) -> None:
+        if self.fail_commit: raise ConnectionError('the database went away')
+        self.commits.append(rec)
     async def record(self, rec: TurnRecord) -> None: self.records.append(rec)
 
 # %% ../nbs/30_graph.ipynb #gr000010
@@ -122,6 +145,8 @@ class TurnContext:
     signals: dict = field(default_factory=dict)   # the learned readers' probabilities for this message (QualificationDelta.scores)
     clarify: str | None = None                    # a dimension the reader was unsure about
     routing: dict | None = None                   # see routing_decision
+    committed: TurnRecord | None = None           # the first commit (visitor message, hand-off), once it succeeded
+    failed: TurnNotStored | None = None           # the first commit failed: fallback streamed, nothing stored
 
 # %% ../nbs/30_graph.ipynb #gr000012
 def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, first_turn: bool) -> str:
@@ -138,6 +163,39 @@ def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, fi
 def _emit(text: str, ctx: TurnContext) -> None:
     ctx.reply += text
     get_stream_writer()(text)
+
+
+def _stall_handoff(s: SessionState, ctx: TurnContext) -> HandoffRequest | None:
+    "A stall proposal notifies the team only once the visitor leaves an email: this turn's request, if it is that turn."
+    prev = ctx.previous
+    if s.handoff_reason == 'stall' and s.visitor_email and not prev.visitor_email and not s.handoff_triggered:
+        return HandoffRequest(session_id=s.session_id, handoff_reason='stall', lead_level=derive_lead_level(s),
+                              business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings),
+                              session_state=s, triggered_at=ctx.now())
+    return None
+
+
+async def commit_visitor(state: SessionState, ctx: TurnContext, *, proposed: bool = False) -> bool:
+    """Make the visitor's message (and this turn's hand-off, if any) durable before the first reply token streams.
+    False when that failed: the fallback has streamed, `ctx.failed` is set and the node must leave the state as it was."""
+    if ctx.committed is not None: return True
+    if ctx.handoff is None and not proposed: ctx.handoff = _stall_handoff(state, ctx)
+    pre = TurnRecord(session_id=state.session_id, turn_index=ctx.turn_index, message=ctx.message, reply='', state=state,
+                     previous=ctx.previous, event_type='handoff_proposed' if proposed else '', events=[],
+                     handoff=ctx.handoff, route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent,
+                     follow_through=ctx.slot_choice is None)      # a booking's changes are known after it (write_state)
+    t0 = time.perf_counter()
+    try:
+        commit = getattr(ctx.recorder, 'commit', None)
+        if commit is not None: await commit(pre)
+    except Exception as e:
+        log.error('turn_commit_failure', session_id=state.session_id, turn_index=ctx.turn_index, error=type(e).__name__)
+        ctx.failed, ctx.handoff = TurnNotStored(f'turn {ctx.turn_index} could not be stored ({type(e).__name__})'), None
+        _emit(('\n\n' if ctx.reply else '') + commit_failure_message(ctx.settings), ctx)
+        return False
+    ctx.committed = pre
+    ctx.timings['commit'] = time.perf_counter() - t0
+    return True
 
 
 _EMAILISH = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.?", re.UNICODE)
@@ -265,6 +323,7 @@ def _after_router(state: SessionState, runtime: Runtime[TurnContext]) -> str:
 async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
+    if not await commit_visitor(state, ctx): return ctx.previous.model_dump()     # nothing stored: the state stays
     if ctx.slot_choice is not None: return await _book(state, ctx)
     if ctx.slot_request is not None or ctx.slot_expired or (ctx.slot_refused and _qualifies(state)):
         return await _reoffer(state, ctx)
@@ -318,6 +377,7 @@ def _acknowledge_contact(state: SessionState, ctx: TurnContext) -> None:
     "An email given after the hand-off is passed on (the turn queues the lead's update): say so, once."
     new, old = state.visitor_email, ctx.previous.visitor_email if ctx.previous else None
     if not new or new == old or not state.stage3_proposals_issued or new in ctx.reply: return
+    if ctx.committed is not None and ctx.committed.follow_through_failed: return     # not passed on: never say it was
     _emit(('\n\n' if ctx.reply else '') + (f"I've updated your email address to {new} and passed it on to the team."
                                             if old else f"I've passed {new} on to the team so they can reach you there."), ctx)
 
@@ -367,6 +427,7 @@ def _fail(ctx: TurnContext) -> None:
 
 def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
+    if ctx.failed is not None: return {}
     counter = state.turn_counter + 1
     if ctx.route != 'llm_failure' and counter >= ctx.settings.stall_turn_threshold and state.stage3_proposals_issued == 0:
         ctx.route, ctx.reason = 'propose', 'stall'
@@ -377,7 +438,8 @@ def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
 
 
 def _after_stall(state: SessionState, runtime: Runtime[TurnContext]) -> str:
-    return 'propose_handoff' if runtime.context.route in ('propose', 'llm_failure') else 'write_state'
+    ctx = runtime.context
+    return 'propose_handoff' if ctx.failed is None and ctx.route in ('propose', 'llm_failure') else 'write_state'
 
 # %% ../nbs/30_graph.ipynb #gr000018
 async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
@@ -394,21 +456,25 @@ async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) ->
     case_study = None
     if ctx.last_retrieval and ctx.last_retrieval.status == 'ok' and ctx.last_retrieval.proactive_case_study:
         case_study = ctx.last_retrieval.chunks[0]
+    request = None if reason == 'stall' else HandoffRequest(session_id=state.session_id, handoff_reason=reason, lead_level=level,
+                                                            business_hours=hours, session_state=new, triggered_at=now)
+    if ctx.committed is None:       # straight from the router: the hand-off is durable before it is promised
+        ctx.handoff = request
+        if not await commit_visitor(new, ctx, proposed=True): return ctx.previous.model_dump()
     if reason == 'llm_failure':     # the fallback message has streamed already: add only the email ask
         if not new.visitor_email: _emit(" If you leave your email, we'll make sure someone from the team follows up.", ctx)
     else:
         if ctx.reply: _emit('\n\n', ctx)
         async for tok in ctx.model.propose(reason, hours, new, followup, case_study): _emit(tok, ctx)
         new = new.model_copy(update=await _offer_slots(new, ctx))
-    if reason != 'stall':
-        ctx.handoff = HandoffRequest(session_id=state.session_id, handoff_reason=reason, lead_level=level,
-                                     business_hours=hours, session_state=new, triggered_at=now)
+    if request is not None and ctx.handoff is None: ctx.handoff = request
     ctx.route = 'proposed'
     return new.model_dump()
 
 # %% ../nbs/30_graph.ipynb #gr000020
 async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
+    if ctx.failed is not None: return {}
     t0 = time.perf_counter()
     s = append_message(state, 'assistant', ctx.reply, turn_index=ctx.turn_index,
                        window_turns=ctx.settings.context_window_turns, at=ctx.now())
@@ -417,18 +483,15 @@ async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dic
     if not proposed and s.current_stage == 1: upd['current_stage'] = next_stage(1, 'turn_completed')
     s = s.model_copy(update=upd)
     prev = ctx.previous
-    # a stall proposal notifies the team only once the visitor leaves an email
-    if (ctx.handoff is None and s.handoff_reason == 'stall' and s.visitor_email and not prev.visitor_email
-            and not s.handoff_triggered):
-        ctx.handoff = HandoffRequest(session_id=s.session_id, handoff_reason='stall', lead_level=s.lead_level,
-                                     business_hours=is_business_hours(now=ctx.now(), settings=ctx.settings),
-                                     session_state=s, triggered_at=ctx.now())
+    if ctx.handoff is None and ctx.committed is None: ctx.handoff = _stall_handoff(s, ctx)
     event = turn_event_type(prev, s, proposed=proposed, first_turn=ctx.turn_index == 1 and not prev.messages)
     ctx.record = TurnRecord(session_id=s.session_id, turn_index=ctx.turn_index, message=ctx.message, reply=ctx.reply,
                             state=s, previous=prev, event_type=event, events=list(ctx.events), handoff=ctx.handoff,
-                            route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent)
+                            route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent, committed=ctx.committed)
     try: await ctx.recorder.record(ctx.record)
-    except Exception as e: log.error('turn_record_failure', session_id=s.session_id, error=f'{type(e).__name__}: {e}'[:300])
+    except Exception as e:
+        log.error('turn_record_failure', session_id=s.session_id, error=type(e).__name__)
+        raise
     ctx.timings['write_state'] = time.perf_counter() - t0
     return s.model_dump()
 
@@ -450,7 +513,9 @@ def build_graph(checkpointer=None):
 
 
 async def run_turn(graph, session_id: str, message: str, ctx: TurnContext) -> AsyncIterator[str]:
-    "Run one visitor turn; yields the reply's tokens. `ctx.record` describes the turn afterwards."
+    """Run one visitor turn; yields the reply's tokens. `ctx.record` describes the turn afterwards.
+    Raises `TurnNotStored` (after the fallback's tokens) when the turn could not be stored before its reply."""
     cfg = {'configurable': {'thread_id': session_id}}
     async for chunk in graph.astream({'session_id': session_id}, cfg, context=ctx, stream_mode='custom', durability='exit'):
         yield chunk
+    if ctx.failed is not None: raise ctx.failed

@@ -8,29 +8,33 @@ Docs: https://leadchat.github.io/leadchat/service.html.md"""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import structlog
+from psycopg.types.json import Jsonb
 
 from .config import Settings
 from .db import Database, create_checkpointer, knowledge_table, migrate, migration_status, open_database, ping
-from .graph import HandoffRequest, TurnContext, TurnRecord, build_graph, run_turn
+from .graph import REPLY_LOST_MARKER, HandoffRequest, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .models import get_model
-from .repos import (acquire_turn_lock, add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update,
-                            has_handoff, record_consent, release_turn_lock, upsert_session)
+from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
+                            record_consent, upsert_session)
 from .retrieval import KnowledgeRetriever
-from .state import utcnow
+from .state import SessionState, append_message, utcnow
 
 # %% auto #0
-__all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'phone_in', 'lead_changes', 'record_follow_through',
-           'dispatch_handoff', 'TurnInProgress', 'Lease', 'TurnResult', 'ChatService', 'index_size', 'prepare',
+__all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'follow_through', 'phone_in', 'lead_changes',
+           'record_follow_through', 'dispatch_handoff', 'TurnInProgress', 'turn_lock_key', 'Lease',
+           'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'ChatService', 'index_size', 'prepare',
            'readiness']
 
 # %% ../nbs/35_service.ipynb #sv000005
@@ -38,25 +42,89 @@ log = structlog.get_logger('leadchat.service')
 
 
 class PostgresRecorder:
-    "Records a turn (session row, transcript, events, outbox) in one transaction."
+    """Writes a turn in two transactions: `commit` before the reply streams (session row, the visitor's message, the
+    pending marker, a hand-off), `record` after it (the reply, the turn's events, the final session row)."""
 
-    def __init__(self, pool): self.pool = pool
+    def __init__(self, pool, conn=None): self.pool, self.conn = pool, conn     # `conn`: the turn's lease connection
+
+    @asynccontextmanager
+    async def _connection(self):
+        if self.conn is not None: yield self.conn
+        else:
+            async with self.pool.connection() as conn: yield conn
+
+    async def commit(self, rec: TurnRecord) -> None:
+        "Before the reply: what the visitor will be told about must be stored (raises when it could not be)."
+        s, user = rec.state, _user_message(rec)
+        async with self._connection() as conn:
+            async with conn.transaction():
+                async with conn.pipeline():         # one round trip for the rows; the follow-through reads
+                    await upsert_session(conn, s)
+                    await append_transcript(conn, s.session_id, [user] if user else [])
+                    await conn.execute(_PENDING_PUT, [s.session_id, rec.turn_index, Jsonb(s.model_dump(mode='json'))])
+                    if rec.event_type:
+                        await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
+                                         payload=_event_payload(rec))
+                if rec.follow_through: await follow_through(conn, rec)
 
     async def record(self, rec: TurnRecord) -> None:
-        s = rec.state
-        async with self.pool.connection() as conn:
-            async with conn.transaction(), conn.pipeline():     # one round trip for the whole record
-                await upsert_session(conn, s)
-                user = next((m for m in s.messages if m.turn_index == rec.turn_index and m.role == 'user'), None)
-                msgs = [m for m in (user, s.messages[-1]) if m is not None]
-                await append_transcript(conn, s.session_id, msgs)
-                payload = dict(lead_level=s.lead_level, stage=s.current_stage, route=rec.route,
-                               handoff_reason=s.handoff_reason if rec.event_type == 'handoff_proposed' else None)
-                if rec.routing is not None: payload['routing'] = rec.routing    # candidates, selected route, why
-                await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index, payload=payload)
-                for etype, data in rec.events:
-                    await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)
-                await record_follow_through(conn, rec)
+        "After the reply: the reply and the rest of the turn; without a first commit (`rec.committed`), all of it."
+        s, pre = rec.state, rec.committed
+        async with self._connection() as conn:
+            async with conn.transaction():
+                async with conn.pipeline():
+                    await upsert_session(conn, s)
+                    msgs = [m for m in ((_user_message(rec) if pre is None else None), s.messages[-1]) if m is not None]
+                    await append_transcript(conn, s.session_id, msgs)
+                    if pre is not None: await conn.execute(_PENDING_DROP, [s.session_id, rec.turn_index])
+                    if not (pre is not None and pre.event_type):
+                        await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
+                                         payload=_event_payload(rec))
+                    for etype, data in rec.events:
+                        await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)
+                if pre is None or not pre.follow_through: await follow_through(conn, rec)
+                elif rec.handoff is not None and rec.handoff is not pre.handoff: await _late_handoff(conn, rec)
+
+
+_PENDING_PUT = """INSERT INTO turn_pending (session_id, turn_index, state) VALUES (%s, %s, %s)
+                  ON CONFLICT (session_id) DO UPDATE SET turn_index = EXCLUDED.turn_index, state = EXCLUDED.state,
+                                                         created_at = now()"""
+_PENDING_DROP = 'DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s'
+
+
+def _user_message(rec: TurnRecord):
+    return next((m for m in rec.state.messages if m.turn_index == rec.turn_index and m.role == 'user'), None)
+
+
+def _event_payload(rec: TurnRecord) -> dict:
+    s = rec.state
+    payload = dict(lead_level=s.lead_level, stage=s.current_stage, route=rec.route,
+                   handoff_reason=s.handoff_reason if rec.event_type == 'handoff_proposed' else None)
+    if rec.routing is not None: payload['routing'] = rec.routing    # candidates, selected route, why
+    return payload
+
+
+async def follow_through(conn, rec: TurnRecord) -> None:
+    """`record_follow_through` inside the turn's transaction, in a savepoint: contact history, consent or an update of
+    the lead that cannot be written is logged and skipped, never the turn. The session's first hand-off is then queued
+    on its own — all or nothing with the turn."""
+    first = rec.handoff is not None and not await has_handoff(conn, rec.session_id)
+    try:
+        async with conn.transaction(): await record_follow_through(conn, rec)
+    except Exception as e:
+        if conn.broken: raise
+        rec.follow_through_failed = True
+        log.error('turn_record_failure', session_id=rec.session_id, part='follow_through', error=type(e).__name__)
+        if first: await dispatch_handoff(conn, rec.handoff)
+
+
+async def _late_handoff(conn, rec: TurnRecord) -> None:
+    "A hand-off decided after the first commit (an `llm_failure` proposal after the fallback): queued with the reply."
+    req = rec.handoff
+    if not await has_handoff(conn, rec.session_id): return await dispatch_handoff(conn, req) and None
+    await enqueue_update(conn, session_id=rec.session_id, handoff_reason=req.handoff_reason,
+                         change_key=f'turn:{rec.turn_index}:reason', changes=[{'kind': 'reason', 'value': req.handoff_reason}],
+                         request=req.model_dump(mode='json'))
 
 
 _PHONE_INTL = re.compile(r"\+\d[\d\s().-]{6,18}\d")
@@ -133,11 +201,60 @@ class TurnInProgress(Exception):
     "Another turn holds this session's lease (HTTP 409)."
 
 
+def turn_lock_key(session_id: str) -> int:
+    "The session's advisory-lock key: 64 bits of a hash of its id, as PostgreSQL's signed bigint."
+    return int.from_bytes(hashlib.blake2b(session_id.encode(), digest_size=8).digest(), 'big', signed=True)
+
+
 @dataclass
 class Lease:
-    "A held turn lease, and what the relay has recorded about the session's hand-off."
+    "A held turn lease (the advisory lock on `conn`), and what the relay has recorded about the session's hand-off."
     id: str
     handoff_triggered: bool | None = None
+    conn: object = None
+    key: int = 0
+
+
+# the lease, the legacy row lease (a process of the previous version, during a rolling upgrade) and a pending marker, at once
+_LEASE = '''SELECT pg_try_advisory_lock(%(k)s) AS got, COALESCE(s.turn_lock_until > now(), false) AS legacy,
+                 s.handoff_triggered, EXISTS (SELECT 1 FROM turn_pending p WHERE p.session_id = %(sid)s) AS pending
+            FROM (SELECT 1) one LEFT JOIN sessions s ON s.session_id = %(sid)s'''
+
+
+async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, now=utcnow) -> int | None:
+    """Under the session's lease: a turn whose reply was lost (its process died, or the reply could not be recorded)
+    gets `REPLY_LOST_MARKER` as its reply, a `reply_lost` event and its stored state back; returns its turn index."""
+    row = await (await conn.execute('SELECT turn_index, state FROM turn_pending WHERE session_id = %s', [session_id])).fetchone()
+    if row is None: return None
+    n = row['turn_index']
+    s = append_message(SessionState.model_validate(row['state']), 'assistant', REPLY_LOST_MARKER, turn_index=n,
+                       window_turns=settings.context_window_turns, at=now())
+    # the checkpoint first: a crash before the transaction below repeats this, from the same marker, harmlessly
+    await graph.aupdate_state({'configurable': {'thread_id': session_id}}, s.model_dump(), as_node='write_state')
+    async with conn.transaction():
+        await upsert_session(conn, s)
+        await append_transcript(conn, session_id, [s.messages[-1]])
+        queued = await has_handoff(conn, session_id)
+        await conn.execute("INSERT INTO analytics_events (session_id, event_type, turn_index, payload) VALUES (%s, 'reply_lost', %s, %s)",
+                           [session_id, n, Jsonb({'handoff_queued': queued, 'handoff_reason': s.handoff_reason})])
+        await conn.execute('DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s', [session_id, n])
+    log.warning('reply_lost', session_id=session_id, turn_index=n, handoff_queued=queued)
+    return n
+
+
+async def recover_lost_replies(db: Database, settings: Settings, graph=None, *, limit: int = 1000) -> int:
+    "Start-up: every pending marker whose turn holds no lease (its process is gone) is recovered; returns how many."
+    graph = graph or build_graph(create_checkpointer(db.pool))
+    async with db.pool.connection() as conn:
+        sids = [r['session_id'] for r in await (await conn.execute(
+            'SELECT session_id FROM turn_pending ORDER BY created_at LIMIT %s', [limit])).fetchall()]
+        n = 0
+        for sid in sids:
+            key = turn_lock_key(sid)
+            if not (await (await conn.execute('SELECT pg_try_advisory_lock(%s) AS got', [key])).fetchone())['got']: continue
+            try: n += (await recover_lost_reply(conn, graph, sid, settings)) is not None
+            finally: await conn.execute('SELECT pg_advisory_unlock(%s)', [key])
+    return n
 
 
 @dataclass
@@ -162,30 +279,53 @@ class ChatService:
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
         self.scheduler = None          # a leadchat.scheduling.ChatScheduler, set when a calendar is configured
+        # a lease holds a pooled connection for its turn: leave a few for the checkpointer and retrieval, so
+        # many concurrent turns queue here instead of starving the pool they need to finish
+        self._slots = asyncio.Semaphore(max(2, (getattr(db.pool, 'max_size', 10) or 10) - 4))
 
     async def begin(self, session_id: str) -> Lease:
-        "Take the session's turn lease; raises `TurnInProgress` when another turn holds it."
-        lease = Lease(f'{self.owner}:{uuid.uuid4().hex[:8]}')
-        async with self.db.pool.connection() as conn:
-            row = await acquire_turn_lock(conn, session_id, lease.id, seconds=self.settings.leadchat_turn_lock_seconds)
-        if row is None: raise TurnInProgress(session_id)
-        lease.handoff_triggered = row['handoff_triggered']
+        """Take the session's turn lease — a session-level advisory lock on a connection held for the turn, so a process
+        that dies releases it with its connection; raises `TurnInProgress` when another turn holds it."""
+        lease = Lease(f'{self.owner}:{uuid.uuid4().hex[:8]}', key=turn_lock_key(session_id))
+        await self._slots.acquire()
+        locked = False
+        try:
+            lease.conn = await self.db.pool.getconn()
+            row = await (await lease.conn.execute(_LEASE, dict(k=lease.key, sid=session_id))).fetchone()
+            locked = row['got']
+            if not locked or row['legacy']: raise TurnInProgress(session_id)
+            lease.handoff_triggered = row['handoff_triggered']
+            if row['pending']: await recover_lost_reply(lease.conn, self.graph, session_id, self.settings, self.clock)
+        except BaseException:
+            await self._release(session_id, lease, locked)
+            raise
         return lease
+
+    async def _release(self, session_id: str, lease: Lease, locked: bool = True) -> None:
+        conn, lease.conn = lease.conn, None
+        try:
+            if conn is None: return
+            try:
+                if locked: await conn.execute('SELECT pg_advisory_unlock(%s)', [lease.key])
+            except BaseException as e:          # a lock that cannot be released goes with its connection
+                log.error('turn_lock_release_failure', session_id=session_id, error=type(e).__name__)
+                try: await conn.close()
+                except Exception: pass
+            await self.db.pool.putconn(conn)
+        finally: self._slots.release()
 
     async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None, *,
                      visitor_tz: str | None = None, slot_id: str | None = None, consent: dict | None = None,
                      unknown_zone: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
         try:
-            ctx = TurnContext(message, self.settings, self.model, self.retriever, self.recorder, now=self.clock,
+            recorder = PostgresRecorder(self.db.pool, conn=lease.conn)      # the turn's writes go over its lease
+            ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
-        finally:
-            try:
-                async with self.db.pool.connection() as conn: await release_turn_lock(conn, session_id, lease.id)
-            except Exception as e: log.error('turn_lock_release_failure', session_id=session_id, error=type(e).__name__)
+        finally: await self._release(session_id, lease)
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."
@@ -202,8 +342,11 @@ async def index_size(db: Database, settings: Settings) -> int:
 
 
 async def prepare(settings: Settings, *, knowledge_path='knowledge', db: Database | None = None) -> Database:
-    db = db or await open_database(settings, max_size=20)
+    db = db or await open_database(settings, max_size=24)       # up to 20 turns hold a lease connection each
     await migrate(db.url, settings)
+    try:            # replies lost when a process died mid-turn (issue 16): marked before the first visitor arrives
+        if (n := await recover_lost_replies(db, settings)): log.warning('lost_replies_recovered', count=n)
+    except Exception as e: log.error('lost_reply_recovery_failure', error=type(e).__name__)
     if await index_size(db, settings) == 0:
         if knowledge_path and os.path.isdir(knowledge_path):
             async with db.pool.connection() as conn:
