@@ -982,6 +982,8 @@ _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|
 _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
 _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
+_GENERIC_OFFER = re.compile(r"^\W*(?:what|which)\s+(?:kinds?\s+of\s+|sorts?\s+of\s+|types?\s+of\s+)?(?:services?|solutions?|products?|offerings?)\s+"
+                            r"(?:do|does|can)\s+(?:you|\w+)\s+(?:offer|provide|have|sell|do)\W*$", re.IGNORECASE)  # asks what we sell: names no need
 _CONTACT_ONLY = re.compile(r"^\W*(?:(?:sure|ok|okay|yes|yeah|yep)\W+)?(?:(?:my|our)\s+)?(?:e-?mail(?:\s+address)?|address|(?:phone\s+)?number|phone|contact(?:\s+details)?)\s*(?:is|:|=|'s)", re.IGNORECASE)
 # text that imitates the assistant's own state or instructions is not the visitor talking about themselves
 _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|reason|flag)s?\s*[:=]\s*\S+|"
@@ -1081,7 +1083,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
               'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else
-              learned('nofit', th.disqualify) if _FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text) else None)
+              learned('nofit', th.disqualify) if (_FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text))
+              and not _GENERIC_OFFER.match(text) else None)
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
     flags = dict(explicit_human_request=human, is_negative_persona=persona is not None, is_no_fit=no_fit is not None,

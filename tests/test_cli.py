@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import leadchat
+
 ROOT = Path(__file__).resolve().parent.parent
 LEADCHAT = Path(sys.executable).parent / 'leadchat'
 
@@ -69,7 +71,9 @@ def test_db_commands_against_a_fresh_embedded_server(tmp_path):
     second = run('db', 'migrate', env=env)
     assert second.returncode == 0 and 'database is up to date' in second.stdout
     status = run('db', 'status', env=env)
-    assert status.returncode == 0 and 'applied' in status.stdout and 'pending' not in status.stdout
+    rows = [line.split() for line in status.stdout.splitlines() if line[:4].isdigit()]
+    shipped = sorted((Path(leadchat.__file__).parent / 'migrations').glob('*.sql'))
+    assert status.returncode == 0 and len(rows) == len(shipped) and all(r[1] == 'applied' for r in rows), status.stdout
     purge = run('db', 'purge', '--dry-run', env=env)
     assert purge.returncode == 0 and purge.stdout.startswith('would delete: sessions 0')
     assert run('db', 'purge', '--days', '0', env=env).returncode == 2          # typer: --days must be >= 1
