@@ -18,6 +18,7 @@ from datetime import datetime
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 
@@ -76,7 +77,8 @@ class PostgresRecorder:
                     await upsert_session(conn, s)
                     msgs = [m for m in ((_user_message(rec) if pre is None else None), s.messages[-1]) if m is not None]
                     await append_transcript(conn, s.session_id, msgs)
-                    if pre is not None: await conn.execute(_PENDING_DROP, [s.session_id, rec.turn_index])
+                    if pre is not None:     # replied; the marker goes with the lease, once the checkpoint is written
+                        await conn.execute(_PENDING_REPLIED, [Jsonb(s.model_dump(mode='json')), s.session_id, rec.turn_index])
                     if not (pre is not None and pre.event_type):
                         await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
                                          payload=_event_payload(rec))
@@ -89,7 +91,7 @@ class PostgresRecorder:
 _PENDING_PUT = """INSERT INTO turn_pending (session_id, turn_index, state) VALUES (%s, %s, %s)
                   ON CONFLICT (session_id) DO UPDATE SET turn_index = EXCLUDED.turn_index, state = EXCLUDED.state,
                                                          created_at = now()"""
-_PENDING_DROP = 'DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s'
+_PENDING_REPLIED = 'UPDATE turn_pending SET state = %s, replied = true WHERE session_id = %s AND turn_index = %s'
 
 
 def _user_message(rec: TurnRecord):
@@ -222,15 +224,23 @@ _LEASE = '''SELECT pg_try_advisory_lock(%(k)s) AS got, COALESCE(s.turn_lock_unti
 
 
 async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, now=utcnow) -> int | None:
-    """Under the session's lease: a turn whose reply was lost (its process died, or the reply could not be recorded)
-    gets `REPLY_LOST_MARKER` as its reply, a `reply_lost` event and its stored state back; returns its turn index."""
-    row = await (await conn.execute('SELECT turn_index, state FROM turn_pending WHERE session_id = %s', [session_id])).fetchone()
+    """Under the session's lease, a turn that did not finish: its reply lost (the process died while it streamed, or
+    it could not be recorded) → `REPLY_LOST_MARKER` as its reply, a `reply_lost` event and its stored state back; its
+    reply recorded but its checkpoint not written (died in between) → that state into the checkpoint. Returns the
+    turn index."""
+    row = await (await conn.execute('SELECT turn_index, state, replied FROM turn_pending WHERE session_id = %s',
+                                    [session_id])).fetchone()
     if row is None: return None
-    n = row['turn_index']
+    n, cfg = row['turn_index'], {'configurable': {'thread_id': session_id}}
+    if row['replied']:
+        await graph.aupdate_state(cfg, SessionState.model_validate(row['state']).model_dump(), as_node='write_state')
+        await conn.execute('DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s', [session_id, n])
+        log.warning('turn_checkpoint_restored', session_id=session_id, turn_index=n)
+        return n
     s = append_message(SessionState.model_validate(row['state']), 'assistant', REPLY_LOST_MARKER, turn_index=n,
                        window_turns=settings.context_window_turns, at=now())
     # the checkpoint first: a crash before the transaction below repeats this, from the same marker, harmlessly
-    await graph.aupdate_state({'configurable': {'thread_id': session_id}}, s.model_dump(), as_node='write_state')
+    await graph.aupdate_state(cfg, s.model_dump(), as_node='write_state')
     async with conn.transaction():
         await upsert_session(conn, s)
         await append_transcript(conn, session_id, [s.messages[-1]])
@@ -290,8 +300,17 @@ class ChatService:
         await self._slots.acquire()
         locked = False
         try:
-            lease.conn = await self.db.pool.getconn()
-            row = await (await lease.conn.execute(_LEASE, dict(k=lease.key, sid=session_id))).fetchone()
+            for attempt in (1, 2):      # pooled connections that died while idle (a database restart): dropped, once
+                lease.conn = await self.db.pool.getconn()
+                try:
+                    row = await (await lease.conn.execute(_LEASE, dict(k=lease.key, sid=session_id))).fetchone()
+                    break
+                except psycopg.OperationalError:
+                    if attempt == 2 or not lease.conn.broken: raise
+                    conn, lease.conn = lease.conn, None
+                    await self.db.pool.putconn(conn)
+                    log.warning('stale_connections_dropped', session_id=session_id)
+                    await self.db.pool.check()      # the others died with it: the turn's graph must not meet them
             locked = row['got']
             if not locked or row['legacy']: raise TurnInProgress(session_id)
             lease.handoff_triggered = row['handoff_triggered']
@@ -301,12 +320,16 @@ class ChatService:
             raise
         return lease
 
-    async def _release(self, session_id: str, lease: Lease, locked: bool = True) -> None:
+    async def _release(self, session_id: str, lease: Lease, locked: bool = True, finished: int | None = None) -> None:
+        "Unlock (and, for a turn `finished` with its checkpoint written, drop its pending marker: same round trip)."
         conn, lease.conn = lease.conn, None
         try:
             if conn is None: return
             try:
-                if locked: await conn.execute('SELECT pg_advisory_unlock(%s)', [lease.key])
+                if locked and finished is not None:
+                    await conn.execute('WITH d AS (DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s) '
+                                       'SELECT pg_advisory_unlock(%s)', [session_id, finished, lease.key])
+                elif locked: await conn.execute('SELECT pg_advisory_unlock(%s)', [lease.key])
             except BaseException as e:          # a lock that cannot be released goes with its connection
                 log.error('turn_lock_release_failure', session_id=session_id, error=type(e).__name__)
                 try: await conn.close()
@@ -318,6 +341,7 @@ class ChatService:
                      visitor_tz: str | None = None, slot_id: str | None = None, consent: dict | None = None,
                      unknown_zone: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
+        finished = None
         try:
             recorder = PostgresRecorder(self.db.pool, conn=lease.conn)      # the turn's writes go over its lease
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
@@ -325,7 +349,8 @@ class ChatService:
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
-        finally: await self._release(session_id, lease)
+            if ctx.committed is not None and ctx.record is not None: finished = ctx.record.turn_index   # checkpoint written
+        finally: await self._release(session_id, lease, finished=finished)
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."

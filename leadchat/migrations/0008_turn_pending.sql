@@ -5,7 +5,8 @@
 CREATE TABLE turn_pending (
     session_id  text PRIMARY KEY REFERENCES sessions (session_id) ON DELETE CASCADE,
     turn_index  integer NOT NULL CHECK (turn_index >= 0),
-    state       jsonb NOT NULL,
+    state       jsonb NOT NULL,                    -- the state so far; the final state once replied
+    replied     boolean NOT NULL DEFAULT false,    -- the reply is recorded; the checkpoint may not be written yet
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 -- The row lease of migration 0002 (turn_lock_until, turn_lock_owner) is no longer written: a live one left by a process
