@@ -226,8 +226,9 @@ def calibrate(env_file: Optional[Path] = EnvFile,
         scoped = {}
         if not no_scope and s.leadchat_embedding_provider == 'local':
             from leadchat.classify import SignalReader
+            from leadchat.embed import vector_space
             from leadchat.knowledge import local_embeddings
-            reader = SignalReader(local_embeddings().embed_documents)
+            reader = SignalReader(local_embeddings(s.leadchat_embedding_backend).embed_documents, model_id=vector_space(s.leadchat_embedding_backend))
             for f in scope: scoped[str(f)] = await cal.score_scope(r, cal.load_queries(f, st['sources']), reader)
         if int8 and s.leadchat_embedding_provider == 'local': scoped['int8'] = await _int8_scores(r, qs)
         return qs, scored, st, r, scoped
@@ -453,10 +454,10 @@ def models_export(precision: list[str] = typer.Option(['fp32'], '--precision', '
 
 
 @models_app.command('status')
-def models_status():
-    "Which embedding backend runs, the model hash, and the cached ONNX files."
+def models_status(env_file: Optional[Path] = EnvFile):
+    "Which embedding backend runs (the environment's, or the env file's), the model hash, and the cached ONNX files."
     from leadchat.embed import EmbeddingModelError, embedding_backend, model_hash, onnx_path
-    try: b = embedding_backend()
+    try: b = embedding_backend(load_settings(env_file).leadchat_embedding_backend if env_file else None)
     except EmbeddingModelError as e: typer.secho(str(e), err=True, fg=typer.colors.RED); raise typer.Exit(2)
     typer.echo(f'backend {b} (LEADCHAT_EMBEDDING_BACKEND), model all-MiniLM-L6-v2, hash {model_hash()}')
     for p in ('fp32', 'int8'):

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     leadchat_home: Path = Field(default_factory=lambda: Path.home() / '.local' / 'share' / 'leadchat')
     leadchat_model_provider: Literal['auto', 'anthropic', 'openai', 'offline'] = 'auto'
     leadchat_embedding_provider: Literal['local', 'openai'] = 'local'
+    leadchat_embedding_backend: Literal['onnx', 'onnx-int8', 'torch'] = Field(
+        'onnx', description='Runtime of the local MiniLM: onnx (fp32, the default), onnx-int8 (its own index; re-calibrate), torch')
     # --- Offline engine: the learned classifiers' calibrated-probability thresholds (31_extract: precedence)
     leadchat_signal_threshold: float = Field(0.6, gt=0.0, lt=1.0, description='A learned signal counts from this probability')
     leadchat_disqualify_threshold: float = Field(0.5, gt=0.0, lt=1.0, description='Negative persona / no-fit need this much')

@@ -283,6 +283,7 @@ def knowledge_table(settings: Settings) -> tuple[str, int]:
         raise DatabaseError(f'OPENAI_EMBEDDING_MODEL={key!r} is not supported; use one of '
                             f"{', '.join(k for k in EMBEDDING_MODELS if k != 'local')}")
     suffix, dim = EMBEDDING_MODELS[key]
+    if key == 'local' and settings.leadchat_embedding_backend == 'onnx-int8': suffix += '_int8'   # other vectors, own index
     return f'{settings.knowledge_table_name}_{suffix}', dim
 
 

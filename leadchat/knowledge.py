@@ -75,7 +75,8 @@ def openai_embeddings(settings: Settings):
 
 def get_embeddings(settings: Settings):
     "The configured LangChain Embeddings."
-    return local_embeddings() if settings.leadchat_embedding_provider == 'local' else openai_embeddings(settings)
+    if settings.leadchat_embedding_provider == 'local': return local_embeddings(settings.leadchat_embedding_backend)
+    return openai_embeddings(settings)
 
 
 def token_length(settings: Settings) -> tuple[Callable[[str], int], int]:

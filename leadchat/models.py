@@ -39,9 +39,9 @@ class OfflineModel:
     name = 'offline'
 
     def __init__(self, embed=None, *, aembed=None, thresholds: Thresholds = Thresholds(), rag_threshold: float | None = None,
-                 reader: SignalReader | None = None):
+                 reader: SignalReader | None = None, backend: str | None = None):
         "`embed`: the batch embedding function of the local MiniLM (None: patterns only); `aembed`: its async twin (serving)."
-        self.reader = reader or (SignalReader(embed, aembed=aembed, model_id=vector_space()) if embed is not None else None)
+        self.reader = reader or (SignalReader(embed, aembed=aembed, model_id=vector_space(backend)) if embed is not None else None)
         self.thresholds, self.rag_threshold = thresholds, rag_threshold
         # this turn's reading, from extract to respond (same process, same turn); bounded
         self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None, str | None]] = OrderedDict()
@@ -113,6 +113,6 @@ def get_model(settings: Settings, *, embed=None, aembed=None):
     if p == 'openai':
         from leadchat.hosted import OpenAICompatModel
         return OpenAICompatModel(settings)
-    return OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold,
+    return OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold, backend=settings.leadchat_embedding_backend,
                         thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
                                               settings.leadchat_clarify_floor))

@@ -278,7 +278,7 @@ class ChatService:
     def __init__(self, settings: Settings, db: Database, *, model=None, retriever=None, embeddings=None, clock=None):
         self.settings, self.db, self.clock = settings, db, clock or utcnow
         if embeddings is None and retriever is None and settings.leadchat_embedding_provider == 'local':
-            embeddings = EmbeddingBatcher(local_embeddings())   # one model, batched across concurrent turns
+            embeddings = EmbeddingBatcher(local_embeddings(settings.leadchat_embedding_backend))   # one model, batched across concurrent turns
         self.retriever = retriever or KnowledgeRetriever(db.pool, settings, embeddings)
         if isinstance(embeddings, EmbeddingBatcher):
             # the classifiers train on the model directly and read through the batcher (awaited on the event loop)

@@ -81,6 +81,28 @@ def test_backend_choice_and_its_errors(monkeypatch):
     assert local_embeddings() is local_embeddings() and local_embeddings().path == onnx_path('fp32')
 
 
+def test_backend_from_settings_reaches_retriever_classifier_and_index(tmp_path, monkeypatch):
+    "LEADCHAT_EMBEDDING_BACKEND in an env file (not the environment) picks the retriever's and the classifier's runtime, and int8 its own index."
+    from leadchat.config import ConfigurationError, get_settings
+    from leadchat.db import knowledge_table
+    from leadchat.knowledge import get_embeddings
+    from leadchat.models import get_model
+    monkeypatch.delenv('LEADCHAT_EMBEDDING_BACKEND', raising=False)
+    base = 'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\nLEADCHAT_MODEL_PROVIDER=offline\n'
+    env = tmp_path / 'int8.env'
+    env.write_text(base + 'LEADCHAT_EMBEDDING_BACKEND=onnx-int8\n')
+    s = get_settings(env)
+    assert s.leadchat_embedding_backend == 'onnx-int8' and get_embeddings(s).path == onnx_path('int8')
+    assert knowledge_table(s)[0].endswith('_minilm_l6_v2_int8')
+    assert get_model(s, embed=get_embeddings(s).embed_documents).reader.model_id.endswith(':int8')
+    (env := tmp_path / 'fp32.env').write_text(base)
+    s = get_settings(env)
+    assert s.leadchat_embedding_backend == 'onnx' and get_embeddings(s).path == onnx_path('fp32')
+    assert knowledge_table(s)[0].endswith('_minilm_l6_v2')
+    (env := tmp_path / 'gpu.env').write_text(base + 'LEADCHAT_EMBEDDING_BACKEND=gpu\n')
+    with pytest.raises(ConfigurationError, match='(?i)leadchat_embedding_backend'): get_settings(env)
+
+
 def test_an_export_that_cannot_run_says_what_to_do(tmp_path):
     "No torch where the export runs: the error names the remedy (here torch is hidden from the child)."
     (tmp_path / 'torch').mkdir()
