@@ -581,8 +581,14 @@ faq about company overview working hours example examples project projects work 
 
 def _doc_words(chunk: RetrievedChunk) -> frozenset[str]:
     "The stems of a chunk's document name and title: what the document is about."
-    title = _parse_chunk(chunk.content)[0] or ''
-    return frozenset(_stem(w) for w in _content(f"{chunk.source.replace('-', ' ')} {title}"))
+    return _source_words(chunk.source, chunk.content)
+
+
+@lru_cache(maxsize=4096)
+def _source_words(source: str, content: str) -> frozenset[str]:
+    "`_doc_words` of one chunk — pure, so cached (every turn asks it of every retrieved chunk)."
+    title = _parse_chunk(content)[0] or ''
+    return frozenset(_stem(w) for w in _content(f"{source.replace('-', ' ')} {title}"))
 
 
 def topic_sources(message: str, chunks: list[RetrievedChunk]) -> set[str]:
