@@ -114,6 +114,37 @@ def latency(messages, rounds):
                 added_over_query_embedding=dict(p50_ms=pct(extra, 50), p95_ms=pct(extra, 95)))
 
 
+PATHOLOGICAL = {        # hostile shapes of a message at the size limit (4,000 characters): repeated phrases, runs, separators
+    'repeated "i need "': 'i need ', 'one digit': '1', 'one letter': 'a', 'commas': ',', 'parentheses': '((((()))))',
+    '"we are a "': 'we are a ', '"a "': 'a ', 'e-mail addresses': 'x@y.z ', '"a."': 'a.', '"-a"': '-a', "\"'s \"": "'s ",
+    '"I\'m the CTO "': "I'm the CTO ", '"can someone call me "': 'can someone call me ',
+    'qualification words': 'budget team insurer quarter head of claims ',
+}
+
+
+def pathological(sizes=(1000, 4000), rounds=3):
+    """extract_delta + compose_answer on each hostile shape at two sizes: the worst cost and how it grows with size
+    (linear: ×4 from 1,000 to 4,000 characters; quadratic: ×16)."""
+    from leadchat.compose import compose_answer, retrieval_query
+    from leadchat.extract import extract_delta
+    from leadchat.state import SessionState
+    s0 = SessionState(session_id='bench')
+    rows = []
+    for name, unit in PATHOLOGICAL.items():
+        ms = {}
+        for n in sizes:
+            text = (unit * (n // len(unit) + 1))[:n]
+            best = []
+            for _ in range(rounds):
+                t = time.perf_counter(); extract_delta(text, s0, 1); compose_answer(text, s0, None); retrieval_query(text)
+                best.append((time.perf_counter() - t) * 1000)
+            ms[n] = min(best)
+        rows.append(dict(shape=name, **{f'ms_{n}': round(v, 1) for n, v in ms.items()},
+                         growth=round(ms[sizes[-1]] / max(ms[sizes[0]], 1e-3), 1)))
+    return dict(sizes=list(sizes), rows=rows, worst_ms=max(r[f'ms_{sizes[-1]}'] for r in rows),
+                worst_growth=max(r['growth'] for r in rows))
+
+
 def markdown(res):
     out = ['# Understanding — the offline engine on visitors it was not written for', '',
            f"{res['at']} · {res['machine']} · `.venv/bin/python bench/understanding.py {' '.join(res['argv'])}`", '']
@@ -149,6 +180,13 @@ def markdown(res):
                 f"| query embedding alone (baseline: retrieval pays it every turn) | {l['query_embedding']['p50_ms']} | {l['query_embedding']['p95_ms']} |",
                 f"| one embedding batch (sentences + retrieval query) + classifiers + extract_delta + compose_answer | {l['read_extract_compose']['p50_ms']} | {l['read_extract_compose']['p95_ms']} |",
                 f"| **added over the query embedding** | {l['added_over_query_embedding']['p50_ms']} | {l['added_over_query_embedding']['p95_ms']} |", '']
+    if p := res.get('pathological'):
+        a, b = p['sizes']
+        out += ['## Hostile messages (extract + compose, best of 3)', '',
+                f"worst **{p['worst_ms']} ms** at {b:,} characters; worst growth ×{p['worst_growth']} from {a:,} to {b:,} "
+                f"(linear ×{b // a}, quadratic ×{(b // a) ** 2})", '', f'| shape | {a:,} chars | {b:,} chars | growth |', '|---|---|---|---|']
+        out += [f"| {r['shape']} | {r[f'ms_{a}']} ms | {r[f'ms_{b}']} ms | ×{r['growth']} |" for r in p['rows']]
+        out.append('')
     return '\n'.join(out)
 
 
@@ -166,11 +204,13 @@ def main():
         res['quality'].append(quality('dev', SETS['dev'], home, limit=3))
         msgs = [t for c in load_eval(SETS['dev']).cases[:3] for t in c.turns]
         res['latency'] = latency(msgs, 1)
+        res['pathological'] = pathological((200, 400), rounds=1)
         print(markdown(res)); return
     for name in a.set: res['quality'].append(quality(name, SETS[name], home))
     res['classifiers'] = classifiers()
     if a.latency:
         res['latency'] = latency([t for c in load_eval(SETS['dev']).cases for t in c.turns], a.latency)
+    res['pathological'] = pathological()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'understanding.json').write_text(json.dumps(res, indent=1) + '\n')
     (RESULTS / 'understanding.md').write_text(markdown(res))

@@ -8,21 +8,25 @@ Docs: https://leadchat.github.io/leadchat/extract.html.md"""
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
 from typing import Callable, Iterable, NamedTuple
 
 from .classify import DECISIONS, DIMENSION_OF, STATE_LEVEL, Reading, addresses_us
 from .state import LEVEL_RANK, QualificationDelta, SessionState, SignalEntry
 
 # %% auto #0
-__all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'HUMAN_REQUEST_RULES', 'HUMAN_REQUEST_OTHER_RULES', 'COMPETITOR_RULES',
-           'COMPETITOR_WEAK_RULES', 'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES', 'NO_FIT_INDIVIDUAL_RULES',
-           'JOB_SEEKER_RULES', 'VENDOR_RULES', 'MEDIA_RULES', 'NO_FIT_ACADEMIC_RULES', 'NO_FIT_BUDGET_RULES',
-           'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES', 'CONSULTANT_RULES', 'CONSULTANT_SELF_RULES', 'REFERRAL_RULES',
-           'DECISION_RULES', 'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES', 'COMPANY_RULES', 'SMALL_COMPANY',
-           'TIMING_RULES', 'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES', 'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE',
-           'NAME_RULES', 'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD', 'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR',
-           'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds', 'readable', 'reader_text', 'extract_delta']
+__all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'MAX_MATCHES', 'HUMAN_REQUEST_RULES', 'HUMAN_REQUEST_OTHER_RULES',
+           'COMPETITOR_RULES', 'COMPETITOR_WEAK_RULES', 'RESEARCHER_WHO_RULES', 'RESEARCHER_RULES',
+           'NO_FIT_INDIVIDUAL_RULES', 'JOB_SEEKER_RULES', 'VENDOR_RULES', 'MEDIA_RULES', 'NO_FIT_ACADEMIC_RULES',
+           'NO_FIT_BUDGET_RULES', 'NO_FIT_SERVICE_RULES', 'NO_FIT_GEO_RULES', 'CONSULTANT_RULES',
+           'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'DECISION_RULES', 'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES',
+           'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES',
+           'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD',
+           'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds', 'readable',
+           'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -63,18 +67,21 @@ def _negated(text: str, m: re.Match, *, hedges: bool = False, inside: bool = Tru
     return bool(_NEG_AFTER.match(text[m.end():m.end() + 40]))
 
 
-def _sentences(text: str) -> list[tuple[int, int]]:
+@lru_cache(maxsize=256)
+def _sentences(text: str) -> tuple[tuple[int, int], ...]:
+    "The (start, end) of each sentence — cached: every match of every rule asks for the sentence it is in."
     spans, pos = [], 0
     for m in _SENT_END.finditer(text):
         if m.start() > pos: spans.append((pos, m.start()))
         pos = m.end()
     if pos < len(text): spans.append((pos, len(text)))
-    return spans
+    return tuple(spans)
 
 
 def _sentence_of(text: str, m: re.Match) -> str:
-    for a, b in _sentences(text):
-        if a <= m.start() < b: return text[a:b]
+    spans = _sentences(text)
+    i = bisect_right(spans, (m.start(), len(text) + 1)) - 1
+    if i >= 0 and spans[i][0] <= m.start() < spans[i][1]: return text[spans[i][0]:spans[i][1]]
     return text
 
 
@@ -109,10 +116,13 @@ class Rule(NamedTuple):
     note: str = ''                  # behaviour description used as evidence for implicit signals
 
 
+MAX_MATCHES = 40     # matches of one pattern looked at in one message: a repeated phrase costs linear time, not quadratic
+
+
 def _hits(text: str, rules: Iterable[Rule], *, hedges: bool = False, veto: Callable[[str, re.Match], bool] | None = None):
     "Every (rule, match) that is not negated or vetoed, in rule order."
     for r in rules:
-        for m in r.rx.finditer(text):
+        for m in islice(r.rx.finditer(text), MAX_MATCHES):
             if r.neg and _negated(text, m, hedges=hedges): continue
             if veto is not None and veto(text, m): continue
             yield r, m
@@ -661,7 +671,7 @@ COMPANY_RULES = [
              r"\braised\s+(?:a\s+|our\s+|about\s+|over\s+)?(?:[$€£]\s*\d|\d+(?:\.\d+)?\s*(?:m|mm|million|bn|billion|k)\b|series|seed|funding)|"
              r"\b(?:publicly\s+(?:traded|listed)|listed\s+on\s+the|public\s+company|nasdaq-listed|nyse-listed|fortune\s+\d+|ftse\s+\d+)\b")),
     Rule(_rx(r"\b(?:revenue|arr|turnover|annual\s+sales)\s+(?:of\s+|is\s+|at\s+)?(?:about\s+|around\s+|over\s+|roughly\s+|~\s*)?[$€£]?\s*\d+(?:[.,]\d+)?\s*(?:k|m|mm|million|bn|b|billion)\b|"
-             r"(?:[$€£]|~)?\s*\d+(?:[.,]\d+)?\s*(?:m|mm|million|bn|b|billion)\s+(?:in\s+)?(?:revenue|arr|turnover|annual\s+(?:revenue|sales))")),
+             r"(?:[$€£]|~)?\s*(?<![\w.,])\d+(?:[.,]\d+)?\s*(?:m|mm|million|bn|b|billion)\s+(?:in\s+)?(?:revenue|arr|turnover|annual\s+(?:revenue|sales))")),
     # scale by the people it serves: "about 5 million subscribers", "1.2m policyholders", "40,000 patients a year"
     Rule(_rx(r"\b(?:\d{1,3}(?:[,.\s]\d{3})+|\d{4,}|\d+(?:[.,]\d+)?\s*(?:k|m|mm|million|bn|billion|thousand))\s+(?:active\s+|monthly\s+|paying\s+)?"
              r"(?:subscribers|customers|clients|users|policyholders|members|patients|passengers|students|citizens|residents|households|shoppers|guests)\b")),
@@ -704,7 +714,7 @@ def _count(raw: str) -> int | None:
 def _headcount(text: str):
     "(level, match) for a stated company or team size, or None."
     for rx in (_HEADCOUNT, _TEAM_OF):
-        for m in rx.finditer(text):
+        for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m) or _NOT_SIZE.search(text[max(0, m.start() - 40):m.start()]): continue
             if rx is _HEADCOUNT and not m.group('adj') and not _ORG_CONTEXT.search(_sentence_of(text, m)): continue
             n = _count(m.group('n'))
@@ -829,7 +839,7 @@ def _problem(text: str):
     "(level, kind, evidence) candidates for problem_fit."
     out, found, exploring = [], [], []
     for rx in (_INTENT, _INTENT_ORG, _HELP):
-        for m in rx.finditer(text):
+        for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m) or not _AI.search(_sentence_of(text, m)): continue
             if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
             if _HIRING.search(_sentence_of(text, m)): continue        # hiring people is not an AI project
@@ -843,7 +853,7 @@ def _problem(text: str):
         h = _first(text, PROBLEM_PAIN_RULES)
         if h: out.append(('partially_confirmed', 'explicit', _evidence(text, h[1])))
     if not out:
-        for m in _PAIN_PLAIN.finditer(text):
+        for m in islice(_PAIN_PLAIN.finditer(text), MAX_MATCHES):
             inherently_negative = re.match(r"(?:with\s+)?no\b|nobody|no\s+one|zero", m.group(), _I)
             if _FIRST_PERSON.search(_sentence_of(text, m)) and (inherently_negative or not _negated(text, m)):
                 out.append(('partially_confirmed', 'explicit', _evidence(text, m))); break
@@ -912,7 +922,7 @@ _COMPANY_TAIL_STOP = {'I', 'We', 'And', 'But', 'So', 'In', 'On', 'At', 'For', 'W
 
 def _company_name(text: str) -> str | None:
     for rx in COMPANY_NAME_RULES:
-        for m in rx.finditer(text):
+        for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m, inside=False): continue
             words = m.group('company').split()
             while words and words[-1].rstrip('.,') in _COMPANY_TAIL_STOP: words.pop()
@@ -924,7 +934,7 @@ def _company_name(text: str) -> str | None:
 
 def _visitor_name(text: str) -> str | None:
     for rx in NAME_RULES:
-        for m in rx.finditer(text):
+        for m in islice(rx.finditer(text), MAX_MATCHES):
             words = m.group('name').split()
             if not words or words[0] in _NOT_A_NAME: continue
             keep = []
