@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from contextlib import nullcontext
 from typing import Iterable, Literal
 
 import structlog
@@ -21,8 +22,8 @@ from .db import knowledge_table
 from .knowledge import get_embeddings, scrub_pii
 
 # %% auto #0
-__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'RetrievedChunk', 'RetrievalResult', 'rrf',
-           'KnowledgeRetriever', 'ToolCallBudget']
+__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'HNSW_EF_SEARCH_DEFAULT', 'RetrievedChunk', 'RetrievalResult',
+           'rrf', 'KnowledgeRetriever', 'ToolCallBudget']
 
 # %% ../nbs/21_retrieval.ipynb #rt000006
 log = structlog.get_logger('leadchat.retrieval')
@@ -62,6 +63,9 @@ def _valid(row) -> bool:
             and not math.isnan(s) and -1.0001 <= s <= 1.0001 and bool(row.get('source')))
 
 
+HNSW_EF_SEARCH_DEFAULT = 40      # pgvector's default of hnsw.ef_search
+
+
 class KnowledgeRetriever:
     "Embeds a query, searches the configured knowledge table and applies the thresholds."
 
@@ -87,9 +91,11 @@ class KnowledgeRetriever:
         "Raw candidates with cosine scores (best first), `top_k` of them."
         t = sql.Identifier(self.table)
         v = '[' + ','.join(f'{x:.7g}' for x in vector) + ']'
+        ef = int(self.settings.rag_hnsw_ef_search)
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute(sql.SQL('SET LOCAL hnsw.ef_search = {}').format(sql.Literal(int(self.settings.rag_hnsw_ef_search))))
+            async with (conn.transaction() if ef != HNSW_EF_SEARCH_DEFAULT else nullcontext()):
+                # pgvector's own default needs no SET LOCAL (and so no transaction: three round trips fewer per turn)
+                if ef != HNSW_EF_SEARCH_DEFAULT: await conn.execute(sql.SQL('SET LOCAL hnsw.ef_search = {}').format(sql.Literal(ef)))
                 n = top_k if self.ranking == 'vector' else top_k * 3
                 rows = await (await conn.execute(sql.SQL(
                     'SELECT chunk_id, content, source, chunk_index, 1 - (embedding <=> %s::vector) AS score '
