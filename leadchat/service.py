@@ -110,6 +110,7 @@ async def follow_through(conn, rec: TurnRecord) -> None:
     """`record_follow_through` inside the turn's transaction, in a savepoint: contact history, consent or an update of
     the lead that cannot be written is logged and skipped, never the turn. The session's first hand-off is then queued
     on its own — all or nothing with the turn."""
+    if rec.handoff is None and not rec.consent and not lead_changes(rec): return     # nothing to record: no savepoint
     first = rec.handoff is not None and not await has_handoff(conn, rec.session_id)
     try:
         async with conn.transaction(): await record_follow_through(conn, rec)
