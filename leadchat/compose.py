@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .retrieval import CASE_STUDY_PREFIX, RetrievalResult, RetrievedChunk
+from .retrieval import CASE_STUDY_PREFIX, RetrievalResult, RetrievedChunk, normalise_query
 from .state import DIMENSIONS, SessionState
 
 # %% auto #0
@@ -196,7 +196,7 @@ def retrieval_query(message: str) -> str | None:
     "The knowledge-base query for `message`, or None when it needs none (pricing, small talk, human requests, qualification answers)."
     _require_str('message', message)
     sents = _knowledge_sentences(message)
-    return ' '.join(dict.fromkeys(sents))[:2000] if sents else None
+    return normalise_query(' '.join(dict.fromkeys(sents))[:2000]) if sents else None    # as the retriever embeds it
 
 # %% ../nbs/32_compose.ipynb #cp000017
 STAGE3_PATTERNS: list[re.Pattern] = [re.compile(p, re.I) for p in (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from contextlib import nullcontext
 from typing import Iterable, Literal
@@ -22,8 +23,8 @@ from .db import knowledge_table
 from .knowledge import get_embeddings, scrub_pii
 
 # %% auto #0
-__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'HNSW_EF_SEARCH_DEFAULT', 'RetrievedChunk', 'RetrievalResult',
-           'rrf', 'KnowledgeRetriever', 'ToolCallBudget']
+__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'CHAT_SPEAK', 'HNSW_EF_SEARCH_DEFAULT', 'RetrievedChunk',
+           'RetrievalResult', 'rrf', 'normalise_query', 'KnowledgeRetriever', 'ToolCallBudget']
 
 # %% ../nbs/21_retrieval.ipynb #rt000006
 log = structlog.get_logger('leadchat.retrieval')
@@ -56,6 +57,26 @@ def rrf(*rankings: Iterable[str], k: int = RRF_K) -> list[str]:
         for r, cid in enumerate(ranking, 1): score[cid] = score.get(cid, 0.0) + 1.0 / (k + r)
     return sorted(score, key=lambda c: -score[c])
 
+# %% ../nbs/21_retrieval.ipynb #rt000009b
+CHAT_SPEAK = {
+    'u': 'you', 'ur': 'your', 'urs': 'yours', 'ya': 'you', 'pls': 'please', 'plz': 'please', 'ppl': 'people', 'hw': 'how',
+    'abt': 'about', 'bc': 'because', 'b/c': 'because', 'cuz': 'because', 'coz': 'because', 'w/o': 'without', 'w/': 'with',
+    'wk': 'week', 'wks': 'weeks', 'hr': 'hour', 'hrs': 'hours', 'mins': 'minutes', 'yr': 'year', 'yrs': 'years', 'mo': 'month',
+    'mos': 'months', 'govt': 'government', 'dept': 'department', 'mgmt': 'management', 'thx': 'thanks', 'thnx': 'thanks',
+    'gonna': 'going to', 'wanna': 'want to', 'gotta': 'got to', 'dunno': "don't know", 'tho': 'though', 'rn': 'right now',
+    'msg': 'message', 'info': 'information', 'approx': 'approximately', 'b4': 'before', 'smth': 'something', 'sth': 'something',
+    'whats': "what's", 'wat': 'what', 'wht': 'what', 'whos': "who's", 'hows': "how's", 'wheres': "where's", 'thats': "that's",
+    'dont': "don't", 'doesnt': "doesn't", 'cant': "can't", 'wont': "won't", 'isnt': "isn't", 'arent': "aren't",
+    'didnt': "didn't", 'ive': "I've", 'youre': "you're", 'theyre': "they're", 'ure': "you're", 'im': "I'm",
+}
+_CHAT_SPEAK = re.compile(r"(?<![\w/'’@.-])(" + '|'.join(sorted(map(re.escape, CHAT_SPEAK), key=len, reverse=True)) + r")(?![\w'’@-]|\.\w)",
+                         re.IGNORECASE)
+
+
+def normalise_query(text: str) -> str:
+    "`text` with chat abbreviations spelled out (whole words; idempotent)."
+    return _CHAT_SPEAK.sub(lambda m: CHAT_SPEAK[m.group(1).lower()], text)
+
 # %% ../nbs/21_retrieval.ipynb #rt000011
 def _valid(row) -> bool:
     s = row.get('score')
@@ -83,7 +104,8 @@ class KnowledgeRetriever:
         return self._embeddings
 
     async def embed(self, query: str) -> list[float]:
-        emb = self.embeddings
+        "The query's vector (chat-speak spelled out first: `normalise_query`)."
+        emb, query = self.embeddings, normalise_query(query)
         work = emb.embed(query) if hasattr(emb, 'embed') else asyncio.to_thread(emb.embed_query, query)
         return await asyncio.wait_for(work, self.embed_timeout)
 
@@ -114,7 +136,7 @@ class KnowledgeRetriever:
         s = self.settings
         if not isinstance(query, str) or not query.strip():
             return RetrievalResult(status='no_result', reason='empty_query')
-        q = scrub_pii(query.strip()[:MAX_QUERY_CHARS], names)
+        q = normalise_query(scrub_pii(query.strip()[:MAX_QUERY_CHARS], names))
         t0 = time.perf_counter()
         try: vector = await self.embed(q)
         except Exception as e:
