@@ -247,6 +247,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the chat API')
         try: sid = str(uuid.UUID(zgc_session_id or ''))
         except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
+        if uuid.UUID(sid).int == 0: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must not be the nil UUID')
         if (wait := ip_limits.hit(_client_ip(request))) or (wait := session_limits.hit(sid)):
             raise ApiError(429, 'rate_limited', 'too many messages; slow down', {'Retry-After': str(int(wait) + 1)})
         body = await _read_message(request, settings.leadchat_max_message_chars)

@@ -64,6 +64,7 @@ def test_a_turn_streams_deltas_then_done(api):
     ({}, {'message': 'hi'}, 400, 'invalid_session_id'),
     ({'ZGC-Session-ID': 'not-a-uuid'}, {'message': 'hi'}, 400, 'invalid_session_id'),
     ({'ZGC-Session-ID': "1' OR '1'='1"}, {'message': 'hi'}, 400, 'invalid_session_id'),
+    ({'ZGC-Session-ID': '00000000-0000-0000-0000-000000000000'}, {'message': 'hi'}, 400, 'invalid_session_id'),
     ({'ZGC-Session-ID': 'U'}, 'not json at all', 422, 'invalid_json'),
     ({'ZGC-Session-ID': 'U'}, ['message'], 422, 'invalid_request'),
     ({'ZGC-Session-ID': 'U'}, {'msg': 'hi'}, 422, 'invalid_request'),
