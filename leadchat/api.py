@@ -196,7 +196,7 @@ def _consent(v) -> dict:
 async def _read_message(request: Request, limit: int) -> ChatInput:
     "The turn's body: the message, the visitor's time zone, a picked slot id, the consent acknowledgement."
     raw = await request.body()
-    if len(raw) > limit * 4 + 2048: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
+    if len(raw) > limit * 12 + 2048: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
     try: body = json.loads(raw)
     except (ValueError, UnicodeDecodeError): raise ApiError(422, 'invalid_json', 'body must be a JSON object: {"message": "..."}')
     if not isinstance(body, dict) or 'message' not in body:

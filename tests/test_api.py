@@ -178,3 +178,15 @@ def test_staff_api_is_closed_without_a_configured_token(pg):
     with LiveServer(app) as srv, srv.client() as c:
         r = c.get('/api/sessions', headers={'Authorization': 'Bearer anything'})
         assert r.status_code == 401 and r.json()['error']['code'] == 'staff_api_closed'
+
+
+def test_message_limit_counts_characters_after_json_decoding(api):
+    "4,000 'é' sent as escaped JSON (\\u00e9, 24,000 bytes) is 4,000 characters: accepted; 4,001 are refused"
+    sid = str(uuid.uuid4())
+    body = '{"message": "' + '\\u00e9' * 4000 + '"}'
+    with api.client() as c:
+        r = c.post('/chat', content=body, headers={'Content-Type': 'application/json', 'ZGC-Session-ID': sid})
+        assert r.status_code == 200, r.text[:300]
+        r = c.post('/chat', content='{"message": "' + '\\u00e9' * 4001 + '"}',
+                   headers={'Content-Type': 'application/json', 'ZGC-Session-ID': str(uuid.uuid4())})
+        assert r.status_code == 413 and r.json()['error']['code'] == 'message_too_long'
