@@ -198,12 +198,14 @@ async def _read_message(request: Request, limit: int) -> ChatInput:
     raw = await request.body()
     if len(raw) > limit * 12 + 2048: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
     try: body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError): raise ApiError(422, 'invalid_json', 'body must be a JSON object: {"message": "..."}')
+    except (ValueError, UnicodeDecodeError, RecursionError): raise ApiError(422, 'invalid_json', 'body must be a JSON object: {"message": "..."}')
     if not isinstance(body, dict) or 'message' not in body:
         raise ApiError(422, 'invalid_request', 'body must be a JSON object with a "message" string')
     msg = body['message']
     if not isinstance(msg, str): raise ApiError(422, 'invalid_request', '"message" must be a string')
     if '\x00' in msg: raise ApiError(422, 'invalid_request', '"message" must not contain NUL characters')
+    try: msg.encode('utf-8')
+    except UnicodeEncodeError: raise ApiError(422, 'invalid_request', '"message" must be valid Unicode (no lone surrogates)') from None
     msg = msg.strip()
     if not msg: raise ApiError(422, 'empty_message', '"message" is empty')
     if len(msg) > limit: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
