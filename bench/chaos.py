@@ -333,6 +333,12 @@ class Report:
     slack_duplicates: int = 0
     replies_marked_lost: int = 0
 
+    def add(self, turn: Turn) -> Turn:
+        "Count `turn` in this scenario."
+        turn.scenario = self.scenario
+        self.turns.append(turn)
+        return turn
+
     def summary(self) -> dict:
         return dict(scenario=self.scenario, faults=self.faults, turns=len(self.turns), promised=self.promised,
                     lost=self.lost, duplicated=self.duplicated, done_not_stored=self.done_unstored,
@@ -438,13 +444,11 @@ def s_api_kill(rig: Rig, rng: random.Random, n: int) -> Report:
         when = ('before', 'during', 'after')[k % 3]
         t = run_with_fault(rig, sid, msg, when, rig.kill_api, rng, typical)
         rep.faults += 1
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         rig.start_api()
         # the visitor carries on in the same session: never 409 for a dead process's lease
         again = chat(rig.base, sid, 'thanks — what happens next?')
-        again.scenario = rep.scenario
-        rep.turns.append(again)
+        rep.add(again)
         if again.status == 409: rep.violations.append(f'{sid}: 409 after the holder of the lease was killed')
     return check(rig, rep, lost_replies=True)
 
@@ -457,13 +461,11 @@ def s_pg_terminate(rig: Rig, rng: random.Random, n: int) -> Report:
         sid, msg = conversation(rng, 1000 + k)
         t = run_with_fault(rig, sid, msg, ('before', 'during', 'after')[k % 3], rig.terminate_backends, rng, typical)
         rep.faults += 1
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         if not t.done:                  # the visitor tries again: the session is not stuck
             again = chat(rig.base, sid, msg)
             if again.status != 200 or again.done is None: again = chat(rig.base, sid, msg)
-            again.scenario = rep.scenario
-            rep.turns.append(again)
+            rep.add(again)
     return check(rig, rep)
 
 
@@ -475,17 +477,14 @@ def s_pg_stop(rig: Rig, rng: random.Random, n: int) -> Report:
         sid, msg = conversation(rng, 2000 + k)
         t = run_with_fault(rig, sid, msg, ('during', 'before', 'after')[k % 3], rig.stop_pg, rng, typical)
         rep.faults += 1
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         down = chat(rig.base, str(uuid.uuid4()), rng.choice(EXPLICIT).format(email=addr('down')), timeout=3)   # while it is down
-        down.scenario = rep.scenario
-        rep.turns.append(down)
+        rep.add(down)
         time.sleep(1.0)
         rig.start_pg()
         for _ in range(4):              # the pool drops its dead connections on use: a few tries at most
             again = chat(rig.base, sid, msg)
-            again.scenario = rep.scenario
-            rep.turns.append(again)
+            rep.add(again)
             if again.done is not None: break
         else: rep.violations.append(f'{sid}: the session did not recover after PostgreSQL came back')
     return check(rig, rep)
@@ -502,8 +501,7 @@ def s_relay_kill(rig: Rig, rng: random.Random, n: int) -> Report:
         before = len(rig.slack.requests)
         sid, msg = conversation(rng, 3000 + k)
         t = chat(rig.base, sid, rng.choice(EXPLICIT).format(email=addr(f'relay-{k}')))
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         wait_until(lambda: len(rig.slack.requests) > before or None, 15)
         which = 'relay' if k % 2 == 0 else 'api'
         if which == 'relay': rig.kill_relay()
@@ -528,8 +526,7 @@ def s_smtp_down(rig: Rig, rng: random.Random, n: int) -> Report:
     for k in range(n):
         sid, msg = conversation(rng, 4000 + k)
         t = chat(rig.base, sid, rng.choice(HOT).format(email=addr(f'smtp-{k}')))
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         rep.faults += 1
     rig.slack_outage(False)
     rep = check(rig, rep, slack_expected=False)
@@ -556,8 +553,7 @@ def s_slack_down(rig: Rig, rng: random.Random, n: int, outage: float = 4.0) -> R
     while time.monotonic() - t0 < outage and k < n:
         sid, msg = conversation(rng, 5000 + k)
         t = chat(rig.base, sid, rng.choice(EXPLICIT).format(email=addr(f'slack-{k}')))
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         rep.faults += 1
         k += 1
     time.sleep(max(0.0, outage - (time.monotonic() - t0)))
@@ -576,8 +572,7 @@ def s_disk_full(rig: Rig, rng: random.Random, n: int) -> Report:
     for k in range(n):
         sid, msg = conversation(rng, 6000 + k)
         t = chat(rig.base, sid, msg + f' (note {k}: ' + 'x' * 2000 + ')')
-        t.scenario = rep.scenario
-        rep.turns.append(t)
+        rep.add(t)
         rep.faults += 1
     filler.unlink()
     wait_until(lambda: httpx.get(f'{rig.base}/readyz', timeout=2).status_code == 200 or None, 30, 0.2)
@@ -585,8 +580,7 @@ def s_disk_full(rig: Rig, rng: random.Random, n: int) -> Report:
         if not t.done:
             again = chat(rig.base, t.sid, t.message)
             if again.done is None: again = chat(rig.base, t.sid, t.message)
-            again.scenario = rep.scenario
-            rep.turns.append(again)
+            rep.add(again)
     failed = sum(1 for t in rep.turns[:n] if not t.done)
     rep.notes.append(f'{failed} of {n} turns failed while the disk was full (fallback + error, nothing promised)')
     return check(rig, rep)
