@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     handoff_retry_backoff_seconds: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1.0, 3.0, 9.0])
+    handoff_retry_horizon_seconds: float = Field(
+        86_400.0, ge=0, le=30 * 86_400,
+        description='How long a channel that failed its immediate attempts is retried from the outbox; then dead-lettered (0: never)')
+    handoff_retry_first_seconds: float = Field(30.0, gt=0, le=86_400, description='The first outbox retry waits this long; each next one twice as long')
+    handoff_retry_max_interval_seconds: float = Field(3_600.0, gt=0, le=86_400, description='Longest wait between two outbox retries')
     leadchat_crm_record_url: str | None = Field(None, max_length=500, pattern=r'^https?://[^\s]+$',
                                                 description='Link template of a lead, with {id}: the Slack button')
     # --- Business hours
