@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     leadchat_calendar_breaker_failures: int = Field(3, ge=1, le=100, description='Consecutive failures that open a circuit')
     leadchat_calendar_breaker_reset_seconds: float = Field(30.0, gt=0, le=3600, description='Open circuit: wait before a trial call')
     leadchat_idempotency_ttl_hours: int = Field(24, ge=1, le=720, description='How long an Idempotency-Key is remembered')
+    leadchat_live_holds_per_ip: int = Field(6, ge=1, le=10_000, description='Live (unexpired) holds one client IP may keep at once')
+    leadchat_metrics_require_token: bool = Field(False, description='/metrics asks for the staff token (Bearer) like the staff API')
 
     def __init__(self, **values):
         try: super().__init__(**values)
