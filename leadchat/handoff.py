@@ -28,21 +28,21 @@ from .graph import HandoffRequest
 from .hours import crm_due_at
 from .packet import ContextPacket, ContextPacketGenerationError, company_label, generate_context_packet
 from .repos import (HandoffRecord, OutboxItem, claim_handoffs, consent_records, contact_history, emit_event,
-                            finish_handoff, get_outbox_item, insert_handoff_record, lead_thread, set_handoff_triggered,
-                            set_lead_thread, upsert_lead)
+                            finish_handoff, get_outbox_item, insert_handoff_record, lead_thread, retry_handoff,
+                            set_handoff_triggered, set_lead_thread, upsert_lead)
 
 # %% auto #0
 __all__ = ['log', 'HEADER_MAX', 'SECTION_TEXT_MAX', 'FIELD_TEXT_MAX', 'URL_MAX', 'LEVEL_EMOJI', 'OUTSIDE_HOURS_EMOJI',
            'CONTACT_FIELDS', 'REASON_LINES', 'ChannelName', 'SLACK_PERMANENT_ERRORS', 'SLACK_TRANSIENT_ERRORS',
            'MAX_RETRY_AFTER_SECONDS', 'HTTP_TIMEOUT_SECONDS', 'Outcome', 'OUTBOX_STATUS', 'ANALYTICS_EVENT',
-           'RELAY_MAX_CLAIMS', 'slack_escape', 'one_line', 'clip', 'slack_header', 'disqualifier', 'slack_blocks',
-           'crm_button', 'follow_up_text', 'slack_payload', 'change_lines', 'update_header', 'update_payload',
-           'iso_utc', 'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult',
-           'webhook_attempt', 'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError',
-           'LeadCreationResult', 'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient',
-           'validate_handoff_config', 'handoff_clients', 'HandoffOutcome', 'deliver_handoff', 'server_view',
-           'update_reasons', 'deliver_update', 'worst_case_delivery_seconds', 'relay_once', 'run_relay',
-           'replay_handoff']
+           'slack_escape', 'one_line', 'clip', 'slack_header', 'disqualifier', 'slack_blocks', 'crm_button',
+           'follow_up_text', 'slack_payload', 'change_lines', 'update_header', 'update_payload', 'iso_utc',
+           'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult', 'webhook_attempt',
+           'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError', 'LeadCreationResult',
+           'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient', 'validate_handoff_config',
+           'handoff_clients', 'HandoffOutcome', 'earlier_result', 'primary_outcome', 'deliver_handoff', 'server_view',
+           'update_reasons', 'deliver_update', 'worst_case_delivery_seconds', 'retry_delay', 'delivered_channels',
+           'merge_channel_status', 'undelivered', 'relay_once', 'run_relay', 'replay_handoff']
 
 # %% ../nbs/50_handoff.ipynb #ho000007
 log = structlog.get_logger('leadchat.handoff')
@@ -301,6 +301,7 @@ class ChannelResult:
     crm_record_url: str | None = None
     message_ts: str | None = None         # Slack bot-token path: the message that chat.update edits
     message_channel: str | None = None    # ... and its channel id (the thread for later updates)
+    earlier: bool = False                 # delivered by an earlier attempt of the same outbox row: not sent again
 
 
 @dataclass
@@ -660,12 +661,43 @@ async def _guarded(pool, event: str, sid: str, fn) -> bool:
         return False
 
 
+def _clients(settings: Settings, pool, sleep, slack, crm, email) -> tuple:
+    "The given clients, with defaults (from settings) for the enabled channels that have none."
+    if any(c is None and n in settings.handoff_channels for n, c in (('slack', slack), ('crm', crm), ('email', email))):
+        d = handoff_clients(settings, pool, sleep=sleep)
+        slack, crm, email = slack or d.get('slack'), crm or d.get('crm'), email or d.get('email')
+    return slack, crm, email
+
+
+def earlier_result(channel: ChannelName, state: dict, crm=None) -> ChannelResult:
+    "A channel that an earlier attempt of the same outbox row delivered: reported as delivered, never sent again."
+    rid = state.get('crm_record_id')
+    return ChannelResult(channel, 'delivered', crm_record_id=rid, earlier=True,
+                         crm_record_url=crm.url_for(rid) if rid and hasattr(crm, 'url_for') else None,
+                         message_ts=state.get('message_ts'), message_channel=state.get('message_channel'))
+
+
+def _earlier(channel: ChannelName, done: dict, crm=None) -> asyncio.Future:
+    f = asyncio.get_running_loop().create_future()
+    f.set_result(earlier_result(channel, done[channel], crm))
+    return f
+
+
+def primary_outcome(enabled: Sequence[str], res: dict[str, ChannelResult]) -> tuple[Outcome | None, list[ChannelResult]]:
+    "The outcome over the enabled primary channels (None when only the email is enabled), and the failed ones."
+    primaries = [res[c] for c in ('slack', 'crm') if c in enabled]
+    failed = [r for r in primaries if r.status != 'delivered']
+    if not primaries: return None, failed
+    return ('complete' if not failed else 'partial_failure' if len(failed) < len(primaries) else 'total_failure'), failed
+
+
 async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome, *, kind: str = 'handoff',
                               outbox_id: int | None = None) -> None:
     sid = request.session_id
     async def records(conn):
         async with conn.transaction():
             for r in out.channels.values():
+                if r.earlier: continue                   # recorded by the attempt that delivered it
                 await insert_handoff_record(conn, HandoffRecord(
                     session_id=sid, handoff_reason=request.handoff_reason, channel=r.channel, status=r.status,
                     attempt_count=r.attempt_count, last_http_status=r.last_http_status,
@@ -688,15 +720,18 @@ async def _finish_bookkeeping(pool, request: HandoffRequest, out: HandoffOutcome
 
 
 async def deliver_handoff(request: HandoffRequest, *, settings: Settings, pool, slack=None, crm=None, email=None,
-                          sleep=asyncio.sleep) -> HandoffOutcome:
-    "Deliver one hand-off (spec §3.4). Never raises: every failure is in the outcome, the logs and the records."
-    try: return await _deliver(request, settings=settings, pool=pool, slack=slack, crm=crm, email=email, sleep=sleep)
+                          sleep=asyncio.sleep, done: dict | None = None, retry: bool = False) -> HandoffOutcome:
+    """Deliver one hand-off (spec §3.4). Never raises: every failure is in the outcome, the logs and the records.
+    `done`: the channels an earlier attempt delivered (`channel_status` of the outbox row), not sent again; `retry`:
+    an outbox retry, whose failures are the relay's to report (no second alert per attempt)."""
+    try: return await _deliver(request, settings=settings, pool=pool, slack=slack, crm=crm, email=email, sleep=sleep,
+                               done=done or {}, retry=retry)
     except Exception as e:   # a bug here must never reach the orchestrator or kill a relay
         log.critical('handoff_internal_error', alert=True, session_id=request.session_id, error=_err(e))
         return HandoffOutcome(request.session_id, request.handoff_reason, 'total_failure', {}, error=_err(e))
 
 
-async def _deliver(request, *, settings, pool, slack, crm, email, sleep) -> HandoffOutcome:
+async def _deliver(request, *, settings, pool, slack, crm, email, sleep, done, retry) -> HandoffOutcome:
     sid, enabled, when = request.session_id, settings.handoff_channels, iso_utc(request.triggered_at)
     try: packet = generate_context_packet(request.session_state)
     except ContextPacketGenerationError as e:
@@ -709,35 +744,32 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep) -> Hand
         return out
 
     packet = await server_view(pool, packet)
-    if any(c is None and n in enabled for n, c in (('slack', slack), ('crm', crm), ('email', email))):
-        defaults = handoff_clients(settings, pool, sleep=sleep)
-        slack, crm, email = slack or defaults.get('slack'), crm or defaults.get('crm'), email or defaults.get('email')
+    slack, crm, email = _clients(settings, pool, sleep, slack, crm, email)
 
-    crm_task = asyncio.ensure_future(_safe('crm', crm.deliver(request, packet))) if 'crm' in enabled else None
-    slack_task = (asyncio.ensure_future(_safe('slack', slack.deliver(packet, request.business_hours, crm=crm_task)))
-                  if 'slack' in enabled else None)
+    crm_task = (None if 'crm' not in enabled else _earlier('crm', done, crm) if 'crm' in done
+                else asyncio.ensure_future(_safe('crm', crm.deliver(request, packet))))
+    slack_task = (None if 'slack' not in enabled else _earlier('slack', done) if 'slack' in done
+                  else asyncio.ensure_future(_safe('slack', slack.deliver(packet, request.business_hours, crm=crm_task))))
     await asyncio.gather(*(t for t in (crm_task, slack_task) if t is not None))
     res = {'slack': slack_task.result() if slack_task else ChannelResult('slack', 'skipped'),
            'crm': crm_task.result() if crm_task else ChannelResult('crm', 'skipped')}
-    if res['slack'].message_ts and res['crm'].status == 'delivered':     # later updates reply in this thread
+    if res['slack'].message_ts and not res['slack'].earlier and res['crm'].status == 'delivered':   # updates thread here
         ts, chan = res['slack'].message_ts, res['slack'].message_channel
         await _guarded(pool, 'handoff_thread_write_failure', sid, lambda conn: set_lead_thread(conn, sid, chan, ts))
 
-    primaries = [res[c] for c in ('slack', 'crm') if c in enabled]
-    failed = [r for r in primaries if r.status != 'delivered']
-    outcome: Outcome | None = None
-    if primaries: outcome = 'complete' if not failed else 'partial_failure' if len(failed) < len(primaries) else 'total_failure'
+    outcome, failed = primary_outcome(enabled, res)
     for r in failed:
         log.error('handoff_channel_failure', session_id=sid, failed_channel=r.channel, last_http_status=r.last_http_status,
-                  attempt_count=r.attempt_count, triggered_at=when, error=r.error)
-    if outcome == 'partial_failure':
+                  attempt_count=r.attempt_count, triggered_at=when, error=r.error, retry=retry)
+    if outcome == 'partial_failure' and not retry:
         log.warning('handoff_partial_failure', alert=True, session_id=sid, failed_channels=[r.channel for r in failed],
                     triggered_at=when)
-    elif outcome == 'total_failure':
+    elif outcome == 'total_failure' and not retry:
         log.critical('handoff_total_failure', alert=True, session_id=sid, failed_channels=[r.channel for r in failed],
                      triggered_at=when)
 
-    if outcome != 'complete' and 'email' in enabled:
+    if outcome != 'complete' and 'email' in done: res['email'] = earlier_result('email', done['email'])
+    elif outcome != 'complete' and 'email' in enabled:
         res['email'] = await _safe('email', email.deliver(packet, failed_channels=[r.channel for r in failed]))
         if res['email'].status != 'delivered':
             log.critical('fallback_email_failure', alert=True, session_id=sid, attempt_count=res['email'].attempt_count,
@@ -776,16 +808,17 @@ def update_reasons(changes: Sequence[dict]) -> list[str]:
 
 
 async def deliver_update(request: HandoffRequest, changes: Sequence[dict], *, settings: Settings, pool, slack=None, crm=None,
-                         email=None, sleep=asyncio.sleep, outbox_id: int | None = None) -> HandoffOutcome:
-    "Deliver one update of the session's lead. Never raises."
+                         email=None, sleep=asyncio.sleep, outbox_id: int | None = None, done: dict | None = None,
+                         retry: bool = False) -> HandoffOutcome:
+    "Deliver one update of the session's lead (`done`, `retry`: as `deliver_handoff`). Never raises."
     try: return await _deliver_update(request, list(changes), settings=settings, pool=pool, slack=slack, crm=crm, email=email,
-                                      sleep=sleep, outbox_id=outbox_id)
+                                      sleep=sleep, outbox_id=outbox_id, done=done or {}, retry=retry)
     except Exception as e:
         log.critical('handoff_internal_error', alert=True, session_id=request.session_id, error=_err(e), kind='update')
         return HandoffOutcome(request.session_id, request.handoff_reason, 'total_failure', {}, error=_err(e), changes=list(changes))
 
 
-async def _deliver_update(request, changes, *, settings, pool, slack, crm, email, sleep, outbox_id) -> HandoffOutcome:
+async def _deliver_update(request, changes, *, settings, pool, slack, crm, email, sleep, outbox_id, done, retry) -> HandoffOutcome:
     sid, enabled = request.session_id, settings.handoff_channels
     try: packet = await server_view(pool, generate_context_packet(request.session_state))
     except ContextPacketGenerationError as e:
@@ -794,28 +827,25 @@ async def _deliver_update(request, changes, *, settings, pool, slack, crm, email
                              changes=changes)
         await _finish_bookkeeping(pool, request, out, kind='update', outbox_id=outbox_id)
         return out
-    if any(c is None and n in enabled for n, c in (('slack', slack), ('crm', crm), ('email', email))):
-        defaults = handoff_clients(settings, pool, sleep=sleep)
-        slack, crm, email = slack or defaults.get('slack'), crm or defaults.get('crm'), email or defaults.get('email')
-    res = {'crm': (await _safe('crm', crm.deliver(request, packet, update_reasons(changes)))) if 'crm' in enabled
-           else ChannelResult('crm', 'skipped')}
-    if 'slack' in enabled:
+    slack, crm, email = _clients(settings, pool, sleep, slack, crm, email)
+    res = {'crm': ChannelResult('crm', 'skipped') if 'crm' not in enabled else earlier_result('crm', done['crm'], crm)
+           if 'crm' in done else await _safe('crm', crm.deliver(request, packet, update_reasons(changes)))}
+    if 'slack' in done: res['slack'] = earlier_result('slack', done['slack'])
+    elif 'slack' in enabled:
         thread = None
         try:
             async with pool.connection() as conn: thread = await lead_thread(conn, sid)
         except Exception as e: log.warning('handoff_thread_read_failure', session_id=sid, error=_err(e))
         res['slack'] = await _safe('slack', slack.deliver_update(packet, changes, thread, res['crm'].crm_record_url))
     else: res['slack'] = ChannelResult('slack', 'skipped')
-    primaries = [res[c] for c in ('slack', 'crm') if c in enabled]
-    failed = [r for r in primaries if r.status != 'delivered']
-    outcome: Outcome | None = None
-    if primaries: outcome = 'complete' if not failed else 'partial_failure' if len(failed) < len(primaries) else 'total_failure'
+    outcome, failed = primary_outcome(enabled, res)
     for r in failed:
         log.error('handoff_update_channel_failure', session_id=sid, failed_channel=r.channel, error=r.error,
-                  attempt_count=r.attempt_count)
+                  attempt_count=r.attempt_count, retry=retry)
     # the rep reads Slack: the updated email goes out only when Slack failed (or is not used and the CRM failed)
     email_needed = (res['slack'].status == 'failed') if 'slack' in enabled else bool(failed)
-    if email_needed and 'email' in enabled:
+    if email_needed and 'email' in done: res['email'] = earlier_result('email', done['email'])
+    elif email_needed and 'email' in enabled:
         res['email'] = await _safe('email', email.deliver(packet, failed_channels=[r.channel for r in failed], changes=changes))
         if res['email'].status != 'delivered':
             log.critical('fallback_email_failure', alert=True, session_id=sid, kind='update', error=res['email'].error)
@@ -829,9 +859,6 @@ async def _deliver_update(request, changes, *, settings, pool, slack, crm, email
     return out
 
 # %% ../nbs/50_handoff.ipynb #ho000043
-RELAY_MAX_CLAIMS = 3
-
-
 def worst_case_delivery_seconds(settings: Settings, timeout: float = HTTP_TIMEOUT_SECONDS, crm_grace: float = 1.0) -> float:
     "An upper bound of one `deliver_handoff` with default clients (Retry-After waits aside)."
     b = settings.handoff_retry_backoff_seconds
@@ -846,22 +873,81 @@ async def _finish(pool, outbox_id: int, status: str, **kw) -> None:
         log.error('handoff_outbox_finish_failure', outbox_id=outbox_id, error=_err(e))
 
 
+def retry_delay(settings: Settings, retries: int) -> float:
+    "The wait before outbox retry `retries + 1`: the first wait, doubled each time, capped at the longest interval."
+    return min(settings.handoff_retry_first_seconds * 2 ** min(retries, 40), settings.handoff_retry_max_interval_seconds)
+
+
+def delivered_channels(channel_status: dict) -> dict:
+    "The channels an outbox row's earlier attempts delivered."
+    return {k: v for k, v in channel_status.items() if isinstance(v, dict) and v.get('status') == 'delivered'}
+
+
+def merge_channel_status(before: dict, channels: dict[str, ChannelResult]) -> dict:
+    "The row's record of each channel after an attempt (a channel this attempt skipped keeps what it had)."
+    now, out = iso_utc(datetime.now(timezone.utc)), dict(before)
+    for name, r in channels.items():
+        if r.earlier or (r.status == 'skipped' and name in out): continue
+        out[name] = {k: v for k, v in dict(
+            status=r.status, attempts=r.attempt_count, at=now, error=r.error, last_http_status=r.last_http_status,
+            crm_record_id=r.crm_record_id, message_ts=r.message_ts, message_channel=r.message_channel).items() if v is not None}
+    return out
+
+
+def undelivered(settings: Settings, channel_status: dict) -> list[str]:
+    "The enabled channels the rep still lacks: the primaries not delivered (the email when it is the only channel)."
+    primaries = [c for c in ('slack', 'crm') if c in settings.handoff_channels] or ['email']
+    return [c for c in primaries if channel_status.get(c, {}).get('status') != 'delivered']
+
+
+async def _settle(pool, settings: Settings, item: OutboxItem, out: HandoffOutcome | None, error: str | None = None) -> str:
+    "Record an attempt of `item`: delivered; or back on the outbox with backoff; or dead-lettered past its horizon."
+    status = merge_channel_status(item.channel_status, out.channels if out else {})
+    error = error or (out.error if out else None)
+    error = error[:1000] if error else None
+    if out is not None and out.outcome == 'complete':
+        await _finish(pool, item.id, 'delivered', channel_status=status)
+        return 'delivered'
+    final, delay = out.outbox_status if out else 'failed', retry_delay(settings, item.retries)
+    try:
+        async with pool.connection() as conn:
+            again = await retry_handoff(conn, item.id, final_status=final, error=error, channel_status=status,
+                                        delay_seconds=delay, horizon_seconds=settings.handoff_retry_horizon_seconds)
+    except Exception as e:   # the lease expires and another relay tries again
+        log.error('handoff_outbox_finish_failure', outbox_id=item.id, error=_err(e))
+        return item.status
+    fields = dict(outbox_id=item.id, session_id=item.session_id, kind=item.kind, retries=item.retries + 1,
+                  failed_channels=undelivered(settings, status))
+    if again:
+        log.warning('handoff_retry_scheduled', retry_in_seconds=delay, **fields)
+        return 'pending'
+    log.critical('handoff_dead_lettered', alert=True, status=final, horizon_seconds=settings.handoff_retry_horizon_seconds,
+                 error=error, **fields)
+    return final
+
+
+async def _attempt(pool, settings: Settings, item: OutboxItem, request: HandoffRequest, deliver, *, done: dict):
+    "One delivery attempt of an outbox row (`done`: the channels not to send again)."
+    retry = item.retries > 0
+    if item.kind == 'update':
+        return await deliver_update(request, item.changes, settings=settings, pool=pool, outbox_id=item.id, done=done,
+                                    retry=retry)
+    return await deliver(request, settings=settings, pool=pool, done=done, retry=retry)
+
+
 async def _relay_item(pool, settings: Settings, item: OutboxItem, deliver, worker: str) -> None:
     try: request = HandoffRequest.model_validate(item.request)
-    except ValidationError as e:
-        log.error('handoff_request_invalid', outbox_id=item.id, session_id=item.session_id, error=_err(e))
-        return await _finish(pool, item.id, 'failed', error=f'invalid request: {_err(e)}')
-    try:
-        if item.kind == 'update':
-            out = await deliver_update(request, item.changes, settings=settings, pool=pool, outbox_id=item.id)
-        else: out = await deliver(request, settings=settings, pool=pool)
-    except Exception as e:
-        again = item.attempts < RELAY_MAX_CLAIMS
+    except ValidationError as e:   # can never be delivered: a dead letter at once
+        log.critical('handoff_dead_lettered', alert=True, outbox_id=item.id, session_id=item.session_id, kind=item.kind,
+                     status='failed', error=f'invalid request: {_err(e)}'[:300])
+        return await _finish(pool, item.id, 'failed', error=f'invalid request: {_err(e)}', dead=True)
+    out, error = None, None
+    try: out = await _attempt(pool, settings, item, request, deliver, done=delivered_channels(item.channel_status))
+    except Exception as e:   # the default `deliver` never raises; a custom one may
         log.error('handoff_relay_failure', worker=worker, outbox_id=item.id, session_id=item.session_id, error=_err(e),
-                  retry=again)
-        return await _finish(pool, item.id, 'pending' if again else 'failed', error=_err(e),
-                             retry_in_seconds=60 if again else None)
-    await _finish(pool, item.id, out.outbox_status, error=out.error[:1000] if out.error else None)
+                  retry=True)
+        error = _err(e)
+    await _settle(pool, settings, item, out, error)
 
 
 async def relay_once(pool, settings: Settings, *, worker: str, limit: int = 10, deliver=deliver_handoff,
@@ -905,7 +991,7 @@ async def replay_handoff(pool, settings: Settings, outbox_id: int, *, dry_run: b
         msg = fallback_email(packet, to=settings.fallback_email_address, sender=fallback_sender(settings))
         return {**base, 'slack_blocks': slack_blocks(packet, request.business_hours, None),
                 'crm_payload': crm_payload(packet), 'email': str(msg)}
-    if item.kind == 'update': out = await deliver_update(request, item.changes, settings=settings, pool=pool, outbox_id=item.id)
-    else: out = await deliver(request, settings=settings, pool=pool)
-    await _finish(pool, item.id, out.outbox_status, error=out.error[:1000] if out.error else None)
-    return {**base, 'status': out.outbox_status, **out.summary()}
+    # an undelivered row sends what has not arrived; a delivered one is sent again whole (the operator asked)
+    done = delivered_channels(item.channel_status) if item.status != 'delivered' else {}
+    out = await _attempt(pool, settings, item, request, deliver, done=done)
+    return {**base, 'status': await _settle(pool, settings, item, out), **out.summary()}

@@ -21,10 +21,10 @@ __all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'ContactF
            'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event',
            'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting', 'set_lead_thread',
            'lead_thread', 'OutboxItem', 'enqueue_handoff', 'has_handoff', 'enqueue_update', 'claim_handoffs',
-           'finish_handoff', 'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record',
-           'list_handoff_records', 'ContactEntry', 'ConsentRecord', 'add_contact', 'contact_history', 'record_consent',
-           'deliveries', 'consent_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts',
-           'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
+           'finish_handoff', 'retry_handoff', 'dead_letters', 'get_outbox_item', 'set_handoff_triggered',
+           'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'ContactEntry', 'ConsentRecord',
+           'add_contact', 'contact_history', 'record_consent', 'deliveries', 'consent_records', 'StaffUser',
+           'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -300,6 +300,9 @@ class OutboxItem(_Row):
     kind: Literal['handoff', 'update'] = 'handoff'
     change_key: str | None = None
     changes: list = Field(default_factory=list)
+    channel_status: dict = Field(default_factory=dict)    # each channel's last result: a retry skips what arrived
+    retries: int = 0                                      # outbox retries so far (after the immediate attempts)
+    dead_lettered_at: datetime | None = None              # past its retry horizon: an operator replays it
 
 
 async def enqueue_handoff(conn, *, session_id: str, handoff_reason: str, request: dict) -> int | None:
@@ -337,22 +340,53 @@ async def claim_handoffs(conn, *, worker: str, limit: int = 10, lease_seconds: f
            WHERE o.id IN (SELECT id FROM handoff_outbox h
                           WHERE status IN ('pending', 'in_progress') AND available_at <= now()
                             AND NOT EXISTS (SELECT 1 FROM handoff_outbox p WHERE p.session_id = h.session_id
-                                              AND p.id < h.id AND p.status IN ('pending', 'in_progress'))
+                                              AND p.id < h.id AND (p.status = 'in_progress'
+                                                                   OR p.status = 'pending' AND p.retries = 0))
                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %(n)s)
            RETURNING o.*''', dict(w=worker, lease=float(lease_seconds), n=limit))
     return sorted((OutboxItem.model_validate(r) for r in await cur.fetchall()), key=lambda i: i.id)
 
 
 async def finish_handoff(conn, outbox_id: int, status: OutboxStatus, *, error: str | None = None,
-                         retry_in_seconds: float | None = None) -> None:
-    "Record a relay's result; with `retry_in_seconds` the row goes back to pending for a later attempt."
+                         retry_in_seconds: float | None = None, channel_status: dict | None = None,
+                         dead: bool = False) -> None:
+    """Record a relay's result: final (`dead`: undelivered and past its horizon, a dead letter), or with
+    `retry_in_seconds` back to pending for a later attempt."""
     if retry_in_seconds is not None:
         await conn.execute('''UPDATE handoff_outbox SET status = 'pending', last_error = %s,
                               available_at = now() + make_interval(secs => %s) WHERE id = %s''',
                            [error, float(retry_in_seconds), outbox_id])
-    else:
-        await conn.execute('UPDATE handoff_outbox SET status = %s, last_error = %s, finished_at = now() WHERE id = %s',
-                           [status, error, outbox_id])
+        return
+    await conn.execute('''UPDATE handoff_outbox SET status = %(s)s, last_error = %(e)s, finished_at = now(),
+                                 channel_status = coalesce(%(cs)s, channel_status),
+                                 dead_lettered_at = CASE WHEN %(dead)s THEN now() END WHERE id = %(id)s''',
+                       dict(s=status, e=error, cs=Jsonb(channel_status) if channel_status is not None else None,
+                            dead=dead, id=outbox_id))
+
+
+async def retry_handoff(conn, outbox_id: int, *, final_status: OutboxStatus, error: str | None, channel_status: dict,
+                        delay_seconds: float, horizon_seconds: float) -> bool:
+    """Put a failed row back on the outbox for `delay_seconds` — unless that ends past `horizon_seconds` after it was
+    queued: then it is dead-lettered with `final_status`. Returns whether it will be retried (the database's clock)."""
+    row = await (await conn.execute(
+        '''UPDATE handoff_outbox o SET last_error = %(e)s, channel_status = %(cs)s, retries = o.retries + 1,
+                  status = CASE WHEN x.again THEN 'pending' ELSE %(final)s END,
+                  available_at = CASE WHEN x.again THEN now() + make_interval(secs => %(d)s) ELSE o.available_at END,
+                  finished_at = CASE WHEN x.again THEN NULL ELSE now() END,
+                  dead_lettered_at = CASE WHEN x.again THEN NULL ELSE now() END
+           FROM (SELECT now() + make_interval(secs => %(d)s) <= created_at + make_interval(secs => %(h)s) AS again
+                 FROM handoff_outbox WHERE id = %(id)s) x
+           WHERE o.id = %(id)s RETURNING x.again''',
+        dict(e=error, cs=Jsonb(channel_status), final=final_status, d=float(delay_seconds), h=float(horizon_seconds),
+             id=outbox_id))).fetchone()
+    return bool(row and row['again'])
+
+
+async def dead_letters(conn, limit: int = 50) -> list[OutboxItem]:
+    "Hand-offs past their retry horizon that no replay has delivered yet, newest first."
+    cur = await conn.execute('''SELECT * FROM handoff_outbox WHERE dead_lettered_at IS NOT NULL AND status <> 'delivered'
+                              ORDER BY id DESC LIMIT %s''', [limit])
+    return [OutboxItem.model_validate(r) for r in await cur.fetchall()]
 
 
 async def get_outbox_item(conn, outbox_id: int) -> OutboxItem | None:

@@ -628,18 +628,19 @@ async def test_relay_records_each_outcome_in_the_outbox(pg, smtp, rx):
     await enqueue(pool, partial_req)
     async with pool.connection() as c:
         await enqueue_handoff(c, session_id='ho-garbage', handoff_reason='stall', request={'not': 'a request'})
-    assert await relay_once(pool, hsettings(url, smtp, rx), worker='r1') == 2
+    final = dict(handoff_retry_horizon_seconds=0)      # no outbox retries: the first result is final
+    assert await relay_once(pool, hsettings(url, smtp, rx, **final), worker='r1') == 2
     await enqueue(pool, total_req)
-    assert await relay_once(pool, hsettings(url, smtp, rx, handoff_channels='slack,email'), worker='r2') == 1
+    assert await relay_once(pool, hsettings(url, smtp, rx, handoff_channels='slack,email', **final), worker='r2') == 1
 
-    async def broken_deliver(request, *, settings, pool): raise RuntimeError('bug in a custom deliver')
+    async def broken_deliver(request, *, settings, pool, **kw): raise RuntimeError('bug in a custom deliver')
     await enqueue(pool, crash_req)
     with capture_logs() as logs:
         assert await relay_once(pool, hsettings(url, smtp, rx), worker='r3', deliver=broken_deliver) == 1
     assert events(logs, 'handoff_relay_failure')[0]['retry'] is True
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
         rows = {r[0]: r[1:] for r in await (await c.execute(
-            'SELECT session_id, status, last_error, available_at > now() + interval \'30 seconds\' FROM handoff_outbox')).fetchall()}
+            'SELECT session_id, status, last_error, available_at > now() + interval \'20 seconds\' FROM handoff_outbox')).fetchall()}
     assert rows[partial_req.session_id][:2] == ('partial_failure', 'slack: channel_is_archived')
     assert rows[total_req.session_id][0] == 'failed'
     assert rows['ho-garbage'][0] == 'failed' and rows['ho-garbage'][1].startswith('invalid request')
@@ -825,3 +826,143 @@ async def test_replay_dry_run_and_redelivery(db, smtp, rx):
         assert len(await list_handoff_records(c, session_id=req.session_id)) == 6   # two deliveries × three channels
     with pytest.raises(LookupError, match='no row'):
         await replay_handoff(pool, settings, 10**9, dry_run=True)
+
+
+# --- retries that outlive an outage (issue 16 item 2) ---------------------------------------------
+
+async def outbox_row(url, oid) -> dict:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row) as c:
+        return await (await c.execute(
+            '''SELECT status, retries, channel_status, dead_lettered_at, last_error, finished_at,
+                      extract(epoch FROM available_at - now()) AS due_in FROM handoff_outbox WHERE id = %s''',
+            [oid])).fetchone()
+
+
+async def make_due(url, oid):
+    "The clock moves on to the row's next attempt (the row is older by as much as it had to wait)."
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as c:
+        await c.execute('''UPDATE handoff_outbox SET created_at = created_at - greatest(available_at - now(), interval '0'),
+                                  available_at = now() WHERE id = %s''', [oid])
+
+
+def slack_posts(rx, company) -> int:
+    return sum(1 for b in rx.bodies() if f'Hot Lead — {company}' in str(b))
+
+
+async def test_slack_down_for_an_hour_then_back_delivers_once_without_repeating_other_channels(db, smtp, rx):
+    "The rep's view: Slack was down; the CRM lead and the fallback email arrived at once, Slack's post arrives when it is back."
+    url, pool = db
+    settings = hsettings(url, smtp, rx)
+    req = await new_request(pool, company='Outage Co')
+    oid = await enqueue(pool, req)
+    rx.default = status(500)
+    mails = len(smtp.inbox.messages)
+    with capture_logs() as logs:
+        assert await relay_once(pool, settings, worker='r1') == 1
+    row = await outbox_row(url, oid)
+    assert row['status'] == 'pending' and row['retries'] == 1 and row['dead_lettered_at'] is None
+    assert 25 < row['due_in'] <= 30                                  # the first outbox retry: 30 s later
+    assert row['channel_status']['crm']['status'] == 'delivered' and row['channel_status']['email']['status'] == 'delivered'
+    assert row['channel_status']['slack']['status'] == 'failed'
+    [sched] = events(logs, 'handoff_retry_scheduled')
+    assert sched['failed_channels'] == ['slack'] and sched['retry_in_seconds'] == 30 and sched['outbox_id'] == oid
+    assert len(smtp.inbox.messages) == mails + 1                     # the rep has the lead by email meanwhile
+    assert await relay_once(pool, settings, worker='r1') == 0        # not due yet: nobody hammers a receiver that is down
+
+    for retry, wait in ((2, 60), (3, 120)):                          # still down: each wait twice the last
+        await make_due(url, oid)
+        assert await relay_once(pool, settings, worker='r1') == 1
+        row = await outbox_row(url, oid)
+        assert row['status'] == 'pending' and row['retries'] == retry and wait - 5 < row['due_in'] <= wait
+
+    rx.default = ok()                                                # Slack is back
+    refused = slack_posts(rx, 'Outage Co')                           # the receiver keeps the requests it answered 500
+    await make_due(url, oid)
+    assert await relay_once(pool, settings, worker='r1') == 1
+    row = await outbox_row(url, oid)
+    assert row['status'] == 'delivered' and row['finished_at'] is not None and row['last_error'] is None
+    assert {k: v['status'] for k, v in row['channel_status'].items()} == {'slack': 'delivered', 'crm': 'delivered',
+                                                                          'email': 'delivered'}
+    assert slack_posts(rx, 'Outage Co') == refused + 1               # posted once, when it could be
+    assert len(smtp.inbox.messages) == mails + 1                     # the email was not sent again
+    async with pool.connection() as c:
+        assert len(await leads_for_session(c, req.session_id)) == 1
+        recs = await list_handoff_records(c, session_id=req.session_id)
+    assert sorted((r.channel, r.status) for r in recs if r.channel == 'crm') == [('crm', 'delivered')]   # CRM once
+    assert (await get_session_flag(pool, req.session_id)) is True
+
+
+async def get_session_flag(pool, sid):
+    async with pool.connection() as c: return (await get_session(c, sid)).handoff_triggered
+
+
+async def test_backoff_is_capped_and_a_row_past_its_horizon_is_dead_lettered(db, smtp, rx):
+    "The operator's view: a channel down for longer than the horizon raises a CRITICAL alert, once, and stays visible."
+    url, pool = db
+    settings = hsettings(url, smtp, rx, handoff_retry_first_seconds=100, handoff_retry_max_interval_seconds=150,
+                         handoff_retry_horizon_seconds=450)
+    req = await new_request(pool, company='Horizon Co')
+    oid = await enqueue(pool, req)
+    rx.default = status(503)
+    waits = []
+    with capture_logs() as logs:
+        for _ in range(4):
+            assert await relay_once(pool, settings, worker='r2') == 1
+            row = await outbox_row(url, oid)
+            if row['status'] != 'pending': break
+            waits.append(round(row['due_in'] / 50) * 50)
+            await make_due(url, oid)
+    assert waits == [100, 150, 150]                                  # doubled, then capped at the longest interval
+    assert row['status'] == 'partial_failure' and row['dead_lettered_at'] is not None and row['finished_at'] is not None
+    [dead] = events(logs, 'handoff_dead_lettered')
+    assert dead['log_level'] == 'critical' and dead['alert'] is True and dead['failed_channels'] == ['slack']
+    assert 'visitor' not in str(dead) and '@' not in str(dead)       # no PII in the alert
+    assert await relay_once(pool, settings, worker='r2') == 0        # dead letters are not retried by themselves
+
+    # one click: the replay sends only what has not arrived, and the row leaves the dead letters
+    rx.default = ok()
+    mails, leads_before = len(smtp.inbox.messages), await count_leads(pool, req.session_id)
+    refused = slack_posts(rx, 'Horizon Co')
+    res = await replay_handoff(pool, settings, oid, dry_run=False)
+    assert res['status'] == 'delivered' and res['outcome'] == 'complete'
+    assert res['channels']['crm']['status'] == 'delivered' and res['channels']['crm']['earlier'] is True
+    row = await outbox_row(url, oid)
+    assert row['status'] == 'delivered' and row['dead_lettered_at'] is None
+    assert slack_posts(rx, 'Horizon Co') == refused + 1 and len(smtp.inbox.messages) == mails
+    assert await count_leads(pool, req.session_id) == leads_before == 1
+
+
+async def count_leads(pool, sid) -> int:
+    async with pool.connection() as c: return len(await leads_for_session(c, sid))
+
+
+async def test_no_horizon_means_the_first_failure_is_final(db, smtp, rx):
+    url, pool = db
+    settings = hsettings(url, smtp, rx, handoff_retry_horizon_seconds=0, handoff_channels='slack,email')
+    req = await new_request(pool, company='Final Co')
+    oid = await enqueue(pool, req)
+    rx.default = permanent('channel_is_archived')
+    with capture_logs() as logs:
+        assert await relay_once(pool, settings, worker='r3') == 1
+    row = await outbox_row(url, oid)
+    assert row['status'] == 'failed' and row['dead_lettered_at'] is not None and row['retries'] == 1   # Slack was all
+    assert row['channel_status']['email']['status'] == 'delivered'  # ... though the rep has the fallback email
+    assert events(logs, 'handoff_dead_lettered') and not events(logs, 'handoff_retry_scheduled')
+
+
+async def test_a_retrying_hand_off_does_not_hold_back_the_sessions_updates(db, smtp, rx):
+    "An update of a lead whose Slack post is waiting for a retry still reaches the CRM at once."
+    url, pool = db
+    settings = hsettings(url, smtp, rx)
+    req = await new_request(pool, company='Update Co')
+    oid = await enqueue(pool, req)
+    rx.default = status(500)
+    assert await relay_once(pool, settings, worker='r4') == 1
+    assert (await outbox_row(url, oid))['status'] == 'pending'
+    upd, changes = update_of(req, 'later@update.example')
+    async with pool.connection() as c:
+        uid = await enqueue_update(c, session_id=req.session_id, handoff_reason=req.handoff_reason, change_key='turn:2',
+                                   changes=changes, request=upd.model_dump(mode='json'))
+    assert await relay_once(pool, settings, worker='r4') == 1        # the update, not the waiting hand-off
+    urow = await outbox_row(url, uid)
+    assert urow['channel_status']['crm']['status'] == 'delivered' and urow['status'] == 'pending'
