@@ -26,13 +26,13 @@ from . import calibrate as cal
 from .config import ConfigurationError, Settings, get_settings
 from .db import DatabaseError, create_checkpointer, embedded_pgdata, migrate, open_database
 from .graph import HandoffRequest
-from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks
+from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
 from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, Lead, OutboxItem, OutboxStatus,
-                            SessionFilter, SessionRow, consent_records, contact_history, count_sessions, deliveries,
-                            get_session, get_transcript, leads_for_session, list_events, list_handoff_records,
-                            list_sessions)
+                            SessionFilter, SessionRow, consent_records, contact_history, count_sessions, dead_letters,
+                            deliveries, get_session, get_transcript, leads_for_session, list_events,
+                            list_handoff_records, list_sessions)
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .staff import (LoginResult, StaffSession, active_staff, audit, authenticate, authorize_oidc,
                             MAX_PASSWORD_CHARS)
@@ -45,13 +45,14 @@ __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_
            'SessionQuery', 'SessionPage', 'session_page', 'local', 'session_table', 'SessionDetail', 'valid_session_id',
            'outbox_for_session', 'load_session', 'follow_through_tables', 'session_flags', 'TimelineRow',
            'qualification_timeline', 'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView',
-           'rep_view', 'rep_views', 'HandoffQuery', 'HandoffRow', 'handoff_page', 'handoff_table', 'ReplayPreview',
-           'replay_preview', 'redeliver', 'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals',
-           'lead_level_distribution', 'failure_events', 'funnel_figure', 'funnel_days_figure', 'lead_level_figure',
-           'failures_figure', 'calibration_paths', 'embedding_model_name', 'CalibrationRun', 'run_calibration',
-           'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog',
-           'ScoredChunk', 'try_query', 'console_settings', 'console_backend', 'oidc_providers', 'client_id',
-           'current_staff', 'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page']
+           'rep_view', 'rep_views', 'HandoffQuery', 'HandoffRow', 'handoff_page', 'retry_label', 'handoff_table',
+           'ReplayPreview', 'replay_preview', 'DeadLetter', 'dead_letter_list', 'redeliver', 'DateRange', 'FunnelDay',
+           'funnel_by_day', 'funnel_totals', 'lead_level_distribution', 'failure_events', 'funnel_figure',
+           'funnel_days_figure', 'lead_level_figure', 'failures_figure', 'calibration_paths', 'embedding_model_name',
+           'CalibrationRun', 'run_calibration', 'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure',
+           'changelog_text', 'write_changelog', 'ScoredChunk', 'try_query', 'console_settings', 'console_backend',
+           'oidc_providers', 'client_id', 'current_staff', 'sign_in_form', 'sign_out', 'authenticated', 'require_staff',
+           'sign_in_page']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -495,6 +496,9 @@ class HandoffRow:
     channels: dict[str, str]
     outcome: str | None
     visitor_email: str | None
+    retries: int = 0
+    next_attempt_at: datetime | None = None     # a row waiting for an outbox retry
+    dead_lettered_at: datetime | None = None
 
 
 async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
@@ -506,6 +510,8 @@ async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
     total = (await (await conn.execute(f'SELECT count(*) AS n FROM handoff_outbox o {where}', args)).fetchone())['n']
     cur = await conn.execute(f'''
         SELECT o.id, o.session_id, o.handoff_reason, o.status, o.attempts, o.created_at, o.finished_at, o.last_error,
+               o.retries, o.dead_lettered_at,
+               CASE WHEN o.status = 'pending' AND o.retries > 0 THEN o.available_at END AS next_attempt_at,
                o.request->>'lead_level' AS lead_level, o.request->'session_state'->>'visitor_email' AS visitor_email,
                (SELECT coalesce(jsonb_object_agg(channel, status), '{{}}'::jsonb) FROM (
                     SELECT DISTINCT ON (channel) channel, status FROM handoff_records r
@@ -517,14 +523,23 @@ async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
         {**args, 'limit': q.page_size, 'offset': (q.page - 1) * q.page_size})
     rows = [HandoffRow(r['id'], r['session_id'], r['handoff_reason'], r['lead_level'], r['status'], r['attempts'],
                        r['created_at'], r['finished_at'], r['last_error'],
-                       {c: r['channels'].get(c, '—') for c in CHANNELS}, r['outcome'], r['visitor_email'])
+                       {c: r['channels'].get(c, '—') for c in CHANNELS}, r['outcome'], r['visitor_email'],
+                       r['retries'], r['next_attempt_at'], r['dead_lettered_at'])
             for r in await cur.fetchall()]
     return rows, total
 
 
+def retry_label(r: HandoffRow, tz: ZoneInfo) -> str:
+    "What the outbox will do next with a row: its next retry, or that it is a dead letter."
+    if r.dead_lettered_at and r.status != 'delivered': return f'dead letter since {local(r.dead_lettered_at, tz)}'
+    if r.next_attempt_at: return f'retry {r.retries + 1} at {local(r.next_attempt_at, tz)}'
+    return ''
+
+
 def handoff_table(rows: Sequence[HandoffRow], tz: ZoneInfo) -> list[dict]:
     return [{'id': r.outbox_id, 'queued': local(r.created_at, tz), 'reason': r.handoff_reason, 'lead': r.lead_level or '',
-             'status': r.status, **{('fallback email' if c == 'email' else c): v for c, v in r.channels.items()},
+             'status': r.status, 'next': retry_label(r, tz),
+             **{('fallback email' if c == 'email' else c): v for c, v in r.channels.items()},
              'outcome': r.outcome or '', 'attempts': r.attempts, 'visitor': printable(r.visitor_email),
              'error': printable(r.last_error)[:200], 'session': r.session_id}
             for r in rows]
@@ -547,6 +562,26 @@ async def replay_preview(pool, settings: Settings, outbox_id: int) -> ReplayPrev
     r = await replay_handoff(pool, settings, int(outbox_id), dry_run=True)
     return ReplayPreview(r['outbox_id'], r['session_id'], r['handoff_reason'], r['status'], r['slack_blocks'],
                          SlackCard.of(r['slack_blocks']), r['crm_payload'], r['email'])
+
+
+@dataclass
+class DeadLetter:
+    "A hand-off past its retry horizon: what the banner of the Hand-offs page lists."
+    outbox_id: int
+    session_id: str
+    kind: str
+    handoff_reason: str
+    status: str
+    missing: list[str]          # the channels that never arrived
+    dead_since: str             # in the team's time zone
+    error: str
+
+
+async def dead_letter_list(conn, settings: Settings, limit: int = 20) -> list[DeadLetter]:
+    "The dead letters, newest first, with the channels each is missing."
+    return [DeadLetter(d.id, d.session_id, d.kind, d.handoff_reason, d.status, undelivered(settings, d.channel_status),
+                       local(d.dead_lettered_at, settings.team_tz), printable(d.last_error)[:200])
+            for d in await dead_letters(conn, limit)]
 
 
 async def redeliver(pool, settings: Settings, outbox_id: int, *, staff: str) -> dict:

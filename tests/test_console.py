@@ -355,6 +355,31 @@ def test_handoffs_replay_dry_run_then_confirmed_redelivery(seeded):
     assert 'No hand-offs match.' in texts(at)
 
 
+def test_a_dead_letter_is_a_red_banner_with_a_one_click_replay(seeded):
+    "The operator at 3 a.m.: a hand-off that never reached the CRM is the first thing on the page, and one click fixes it."
+    url, hot = seeded['url'], seeded['sids']['hot']
+    (item,) = q(url, "SELECT id FROM handoff_outbox WHERE session_id = %s AND kind = 'handoff'", hot)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("""UPDATE handoff_outbox SET status = 'failed', dead_lettered_at = now(), channel_status = '{}',
+                     last_error = 'crm: connection refused' WHERE id = %s""", [item['id']])
+    at = as_staff('pages/handoffs.py')
+    assert not at.exception
+    [banner] = [e.value for e in at.error]
+    assert 'could not be delivered' in banner and 'only what did not arrive is sent' in banner
+    assert any(f"#{item['id']}" in m.value and 'missing: **crm**' in m.value and 'connection refused' in m.value
+               for m in at.markdown)
+    assert table(at).set_index('id').loc[item['id'], 'next'].startswith('dead letter since')
+    leads = q(url, "SELECT count(*) AS n FROM leads WHERE session_id = %s", hot)[0]['n']
+    at.button(key=f"h_dead_{item['id']}").click().run()
+    assert not at.exception and not at.error                         # the banner is gone
+    assert any(f"Hand-off #{item['id']} re-delivered: complete" in s.value for s in at.success)
+    (row,) = q(url, 'SELECT status, dead_lettered_at FROM handoff_outbox WHERE id = %s', item['id'])
+    assert row['status'] == 'delivered' and row['dead_lettered_at'] is None
+    assert q(url, "SELECT count(*) AS n FROM leads WHERE session_id = %s", hot)[0]['n'] == leads == 1
+    (a,) = q(url, "SELECT detail FROM staff_audit WHERE action = 'handoff.redeliver' ORDER BY id DESC LIMIT 1")
+    assert a['detail']['outbox_id'] == item['id']
+
+
 # --- RAG tuning --------------------------------------------------------------------------------------
 
 def metric(at, label):

@@ -1,12 +1,37 @@
-"Hand-offs: per-channel status, dry-run replay, confirmed re-delivery."
+"Hand-offs: dead letters first (one-click replay), per-channel status, dry-run replay, confirmed re-delivery."
 import streamlit as st
 
-from leadchat.console import (HANDOFF_REASONS, OUTBOX_STATUSES, ConsoleInputError, HandoffQuery, handoff_page,
-                              handoff_table, redeliver, replay_preview, require_staff)
+from leadchat.console import (HANDOFF_REASONS, OUTBOX_STATUSES, ConsoleInputError, HandoffQuery, dead_letter_list,
+                              handoff_page, handoff_table, redeliver, replay_preview, require_staff)
 
 staff, backend = require_staff()
 tz = backend.settings.team_tz
 st.title('Hand-offs')
+
+
+def show_result(res: dict) -> None:
+    channels = ', '.join(f"{k} {v['status']}" + (' (earlier)' if v.get('earlier') else '')
+                         for k, v in res.get('channels', {}).items())
+    (st.success if res.get('outcome') == 'complete' else st.warning)(
+        f"Hand-off #{res['outbox_id']} re-delivered: {res.get('outcome')} ({channels})")
+
+
+dead = backend.conn(dead_letter_list, backend.settings)
+if dead:
+    hours = backend.settings.handoff_retry_horizon_seconds / 3600
+    with st.container(border=True):
+        st.error(f'**{len(dead)} hand-off{"s" * (len(dead) != 1)} could not be delivered** within the retry horizon '
+                 f'({hours:g} h). The rep may not have {"these leads" if len(dead) != 1 else "this lead"} in the channels '
+                 'listed. Fix the channel, then replay: only what did not arrive is sent.', icon='🚨')
+        for d in dead:
+            c1, c2 = st.columns([5, 1])
+            c1.markdown(f'**#{d.outbox_id}** · {d.kind} · {d.handoff_reason} · missing: **{", ".join(d.missing) or "—"}** · '
+                        f'since {d.dead_since}  \n`{d.error or "no error recorded"}`')
+            if c2.button(f'Replay #{d.outbox_id}', key=f'h_dead_{d.outbox_id}', type='primary'):
+                st.session_state['h_result'] = backend.run(redeliver(backend.pool, backend.settings, d.outbox_id,
+                                                                     staff=staff.username))
+                st.rerun()
+if (res := st.session_state.pop('h_result', None)) is not None: show_result(res)
 
 c = st.columns(2)
 status = c[0].selectbox('Status', ['any', *OUTBOX_STATUSES], key='h_status')
@@ -64,7 +89,3 @@ else:
     if b2.button('Cancel', key='h_no'):
         st.session_state.pop('h_confirm')
         st.rerun()
-if (res := st.session_state.pop('h_result', None)) is not None:
-    channels = ', '.join(f"{k} {v['status']}" for k, v in res.get('channels', {}).items())
-    (st.success if res.get('outcome') == 'complete' else st.warning)(
-        f"Hand-off #{res['outbox_id']} re-delivered: {res.get('outcome')} ({channels})")
