@@ -25,8 +25,8 @@ __all__ = ['MAX_EVIDENCE', 'SHORT_SENTENCE', 'MAX_MATCHES', 'HUMAN_REQUEST_RULES
            'CONSULTANT_SELF_RULES', 'REFERRAL_RULES', 'DECISION_RULES', 'AUTHORITY_RULES', 'AUTHORITY_WEAK_RULES',
            'COMPANY_RULES', 'SMALL_COMPANY', 'TIMING_RULES', 'TIMING_WEAK_RULES', 'PROBLEM_PAIN_RULES',
            'PROBLEM_IMPLICIT_RULES', 'EMAIL_RE', 'NAME_RULES', 'COMPANY_NAME_RULES', 'SIGNAL_THRESHOLD',
-           'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds', 'readable',
-           'reader_text', 'extract_delta']
+           'DISQUALIFY_THRESHOLD', 'CLARIFY_FLOOR', 'MAX_MESSAGE_CHARS', 'Rule', 'Thresholds', 'foreign_language',
+           'readable', 'reader_text', 'extract_delta']
 
 # %% ../nbs/31_extract.ipynb #ex000007
 _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '"', '\u201d': '"',
@@ -969,6 +969,26 @@ _ENGLISH_TERSE = re.compile(r"\b(?:people|ppl|staff|employees|headcount|company|
                             r"quarter|month|week|years?|team|manager|head|lead|chief|owner|founder|here|asap|soon)\b", re.IGNORECASE)
 
 
+# function words of the other languages our visitors write (Spanish, Portuguese, Catalan, French, Italian, German, Dutch,
+# Polish) that are not English words too ("a", "in", "no", "per", "est", "van", "com" are left out)
+_FOREIGN = re.compile(r"\b(?:de|da|el|la|los|las|del|que|y|en|por|para|con|una|unos|unas|es|somos|soy|estamos|queremos|tenemos|"
+                      r"nuestr[oa]s?|hola|buenas|gracias|pero|como|más|muy|también|sus|um|uma|não|nosso|nossa|sou|temos|olá|"
+                      r"obrigad[oa]|você|vocês|é|são|está|estão|qual|cerca|le|les|des|du|et|une|nous|vous|je|suis|sommes|avec|pour|"
+                      r"dans|sur|bonjour|merci|notre|nos|votre|vos|pas|qui|quels?|quelles?|environ|il|lo|gli|della|delle|che|sono|"
+                      r"siamo|vogliamo|abbiamo|nostr[oaie]|buongiorno|grazie|der|die|das|und|ist|ein|eine|einen|einem|wir|ich|mit|"
+                      r"für|auf|sind|nicht|unser|unsere|unseren|guten|hallo|danke|bei|von|möchten|habt|ihr|het|een|ik|wij|bij|voor|"
+                      r"niet|onze|goedemiddag|goedemorgen|willen|graag|som|amb|els|voldríem|treballeu|bon|dia|jest|się|nie|"
+                      r"jestem|jesteśmy|chcemy|mamy|dzień|dobry|dla|oraz|czy)\b", re.IGNORECASE)
+_ADDRESS = re.compile(r"\S+@\S+|https?://\S+|\b[\w.-]+\.(?:com|org|net|io|es|pt|de|fr|nl|it|pl)\b", re.IGNORECASE)
+
+
+def foreign_language(text: str) -> bool:
+    "Written in another language: its function words outnumber English ones two to one (three at least)."
+    t = _ADDRESS.sub(' ', text)
+    other = len(_FOREIGN.findall(t))
+    return other >= 3 and other > 2 * len(_ENGLISH.findall(t))
+
+
 def readable(text: str) -> bool:
     "English prose the learned readers can judge: mostly letters, and an English function word in longer messages."
     chars = [c for c in text if not c.isspace()]
@@ -976,7 +996,7 @@ def readable(text: str) -> bool:
     letters = sum(c.isascii() and c.isalpha() for c in chars)
     if letters / len(chars) < 0.6: return False
     words = re.findall(r"[A-Za-z']+", text)
-    return len(words) < 3 or bool(_ENGLISH.search(text)) or bool(_ENGLISH_TERSE.search(text))
+    return (len(words) < 3 or bool(_ENGLISH.search(text)) or bool(_ENGLISH_TERSE.search(text))) and not foreign_language(text)
 
 
 # authority is about the speaker: a learned authority level needs a sentence that speaks of the visitor or names a role
@@ -1097,6 +1117,10 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
               and not _GENERIC_OFFER.match(text) else None)
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
+    if foreign_language(text):   # the readers are English-only: another language upgrades nothing but a request for a person
+        cands, role, unsure = {d: [] for d in cands}, None, []
+        persona = no_fit = None
+        consultant = referral = False
     flags = dict(explicit_human_request=human, is_negative_persona=persona is not None, is_no_fit=no_fit is not None,
                  is_consultant=consultant, referral_mentioned=referral)
 
