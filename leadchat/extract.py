@@ -559,6 +559,8 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
              r"the\s+company|the\s+business|the\s+startup|our\s+company)\b")),
     # a message or sentence that opens with the title: "Managing partner at a 90-lawyer firm", "COO here"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
+    # ... or with the company after a comma or a dash: "CTO, 80-person fintech in Lisbon", "COO - a 300-person insurer", "CEO @ Acme"
+    Rule(_rx(r"^\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z]))")),
     *DECISION_RULES,
 ]
 AUTHORITY_WEAK_RULES = [
@@ -728,7 +730,7 @@ _MONTH = (r"(?:january|february|march|april|may|june|july|august|september|octob
 _NUMWORD = r"(?:\d+|a|an|one|two|three|four|five|six|seven|eight|nine|ten|twelve|a\s+few|a\s+couple\s+of|couple\s+of)"
 _BY = r"(?:by|before|until|till|no\s+later\s+than|ahead\s+of|in\s+time\s+for|for|in|during|from|starting|start(?:ing)?\s+in|early|mid|late|end\s+of|the\s+end\s+of)"
 TIMING_RULES = [
-    Rule(_rx(rf"\b{_BY}\s+(?:the\s+)?(?:(?:end|start|beginning|middle)\s+of\s+(?:the\s+)?)?(?:q[1-4]|h[12])(?:\s*'?\d{{2,4}})?\b")),
+    Rule(_rx(rf"\b{_BY}\s+(?:the\s+)?(?:(?:end|start|beginning|middle)\s+of\s+(?:the\s+)?)?(?:q[1-4]|h[12]|(?:first|second|third|fourth|1st|2nd|3rd|4th)\s+(?:quarter|half))(?:\s*'?\d{{2,4}})?\b")),
     Rule(_rx(rf"\b(?:{_BY}|on)\s+(?:the\s+)?(?:(?:end|start|beginning|middle)\s+of\s+)?(?:-?\s*)?(?:(?:the\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?)?{_MONTH}(?:\s+\d{{1,2}}(?:st|nd|rd|th)?)?(?:\s*,?\s*20\d\d)?")),
     Rule(_rx(rf"\b(?:within|in|over)\s+(?:the\s+next\s+)?{_NUMWORD}\s+(?:working\s+|business\s+)?(?:days?|weeks?|months?|sprints?)\b(?!\s+ago)")),
     Rule(_rx(rf"\b(?:the\s+)?(?:next|coming)\s+{_NUMWORD}\s+(?:weeks?|months?|sprints?)\b")),
@@ -760,10 +762,15 @@ _MEETING_WORD = re.compile(r"\b(?:call|meeting|demo|chat|meet|talk|speak|availab
 _PAST = re.compile(r"\b(?:launched|started|began|went\s+live|finished|completed|founded|built|deployed|shipped|released|was|were|did|since)\W*$", _I)
 
 
+_WISH = re.compile(r"\b(?:want|wants|need|needs|like|plan|planning|hope|hoping|aim|aiming|expect|expecting)\b[^.?!]*$", _I)
+
+
 def _meeting_time(text: str, m: re.Match) -> bool:
-    "Not the project's timeline: 'a quick call this week' is about the meeting, 'we launched in March' is the past."
+    """Not the project's timeline: 'a quick call this week' is about the meeting, 'we launched in March' is the past
+    (but 'we want a tutor … launched for the September school year' is the wish)."""
     pre = text[max(0, m.start() - 30):m.start()]
-    return bool(_MEETING_WORD.search(pre) or _PAST.search(pre))
+    wished = m.group().lower().startswith(('for ', 'in time for', 'by ', 'before ')) and _WISH.search(text[max(0, m.start() - 200):m.start()])
+    return bool(_MEETING_WORD.search(pre) or (_PAST.search(pre) and not wished))
 
 # %% ../nbs/31_extract.ipynb #ex000042
 _INTENT = _rx(r"""(?:\b(?:we|we're|we've|we'd|our\s+(?:\w+\s+)?team|our\s+company|i|i'?m|i've|i'd|my\s+team)\s+|^\W*(?=(?:want|need|looking)\b)|(?<=[.!?;]\s)(?=(?:want|need|looking)\b))
@@ -817,6 +824,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
+    |\b(?:with|have|get)\s+something\s+(?:in\s+place|live|running)\s+(?:by|before|for|in)\b
     |\blooking\s+for\s+(?:an?\s+)?(?:[\w-]+\s+){0,2}?(?:partner|vendor|provider|solution|implementation\s+partner)\b
     |\b(?:need|want|looking\s+for)\s+(?:someone|somebody|a\s+partner|a\s+team|outside\s+help|help)\s+to\s+(?:\w+\s+)?(?:measure|fix|evaluate|test|audit|build|rebuild|replace|improve|sort|solve|repair|take\s+over)\b
     |\bbudget\s+(?:is\s+|has\s+been\s+)?(?:approved|ring-?fenced|allocated|set\s+aside|earmarked|secured)\b|\b(?:got|have)\s+(?:the\s+)?budget\s+(?:ring-?fenced|approved|allocated|set\s+aside|for\s+(?:this|it|h[12]|q[1-4]))\b
@@ -1082,6 +1090,14 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
     learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
 
+    # a stated pain and the question whether we offer what solves it, in either order: the need is concrete now
+    asked = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'implicit' for s in sigs)
+    stated = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'explicit' and s.level == 'partially_confirmed' for s in sigs)
+    new_pain = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'explicit')]
+    new_ask = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'implicit')]
+    if q.problem_fit == 'partially_confirmed' and ((new_pain and asked(q.signals_observed)) or (new_ask and stated(q.signals_observed))):
+        c = (new_pain or new_ask)[0]
+        cands['problem_fit'].append(('confirmed', 'explicit', c[2], c[3], c[4]))
     # a stated pain, then the wish to act on it ("we'd like to start this quarter", "budget is approved"): the need is concrete now
     if (q.problem_fit == 'partially_confirmed' or any(c[0] == 'partially_confirmed' for c in cands['problem_fit'])) \
             and (m := _ENGAGE.search(text)) and not _negated(text, m):
