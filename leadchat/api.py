@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings, get_settings
@@ -38,9 +39,10 @@ from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 
 # %% auto #0
-__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'ApiError', 'error_response', 'RateLimiter', 'Metrics', 'create_app', 'ChatInput',
-           'register_chat', 'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response',
-           'register_widget', 'follow_through', 'register_staff']
+__all__ = ['log', 'DEFAULT_BODY_LIMIT', 'HTML_CSP', 'IMMUTABLE', 'ALIAS_TTL', 'STAFF_FAILURES_PER_MINUTE', 'ApiError',
+           'error_response', 'RateLimiter', 'Metrics', 'body_limits', 'BodyLimit', 'SecurityHeaders', 'create_app',
+           'ChatInput', 'register_chat', 'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist',
+           'asset_response', 'register_widget', 'follow_through', 'staff_guard', 'register_staff']
 
 # %% ../nbs/40_api.ipynb #ap000006
 log = structlog.get_logger('leadchat.api')
@@ -62,11 +64,19 @@ class RateLimiter:
         self.rate, self.capacity, self.max_keys = per_minute / 60.0, float(per_minute), max_keys
         self.buckets: dict[str, tuple[float, float]] = {}
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self.buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        "The seconds until `key` may hit again (0: now), without taking a token."
+        tokens = self._tokens(key, time.monotonic() if now is None else now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def hit(self, key: str, now: float | None = None) -> float:
         "0 when allowed, else the seconds to wait."
         now = time.monotonic() if now is None else now
-        tokens, last = self.buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens < 1:
             self.buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate
@@ -87,6 +97,73 @@ class Metrics:
         self.rejected = Counter('leadchat_requests_rejected_total', 'Rejected chat requests', ['code'], registry=self.registry)
         self.events = Counter('leadchat_turn_events_total', 'Failure and notable events', ['event'], registry=self.registry)
         self.in_flight = Gauge('leadchat_turns_in_flight', 'Chat streams currently open', registry=self.registry)
+
+# %% ../nbs/40_api.ipynb #ap000041
+DEFAULT_BODY_LIMIT = 64 * 1024
+HTML_CSP = "frame-ancestors 'self'; base-uri 'self'; object-src 'none'"
+
+
+def body_limits(settings: Settings):
+    "The largest request body each path takes, in bytes: `path -> int`."
+    from leadchat.booking import MAX_BODY_BYTES       # here: leadchat.booking imports this module
+    chat = settings.leadchat_max_message_chars * 12 + 2048
+    return lambda path: chat if path == '/chat' else MAX_BODY_BYTES if path.startswith('/api/') else DEFAULT_BODY_LIMIT
+
+
+class _BodyTooLarge(Exception): pass
+
+
+class BodyLimit:
+    "ASGI middleware: 413 as soon as a request body passes `limit_for(path)` bytes, declared or while it arrives."
+    def __init__(self, app, limit_for): self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http': return await self.app(scope, receive, send)
+        limit = self.limit_for(scope['path'])
+        declared = [v for k, v in scope['headers'] if k == b'content-length']
+        if any(not v.strip().isdigit() or int(v) > limit for v in declared): return await self.refuse(scope, receive, send, limit)
+        seen, started = 0, False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message['type'] == 'http.request':
+                seen += len(message.get('body', b''))
+                if seen > limit: raise _BodyTooLarge()
+            return message
+
+        async def watched(message):
+            nonlocal started
+            started = started or message['type'] == 'http.response.start'
+            await send(message)
+
+        try: await self.app(scope, counted, watched)
+        except _BodyTooLarge:
+            if started: raise
+            await self.refuse(scope, receive, send, limit)
+
+    @staticmethod
+    async def refuse(scope, receive, send, limit: int):
+        msg = f'the request body is larger than {limit} bytes, the limit of {scope["path"][:100]}'
+        await error_response(413, 'body_too_large', msg, {'Connection': 'close'})(scope, receive, send)
+
+
+class SecurityHeaders:
+    "ASGI middleware: nosniff and a referrer policy on every response; HTML may be framed only by this origin."
+    def __init__(self, app): self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http': return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message['type'] == 'http.response.start':
+                h = MutableHeaders(scope=message)
+                h.setdefault('X-Content-Type-Options', 'nosniff')
+                h.setdefault('Referrer-Policy', 'strict-origin')
+                if h.get('content-type', '').startswith('text/html'): h.setdefault('Content-Security-Policy', HTML_CSP)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
@@ -126,8 +203,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app = FastAPI(title='leadchat', version='1', lifespan=lifespan,
                   description='Chat API of leadchat: the public streaming endpoint and the staff API.')
     app.state.metrics = metrics
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings))          # inside CORS: a 413 still carries its headers
     app.add_middleware(CORSMiddleware, allow_origins=sorted(allowed_origins), allow_methods=['GET', 'POST', 'DELETE', 'OPTIONS'],
                        allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -144,9 +223,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         return error_response(e.status_code, 'http_error', str(e.detail))
 
     register_chat(app, settings, metrics, ip_limits, session_limits, allowed_origins)
-    register_ops(app, settings, metrics)
+    staff = staff_guard(settings)
+    register_ops(app, settings, metrics, staff)
     register_widget(app, settings)
-    register_staff(app, settings)
+    register_staff(app, settings, staff)
     if settings.leadchat_calendar_config or calendar is not None:     # the calendar hand-off (61_booking)
         from leadchat.booking import calendar_router
         app.include_router(calendar_router(settings, calendar=calendar, sweep_interval=calendar_sweep_interval))
@@ -195,8 +275,7 @@ def _consent(v) -> dict:
 
 async def _read_message(request: Request, limit: int) -> ChatInput:
     "The turn's body: the message, the visitor's time zone, a picked slot id, the consent acknowledgement."
-    raw = await request.body()
-    if len(raw) > limit * 12 + 2048: raise ApiError(413, 'message_too_long', f'message is longer than {limit} characters')
+    raw = await request.body()       # at most limit × 12 + 2 KiB bytes: BodyLimit refuses longer bodies while they arrive
     try: body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError): raise ApiError(422, 'invalid_json', 'body must be a JSON object: {"message": "..."}')
     if not isinstance(body, dict) or 'message' not in body:
@@ -292,7 +371,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         return EventSourceResponse(events(), ping=15, headers={'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'})
 
 # %% ../nbs/40_api.ipynb #ap000017
-def register_ops(app, settings, metrics):
+def register_ops(app, settings, metrics, staff=None):
     @app.get('/healthz', summary='The process is up')
     async def healthz(): return {'status': 'ok'}
 
@@ -301,7 +380,9 @@ def register_ops(app, settings, metrics):
         r = await readiness(request.app.state.db, settings)
         return JSONResponse(r, status_code=200 if r['ready'] else 503)
 
-    @app.get('/metrics', summary='Prometheus metrics')
+    guard = [Depends(staff or staff_guard(settings))] if settings.leadchat_metrics_require_token else []
+
+    @app.get('/metrics', summary='Prometheus metrics (Bearer staff token when LEADCHAT_METRICS_REQUIRE_TOKEN)', dependencies=guard)
     async def prom(): return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get('/', response_class=HTMLResponse, summary='Demo page')
@@ -390,14 +471,31 @@ async def follow_through(conn, session_id: str) -> dict:
             'deliveries': await deliveries(conn, session_id)}
 
 
-def register_staff(app, settings):
-    token = settings.leadchat_admin_token.get_secret_value() if settings.leadchat_admin_token else None
+STAFF_FAILURES_PER_MINUTE = 10
 
-    def staff(authorization: str | None = Header(None)):
+
+def staff_guard(settings: Settings):
+    "The staff routes' dependency: the bearer token, at most 10 failed tries a minute per client IP (then 429), no NUL."
+    token = settings.leadchat_admin_token.get_secret_value() if settings.leadchat_admin_token else None
+    failures = RateLimiter(STAFF_FAILURES_PER_MINUTE)
+
+    def staff(request: Request, authorization: str | None = Header(None)):
         if not token: raise ApiError(401, 'staff_api_closed', 'the staff API is disabled: set LEADCHAT_ADMIN_TOKEN')
+        ip = _client_ip(request)
+        if wait := failures.wait(ip):        # throttled: even the right token is refused, so a guesser learns nothing
+            raise ApiError(429, 'rate_limited', 'too many failed staff sign-ins from this address; try again later',
+                           {'Retry-After': str(int(wait) + 1)})
         given = (authorization or '').removeprefix('Bearer ').strip()
         if not authorization or not authorization.startswith('Bearer ') or not secrets.compare_digest(given.encode(), token.encode()):
+            failures.hit(ip)
             raise ApiError(401, 'unauthorized', 'a valid bearer token is required', {'WWW-Authenticate': 'Bearer'})
+        if '\x00' in request.scope['path'] or any('\x00' in v for v in request.query_params.values()):
+            raise ApiError(400, 'invalid_request', 'the path and query must not contain NUL characters (%00)')
+    return staff
+
+
+def register_staff(app, settings, staff=None):
+    staff = staff or staff_guard(settings)
 
     @app.get('/api/sessions', dependencies=[Depends(staff)], summary='Sessions, filtered and paginated')
     async def sessions(request: Request, since: datetime | None = None, until: datetime | None = None,
