@@ -45,7 +45,10 @@ def send(url: str, case: dict, timeout: float = 60) -> tuple[int, bytes]:
     host, port = url.removeprefix('http://').split(':')
     headers = {'Host': 'test', 'Connection': 'close', **{k: fill(str(v)) for k, v in (case.get('headers') or {}).items()}}
     body = body_bytes(case)
-    if body is not None and not any(k.lower() == 'content-length' for k in headers): headers['Content-Length'] = str(len(body))
+    if body is not None and case.get('chunked'):
+        headers['Transfer-Encoding'] = 'chunked'
+        body = b''.join(b'%x\r\n%s\r\n' % (len(c), c) for c in (body[i:i + 16384] for i in range(0, len(body), 16384))) + b'0\r\n\r\n'
+    elif body is not None and not any(k.lower() == 'content-length' for k in headers): headers['Content-Length'] = str(len(body))
     head = f"{case.get('method', 'GET')} {fill(case['path'])} HTTP/1.1\r\n" + ''.join(f'{k}: {v}\r\n' for k, v in headers.items())
     data = b''
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
@@ -77,7 +80,7 @@ def test_the_corpus_is_well_formed():
     names = [c['name'] for c in CORPUS['cases']]
     assert len(names) == len(set(names)) and len(names) >= 50
     for c in CORPUS['cases']:
-        assert set(c) <= {'name', 'method', 'path', 'headers', 'body', 'encoding', 'expect'}, c['name']
+        assert set(c) <= {'name', 'method', 'path', 'headers', 'body', 'chunked', 'encoding', 'expect'}, c['name']
         assert c['path'].startswith('/'), c['name']
 
 
