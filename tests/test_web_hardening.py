@@ -132,7 +132,8 @@ def test_metrics_behind_the_staff_token_when_asked(pg):
 
 
 @pytest.mark.parametrize('url', ['/api/sessions/%00', '/api/sessions/abc%00def', '/api/sessions?search=a%00b',
-                                 '/api/sessions?handoff_reason=%00', '/api/sessions?lead_level=%00'])
+                                 '/api/sessions?handoff_reason=%00', '/api/sessions?lead_level=%00',
+                                 '/api/sessions?search=a%00b&search=ok', '/api/sessions?x%00=1'])
 def test_nul_in_the_staff_api_is_a_clear_4xx(web, url):
     with web.client() as c: r = c.get(url, headers=AUTH)
     assert r.status_code in (400, 422), r.text[:300]
