@@ -183,6 +183,13 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:connect|put)\s+(?:me|us)\s+(?:in\s+touch\s+|through\s+)?(?:with|to)\b")),
     Rule(_rx(r"\b(?:get|be)\s+(?:me\s+|us\s+)?in\s+touch\s+with\s+(?:your|the\s+(?:team|sales|founders?)|some(?:one|body)|sales|an?\s+(?:engineer|expert|consultant|specialist|human|person))")),
     Rule(_rx(r"\bintroduce\s+(?:me|us)\s+to\s+(?:your|some(?:one|body)|an?\s+|the\s+team)")),
+    # "get me someone who can actually answer", "find me a person", "just put me through to somebody"
+    Rule(_rx(r"\b(?:get|find|give)\s+(?:me|us)\s+(?:some(?:one|body)|a\s+(?:person|human|real\s+person))\b(?!\s+(?:else|to\s+(?:build|help\s+build)))")),
+    # "it'd be easier if I just got on a call with someone", "happy to hop on a call with your team"
+    Rule(_rx(r"\b(?:got|get|hop|hopped|jump|jumped)\s+on\s+(?:a|the)\s+(?:quick\s+)?(?:call|phone|zoom|video\s+call)\s+with\s+(?:some(?:one|body)|one\s+of\s+you|your\s+team|you(?:\s+guys)?|a\s+person)\b")),
+    # a client who needs their own contact: "I need to reach our delivery lead urgently"
+    Rule(_rx(r"\b(?:need|needs|have)\s+to\s+(?:reach|contact|speak\s+(?:to|with)|talk\s+to|get\s+hold\s+of)\s+(?:our|my|the|your)\s+(?:[\w-]+\s+){0,2}?"
+             r"(?:lead|manager|contact|consultant|rep|account\s+manager|engagement\s+manager|project\s+manager)\b")),
     Rule(_rx(r"""\b(?:can|could|would|will|please|pls|plz)\s+(?:some(?:one|body)|any(?:one|body)|you|your\s+team|an?\s+\w+|sales|the\s+team)\s+
                  (?:please\s+)?(?:call|phone|ring|contact|reach\s+out\s+to|get\s+back\s+to|get\s+in\s+touch\s+with|follow\s+up\s+with)\s+(?:me|us)\b""")),
     Rule(_rx(r"\b(?:call|phone|ring|contact)\s+me\s+(?:back|at|on|tomorrow|today|asap|this|next|please|when|whenever|any\s*time|\+|\d)")),
@@ -234,11 +241,15 @@ HUMAN_REQUEST_RULES = [
 ]
 
 
+# a wish phrased as a condition is still the wish: "it'd be easier if I just got on a call with someone"
+_PREFER_IF = re.compile(r"\b(?:easier|better|quicker|simpler|faster|best|prefer(?:able)?)\s+if\b", re.IGNORECASE)
+
+
 def _hr_veto(text: str, m: re.Match) -> bool:
     "Not a request for this visitor: 'talk to someone internally first', 'so customers can talk to someone', 'if I book a call'."
     pre = _clause_prefix(text, m.start(), words=6)
     if _HR_EXCL_AFTER.match(text[m.end():]) or _THIRD_PARTY.search(_clause_prefix(text, m.start(), words=4)): return True
-    if _CONDITIONAL.search(pre): return True
+    if _CONDITIONAL.search(pre) and not _PREFER_IF.search(pre): return True
     nxt = re.match(r'\s+([A-Z][a-z]+)\b', text[m.end():])      # "call me Ana" is a name, not a request
     return bool(m.group().lower().endswith(' me') and nxt and nxt.group(1) not in _DAYS)
 
@@ -1019,6 +1030,9 @@ _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|
 # someone else's advice to contact us is how the visitor got here, not a request for a person ("a friend suggested I get in touch")
 _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
+_STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
+# contact that already happened is how the visitor knows us, not a request: "I chatted with one of your consultants at …"
+_PAST_CONTACT = re.compile(r"\b(?:chatted|spoke|talked|met|worked)\s+(?:with|to)\s+(?:one\s+of\s+)?(?:your|some(?:one|body)|a)\b", re.IGNORECASE)
 _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
 _GENERIC_OFFER = re.compile(r"^\W*(?:what|which)\s+(?:kinds?\s+of\s+|sorts?\s+of\s+|types?\s+of\s+)?(?:services?|solutions?|products?|offerings?)\s+"
                             r"(?:do|does|can)\s+(?:you|\w+)\s+(?:offer|provide|have|sell|do)\W*$", re.IGNORECASE)  # asks what we sell: names no need
@@ -1103,6 +1117,10 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             and (m := _ENGAGE.search(text)) and not _negated(text, m):
         cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
 
+    # working for the decision-maker is not being one: "chief of staff to the CEO", "executive assistant to the founder"
+    if _STAFF_TO.search(text) and not _first(text, DECISION_RULES):
+        cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' and _STAFF_TO.search(c[2]) else c
+                                  for c in cands['authority_fit']]
     # a stated title is precise: the model does not overrule a pattern's authority level (precedence 2)
     if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
 
@@ -1116,7 +1134,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
              or (_accepts_offer(text) and _offered_handoff(state, message))
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
-                 and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h)))
+                 and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
@@ -1128,9 +1146,14 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
-              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else
-              learned('nofit', th.disqualify) if (_FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text))
-              and not _GENERIC_OFFER.match(text) else None)
+              'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else None)
+    if no_fit is None and (_FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text)) and not _GENERIC_OFFER.match(text):
+        no_fit = learned('nofit', th.disqualify)
+        if no_fit and human:     # the sentence that asks for a person is not, by itself, a misfit
+            ev_nf = reading.evidence('nofit', no_fit)
+            if (_first(ev_nf, HUMAN_REQUEST_RULES) or not (_FIRST_PERSON.search(ev_nf) or _REQUIREMENT.search(ev_nf))
+                    or (learned('human', th.signal) == 'yes' and ev_nf == reading.evidence('human', 'yes'))):
+                no_fit = None
     if for_client: no_fit = None
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
     if foreign_language(text):   # the readers are English-only: another language upgrades nothing but a request for a person
