@@ -268,6 +268,8 @@ HUMAN_REQUEST_OTHER_RULES = [
              r"\bum[oó]wi[cć]\s+(?:si[eę]\s+na\s+)?(?:rozmow[eęa]|spotkanie|demo|call)\b|\bzadzwoni[cć]\s+do\s+mnie\b|\bprosz[eę]\s+o\s+(?:kontakt|telefon)\b")),
     Rule(_rx(r"\bmit\s+(?:jemandem|einem\s+menschen|einer\s+person|ihrem\s+team|einem\s+berater|einem\s+mitarbeiter)\s+(?:sprechen|reden)\b|"
              r"\b(?:termin|gespr[aä]ch|anruf|r[uü]ckruf|call)\s+(?:vereinbaren|ausmachen|buchen)\b|\bbitte\s+um\s+r[uü]ckruf\b|\bk[oö]nnen\s+sie\s+mich\s+anrufen\b")),
+    # "können Sie mich mit jemandem aus dem Vertrieb verbinden?"
+    Rule(_rx(r"\bmit\s+(?:jemandem|einem\s+menschen|einer\s+person|ihrem\s+(?:team|vertrieb)|einem\s+(?:berater|mitarbeiter|verk[äa]ufer))\b[^.?!]{0,40}?\b(?:verbinden|verbunden|sprechen|reden)\b")),
     Rule(_rx(r"\bparler\s+(?:[aà]|avec)\s+(?:quelqu'un|une\s+personne|un\s+humain|un\s+conseiller|votre\s+[eé]quipe|un\s+commercial)|"
              r"\b(?:planifier|organiser|prendre|fixer)\s+un\s+(?:appel|rendez-vous|rdv)\b|\bm'appeler\b")),
     Rule(_rx(r"\bparlare\s+con\s+(?:qualcuno|una\s+persona|un\s+umano|il\s+vostro\s+team|un\s+commerciale|un\s+consulente)|"
@@ -327,6 +329,8 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
     Rule(_rx(r"\b(?:asking|it'?s|this\s+is)\s+for\s+(?:our|my)\s+own\s+(?:firm|agency|consultancy|practice|shop|studio|pricing|rate\s+card|proposals?|bids?)\b")),
     Rule(_rx(r"\bcompetitive\s+intelligence\b")),
+    # "we run a similar shop in Warsaw and want to see how you position yourselves"
+    Rule(_rx(r"\bwe\s+(?:run|are|have|own)\s+(?:a|an)\s+(?:very\s+)?(?:similar|competing|comparable)\s+(?:[\w-]+\s+)?(?:shop|firm|agency|consultancy|business|company|outfit|studio|practice)\b")),
     Rule(_rx(r"\b(?:start|starting|launch|launching|set(?:ting)?\s+up|open(?:ing)?)\s+(?:an?\s+|our\s+own\s+|my\s+own\s+)?(?:[\w-]+\s+)?" + _AI_FIRM + r"\b|"
              r"\bwhat\s+(?:sort\s+of\s+|kind\s+of\s+|are\s+the\s+|are\s+your\s+)?(?:margins?|markups?|utili[sz]ation\s+rates?)\s+(?:do\s+you\s+(?:make|run|have|get|target)|on)\b")),
     Rule(_rx(r"\b(?:building|build|doing|offer|offering|sell|selling)\s+(?:something\s+(?:similar|like\s+(?:this|that|it))|the\s+same(?:\s+thing)?)\s+for\s+(?:our|my)\s+(?:own\s+)?clients\b")),
@@ -369,6 +373,9 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
     Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
+    # one person's small shop: "I am having small mobile repair shop", "I run a tiny bakery"
+    Rule(_rx(r"\bi(?:'?m|\s+am)?\s+(?:having|have|own|run|got)\s+(?:a\s+)?(?:very\s+)?(?:small|tiny|little)\s+(?:[\w-]+\s+){0,3}?"
+             r"(?:shop|store|stall|salon|cafe|caf\u00e9|bakery|kiosk|workshop|business)\b(?![^.?!]{0,40}\b\d+\s*(?:staff|people|employees|stores|shops|branches))")),
 ]
 # job seekers and freelancers after work: a negative persona (they want something from us, not for a company)
 JOB_SEEKER_RULES = [
@@ -484,6 +491,10 @@ CONSULTANT_RULES = [
     Rule(_rx(r"\b(?:for|representing)\s+(?:a|an|one\s+of\s+(?:my|our)|my)\s+(?:[\w-]+\s+){0,2}?client\b")),
     Rule(_rx(r"\b(?:my|our)\s+client(?:,[^,.;!?]{1,80},)?\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
     Rule(_rx(r"\bone\s+of\s+(?:our|my)\s+(?:clients|customers|accounts)\s+(?:wants|needs|is\s+looking|asked|has\s+asked|would\s+like|requires)\b")),
+    # an adviser to the buyer: "I advise the owner of a hotel group", "to be clear, we advise — the airline's CIO decides"
+    Rule(_rx(r"\b(?:i|we)\s+(?:advise|consult\s+for|am\s+advising|are\s+advising)\s+(?:the\s+)?(?:owner|owners|ceo|founders?|board|management|cio|cto|family)\s+(?:of|at)\b")),
+    Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:consultancy|consulting\s+firm|advisory(?:\s+firm)?)\s+(?:running|leading|delivering|managing|doing)\s+"
+             r"(?:a|an|the)\s+(?:[\w-]+\s+){0,3}?(?:programme|program|project|transformation|review)\s+for\s+(?:a|an|the)\b")),
     Rule(_rx(r"\b(?:our|my)\s+(?:agency|consultancy|studio)\b[^.?!]{0,60}?\bfor\s+(?:our\s+|its\s+|a\s+|an\s+)?(?:[\w-]+\s+)?clients?\b")),
     Rule(_rx(r"\b(?:our|my)\s+(?:agency|consultancy|firm|studio)\s+(?:is\s+)?(?:sourcing|looking\s+for|evaluating|shortlisting|vetting|scouting|seeking)\s+"
              r"(?:a\s+|an\s+)?(?:[\w-]+\s+)?(?:partner|vendor|supplier|provider|subcontractor|delivery\s+partner)s?\b")),
