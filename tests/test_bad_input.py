@@ -13,12 +13,8 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from apiserver import LiveServer
-from conftest import fresh_db
-from leadchat.api import create_app
-from leadchat.calendar import CalendarService, load_calendar_config
-from test_api import TOKEN, app_settings
-from test_web_hardening import team_yaml
+from test_api import TOKEN
+from test_web_hardening import calendar_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = yaml.safe_load((ROOT / 'tests' / 'fixtures' / 'bad_input.yaml').read_text(encoding='utf-8'))
@@ -68,12 +64,7 @@ class Collect(logging.Handler):
 
 @pytest.fixture(scope='module')
 def server(pg, tmp_path_factory):
-    path = tmp_path_factory.mktemp('badcal') / 'calendar.yaml'
-    path.write_text(yaml.safe_dump(team_yaml()))
-    settings = app_settings(pg, fresh_db(pg[1]), leadchat_calendar_config=path)
-    app = create_app(settings, knowledge_path=str(ROOT / 'knowledge'), calendar_sweep_interval=None,
-                     calendar=CalendarService(settings, load_calendar_config(path, settings)))
-    with LiveServer(app) as srv: yield srv
+    with calendar_server(pg, tmp_path_factory.mktemp('badcal')) as srv: yield srv
 
 
 def test_the_corpus_is_well_formed():

@@ -673,15 +673,8 @@ async def test_run_relay_survives_errors_and_stops(pg, smtp, rx):
     await pool.close()
 
 
-async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
-    "kill -9 a relay after Slack got its requests but before it recorded anything; a new relay finishes the job."
-    url = await migrated(pg)
-    pool = await create_pool(url, max_size=6)
-    settings = hsettings(url, smtp, rx)
-    reqs = [await new_request(pool, company=f'Crash {i}') for i in range(5)]
-    for r in reqs: await enqueue(pool, r)
-    rx.default = slow(60)   # Slack holds every request: the relay is mid-delivery
-    lease = 4
+def doomed_relay(url, smtp, rx, lease: float) -> subprocess.Popen:
+    "A relay in a process of its own (for the tests that kill it with SIGKILL mid-delivery)."
     env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'DATABASE_URL': url,
            'HANDOFF_CHANNELS': 'slack,crm,email', 'SLACK_WEBHOOK_URL': rx.webhook_url,
            'FALLBACK_EMAIL_ADDRESS': 'sales@example.com', 'SMTP_HOST': '127.0.0.1', 'SMTP_PORT': str(smtp.port),
@@ -696,7 +689,19 @@ async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
             pool = await create_pool(s.database_url, max_size=8)
             await run_relay(pool, s, worker='doomed', interval=0.05, stop=asyncio.Event(), lease_seconds={lease})
         asyncio.run(main())''')
-    proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
+    "kill -9 a relay after Slack got its requests but before it recorded anything; a new relay finishes the job."
+    url = await migrated(pg)
+    pool = await create_pool(url, max_size=6)
+    settings = hsettings(url, smtp, rx)
+    reqs = [await new_request(pool, company=f'Crash {i}') for i in range(5)]
+    for r in reqs: await enqueue(pool, r)
+    rx.default = slow(60)   # Slack holds every request: the relay is mid-delivery
+    lease = 4
+    proc = doomed_relay(url, smtp, rx, lease)
     try:
         deadline = time.monotonic() + 30
         while len(rx.requests) < 5:
@@ -755,22 +760,8 @@ async def test_relay_killed_mid_update_loses_nothing_and_keeps_one_lead(pg, smtp
     assert await relay_once(pool, settings, worker='first', limit=10) == 3       # the hand-offs only: updates wait
     rx.default = slow(60)
     lease = 4
-    env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'DATABASE_URL': url,
-           'HANDOFF_CHANNELS': 'slack,crm,email', 'SLACK_WEBHOOK_URL': rx.webhook_url,
-           'FALLBACK_EMAIL_ADDRESS': 'sales@example.com', 'SMTP_HOST': '127.0.0.1', 'SMTP_PORT': str(smtp.port),
-           'SMTP_USERNAME': SMTP_USER, 'SMTP_PASSWORD': SMTP_PASSWORD, 'HANDOFF_RETRY_BACKOFF_SECONDS': BACKOFF}
-    code = textwrap.dedent(f'''
-        import asyncio
-        from leadchat.config import get_settings
-        from leadchat.db import create_pool
-        from leadchat.handoff import run_relay
-        async def main():
-            s = get_settings()
-            pool = await create_pool(s.database_url, max_size=8)
-            await run_relay(pool, s, worker='doomed', interval=0.05, stop=asyncio.Event(), lease_seconds={lease})
-        asyncio.run(main())''')
     seen = len(rx.requests)
-    proc = subprocess.Popen([sys.executable, '-c', code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = doomed_relay(url, smtp, rx, lease)
     try:
         deadline = time.monotonic() + 30
         while len(rx.requests) < seen + 3:

@@ -28,14 +28,18 @@ def team_yaml() -> dict:
             'meeting_types': [{'id': 'intro', 'name': 'Intro call', 'duration_minutes': 30, 'horizon_days': 14}]}
 
 
-@pytest.fixture(scope='module')
-def web(pg, tmp_path_factory):
-    path = tmp_path_factory.mktemp('webcal') / 'calendar.yaml'
+def calendar_server(pg, folder: Path) -> LiveServer:
+    "A live app, on a database of its own, with the calendar routes (one rep, no provider)."
+    path = folder / 'calendar.yaml'
     path.write_text(yaml.safe_dump(team_yaml()))
     settings = app_settings(pg, fresh_db(pg[1]), leadchat_calendar_config=path)
-    app = create_app(settings, knowledge_path=str(ROOT / 'knowledge'), calendar_sweep_interval=None,
-                     calendar=CalendarService(settings, load_calendar_config(path, settings)))
-    with LiveServer(app) as srv: yield srv
+    return LiveServer(create_app(settings, knowledge_path=str(ROOT / 'knowledge'), calendar_sweep_interval=None,
+                                 calendar=CalendarService(settings, load_calendar_config(path, settings))))
+
+
+@pytest.fixture(scope='module')
+def web(pg, tmp_path_factory):
+    with calendar_server(pg, tmp_path_factory.mktemp('webcal')) as srv: yield srv
 
 
 def raw_request(url: str, head: str, chunks=(), *, finish: bool = False, timeout: float = 20) -> tuple[int, dict, bytes]:
