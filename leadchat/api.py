@@ -34,7 +34,7 @@ from .config import Settings, get_settings
 from .db import Database
 from .handoff import run_relay, validate_handoff_config
 from .repos import (SessionFilter, consent_records, contact_history, count_sessions, deliveries, get_session,
-                            get_transcript, leads_for_session, list_events, list_sessions, run_ttl_sweeper)
+                            get_transcript, leads_for_session, list_events, list_sessions, outbox_counts, run_ttl_sweeper)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 
@@ -97,6 +97,15 @@ class Metrics:
         self.rejected = Counter('leadchat_requests_rejected_total', 'Rejected chat requests', ['code'], registry=self.registry)
         self.events = Counter('leadchat_turn_events_total', 'Failure and notable events', ['event'], registry=self.registry)
         self.in_flight = Gauge('leadchat_turns_in_flight', 'Chat streams currently open', registry=self.registry)
+        self.outbox = Gauge('leadchat_handoff_outbox', 'Undelivered hand-off outbox rows by state (read at scrape time)',
+                            ['state'], registry=self.registry)
+
+    async def read_outbox(self, db) -> None:
+        "Set the outbox gauges from the database (shared by every process); left as they were if it cannot be read."
+        try:
+            async with db.pool.connection() as conn:
+                for state, n in (await outbox_counts(conn)).items(): self.outbox.labels(state).set(n)
+        except Exception as e: log.warning('metrics_outbox_read_failure', error=type(e).__name__)
 
 # %% ../nbs/40_api.ipynb #ap000041
 DEFAULT_BODY_LIMIT = 64 * 1024
@@ -383,7 +392,9 @@ def register_ops(app, settings, metrics, staff=None):
     guard = [Depends(staff or staff_guard(settings))] if settings.leadchat_metrics_require_token else []
 
     @app.get('/metrics', summary='Prometheus metrics (Bearer staff token when LEADCHAT_METRICS_REQUIRE_TOKEN)', dependencies=guard)
-    async def prom(): return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prom(request: Request):
+        await metrics.read_outbox(request.app.state.db)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get('/', response_class=HTMLResponse, summary='Demo page')
     async def demo(): return HTMLResponse(demo_page())

@@ -16,15 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationType
 
 # %% auto #0
-__all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'ContactField', 'ConsentScope', 'SessionRow',
-           'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock', 'release_turn_lock', 'SessionFilter',
-           'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent', 'emit_event',
-           'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting', 'set_lead_thread',
-           'lead_thread', 'OutboxItem', 'enqueue_handoff', 'has_handoff', 'enqueue_update', 'claim_handoffs',
-           'finish_handoff', 'retry_handoff', 'dead_letters', 'get_outbox_item', 'set_handoff_triggered',
-           'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'ContactEntry', 'ConsentRecord',
-           'add_contact', 'contact_history', 'record_consent', 'deliveries', 'consent_records', 'StaffUser',
-           'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions', 'run_ttl_sweeper']
+__all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'OUTBOX_STATES', 'ContactField', 'ConsentScope',
+           'SessionRow', 'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock', 'release_turn_lock',
+           'SessionFilter', 'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent',
+           'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting',
+           'set_lead_thread', 'lead_thread', 'OutboxItem', 'enqueue_handoff', 'has_handoff', 'enqueue_update',
+           'claim_handoffs', 'finish_handoff', 'retry_handoff', 'outbox_counts', 'dead_letters', 'get_outbox_item',
+           'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'ContactEntry',
+           'ConsentRecord', 'add_contact', 'contact_history', 'record_consent', 'deliveries', 'consent_records',
+           'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions',
+           'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -380,6 +381,20 @@ async def retry_handoff(conn, outbox_id: int, *, final_status: OutboxStatus, err
         dict(e=error, cs=Jsonb(channel_status), final=final_status, d=float(delay_seconds), h=float(horizon_seconds),
              id=outbox_id))).fetchone()
     return bool(row and row['again'])
+
+
+OUTBOX_STATES = ('queued', 'in_progress', 'retrying', 'dead_letter')
+
+
+async def outbox_counts(conn) -> dict[str, int]:
+    "Undelivered outbox rows by state: queued (first attempt due), in progress, retrying (after a failure), dead letter."
+    row = await (await conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'pending' AND retries = 0) AS queued,
+                  count(*) FILTER (WHERE status = 'in_progress') AS in_progress,
+                  count(*) FILTER (WHERE status = 'pending' AND retries > 0) AS retrying,
+                  count(*) FILTER (WHERE dead_lettered_at IS NOT NULL AND status <> 'delivered') AS dead_letter
+           FROM handoff_outbox WHERE status IN ('pending', 'in_progress') OR dead_lettered_at IS NOT NULL""")).fetchone()
+    return {k: int(row[k]) for k in OUTBOX_STATES}
 
 
 async def dead_letters(conn, limit: int = 50) -> list[OutboxItem]:
