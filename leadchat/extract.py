@@ -175,7 +175,7 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\bis\s+there\s+(?:a\s+human|a\s+person|any(?:one|body)|some(?:one|body))\b(?=\s+(?:i|we)\s+(?:can|could)\s+(?:talk|speak|chat))")),
     Rule(_rx(r"\bis\s+there\s+a\s+human\b(?!\s+in\s+the\s+loop)")),
     Rule(_rx(r"""\b(?:want|need|prefer|like|get\s+me|give\s+me)\s+(?:to\s+(?:speak|talk|chat)\s+(?:to|with)\s+)?(?:a|an)\s+
-                 (?:human(?:\s+being)?|(?:real|actual|live)\s+(?:human|person|agent|operator|representative|rep|people))\b""")),
+                 (?:human(?:\s+being)?|(?:real|actual|live)\s+(?:human|person[ae]?|persn|agent|operator|representative|rep|people))\b""")),
     Rule(_rx(r"""\b(?:transfer|put|pass|hand|escalate|forward|route)\s+(?:me|us|this|this\s+chat|the\s+chat|my\s+request)\s+
                  (?:on\s+|over\s+|through\s+)?to\s+(?:a|an|the|your)?\s*(?:\w+\s+)?
                  (?:human|person|agent|operator|team|sales|some(?:one|body)|engineer|rep|representative)\b""")),
@@ -1042,6 +1042,14 @@ _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|
 _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
+# what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
+# ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
+_NOT_A_REQUEST = re.compile(r"\b(?:pop\s+in|drop\s+by|on[-\s]?site|come\s+(?:in|over)\s+(?:to\s+our|regularly)|locally|nearby)\b|"
+                            r"^\W*(?:please\s+)?(?:translate|summari[sz]e|rewrite|proofread|paraphrase|correct|convert|write)\b", re.IGNORECASE)
+# a date in a message about nothing we do is not a project's timeline ("the weather in Madrid this week", "maybe later")
+_PROJECT_CUE = re.compile(r"\b(?:want|wants|need|needs|start|begin|launch|live|deadline|project|pilot|build|deploy|roll\s*out|implement|budget|"
+                          r"kick\s*off|deliver|ready|in\s+place|production|audit|proposal|rfp|tender|decid\w*|decision|plan\w*|initiative|"
+                          r"programme|program|contract|sign\w*|migrat\w*|automat\w*|replace|upgrade|go-?live|rollout|integrat\w*|prototype|poc)\b", re.IGNORECASE)
 # contact that already happened is how the visitor knows us, not a request: "I chatted with one of your consultants at …"
 _PAST_CONTACT = re.compile(r"\b(?:chatted|spoke|talked|met|worked)\s+(?:with|to)\s+(?:one\s+of\s+)?(?:your|some(?:one|body)|a)\b", re.IGNORECASE)
 _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
@@ -1132,6 +1140,11 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if _STAFF_TO.search(text) and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' and _STAFF_TO.search(c[2]) else c
                                   for c in cands['authority_fit']]
+    # a date in a message about nothing we do is not a project's timeline; a bare answer ("ideally within 6 weeks") is
+    nothing_yet = all(getattr(q, d) == 'not_detected' and not cands[d] for d in ('problem_fit', 'authority_fit', 'company_fit'))
+    if cands['timing_fit'] and nothing_yet and not _PROJECT_CUE.search(text):
+        short = len(text.split()) <= 6
+        cands['timing_fit'] = [c for c in cands['timing_fit'] if short and c[4] == 'rule']
     # a stated title is precise: the model does not overrule a pattern's authority level (precedence 2)
     if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
 
@@ -1145,7 +1158,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
              or (_accepts_offer(text) and _offered_handoff(state, message))
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
-                 and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)))
+                 and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
+                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h)))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
