@@ -38,12 +38,13 @@ from .config import ConfigurationError, Settings
 from .repos import emit_event, set_lead_meeting
 
 # %% auto #0
-__all__ = ['log', 'ACTIVE', 'IDEMPOTENCY_KEY_CHARS', 'SCOPE', 'HOLD_LOCK', 'SLOT_TAKEN', 'SLOT_GONE', 'CALENDAR_DOWN',
-           'JOB_MAX_ATTEMPTS', 'JOB_LEASE_SECONDS', 'MAX_BODY_BYTES', 'PostgresLedger', 'VisitorIn', 'HoldRequest',
-           'BookingRequest', 'request_hash', 'new_token', 'token_hash', 'BookingError', 'check_idempotency_key',
-           'Claim', 'claim_idempotency_key', 'complete_idempotency_key', 'release_idempotency_key', 'booking_event',
-           'invite_message', 'InviteMailer', 'BookingOutcome', 'BookingService', 'job_backoff', 'meeting_payload',
-           'run_hold_sweeper', 'session_bookings', 'CalendarMetrics', 'calendar_router']
+__all__ = ['log', 'ACTIVE', 'IDEMPOTENCY_KEY_CHARS', 'SCOPE', 'HOLD_LOCK', 'SESSION_LOCK', 'CLIENT_LOCK', 'MAX_SESSION_HOLDS',
+           'OFFER_TTL_HOURS', 'SLOT_TAKEN', 'SLOT_GONE', 'CALENDAR_DOWN', 'JOB_MAX_ATTEMPTS', 'JOB_LEASE_SECONDS',
+           'MAX_BODY_BYTES', 'PostgresLedger', 'VisitorIn', 'HoldRequest', 'BookingRequest', 'request_hash',
+           'new_token', 'token_hash', 'BookingError', 'check_idempotency_key', 'Claim', 'claim_idempotency_key',
+           'complete_idempotency_key', 'release_idempotency_key', 'booking_event', 'invite_message', 'InviteMailer',
+           'BookingOutcome', 'BookingService', 'job_backoff', 'meeting_payload', 'run_hold_sweeper', 'session_bookings',
+           'CalendarMetrics', 'calendar_router']
 
 # %% ../nbs/61_booking.ipynb #bk100007
 log = structlog.get_logger('leadchat.booking')
@@ -115,10 +116,19 @@ def _tz_name(v: str | None) -> str | None:
     return v
 
 
+def _session(v: uuid.UUID | None) -> uuid.UUID | None:
+    if v is not None and v.int == 0: raise ValueError('session_id must be the chat session\'s id, not the nil UUID')
+    return v
+
+
 class HoldRequest(_In):
     slot_id: str = Field(max_length=100)
-    session_id: uuid.UUID | None = None
+    session_id: uuid.UUID
     visitor_tz: str | None = Field(None, max_length=64)
+
+    @field_validator('session_id')
+    @classmethod
+    def _sid(cls, v): return _session(v)
 
     @field_validator('visitor_tz')
     @classmethod
@@ -133,6 +143,10 @@ class BookingRequest(_In):
     visitor: VisitorIn
     visitor_tz: str | None = Field(None, max_length=64)
     notes: str | None = Field(None, max_length=1000)
+
+    @field_validator('session_id')
+    @classmethod
+    def _sid(cls, v): return _session(v)
 
     @field_validator('notes')
     @classmethod
@@ -208,6 +222,8 @@ async def claim_idempotency_key(conn, scope: str, key: str, rhash: str, *, lease
 
 
 async def complete_idempotency_key(conn, scope: str, key: str, status: int, body: dict, booking_id=None) -> None:
+    "Store the answer for replays — without its `cancel_token` (a secret is never kept in plain text; a replay issues a new one)."
+    body = {k: v for k, v in body.items() if k != 'cancel_token'}
     await conn.execute("""UPDATE idempotency_keys SET status = 'completed', response_status = %s, response_body = %s,
                           booking_id = %s, completed_at = now(), locked_until = NULL WHERE scope = %s AND key = %s""",
                        [status, Jsonb(body), booking_id, scope, key])
@@ -256,6 +272,9 @@ def invite_message(row: dict, rep: Rep, mt: MeetingType, *, team_name: str, team
 
 # %% ../nbs/61_booking.ipynb #bk100017
 HOLD_LOCK = 0x1EAD_CA1E        # pg_advisory_xact_lock(HOLD_LOCK, hashtext(rep)): one hold decision per rep at a time
+SESSION_LOCK, CLIENT_LOCK = HOLD_LOCK + 1, HOLD_LOCK + 2     # ... and per session, per client IP (taken before the rep's)
+MAX_SESSION_HOLDS = 2
+OFFER_TTL_HOURS = 24
 
 
 class InviteMailer:
@@ -297,7 +316,7 @@ class BookingService:
         if isinstance(calendar.ledger, NullLedger): calendar.ledger = PostgresLedger(pool)
         self.mailer = InviteMailer.from_settings(settings, calendar.team.team.invite_from) if mailer == 'auto' else mailer
         self.worker = worker or f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}'
-        self.hold_ttl = settings.leadchat_hold_ttl_seconds
+        self.hold_ttl, self.holds_per_ip = settings.leadchat_hold_ttl_seconds, settings.leadchat_live_holds_per_ip
         self.confirm_lease = 2 * settings.leadchat_calendar_timeout_seconds + 30
         self._tasks: set[asyncio.Task] = set()
 
@@ -310,11 +329,11 @@ class BookingService:
         except (ValueError, LookupError) as e: raise BookingError(422, 'invalid_slot', str(e)) from None
 
     async def _insert(self, conn, mt: MeetingType, rep: Rep, slot: Slot, *, status: str, ttl: float, token: str,
-                      session_id, visitor_tz: str | None, key: str | None = None) -> dict | None:
+                      session_id, visitor_tz: str | None, key: str | None = None, client: bytes | None = None) -> dict | None:
         "Insert a hold (or a confirmation in progress) for `slot`: the new row, or None when the slot is taken."
         args = dict(id=uuid.uuid4(), rep=rep.id, mt=mt.id, s=slot.start, e=slot.end, bb=mt.buffer_before, ba=mt.buffer_after,
                     status=status, ttl=float(ttl), h=token_hash(token), sid=str(session_id) if session_id else None,
-                    tz=visitor_tz, provider=self.calendar.adapter(rep.id).kind, key=key)
+                    tz=visitor_tz, provider=self.calendar.adapter(rep.id).kind, key=key, client=client)
         try:
             # one round trip: lock, expire the rep's lapsed holds nearby, insert unless a row (or its buffer) is in the way
             async with conn.transaction(), conn.pipeline():
@@ -324,9 +343,10 @@ class BookingService:
                                         AND start_at < %(e)s + interval '1 day' AND end_at > %(s)s - interval '1 day'""", args)
                 cur = await conn.execute(
                     """INSERT INTO calendar_bookings (id, rep, meeting_type, start_at, end_at, buffer_before, buffer_after, status,
-                                                      expires_at, hold_token_hash, session_id, visitor_tz, provider, idempotency_key)
+                                                      expires_at, hold_token_hash, session_id, visitor_tz, provider, idempotency_key,
+                                                      client_hash)
                        SELECT %(id)s, %(rep)s, %(mt)s, %(s)s, %(e)s, %(bb)s, %(ba)s, %(status)s,
-                              now() + make_interval(secs => %(ttl)s), %(h)s, %(sid)s, %(tz)s, %(provider)s, %(key)s
+                              now() + make_interval(secs => %(ttl)s), %(h)s, %(sid)s, %(tz)s, %(provider)s, %(key)s, %(client)s
                        WHERE NOT EXISTS (
                            SELECT 1 FROM calendar_bookings WHERE rep = %(rep)s AND status IN ('held', 'confirming', 'confirmed')
                              AND %(e)s + greatest(%(ba)s::interval, buffer_before) > start_at
@@ -336,16 +356,50 @@ class BookingService:
         except psycopg.errors.ExclusionViolation:      # the database's guarantee, whatever the check above said
             return None
 
-    async def hold(self, req: HoldRequest) -> dict:
-        "Reserve `req.slot_id` for LEADCHAT_HOLD_TTL_SECONDS: the 201 body (hold_id, booking_token, expires_at, slot)."
+    async def record_offers(self, session_id, slot_ids: Sequence[str]) -> None:
+        "Remember the slots offered to a session: it may hold those (for OFFER_TTL_HOURS), and only those."
+        if not slot_ids: return
+        async with self.pool.connection() as conn:
+            await conn.execute("""INSERT INTO slot_offers (session_id, slot_id) SELECT %s, unnest(%s::text[])
+                                  ON CONFLICT (session_id, slot_id) DO UPDATE SET offered_at = now()""",
+                               [str(session_id), list(dict.fromkeys(slot_ids))])
+
+    async def _hold_limits(self, conn, session_id: str, client: bytes | None) -> None:
+        "Refuse a hold over the session's or the client's cap of live holds (inside the hold's transaction)."
+        await conn.execute('SELECT pg_advisory_xact_lock(%s, hashtext(%s))', [SESSION_LOCK, session_id])
+        if client: await conn.execute('SELECT pg_advisory_xact_lock(%s, hashtext(%s))', [CLIENT_LOCK, client.hex()])
+        n = await (await conn.execute(
+            """SELECT count(*) FILTER (WHERE session_id = %(sid)s) AS session, count(*) FILTER (WHERE client_hash = %(c)s) AS client,
+                      ceil(extract(epoch FROM min(expires_at) FILTER (WHERE client_hash = %(c)s) - now())) AS wait
+               FROM calendar_bookings WHERE status = 'held' AND expires_at > now()
+                 AND (session_id = %(sid)s OR client_hash = %(c)s::bytea)""", dict(sid=session_id, c=client))).fetchone()
+        if n['session'] >= MAX_SESSION_HOLDS:
+            raise BookingError(409, 'too_many_holds', f'this session already holds {MAX_SESSION_HOLDS} slots; confirm one, or release '
+                                                      'one (DELETE /api/holds/{hold_id}), before holding another')
+        if client and n['client'] >= self.holds_per_ip:
+            raise BookingError(429, 'too_many_holds', 'too many slots are held from this network; confirm or release one, '
+                                                      'or wait for a hold to expire', {'Retry-After': str(max(1, int(n['wait'] or 1)))})
+
+    async def hold(self, req: HoldRequest, *, client_ip: str | None = None) -> dict:
+        "Reserve `req.slot_id`, offered to `req.session_id`, for LEADCHAT_HOLD_TTL_SECONDS: the 201 body (hold_id, booking_token, expires_at, slot)."
         mt, rep, slot = self.resolve(req.slot_id, req.visitor_tz)
+        sid, client = str(req.session_id), token_hash(client_ip) if client_ip else None
+        async with self.pool.connection() as conn:
+            offered = await (await conn.execute(
+                """SELECT 1 FROM slot_offers WHERE session_id = %s AND slot_id = %s
+                     AND offered_at > now() - make_interval(hours => %s)""", [sid, req.slot_id, OFFER_TTL_HOURS])).fetchone()
+        if not offered:
+            raise BookingError(403, 'slot_not_offered', 'this slot was not offered to this session; get slots with '
+                                                        'GET /api/availability?session_id=<session_id> and hold one of those')
         try: busy = await self.calendar.rep_busy(rep.id, slot.start - mt.buffer_before, slot.end + mt.buffer_after)
         except ProviderError: raise BookingError(503, 'calendar_unavailable', CALENDAR_DOWN) from None
         if busy: raise BookingError(409, 'slot_unavailable', SLOT_GONE)
         token = new_token()
         async with self.pool.connection() as conn:
-            row = await self._insert(conn, mt, rep, slot, status='held', ttl=self.hold_ttl, token=token,
-                                     session_id=req.session_id, visitor_tz=slot.visitor_tz)
+            async with conn.transaction():
+                await self._hold_limits(conn, sid, client)
+                row = await self._insert(conn, mt, rep, slot, status='held', ttl=self.hold_ttl, token=token,
+                                         session_id=sid, visitor_tz=slot.visitor_tz, client=client)
             if row is None: raise BookingError(409, 'slot_taken', SLOT_TAKEN)
             await emit_event(conn, 'booking_held', session_id=row['session_id'],
                              payload={'booking_id': str(row['id']), 'rep': rep.id, 'meeting_type': mt.id, 'start': iso_z(slot.start)})
@@ -397,7 +451,8 @@ async def confirm(self: BookingService, req: BookingRequest, *, idempotency_key:
     key = check_idempotency_key(idempotency_key)
     async with self.pool.connection() as conn:
         claim = await claim_idempotency_key(conn, SCOPE, key, request_hash(req), lease_seconds=self.confirm_lease + 5)
-    if claim.kind == 'replay': return BookingOutcome(claim.status, claim.body, {'Idempotent-Replayed': 'true'}, True)
+    if claim.kind == 'replay':
+        return BookingOutcome(claim.status, await self._reissue(key, claim.body), {'Idempotent-Replayed': 'true'}, True)
     if claim.kind == 'mismatch':
         raise BookingError(422, 'idempotency_key_reused', 'this Idempotency-Key was used for a different request; '
                                                           'use a new key for a new booking')
@@ -416,6 +471,18 @@ async def confirm(self: BookingService, req: BookingRequest, *, idempotency_key:
         raise
     async with self.pool.connection() as conn: await complete_idempotency_key(conn, SCOPE, key, status, body, bid)
     return BookingOutcome(status, body)
+
+@patch
+async def _reissue(self: BookingService, key: str, body: dict) -> dict:
+    "A replayed booking's answer with a new cancel_token (only its hash is kept; the one handed out before stops working)."
+    if not body or body.get('status') != 'confirmed' or 'booking_id' not in body: return body
+    token = new_token()
+    async with self.pool.connection() as conn:
+        done = await (await conn.execute(
+            """UPDATE calendar_bookings SET cancel_token_hash = %s, updated_at = now()
+               WHERE id = %s AND idempotency_key = %s AND status IN ('confirmed', 'cancelled') RETURNING id""",
+            [token_hash(token), body['booking_id'], key])).fetchone()
+    return {'booking_id': body['booking_id'], 'status': body['status'], 'cancel_token': token, **body} if done else body
 
 @patch
 async def _forget(self: BookingService, key: str) -> None:
@@ -557,7 +624,8 @@ def meeting_payload(row: dict, rep: Rep, mt: MeetingType, status: str) -> dict:
     return {'booking_id': str(row['id']), 'status': status, 'meeting_type': mt.id, 'meeting_type_name': mt.name,
             'start': iso_z(row['start_at']), 'end': iso_z(row['end_at']), 'visitor_timezone': row.get('visitor_tz'),
             'rep': {'id': rep.id, 'name': rep.name, 'email': rep.email}, 'calendar': row.get('provider'),
-            'booked_at': iso_z(row['confirmed_at']) if row.get('confirmed_at') else None}
+            'booked_at': iso_z(row['confirmed_at']) if row.get('confirmed_at') else None,
+            'attendee': {'name': row.get('visitor_name'), 'email': row.get('visitor_email')}}
 
 
 @patch
@@ -577,8 +645,8 @@ async def _job(self: BookingService, kind: str, row: dict) -> None:
         meeting = meeting_payload(row, rep, mt, 'confirmed' if kind == 'crm_sync' else 'cancelled')
         if kind == 'crm_cancel': meeting['cancelled_at'] = iso_z(row['ended_at']) if row.get('ended_at') else None
         async with self.pool.connection() as conn:
-            updated = await set_lead_meeting(conn, row['session_id'], meeting, email=row.get('visitor_email'),
-                                             name=row.get('visitor_name'))
+            # the attendee goes with the meeting; the lead's contact changes only through the session's chat turns
+            updated = await set_lead_meeting(conn, row['session_id'], meeting)
         if not updated: raise _Retry('the session has no lead yet (the hand-off relay creates it)')
     else: raise ValueError(f'unknown job kind {kind!r}')
 
@@ -658,6 +726,7 @@ async def sweep_once(self: BookingService) -> dict:
         purged = await (await conn.execute(
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => %s) RETURNING key",
             [self.settings.leadchat_idempotency_ttl_hours])).fetchall()
+        await conn.execute('DELETE FROM slot_offers WHERE offered_at < now() - make_interval(hours => %s)', [OFFER_TTL_HOURS])
     if lapsed: log.warning('booking_confirmations_lapsed', count=len(lapsed))
     jobs = await self.run_jobs(limit=50)
     return {'expired_holds': len(expired), 'lapsed_confirmations': len(lapsed), 'jobs': jobs, 'keys_purged': len(purged)}
@@ -744,6 +813,9 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
         origin = request.headers.get('origin')
         if origin is not None and origin not in allowed_origins and not _same_origin(request, origin):
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the calendar API')
+        limited(request, session_id)
+
+    def limited(request: Request, session_id: Any = None) -> None:
         if (wait := ip_limits.hit(_client_ip(request))) or (session_id and (wait := session_limits.hit(f'cal:{session_id}'))):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
 
@@ -752,8 +824,11 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
             raise ApiError(413, 'body_too_large', f'the body is larger than {MAX_BODY_BYTES} bytes')
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES: raise ApiError(413, 'body_too_large', f'the body is larger than {MAX_BODY_BYTES} bytes')
-        try: data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError): raise ApiError(422, 'invalid_json', 'the body must be a JSON object') from None
+        try:
+            data = json.loads(raw)
+            json.dumps(data, ensure_ascii=False).encode()           # a lone surrogate anywhere cannot be stored or sent on
+        except (ValueError, UnicodeError, RecursionError):          # RecursionError: nested too deep
+            raise ApiError(422, 'invalid_json', 'the body must be a JSON object of valid Unicode, not nested deeply') from None
         if not isinstance(data, dict): raise ApiError(422, 'invalid_json', 'the body must be a JSON object')
         try: return model.model_validate(data)
         except ValidationError as e: raise ApiError(422, 'invalid_request', _explain(e)) from None
@@ -770,8 +845,11 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
     @router.get('/availability', summary='Bookable slots in the visitor\'s and the team\'s time zone')
     async def availability(request: Request, meeting_type: str | None = Query(None, max_length=40),
                            visitor_tz: str | None = Query(None, max_length=64), days: int | None = Query(None, ge=1, le=365),
-                           limit: int = Query(100, ge=1, le=1000), offer: int | None = Query(None, ge=1, le=10)):
-        public(request)
+                           limit: int = Query(100, ge=1, le=1000), offer: int | None = Query(None, ge=1, le=10),
+                           session_id: uuid.UUID | None = Query(None)):
+        if session_id is not None and session_id.int == 0:
+            raise ApiError(422, 'invalid_request', "session_id must be the chat session's id, not the nil UUID")
+        public(request, session_id)
         try: mt = calendar.team.meeting_type(meeting_type)
         except LookupError as e: raise ApiError(422, 'unknown_meeting_type', str(e)) from None
         try: calendar.tz(visitor_tz)
@@ -784,17 +862,17 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
             request.app.state.calendar_metrics.callbacks.inc()
             return CallbackOffer('calendar_unavailable', CALLBACK_MESSAGE, mt.id).to_dict()
         if offer: av.slots = pick_spread(av.slots, offer, zone(av.visitor_tz))     # what the chat offers: n slots on different days
+        if session_id: await request.app.state.booking.record_offers(session_id, [s.slot_id for s in av.slots])
         return av.to_dict()
 
     @router.post('/holds', status_code=201, summary='Hold a slot for a while', openapi_extra=schema(HoldRequest))
     async def hold(request: Request):
         public(request)
         req = await body(request, HoldRequest)
-        public_session = req.session_id
-        if public_session and (wait := session_limits.hit(f'cal:{public_session}')):
+        if wait := session_limits.hit(f'cal:{req.session_id}'):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
         holds = request.app.state.calendar_metrics.holds
-        try: out = await request.app.state.booking.hold(req)
+        try: out = await request.app.state.booking.hold(req, client_ip=_client_ip(request))
         except BookingError as e:
             holds.labels(e.code).inc()
             raise api_error(e) from None
@@ -830,9 +908,10 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
     @router.delete('/bookings/{booking_id}', summary='Cancel a booking (Bearer cancel_token, or the staff token)')
     async def cancel(request: Request, booking_id: uuid.UUID, authorization: str | None = Header(None)):
         token = bearer(authorization)
+        is_staff = bool(staff_token and token) and secrets.compare_digest(token.encode(), staff_token.encode())
+        (limited if is_staff else public)(request)          # staff may cancel from the console's origin
         if not token: raise ApiError(401, 'unauthorized', 'send the cancel_token (or the staff token) as Authorization: Bearer <token>',
                                      {'WWW-Authenticate': 'Bearer'})
-        is_staff = bool(staff_token) and secrets.compare_digest(token.encode(), staff_token.encode())
         try: return await request.app.state.booking.cancel(booking_id, cancel_token=None if is_staff else token, staff=is_staff)
         except BookingError as e: raise api_error(e) from None
 

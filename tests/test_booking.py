@@ -164,6 +164,19 @@ def book(c, body, k=None, **headers):
     return c.post('/api/bookings', json=body, headers={'Idempotency-Key': k or key(), **headers})
 
 
+def offer(c, sl, sid=None) -> str:
+    "Offer `sl` to a session the way the widget is offered slots (GET /api/availability with its session_id); the session id."
+    sid = sid or str(uuid.uuid4())
+    r = c.get('/api/availability', params={'meeting_type': sl.split('.')[0], 'session_id': sid, 'days': 30, 'limit': 1000})
+    assert r.status_code == 200 and sl in {s['slot_id'] for s in r.json()['slots']}, r.text[:300]
+    return sid
+
+
+def hold(c, sl, sid=None, **kw):
+    "POST /api/holds for `sl`, offered to the session first."
+    return c.post('/api/holds', json={'slot_id': sl, 'session_id': offer(c, sl, sid), **kw})
+
+
 def active(api, rep=None):
     return query(api, "SELECT * FROM calendar_bookings WHERE status IN ('held', 'confirming', 'confirmed')"
                       + (' AND rep = %s' if rep else ''), *([rep] if rep else []))
@@ -247,7 +260,9 @@ def test_availability_degrades_to_a_callback_when_the_calendars_are_down(api, pr
         assert 'call you back' in r.json()['message']
         assert 'leadchat_calendar_callbacks_total 1.0' in c.get('/metrics').text
         provider.script('google.freebusy', status(503))                 # still down when the visitor tries to hold
-        r = c.post('/api/holds', json={'slot_id': slot_id('hal-call', 'hal', 24, '09:00')})
+        sid, sl = str(uuid.uuid4()), slot_id('hal-call', 'hal', 24, '09:00')
+        query(api, 'INSERT INTO slot_offers (session_id, slot_id) VALUES (%s, %s) RETURNING 1', sid, sl)   # offered before
+        r = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid})
         assert r.status_code == 503 and r.json()['error']['code'] == 'calendar_unavailable'
 
 
@@ -255,7 +270,8 @@ def test_public_routes_refuse_other_origins(api):
     with api.client() as c:
         assert c.get('/api/availability', headers={'Origin': 'https://evil.example'}).status_code == 403
         assert c.get('/api/availability', headers={'Origin': ALLOWED}).status_code == 200
-        r = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 23, '09:00')}, headers={'Origin': 'https://evil.example'})
+        r = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 23, '09:00'), 'session_id': str(uuid.uuid4())},
+                   headers={'Origin': 'https://evil.example'})
         assert r.status_code == 403 and r.json()['error']['code'] == 'origin_not_allowed'
 
 
@@ -265,15 +281,15 @@ def test_hold_confirm_writes_caldav_event_sends_invite_updates_crm(api, radicale
     sid = new_lead_session(api)
     sl = slot_id('ana-call', 'ana', 24, '10:00')
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid, 'visitor_tz': 'America/New_York'})
+        h = hold(c, sl, sid, visitor_tz='America/New_York')
         assert h.status_code == 201, h.text
-        hold = h.json()
-        assert hold['slot']['visitor']['label'] == 'Tue 24 Mar 2026, 05:00–05:30 EDT' and len(hold['booking_token']) > 30
-        taken = c.post('/api/holds', json={'slot_id': sl})
+        held = h.json()
+        assert held['slot']['visitor']['label'] == 'Tue 24 Mar 2026, 05:00–05:30 EDT' and len(held['booking_token']) > 30
+        taken = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid})
         assert taken.status_code == 409 and taken.json()['error']['code'] == 'slot_taken'
         offered = c.get('/api/availability', params={'meeting_type': 'ana-call', 'days': 5}).json()['slots']
         assert sl not in {s['slot_id'] for s in offered}                  # a held slot is not offered
-        body = {'hold_id': hold['hold_id'], 'booking_token': hold['booking_token'], 'visitor': visitor(7),
+        body = {'hold_id': held['hold_id'], 'booking_token': held['booking_token'], 'visitor': visitor(7),
                 'notes': 'We would like to talk about RAG over support tickets.'}
         k = key()
         r = book(c, body, k)
@@ -295,18 +311,19 @@ def test_hold_confirm_writes_caldav_event_sends_invite_updates_crm(api, radicale
     assert 'ORGANIZER;CN="Ana Ruiz":mailto:ana@calderwood.example' in cal.get_content()
     assert 'SCHEDULE-AGENT' not in cal.get_content()
     assert [p.get_filename() for p in msg.iter_attachments()] == ['invite.ics']
-    # the CRM lead has the meeting, and the email the visitor gave
+    # the CRM lead has the meeting and its attendee; the lead's own contact changes only through the chat
     lead = wait_for(lambda: [l for l in query(api, 'SELECT * FROM leads WHERE session_id = %s', sid) if 'meeting' in l['payload']],
                     'the CRM update')[0]
     mtg = lead['payload']['meeting']
     assert (mtg['booking_id'], mtg['status'], mtg['start'], mtg['rep']['id']) == (b['booking_id'], 'confirmed', '2026-03-24T09:00:00Z', 'ana')
-    assert lead['email'] == 'lee7@acme.example'
+    assert mtg['attendee'] == {'name': 'Lee Park 7', 'email': 'lee7@acme.example'} and lead['email'] is None
     events = [e['event_type'] for e in query(api, 'SELECT event_type FROM analytics_events WHERE session_id = %s ORDER BY id', sid)]
     assert events == ['booking_held', 'booking_confirmed']
     # a retry with the same key and payload: the same answer, marked as a replay
     with api.client() as c:
         again = book(c, body, k)
-        assert again.status_code == 201 and again.json() == b and again.headers['idempotent-replayed'] == 'true'
+        assert again.status_code == 201 and again.headers['idempotent-replayed'] == 'true'
+        assert again.json() == {**b, 'cancel_token': again.json()['cancel_token']}
         other = book(c, {**body, 'notes': 'something else'}, k)
         assert other.status_code == 422 and other.json()['error']['code'] == 'idempotency_key_reused'
         twice = book(c, body)                                            # the same hold under a new key
@@ -346,12 +363,12 @@ async def test_200_concurrent_confirmations_of_one_slot(api, radicale):
 
 async def test_200_concurrent_confirmations_of_one_hold(api):
     with api.client() as c:
-        hold = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 25, '15:00')}).json()
-    rs = await confirm_many(api, [{'hold_id': hold['hold_id'], 'booking_token': hold['booking_token'], 'visitor': visitor(i)}
+        h = hold(c, slot_id('fay-call', 'fay', 25, '15:00')).json()
+    rs = await confirm_many(api, [{'hold_id': h['hold_id'], 'booking_token': h['booking_token'], 'visitor': visitor(i)}
                                   for i in range(200)])
     assert sorted(r.status_code for r in rs) == [201] + [409] * 199
     assert {r.json()['error']['code'] for r in rs if r.status_code == 409} <= {'booking_in_progress', 'hold_already_confirmed'}
-    assert [r['status'] for r in query(api, 'SELECT status FROM calendar_bookings WHERE id = %s', hold['hold_id'])] == ['confirmed']
+    assert [r['status'] for r in query(api, 'SELECT status FROM calendar_bookings WHERE id = %s', h['hold_id'])] == ['confirmed']
 
 
 # --- idempotency -----------------------------------------------------------------------------------------------
@@ -370,7 +387,8 @@ async def test_a_retry_while_the_first_request_runs_gets_409_then_the_same_resul
         after = await c.post('/api/bookings', json=body, headers={'Idempotency-Key': k})
     assert during.status_code == 409 and during.json()['error']['code'] == 'request_in_progress' and during.headers['retry-after']
     assert mismatch.status_code == 422 and mismatch.json()['error']['code'] == 'idempotency_key_reused'
-    assert r1.status_code == 201 and after.status_code == 201 and after.json() == r1.json()
+    assert r1.status_code == 201 and after.status_code == 201
+    assert after.json() == {**r1.json(), 'cancel_token': after.json()['cancel_token']}     # a fresh cancel token
     assert len([e for (o, _), e in provider.events.items() if o == 'ben@calderwood.example'
                 and e['start']['dateTime'] == '2026-03-26T09:00:00Z']) == 1
 
@@ -436,7 +454,7 @@ def test_a_write_that_lands_after_its_timeout_is_removed_by_the_second_sweep(api
 
 def test_caldav_write_refused_leaves_no_hold_and_no_event(api, radicale):
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': slot_id('eve-call', 'eve', 30, '11:00')}).json()
+        h = hold(c, slot_id('eve-call', 'eve', 30, '11:00')).json()
         r = book(c, {'hold_id': h['hold_id'], 'booking_token': h['booking_token'], 'visitor': visitor(9)})
     assert r.status_code == 503 and r.json()['error']['code'] == 'calendar_unavailable'
     assert query(api, 'SELECT status FROM calendar_bookings WHERE id = %s', h['hold_id'])[0]['status'] == 'failed'
@@ -445,7 +463,7 @@ def test_caldav_write_refused_leaves_no_hold_and_no_event(api, radicale):
 
 def test_provider_down_at_the_recheck_releases_the_hold(api, provider):
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': slot_id('ben-call', 'ben', 31, '09:30')}).json()
+        h = hold(c, slot_id('ben-call', 'ben', 31, '09:30')).json()
         provider.script('google.freebusy', status(503))
         r = book(c, {'hold_id': h['hold_id'], 'booking_token': h['booking_token'], 'visitor': visitor(10)})
     assert r.status_code == 503
@@ -455,7 +473,7 @@ def test_provider_down_at_the_recheck_releases_the_hold(api, provider):
 
 def test_the_calendar_is_read_again_before_confirming(api, radicale):
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': slot_id('ana-call', 'ana', 31, '15:00')}).json()
+        h = hold(c, slot_id('ana-call', 'ana', 31, '15:00')).json()
         # meanwhile Ana accepts another meeting in her own calendar app
         radicale.add('ana', 'work', 'BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:elsewhere@x\r\n'
                                     'DTSTAMP:20260301T000000Z\r\nDTSTART;TZID=Europe/Madrid:20260331T150000\r\n'
@@ -483,18 +501,20 @@ def test_a_confirmation_abandoned_mid_way_is_undone_by_the_sweeper(api, provider
 def test_expired_holds_stop_blocking_and_are_swept(api):
     sl = slot_id('fay-call', 'fay', 26, '09:00')
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': sl}).json()
+        sid = offer(c, sl)
+        h = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid}).json()
         query(api, "UPDATE calendar_bookings SET expires_at = now() - interval '1 second' WHERE id = %s RETURNING id", h['hold_id'])
         r = book(c, {'hold_id': h['hold_id'], 'booking_token': h['booking_token'], 'visitor': visitor()})
         assert r.status_code == 409 and r.json()['error']['code'] == 'hold_expired'
-        h2 = c.post('/api/holds', json={'slot_id': sl})                 # the lapsed hold no longer blocks
+        h2 = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid})      # the lapsed hold no longer blocks
         assert h2.status_code == 201
     wait_for(lambda: query(api, "SELECT 1 FROM calendar_bookings WHERE id = %s AND status = 'expired'", h['hold_id']), 'the sweep')
 
 
 def test_release_a_hold(api):
     with api.client() as c:
-        h = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 26, '10:00')}).json()
+        sid = offer(c, slot_id('fay-call', 'fay', 26, '10:00'))
+        h = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 26, '10:00'), 'session_id': sid}).json()
         url = f"/api/holds/{h['hold_id']}"
         assert c.delete(url).status_code == 401
         assert c.delete(url, headers={'Authorization': 'Bearer ' + 'x' * 43}).status_code == 404
@@ -502,7 +522,7 @@ def test_release_a_hold(api):
         assert c.delete('/api/holds/not-a-uuid', headers={'Authorization': 'Bearer x'}).status_code == 422
         assert c.delete(url, headers={'Authorization': f"Bearer {h['booking_token']}"}).status_code == 204
         assert c.delete(url, headers={'Authorization': f"Bearer {h['booking_token']}"}).status_code == 204   # idempotent
-        assert c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 26, '10:00')}).status_code == 201
+        assert c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 26, '10:00'), 'session_id': sid}).status_code == 201
 
 
 # --- cancellation ---------------------------------------------------------------------------------------------------
@@ -607,5 +627,127 @@ def test_rate_limits_apply_to_the_calendar_routes(pg, radicale, provider, smtp, 
     with LiveServer(app) as srv, srv.client() as c:
         codes = [c.get('/api/availability', params={'meeting_type': 'fay-call'}).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
-        r = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 23, '09:00')})
+        r = c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', 23, '09:00'), 'session_id': str(uuid.uuid4())})
         assert r.status_code == 429 and int(r.headers['retry-after']) >= 1
+
+
+# --- abuse (issue 16): holds only for offered slots, per-session and per-IP caps; cancel checks; hostile JSON; secrets ------
+
+def test_a_hold_needs_a_session_that_was_offered_the_slot(api):
+    sl, other = slot_id('fay-call', 'fay', (4, 6), '09:00'), slot_id('fay-call', 'fay', (4, 6), '10:00')
+    third = slot_id('fay-call', 'fay', (4, 6), '11:00')
+    with api.client() as c:
+        r = c.post('/api/holds', json={'slot_id': sl})
+        assert r.status_code == 422 and 'session_id' in r.json()['error']['message']
+        r = c.post('/api/holds', json={'slot_id': sl, 'session_id': str(uuid.UUID(int=0))})
+        assert r.status_code == 422 and r.json()['error']['code'] == 'invalid_request'
+        sid = str(uuid.uuid4())
+        r = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid})           # never offered to this session
+        assert r.status_code == 403 and r.json()['error']['code'] == 'slot_not_offered'
+        assert 'GET /api/availability' in r.json()['error']['message']
+        offer(c, sl, sid)
+        h1 = c.post('/api/holds', json={'slot_id': sl, 'session_id': sid})
+        assert h1.status_code == 201, h1.text
+        assert c.post('/api/holds', json={'slot_id': other, 'session_id': sid}).status_code == 201
+        r = c.post('/api/holds', json={'slot_id': third, 'session_id': sid})      # a third live hold
+        assert r.status_code == 409 and r.json()['error']['code'] == 'too_many_holds' and 'release' in r.json()['error']['message']
+        assert not query(api, "SELECT 1 FROM calendar_bookings WHERE session_id = %s AND start_at = %s", sid,
+                         datetime(2026, 4, 6, 9, tzinfo=UTC))
+        c.delete(f"/api/holds/{h1.json()['hold_id']}", headers={'Authorization': f"Bearer {h1.json()['booking_token']}"})
+        assert c.post('/api/holds', json={'slot_id': third, 'session_id': sid}).status_code == 201   # one was given back
+        another = str(uuid.uuid4())                                  # another session cannot hold what it was not offered
+        assert c.post('/api/holds', json={'slot_id': slot_id('fay-call', 'fay', (4, 6), '12:00'),
+                                          'session_id': another}).status_code == 403
+
+
+def test_live_holds_per_ip_are_capped(pg, radicale, provider, smtp, tmp_path):
+    path = tmp_path / 'calendar.yaml'
+    path.write_text(yaml.safe_dump(calendar_yaml(radicale, provider)))
+    settings = app_settings(pg, fresh_db(pg[1]), path, smtp.port, leadchat_live_holds_per_ip=3)
+    app = create_app(settings, knowledge_path='', calendar_sweep_interval=None,
+                     calendar=CalendarService(settings, load_calendar_config(path, settings), clock=lambda: NOW))
+    with LiveServer(app) as srv, srv.client() as c:
+        held = [hold(c, slot_id('fay-call', 'fay', 23, t)) for t in ('09:00', '10:00', '11:00')]      # three sessions
+        assert [h.status_code for h in held] == [201] * 3
+        r = hold(c, slot_id('fay-call', 'fay', 23, '12:00'))
+        assert r.status_code == 429 and r.json()['error']['code'] == 'too_many_holds' and int(r.headers['retry-after']) >= 1
+        h = held[0].json()
+        c.delete(f"/api/holds/{h['hold_id']}", headers={'Authorization': f"Bearer {h['booking_token']}"})
+        assert hold(c, slot_id('fay-call', 'fay', 23, '12:00')).status_code == 201
+
+
+def test_cancel_checks_the_origin_and_the_rate_limit(api, pg, radicale, provider, smtp, tmp_path):
+    with api.client() as c:
+        b = book(c, {'slot_id': slot_id('fay-call', 'fay', (4, 7), '09:00'), 'visitor': visitor(20)}).json()
+        url = f"/api/bookings/{b['booking_id']}"
+        r = c.delete(url, headers={'Authorization': f"Bearer {b['cancel_token']}", 'Origin': 'https://evil.example'})
+        assert r.status_code == 403 and r.json()['error']['code'] == 'origin_not_allowed'
+        assert query(api, 'SELECT status FROM calendar_bookings WHERE id = %s', b['booking_id'])[0]['status'] == 'confirmed'
+        r = c.delete(url, headers={'Authorization': f'Bearer {STAFF}', 'Origin': 'https://console.internal.example'})
+        assert r.status_code == 200 and r.json()['status'] == 'cancelled'            # staff: no origin check
+    path = tmp_path / 'calendar.yaml'
+    path.write_text(yaml.safe_dump(calendar_yaml(radicale, provider)))
+    settings = app_settings(pg, fresh_db(pg[1]), path, smtp.port, leadchat_rate_limit_ip_per_minute=2)
+    app = create_app(settings, knowledge_path='', calendar_sweep_interval=None,
+                     calendar=CalendarService(settings, load_calendar_config(path, settings), clock=lambda: NOW))
+    with LiveServer(app) as srv, srv.client() as c:
+        codes = [c.delete(f'/api/bookings/{uuid.uuid4()}', headers={'Authorization': 'Bearer ' + 'x' * 43}).status_code
+                 for _ in range(3)]
+        assert codes == [404, 404, 429]
+
+
+DEEP = '{"slot_id": ' + '[' * 5000 + ']' * 5000 + '}'
+
+
+@pytest.mark.parametrize('route', ['/api/holds', '/api/bookings'])
+@pytest.mark.parametrize('payload', [
+    DEEP, '{"visitor": ' + '{"a":' * 2500 + '1' + '}' * 2500 + '}',
+    '{"slot_id": "fay-call.fay.20260323T0800Z", "session_id": "%s", "visitor_tz": "\\ud800", '
+    '"visitor": {"name": "Lee planted.person@acme.example", "email": "planted.person@acme.example"}}' % uuid.uuid4(),
+    '{"slot_id": "fay-call.fay.20260323T0800Z\\ud800", "visitor": {"name": "Lee", "email": "planted.person@acme.example"}}',
+    '{"slot_id": "fay-call.fay.20260323T0800Z", "visitor": {"name": "Lee\\udfff", "email": "planted.person@acme.example"}, '
+    '"notes": "call planted.person@acme.example"}',
+    '{"\\ud800planted.person@acme.example": 1}',
+])
+def test_deep_json_and_lone_surrogates_are_422_and_not_logged(api, capfd, route, payload):
+    before = query(api, 'SELECT count(*) AS n FROM calendar_bookings')
+    with api.client() as c:
+        r = c.post(route, content=payload.encode(), headers={'Content-Type': 'application/json', 'Idempotency-Key': key()})
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()['error']['code'] in ('invalid_json', 'invalid_request') and 'planted' not in r.text
+    assert query(api, 'SELECT count(*) AS n FROM calendar_bookings') == before
+    out, err = capfd.readouterr()
+    assert 'planted' not in out + err and 'Traceback' not in out + err
+
+
+def test_the_cancel_token_is_not_stored_and_a_replay_still_can_cancel(api):
+    body, k = {'slot_id': slot_id('fay-call', 'fay', (4, 8), '09:00'), 'visitor': visitor(21)}, key()
+    with api.client() as c:
+        first = book(c, body, k).json()
+        (stored,) = query(api, 'SELECT response_body::text AS b FROM idempotency_keys WHERE key = %s', k)
+        assert first['cancel_token'] not in stored['b'] and 'cancel_token' not in stored['b']
+        assert not query(api, "SELECT 1 FROM idempotency_keys WHERE response_body ? 'cancel_token'")
+        again = book(c, body, k)                        # the client retries a POST whose answer it lost
+        assert again.status_code == 201 and again.headers['idempotent-replayed'] == 'true'
+        token = again.json()['cancel_token']
+        assert token and again.json() == {**first, 'cancel_token': token}
+        assert first['cancel_token'] not in query(api, 'SELECT response_body::text AS b FROM idempotency_keys WHERE key = %s', k)[0]['b']
+        r = c.delete(f"/api/bookings/{first['booking_id']}", headers={'Authorization': f'Bearer {token}'})
+        assert r.status_code == 200 and r.json()['status'] == 'cancelled'
+
+
+def test_a_booking_does_not_change_the_sessions_contact(api):
+    sid = new_lead_session(api)
+    query(api, "UPDATE leads SET email = 'owner@acme.example', name = 'Owner' WHERE session_id = %s RETURNING id", sid)
+    empty = new_lead_session(api)
+    with api.client() as c:
+        b1 = book(c, {'slot_id': slot_id('fay-call', 'fay', (4, 8), '10:00'), 'visitor': visitor(22), 'session_id': sid}).json()
+        b2 = book(c, {'slot_id': slot_id('fay-call', 'fay', (4, 8), '11:00'), 'visitor': visitor(23), 'session_id': empty}).json()
+    for s, b in ((sid, b1), (empty, b2)):
+        wait_for(lambda: query(api, "SELECT 1 FROM leads WHERE session_id = %s AND payload->'meeting'->>'booking_id' = %s",
+                               s, b['booking_id']), 'the CRM update')
+    (owner,), (blank,) = query(api, 'SELECT * FROM leads WHERE session_id = %s', sid), query(api, 'SELECT * FROM leads WHERE session_id = %s', empty)
+    assert (owner['email'], owner['name']) == ('owner@acme.example', 'Owner')
+    assert (blank['email'], blank['name']) == (None, None)
+    assert blank['payload']['meeting']['attendee'] == {'name': 'Lee Park 23', 'email': 'lee23@acme.example'}
+    assert [r['visitor_email'] for r in query(api, 'SELECT visitor_email FROM sessions WHERE session_id IN (%s, %s)', sid, empty)] == [None, None]
