@@ -751,3 +751,14 @@ def test_a_booking_does_not_change_the_sessions_contact(api):
     assert (blank['email'], blank['name']) == (None, None)
     assert blank['payload']['meeting']['attendee'] == {'name': 'Lee Park 23', 'email': 'lee23@acme.example'}
     assert [r['visitor_email'] for r in query(api, 'SELECT visitor_email FROM sessions WHERE session_id IN (%s, %s)', sid, empty)] == [None, None]
+
+
+async def test_concurrent_holds_of_one_session_stop_at_two(api):
+    slots = [slot_id('fay-call', 'fay', (4, 9), f'{h:02d}:00') for h in (9, 10, 11, 12, 14, 15, 16, 17)]
+    with api.client() as c:
+        sid = offer(c, slots[0])
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as c:
+        rs = await asyncio.gather(*(c.post('/api/holds', json={'slot_id': s, 'session_id': sid}) for s in slots))
+    assert sorted(r.status_code for r in rs) == [201] * 2 + [409] * 6
+    assert {r.json()['error']['code'] for r in rs if r.status_code == 409} == {'too_many_holds'}
+    assert len(query(api, "SELECT 1 FROM calendar_bookings WHERE session_id = %s AND status = 'held'", sid)) == 2
