@@ -564,6 +564,8 @@ DECISION_RULES = [
              r"\bi\s+(?:own|run|control|hold|manage|make)\s+(?:the\s+|their\s+|our\s+|all\s+)?(?:[\w-]+\s+)?(?:vendor\s+(?:selection|choices?|decisions?)|budgets?|purchasing(?:\s+decisions?)?|"
              r"procurement\s+decisions?|buying\s+decisions?)\b")),
     Rule(_rx(r"\bi\s+(?:make|have|own)\s+(?:the\s+)?(?:final\s+)?(?:decision|call|say|sign-?off|signoff)\b|\bi\s+sign\s+off\b")),
+    # "I own this remediation", "I own the programme": the speaker is accountable for the project itself
+    Rule(_rx(r"\bi\s+(?:own|lead|sponsor)\s+(?:this|the|our)\s+(?:[\w-]+\s+)?(?:remediation|programme|program|initiative|project|workstream|transformation|roadmap)\b(?!\s+(?:team|squad))")),
     Rule(_rx(r"\b(?:the\s+)?(?:decision|budget|final\s+call|call)\s+is\s+(?:mine|(?:up\s+)?to\s+me)\b|\bi(?:'?m|\s+am)\s+the\s+one\s+who\s+(?:decides|signs)\b")),
     Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
              r"\b(?:gave|given|delegated(?:\s+to)?)\s+(?:me|us)\s+(?:the\s+|full\s+)?(?:authority|mandate|power|sign-?off)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b")),
@@ -582,7 +584,9 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
     # a message or sentence that opens with the title: "Managing partner at a 90-lawyer firm", "COO here"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
     # ... or with the company after a comma or a dash: "CTO, 80-person fintech in Lisbon", "COO - a 300-person insurer", "CEO @ Acme"
-    Rule(_rx(r"^\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z]))")),
+    Rule(_rx(r"^\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z])|"
+             r"(?:[\w-]+\s+){0,3}?(?:bank|insurer|company|firm|group|chain|retailer|startup|scale-?up|hospital|agency|manufacturer|fintech|"
+             r"insurtech|operator|utility|university|council|ministry|airline|carrier|brand|platform|marketplace)\b)")),
     *DECISION_RULES,
 ]
 AUTHORITY_WEAK_RULES = [
@@ -715,7 +719,7 @@ _WORDNUM = {'a few hundred': 300, 'several hundred': 300, 'hundreds of': 300, 'a
             'fifteen': 15, 'twenty': 20, 'thirty': 30, 'forty': 40, 'fifty': 50, 'a hundred': 100}
 _NUM = r"(?P<n>\d{1,3}(?:[,.]\d{3})+|\d+(?:\.\d+)?\s*k|\d+|" + '|'.join(sorted(map(re.escape, _WORDNUM), key=len, reverse=True)) + ")"
 _HEADCOUNT = _rx(r"(?<![\w.$€£])(?:about\s+|around\s+|roughly\s+|over\s+|almost\s+|nearly\s+|~\s*)?" + _NUM +
-                 r"(?:ish)?\s*\+?\s*(?P<adj>-\s*|\s)?(?:person|people|ppl|employees?|staff|ftes?|strong|engineers|developers|headcount|seats|"
+                 r"(?:ish)?\s*\+?\s*(?P<adj>-\s*|\s)?(?:person|people|ppl|employees?|employes|staff|ftes?|strong|engineers|developers|headcount|seats|"
                  r"lawyers?|attorneys?|solicitors?|nurses?|doctors?|clinicians?|physicians?|adjusters?|underwriters?|drivers?|"
                  r"accountants?|bankers?|advis[eo]rs?|pharmacists?|technicians?|teachers?|agents?|beds?)\b"
                  r"(?!\s+(?:use|using|visit|call|access|rely|download|sign|log|read|attend|per|a\s+(?:day|week|month)|every|each)\b)")
@@ -834,7 +838,8 @@ PROBLEM_IMPLICIT_RULES = [
          'partially_confirmed', kind='implicit', note='asked a detailed technical question about a service'),
     Rule(_rx(r"\b(?:do|can|could)\s+you\s+(?:guys\s+)?(?:do|offer|build|provide|support|work\s+with|have\s+experience\s+(?:with|in)|deliver|help\s+with|deploy|"
              r"integrate|fine-?tune|host|implement)\b(?=[^.?!]*\b(?:rag|llms?|chat\s?bots?|assistants?|agents?|agentic|ocr|vector|semantic\s+search|"
-             r"fine-?tun\w*|on-?prem\w*|mlops|llmops|document\s+(?:processing|ai)|knowledge\s+base|machine\s+learning|forecasting|genai|generative\s+ai|ai|"
+             r"fine-?tun\w*|on-?prem\w*|mlops|llmops|document\s+(?:processing|ai|extraction|understanding|classification)|(?:data|information)\s+extraction|"
+             r"scanned\s+(?:forms|documents|docs|invoices)|handwrit\w*|recommend\w*\s+(?:systems?|engines?)|knowledge\s+base|machine\s+learning|forecasting|genai|generative\s+ai|ai|"
              r"staff\s+augmentation|team\s+augmentation|nearshore\s+\w+|data\s+engineering|data\s+platforms?)\b)"),
          'partially_confirmed', kind='implicit', note='asked whether the company offers a specific AI service'),
 ]
@@ -847,6 +852,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
     |\b(?:with|have|get)\s+something\s+(?:in\s+place|live|running)\s+(?:by|before|for|in)\b
+    |\b(?:is|would|could)\s+(?:it|this|that|a|an)\s+(?:[\w-]+\s+){0,6}?(?:be\s+)?(?:realistic|feasible|doable|viable)\b[^.!]*\?
     |\blooking\s+for\s+(?:an?\s+)?(?:[\w-]+\s+){0,2}?(?:partner|vendor|provider|solution|implementation\s+partner)\b
     |\b(?:need|want|looking\s+for)\s+(?:someone|somebody|a\s+partner|a\s+team|outside\s+help|help)\s+to\s+(?:\w+\s+)?(?:measure|fix|evaluate|test|audit|build|rebuild|replace|improve|sort|solve|repair|take\s+over)\b
     |\bbudget\s+(?:is\s+|has\s+been\s+)?(?:approved|ring-?fenced|allocated|set\s+aside|earmarked|secured)\b|\b(?:got|have)\s+(?:the\s+)?budget\s+(?:ring-?fenced|approved|allocated|set\s+aside|for\s+(?:this|it|h[12]|q[1-4]))\b
