@@ -370,6 +370,7 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
              r"artist|musician|realtor|broker|trainer|translator)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?(?:personal|hobby|pet|side)\s+project\b|\ba\s+(?:personal|hobby)\s+project\b")),
+    Rule(_rx(r"\bmy\s+(?:own\s+)?personal\s+(?:[\w-]+\s+){0,2}?(?:blog|web\s*site|site|app|portfolio|shop|store|channel)\b")),
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
     Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
@@ -424,6 +425,9 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
     Rule(_rx(r"\b(?:there'?s|there\s+is|we\s+have|we've\s+got|we\s+got|with)\s+(?:absolutely\s+)?(?:no|zero|0|nil)\s+budget\b(?![^.?!;]{0,40}\b(?:yet|until|approved|issues?|problem|concerns?|constraints?|limit))"), neg=False),
     Rule(_rx(r"\b(?:no|zero)\s+budget\s+(?:for\s+(?:this|it|external|outside|consult\w*|any)|at\s+all|whatsoever|this\s+year\s+or\s+next)\b"), neg=False),
     Rule(_rx(r"\b(?:don'?t|do\s+not|doesn'?t)\s+have\s+(?:any|a\s+single)\s+(?:budget|money)\b(?![^.?!;]{0,30}\b(?:yet|until|approved))"), neg=False),
+    # a few hundred (or a few thousand) to spend: "happy to pay 100 euro", "i have like 2k to invest"
+    Rule(_rx(r"\b(?:pay|spend|invest|budget\s+(?:is|of)|have|got)\s+(?:like\s+|about\s+|around\s+|up\s+to\s+|maybe\s+|only\s+)?"
+             r"(?:(?:€|\$|£)\s?\d{1,3}(?![\d.,]*\s*(?:k|m|million|thousand))|\d{1,3}\s*(?:€|eur(?:os?)?|usd|dollars?|£|gbp|quid|bucks)\b|(?:€|\$|£)?\s?[1-9]\s?k\b)"), neg=False),
     Rule(_rx(r"\b(?:can'?t|cannot|could\s?n'?t)\s+afford\s+(?:to\s+pay|any|a\s+consultan\w+|you|outside|external|consultants)|\b(?:hoping|looking)\s+for\s+(?:some\s+)?free\s+(?:advice|help|consulting|work)\b|"
              r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
 ]
@@ -1014,15 +1018,20 @@ _FOREIGN = re.compile(r"\b(?:de|da|el|la|los|las|del|que|y|en|por|para|con|una|u
                       r"siamo|vogliamo|abbiamo|nostr[oaie]|buongiorno|grazie|der|die|das|und|ist|ein|eine|einen|einem|wir|ich|mit|"
                       r"für|auf|sind|nicht|unser|unsere|unseren|guten|hallo|danke|bei|von|möchten|habt|ihr|het|een|ik|wij|bij|voor|"
                       r"niet|onze|goedemiddag|goedemorgen|willen|graag|som|amb|els|voldríem|treballeu|bon|dia|jest|się|nie|"
-                      r"jestem|jesteśmy|chcemy|mamy|dzień|dobry|dla|oraz|czy)\b", re.IGNORECASE)
+                      r"jestem|jesteśmy|chcemy|mamy|dzień|dobry|dla|oraz|czy|volem|fer|dels|pel|també|perquè|què|quin|quina|tenim|són|aquest|aquesta|"
+                      r"jsme|chtěli|bychom|můžete|nám|și|sunt|vrem|suntem|pentru|och|vill|att|är|vi|kan|ni)\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"\S+@\S+|https?://\S+|\b[\w.-]+\.(?:com|org|net|io|es|pt|de|fr|nl|it|pl)\b", re.IGNORECASE)
 
 
 def foreign_language(text: str) -> bool:
     "Written in another language: its function words outnumber English ones two to one (three at least)."
     t = _ADDRESS.sub(' ', text)
+    words = t.split()
+    accented = sum(1 for w in words if any(ord(c) > 127 and c.isalpha() for c in w))   # ě, ñ, ç, ł, Greek, Cyrillic…
+    english = len(_ENGLISH.findall(t))
+    if accented >= 3 and accented >= 0.2 * len(words) and accented > english: return True
     other = len(_FOREIGN.findall(t))
-    return other >= 3 and other > 2 * len(_ENGLISH.findall(t))
+    return other >= 3 and other > 2 * english
 
 
 def readable(text: str) -> bool:
@@ -1047,6 +1056,7 @@ _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|
 # someone else's advice to contact us is how the visitor got here, not a request for a person ("a friend suggested I get in touch")
 _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
+_STUDENT = re.compile(r"\b(?:school|class|homework|student|students|uni|course|assignment|coursework)\b", re.IGNORECASE)
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
@@ -1173,7 +1183,10 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                'researcher' if not org_need and _first(text, MEDIA_RULES) else
                'job_seeker' if not for_client and _first(text, JOB_SEEKER_RULES) else
                'vendor' if not org_need and _first(text, VENDOR_RULES) else
-               learned('persona', th.disqualify) if _FIRST_PERSON.search(text) and not for_client else None)    # who they are: they must say; a firm acting for a client is a buyer's agent
+               None)
+    ruled = persona is not None
+    if persona is None and _FIRST_PERSON.search(text) and not for_client:    # who they are: they must say; a firm acting
+        persona = learned('persona', th.disqualify)                          # for a client is a buyer's agent
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
@@ -1186,6 +1199,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                     or (learned('human', th.signal) == 'yes' and ev_nf == reading.evidence('human', 'yes'))):
                 no_fit = None
     if for_client: no_fit = None
+    if ruled and persona:      # a rival, a writer, a job seeker or a vendor: their organisation is not a prospect's
+        cands['company_fit'], cands['authority_fit'], role = [], [], None
+    if no_fit == 'academic' and not persona and _STUDENT.search(text): persona = 'researcher'   # a student's school work
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
     if foreign_language(text):   # the readers are English-only: another language upgrades nothing but a request for a person
         cands, role, unsure = {d: [] for d in cands}, None, []
