@@ -7,7 +7,10 @@ Docs: https://leadchat.github.io/leadchat/cli.html.md"""
 # %% ../nbs/90_cli.ipynb #c11a0004
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -15,13 +18,14 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .config import ConfigurationError, Settings, get_settings
+from .config import ConfigurationError, Settings, get_settings, masked_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'db_app', 'handoff_app', 'calendar_app', 'models_app', 'load_settings', 'version', 'check', 'demo',
-           'db_migrate', 'db_status', 'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'relay',
-           'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export',
-           'models_status']
+__all__ = ['app', 'EnvFile', 'db_app', 'MAX_HEADER_BYTES', 'handoff_app', 'calendar_app', 'models_app', 'load_settings',
+           'version', 'check', 'demo', 'db_migrate', 'db_status', 'purge_login_attempts', 'scrub_booking_contacts',
+           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'NoQueryString', 'QuietFdExhaustion',
+           'install_log_filters', 'relay', 'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots',
+           'calendar_sweep', 'models_export', 'models_status']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -51,7 +55,7 @@ def check(env_file: Optional[Path] = EnvFile,
     "Validate the configuration the way the service does at start-up."
     s = load_settings(env_file)
     if as_json:
-        typer.echo(json.dumps(json.loads(s.model_dump_json()), indent=2, sort_keys=True))
+        typer.echo(json.dumps(masked_settings(s), indent=2, sort_keys=True))
         return
     from leadchat.models import get_model
     try:
@@ -154,17 +158,39 @@ def db_status(env_file: Optional[Path] = EnvFile):
     if any(r['state'] != 'applied' for r in rows): raise typer.Exit(3)
 
 
+async def purge_login_attempts(conn, *, retention_days: int, dry_run: bool = False) -> int:
+    "Staff sign-in attempts older than `retention_days`: deleted (or counted, with `dry_run`)."
+    from leadchat.staff import prune_login_attempts
+    if not dry_run: return await prune_login_attempts(conn, older_than_days=retention_days)
+    q = 'SELECT count(*) AS n FROM staff_login_attempts WHERE at < now() - make_interval(days => %s)'
+    return (await (await conn.execute(q, [retention_days])).fetchone())['n']
+
+
+async def scrub_booking_contacts(conn, *, retention_days: int, dry_run: bool = False) -> int:
+    "Clear the visitor's name, email and notes of bookings untouched and over for `retention_days`, unless a lead owns the session."
+    where = '''(visitor_name IS NOT NULL OR visitor_email IS NOT NULL OR notes IS NOT NULL)
+               AND updated_at < now() - make_interval(days => %(d)s) AND end_at < now() - make_interval(days => %(d)s)
+               AND NOT EXISTS (SELECT 1 FROM leads l WHERE l.session_id = b.session_id)'''
+    q = (f'SELECT count(*) AS n FROM calendar_bookings b WHERE {where}' if dry_run else
+         f'''WITH x AS (UPDATE calendar_bookings b SET visitor_name = NULL, visitor_email = NULL, notes = NULL
+                        WHERE {where} RETURNING 1) SELECT count(*) AS n FROM x''')
+    return (await (await conn.execute(q, dict(d=retention_days))).fetchone())['n']
+
+
 @db_app.command('purge')
 def db_purge(env_file: Optional[Path] = EnvFile,
              days: int = typer.Option(90, min=1, help='Keep sessions active within this many days.'),
              dry_run: bool = typer.Option(False, '--dry-run', help='Only count what would be deleted.')):
-    "Delete sessions older than the retention period (sessions with a lead are kept for the lead's lifetime)."
+    "Delete sessions, staff sign-in attempts and booking contacts older than the retention period (a lead's are kept)."
     from leadchat.repos import purge_sessions
     async def go(s, db):
-        async with db.pool.connection() as conn: return await purge_sessions(conn, retention_days=days, dry_run=dry_run)
+        async with db.pool.connection() as conn:
+            counts = (await purge_sessions(conn, retention_days=days, dry_run=dry_run)).model_dump()
+            counts['login_attempts'] = await purge_login_attempts(conn, retention_days=days, dry_run=dry_run)
+            counts['booking_contacts'] = await scrub_booking_contacts(conn, retention_days=days, dry_run=dry_run)
+            return counts
     counts = _run_db(env_file, go)
-    typer.echo(('would delete' if dry_run else 'deleted') + ': ' +
-               ', '.join(f'{k} {v}' for k, v in counts.model_dump().items()))
+    typer.echo(('would delete' if dry_run else 'deleted') + ': ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
 
 
 @db_app.command('expire')
@@ -288,18 +314,75 @@ def eval_rag(env_file: Optional[Path] = EnvFile,
 def serve(env_file: Optional[Path] = EnvFile,
           host: str = typer.Option('127.0.0.1', help='Interface to bind (127.0.0.1 keeps it on this machine).'),
           port: int = typer.Option(8000, min=1, max=65535, help='Port to listen on.'),
-          knowledge: Path = typer.Option(Path('knowledge'), help='Documents to ingest when the index is empty.')):
+          knowledge: Path = typer.Option(Path('knowledge'), help='Documents to ingest when the index is empty.'),
+          limit_concurrency: int = typer.Option(1000, min=1, help='Open connections (and requests) at once; more get 503.'),
+          keep_alive: int = typer.Option(5, min=1, max=300, help='Seconds an idle keep-alive connection stays open.')):
     "Start the chat service: embedded database, migrations, knowledge ingest if empty, the API."
+    import signal
     import uvicorn
     from leadchat.api import create_app
+    from leadchat.db import stop_embedded
     s = load_settings(env_file)
     base = f'http://{host}:{port}'
     typer.echo(f'leadchat starting on {base}  (demo page {base}/, API docs {base}/docs, readiness {base}/readyz)')
-    try: uvicorn.run(create_app(s, knowledge_path=str(knowledge)), host=host, port=port, log_level='info',
-                     proxy_headers=False, timeout_graceful_shutdown=5)
+    # uvicorn re-raises the SIGTERM it caught once it has shut down: exit through Python so clean-up runs
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    try:
+        config = uvicorn.Config(create_app(s, knowledge_path=str(knowledge)), host=host, port=port, log_level='info',
+                                proxy_headers=False, timeout_graceful_shutdown=5, http='h11',
+                                timeout_keep_alive=keep_alive, limit_concurrency=limit_concurrency,
+                                h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+        install_log_filters()
+        uvicorn.Server(config).run()
     except Exception as e:
         typer.secho(f'leadchat could not start: {e}', err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
+    finally: stop_embedded(s)            # the embedded PostgreSQL this process started stops with it
+
+
+MAX_HEADER_BYTES = 16 * 1024      # request line + headers; larger is 400 (h11)
+
+
+def _exit_quietly(signum, frame): raise SystemExit(0)
+
+
+class NoQueryString(logging.Filter):
+    "Access log lines carry the path, never the query string (emails and tokens travel there)."
+    def filter(self, record: logging.LogRecord) -> bool:
+        a = record.args
+        if isinstance(a, tuple) and len(a) >= 3 and isinstance(a[2], str) and '?' in a[2]:
+            record.args = (*a[:2], a[2].split('?', 1)[0], *a[3:])
+        return True
+
+
+class QuietFdExhaustion(logging.Filter):
+    "'Too many open files' from the accept loop: one line per `every` seconds, no traceback, the rest counted."
+    def __init__(self, every: float = 60.0):
+        super().__init__()
+        self.every, self.last, self.dropped = every, None, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)): return True
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.every:
+            self.dropped += 1
+            return False
+        record.msg = (f'out of file descriptors: cannot accept connections ({exc.strerror}); {self.dropped} more in the '
+                      'last interval. Raise the open-files limit (ulimit -n) or lower --limit-concurrency')
+        record.args, record.exc_info, record.exc_text = (), None, None
+        self.last, self.dropped = now, 0
+        return True
+
+
+def install_log_filters() -> None:
+    "No query strings in uvicorn's access log; descriptor exhaustion logged once a minute (call after uvicorn configures logging)."
+    access = logging.getLogger('uvicorn.access')
+    if not any(isinstance(f, NoQueryString) for f in access.filters): access.addFilter(NoQueryString())
+    quiet = QuietFdExhaustion()
+    for name in ('asyncio', 'uvicorn.error'):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, QuietFdExhaustion) for f in lg.filters): lg.addFilter(quiet)
 
 
 @app.command()

@@ -7,17 +7,19 @@ Docs: https://leadchat.github.io/leadchat/config.html.md"""
 # %% ../nbs/00_config.ipynb #c0f1a004
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # %% auto #0
-__all__ = ['Channel', 'ConfigurationError', 'Settings', 'get_settings']
+__all__ = ['Channel', 'MIN_TOKEN_CHARS', 'ConfigurationError', 'Settings', 'mask_url', 'masked_settings', 'get_settings']
 
 # %% ../nbs/00_config.ipynb #c0f1a007
 class ConfigurationError(Exception):
@@ -30,6 +32,9 @@ Channel = Literal['slack', 'crm', 'email']
 def _env_name(field: str) -> str:
     "The environment variable behind settings field `field`."
     return field.upper()
+
+
+MIN_TOKEN_CHARS = 32   # LEADCHAT_ADMIN_TOKEN
 
 
 def _repo_widget_dist() -> Path:
@@ -140,6 +145,17 @@ class Settings(BaseSettings):
         if isinstance(v, str): return [p.strip() for p in v.split(',') if p.strip()]
         return v
 
+    @field_validator('leadchat_admin_token', mode='before')
+    @classmethod
+    def _token_length(cls, v):
+        "The staff token guards every lead: a guessable one is refused at start-up."
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or raw == '': return None
+        if isinstance(raw, str) and len(raw) < MIN_TOKEN_CHARS:
+            raise ValueError(f'must be at least {MIN_TOKEN_CHARS} characters (it has {len(raw)}); make one with '
+                             '`python -c "import secrets; print(secrets.token_urlsafe(32))"`')
+        return v
+
     @field_validator('handoff_retry_backoff_seconds')
     @classmethod
     def _backoff(cls, v):
@@ -220,6 +236,31 @@ def _explain(e: ValidationError) -> str:
 
 _SECRET_FIELDS = {'slack_bot_token', 'smtp_password', 'leadchat_admin_token', 'anthropic_api_key', 'openai_api_key',
                   'slack_webhook_url', 'database_url', 'checkpoint_db_url'}
+
+
+def mask_url(url: str, *, path: bool = False) -> str:
+    "`url` with its password replaced by `****` (and, with `path`, everything after the first path segment)."
+    try: p = urlsplit(url)
+    except ValueError: return '****'
+    netloc = p.netloc
+    if p.password is not None:
+        userinfo, _, hostport = netloc.rpartition('@')
+        netloc = f"{userinfo.split(':', 1)[0]}:****@{hostport}"
+    if path:
+        first = p.path.strip('/').split('/', 1)[0]
+        return urlunsplit((p.scheme, netloc, f'/{first}/****' if first else '/****', '', ''))
+    return urlunsplit(p._replace(netloc=netloc))
+
+
+def masked_settings(settings: Settings) -> dict:
+    "The effective settings as JSON-ready values, secrets masked: tokens, URL passwords, the Slack webhook path."
+    out = json.loads(settings.model_dump_json())
+    for k, v in out.items():
+        if not isinstance(v, str) or v == '**********': continue
+        if k == 'slack_webhook_url': out[k] = mask_url(v, path=True)
+        elif '://' in v: out[k] = mask_url(v)
+        elif k in _SECRET_FIELDS: out[k] = '****'
+    return out
 
 # %% ../nbs/00_config.ipynb #c0f1a013
 @lru_cache(maxsize=8)

@@ -57,10 +57,30 @@ def test_environment_overrides_and_hostile_values(tmp_path):
 
 def test_json_output_masks_secrets():
     env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
-           'SMTP_PASSWORD': 'hunter2-secret', 'LEADCHAT_ADMIN_TOKEN': 'tok-very-secret'}
+           'SMTP_PASSWORD': 'hunter2-secret', 'LEADCHAT_ADMIN_TOKEN': 'tok-very-secret-' + 'x' * 20,
+           'DATABASE_URL': 'postgresql://app:db-pass-9f3k@db.example.com:5432/leadchat?sslmode=require',
+           'CHECKPOINT_DB_URL': 'postgresql://cp:cp-pass-77@db.example.com/cp',
+           'SLACK_WEBHOOK_URL': 'https://hooks.slack.com/services/T0001/B0002/hookSecret123'}
     r = run('check', '--json', env=env)
     assert r.returncode == 0, r.stderr
     assert 'hunter2-secret' not in r.stdout and 'tok-very-secret' not in r.stdout and '**********' in r.stdout
+    for secret in ('db-pass-9f3k', 'cp-pass-77', 'hookSecret123', 'T0001', 'B0002'): assert secret not in r.stdout, secret
+    out = json.loads(r.stdout)
+    assert out['database_url'] == 'postgresql://app:****@db.example.com:5432/leadchat?sslmode=require'
+    assert out['checkpoint_db_url'] == 'postgresql://cp:****@db.example.com/cp'
+    assert out['slack_webhook_url'] == 'https://hooks.slack.com/services/****'
+
+
+def test_a_short_staff_token_stops_check_and_serve():
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm'}
+    for token in ('a', 'x' * 31):
+        for cmd in (('check',), ('check', '--json'), ('serve', '--port', '9')):
+            r = run(*cmd, env={**env, 'LEADCHAT_ADMIN_TOKEN': token})
+            assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+            assert 'LEADCHAT_ADMIN_TOKEN' in r.stderr and 'at least 32 characters' in r.stderr, r.stderr
+            assert 'secrets.token_urlsafe(32)' in r.stderr and 'Traceback' not in r.stderr
+            assert 'leadchat starting' not in r.stdout
+    assert run('check', env={**env, 'LEADCHAT_ADMIN_TOKEN': 'y' * 32}).returncode == 0
 
 
 def test_db_commands_against_a_fresh_embedded_server(tmp_path):
@@ -206,3 +226,100 @@ def test_check_validates_the_calendar_config(tmp_path):
         env.write_text(base + f'LEADCHAT_CALENDAR_CONFIG={tmp_path / "bad.yaml"}\n')
         r = run('check', '-e', str(env))
         assert r.returncode == 2 and 'LEADCHAT_CALENDAR_CONFIG' in r.stderr and 'Traceback' not in r.stderr, (bad, r.stderr)
+
+
+def test_db_purge_prunes_login_attempts_and_scrubs_old_booking_contacts(pg):
+    "Retention covers the staff sign-in log and calendar bookings' visitor contact, by the rule sessions follow."
+    import asyncio
+    import psycopg
+    from conftest import fresh_db
+    from leadchat.db import migrate
+    url = fresh_db(pg[1])
+    asyncio.run(migrate(url, pg[0]))
+    old, recent = "now() - interval '40 days'", "now() - interval '2 days'"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(f"INSERT INTO staff_login_attempts (username, method, succeeded, reason, at) VALUES "
+                  f"('old-guess', 'password', false, 'unknown_user', {old}), ('new-guess', 'password', false, 'unknown_user', {recent})")
+        c.execute(f"INSERT INTO sessions (session_id, created_at, last_updated_at) VALUES ('s-lead', {old}, {old})")
+        c.execute("INSERT INTO leads (session_id, handoff_reason, lead_level, payload) VALUES ('s-lead', 'hot_lead', 'hot', '{}')")
+        for i, (sid, when, start) in enumerate([('s-gone', old, old), (None, old, old), ('s-lead', old, old),
+                                                ('s-new', recent, recent), ('s-future', old, "now() + interval '60 days'")]):
+            c.execute(f"""INSERT INTO calendar_bookings (id, rep, meeting_type, start_at, end_at, status, hold_token_hash,
+                          provider, session_id, visitor_name, visitor_email, notes, created_at, updated_at)
+                          VALUES (gen_random_uuid(), 'rep{i}', 'intro', {start}, {start} + interval '30 minutes', 'confirmed',
+                          '\\x00', 'none', %s, 'Visitor {i}', 'v{i}@example.com', 'call me at 555-010{i}', {when}, {when})""", [sid])
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'DATABASE_URL': url}
+    dry = run('db', 'purge', '--days', '30', '--dry-run', env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert 'login_attempts 1' in dry.stdout and 'booking_contacts 2' in dry.stdout, dry.stdout
+    r = run('db', 'purge', '--days', '30', env=env)
+    assert r.returncode == 0 and 'login_attempts 1' in r.stdout and 'booking_contacts 2' in r.stdout, r.stdout + r.stderr
+    with psycopg.connect(url) as c:
+        assert [x[0] for x in c.execute('SELECT username FROM staff_login_attempts')] == ['new-guess']
+        kept = {x[0]: x[1:] for x in c.execute('SELECT rep, visitor_name, visitor_email, notes FROM calendar_bookings')}
+    assert kept['rep0'] == kept['rep1'] == (None, None, None)           # old, no lead: contact gone, booking kept
+    assert kept['rep2'][1] == 'v2@example.com'                          # the lead's booking stays with the lead
+    assert kept['rep3'][1] == 'v3@example.com' and kept['rep4'][1] == 'v4@example.com'   # recent / meeting still ahead
+    again = run('db', 'purge', '--days', '30', env=env).stdout
+    assert 'login_attempts 0' in again and 'booking_contacts 0' in again, again
+
+
+def test_serve_sigterm_stops_the_embedded_server_and_the_access_log_has_no_query(tmp_path):
+    "SIGTERM of `leadchat serve` stops the PostgreSQL it started; access log lines carry the path, never the query."
+    import signal, socket, time
+    import httpx
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    home = tmp_path / 'home'
+    env = {**os.environ, 'LEADCHAT_HOME': str(home)}
+    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port)], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        for _ in range(600):
+            try:
+                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
+            except httpx.HTTPError: pass
+            assert p.poll() is None, p.stderr.read()[-2000:]
+            time.sleep(0.2)
+        postmaster = int((home / 'pgdata' / 'postmaster.pid').read_text().split()[0])
+        os.kill(postmaster, 0)                                           # running
+        httpx.get(f'{base}/chat?email=x@y.z&name=Ana', timeout=10)
+        httpx.get(f'{base}/readyz?token=s3cr3t', timeout=10)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill(); p.communicate()
+    for _ in range(150):                                                 # a generous wait, not a timing assertion
+        try: os.kill(postmaster, 0)
+        except ProcessLookupError: break
+        time.sleep(0.2)
+    else: raise AssertionError(f'postmaster {postmaster} still running after SIGTERM of serve')
+    logged = out + err
+    assert '"GET /chat HTTP/1.1"' in logged and '"GET /readyz HTTP/1.1"' in logged, logged[-3000:]
+    assert 'x@y.z' not in logged and 'Ana' not in logged and 's3cr3t' not in logged
+    pids = home / 'pgdata' / '.handle_pids.json'
+    assert not pids.exists() or str(p.pid) not in pids.read_text()
+
+
+def test_descriptor_exhaustion_in_the_accept_loop_is_one_line_a_minute():
+    "138,830 'Too many open files' tracebacks in 13 s become one line per minute, without a traceback."
+    import errno, logging
+    from leadchat.cli import install_log_filters
+    install_log_filters()
+    seen = []
+    class Keep(logging.Handler):
+        def emit(self, record): seen.append((self.format(record), record.exc_info))
+    h = Keep()
+    lg = logging.getLogger('asyncio')
+    lg.addHandler(h)
+    try:
+        for _ in range(500):
+            try: raise OSError(errno.EMFILE, 'Too many open files')
+            except OSError: lg.error('socket.accept() out of system resource', exc_info=True)
+        lg.error('something else entirely')
+    finally: lg.removeHandler(h)
+    assert len(seen) == 2 and 'Traceback' not in seen[0][0] and seen[0][1] is None
+    assert 'out of file descriptors' in seen[0][0] and 'ulimit -n' in seen[0][0]
+    assert seen[1][0] == 'something else entirely'
