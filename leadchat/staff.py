@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import re
 import secrets
 import sys
@@ -208,6 +209,11 @@ def _clip(text, n: int = 128) -> str:
     return ''.join(ch for ch in s if unicodedata.category(ch) != 'Cc')[:n]
 
 
+def _name_hash(name: str) -> str:
+    "What a failed sign-in logs instead of the typed name (often a password typed in the wrong box): 12 hex of sha256."
+    return hashlib.sha256(name.encode('utf-8', 'replace')).hexdigest()[:12]
+
+
 async def _failures(conn, column: str, value: str, now: datetime, limit: int) -> datetime | None:
     "When `limit` failures for `column = value` are inside the window: the time the oldest of them leaves it."
     since = now - LOCKOUT_WINDOW
@@ -240,7 +246,7 @@ async def authenticate(conn, username: str, password: str, *, client: str | None
         until, reason = await _failures(conn, 'client', client, now, CLIENT_FAILURES), 'rate_limited'
     if until is not None and until > now:
         await record_attempt(conn, u, client=client, method='password', succeeded=False, reason=reason, at=now)
-        log.warning('staff_login_refused', username=u, client=client, reason=reason)
+        log.warning('staff_login_refused', username_hash=_name_hash(u), client=client, reason=reason)
         return LoginResult(False, reason, retry_after_seconds=int((until - now).total_seconds()) + 1)
     user = await get_staff_user(conn, u) if valid else None
     matched = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
@@ -248,7 +254,7 @@ async def authenticate(conn, username: str, password: str, *, client: str | None
     if why == 'disabled' and not matched: why = 'bad_credentials'
     await record_attempt(conn, u, client=client, method='password', succeeded=why == 'ok', reason=why, at=now)
     if why != 'ok':
-        log.warning('staff_login_failed', username=u, client=client, reason=why)
+        log.warning('staff_login_failed', username_hash=_name_hash(u), client=client, reason=why)
         return LoginResult(False, 'bad_credentials')
     if _hasher().check_needs_rehash(user.password_hash):
         await conn.execute('UPDATE staff_users SET password_hash = %s WHERE id = %s',
@@ -265,7 +271,7 @@ async def authorize_oidc(conn, email: str | None, *, client: str | None = None) 
     await record_attempt(conn, name, client=_clip(client) if client else None, method='oidc',
                          succeeded=user is not None, reason='ok' if user else 'not_staff')
     if user is None:
-        log.warning('staff_login_failed', username=name, client=client, reason='not_staff', method='oidc')
+        log.warning('staff_login_failed', username_hash=_name_hash(name), client=client, reason='not_staff', method='oidc')
         return LoginResult(False, 'not_staff')
     await conn.execute('UPDATE staff_users SET last_login_at = now() WHERE id = %s', [user.id])
     log.info('staff_login', username=user.username, client=client, method='oidc')

@@ -219,3 +219,22 @@ async def test_migration_0003_on_a_fresh_database(pg):
             await c.execute("INSERT INTO staff_users (username, password_hash) VALUES ('NIA', 'x')")
         with pytest.raises(StaffError, match='already exists'): await add_staff_user(c, 'Nia', GOOD)
     finally: await c.close()
+
+
+async def test_a_failed_sign_in_never_logs_the_typed_username(db, counting):
+    "People type their password into the username field: failure logs carry a short hash, never the text."
+    c = await aconn(db[0])
+    now = datetime.now(timezone.utc) + timedelta(days=3)
+    typed = 'Tr0ub4dor&3-typed-in-the-wrong-box'
+    try:
+        with capture_logs() as logs:
+            for i in range(LOCKOUT_FAILURES + 1):
+                await authenticate(c, typed, 'whatever', client='192.0.2.44', now=now)
+            await authorize_oidc(c, 'outsider.typed@example.com')
+        failed = [e for e in logs if e['event'] in ('staff_login_failed', 'staff_login_refused')]
+        assert {e['event'] for e in failed} == {'staff_login_failed', 'staff_login_refused'}
+        for e in failed:
+            assert typed.lower() not in repr(e) and typed not in repr(e) and 'outsider.typed' not in repr(e), e
+            assert 'username' not in e and len(e['username_hash']) == 12, e
+        assert len({e['username_hash'] for e in failed if e.get('method') != 'oidc'}) == 1   # one typed name, one hash
+    finally: await c.close()
