@@ -83,6 +83,20 @@ def check_pgdata(pgdata: Path) -> None:
         raise DatabaseError(f'{pgdata} is damaged (global/pg_control is missing); restore it from a backup or move it aside')
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    "Drop pids of exited processes from pgserver's handle list, or the last live user's exit would never stop the server."
+    import json, psutil
+    from pgserver.postgres_server import PostgresServer
+    path = pgdata / '.handle_pids.json'
+    with PostgresServer._lock:
+        try: pids = json.loads(path.read_text())
+        except (OSError, ValueError): return
+        alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p)]
+        if alive != pids:
+            log.info('embedded_stale_handles_dropped', pids=[p for p in pids if p not in alive])
+            path.write_text(json.dumps(alive))
+
+
 def start_embedded(pgdata: Path):
     "Start (or join) the embedded server for `pgdata`; returns the `pgserver` handle."
     with warnings.catch_warnings():   # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI)
@@ -95,6 +109,7 @@ def start_embedded(pgdata: Path):
     try:
         with lock:
             check_pgdata(pgdata)
+            _forget_dead_handles(pgdata)
             return pgserver.get_server(pgdata, cleanup_mode='stop')
     except DatabaseError: raise
     except Exception as e:

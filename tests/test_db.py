@@ -134,6 +134,37 @@ def test_two_processes_starting_the_embedded_server_at_once(tmp_path):
     assert all(o[0].strip() == 'ok 42' for o in outs)
 
 
+def test_a_dead_processes_handle_does_not_keep_the_embedded_server_running(tmp_path):
+    "A process killed without clean-up leaves its pid in .handle_pids.json; the next user's exit still stops the server."
+    import json, os, time
+    code = textwrap.dedent(f'''
+        from leadchat.config import Settings
+        from leadchat.db import _embedded, database_url
+        cfg = Settings(rag_relevance_threshold=0.4, business_hours_timezone='UTC', handoff_channels='crm',
+                       leadchat_home={str(tmp_path)!r})
+        database_url(cfg)
+        print(next(iter(_embedded.values())).get_pid())
+    ''')
+    def use_once():
+        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-800:]
+        return int(r.stdout.split()[-1])
+    def stops(pid):
+        for _ in range(150):                      # a generous wait for pg_ctl stop, not a timing assertion
+            try: os.kill(pid, 0)
+            except ProcessLookupError: return True
+            time.sleep(0.2)
+        return False
+    assert stops(use_once())                      # the normal case: the last handle stops it
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    (tmp_path / 'pgdata' / '.handle_pids.json').write_text(json.dumps([dead.pid]))   # left behind by a SIGKILLed process
+    pid = use_once()
+    stopped = stops(pid)
+    if not stopped: os.kill(pid, 15)              # do not leave it behind
+    assert stopped, 'the embedded server kept running after its last live user exited'
+
+
 async def test_unreachable_database_is_a_clear_error_and_ping_is_false():
     with pytest.raises(DatabaseError, match=r'cannot connect to the database at postgresql://app:\*\*\*@127.0.0.1:9/'):
         await create_pool('postgresql://app:hunter2@127.0.0.1:9/leadchat', timeout=1)
