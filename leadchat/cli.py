@@ -23,9 +23,9 @@ from .config import ConfigurationError, Settings, get_settings, masked_settings
 # %% auto #0
 __all__ = ['app', 'EnvFile', 'db_app', 'MAX_HEADER_BYTES', 'handoff_app', 'calendar_app', 'models_app', 'load_settings',
            'version', 'check', 'demo', 'db_migrate', 'db_status', 'purge_login_attempts', 'scrub_booking_contacts',
-           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'NoQueryString', 'QuietFdExhaustion',
-           'install_log_filters', 'relay', 'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots',
-           'calendar_sweep', 'models_export', 'models_status']
+           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'h11_with_header_timeout',
+           'NoQueryString', 'QuietFdExhaustion', 'install_log_filters', 'relay', 'handoff_replay', 'main', 'eval_',
+           'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export', 'models_status']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -316,7 +316,8 @@ def serve(env_file: Optional[Path] = EnvFile,
           port: int = typer.Option(8000, min=1, max=65535, help='Port to listen on.'),
           knowledge: Path = typer.Option(Path('knowledge'), help='Documents to ingest when the index is empty.'),
           limit_concurrency: int = typer.Option(1000, min=1, help='Open connections (and requests) at once; more get 503.'),
-          keep_alive: int = typer.Option(5, min=1, max=300, help='Seconds an idle keep-alive connection stays open.')):
+          keep_alive: int = typer.Option(5, min=1, max=300, help='Seconds an idle keep-alive connection stays open.'),
+          header_timeout: float = typer.Option(10.0, min=0.1, max=300, help='Seconds a client has to send a request line and headers.')):
     "Start the chat service: embedded database, migrations, knowledge ingest if empty, the API."
     import signal
     import uvicorn
@@ -329,7 +330,7 @@ def serve(env_file: Optional[Path] = EnvFile,
     signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         config = uvicorn.Config(create_app(s, knowledge_path=str(knowledge)), host=host, port=port, log_level='info',
-                                proxy_headers=False, timeout_graceful_shutdown=5, http='h11',
+                                proxy_headers=False, timeout_graceful_shutdown=5, http=h11_with_header_timeout(header_timeout),
                                 timeout_keep_alive=keep_alive, limit_concurrency=limit_concurrency,
                                 h11_max_incomplete_event_size=MAX_HEADER_BYTES)
         install_log_filters()
@@ -344,6 +345,44 @@ MAX_HEADER_BYTES = 16 * 1024      # request line + headers; larger is 400 (h11)
 
 
 def _exit_quietly(signum, frame): raise SystemExit(0)
+
+
+def h11_with_header_timeout(seconds: float):
+    "uvicorn's h11 protocol with a deadline for each request's line and headers (slowloris connections are closed)."
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class H11HeaderTimeout(H11Protocol):
+        _deadline = None
+
+        def _arm(self):
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _disarm(self):
+            if self._deadline is not None: self._deadline.cancel(); self._deadline = None
+
+        def _too_slow(self):
+            self._deadline = None
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE: self.transport.close()
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data):
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE: self._disarm()     # the headers are in
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE: self._arm()   # the next request's
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+    return H11HeaderTimeout
 
 
 class NoQueryString(logging.Filter):

@@ -323,3 +323,32 @@ def test_descriptor_exhaustion_in_the_accept_loop_is_one_line_a_minute():
     assert len(seen) == 2 and 'Traceback' not in seen[0][0] and seen[0][1] is None
     assert 'out of file descriptors' in seen[0][0] and 'ulimit -n' in seen[0][0]
     assert seen[1][0] == 'something else entirely'
+
+
+def test_serve_closes_a_connection_whose_headers_never_finish(tmp_path):
+    "Slowloris: a request line and headers dribbled in are cut off after --header-timeout; normal requests still work."
+    import socket, time
+    import httpx
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    env = {**os.environ, 'LEADCHAT_HOME': str(tmp_path / 'home')}
+    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port), '--header-timeout', '1'],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        for _ in range(600):
+            try:
+                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
+            except httpx.HTTPError: pass
+            assert p.poll() is None, p.stderr.read()[-2000:]
+            time.sleep(0.2)
+        slow = socket.create_connection(('127.0.0.1', port))
+        slow.settimeout(30)                                  # generous: the server must hang up long before
+        slow.sendall(b'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ')
+        try: got = slow.recv(100)
+        except socket.timeout: got = None
+        slow.close()
+        assert got == b'', 'the server kept a connection with unfinished headers open'
+        assert httpx.get(f'{base}/readyz', timeout=10).status_code == 200
+    finally:
+        p.terminate(); p.communicate(timeout=60)
