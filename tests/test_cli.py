@@ -163,23 +163,32 @@ def test_ingest_and_calibrate_reject_bad_input(tmp_path):
     assert r.returncode == 2
 
 
-def test_serve_starts_the_chat_service(tmp_path):
-    "What `make run` does: `leadchat serve` on an empty home — migrations, ingest, the API — then a real turn."
-    import json, socket, time, uuid
+def start_serve(home: Path, *args: str, tries: int = 600) -> tuple[subprocess.Popen, str, int]:
+    "`leadchat serve -e demo.env` on a free port with LEADCHAT_HOME=`home`, once /readyz answers 200: (process, base URL, port)."
+    import socket, time
     import httpx
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    env = {**os.environ, 'LEADCHAT_HOME': str(tmp_path / 'home')}
-    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port)], cwd=ROOT, env=env,
+    env = {**os.environ, 'LEADCHAT_HOME': str(home)}
+    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port), *args], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f'http://127.0.0.1:{port}'
+    for _ in range(tries):
+        try:
+            if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
+        except httpx.HTTPError: pass
+        if p.poll() is not None:
+            raise AssertionError(p.stderr.read()[-2000:])
+        time.sleep(0.2)
+    return p, base, port
+
+
+def test_serve_starts_the_chat_service(tmp_path):
+    "What `make run` does: `leadchat serve` on an empty home — migrations, ingest, the API — then a real turn."
+    import json, uuid
+    import httpx
+    p, base, port = start_serve(tmp_path / 'home', tries=300)
     try:
-        base = f'http://127.0.0.1:{port}'
-        for _ in range(300):
-            try:
-                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
-            except httpx.HTTPError: pass
-            assert p.poll() is None, p.stderr.read()[-2000:]
-            time.sleep(0.2)
         assert httpx.get(f'{base}/readyz').json()['ready'] is True
         assert 'growth' in httpx.get(base).text.lower() or 'ZGC-Session-ID' in httpx.get(base).text
         r = httpx.post(f'{base}/chat', json={'message': 'Can I speak to someone?'},
@@ -267,22 +276,11 @@ def test_db_purge_prunes_login_attempts_and_scrubs_old_booking_contacts(pg):
 
 def test_serve_sigterm_stops_the_embedded_server_and_the_access_log_has_no_query(tmp_path):
     "SIGTERM of `leadchat serve` stops the PostgreSQL it started; access log lines carry the path, never the query."
-    import signal, socket, time
+    import signal, time
     import httpx
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     home = tmp_path / 'home'
-    env = {**os.environ, 'LEADCHAT_HOME': str(home)}
-    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p, base, port = start_serve(home)
     try:
-        base = f'http://127.0.0.1:{port}'
-        for _ in range(600):
-            try:
-                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
-            except httpx.HTTPError: pass
-            assert p.poll() is None, p.stderr.read()[-2000:]
-            time.sleep(0.2)
         postmaster = int((home / 'pgdata' / 'postmaster.pid').read_text().split()[0])
         os.kill(postmaster, 0)                                           # running
         httpx.get(f'{base}/chat?email=x@y.z&name=Ana', timeout=10)
@@ -329,19 +327,8 @@ def test_serve_closes_a_connection_whose_headers_never_finish(tmp_path):
     "Slowloris: a request line and headers dribbled in are cut off after --header-timeout; normal requests still work."
     import socket, time
     import httpx
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    env = {**os.environ, 'LEADCHAT_HOME': str(tmp_path / 'home')}
-    p = subprocess.Popen([str(LEADCHAT), 'serve', '-e', 'demo.env', '--port', str(port), '--header-timeout', '1'],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p, base, port = start_serve(tmp_path / 'home', '--header-timeout', '1')
     try:
-        base = f'http://127.0.0.1:{port}'
-        for _ in range(600):
-            try:
-                if httpx.get(f'{base}/readyz', timeout=1).status_code == 200: break
-            except httpx.HTTPError: pass
-            assert p.poll() is None, p.stderr.read()[-2000:]
-            time.sleep(0.2)
         slow = socket.create_connection(('127.0.0.1', port))
         slow.settimeout(30)                                  # generous: the server must hang up long before
         slow.sendall(b'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ')
