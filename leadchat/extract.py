@@ -427,7 +427,10 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
     Rule(_rx(r"\b(?:don'?t|do\s+not|doesn'?t)\s+have\s+(?:any|a\s+single)\s+(?:budget|money)\b(?![^.?!;]{0,30}\b(?:yet|until|approved))"), neg=False),
     # a few hundred (or a few thousand) to spend: "happy to pay 100 euro", "i have like 2k to invest"
     Rule(_rx(r"\b(?:pay|spend|invest|budget\s+(?:is|of)|have|got)\s+(?:like\s+|about\s+|around\s+|up\s+to\s+|maybe\s+|only\s+)?"
-             r"(?:(?:€|\$|£)\s?\d{1,3}(?![\d.,]*\s*(?:k|m|million|thousand))|\d{1,3}\s*(?:€|eur(?:os?)?|usd|dollars?|£|gbp|quid|bucks)\b|(?:€|\$|£)?\s?[1-9]\s?k\b)"), neg=False),
+             r"(?:(?:€|\$|£)\s?\d{1,3}(?![\d.,]*\s*(?:k|m|million|thousand))|\d{1,3}\s*(?:€|eur(?:os?)?|usd|dollars?|£|gbp|quid|bucks)\b|(?:€|\$|£)?\s?[1-9]\s?k\b)"
+             # the whole sum, not a rate or a count: "500 euros per month", "$200 a day", "5k users"
+             r"(?=\s*(?:$|[.,!?;)]|to\s+(?:invest|spend|pay)|for\s+(?:this|it|the\s+(?:job|project|work|whole\s+thing))|tops|max(?:imum)?|in\s+total|total))"),
+         neg=False),
     Rule(_rx(r"\b(?:can'?t|cannot|could\s?n'?t)\s+afford\s+(?:to\s+pay|any|a\s+consultan\w+|you|outside|external|consultants)|\b(?:hoping|looking)\s+for\s+(?:some\s+)?free\s+(?:advice|help|consulting|work)\b|"
              r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
 ]
