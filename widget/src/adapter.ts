@@ -1,4 +1,4 @@
-// The assistant-ui runtime adapter for leadchat's Chat API (DESIGN §3):
+// The runtime adapter for leadchat's Chat API (DESIGN §3):
 //   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str, "timezone"?: IANA zone, "slot_id"?: str,
 //   "consent"?: {notice_version, acknowledged_at} (with the first message of a session)}
 //   → text/event-stream: `delta` {"type":"text_delta","content"} …, optionally `slots` {slots: [{slot_id,
@@ -11,11 +11,37 @@
 // Failures follow the spec's fallback table: on the first turn of a session a connection error, a 5xx
 // or no first token within STREAM_TIMEOUT_MS activates the (session-permanent) fallback; on later
 // turns the same failures are an inline error for that turn only.
-import type { ChatModelAdapter, ChatModelRunOptions, ChatModelRunResult, ThreadMessage } from "@assistant-ui/react";
 import type { ChatController, DonePayload } from "./controller";
 import type { FallbackReason } from "./events";
 import { parseMeeting, parseSlots, SLOT_ID } from "./slots";
 import { SseParser } from "./sse";
+
+/** One message of the conversation (thread.ts keeps them; slots.ts reads the metadata). */
+export interface ThreadMessage {
+  readonly id: string;
+  readonly role: "user" | "assistant";
+  readonly content: readonly { readonly type: "text"; readonly text: string }[];
+  /** An assistant reply: running while it streams; incomplete with reason "error" when the turn failed. */
+  readonly status?: { readonly type: "running" | "complete" | "incomplete"; readonly reason?: string };
+  /** The visitor-facing text of a failed turn. */
+  readonly error?: string;
+  readonly metadata: { readonly custom: Record<string, unknown> };
+}
+
+export interface ChatModelRunOptions {
+  messages: readonly ThreadMessage[];
+  abortSignal: AbortSignal;
+}
+
+/** What a run yields: the reply's text so far, or its metadata (slots, meeting). */
+export interface ChatModelRunResult {
+  content?: { type: "text"; text: string }[];
+  metadata?: { custom: Record<string, unknown> };
+}
+
+export interface ChatModelAdapter {
+  run(options: ChatModelRunOptions): AsyncGenerator<ChatModelRunResult, void>;
+}
 
 export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback"
   | "endConversation" | "meetingBooked" | "consent">;
@@ -180,7 +206,7 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
       const decoder = new TextDecoder();
       const parser = new SseParser();
       let text = "";
-      let custom: Record<string, unknown> = {}; // assistant-ui replaces metadata.custom on each yield: send all of it
+      let custom: Record<string, unknown> = {}; // the thread replaces metadata.custom on each yield: send all of it
       let done: DonePayload | null = null;
       let streamError: Record<string, unknown> | null = null;
       try {

@@ -10,7 +10,8 @@ export class ConfigurationError extends Error {
 }
 
 export type Position = "bottom-right" | "bottom-left";
-export type Preload = "idle" | "open";
+/** When the panel bundle is fetched: on intent (hover/focus on the launcher, the proactive prompt), also when the browser is idle, or only on open. */
+export type Preload = "intent" | "idle" | "open";
 
 export interface WidgetConfig {
   /** Absolute Chat API URL, or null when missing/unusable (→ permanent fallback). */
@@ -93,10 +94,10 @@ export function parseConfig(get: (name: string) => string | null, baseUrl: strin
   const streamTimeoutMs = nonNegativeInt(get("stream-timeout-ms"), "stream-timeout-ms", STREAM_TIMEOUT_MS, warnings, 1);
 
   const rawPreload = get("preload");
-  let preload: Preload = "idle";
-  if (rawPreload === "open" || rawPreload === "idle") preload = rawPreload;
+  let preload: Preload = "intent";
+  if (rawPreload === "intent" || rawPreload === "open" || rawPreload === "idle") preload = rawPreload;
   else if (rawPreload !== null && rawPreload.trim() !== "")
-    warnings.push(`<growth-chat>: preload="${rawPreload}" is not "idle" or "open"; using "idle".`);
+    warnings.push(`<growth-chat>: preload="${rawPreload}" is not "intent", "idle" or "open"; using "intent".`);
 
   return {
     config: { apiUrl, fallbackUrl, position, proactiveDelayMs, proactiveMessage: proactiveMessage.slice(0, 200), streamTimeoutMs, preload },

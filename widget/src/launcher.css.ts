@@ -21,8 +21,11 @@ export const LAUNCHER_CSS = `
   background: #fff; color: var(--gc-ink); border-radius: 14px; box-shadow: 0 6px 24px rgba(16, 30, 45, .2);
   animation: gc-rise .25s ease-out; }
 .gc-prompt-open { all: unset; cursor: pointer; font-size: 14.5px; line-height: 1.4; }
-.gc-prompt-open:focus-visible, .gc-prompt-close:focus-visible, .gc-close:focus-visible, .gc-end:focus-visible,
+.gc-prompt-open:focus-visible, .gc-prompt-close:focus-visible,
 .gc-fallback a:focus-visible { outline: 2px solid var(--gc-accent); outline-offset: 2px; }
+/* on the accent header: a light ring with a dark edge, visible on any accent (WCAG 2.4.7) */
+.gc-close:focus-visible, .gc-end:focus-visible { outline: 2px solid var(--gc-on-accent); outline-offset: 1px;
+  box-shadow: 0 0 0 5px var(--gc-ink); }
 .gc-prompt-close, .gc-close { flex: none; width: 28px; height: 28px; border: 0; border-radius: 6px; background: transparent;
   color: inherit; cursor: pointer; font-size: 20px; line-height: 1; display: grid; place-items: center; }
 .gc-panel { order: 2; width: 370px; height: min(600px, calc(100vh - 110px)); display: flex; flex-direction: column;

@@ -1,6 +1,9 @@
 // chat.js — the <growth-chat> custom element: launcher button, proactive prompt, panel shell and
-// fallback view, in plain DOM (no React), small enough for every page. The React chat panel
-// (panel.tsx) is a second bundle, loaded when the browser is idle or on first open.
+// fallback view, in plain DOM, small enough for every page. The chat panel (panel.tsx, Preact) is a
+// second bundle, fetched only when the visitor shows intent: the pointer over or focus on the launcher,
+// the proactive prompt shown, or the first open (preload="idle" also fetches it when the browser is idle;
+// preload="open" only on open). When the panel fills the screen (a phone, or a desktop zoomed in) it is
+// modal: aria-modal, Tab kept inside, the host page inert.
 import { parseConfig } from "./config";
 import { PANEL_FILE, PANEL_GLOBAL, VERSION } from "./constants";
 import { ChatController, sessionStorageOrNull, type ControllerState } from "./controller";
@@ -60,9 +63,16 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, 
   return el;
 }
 
+// Below this width the panel is full-screen (launcher.css.ts), so it is a modal dialog there.
+const FULL_SCREEN = "(max-width: 480px)";
+const FOCUSABLE = "button, [href], input, textarea, select, [tabindex]:not([tabindex='-1'])";
+
 export class GrowthChatElement extends HTMLElement {
   private controller: ChatController | null = null;
   private panel: PanelHandle | null = null;
+  /** Host elements this widget made inert while its panel is modal (restored afterwards). */
+  private inerted: Element[] = [];
+  private fullScreen: MediaQueryList | null = null;
   private els!: {
     root: HTMLElement; launcher: HTMLButtonElement; prompt: HTMLElement; panel: HTMLElement; end: HTMLButtonElement;
     loading: HTMLElement; mount: HTMLElement; fallback: HTMLElement;
@@ -134,11 +144,14 @@ export class GrowthChatElement extends HTMLElement {
       if ((e as KeyboardEvent).key === "Escape") controller.dismissProactive();
     });
     on(panel, "keydown", (e) => {
-      if ((e as KeyboardEvent).key === "Escape") {
+      const k = e as KeyboardEvent;
+      if (k.key === "Escape") {
         e.stopPropagation();
         this.close();
-      }
+      } else if (k.key === "Tab" && panel.getAttribute("aria-modal") === "true") this.trapTab(k);
     });
+    this.fullScreen = window.matchMedia?.(FULL_SCREEN) ?? null;
+    if (this.fullScreen) on(this.fullScreen, "change", () => this.render(controller.current));
     // a click anywhere outside the bubble dismisses it (spec: "clicks away from the bubble")
     on(document, "pointerdown", (e) => {
       if (controller.current.proactiveVisible && !e.composedPath().includes(prompt) && !e.composedPath().includes(launcher))
@@ -148,11 +161,17 @@ export class GrowthChatElement extends HTMLElement {
     this.cleanup.push(controller.subscribe((s) => this.render(s)));
     this.render(controller.current);
     controller.startProactive();
-    if (config.preload === "idle" && !controller.current.fallback) this.preloadWhenIdle();
+    if (config.preload !== "open" && !controller.current.fallback) {
+      const intent = () => void this.ensurePanel(false);
+      on(launcher, "pointerenter", intent);
+      on(launcher, "focus", intent);
+      if (config.preload === "idle") this.preloadWhenIdle();
+    }
   }
 
   disconnectedCallback() {
     for (const fn of this.cleanup.splice(0)) fn();
+    this.setHostInert(false);
     this.panel?.unmount();
     this.panel = null;
     this.controller?.destroy();
@@ -175,6 +194,35 @@ export class GrowthChatElement extends HTMLElement {
     if (!this.controller?.current.open) return;
     this.controller.close();
     this.els.launcher.focus();
+  }
+
+  /** Keep Tab and Shift+Tab inside the modal panel. */
+  private trapTab(e: KeyboardEvent) {
+    const items = [...this.els.panel.querySelectorAll<HTMLElement>(FOCUSABLE)]
+      .filter((el) => !(el as HTMLButtonElement).disabled && el.getClientRects().length > 0);
+    if (!items.length) return;
+    const active = this.shadowRoot!.activeElement;
+    const first = items[0], last = items[items.length - 1];
+    if (e.shiftKey ? active === first || !items.includes(active as HTMLElement) : active === last) {
+      e.preventDefault();
+      (e.shiftKey ? last : first).focus();
+    }
+  }
+
+  /** Make the host page inert while the panel covers it (every sibling on the way up to <body>), or undo that. */
+  private setHostInert(on: boolean) {
+    if (!on) {
+      for (const el of this.inerted.splice(0)) el.removeAttribute("inert");
+      return;
+    }
+    if (this.inerted.length) return;
+    for (let node: Element = this; node.parentElement && node !== document.body; node = node.parentElement) {
+      for (const sib of node.parentElement.children) {
+        if (sib === node || sib.hasAttribute("inert") || sib instanceof HTMLScriptElement || sib instanceof HTMLStyleElement) continue;
+        sib.setAttribute("inert", "");
+        this.inerted.push(sib);
+      }
+    }
   }
 
   private preloadWhenIdle() {
@@ -224,6 +272,12 @@ export class GrowthChatElement extends HTMLElement {
     launcher.setAttribute("aria-expanded", String(s.open));
     launcher.setAttribute("aria-label", s.open ? "Close chat" : "Open chat");
     launcher.innerHTML = s.open ? CLOSE_ICON : CHAT_ICON;
+    const modal = s.open && !!this.fullScreen?.matches;
+    if (modal) panel.setAttribute("aria-modal", "true");
+    else panel.removeAttribute("aria-modal");
+    this.setHostInert(modal);
+    // the prompt is an invitation: fetch the panel now, so a click on it opens at once
+    if (s.proactiveVisible && this.controller?.config.preload !== "open") void this.ensurePanel(false);
     end.hidden = !s.conversationActive || !!s.fallback;
     const wasFallback = !fallback.hidden;
     fallback.hidden = !s.fallback;

@@ -8,9 +8,15 @@ export const PANEL_CSS = `
 .gc-note { background: var(--gc-soft); border-radius: 8px; padding: 8px 10px; color: var(--gc-ink); }
 .gc-msg { max-width: 86%; padding: 9px 12px; border-radius: 14px; font-size: 14.5px; line-height: 1.45; overflow-wrap: anywhere; }
 .gc-msg p { margin: 0; white-space: pre-line; }
+.gc-text > * + * { margin-top: 6px; }
+.gc-text ul, .gc-text ol { margin: 0; padding-left: 20px; }
+.gc-text li + li { margin-top: 2px; }
+.gc-text a { color: inherit; text-decoration: underline; }
+.gc-text a:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 1px; border-radius: 2px; }
+.gc-text code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .92em; background: rgba(16, 30, 45, .07); padding: 0 3px; border-radius: 4px; }
 .gc-msg-user { align-self: flex-end; background: var(--gc-accent); color: var(--gc-on-accent); border-bottom-right-radius: 4px; }
 .gc-msg-assistant { align-self: flex-start; background: var(--gc-soft); color: var(--gc-ink); border-bottom-left-radius: 4px; }
-.gc-inline-error { display: block; color: #8a1c1c; font-size: 13.5px; }
+.gc-msg .gc-inline-error { display: block; color: #8a1c1c; font-size: 13.5px; }
 .gc-text + .gc-inline-error { margin-top: 6px; }
 .gc-msg-assistant:has(.gc-inline-error) { background: #fbeeee; }
 .gc-typing { display: inline-flex; gap: 4px; padding: 4px 2px; }
@@ -21,8 +27,10 @@ export const PANEL_CSS = `
 .gc-gdpr { margin: 0 12px 8px; padding: 10px 12px; border: 1px solid var(--gc-line); border-radius: 10px; background: #fffbea; font-size: 13px; line-height: 1.45; }
 .gc-gdpr-text { margin: 0 0 8px; color: var(--gc-ink); }
 .gc-gdpr a { color: var(--gc-accent); }
+.gc-gdpr-ack { padding: 6px 14px; border: 0; border-radius: 8px; background: var(--gc-accent); color: var(--gc-on-accent); font-weight: 600; cursor: pointer; }
+.gc-gdpr-ack:focus-visible, .gc-gdpr a:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 2px; }
 .gc-composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px 12px; border-top: 1px solid var(--gc-line); }
-.gc-input { flex: 1 1 auto; resize: none; min-height: 40px; max-height: 120px; padding: 9px 11px; border: 1px solid var(--gc-line); border-radius: 10px; font: inherit; font-size: 15px; color: var(--gc-ink); background: #fff; }
+.gc-input { flex: 1 1 auto; resize: none; min-height: 40px; max-height: 120px; padding: 9px 11px; border: 1px solid #6f7b86; border-radius: 10px; font: inherit; font-size: 15px; color: var(--gc-ink); background: #fff; }
 .gc-input:focus { outline: 2px solid var(--gc-accent); outline-offset: 0; border-color: transparent; }
 .gc-input:disabled { background: #f1f3f5; color: var(--gc-muted); }
 .gc-send { flex: none; width: 40px; height: 40px; display: grid; place-items: center; border: 0; border-radius: 10px; background: var(--gc-accent); color: var(--gc-on-accent); cursor: pointer; }

@@ -1,6 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { ChatModelRunOptions, ChatModelRunResult, ThreadMessage } from "@assistant-ui/react";
-import { createChatAdapter, MESSAGES, TurnError, visitorTimeZone } from "../src/adapter";
+import { createChatAdapter, MESSAGES, TurnError, visitorTimeZone, type ChatModelRunOptions, type ChatModelRunResult, type ThreadMessage } from "../src/adapter";
 import { makeController } from "./helpers";
 
 const enc = new TextEncoder();

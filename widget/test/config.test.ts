@@ -12,7 +12,7 @@ describe("parseConfig", () => {
     expect(warnings).toEqual([]);
     expect(config).toEqual({
       apiUrl: "https://api.example.com/chat", fallbackUrl: "https://www.example.com/contact", position: "bottom-right",
-      proactiveDelayMs: 45000, proactiveMessage: "Have a question about AI engineering?", streamTimeoutMs: 10000, preload: "idle",
+      proactiveDelayMs: 45000, proactiveMessage: "Have a question about AI engineering?", streamTimeoutMs: 10000, preload: "intent",
     });
   });
 
@@ -48,7 +48,7 @@ describe("parseConfig", () => {
     const { config, warnings } = parseConfig(attrs({
       "api-url": "/chat", "fallback-url": "/c", position: "top", "proactive-delay-ms": "-5", "stream-timeout-ms": "0", preload: "eager",
     }), BASE);
-    expect(config).toMatchObject({ position: "bottom-right", proactiveDelayMs: 45000, streamTimeoutMs: 10000, preload: "idle" });
+    expect(config).toMatchObject({ position: "bottom-right", proactiveDelayMs: 45000, streamTimeoutMs: 10000, preload: "intent" });
     expect(warnings).toHaveLength(4);
     for (const v of ["1.5", "1e3x", "9999999999999"]) {
       expect(parseConfig(attrs({ "api-url": "/chat", "fallback-url": "/c", "proactive-delay-ms": v }), BASE).config.proactiveDelayMs).toBe(45000);
