@@ -868,3 +868,271 @@ def test_widget_not_built_is_a_clear_503(pg, api, tmp_path):
             assert r.status_code == 503 and r.json()['error']['code'] == 'widget_not_built'
             assert 'make widget' in r.json()['error']['message'] and 'LEADCHAT_WIDGET_DIR' in r.json()['error']['message']
         assert c.get('/healthz').status_code == 200       # the API itself is fine
+
+
+# --- issue 21: load on intent, WCAG 2.1 AA (axe-core + keyboard), Markdown replies ------------------------------
+
+def widget_requests(page: Page, api) -> list[str]:
+    "Start recording the URLs the page fetches from the API (chat.js, the panel)."
+    urls = []
+    page.on('request', lambda r: urls.append(r.url.removeprefix(api.url)) if r.url.startswith(api.url) else None)
+    return urls
+
+
+def settle(page: Page):
+    "Wait until the page has loaded and the browser has been idle (when an idle preload would have fetched the panel)."
+    page.wait_for_load_state('load')
+    page.evaluate('new Promise((r) => requestIdleCallback(() => setTimeout(r, 1000)))')
+
+
+def is_panel(r): return '/panel-' in r.url
+
+
+def test_a_page_view_without_the_chat_downloads_only_the_launcher_and_intent_fetches_the_panel(api, host, browser, built):
+    url = host.backend('intent', reply('Hi.'))
+    panel = f"/widget/{built['version']}/{built['panel']}"
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    urls = widget_requests(page, api)
+    page.goto(host.page('intent', embed(api, api_url=url)))
+    expect(launcher(page)).to_be_visible()
+    settle(page)
+    assert urls == ['/chat.js']                           # never touched: the launcher only, no idle preload
+    with page.expect_request(is_panel):                   # the pointer over the launcher fetches the panel ...
+        launcher(page).hover()
+    launcher(page).click()
+    expect(page.locator('growth-chat .gc-gdpr-ack')).to_be_visible()
+    assert urls == ['/chat.js', panel]                    # ... once
+    p2 = ctx.new_page()                                   # keyboard focus on the launcher is intent too
+    urls2 = widget_requests(p2, api)
+    p2.goto(host.page('intent', embed(api, api_url=url)))
+    settle(p2)
+    p2.locator('#host-link').focus()
+    with p2.expect_request(is_panel):
+        p2.keyboard.press('Tab')
+    assert urls2 == ['/chat.js', panel]
+    p3 = ctx.new_page()                                   # so is the proactive prompt being shown
+    with p3.expect_request(is_panel):
+        p3.goto(host.page('intent-prompt', embed(api, api_url=url, extra=' proactive-delay-ms="300"')))
+    expect(p3.locator('growth-chat .gc-prompt')).to_be_visible()
+    ctx.close()
+    ctx = browser.new_context()
+    page = ctx.new_page()                                 # preload="idle" remains an option
+    with page.expect_request(is_panel):
+        page.goto(host.page('intent-idle', embed(api, api_url=url, extra=' preload="idle"')))
+    page = ctx.new_page()                                 # preload="open": not even on hover, only on open
+    urls = widget_requests(page, api)
+    page.goto(host.page('intent-open', embed(api, api_url=url, extra=' preload="open"')))
+    launcher(page).hover()
+    settle(page)
+    assert urls == ['/chat.js']
+    launcher(page).click()
+    expect(page.locator('growth-chat .gc-gdpr-ack')).to_be_visible()
+    assert urls == ['/chat.js', panel]
+    ctx.close()
+
+
+AXE = ROOT / 'widget' / 'node_modules' / 'axe-core' / 'axe.min.js'
+VIEWPORTS = {'desktop': dict(viewport={'width': 1280, 'height': 800}),
+             'phone': dict(viewport={'width': 375, 'height': 667}, device_scale_factor=2, is_mobile=True, has_touch=True)}
+
+
+def axe_violations(page: Page) -> list:
+    "axe-core's WCAG 2.0/2.1 A and AA violations on the whole page (the widget's open shadow root included)."
+    if not page.evaluate('!!window.axe'): page.add_script_tag(content=AXE.read_text())
+    return page.evaluate('''async () => (await axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']},
+        resultTypes: ['violations']})).violations.map((v) => ({id: v.id, help: v.help,
+        nodes: v.nodes.map((n) => JSON.stringify(n.target) + ': ' + n.failureSummary)}))''')
+
+
+@pytest.mark.parametrize('device', VIEWPORTS)
+def test_axe_finds_no_violations_in_any_state(api, host, browser, device):
+    url = host.backend(f'axe-{device}', gated('Here is **what** we do:\n\n', '- a [case study](https://example.com/cases)\n- `RAG` audits'),
+                       reply('Pick a time.', events=[('slots', {'slots': SLOTS_A})]), status(500))
+    ctx = browser.new_context(**VIEWPORTS[device], reduced_motion='reduce')
+    page = ctx.new_page()
+    meta = '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    page.goto(host.page(f'axe-{device}', embed(api, api_url=url, head=meta, extra=' proactive-delay-ms="0"')))
+    seen = {}
+    def audit(state):
+        seen[state] = axe_violations(page)
+    expect(page.locator('growth-chat .gc-prompt')).to_be_visible()
+    audit('launcher and proactive prompt')
+    page.keyboard.press('Escape')
+    launcher(page).focus()
+    page.keyboard.press('Escape')
+    audit('launcher')
+    launcher(page).click()
+    expect(page.locator('growth-chat .gc-gdpr-ack')).to_be_visible()
+    audit('privacy notice')
+    page.locator('growth-chat .gc-gdpr-ack').click()
+    audit('empty conversation')
+    send(page, 'What do you do?')
+    expect(page.locator('growth-chat .gc-typing')).to_be_visible()
+    audit('typing indicator')
+    host.release(f'axe-{device}', 3)
+    expect(assistant_messages(page).first.locator('li')).to_have_count(2)
+    expect(page.locator('growth-chat .gc-viewport')).to_have_attribute('aria-busy', 'false')
+    audit('Markdown reply')
+    send(page, 'When can we talk?')
+    expect(slot_buttons(page)).to_have_count(3)
+    for i in range(3): expect(slot_buttons(page).nth(i)).to_be_enabled()
+    audit('slot buttons')
+    send(page, 'And then?')
+    expect(assistant_messages(page).nth(2).locator('.gc-inline-error')).to_be_visible()
+    audit('inline error')
+    page.locator('growth-chat .gc-end').click()
+    expect(page.locator('growth-chat .gc-note')).to_be_visible()
+    audit('conversation ended')
+    page.goto(host.page(f'axe-down-{device}', embed(api, api_url=f'http://127.0.0.1:{closed_port()}/chat', head=meta)))
+    launcher(page).click()
+    send(page, 'hello?')
+    expect(fallback_view(page)).to_be_visible()
+    audit('fallback')
+    ctx.close()
+    assert len(seen) == 10 and all(v == [] for v in seen.values()), {k: v for k, v in seen.items() if v}
+
+
+# The focused element (through shadow roots): its outline, and the outline's contrast with what is behind it.
+FOCUS = '''() => {
+  let el = document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  const rgba = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const up = (n) => n.parentElement || n.getRootNode().host || null;
+  const bg = (n) => { for (; n; n = up(n)) { const c = rgba(getComputedStyle(n).backgroundColor); if (c.length === 3 || c[3] > 0) return c; } return [255, 255, 255]; };
+  const s = getComputedStyle(el);
+  const a = lum(rgba(s.outlineColor)), b = lum(bg(parseFloat(s.outlineOffset) < 0 ? el : up(el)));
+  const inside = (n) => { for (; n; n = up(n)) if (n.classList && n.classList.contains('gc-panel')) return true; return false; };
+  return {el: (el.getAttribute('aria-label') || el.textContent || el.tagName).trim().slice(0, 80), cls: String(el.className),
+          style: s.outlineStyle, width: parseFloat(s.outlineWidth), contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05),
+          inPanel: inside(el)};
+}'''
+
+
+def focus_ring(page: Page) -> dict:
+    "The focused element, asserted to show a focus indicator: an outline ≥ 2 px at ≥ 3:1 against its background."
+    f = page.evaluate(FOCUS)
+    assert f['style'] not in ('none', 'hidden') and f['width'] >= 2 and f['contrast'] >= 3, f
+    return f
+
+
+def test_keyboard_only_the_whole_flow_with_a_visible_focus_indicator_at_each_step(api, host, page):
+    url = host.backend('kbd-flow', reply('We can help. See [our cases](https://example.com/cases).',
+                                         events=[('slots', {'slots': SLOTS_A})]), reply('Booked it.'))
+    page.goto(host.page('kbd-flow', embed(api, api_url=url)))
+    page.locator('#host-link').focus()
+    page.keyboard.press('Tab')
+    assert focus_ring(page)['cls'] == 'gc-launcher'
+    page.keyboard.press('Enter')
+    expect(page.get_by_role('button', name='Got it')).to_be_focused()
+    focus_ring(page)
+    assert page.get_by_role('dialog', name='Chat with us').get_attribute('aria-modal') is None   # not modal beside the page
+    page.keyboard.press('Enter')
+    expect(composer(page)).to_be_focused()
+    focus_ring(page)
+    page.keyboard.type('Can we talk next week?')
+    page.keyboard.press('Enter')
+    expect(slot_buttons(page)).to_have_count(3)
+    for i in range(3): expect(slot_buttons(page).nth(i)).to_be_enabled()
+    stops = []
+    for _ in range(12):                                   # Shift+Tab back through the panel up to "End chat"
+        page.keyboard.press('Shift+Tab')
+        stops.append(focus_ring(page))
+        if stops[-1]['cls'] == 'gc-end': break
+    names_ = [s['el'] for s in stops]
+    assert names_[:3] == [SLOTS_A[2]['label'] + ' with Ana Ruiz', SLOTS_A[1]['label'] + ' with Ana Ruiz', SLOTS_A[0]['label'] + ' with Ana Ruiz']
+    assert 'our cases' in names_ and stops[-1]['cls'] == 'gc-end' and 'Close chat' in names_, names_
+    for _ in range(len(stops) - 2): page.keyboard.press('Tab')   # forward again to the second slot
+    assert focus_ring(page)['el'].startswith(SLOTS_A[1]['label'])
+    page.keyboard.press('Enter')                          # pick it
+    expect(composer(page)).to_be_focused()
+    expect(assistant_messages(page).nth(1)).to_contain_text('Booked it.')
+    focus_ring(page)
+    page.keyboard.press('Tab')                            # past the (disabled) send button to the launcher, now "Close chat"
+    assert focus_ring(page)['cls'] == 'gc-launcher'
+    page.keyboard.press('Shift+Tab')
+    expect(composer(page)).to_be_focused()
+    page.keyboard.press('Escape')
+    expect(launcher(page)).to_be_focused()
+    assert focus_ring(page)['cls'] == 'gc-launcher'
+    expect(page.locator('growth-chat .gc-panel')).to_be_hidden()
+
+
+def test_full_screen_the_panel_is_modal_focus_stays_inside_and_escape_returns_to_the_launcher(api, host, browser):
+    # a narrow window: a phone, or a desktop browser zoomed in (the CSS viewport shrinks the same way)
+    ctx = browser.new_context(viewport={'width': 400, 'height': 700})
+    page = ctx.new_page()
+    url = host.backend('modal', reply('Hello there.'))
+    page.goto(host.page('modal', embed(api, api_url=url)))
+    page.locator('#host-link').focus()
+    page.keyboard.press('Tab')
+    page.keyboard.press('Enter')
+    dialog = page.get_by_role('dialog', name='Chat with us')
+    expect(dialog).to_have_attribute('aria-modal', 'true')
+    expect(page.get_by_role('button', name='Got it')).to_be_focused()
+    page.keyboard.press('Enter')
+    expect(composer(page)).to_be_focused()
+    page.keyboard.type('hi')
+    page.keyboard.press('Enter')
+    expect(assistant_messages(page).first).to_contain_text('Hello there.')
+    assert page.evaluate('!!document.querySelector("#host-link").closest("[inert]")')     # the hidden host page is inert
+    assert page.evaluate('!document.querySelector("growth-chat").closest("[inert]")')
+    for key in ['Tab'] * 8 + ['Shift+Tab'] * 8:         # Tab never walks out onto the host page
+        page.keyboard.press(key)
+        f = focus_ring(page)
+        assert f['inPanel'], (key, f)
+    page.keyboard.press('Escape')
+    expect(dialog).to_be_hidden()
+    expect(launcher(page)).to_be_focused()
+    assert page.evaluate('!document.querySelector("[inert]")')                            # the host page is back
+    page.set_viewport_size({'width': 1280, 'height': 800})                               # wide again: not modal
+    launcher(page).click()
+    expect(dialog).to_be_visible()
+    assert dialog.get_attribute('aria-modal') is None and page.evaluate('!document.querySelector("[inert]")')
+    page.set_viewport_size({'width': 400, 'height': 700})                                # narrowed while open: modal
+    expect(dialog).to_have_attribute('aria-modal', 'true')
+    ctx.close()
+
+
+def test_input_resting_border_has_3_to_1_contrast(api, host, page):
+    page.goto(host.page('border', embed(api, api_url=host.backend('border', reply('Hi.')))))
+    open_and_acknowledge(page)
+    page.locator('#host-link').focus()                    # resting: not focused
+    ratio = composer(page).evaluate('''(el) => {
+      const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+      const lum = (c) => c.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+        .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+      let n = el.parentElement;
+      while (getComputedStyle(n).backgroundColor.startsWith('rgba(0, 0, 0, 0')) n = n.parentElement;
+      const a = lum(rgb(getComputedStyle(el).borderTopColor)), b = lum(rgb(getComputedStyle(n).backgroundColor));
+      return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); }''')
+    assert ratio >= 3, ratio
+
+
+HOSTILE_MD = ('<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> **Bold** and *soft*, '
+              '[a case](https://example.com/cases), [bad](javascript:window.__pwned=3), [data](data:text/html,<b>x</b>), '
+              '<a href="javascript:window.__pwned=4">raw link</a>\n\n- one\n- **two**\n\n' + '**[' * 300 + 'deep' + ')]**' * 300)
+
+
+def test_markdown_replies_render_only_allowed_elements(api, host, page):
+    url = host.backend('markdown', reply(HOSTILE_MD))
+    page.goto(host.page('markdown', embed(api, api_url=url)))
+    open_and_acknowledge(page)
+    send(page, 'show me')
+    text = assistant_messages(page).first.locator('.gc-text')
+    expect(text.locator('li')).to_have_count(2)
+    expect(text.locator('strong').first).to_have_text('Bold')
+    expect(text.locator('em').first).to_have_text('soft')
+    link = text.get_by_role('link', name='a case')
+    expect(link).to_have_attribute('href', 'https://example.com/cases')
+    expect(link).to_have_attribute('target', '_blank')
+    expect(link).to_have_attribute('rel', 'noopener noreferrer')
+    expect(text).to_contain_text('<img src=x onerror="window.__pwned=1">')     # markup shows as text
+    tags = text.evaluate('el => [...new Set([...el.querySelectorAll("*")].map((e) => e.tagName))].sort()')
+    assert set(tags) <= {'P', 'UL', 'OL', 'LI', 'STRONG', 'EM', 'CODE', 'A'}, tags
+    hrefs = text.evaluate('el => [...el.querySelectorAll("a")].map((a) => a.getAttribute("href"))')
+    assert hrefs == ['https://example.com/cases'], hrefs
+    assert page.evaluate('window.__pwned') is None
+    expect(text).to_contain_text('deep')

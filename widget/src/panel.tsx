@@ -73,7 +73,7 @@ function inline(parts: Inline[]): ComponentChildren {
   });
 }
 
-function Markdown({ text }: { text: string }) {
+export function Markdown({ text }: { text: string }) {
   return (
     <div class="gc-text">
       {parseMarkdown(text).map((b) => (b.tag === "p" ? <p>{inline(b.children)}</p>

@@ -50,6 +50,8 @@ describe("parseConfig", () => {
     }), BASE);
     expect(config).toMatchObject({ position: "bottom-right", proactiveDelayMs: 45000, streamTimeoutMs: 10000, preload: "intent" });
     expect(warnings).toHaveLength(4);
+    for (const p of ["intent", "idle", "open"] as const)      // the panel: on intent (default), also when idle, or only on open
+      expect(parseConfig(attrs({ "api-url": "/chat", "fallback-url": "/c", preload: p }), BASE).config.preload).toBe(p);
     for (const v of ["1.5", "1e3x", "9999999999999"]) {
       expect(parseConfig(attrs({ "api-url": "/chat", "fallback-url": "/c", "proactive-delay-ms": v }), BASE).config.proactiveDelayMs).toBe(45000);
     }

@@ -72,3 +72,34 @@ describe("<growth-chat>", () => {
     expect(el.shadowRoot!.querySelectorAll(".gc-launcher")).toHaveLength(1);
   });
 });
+
+describe("loading the panel on intent", () => {
+  afterEach(() => {
+    document.body.replaceChildren();
+    sessionStorage.clear();
+  });
+
+  const panelScripts = (el: Element) => [...el.shadowRoot!.querySelectorAll("script")].filter((s) => s.src.includes("panel-test.js"));
+
+  function make(attrs: Record<string, string>) {
+    const el = document.createElement("growth-chat") as GrowthChatElement;
+    el.setAttribute("api-url", "https://api.example.com/chat");
+    el.setAttribute("fallback-url", "https://example.com/contact");
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    document.body.append(el);
+    return el;
+  }
+
+  it("by default nothing is fetched until the pointer is over the launcher (or it gets focus)", () => {
+    const el = make({});
+    expect(panelScripts(el)).toHaveLength(0);
+    el.shadowRoot!.querySelector(".gc-launcher")!.dispatchEvent(new Event("pointerenter"));
+    expect(panelScripts(el)).toHaveLength(1);
+  });
+
+  it("preload=\"open\" waits for the open", () => {
+    const other = make({ preload: "open" });
+    other.shadowRoot!.querySelector(".gc-launcher")!.dispatchEvent(new Event("pointerenter"));
+    expect(panelScripts(other)).toHaveLength(0);
+  });
+});
