@@ -22,7 +22,7 @@ export function safeHref(raw: string): string | null {
 const STRONG = [/^\*\*(?=\S)([\s\S]*?\S)\*\*/, /^__(?=\S)([\s\S]*?\S)__(?!\w)/];
 const EM = [/^\*(?=[^\s*])([^*]*?[^\s*])\*/, /^_(?=[^\s_])([^_]*?[^\s_])_(?!\w)/];
 const LINK = /^\[([^\][]+)\]\(\s*<?([^()\s<>]+)>?\s*\)/;
-const BARE_URL = /^(?:https?:\/\/|mailto:)[^\s<>()]*[^\s<>().,;:!?'"]/;
+const BARE_URL = /^(?:https?:\/\/|mailto:)[^\s<>()"']*[^\s<>().,;:!?'"]/;
 const first = (res: RegExp[], s: string) => res.map((re) => s.match(re)).find(Boolean) ?? null;
 
 /** The inline parts of one paragraph or list item. */
