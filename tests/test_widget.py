@@ -1054,6 +1054,13 @@ def test_keyboard_only_the_whole_flow_with_a_visible_focus_indicator_at_each_ste
     assert focus_ring(page)['cls'] == 'gc-launcher'
     page.keyboard.press('Shift+Tab')
     expect(composer(page)).to_be_focused()
+    for _ in range(12):                                   # back to "End chat", and end the conversation from the keyboard
+        page.keyboard.press('Shift+Tab')
+        if focus_ring(page)['cls'] == 'gc-end': break
+    page.keyboard.press('Enter')
+    expect(page.locator('growth-chat .gc-note')).to_contain_text('You ended the conversation')
+    expect(composer(page)).to_be_focused()                # the keyboard stays in the (new) conversation
+    focus_ring(page)
     page.keyboard.press('Escape')
     expect(launcher(page)).to_be_focused()
     assert focus_ring(page)['cls'] == 'gc-launcher'

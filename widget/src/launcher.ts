@@ -85,7 +85,7 @@ export class GrowthChatElement extends HTMLElement {
   }
 
   connectedCallback() {
-    // Shadow DOM, open mode (ADR-005): React's event delegation stays inside the shadow tree
+    // Shadow DOM, open mode (ADR-005): the panel's styles and events stay inside the shadow tree
     const shadow = this.shadowRoot ?? this.attachShadow({ mode: "open" });
     shadow.replaceChildren();
     try { shadow.adoptedStyleSheets = []; } catch { /* not supported: <style> fallback */ }

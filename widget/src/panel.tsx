@@ -4,7 +4,7 @@
 // confirmations) and the message input; the launcher (chat.js) owns the header, the fallback view and
 // every rule (controller.ts).
 import { render, type ComponentChildren } from "preact";
-import { useLayoutEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { signal, type Signal } from "@preact/signals";
 import { createChatAdapter, type ThreadMessage } from "./adapter";
 import { GDPR_NOTICE_TEXT, PANEL_GLOBAL, PRIVACY_POLICY_URL, VERSION } from "./constants";
@@ -196,11 +196,8 @@ function MessageInput({ thread, enabled }: { thread: Thread; enabled: boolean })
 function Panel({ controller, state, root }: { controller: ChatController; state: Signal<ControllerState>; root: HTMLElement }) {
   const s = state.value;
   // a new conversation (after an explicit close, inactivity or expiry) gets a fresh thread
-  const [conv, setConv] = useState(() => ({ key: s.conversationKey, thread: new Thread(createChatAdapter(controller)) }));
-  if (conv.key !== s.conversationKey) {
-    conv.thread.cancel();
-    setConv({ key: s.conversationKey, thread: new Thread(createChatAdapter(controller)) });
-  }
+  const thread = useMemo(() => new Thread(createChatAdapter(controller)), [controller, s.conversationKey]);
+  useEffect(() => () => thread.cancel(), [thread]);
   if (s.fallback) return null; // chat.js shows the fallback view
   const acknowledge = () => {
     controller.acknowledgeGdpr();
@@ -209,9 +206,9 @@ function Panel({ controller, state, root }: { controller: ChatController; state:
   };
   return (
     <div class="gc-thread">
-      <MessageList thread={conv.thread} endedBy={s.endedBy} root={root} />
+      <MessageList thread={thread} endedBy={s.endedBy} root={root} />
       {!s.gdprAcknowledged && <GdprNotice onAcknowledge={acknowledge} />}
-      <MessageInput key={conv.key} thread={conv.thread} enabled={s.gdprAcknowledged} />
+      <MessageInput thread={thread} enabled={s.gdprAcknowledged} />
     </div>
   );
 }

@@ -1,6 +1,6 @@
 // Meeting slots in the chat (issue 10, calendar hand-off): the SSE `slots` and `meeting` events the
 // backend sends before `done`, checked here, and the rule for which offer's buttons can be clicked.
-// No React: the adapter stores what it reads in the assistant message's metadata.custom, the panel
+// No UI here: the adapter stores what it reads in the assistant message's metadata.custom, the panel
 // renders it.
 
 /** One offered time (the `slots` event); `label` is already in the visitor's time zone. */
