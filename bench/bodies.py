@@ -41,7 +41,8 @@ def free_port() -> int:
 def serve(port: int, without_limit: bool, knowledge: str):
     "The API process (run by this script with --serve): create_app from the environment's settings, under uvicorn."
     import uvicorn
-    from leadchat.api import BodyLimit, create_app
+    from leadchat.api import create_app
+    from leadchat.web import BodyLimit
     from leadchat.config import get_settings
     app = create_app(get_settings(), knowledge_path=knowledge)
     if without_limit: app.user_middleware = [m for m in app.user_middleware if m.cls is not BodyLimit]

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from leadchat.config import Settings  # noqa: E402
 from leadchat.db import create_pool, database_url, migrate, stop_embedded  # noqa: E402
-from leadchat.graph import HandoffRequest  # noqa: E402
+from leadchat.state import HandoffRequest  # noqa: E402
 from leadchat.handoff import (HandoffOutcome, deliver_handoff, handoff_clients, relay_once,  # noqa: E402
                               slack_payload)
 from leadchat.packet import generate_context_packet  # noqa: E402

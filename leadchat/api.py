@@ -27,64 +27,26 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings, get_settings
 from .db import Database
 from .handoff import run_relay, validate_handoff_config
 from .repos import (SessionFilter, consent_records, contact_history, count_sessions, deliveries, get_session,
-                            get_transcript, leads_for_session, list_events, list_sessions, outbox_counts, run_ttl_sweeper)
+                            get_transcript, leads_for_session, list_events, list_sessions, outbox_counts, run_ttl_sweeper,
+                            Leadership)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
+from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, TrustedProxies, body_limits, client_ip, error_response,
+                          rate_limiter, same_origin)
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_BODY_LIMIT', 'HTML_CSP', 'IMMUTABLE', 'ALIAS_TTL', 'STAFF_FAILURES_PER_MINUTE', 'ApiError',
-           'error_response', 'RateLimiter', 'Metrics', 'body_limits', 'BodyLimit', 'SecurityHeaders', 'create_app',
-           'ChatInput', 'register_chat', 'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist',
-           'asset_response', 'register_widget', 'follow_through', 'staff_guard', 'register_staff']
+__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'STAFF_FAILURES_PER_MINUTE', 'Metrics', 'create_app', 'ChatInput', 'register_chat',
+           'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response', 'register_widget',
+           'follow_through', 'staff_guard', 'register_staff']
 
 # %% ../nbs/40_api.ipynb #ap000006
 log = structlog.get_logger('leadchat.api')
-
-
-class ApiError(Exception):
-    "An error answered as `{'error': {'code', 'message'}}` with `status`."
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({'error': {'code': code, 'message': message}}, status_code=status, headers=headers)
-
-# %% ../nbs/40_api.ipynb #ap000008
-class RateLimiter:
-    def __init__(self, per_minute: int, max_keys: int = 100_000):
-        self.rate, self.capacity, self.max_keys = per_minute / 60.0, float(per_minute), max_keys
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, last = self.buckets.get(key, (self.capacity, now))
-        return min(self.capacity, tokens + (now - last) * self.rate)
-
-    def wait(self, key: str, now: float | None = None) -> float:
-        "The seconds until `key` may hit again (0: now), without taking a token."
-        tokens = self._tokens(key, time.monotonic() if now is None else now)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-
-    def hit(self, key: str, now: float | None = None) -> float:
-        "0 when allowed, else the seconds to wait."
-        now = time.monotonic() if now is None else now
-        tokens = self._tokens(key, now)
-        if tokens < 1:
-            self.buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self.buckets[key] = (tokens - 1, now)
-        if len(self.buckets) > self.max_keys:
-            full = [k for k, (t, l) in self.buckets.items() if t + (now - l) * self.rate >= self.capacity]
-            for k in full[: len(full) // 2 + 1]: self.buckets.pop(k, None)
-        return 0.0
 
 # %% ../nbs/40_api.ipynb #ap000011
 class Metrics:
@@ -107,73 +69,6 @@ class Metrics:
                 for state, n in (await outbox_counts(conn)).items(): self.outbox.labels(state).set(n)
         except Exception as e: log.warning('metrics_outbox_read_failure', error=type(e).__name__)
 
-# %% ../nbs/40_api.ipynb #ap000041
-DEFAULT_BODY_LIMIT = 64 * 1024
-HTML_CSP = "frame-ancestors 'self'; base-uri 'self'; object-src 'none'"
-
-
-def body_limits(settings: Settings):
-    "The largest request body each path takes, in bytes: `path -> int`."
-    from leadchat.booking import MAX_BODY_BYTES       # here: leadchat.booking imports this module
-    chat = settings.leadchat_max_message_chars * 12 + 2048
-    return lambda path: chat if path == '/chat' else MAX_BODY_BYTES if path.startswith('/api/') else DEFAULT_BODY_LIMIT
-
-
-class _BodyTooLarge(Exception): pass
-
-
-class BodyLimit:
-    "ASGI middleware: 413 as soon as a request body passes `limit_for(path)` bytes, declared or while it arrives."
-    def __init__(self, app, limit_for): self.app, self.limit_for = app, limit_for
-
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http': return await self.app(scope, receive, send)
-        limit = self.limit_for(scope['path'])
-        declared = [v for k, v in scope['headers'] if k == b'content-length']
-        if any(not v.strip().isdigit() or int(v) > limit for v in declared): return await self.refuse(scope, receive, send, limit)
-        seen, started = 0, False
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message['type'] == 'http.request':
-                seen += len(message.get('body', b''))
-                if seen > limit: raise _BodyTooLarge()
-            return message
-
-        async def watched(message):
-            nonlocal started
-            started = started or message['type'] == 'http.response.start'
-            await send(message)
-
-        try: await self.app(scope, counted, watched)
-        except _BodyTooLarge:
-            if started: raise
-            await self.refuse(scope, receive, send, limit)
-
-    @staticmethod
-    async def refuse(scope, receive, send, limit: int):
-        msg = f'the request body is larger than {limit} bytes, the limit of {scope["path"][:100]}'
-        await error_response(413, 'body_too_large', msg, {'Connection': 'close'})(scope, receive, send)
-
-
-class SecurityHeaders:
-    "ASGI middleware: nosniff and a referrer policy on every response; HTML may be framed only by this origin."
-    def __init__(self, app): self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http': return await self.app(scope, receive, send)
-
-        async def with_headers(message):
-            if message['type'] == 'http.response.start':
-                h = MutableHeaders(scope=message)
-                h.setdefault('X-Content-Type-Options', 'nosniff')
-                h.setdefault('Referrer-Policy', 'strict-origin')
-                if h.get('content-type', '').startswith('text/html'): h.setdefault('Content-Security-Policy', HTML_CSP)
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
                knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0,
@@ -182,8 +77,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     settings = settings or get_settings()
     metrics = Metrics()
-    ip_limits = RateLimiter(settings.leadchat_rate_limit_ip_per_minute)
-    session_limits = RateLimiter(settings.leadchat_rate_limit_session_per_minute)
+    pool = lambda: app.state.db.pool          # the rate limits' store, once the lifespan opened the database
+    ip_limits = rate_limiter(settings, 'chat_ip', settings.leadchat_rate_limit_ip_per_minute, pool)
+    session_limits = rate_limiter(settings, 'chat_session', settings.leadchat_rate_limit_session_per_minute, pool)
     allowed_origins = set(settings.leadchat_cors_origins)
 
     validate_handoff_config(settings)     # the spec's start-up errors for the hand-off channels
@@ -196,8 +92,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         # the offline model's classifiers load (or train, on a new corpus) before the first visitor, not during their turn
         if (warm := getattr(app.state.service.model, 'prepare', None)) is not None: await asyncio.to_thread(warm)
         stop = asyncio.Event()
+        app.state.leadership = leadership = Leadership(database.url)      # one process of many runs the sweeps
         sweeper = asyncio.create_task(run_ttl_sweeper(database.pool, ttl_hours=settings.session_ttl_hours,
-                                                      interval_seconds=sweep_interval, stop=stop, clock=clock))
+                                                      interval_seconds=sweep_interval, stop=stop, clock=clock,
+                                                      leader=leadership.lead))
         # every API process also relays the hand-off outbox (SKIP LOCKED: relays never collide)
         relay = asyncio.create_task(run_relay(database.pool, settings, worker=app.state.service.owner,
                                               interval=relay_interval, stop=stop))
@@ -207,6 +105,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
             stop.set()
             await asyncio.gather(sweeper, relay)
             if app.state.service.scheduler is not None: await app.state.service.scheduler.drain()
+            await leadership.close()
             if db is None: await database.close()
 
     app = FastAPI(title='leadchat', version='1', lifespan=lifespan,
@@ -216,6 +115,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app.add_middleware(CORSMiddleware, allow_origins=sorted(allowed_origins), allow_methods=['GET', 'POST', 'DELETE', 'OPTIONS'],
                        allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(ProxyHeaders, trusted=TrustedProxies(settings.leadchat_trusted_proxies))   # outermost: every route sees the client
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -232,26 +132,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         return error_response(e.status_code, 'http_error', str(e.detail))
 
     register_chat(app, settings, metrics, ip_limits, session_limits, allowed_origins)
-    staff = staff_guard(settings)
+    staff = staff_guard(settings, pool)
     register_ops(app, settings, metrics, staff)
     register_widget(app, settings)
     register_staff(app, settings, staff)
     if settings.leadchat_calendar_config or calendar is not None:     # the calendar hand-off (61_booking)
         from leadchat.booking import calendar_router
-        app.include_router(calendar_router(settings, calendar=calendar, sweep_interval=calendar_sweep_interval))
+        app.include_router(calendar_router(settings, calendar=calendar, sweep_interval=calendar_sweep_interval, pool=pool))
     return app
 
 # %% ../nbs/40_api.ipynb #ap000015
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else 'unknown'
-
-
-def _same_origin(request: Request, origin: str) -> bool:
-    "The page that sent the request was served by this server (browsers send `Origin` on every POST)."
-    host = request.headers.get('host')
-    return bool(host) and origin == f'{request.url.scheme}://{host}'
-
-
 _SLOT_ID_RE = re.compile(r'^[A-Za-z0-9_.-]{1,100}$')
 
 
@@ -333,12 +223,12 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
     async def chat(request: Request,
                    zgc_session_id: str | None = Header(None, alias='ZGC-Session-ID', max_length=64)):
         origin = request.headers.get('origin')
-        if origin is not None and origin not in allowed_origins and not _same_origin(request, origin):
+        if origin is not None and origin not in allowed_origins and not same_origin(request, origin):
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the chat API')
         try: sid = str(uuid.UUID(zgc_session_id or ''))
         except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
         if uuid.UUID(sid).int == 0: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must not be the nil UUID')
-        if (wait := ip_limits.hit(_client_ip(request))) or (wait := session_limits.hit(sid)):
+        if (wait := await ip_limits.hit(client_ip(request))) or (wait := await session_limits.hit(sid)):
             raise ApiError(429, 'rate_limited', 'too many messages; slow down', {'Retry-After': str(int(wait) + 1)})
         body = await _read_message(request, settings.leadchat_max_message_chars)
         service: ChatService = request.app.state.service
@@ -485,20 +375,20 @@ async def follow_through(conn, session_id: str) -> dict:
 STAFF_FAILURES_PER_MINUTE = 10
 
 
-def staff_guard(settings: Settings):
+def staff_guard(settings: Settings, pool=None):
     "The staff routes' dependency: the bearer token, at most 10 failed tries a minute per client IP (then 429), no NUL."
     token = settings.leadchat_admin_token.get_secret_value() if settings.leadchat_admin_token else None
-    failures = RateLimiter(STAFF_FAILURES_PER_MINUTE)
+    failures = rate_limiter(settings, 'staff_failures', STAFF_FAILURES_PER_MINUTE, pool)
 
-    def staff(request: Request, authorization: str | None = Header(None)):
+    async def staff(request: Request, authorization: str | None = Header(None)):
         if not token: raise ApiError(401, 'staff_api_closed', 'the staff API is disabled: set LEADCHAT_ADMIN_TOKEN')
-        ip = _client_ip(request)
-        if wait := failures.wait(ip):        # throttled: even the right token is refused, so a guesser learns nothing
+        ip = client_ip(request)
+        if wait := await failures.wait(ip):        # throttled: even the right token is refused, so a guesser learns nothing
             raise ApiError(429, 'rate_limited', 'too many failed staff sign-ins from this address; try again later',
                            {'Retry-After': str(int(wait) + 1)})
         given = (authorization or '').removeprefix('Bearer ').strip()
         if not authorization or not authorization.startswith('Bearer ') or not secrets.compare_digest(given.encode(), token.encode()):
-            failures.hit(ip)
+            await failures.hit(ip)
             raise ApiError(401, 'unauthorized', 'a valid bearer token is required', {'WWW-Authenticate': 'Bearer'})
         if '\x00' in request.scope['path'] or b'%00' in request.scope['query_string']:     # keys and repeated values too
             raise ApiError(400, 'invalid_request', 'the path and query must not contain NUL characters (%00)')
@@ -506,7 +396,7 @@ def staff_guard(settings: Settings):
 
 
 def register_staff(app, settings, staff=None):
-    staff = staff or staff_guard(settings)
+    staff = staff or staff_guard(settings, lambda: app.state.db.pool)
 
     @app.get('/api/sessions', dependencies=[Depends(staff)], summary='Sessions, filtered and paginated')
     async def sessions(request: Request, since: datetime | None = None, until: datetime | None = None,

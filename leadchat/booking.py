@@ -36,14 +36,15 @@ from .calendar import (EMAIL, CalendarEvent, _one_line, CalendarService, Callbac
                                ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, zone)
 from .config import ConfigurationError, Settings
 from .repos import emit_event, set_lead_meeting
+from .web import MAX_BODY_BYTES, ApiError, client_ip, rate_limiter, same_origin
 
 # %% auto #0
 __all__ = ['log', 'ACTIVE', 'IDEMPOTENCY_KEY_CHARS', 'SCOPE', 'HOLD_LOCK', 'SESSION_LOCK', 'CLIENT_LOCK', 'MAX_SESSION_HOLDS',
            'OFFER_TTL_HOURS', 'SLOT_TAKEN', 'SLOT_GONE', 'CALENDAR_DOWN', 'JOB_MAX_ATTEMPTS', 'JOB_LEASE_SECONDS',
-           'MAX_BODY_BYTES', 'PostgresLedger', 'VisitorIn', 'HoldRequest', 'BookingRequest', 'request_hash',
-           'new_token', 'token_hash', 'BookingError', 'check_idempotency_key', 'Claim', 'claim_idempotency_key',
-           'complete_idempotency_key', 'release_idempotency_key', 'booking_event', 'invite_message', 'InviteMailer',
-           'BookingOutcome', 'BookingService', 'job_backoff', 'meeting_payload', 'run_hold_sweeper', 'session_bookings',
+           'PostgresLedger', 'VisitorIn', 'HoldRequest', 'BookingRequest', 'request_hash', 'new_token', 'token_hash',
+           'BookingError', 'check_idempotency_key', 'Claim', 'claim_idempotency_key', 'complete_idempotency_key',
+           'release_idempotency_key', 'booking_event', 'invite_message', 'InviteMailer', 'BookingOutcome',
+           'BookingService', 'job_backoff', 'meeting_payload', 'run_hold_sweeper', 'session_bookings',
            'CalendarMetrics', 'calendar_router']
 
 # %% ../nbs/61_booking.ipynb #bk100007
@@ -733,15 +734,16 @@ async def sweep_once(self: BookingService) -> dict:
 
 # %% ../nbs/61_booking.ipynb #bk100026
 async def run_hold_sweeper(pool, settings: Settings, *, booking: BookingService | None = None, interval_seconds: float = 30.0,
-                           stop: asyncio.Event | None = None) -> None:
-    "Sweep holds, lapsed confirmations, jobs and old keys every `interval_seconds` until `stop` is set."
+                           stop: asyncio.Event | None = None, leader=None) -> None:
+    "Sweep holds, lapsed confirmations, jobs and old keys every `interval_seconds` until `stop` is set (the leader only)."
     booking = booking or BookingService(pool, CalendarService.from_settings(settings), settings)
     stop = stop or asyncio.Event()
     while not stop.is_set():
-        try:
-            out = await booking.sweep_once()
-            if out['expired_holds'] or out['jobs']: log.info('calendar_sweep', **out)
-        except Exception as e: log.error('calendar_sweep_failure', error=f'{type(e).__name__}: {e}'[:300])
+        if leader is None or await leader():        # with several processes, only the leader sweeps (leadchat.repos)
+            try:
+                out = await booking.sweep_once()
+                if out['expired_holds'] or out['jobs']: log.info('calendar_sweep', **out)
+            except Exception as e: log.error('calendar_sweep_failure', error=f'{type(e).__name__}: {e}'[:300])
         try: await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
         except asyncio.TimeoutError: pass
 
@@ -762,9 +764,6 @@ async def session_bookings(conn, session_id: str, *, team_tz: str = 'UTC') -> li
     return out
 
 # %% ../nbs/61_booking.ipynb #bk100028
-MAX_BODY_BYTES = 16_384
-
-
 class CalendarMetrics:
     "Booking counters on the app's Prometheus registry (GET /metrics)."
     def __init__(self, registry=None):
@@ -783,13 +782,12 @@ def _explain(e: ValidationError) -> str:
                      for er in e.errors()[:6])[:500]
 
 
-def calendar_router(settings: Settings, *, calendar: CalendarService | None = None, sweep_interval: float | None = 30.0):
-    "The calendar API (availability, holds, bookings) as an APIRouter for create_app to include."
-    from leadchat.api import ApiError, RateLimiter, _client_ip, _same_origin   # here: leadchat.api imports this module
-
+def calendar_router(settings: Settings, *, calendar: CalendarService | None = None, sweep_interval: float | None = 30.0,
+                    pool=None):
+    "The calendar API (availability, holds, bookings) as an APIRouter; `pool()` gives the database pool of the rate limits."
     calendar = calendar or CalendarService.from_settings(settings)
-    ip_limits = RateLimiter(settings.leadchat_rate_limit_ip_per_minute)
-    session_limits = RateLimiter(settings.leadchat_rate_limit_session_per_minute)
+    ip_limits = rate_limiter(settings, 'cal_ip', settings.leadchat_rate_limit_ip_per_minute, pool)
+    session_limits = rate_limiter(settings, 'cal_session', settings.leadchat_rate_limit_session_per_minute, pool)
     allowed_origins = set(settings.leadchat_cors_origins)
     staff_token = settings.leadchat_admin_token.get_secret_value() if settings.leadchat_admin_token else None
 
@@ -799,7 +797,8 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
         app.state.calendar, app.state.booking = calendar, booking
         app.state.calendar_metrics = CalendarMetrics(getattr(getattr(app.state, 'metrics', None), 'registry', None))
         stop = asyncio.Event()
-        sweeper = (asyncio.create_task(run_hold_sweeper(app.state.db.pool, settings, booking=booking,
+        leader = getattr(getattr(app.state, 'leadership', None), 'lead', None)
+        sweeper = (asyncio.create_task(run_hold_sweeper(app.state.db.pool, settings, booking=booking, leader=leader,
                                                         interval_seconds=sweep_interval, stop=stop)) if sweep_interval else None)
         try: yield
         finally:
@@ -809,14 +808,14 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
 
     router = APIRouter(prefix='/api', tags=['calendar'], lifespan=lifespan)
 
-    def public(request: Request, session_id: Any = None) -> None:
+    async def public(request: Request, session_id: Any = None) -> None:
         origin = request.headers.get('origin')
-        if origin is not None and origin not in allowed_origins and not _same_origin(request, origin):
+        if origin is not None and origin not in allowed_origins and not same_origin(request, origin):
             raise ApiError(403, 'origin_not_allowed', 'this origin may not use the calendar API')
-        limited(request, session_id)
+        await limited(request, session_id)
 
-    def limited(request: Request, session_id: Any = None) -> None:
-        if (wait := ip_limits.hit(_client_ip(request))) or (session_id and (wait := session_limits.hit(f'cal:{session_id}'))):
+    async def limited(request: Request, session_id: Any = None) -> None:
+        if (wait := await ip_limits.hit(client_ip(request))) or (session_id and (wait := await session_limits.hit(str(session_id)))):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
 
     async def body(request: Request, model):
@@ -849,7 +848,7 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
                            session_id: uuid.UUID | None = Query(None)):
         if session_id is not None and session_id.int == 0:
             raise ApiError(422, 'invalid_request', "session_id must be the chat session's id, not the nil UUID")
-        public(request, session_id)
+        await public(request, session_id)
         try: mt = calendar.team.meeting_type(meeting_type)
         except LookupError as e: raise ApiError(422, 'unknown_meeting_type', str(e)) from None
         try: calendar.tz(visitor_tz)
@@ -867,12 +866,12 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
 
     @router.post('/holds', status_code=201, summary='Hold a slot for a while', openapi_extra=schema(HoldRequest))
     async def hold(request: Request):
-        public(request)
+        await public(request)
         req = await body(request, HoldRequest)
-        if wait := session_limits.hit(f'cal:{req.session_id}'):
+        if wait := await session_limits.hit(str(req.session_id)):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
         holds = request.app.state.calendar_metrics.holds
-        try: out = await request.app.state.booking.hold(req, client_ip=_client_ip(request))
+        try: out = await request.app.state.booking.hold(req, client_ip=client_ip(request))
         except BookingError as e:
             holds.labels(e.code).inc()
             raise api_error(e) from None
@@ -882,9 +881,9 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
     @router.post('/bookings', status_code=201, summary='Confirm a booking (Idempotency-Key required)',
                  openapi_extra=schema(BookingRequest))
     async def book(request: Request, idempotency_key: str | None = Header(None, alias='Idempotency-Key')):
-        public(request)
+        await public(request)
         req = await body(request, BookingRequest)
-        if req.session_id and (wait := session_limits.hit(f'cal:{req.session_id}')):
+        if req.session_id and (wait := await session_limits.hit(str(req.session_id))):
             raise ApiError(429, 'rate_limited', 'too many requests; slow down', {'Retry-After': str(int(wait) + 1)})
         m, t0 = request.app.state.calendar_metrics, time.perf_counter()
         task = asyncio.ensure_future(request.app.state.booking.confirm(req, idempotency_key=idempotency_key))
@@ -898,7 +897,7 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
 
     @router.delete('/holds/{hold_id}', status_code=204, summary='Release a hold (Authorization: Bearer <booking_token>)')
     async def release(request: Request, hold_id: uuid.UUID, authorization: str | None = Header(None)):
-        public(request)
+        await public(request)
         token = bearer(authorization)
         if not token: raise ApiError(401, 'unauthorized', "send the hold's booking_token as Authorization: Bearer <token>")
         try: await request.app.state.booking.release_hold(hold_id, token)
@@ -909,7 +908,7 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
     async def cancel(request: Request, booking_id: uuid.UUID, authorization: str | None = Header(None)):
         token = bearer(authorization)
         is_staff = bool(staff_token and token) and secrets.compare_digest(token.encode(), staff_token.encode())
-        (limited if is_staff else public)(request)          # staff may cancel from the console's origin
+        await (limited if is_staff else public)(request)          # staff may cancel from the console's origin
         if not token: raise ApiError(401, 'unauthorized', 'send the cancel_token (or the staff token) as Authorization: Bearer <token>',
                                      {'WWW-Authenticate': 'Bearer'})
         try: return await request.app.state.booking.cancel(booking_id, cancel_token=None if is_staff else token, staff=is_staff)

@@ -57,7 +57,7 @@ def check(env_file: Optional[Path] = EnvFile,
     if as_json:
         typer.echo(json.dumps(masked_settings(s), indent=2, sort_keys=True))
         return
-    from leadchat.models import get_model
+    from leadchat.providers import get_model
     try:
         m = get_model(s)           # a hosted provider without its key fails here, not at the first visitor
         if s.leadchat_calendar_config:

@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/config.html.md"""
 # %% ../nbs/00_config.ipynb #c0f1a004
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from functools import lru_cache
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
     leadchat_max_message_chars: int = Field(4000, ge=1, le=100_000)
     leadchat_rate_limit_ip_per_minute: int = Field(30, ge=1, le=100_000)
     leadchat_rate_limit_session_per_minute: int = Field(12, ge=1, le=10_000)
+    leadchat_db_pool_size: int = Field(24, ge=4, le=1000, description='Database connections of one API process (at most)')
+    leadchat_rate_limit_backend: Literal['postgres', 'memory'] = Field(
+        'postgres', description='Where rate-limit buckets live: postgres (shared by every process) or memory (this process)')
+    leadchat_trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='Reverse proxies (IPs or CIDRs) whose X-Forwarded-For / Forwarded headers are believed')
     leadchat_turn_lock_seconds: int = Field(60, ge=5, le=3600)
     leadchat_widget_dir: Path = Field(default_factory=_repo_widget_dist,
                                       description='The built <growth-chat> widget served at /chat.js and /widget/<version>/')
@@ -138,7 +144,8 @@ class Settings(BaseSettings):
         try: super().__init__(**values)
         except ValidationError as e: raise ConfigurationError(_explain(e)) from None
 
-    @field_validator('handoff_retry_backoff_seconds', 'handoff_channels', 'leadchat_cors_origins', mode='before')
+    @field_validator('handoff_retry_backoff_seconds', 'handoff_channels', 'leadchat_cors_origins', 'leadchat_trusted_proxies',
+                     mode='before')
     @classmethod
     def _split_csv(cls, v):
         "Comma-separated lists in the environment: `1,3,9`, `slack,crm`."
@@ -155,6 +162,16 @@ class Settings(BaseSettings):
             raise ValueError(f'must be at least {MIN_TOKEN_CHARS} characters (it has {len(raw)}); make one with '
                              '`python -c "import secrets; print(secrets.token_urlsafe(32))"`')
         return v
+
+    @field_validator('leadchat_trusted_proxies')
+    @classmethod
+    def _networks(cls, v):
+        "Each entry an IP address or a CIDR network (`10.0.0.0/8`, `127.0.0.1`), stored normalised."
+        out = []
+        for x in v:
+            try: out.append(str(ipaddress.ip_network(x, strict=False)))
+            except ValueError: raise ValueError(f'{x[:60]!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 127.0.0.1)') from None
+        return out
 
     @field_validator('handoff_retry_backoff_seconds')
     @classmethod

@@ -20,12 +20,12 @@ from typing import Any, Callable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 import structlog
+from starlette.datastructures import Headers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import calibrate as cal
 from .config import ConfigurationError, Settings, get_settings
 from .db import DatabaseError, create_checkpointer, embedded_pgdata, migrate, open_database
-from .graph import HandoffRequest
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
@@ -34,6 +34,8 @@ from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, 
                             deliveries, get_session, get_transcript, leads_for_session, list_events,
                             list_handoff_records, list_sessions)
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
+from .state import HandoffRequest
+from .web import TrustedProxies
 from .staff import (LoginResult, StaffSession, active_staff, audit, authenticate, authorize_oidc,
                             MAX_PASSWORD_CHARS)
 from .state import DIMENSIONS, LEVEL_RANK, HandoffReason, LeadLevel, Message, SessionState, SignalEntry
@@ -895,9 +897,15 @@ def _claims() -> dict:
     except Exception: return {}
 
 
-def client_id() -> str | None:
-    "The browser's address as Streamlit sees it (for the per-client sign-in limit)."
-    try: return _st().context.ip_address
+def client_id(settings: Settings | None = None) -> str | None:
+    "The browser's address (for the per-client sign-in limit): the WebSocket's peer, or past `LEADCHAT_TRUSTED_PROXIES`."
+    try:
+        ctx = _st().context
+        peer = ctx.ip_address or '127.0.0.1'          # Streamlit says None for a loopback peer
+        trusted = TrustedProxies((settings or get_settings()).leadchat_trusted_proxies)
+        if not trusted: return ctx.ip_address
+        raw = [(k.lower().encode('latin-1'), v.encode('latin-1')) for k in ctx.headers.keys() for v in ctx.headers.get_all(k)]
+        return trusted.client(peer, Headers(raw=raw))[0]
     except Exception: return None
 
 

@@ -19,19 +19,18 @@ import structlog
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
 from .hours import followup_commitment_sentence, is_business_hours
 from .retrieval import RetrievalResult, RetrievedChunk, ToolCallBudget
-from .state import (HandoffReason, LeadLevel, QualificationDelta, SessionState, append_message, apply_delta,
+from .state import (HandoffReason, HandoffRequest, LeadLevel, QualificationDelta, SessionState, append_message, apply_delta,
                             derive_lead_level, is_hot_lead, next_stage, utcnow)
 
 # %% auto #0
-__all__ = ['log', 'FALLBACK_MESSAGE', 'REPLY_LOST_MARKER', 'Retrieve', 'commit_failure_message', 'TurnNotStored',
-           'HandoffRequest', 'ModelPort', 'TurnRecord', 'Recorder', 'MemoryRecorder', 'TurnContext', 'turn_event_type',
-           'commit_visitor', 'malformed_email', 'update_state', 'routing_decision', 'score_router', 'generate_response',
-           'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
+__all__ = ['log', 'FALLBACK_MESSAGE', 'REPLY_LOST_MARKER', 'Retrieve', 'commit_failure_message', 'TurnNotStored', 'ModelPort',
+           'TurnRecord', 'Recorder', 'MemoryRecorder', 'TurnContext', 'turn_event_type', 'commit_visitor',
+           'malformed_email', 'update_state', 'routing_decision', 'score_router', 'generate_response', 'stall_check',
+           'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
 log = structlog.get_logger('leadchat.graph')
@@ -49,17 +48,6 @@ def commit_failure_message(settings: Settings) -> str:
 
 class TurnNotStored(Exception):
     "The turn's first commit (the visitor's message, a hand-off) failed: the visitor got the fallback, not a promise."
-
-
-class HandoffRequest(BaseModel):
-    "What propose_handoff emits to the Human Handoff Subsystem (spec 3.4)."
-    model_config = ConfigDict(extra='forbid')
-    session_id: str
-    handoff_reason: HandoffReason
-    lead_level: LeadLevel
-    business_hours: bool
-    session_state: SessionState
-    triggered_at: datetime
 
 # %% ../nbs/30_graph.ipynb #gr000008
 Retrieve = Callable[[str], Awaitable[RetrievalResult | None]]

@@ -24,7 +24,7 @@ import structlog
 from pydantic import SecretStr, ValidationError
 
 from .config import ConfigurationError, Settings
-from .graph import HandoffRequest
+from .state import HandoffRequest
 from .hours import crm_due_at
 from .packet import ContextPacket, ContextPacketGenerationError, company_label, generate_context_packet
 from .repos import (HandoffRecord, OutboxItem, claim_handoffs, consent_records, contact_history, emit_event,

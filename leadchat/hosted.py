@@ -18,7 +18,7 @@ import structlog
 from .config import ConfigurationError, Settings
 from .extract import extract_delta
 from .graph import Retrieve
-from .models import OfflineModel, is_proposal_language
+from .compose import compose_proposal, is_prompt_compliance_violation, stream_tokens
 from .prompts import (EXTRACTION_TOOL_NAME, RETRIEVE_KNOWLEDGE_TOOL, extraction_tool, extraction_user_message,
                               format_retrieval, history_messages, load_prompt, merge_extraction, openai_tool,
                               proposal_instructions, prompt_version, qualification_delta_schema, render_layer7,
@@ -107,7 +107,6 @@ class HostedModel:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.local = OfflineModel()          # patterns only: contact capture, explicit-request floor, fallback copy
         self.stable = stable_system_prompt(settings.leadchat_company_name)
         self.prompt_version = prompt_version()
 
@@ -172,14 +171,14 @@ class HostedModel:
             log.error('llm_generation_failure', node='propose_handoff', provider=self.provider, error=type(err).__name__,
                       streamed=bool(text))
             if not text:      # nothing shown yet: the offline composer writes the proposal
-                async for tok in self.local.propose(reason, business_hours, state, followup_sentence, case_study): yield tok
+                for tok in stream_tokens(compose_proposal(reason, business_hours, state, followup_sentence, case_study)): yield tok
                 return
         if reason in ('hot_lead', 'explicit_request') and followup_sentence and followup_sentence not in text:
             log.warning('prompt_compliance_violation', node='propose_handoff', rule='followup_sentence_missing')
             yield (' ' if text and not text.endswith((' ', '\n')) else '') + followup_sentence
 
     def is_stage3_language(self, text: str) -> bool:
-        return is_proposal_language(text)
+        return is_prompt_compliance_violation(text)
 
 # %% ../nbs/33b_hosted.ipynb #ho000012
 class AnthropicModel(HostedModel):

@@ -15,16 +15,15 @@ import structlog
 
 from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support, place_only_support
 from .embed import vector_space
-from .compose import (ComposeHints, compose_answer, compose_proposal, is_no_result_offer, is_stage3_language, retrieval_query,
+from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, retrieval_query,
                               stream_tokens)
-from .config import Settings
 from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
 from .graph import Retrieve
 from .retrieval import RetrievedChunk
 from .state import QualificationDelta, SessionState
 
 # %% auto #0
-__all__ = ['log', 'INTENT_THRESHOLD', 'INTENT_DOUBT', 'OfflineModel', 'is_proposal_language', 'get_model']
+__all__ = ['log', 'INTENT_THRESHOLD', 'INTENT_DOUBT', 'OfflineModel']
 
 # %% ../nbs/33_models.ipynb #mo000006
 log = structlog.get_logger('leadchat.models')
@@ -95,24 +94,4 @@ class OfflineModel:
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
         for tok in stream_tokens(compose_proposal(reason, business_hours, state, followup_sentence, case_study)): yield tok
 
-    def is_stage3_language(self, text: str) -> bool: return is_proposal_language(text)
-
-
-def is_proposal_language(text: str) -> bool:
-    "Stage 3 language in an answer — except the spec's honest no-result offer, which the prompt layer asks for."
-    return is_stage3_language(text) and not is_no_result_offer(text)
-
-
-def get_model(settings: Settings, *, embed=None, aembed=None):
-    "The configured provider (see above)."
-    p = settings.leadchat_model_provider
-    if p == 'auto': p = 'anthropic' if settings.anthropic_api_key else 'offline'
-    if p == 'anthropic':
-        from leadchat.hosted import AnthropicModel
-        return AnthropicModel(settings)
-    if p == 'openai':
-        from leadchat.hosted import OpenAICompatModel
-        return OpenAICompatModel(settings)
-    return OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold, backend=settings.leadchat_embedding_backend,
-                        thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
-                                              settings.leadchat_clarify_floor))
+    def is_stage3_language(self, text: str) -> bool: return is_prompt_compliance_violation(text)

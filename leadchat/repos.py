@@ -17,15 +17,15 @@ from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationT
 
 # %% auto #0
 __all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'OUTBOX_STATES', 'ContactField', 'ConsentScope',
-           'SessionRow', 'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock', 'release_turn_lock',
-           'SessionFilter', 'list_sessions', 'count_sessions', 'append_transcript', 'get_transcript', 'AnalyticsEvent',
-           'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting',
-           'set_lead_thread', 'lead_thread', 'OutboxItem', 'enqueue_handoff', 'has_handoff', 'enqueue_update',
-           'claim_handoffs', 'finish_handoff', 'retry_handoff', 'outbox_counts', 'dead_letters', 'get_outbox_item',
-           'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record', 'list_handoff_records', 'ContactEntry',
-           'ConsentRecord', 'add_contact', 'contact_history', 'record_consent', 'deliveries', 'consent_records',
-           'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts', 'purge_sessions', 'expire_sessions',
-           'run_ttl_sweeper']
+           'LEADER_LOCK', 'SessionRow', 'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock',
+           'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions', 'append_transcript',
+           'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead',
+           'leads_for_session', 'set_lead_meeting', 'set_lead_thread', 'lead_thread', 'OutboxItem', 'enqueue_handoff',
+           'has_handoff', 'enqueue_update', 'claim_handoffs', 'finish_handoff', 'retry_handoff', 'outbox_counts',
+           'dead_letters', 'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record',
+           'list_handoff_records', 'ContactEntry', 'ConsentRecord', 'add_contact', 'contact_history', 'record_consent',
+           'deliveries', 'consent_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts',
+           'purge_sessions', 'expire_sessions', 'Leadership', 'run_ttl_sweeper']
 
 # %% ../nbs/11_repos.ipynb #4e9o0007
 class _Row(BaseModel):
@@ -578,17 +578,47 @@ async def expire_sessions(conn, *, ttl_hours: int, now: datetime | None = None) 
     return sorted(r['session_id'] for r in await cur.fetchall())
 
 # %% ../nbs/11_repos.ipynb #4e9o0031
-async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300.0, stop=None, clock=None) -> None:
+LEADER_LOCK = 0x1EAD_5EED          # pg_try_advisory_lock(LEADER_LOCK): the process that runs the periodic sweeps
+
+
+class Leadership:
+    "Whether this process leads (holds the advisory lock `key` on a connection of its own); `lead()` re-checks."
+    def __init__(self, url: str, key: int = LEADER_LOCK):
+        self.url, self.key, self.conn, self.held = url, key, None, False
+
+    async def lead(self) -> bool:
+        "True when this process holds the lock — taking it when it is free; False (never raises) when it cannot tell."
+        import psycopg
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn, self.held = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=5), False
+            if self.held: await self.conn.execute('SELECT 1')          # still connected: still holding it
+            else: self.held = (await (await self.conn.execute('SELECT pg_try_advisory_lock(%s)', [self.key])).fetchone())[0]
+            return self.held
+        except Exception:
+            await self.close()
+            return False
+
+    async def close(self) -> None:
+        "Give the lead up (closing the connection releases the lock)."
+        conn, self.conn, self.held = self.conn, None, False
+        if conn is not None:
+            try: await conn.close()
+            except Exception: pass
+
+
+async def run_ttl_sweeper(pool, *, ttl_hours: int, interval_seconds: float = 300.0, stop=None, clock=None, leader=None) -> None:
     "Expire sessions every `interval_seconds` until `stop` (an asyncio.Event) is set; errors are logged, not raised."
     import asyncio
     import structlog
     log = structlog.get_logger('leadchat.repos')
     stop = stop or asyncio.Event()
     while not stop.is_set():
-        try:
-            async with pool.connection() as conn:     # the app's clock: sessions start on it too (30_graph)
-                expired = await expire_sessions(conn, ttl_hours=ttl_hours, now=clock() if clock else None)
-            if expired: log.info('sessions_expired', count=len(expired))
-        except Exception as e: log.error('session_sweep_failure', error=f'{type(e).__name__}: {e}')
+        if leader is None or await leader():        # with several processes, only the leader sweeps
+            try:
+                async with pool.connection() as conn:     # the app's clock: sessions start on it too (30_graph)
+                    expired = await expire_sessions(conn, ttl_hours=ttl_hours, now=clock() if clock else None)
+                if expired: log.info('sessions_expired', count=len(expired))
+            except Exception as e: log.error('session_sweep_failure', error=f'{type(e).__name__}: {e}')
         try: await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
         except asyncio.TimeoutError: pass

@@ -24,13 +24,13 @@ from psycopg.types.json import Jsonb
 
 from .config import Settings
 from .db import Database, create_checkpointer, knowledge_table, migrate, migration_status, open_database, ping
-from .graph import REPLY_LOST_MARKER, HandoffRequest, TurnContext, TurnRecord, build_graph, run_turn
+from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
-from .models import get_model
+from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
 from .retrieval import KnowledgeRetriever
-from .state import SessionState, append_message, utcnow
+from .state import HandoffRequest, SessionState, append_message, utcnow
 
 # %% auto #0
 __all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'follow_through', 'phone_in', 'lead_changes',
@@ -368,7 +368,7 @@ async def index_size(db: Database, settings: Settings) -> int:
 
 
 async def prepare(settings: Settings, *, knowledge_path='knowledge', db: Database | None = None) -> Database:
-    db = db or await open_database(settings, max_size=24)       # up to 20 turns hold a lease connection each
+    db = db or await open_database(settings, max_size=settings.leadchat_db_pool_size)    # turns hold a lease connection each
     await migrate(db.url, settings)
     try:            # replies lost when a process died mid-turn (issue 16): marked before the first visitor arrives
         if (n := await recover_lost_replies(db, settings)): log.warning('lost_replies_recovered', count=n)

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 __all__ = ['log', 'ConfidenceLevel', 'Dimension', 'LeadLevel', 'HandoffReason', 'NegativePersona', 'NoFitReason',
            'TerminationType', 'DIMENSIONS', 'LEVEL_RANK', 'UTCDateTime', 'StageEvent', 'STAGE_TRANSITIONS', 'utcnow',
            'Message', 'SignalEntry', 'QualificationState', 'Consent', 'SessionState', 'QualificationDelta',
-           'apply_delta', 'is_hot_lead', 'derive_lead_level', 'append_message', 'next_stage']
+           'apply_delta', 'is_hot_lead', 'derive_lead_level', 'append_message', 'next_stage', 'HandoffRequest']
 
 # %% ../nbs/01_state.ipynb #57a7e006
 log = structlog.get_logger('leadchat.state')
@@ -241,3 +241,14 @@ def next_stage(current: int, event: str) -> int:
     "The stage after `event` in stage `current` (see `STAGE_TRANSITIONS`)."
     try: return STAGE_TRANSITIONS[(current, event)]
     except KeyError: raise ValueError(f'no stage transition from stage {current!r} on {event!r}') from None
+
+# %% ../nbs/01_state.ipynb #57a7e041
+class HandoffRequest(BaseModel):
+    "What propose_handoff emits to the Human Handoff Subsystem (spec 3.4)."
+    model_config = ConfigDict(extra='forbid')
+    session_id: str
+    handoff_reason: HandoffReason
+    lead_level: LeadLevel
+    business_hours: bool
+    session_state: SessionState
+    triggered_at: datetime

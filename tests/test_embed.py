@@ -86,7 +86,7 @@ def test_backend_from_settings_reaches_retriever_classifier_and_index(tmp_path, 
     from leadchat.config import ConfigurationError, get_settings
     from leadchat.db import knowledge_table
     from leadchat.knowledge import get_embeddings
-    from leadchat.models import get_model
+    from leadchat.providers import get_model
     monkeypatch.delenv('LEADCHAT_EMBEDDING_BACKEND', raising=False)
     base = 'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\nLEADCHAT_MODEL_PROVIDER=offline\n'
     env = tmp_path / 'int8.env'

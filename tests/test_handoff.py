@@ -33,7 +33,7 @@ from structlog.testing import capture_logs
 from conftest import fresh_db
 from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
-from leadchat.graph import HandoffRequest
+from leadchat.state import HandoffRequest
 from leadchat.handoff import (PostgresCRMClient, SlackBotClient, SlackWebhookClient, SmtpFallbackClient,
                               crm_payload, deliver_handoff, deliver_update, relay_once, replay_handoff, run_relay,
                               slack_blocks)
