@@ -23,9 +23,10 @@ from .config import ConfigurationError, Settings, get_settings, masked_settings
 # %% auto #0
 __all__ = ['app', 'EnvFile', 'db_app', 'MAX_HEADER_BYTES', 'handoff_app', 'calendar_app', 'models_app', 'load_settings',
            'version', 'check', 'demo', 'db_migrate', 'db_status', 'purge_login_attempts', 'scrub_booking_contacts',
-           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'h11_with_header_timeout',
-           'NoQueryString', 'QuietFdExhaustion', 'install_log_filters', 'relay', 'handoff_replay', 'main', 'eval_',
-           'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export', 'models_status']
+           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'pool_per_worker', 'worker_app',
+           'h11_with_header_timeout', 'NoQueryString', 'QuietFdExhaustion', 'install_log_filters', 'relay',
+           'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export',
+           'models_status']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -317,7 +318,9 @@ def serve(env_file: Optional[Path] = EnvFile,
           knowledge: Path = typer.Option(Path('knowledge'), help='Documents to ingest when the index is empty.'),
           limit_concurrency: int = typer.Option(1000, min=1, help='Open connections (and requests) at once; more get 503.'),
           keep_alive: int = typer.Option(5, min=1, max=300, help='Seconds an idle keep-alive connection stays open.'),
-          header_timeout: float = typer.Option(10.0, min=0.1, max=300, help='Seconds a client has to send a request line and headers.')):
+          header_timeout: float = typer.Option(10.0, min=0.1, max=300, help='Seconds a client has to send a request line and headers.'),
+          workers: int = typer.Option(1, min=1, max=64, help='API processes sharing the port (one database; one of them runs the sweeps).'),
+          drain: float = typer.Option(10.0, min=0, max=600, help='On SIGTERM: seconds open chat streams get to finish before they are cut.')):
     "Start the chat service: embedded database, migrations, knowledge ingest if empty, the API."
     import signal
     import uvicorn
@@ -325,20 +328,71 @@ def serve(env_file: Optional[Path] = EnvFile,
     from leadchat.db import stop_embedded
     s = load_settings(env_file)
     base = f'http://{host}:{port}'
-    typer.echo(f'leadchat starting on {base}  (demo page {base}/, API docs {base}/docs, readiness {base}/readyz)')
+    typer.echo(f'leadchat starting on {base}  (demo page {base}/, API docs {base}/docs, readiness {base}/readyz)'
+               + (f' with {workers} workers' if workers > 1 else ''))
     # uvicorn re-raises the SIGTERM it caught once it has shut down: exit through Python so clean-up runs
     signal.signal(signal.SIGTERM, _exit_quietly)
+    common = dict(host=host, port=port, log_level='info', proxy_headers=False, timeout_graceful_shutdown=drain,
+                  timeout_keep_alive=keep_alive, limit_concurrency=limit_concurrency, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     try:
-        config = uvicorn.Config(create_app(s, knowledge_path=str(knowledge)), host=host, port=port, log_level='info',
-                                proxy_headers=False, timeout_graceful_shutdown=5, http=h11_with_header_timeout(header_timeout),
-                                timeout_keep_alive=keep_alive, limit_concurrency=limit_concurrency,
-                                h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+        if workers > 1: return _serve_workers(s, env_file, knowledge, workers, header_timeout, common)
+        config = uvicorn.Config(create_app(s, knowledge_path=str(knowledge)), http=h11_with_header_timeout(header_timeout), **common)
         install_log_filters()
         uvicorn.Server(config).run()
     except Exception as e:
         typer.secho(f'leadchat could not start: {e}', err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
     finally: stop_embedded(s)            # the embedded PostgreSQL this process started stops with it
+
+
+def pool_per_worker(max_connections: int, reserved: int, in_use: int, workers: int, wanted: int, headroom: int = 10) -> int:
+    "Connections each of `workers` API processes may open: its share of what the server has left (less `headroom`)."
+    return min(wanted, (max_connections - reserved - in_use - headroom) // workers)
+
+
+def _serve_workers(s: Settings, env_file, knowledge: Path, workers: int, header_timeout: float, common: dict) -> None:
+    "`serve --workers N`: prepare the database once here, then N uvicorn processes share the socket and the database."
+    import asyncio, os
+    import psycopg, uvicorn
+    from uvicorn.supervisors import Multiprocess
+    from leadchat.db import database_url
+    from leadchat.service import prepare
+    url = database_url(s)                                   # starts the embedded server once, for every worker
+
+    async def once():                                       # migrations and the first ingest: here, not raced N times
+        db = await prepare(s, knowledge_path=str(knowledge))
+        await db.close()
+    asyncio.run(once())
+    with psycopg.connect(url, connect_timeout=10) as c:
+        mc, reserved, in_use = c.execute("SELECT current_setting('max_connections')::int, "
+                                         "current_setting('superuser_reserved_connections')::int, "
+                                         "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')").fetchone()
+    per = pool_per_worker(mc, reserved, in_use, workers, s.leadchat_db_pool_size)
+    if per < 4:
+        typer.secho(f'configuration error: the database allows {mc} connections ({in_use} in use); {workers} workers would '
+                    f'get {max(per, 0)} each (4 at least). Lower --workers or raise max_connections.', err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
+    typer.echo(f'{workers} workers, each with up to {per} database connections (max_connections {mc})')
+    os.environ.update({'DATABASE_URL': url, 'LEADCHAT_DB_POOL_SIZE': str(per), 'LEADCHAT_KNOWLEDGE_PATH': str(knowledge),
+                       'LEADCHAT_HEADER_TIMEOUT': str(header_timeout)})
+    if env_file is not None: os.environ['LEADCHAT_ENV_FILE'] = str(env_file)
+    config = uvicorn.Config('leadchat.cli:worker_app', factory=True, workers=workers, http='leadchat.cli:H11HeaderTimeout', **common)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()      # restarts a worker that dies; SIGTERM stops them all
+
+
+def worker_app():
+    "One `serve --workers N` process's app (uvicorn calls it in each; the parent passed everything in the environment)."
+    import os
+    from leadchat.api import create_app
+    install_log_filters()
+    return create_app(get_settings(), knowledge_path=os.environ.get('LEADCHAT_KNOWLEDGE_PATH', 'knowledge'))
+
+
+def __getattr__(name: str):
+    "`leadchat.cli:H11HeaderTimeout` for the workers' uvicorn config: the header deadline from `LEADCHAT_HEADER_TIMEOUT`."
+    import os
+    if name == 'H11HeaderTimeout': return h11_with_header_timeout(float(os.environ.get('LEADCHAT_HEADER_TIMEOUT', '10')))
+    raise AttributeError(name)
 
 
 MAX_HEADER_BYTES = 16 * 1024      # request line + headers; larger is 400 (h11)
