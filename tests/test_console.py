@@ -532,3 +532,25 @@ def test_every_page_in_chromium_with_screenshots(seeded, console_server, tmp_pat
     if os.environ.get('LEADCHAT_UPDATE_README_SCREENSHOT') == '1':
         (ROOT / 'nbs' / 'images').mkdir(exist_ok=True)
         shutil.copy(out / 'console-funnel.png', ROOT / 'nbs' / 'images' / 'console.png')
+
+
+def test_sign_in_limit_counts_the_browser_behind_a_trusted_proxy(monkeypatch):
+    "The console's per-client sign-in limit keys on the visitor behind `LEADCHAT_TRUSTED_PROXIES`, never on a forged header."
+    import types
+    import leadchat.console as con
+    from leadchat.config import Settings
+    from streamlit.runtime.context import StreamlitHeaders
+
+    def ctx(peer, headers):
+        fake = types.SimpleNamespace(context=types.SimpleNamespace(ip_address=peer, headers=StreamlitHeaders(headers)))
+        monkeypatch.setattr(con, '_st', lambda: fake)
+    behind = Settings(rag_relevance_threshold=0.4, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                      leadchat_trusted_proxies='10.0.0.0/8')
+    plain = behind.model_copy(update={'leadchat_trusted_proxies': []})
+    ctx('10.0.0.5', [('X-Forwarded-For', '203.0.113.9, 198.51.100.7')])
+    assert con.client_id(behind) == '198.51.100.7'                    # the proxy's own hop, not the forged left part
+    assert con.client_id(plain) == '10.0.0.5'                         # no trusted proxies: the peer
+    ctx('192.0.2.44', [('X-Forwarded-For', '198.51.100.7')])
+    assert con.client_id(behind) == '192.0.2.44'                      # an untrusted peer cannot pick its bucket
+    ctx(None, [('X-Forwarded-For', '198.51.100.7')])
+    assert con.client_id(behind.model_copy(update={'leadchat_trusted_proxies': ['127.0.0.1/32']})) == '198.51.100.7'
