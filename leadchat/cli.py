@@ -320,19 +320,23 @@ def serve(env_file: Optional[Path] = EnvFile,
           keep_alive: int = typer.Option(5, min=1, max=300, help='Seconds an idle keep-alive connection stays open.'),
           header_timeout: float = typer.Option(10.0, min=0.1, max=300, help='Seconds a client has to send a request line and headers.'),
           workers: int = typer.Option(1, min=1, max=64, help='API processes sharing the port (one database; one of them runs the sweeps).'),
-          drain: float = typer.Option(10.0, min=0, max=600, help='On SIGTERM: seconds open chat streams get to finish before they are cut.')):
+          drain: Optional[float] = typer.Option(None, min=0, max=600, help='On SIGTERM: seconds open chat streams get to finish '
+                                                'before they are cut (default LEADCHAT_DRAIN_SECONDS, 10).')):
     "Start the chat service: embedded database, migrations, knowledge ingest if empty, the API."
-    import signal
+    import os, signal
     import uvicorn
     from leadchat.api import create_app
     from leadchat.db import stop_embedded
     s = load_settings(env_file)
+    if drain is not None:                   # the app's streams and uvicorn's shutdown wait the same time
+        os.environ['LEADCHAT_DRAIN_SECONDS'] = str(drain)
+        s = s.model_copy(update={'leadchat_drain_seconds': drain})
     base = f'http://{host}:{port}'
     typer.echo(f'leadchat starting on {base}  (demo page {base}/, API docs {base}/docs, readiness {base}/readyz)'
                + (f' with {workers} workers' if workers > 1 else ''))
     # uvicorn re-raises the SIGTERM it caught once it has shut down: exit through Python so clean-up runs
     signal.signal(signal.SIGTERM, _exit_quietly)
-    common = dict(host=host, port=port, log_level='info', proxy_headers=False, timeout_graceful_shutdown=drain,
+    common = dict(host=host, port=port, log_level='info', proxy_headers=False, timeout_graceful_shutdown=s.leadchat_drain_seconds,
                   timeout_keep_alive=keep_alive, limit_concurrency=limit_concurrency, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     try:
         if workers > 1: return _serve_workers(s, env_file, knowledge, workers, header_timeout, common)
