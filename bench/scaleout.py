@@ -11,8 +11,8 @@ In one run on one machine (2 cores, loopback, the offline engine):
   * the shared rate limit's cost per check: `SharedRateLimiter.hit` (one statement on PostgreSQL) beside the
     process-local `RateLimiter.hit` (the baseline), p50/p95 over many checks on the same database; a chat request
     makes two checks (per IP, per session).
-The database is the one `leadchat serve` uses (embedded unless DATABASE_URL is set in the environment, e.g. the
-external server of the test tier). Writes bench/results/scaleout.json and .md (not with --smoke).
+The database is the embedded one `leadchat serve` starts, or with --external a PostgreSQL server started as a
+separate service on a TCP port with password authentication (tests/external_pg.py, as the test tier does). Writes bench/results/scaleout.json and .md (not with --smoke).
 """
 import argparse, asyncio, json, os, platform, shutil, signal, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
@@ -89,13 +89,19 @@ def main():
     ap.add_argument('--rate', type=float, default=50.0, help='offered turns/s in total for the paced run')
     ap.add_argument('--workers', type=int, nargs='+', default=[1, 2])
     ap.add_argument('--checks', type=int, default=2000)
+    ap.add_argument('--external', action='store_true',
+                    help='a PostgreSQL server of its own on a TCP port with a password (tests/external_pg.py), not the embedded one')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run of every path; writes no results')
     a = ap.parse_args()
     if a.smoke: a.duration, a.sessions, a.rate, a.checks = 2, 10, 10.0, 50
     if not Path(NGINX).exists(): raise SystemExit('nginx is not installed (tools/bootstrap-system.sh installs it)')
     home = tempfile.mkdtemp(prefix='lc-scaleout-')
     tmp = Path(tempfile.mkdtemp(prefix='lc-scaleout-nginx-'))
-    rows = []
+    rows, external = [], None
+    if a.external:
+        from external_pg import ExternalPostgres
+        external = ExternalPostgres().start()
+        os.environ['DATABASE_URL'] = external.url()          # serve, its workers and the limiter bench all use it
     try:
         for w in a.workers:
             def runs(base, w=w):
@@ -113,11 +119,12 @@ def main():
         stop_embedded(Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
                                leadchat_home=home))
         shutil.rmtree(tmp, ignore_errors=True)
+        if external is not None: external.stop()
     sat = {r['workers']: r['turns_per_s'] for r in rows if r['mode'].startswith('saturation')}
     ratio = round(sat[max(sat)] / sat[min(sat)], 2) if len(sat) > 1 and sat[min(sat)] else None
     if a.smoke: return
     meta = dict(when=datetime.now(timezone.utc).isoformat(timespec='seconds'), machine=f'{platform.machine()}, {os.cpu_count()} cores',
-                database='DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded (leadchat serve)',
+                database='external (PostgreSQL 18 on TCP, password auth)' if a.external else 'embedded (leadchat serve)',
                 command=' '.join(['bench/scaleout.py'] + sys.argv[1:]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'scaleout.json').write_text(json.dumps(dict(meta=meta, http=rows, saturation_ratio=ratio, limiter=limits), indent=2) + '\n')
