@@ -85,9 +85,15 @@ nbtest: $(STAMP)
 	@echo "==> [test] nbdev-test (notebooks are the source and their tests)"
 	@$(BIN)/nbdev-test --n-workers 2 --flags pg
 
+# Then the storage, API and hand-off suites again against a PostgreSQL started as a separate service
+# (tests/external_pg.py: pg_ctl, a loopback TCP port, password authentication), reached through DATABASE_URL.
+EXTERNAL_PG_SUITES := tests/test_db.py tests/test_api.py tests/test_handoff.py tests/test_handoff_live.py
+
 pytest: $(STAMP) widget
 	@echo "==> [test] pytest tests/"
 	@$(BIN)/pytest tests/ -q
+	@echo "==> [test] storage, API and hand-off suites on an external PostgreSQL (TCP, password authentication)"
+	@LEADCHAT_TEST_PG=external $(BIN)/pytest $(EXTERNAL_PG_SUITES) -q
 
 test: sync nbtest widget-test pytest
 	@echo "==> [test] all green"

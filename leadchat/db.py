@@ -233,16 +233,25 @@ async def _up_to_date(conn, files: list[Migration]) -> bool:
     return v == len(AsyncPostgresSaver.MIGRATIONS) - 1
 
 
+def _cannot_migrate(conn, e: psycopg.Error, where: str = '') -> MigrationError:
+    "The error for a role without DDL rights (an app role): who may migrate instead."
+    return MigrationError(f'{where}the database role {conn.info.user!r} may not change the schema '
+                          f'({e.diag.message_primary or e}); run `leadchat db migrate` as the migration role '
+                          '(a DATABASE_URL whose role owns the tables), then start this version again')
+
+
 async def migrate(url: str, settings: Settings | None = None, *, folder: Path | None = None) -> list[str]:
     "Apply pending migrations (idempotent, safe to run concurrently); returns the filenames applied."
     files = migration_files(folder)
     applied_now = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None,
                                                      row_factory=dict_row) as conn:
-        if await _up_to_date(conn, files):   # no DDL at all: an app role without DDL rights can start
-            if settings is not None: await ensure_knowledge_table(conn, *knowledge_table(settings))
-            return []
-        await _advisory_lock(conn, MIGRATION_LOCK_KEY)
+        try:
+            if await _up_to_date(conn, files):   # no DDL at all: an app role without DDL rights can start
+                if settings is not None: await ensure_knowledge_table(conn, *knowledge_table(settings))
+                return []
+            await _advisory_lock(conn, MIGRATION_LOCK_KEY)
+        except psycopg.errors.InsufficientPrivilege as e: raise _cannot_migrate(conn, e) from None
         try:
             await conn.execute(_SCHEMA_MIGRATIONS)
             done = await _applied(conn)
@@ -257,6 +266,7 @@ async def migrate(url: str, settings: Settings | None = None, *, folder: Path | 
                         await conn.execute(m.sql)
                         await conn.execute('INSERT INTO schema_migrations (version, filename, checksum) VALUES (%s, %s, %s)',
                                            [m.version, m.filename, m.checksum])
+                except psycopg.errors.InsufficientPrivilege as e: raise _cannot_migrate(conn, e, f'{m.filename}: ') from None
                 except psycopg.Error as e:
                     raise MigrationError(f'migration {m.filename} failed and was rolled back: '
                                          f'{type(e).__name__}: {str(e).strip()}') from None
@@ -264,6 +274,7 @@ async def migrate(url: str, settings: Settings | None = None, *, folder: Path | 
                 applied_now.append(m.filename)
             await checkpointer_setup(conn)
             if settings is not None: await ensure_knowledge_table(conn, *knowledge_table(settings))
+        except psycopg.errors.InsufficientPrivilege as e: raise _cannot_migrate(conn, e) from None
         finally:
             await conn.execute('SELECT pg_advisory_unlock(%s)', [MIGRATION_LOCK_KEY])
     return applied_now
