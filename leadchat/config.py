@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     leadchat_rate_limit_ip_per_minute: int = Field(30, ge=1, le=100_000)
     leadchat_rate_limit_session_per_minute: int = Field(12, ge=1, le=10_000)
     leadchat_db_pool_size: int = Field(24, ge=4, le=1000, description='Database connections of one API process (at most)')
+    leadchat_body_timeout_seconds: float = Field(30.0, gt=0, le=600, description='A request body must arrive within this')
     leadchat_drain_seconds: float = Field(10.0, ge=0, le=600, description='On SIGTERM: how long open chat streams get to finish')
     leadchat_rate_limit_backend: Literal['postgres', 'memory'] = Field(
         'postgres', description='Where rate-limit buckets live: postgres (shared by every process) or memory (this process)')

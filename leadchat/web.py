@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/web.html.md"""
 # %% ../nbs/36_web.ipynb #wb000004
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import time
@@ -223,23 +224,32 @@ def body_limits(settings: Settings):
 class _BodyTooLarge(Exception): pass
 
 
+class _BodyTooSlow(Exception): pass
+
+
 class BodyLimit:
-    "ASGI middleware: 413 as soon as a request body passes `limit_for(path)` bytes, declared or while it arrives."
-    def __init__(self, app, limit_for): self.app, self.limit_for = app, limit_for
+    """ASGI middleware: 413 as soon as a request body passes `limit_for(path)` bytes, declared or while it arrives;
+    408 when the body is not all there `timeout` seconds after the route first asks for it (a trickled body)."""
+    def __init__(self, app, limit_for, timeout: float = 30.0): self.app, self.limit_for, self.timeout = app, limit_for, timeout
 
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http': return await self.app(scope, receive, send)
         limit = self.limit_for(scope['path'])
         declared = [v for k, v in scope['headers'] if k == b'content-length']
         if any(not v.strip().isdigit() or int(v) > limit for v in declared): return await self.refuse(scope, receive, send, limit)
-        seen, started = 0, False
+        seen, started, complete, deadline = 0, False, False, None
 
         async def counted():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete, deadline
+            if complete: return await receive()            # the body is in: waiting for a disconnect may take any time
+            deadline = deadline or time.monotonic() + self.timeout
+            try: message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError: raise _BodyTooSlow() from None
             if message['type'] == 'http.request':
                 seen += len(message.get('body', b''))
                 if seen > limit: raise _BodyTooLarge()
+                complete = not message.get('more_body', False)
+            else: complete = True
             return message
 
         async def watched(message):
@@ -251,6 +261,10 @@ class BodyLimit:
         except _BodyTooLarge:
             if started: raise
             await self.refuse(scope, receive, send, limit)
+        except _BodyTooSlow:
+            if started: raise
+            msg = f'the request body did not arrive within {self.timeout:g} seconds'
+            await error_response(408, 'body_timeout', msg, {'Connection': 'close'})(scope, receive, send)
 
     @staticmethod
     async def refuse(scope, receive, send, limit: int):
