@@ -37,6 +37,8 @@ from .repos import (SessionFilter, consent_records, contact_history, count_sessi
                             Leadership)
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
+from .graph import TurnNotStored
+from .telemetry import instrument_app, setup_tracing, tracing_on
 from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, TrustedProxies, body_limits, client_ip, error_response,
                           rate_limiter, same_origin)
 
@@ -61,6 +63,18 @@ class Metrics:
         self.in_flight = Gauge('leadchat_turns_in_flight', 'Chat streams currently open', registry=self.registry)
         self.outbox = Gauge('leadchat_handoff_outbox', 'Undelivered hand-off outbox rows by state (read at scrape time)',
                             ['state'], registry=self.registry)
+        # fallback rate = leadchat_turn_fallbacks_total / (leadchat_turns_total + fallbacks{reason="not_stored"})
+        self.fallbacks = Counter('leadchat_turn_fallbacks_total', 'Turns answered with a fixed fallback message: the model failed '
+                                 '(llm_failure) or the turn could not be stored (not_stored)', ['reason'], registry=self.registry)
+        self.deliveries = Counter('leadchat_handoff_deliveries_total', "Hand-off and update deliveries by this process's relay, "
+                                  'by channel and outcome (delivered, failed)', ['channel', 'outcome'], registry=self.registry)
+        for r in ('llm_failure', 'not_stored'): self.fallbacks.labels(r)
+        for ch in ('slack', 'crm', 'email'):
+            for out in ('delivered', 'failed'): self.deliveries.labels(ch, out)
+
+    def delivery(self, channel: str, outcome: str) -> None:
+        "The relay's `observe` hook."
+        self.deliveries.labels(channel, outcome).inc()
 
     async def read_outbox(self, db) -> None:
         "Set the outbox gauges from the database (shared by every process); left as they were if it cannot be read."
@@ -77,6 +91,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
 
     settings = settings or get_settings()
     metrics = Metrics()
+    if not tracing_on(): setup_tracing()      # traces when the OTEL_* variables ask for them (leadchat.telemetry)
     pool = lambda: app.state.db.pool          # the rate limits' store, once the lifespan opened the database
     ip_limits = rate_limiter(settings, 'chat_ip', settings.leadchat_rate_limit_ip_per_minute, pool)
     session_limits = rate_limiter(settings, 'chat_session', settings.leadchat_rate_limit_session_per_minute, pool)
@@ -98,7 +113,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                                                       leader=leadership.lead))
         # every API process also relays the hand-off outbox (SKIP LOCKED: relays never collide)
         relay = asyncio.create_task(run_relay(database.pool, settings, worker=app.state.service.owner,
-                                              interval=relay_interval, stop=stop))
+                                              interval=relay_interval, stop=stop, observe=metrics.delivery))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
@@ -116,6 +131,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                        allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(ProxyHeaders, trusted=TrustedProxies(settings.leadchat_trusted_proxies))   # outermost: every route sees the client
+    instrument_app(app)          # FastAPI server spans (the outermost layer), while tracing is on
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -248,6 +264,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                 async for tok in stream: yield {'event': 'delta', 'data': json.dumps({'type': 'text_delta', 'content': tok})}
                 rec = result.record
                 metrics.turns.labels(rec.route).inc()
+                if rec.route == 'llm_failure': metrics.fallbacks.labels('llm_failure').inc()
                 metrics.turn_seconds.observe(time.perf_counter() - t0)
                 for ev, _ in rec.events: metrics.events.labels(ev).inc()
                 if rec.state.offered_slots and (rec.state.offered_slots != rec.previous.offered_slots
@@ -260,6 +277,10 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                     session_id=sid, turn_index=rec.turn_index, lead_level=rec.state.lead_level, stage=rec.state.current_stage,
                     handoff_reason=rec.state.handoff_reason if rec.event_type == 'handoff_proposed' else None))}
             except asyncio.CancelledError: raise
+            except TurnNotStored as e:          # the fallback has streamed; nothing was stored
+                metrics.fallbacks.labels('not_stored').inc()
+                log.error('turn_failure', session_id=sid, error=f'{type(e).__name__}: {e}'[:300])
+                yield {'event': 'error', 'data': json.dumps({'code': 'turn_failed', 'message': 'the turn could not be completed'})}
             except Exception as e:
                 log.error('turn_failure', session_id=sid, error=f'{type(e).__name__}: {e}'[:300])
                 yield {'event': 'error', 'data': json.dumps({'code': 'turn_failed', 'message': 'the turn could not be completed'})}

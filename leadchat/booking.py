@@ -36,15 +36,16 @@ from .calendar import (EMAIL, CalendarEvent, _one_line, CalendarService, Callbac
                                ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, zone)
 from .config import ConfigurationError, Settings
 from .repos import emit_event, set_lead_meeting
+from .telemetry import span
 from .web import MAX_BODY_BYTES, ApiError, client_ip, rate_limiter, same_origin
 
 # %% auto #0
 __all__ = ['log', 'ACTIVE', 'IDEMPOTENCY_KEY_CHARS', 'SCOPE', 'HOLD_LOCK', 'SESSION_LOCK', 'CLIENT_LOCK', 'MAX_SESSION_HOLDS',
            'OFFER_TTL_HOURS', 'SLOT_TAKEN', 'SLOT_GONE', 'CALENDAR_DOWN', 'JOB_MAX_ATTEMPTS', 'JOB_LEASE_SECONDS',
-           'PostgresLedger', 'VisitorIn', 'HoldRequest', 'BookingRequest', 'request_hash', 'new_token', 'token_hash',
-           'BookingError', 'check_idempotency_key', 'Claim', 'claim_idempotency_key', 'complete_idempotency_key',
-           'release_idempotency_key', 'booking_event', 'invite_message', 'InviteMailer', 'BookingOutcome',
-           'BookingService', 'job_backoff', 'meeting_payload', 'run_hold_sweeper', 'session_bookings',
+           'IDEMPOTENCY_KINDS', 'PostgresLedger', 'VisitorIn', 'HoldRequest', 'BookingRequest', 'request_hash',
+           'new_token', 'token_hash', 'BookingError', 'check_idempotency_key', 'Claim', 'claim_idempotency_key',
+           'complete_idempotency_key', 'release_idempotency_key', 'booking_event', 'invite_message', 'InviteMailer',
+           'BookingOutcome', 'BookingService', 'job_backoff', 'meeting_payload', 'run_hold_sweeper', 'session_bookings',
            'CalendarMetrics', 'calendar_router']
 
 # %% ../nbs/61_booking.ipynb #bk100007
@@ -320,6 +321,7 @@ class BookingService:
         self.hold_ttl, self.holds_per_ip = settings.leadchat_hold_ttl_seconds, settings.leadchat_live_holds_per_ip
         self.confirm_lease = 2 * settings.leadchat_calendar_timeout_seconds + 30
         self._tasks: set[asyncio.Task] = set()
+        self.metrics = None          # CalendarMetrics, once the app's router started: confirmations from the chat and the API
 
     @property
     def team(self): return self.calendar.team
@@ -448,7 +450,22 @@ async def _claim_hold(self: BookingService, conn, hold_id: uuid.UUID, token: str
 
 @patch
 async def confirm(self: BookingService, req: BookingRequest, *, idempotency_key: str | None) -> BookingOutcome:
-    "Confirm a booking under an Idempotency-Key; the outcome is the HTTP answer (stored for replays)."
+    "Confirm a booking under an Idempotency-Key; the outcome is the HTTP answer (stored for replays). Timed and counted."
+    t0, result = time.perf_counter(), 'error'
+    with span('booking.confirm', {'session.id': str(req.session_id or '')}) as sp:
+        try:
+            out = await self._confirm_keyed(req, idempotency_key)
+            result = 'replayed' if out.replayed else 'confirmed' if out.status == 201 else out.body['error']['code']
+            return out
+        except BookingError as e:
+            result = e.code
+            raise
+        finally:
+            if sp is not None: sp.set_attribute('booking.result', result)
+            if self.metrics is not None: self.metrics.confirmed(result, time.perf_counter() - t0)
+
+@patch
+async def _confirm_keyed(self: BookingService, req: BookingRequest, idempotency_key: str | None) -> BookingOutcome:
     key = check_idempotency_key(idempotency_key)
     async with self.pool.connection() as conn:
         claim = await claim_idempotency_key(conn, SCOPE, key, request_hash(req), lease_seconds=self.confirm_lease + 5)
@@ -775,6 +792,24 @@ class CalendarMetrics:
         self.callbacks = Counter('leadchat_calendar_callbacks_total', 'Availability answered with a call-back offer', registry=registry)
         self.confirm_seconds = Histogram('leadchat_booking_confirm_seconds', 'POST /api/bookings wall time', registry=registry,
                                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        # every confirmation, from the chat (a slot button) and the API alike
+        self.confirmations = Counter('leadchat_booking_confirmations_total', 'Booking confirmations from the chat and the API '
+                                     'by result (confirmed, replayed, or the error code)', ['result'], registry=registry)
+        self.booking_seconds = Histogram('leadchat_booking_seconds', 'Booking confirmation latency (chat and API)', registry=registry,
+                                         buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.idempotency = Counter('leadchat_booking_idempotency_total', 'Confirmations that did not book because of their '
+                                   'Idempotency-Key: replay (answered from the stored result), mismatch (key reused for another '
+                                   'request), in_flight (the same key still running)', ['kind'], registry=registry)
+        for k in IDEMPOTENCY_KINDS.values(): self.idempotency.labels(k)
+
+    def confirmed(self, result: str, seconds: float) -> None:
+        "One confirmation's result and latency."
+        self.confirmations.labels(result).inc()
+        self.booking_seconds.observe(seconds)
+        if (kind := IDEMPOTENCY_KINDS.get(result)) is not None: self.idempotency.labels(kind).inc()
+
+
+IDEMPOTENCY_KINDS = {'replayed': 'replay', 'idempotency_key_reused': 'mismatch', 'request_in_progress': 'in_flight'}
 
 
 def _explain(e: ValidationError) -> str:
@@ -796,6 +831,7 @@ def calendar_router(settings: Settings, *, calendar: CalendarService | None = No
         booking = BookingService(app.state.db.pool, calendar, settings)
         app.state.calendar, app.state.booking = calendar, booking
         app.state.calendar_metrics = CalendarMetrics(getattr(getattr(app.state, 'metrics', None), 'registry', None))
+        booking.metrics = app.state.calendar_metrics
         stop = asyncio.Event()
         leader = getattr(getattr(app.state, 'leadership', None), 'lead', None)
         sweeper = (asyncio.create_task(run_hold_sweeper(app.state.db.pool, settings, booking=booking, leader=leader,

@@ -23,6 +23,7 @@ from langgraph.runtime import Runtime
 from .config import Settings
 from .hours import followup_commitment_sentence, is_business_hours
 from .retrieval import RetrievalResult, RetrievedChunk, ToolCallBudget
+from .telemetry import span, traced
 from .state import (HandoffReason, HandoffRequest, LeadLevel, QualificationDelta, SessionState, append_message, apply_delta,
                             derive_lead_level, is_hot_lead, next_stage, utcnow)
 
@@ -135,6 +136,7 @@ class TurnContext:
     routing: dict | None = None                   # see routing_decision
     committed: TurnRecord | None = None           # the first commit (visitor message, hand-off), once it succeeded
     failed: TurnNotStored | None = None           # the first commit failed: fallback streamed, nothing stored
+    span: Any = None                              # the turn's span (leadchat.telemetry): the node spans hang from it
 
 # %% ../nbs/30_graph.ipynb #gr000012
 def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, first_turn: bool) -> str:
@@ -245,8 +247,9 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
     s = append_message(s, 'user', ctx.message, turn_index=ctx.turn_index, window_turns=ctx.settings.context_window_turns,
                        at=ctx.now())
     try:
-        delta = await asyncio.wait_for(ctx.model.extract(ctx.message, state, ctx.turn_index),
-                                       ctx.settings.llm_stream_timeout_ms / 1000)
+        with span('llm.extract', {'llm.model': getattr(ctx.model, 'name', '?')}):
+            delta = await asyncio.wait_for(ctx.model.extract(ctx.message, state, ctx.turn_index),
+                                           ctx.settings.llm_stream_timeout_ms / 1000)
         s = apply_delta(s, delta)
         if isinstance(delta, QualificationDelta): ctx.signals, ctx.clarify = delta.scores, delta.clarify
     except Exception as e:
@@ -335,9 +338,10 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     followup = followup_commitment_sentence(now=ctx.now(), settings=ctx.settings)
     stream = ctx.model.respond(ctx.message, state, retrieve, followup_sentence=followup).__aiter__()
     try:
-        first = await asyncio.wait_for(stream.__anext__(), ctx.settings.llm_stream_timeout_ms / 1000)
-        _emit(first, ctx)
-        async for tok in stream: _emit(tok, ctx)
+        with span('llm.respond', {'llm.model': getattr(ctx.model, 'name', '?')}):
+            first = await asyncio.wait_for(stream.__anext__(), ctx.settings.llm_stream_timeout_ms / 1000)
+            _emit(first, ctx)
+            async for tok in stream: _emit(tok, ctx)
     except StopAsyncIteration: pass
     except asyncio.TimeoutError:
         log.error('stream_timeout', session_id=state.session_id, timeout_ms=ctx.settings.llm_stream_timeout_ms)
@@ -453,7 +457,8 @@ async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) ->
         if not new.visitor_email: _emit(" If you leave your email, we'll make sure someone from the team follows up.", ctx)
     else:
         if ctx.reply: _emit('\n\n', ctx)
-        async for tok in ctx.model.propose(reason, hours, new, followup, case_study): _emit(tok, ctx)
+        with span('llm.propose', {'llm.model': getattr(ctx.model, 'name', '?'), 'handoff.reason': reason}):
+            async for tok in ctx.model.propose(reason, hours, new, followup, case_study): _emit(tok, ctx)
         new = new.model_copy(update=await _offer_slots(new, ctx))
     if request is not None and ctx.handoff is None: ctx.handoff = request
     ctx.route = 'proposed'
@@ -489,7 +494,7 @@ def build_graph(checkpointer=None):
     g = StateGraph(SessionState, context_schema=TurnContext)
     for name, fn in [('update_state', update_state), ('score_router', score_router), ('generate_response', generate_response),
                      ('stall_check', stall_check), ('propose_handoff', propose_handoff), ('write_state', write_state)]:
-        g.add_node(name, fn)
+        g.add_node(name, traced(f'node.{name}', fn, parent=_turn_span))     # a span per node while tracing is on
     g.add_edge(START, 'update_state')
     g.add_edge('update_state', 'score_router')
     g.add_conditional_edges('score_router', _after_router, ['generate_response', 'propose_handoff'])
@@ -498,6 +503,10 @@ def build_graph(checkpointer=None):
     g.add_edge('propose_handoff', 'write_state')
     g.add_edge('write_state', END)
     return g.compile(checkpointer=checkpointer)
+
+
+def _turn_span(state, runtime=None, **kw):
+    return getattr(getattr(runtime, 'context', None), 'span', None)
 
 
 async def run_turn(graph, session_id: str, message: str, ctx: TurnContext) -> AsyncIterator[str]:

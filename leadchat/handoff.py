@@ -25,6 +25,7 @@ from pydantic import SecretStr, ValidationError
 
 from .config import ConfigurationError, Settings
 from .state import HandoffRequest
+from .telemetry import SpanKind, links_from, span, tracing_on
 from .hours import crm_due_at
 from .packet import ContextPacket, ContextPacketGenerationError, company_label, generate_context_packet
 from .repos import (HandoffRecord, OutboxItem, claim_handoffs, consent_records, contact_history, emit_event,
@@ -935,40 +936,61 @@ async def _attempt(pool, settings: Settings, item: OutboxItem, request: HandoffR
     return await deliver(request, settings=settings, pool=pool, done=done, retry=retry)
 
 
-async def _relay_item(pool, settings: Settings, item: OutboxItem, deliver, worker: str) -> None:
-    try: request = HandoffRequest.model_validate(item.request)
-    except ValidationError as e:   # can never be delivered: a dead letter at once
-        log.critical('handoff_dead_lettered', alert=True, outbox_id=item.id, session_id=item.session_id, kind=item.kind,
-                     status='failed', error=f'invalid request: {_err(e)}'[:300])
-        return await _finish(pool, item.id, 'failed', error=f'invalid request: {_err(e)}', dead=True)
-    out, error = None, None
-    try: out = await _attempt(pool, settings, item, request, deliver, done=delivered_channels(item.channel_status))
-    except Exception as e:   # the default `deliver` never raises; a custom one may
-        log.error('handoff_relay_failure', worker=worker, outbox_id=item.id, session_id=item.session_id, error=_err(e),
-                  retry=True)
-        error = _err(e)
-    await _settle(pool, settings, item, out, error)
+async def _relay_item(pool, settings: Settings, item: OutboxItem, deliver, worker: str, observe=None,
+                      traceparent: str | None = None) -> None:
+    "One claimed row, in a `handoff.deliver` span linked to the turn that queued it; `observe(channel, status)` per channel."
+    with span('handoff.deliver', {'session.id': item.session_id, 'outbox.id': item.id, 'outbox.kind': item.kind,
+                                  'handoff.reason': item.handoff_reason, 'outbox.retries': item.retries},
+              links=links_from(traceparent), kind=SpanKind.CONSUMER) as s:
+        try: request = HandoffRequest.model_validate(item.request)
+        except ValidationError as e:   # can never be delivered: a dead letter at once
+            log.critical('handoff_dead_lettered', alert=True, outbox_id=item.id, session_id=item.session_id, kind=item.kind,
+                         status='failed', error=f'invalid request: {_err(e)}'[:300])
+            return await _finish(pool, item.id, 'failed', error=f'invalid request: {_err(e)}', dead=True)
+        out, error = None, None
+        try: out = await _attempt(pool, settings, item, request, deliver, done=delivered_channels(item.channel_status))
+        except Exception as e:   # the default `deliver` never raises; a custom one may
+            log.error('handoff_relay_failure', worker=worker, outbox_id=item.id, session_id=item.session_id, error=_err(e),
+                      retry=True)
+            error = _err(e)
+        if s is not None: s.set_attribute('handoff.outcome', out.outcome if out else 'error')
+        if observe is not None:
+            for name, r in (out.channels if out else {}).items():
+                if not r.earlier and r.status != 'skipped': observe(name, r.status)
+            if out is None: observe('relay', 'error')
+        await _settle(pool, settings, item, out, error)
+
+
+async def _traceparents(conn, items: list[OutboxItem]) -> dict[int, str]:
+    "While tracing is on: the rows' stored traceparents (0012_trace.sql), by outbox id."
+    if not items or not tracing_on(): return {}
+    rows = await (await conn.execute('SELECT id, traceparent FROM handoff_outbox WHERE id = ANY(%s) AND traceparent IS NOT NULL',
+                                     [[i.id for i in items]])).fetchall()
+    return {r['id']: r['traceparent'] for r in rows}
 
 
 async def relay_once(pool, settings: Settings, *, worker: str, limit: int = 10, deliver=deliver_handoff,
-                     lease_seconds: float = 120) -> int:
+                     lease_seconds: float = 120, observe=None) -> int:
     "Claim up to `limit` due hand-offs, deliver them concurrently, record the results; returns how many."
     async with pool.connection() as conn:
         items = await claim_handoffs(conn, worker=worker, limit=limit, lease_seconds=lease_seconds)
+        tps = await _traceparents(conn, items)
     if items:
-        await asyncio.gather(*(_relay_item(pool, settings, i, deliver, worker) for i in items))
+        await asyncio.gather(*(_relay_item(pool, settings, i, deliver, worker, observe, tps.get(i.id)) for i in items))
     return len(items)
 
 
 async def run_relay(pool, settings: Settings, *, worker: str, interval: float = 1.0, stop: asyncio.Event,
-                    limit: int = 10, lease_seconds: float = 120, deliver=deliver_handoff) -> None:
-    "Relay until `stop` is set; errors are logged and the loop goes on. A claimed batch is finished before stopping."
+                    limit: int = 10, lease_seconds: float = 120, deliver=deliver_handoff, observe=None) -> None:
+    """Relay until `stop` is set; errors are logged and the loop goes on. A claimed batch is finished before stopping.
+    `observe(channel, status)`: called for each channel an attempt delivered or failed (the app's Prometheus counter)."""
     if lease_seconds < worst_case_delivery_seconds(settings):
         log.warning('handoff_relay_lease_short', worker=worker, lease_seconds=lease_seconds,
                     worst_case_seconds=worst_case_delivery_seconds(settings))
     log.info('handoff_relay_started', worker=worker)
     while not stop.is_set():
-        try: n = await relay_once(pool, settings, worker=worker, limit=limit, deliver=deliver, lease_seconds=lease_seconds)
+        try: n = await relay_once(pool, settings, worker=worker, limit=limit, deliver=deliver, lease_seconds=lease_seconds,
+                                  observe=observe)
         except Exception as e:
             log.error('handoff_relay_failure', worker=worker, error=_err(e))
             n = 0

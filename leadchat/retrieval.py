@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from .config import Settings
 from .db import knowledge_table
 from .knowledge import get_embeddings, scrub_pii
+from .telemetry import span
 
 # %% auto #0
 __all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'CHAT_SPEAK', 'HNSW_EF_SEARCH_DEFAULT', 'RetrievedChunk',
@@ -133,6 +134,12 @@ class KnowledgeRetriever:
 
     async def retrieve_knowledge(self, query: str, *, names: Iterable[str | None] = ()) -> RetrievalResult:
         "The spec's tool: never raises; see the table above."
+        with span('retrieval', {'rag.ranking': self.ranking, 'rag.table': self.table}) as sp:
+            res = await self._retrieve(query, names)
+            if sp is not None: sp.set_attributes({'rag.status': res.status, 'rag.chunks': len(res.chunks), 'rag.reason': res.reason or ''})
+            return res
+
+    async def _retrieve(self, query: str, names: Iterable[str | None]) -> RetrievalResult:
         s = self.settings
         if not isinstance(query, str) or not query.strip():
             return RetrievalResult(status='no_result', reason='empty_query')

@@ -31,10 +31,11 @@ from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff,
                             record_consent, upsert_session)
 from .retrieval import KnowledgeRetriever
 from .state import HandoffRequest, SessionState, append_message, utcnow
+from .telemetry import end_span, span, start_span, traceparent
 
 # %% auto #0
 __all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'follow_through', 'phone_in', 'lead_changes',
-           'record_follow_through', 'dispatch_handoff', 'TurnInProgress', 'turn_lock_key', 'Lease',
+           'record_follow_through', 'dispatch_handoff', 'queue_update', 'TurnInProgress', 'turn_lock_key', 'Lease',
            'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'ChatService', 'index_size', 'prepare',
            'readiness']
 
@@ -125,9 +126,9 @@ async def _late_handoff(conn, rec: TurnRecord) -> None:
     "A hand-off decided after the first commit (an `llm_failure` proposal after the fallback): queued with the reply."
     req = rec.handoff
     if not await has_handoff(conn, rec.session_id): return await dispatch_handoff(conn, req) and None
-    await enqueue_update(conn, session_id=rec.session_id, handoff_reason=req.handoff_reason,
-                         change_key=f'turn:{rec.turn_index}:reason', changes=[{'kind': 'reason', 'value': req.handoff_reason}],
-                         request=req.model_dump(mode='json'))
+    await queue_update(conn, session_id=rec.session_id, handoff_reason=req.handoff_reason,
+                       change_key=f'turn:{rec.turn_index}:reason', changes=[{'kind': 'reason', 'value': req.handoff_reason}],
+                       request=req.model_dump(mode='json'))
 
 
 _PHONE_INTL = re.compile(r"\+\d[\d\s().-]{6,18}\d")
@@ -190,14 +191,31 @@ async def record_follow_through(conn, rec: TurnRecord) -> None:
     if changes and (rec.handoff is not None or await has_handoff(conn, sid)):
         req = rec.handoff or HandoffRequest(session_id=sid, handoff_reason=s.handoff_reason or 'hot_lead', lead_level=s.lead_level,
                                             business_hours=False, session_state=s, triggered_at=at)
-        await enqueue_update(conn, session_id=sid, handoff_reason=req.handoff_reason, change_key=f'turn:{rec.turn_index}',
-                             changes=changes, request=req.model_dump(mode='json'))
+        await queue_update(conn, session_id=sid, handoff_reason=req.handoff_reason, change_key=f'turn:{rec.turn_index}',
+                           changes=changes, request=req.model_dump(mode='json'))
 
 
 async def dispatch_handoff(conn, request: HandoffRequest) -> int | None:
     "The dispatch port: queue the request durably (same transaction as the turn); relays deliver it."
-    return await enqueue_handoff(conn, session_id=request.session_id, handoff_reason=request.handoff_reason,
-                                 request=request.model_dump(mode='json'))
+    with span('outbox.write', {'session.id': request.session_id, 'handoff.reason': request.handoff_reason, 'outbox.kind': 'handoff'}):
+        oid = await enqueue_handoff(conn, session_id=request.session_id, handoff_reason=request.handoff_reason,
+                                    request=request.model_dump(mode='json'))
+        await _store_traceparent(conn, oid)
+    return oid
+
+
+async def queue_update(conn, **kw) -> int | None:
+    "`enqueue_update` in an `outbox.write` span (its traceparent kept with the row)."
+    with span('outbox.write', {'session.id': kw['session_id'], 'handoff.reason': kw['handoff_reason'], 'outbox.kind': 'update'}):
+        oid = await enqueue_update(conn, **kw)
+        await _store_traceparent(conn, oid)
+    return oid
+
+
+async def _store_traceparent(conn, outbox_id: int | None) -> None:
+    "While tracing is on: the turn's traceparent on the outbox row, for the relay's link (0012_trace.sql)."
+    if outbox_id is not None and (tp := traceparent()):
+        await conn.execute('UPDATE handoff_outbox SET traceparent = %s WHERE id = %s', [tp, outbox_id])
 
 # %% ../nbs/35_service.ipynb #sv000007
 class TurnInProgress(Exception):
@@ -342,16 +360,26 @@ class ChatService:
                      visitor_tz: str | None = None, slot_id: str | None = None, consent: dict | None = None,
                      unknown_zone: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
-        finished = None
+        finished, error, ctx = None, None, None
+        tspan = start_span('chat.turn', {'session.id': session_id})        # one trace per turn; None while tracing is off
         try:
             recorder = PostgresRecorder(self.db.pool, conn=lease.conn)      # the turn's writes go over its lease
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
-                              visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone)
+                              visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
             if ctx.committed is not None and ctx.record is not None: finished = ctx.record.turn_index   # checkpoint written
-        finally: await self._release(session_id, lease, finished=finished)
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            try: await self._release(session_id, lease, finished=finished)
+            finally:
+                if tspan is not None:
+                    rec = ctx.record if ctx is not None else None
+                    end_span(tspan, error, **({'turn.index': rec.turn_index, 'turn.route': rec.route,
+                                               'turn.event': rec.event_type} if rec else {}))
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."

@@ -16,3 +16,10 @@ def test_benchmark_smoke_run(script):
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / script), '--smoke'], capture_output=True, text=True, cwd=ROOT,
                        timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+
+
+def test_tracing_benchmark_smoke_run():
+    "bench/tracing.py (issue 17 item 5): tracing off, on with a no-op exporter, on with OTLP to a local sink, a few turns each."
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'tracing.py'), '--smoke'], capture_output=True, text=True, cwd=ROOT,
+                       timeout=900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])

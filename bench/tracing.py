@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""Tracing overhead (issue 17 item 5): the same chat turns with tracing off and on, measured in one run. Records; never pass/fail.
+
+    .venv/bin/python bench/tracing.py [--turns 400] [--sessions 1 20] [--smoke]
+
+Two API processes on one data home (one embedded PostgreSQL), the offline engine, over HTTP on loopback:
+  * off: no OTEL_* variables (leadchat.telemetry's helpers are no-ops; no instrumentation);
+  * sdk:  tracing on with the SDK and a no-op exporter (the target's measure): FastAPI/psycopg/httpx instrumentation,
+          leadchat's spans, every span built and ended, nothing encoded or sent;
+  * otlp: OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that accepts and drops every batch — the
+          whole production path, with the batch processor and the exporter's protobuf encoding (its background thread).
+Three API processes on one data home; every visitor's turns rotate between them (the order shifts each turn), the
+same text on each, so drift in the machine's load falls on all alike. Reported per concurrency level: p50/p95 per
+turn for each, and each minus off.
+Writes bench/results/tracing.json and bench/results/tracing.md.
+"""
+import argparse, asyncio, json, os, platform, random, statistics, subprocess, sys, tempfile, threading, time, uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / 'bench' / 'results'
+sys.path.insert(0, str(ROOT / 'bench'))
+from orchestrator import MESSAGES, free_port, one_turn, pct   # noqa: E402
+
+
+class Sink:
+    "A local OTLP/HTTP receiver that accepts every export and counts it (a collector that drops everything)."
+    def __init__(self):
+        sink = self
+        self.requests = self.bytes = 0
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                sink.requests += 1; sink.bytes += len(body)
+                self.send_response(200); self.send_header('Content-Type', 'application/x-protobuf')
+                self.send_header('Content-Length', '0'); self.end_headers()
+            def log_message(self, *a): pass
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def start_server(port, home, extra_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('OTEL_')}
+    env.update({'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+                'LEADCHAT_HOME': home, 'LEADCHAT_RATE_LIMIT_IP_PER_MINUTE': '100000',
+                'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '10000', **extra_env})
+    p = subprocess.Popen([sys.executable, __file__, '--serve', '--port', str(port)], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    import httpx
+    for _ in range(900):
+        try:
+            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=1).status_code == 200: return p
+        except httpx.HTTPError: pass
+        if p.poll() is not None: raise SystemExit(p.stderr.read()[-3000:])
+        time.sleep(0.2)
+    raise SystemExit('server did not become ready')
+
+
+def serve(port):
+    "An API process (run by this script with --serve); tracing as the OTEL_* variables say."
+    import uvicorn
+    from leadchat.api import create_app
+    from leadchat.config import get_settings
+    from leadchat import telemetry
+    if os.environ.get('BENCH_TRACING') == 'noop':
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+        class Noop(SpanExporter):
+            def export(self, spans): return SpanExportResult.SUCCESS
+        telemetry.setup_tracing(Noop())
+    app = create_app(get_settings(), knowledge_path=str(ROOT / 'knowledge'))
+
+    @app.get('/__tracing', include_in_schema=False)
+    async def on(): return {'on': telemetry.tracing_on()}
+    uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', backlog=4096, timeout_keep_alive=120)
+
+
+async def interleaved(bases, sessions, turns):
+    "`sessions` visitors per process, each taking `turns` turns in alternation off/on (the pair's order flips)."
+    import httpx
+    lat = {k: [] for k in bases}
+    errors = {k: 0 for k in bases}
+    limits = httpx.Limits(max_connections=sessions * 2 + 10, max_keepalive_connections=sessions * 2 + 10)
+    clients = {k: httpx.AsyncClient(base_url=b, timeout=60, limits=limits) for k, b in bases.items()}
+    async def visitor(k):
+        rng = random.Random(k)
+        sids = {name: str(uuid.uuid4()) for name in bases}
+        for i in range(turns):
+            msg = f'{rng.choice(MESSAGES)} (ref {rng.randrange(10**9)})'
+            names = list(bases)
+            order = names[(i + k) % len(names):] + names[:(i + k) % len(names)]
+            for name in order:
+                ms, err = await one_turn(clients[name], sids[name], msg)      # the same text on both
+                if err: errors[name] += 1
+                else: lat[name].append(ms)
+    try: await asyncio.gather(*(visitor(k) for k in range(sessions)))
+    finally:
+        for c in clients.values(): await c.aclose()
+    return lat, errors
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--serve', action='store_true'); ap.add_argument('--port', type=int)
+    ap.add_argument('--turns', type=int, default=400, help='turns per process at one session (divided among sessions above it)')
+    ap.add_argument('--sessions', type=int, nargs='+', default=[1, 20])
+    ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
+    a = ap.parse_args()
+    if a.serve: return serve(a.port)
+    if a.smoke: a.turns, a.sessions = 6, [1]
+    import httpx
+    sink = Sink()
+    home = tempfile.mkdtemp(prefix='lc-bench-trace-')
+    ports = {'off': free_port(), 'sdk': free_port(), 'otlp': free_port()}
+    env = {'off': {}, 'sdk': {'BENCH_TRACING': 'noop'}, 'otlp': {'OTEL_TRACES_EXPORTER': 'otlp', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT': f'{sink.url}/v1/traces',
+                             'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL': 'http/protobuf', 'OTEL_BSP_SCHEDULE_DELAY': '1000'}}
+    procs = {}
+    try:
+        procs['off'] = start_server(ports['off'], home, env['off'])       # migrations and ingest on a cold home, first
+        for k in ('sdk', 'otlp'): procs[k] = start_server(ports[k], home, env[k])
+        bases = {k: f'http://127.0.0.1:{p}' for k, p in ports.items()}
+        for k, b in bases.items():
+            assert httpx.get(f'{b}/__tracing').json()['on'] == (k != 'off'), f'the {k} process has tracing the wrong way'
+        asyncio.run(interleaved(bases, 2, 5 if a.smoke else 20))            # warm-up: plans, caches, the classifiers
+        runs = []
+        for n in a.sessions:
+            t0 = time.perf_counter()
+            lat, errors = asyncio.run(interleaved(bases, n, max(2, a.turns // n)))
+            st = {k: dict(p50_ms=pct(v, 50), p95_ms=pct(v, 95), mean_ms=round(statistics.fmean(v), 2), turns=len(v),
+                          errors=errors[k]) for k, v in lat.items()}
+            runs.append(dict(sessions=n, **st, seconds=round(time.perf_counter() - t0, 1),
+                             **{f'{k}_added_{p}_ms': round(st[k][f'{p}_ms'] - st['off'][f'{p}_ms'], 2)
+                                for k in ('sdk', 'otlp') for p in ('p50', 'p95')}))
+        time.sleep(1.5)                                                     # the last batch exported
+        out = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), machine=dict(
+                       python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
+                   command='.venv/bin/python bench/tracing.py ' + ' '.join(sys.argv[1:]), runs=runs,
+                   exported=dict(requests=sink.requests, bytes=sink.bytes), target='sdk − off ≤ +1 ms p95 per turn')
+    finally:
+        for p in procs.values(): p.terminate(); p.wait(20)
+    print(json.dumps(out, indent=1))
+    if a.smoke:
+        assert sink.requests > 0, 'the traced process exported no spans'
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / 'tracing.json').write_text(json.dumps(out, indent=1) + '\n')
+    rows = '\n'.join(f"| {r['sessions']} | {k} | {r[k]['turns']} | {r[k]['p50_ms']} | {r[k]['p95_ms']} | "
+                     + (f"{r[k + '_added_p50_ms']:+} | **{r[k + '_added_p95_ms']:+}** |" if k != 'off' else '– | – |')
+                     + f" {r[k]['errors']} |" for r in runs for k in ('off', 'sdk', 'otlp'))
+    (RESULTS / 'tracing.md').write_text(f"""# Tracing overhead (issue 17 item 5)
+
+`{out['command']}` — {out['date']}, {out['machine']['cpus']} CPUs, Python {out['machine']['python']}.
+
+Three API processes on one embedded PostgreSQL, the offline engine, over HTTP on loopback; every visitor's turns
+rotate between them, the same message text on each: tracing **off** (no `OTEL_*` variables), **sdk** (tracing on:
+SDK, FastAPI/psycopg/httpx instrumentation, leadchat's spans, a no-op exporter) and **otlp** (`OTEL_TRACES_EXPORTER=otlp`
+to a local OTLP/HTTP sink: batch processor and protobuf encoding too). Per-turn latency in ms; "added" is minus off.
+
+| sessions | tracing | turns | p50 | p95 | added p50 | added p95 | errors |
+|---:|---|---:|---:|---:|---:|---:|---:|
+{rows}
+
+Target (issue 17): sdk − off ≤ +1 ms p95 per turn. The sink received {sink.requests} export requests
+({sink.bytes / 2**20:.1f} MiB); about 27 spans a turn (16 of them psycopg's).
+""")
+
+
+if __name__ == '__main__':
+    main()
