@@ -48,11 +48,15 @@ def managed(external_pg, tmp_path_factory):
     admin_sql, migrate_sql = re.findall(r'```sql\n(.*?)```', section, re.S)
     passwords = dict(re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD '([^']+)'", admin_sql))
     assert set(passwords) == {'leadchat_migrate', 'leadchat_app'}
-    name = f'lc_{uuid.uuid4().hex[:8]}'
+    # the superuser plays the provider: an admin user that is no superuser (CREATEROLE, owns the database), and the
+    # pgvector its privileged role may install (rds_superuser, cloudsqlsuperuser); the README's first block runs as that admin
+    name, admin = f'lc_{uuid.uuid4().hex[:8]}', f'provider_admin_{uuid.uuid4().hex[:8]}'
     with psycopg.connect(external_pg.url(database='postgres'), autocommit=True) as c:
-        c.execute(sql.SQL('CREATE DATABASE {}').format(sql.Identifier(name)))
+        c.execute(sql.SQL('CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}').format(sql.Identifier(admin), sql.Literal(name)))
+        c.execute(sql.SQL('CREATE DATABASE {} OWNER {}').format(sql.Identifier(name), sql.Identifier(admin)))
+    with psycopg.connect(external_pg.url(database=name), autocommit=True) as c: c.execute('CREATE EXTENSION vector')
     urls = {'admin': external_pg.url(database=name)} | {r: external_pg.url(r, p, name) for r, p in passwords.items()}
-    with psycopg.connect(urls['admin'], autocommit=True) as c: c.execute(admin_sql)          # the provider's admin user
+    with psycopg.connect(external_pg.url(admin, name, name), autocommit=True) as c: c.execute(admin_sql)
     with psycopg.connect(urls['leadchat_migrate'], autocommit=True) as c: c.execute(migrate_sql)
     home = tmp_path_factory.mktemp('managed')
     env_file = home / 'prod.env'     # demo.env's settings on the managed database, as the app role
