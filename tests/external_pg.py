@@ -25,12 +25,28 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
+def _reap_orphans() -> None:
+    "Stop and remove servers left by a test process that was killed before it could stop them (atexit never ran)."
+    import psutil
+    for root in Path(tempfile.gettempdir()).glob('leadchat-pg-*'):
+        try: owner = int((root / 'owner.pid').read_text())
+        except (OSError, ValueError): continue
+        if psutil.pid_exists(owner): continue
+        server = ExternalPostgres.__new__(ExternalPostgres)
+        server.root, server.pgdata, server.log = root, root / 'pgdata', root / 'server.log'
+        server.user = 'pgserver' if os.geteuid() == 0 else None
+        try: server.stop()
+        except Exception: shutil.rmtree(root, ignore_errors=True)
+
+
 class ExternalPostgres:
     "`with ExternalPostgres() as server: server.url()` — a password-authenticated server on 127.0.0.1, removed on exit."
     admin = 'leadchat_admin'
 
     def __init__(self):
+        _reap_orphans()
         self.root = Path(tempfile.mkdtemp(prefix='leadchat-pg-'))
+        (self.root / 'owner.pid').write_text(str(os.getpid()))
         self.pgdata, self.sockdir, self.log = self.root / 'pgdata', self.root / 'sock', self.root / 'server.log'
         self.password = secrets.token_urlsafe(18)
         self.port, self.user = None, None
