@@ -1,6 +1,5 @@
 import asyncio
 import os
-import re
 import uuid
 
 import psycopg
@@ -66,22 +65,6 @@ def role_url(url: str, role: str) -> str:
     host = parts.netloc.rpartition('@')[2]
     return urlunsplit(parts._replace(netloc=f'{quote(role, safe="")}:{password}@{host}'))
 
-
-# Tests whose role helpers (test_db.faulty_role_url, test_handoff.role_url) create a role without a password and sign
-# in by rewriting the embedded URL's `postgres:@`: that needs trust authentication, which a password-authenticated
-# server does not give, so they would silently run as the admin. Skipped there until those helpers use `role_url`.
-NEEDS_TRUST_AUTH = re.compile(r'test_db\.py::test_(checkpointer_read_failure_starts_a_fresh_state|checkpointer_write_failure_'
-                              r'completes_the_turn_and_keeps_the_last_good_state|session_state_round_trips_through_the_'
-                              r'saver_and_pii_stays_out_of_failure_logs)|test_handoff\.py::test_((update_)?fault_matrix\['
-                              r'.*-failing\]|total_failure_with_failing_smtp_is_critical|audit_write_failure_does_not_'
-                              r'change_the_outcome)')
-
-
-def pytest_collection_modifyitems(config, items):
-    if TEST_PG != 'external': return
-    skip = pytest.mark.skip(reason='its role helper needs trust authentication (see conftest.NEEDS_TRUST_AUTH)')
-    for item in items:
-        if NEEDS_TRUST_AUTH.fullmatch(item.nodeid.split('/')[-1]): item.add_marker(skip)
 
 
 def fresh_db(url: str) -> str:

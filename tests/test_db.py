@@ -23,6 +23,7 @@ from leadchat.repos import (HandoffRecord, SessionFilter, append_transcript, cla
                             leads_for_session, upsert_lead, upsert_session)
 from leadchat.state import Message, SessionState
 
+import conftest
 from conftest import fresh_db
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
@@ -207,11 +208,11 @@ def counting_graph(saver):
 async def faulty_role_url(url: str, grants: str) -> str:
     "A login role with only `grants` on the checkpoint tables: real permission errors, not mocks."
     role = f'faulty_{uuid.uuid4().hex[:8]}'
+    login = conftest.role_url(url, role)
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql.SQL('CREATE ROLE {} LOGIN').format(sql.Identifier(role)))
         c.execute(sql.SQL('GRANT USAGE ON SCHEMA public TO {}').format(sql.Identifier(role)))
         c.execute(sql.SQL(grants).format(role=sql.Identifier(role)))
-    return url.replace('postgres:@', f'{role}:@')
+    return login
 
 
 async def test_checkpointer_read_failure_starts_a_fresh_state(pg):

@@ -30,6 +30,7 @@ from psycopg import sql
 from slack_sdk.models.blocks import Block
 from structlog.testing import capture_logs
 
+import conftest
 from conftest import fresh_db
 from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
@@ -110,11 +111,11 @@ async def db(pg):
 def role_url(url: str, grants: str = '') -> str:
     "A login role with only `grants` (none by default): real permission errors, not mocks."
     role = f'ho_{uuid.uuid4().hex[:8]}'
+    login = conftest.role_url(url, role)
     with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql.SQL('CREATE ROLE {} LOGIN').format(sql.Identifier(role)))
         c.execute(sql.SQL('GRANT USAGE ON SCHEMA public TO {}').format(sql.Identifier(role)))
         if grants: c.execute(sql.SQL(grants).format(role=sql.Identifier(role)))
-    return url.replace('postgres:@', f'{role}:@')
+    return login
 
 
 @pytest.fixture(scope='module')
