@@ -107,3 +107,29 @@ def test_tracing_is_off_unless_the_otel_variables_ask(monkeypatch):
     assert telemetry.tracing_exporters({'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:4318'}) == ['otlp']
     assert telemetry.tracing_exporters({'OTEL_TRACES_EXPORTER': 'none', 'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://x'}) == []
     with pytest.raises(ValueError, match='otlp'): telemetry.tracing_exporters({'OTEL_TRACES_EXPORTER': 'zipkin'})
+
+
+# --- booking metrics (the calendar app of tests/test_booking.py) --------------------------------------------------
+from test_booking import api as booking_api, book, hold, key, provider, radicale, slot_id, smtp, visitor  # noqa: E402,F401
+
+
+def metric(text, series):
+    return next((float(l.rsplit(' ', 1)[1]) for l in text.splitlines() if l.startswith(series + ' ')), None)
+
+
+def test_booking_latency_success_and_idempotency_replays_are_counted(booking_api):
+    sl = slot_id('ana-call', 'ana', 26, '11:00')
+    with booking_api.client() as c:
+        before = c.get('/metrics').text
+        h = hold(c, sl).json()
+        body, k = {'hold_id': h['hold_id'], 'booking_token': h['booking_token'], 'visitor': visitor(31)}, key()
+        assert book(c, body, k).status_code == 201
+        assert book(c, body, k).headers['idempotent-replayed'] == 'true'               # a replay
+        assert book(c, {**body, 'notes': 'other'}, k).status_code == 422                # the key reused for another request
+        after = c.get('/metrics').text
+    delta = lambda s: (metric(after, s) or 0) - (metric(before, s) or 0)
+    assert delta('leadchat_booking_confirmations_total{result="confirmed"}') == 1
+    assert delta('leadchat_booking_confirmations_total{result="replayed"}') == 1
+    assert delta('leadchat_booking_idempotency_total{kind="replay"}') == 1
+    assert delta('leadchat_booking_idempotency_total{kind="mismatch"}') == 1
+    assert delta('leadchat_booking_seconds_count') == 3
