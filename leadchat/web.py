@@ -155,8 +155,9 @@ _PEEK = """SELECT least(%(cap)s, tokens + extract(epoch FROM statement_timestamp
 
 class SharedRateLimiter:
     "Token buckets in PostgreSQL (`name:key` rows): one limit across every process. `pool()` gives the psycopg pool."
-    def __init__(self, name: str, per_minute: int, pool: Callable[[], object], *, prune_every: float = 60.0):
-        self.name, self.pool, self.prune_every = name, pool, prune_every
+    def __init__(self, name: str, per_minute: int, pool: Callable[[], object], *, prune_every: float = 60.0,
+                 wait_for_connection: float = 2.0):
+        self.name, self.pool, self.prune_every, self.wait_for_connection = name, pool, prune_every, wait_for_connection
         self.rate, self.capacity = per_minute / 60.0, float(per_minute)
         self.local = RateLimiter(per_minute)
         self._pruned = self._warned = 0.0
@@ -168,7 +169,7 @@ class SharedRateLimiter:
     async def hit(self, key: str) -> float:
         "0 when allowed, else the seconds to wait."
         try:
-            async with self.pool().connection() as conn:
+            async with self.pool().connection(timeout=self.wait_for_connection) as conn:
                 ok, tokens = await (await conn.cursor(row_factory=tuple_row).execute(_TAKE, self._args(key))).fetchone()
                 if time.monotonic() - self._pruned > self.prune_every: await self._prune(conn)
         except Exception as e: return self._fallback(e).hit(key)
@@ -177,7 +178,7 @@ class SharedRateLimiter:
     async def wait(self, key: str) -> float:
         "The seconds until `key` may hit again (0: now), without taking a token."
         try:
-            async with self.pool().connection() as conn:
+            async with self.pool().connection(timeout=self.wait_for_connection) as conn:
                 row = await (await conn.cursor(row_factory=tuple_row).execute(_PEEK, self._args(key))).fetchone()
         except Exception as e: return self._fallback(e).wait(key)
         return 0.0 if row is None or row[0] >= 1 else (1 - row[0]) / self.rate
