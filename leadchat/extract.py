@@ -33,9 +33,13 @@ _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '
                         '\u2013': '-', '\u2014': '-', '\u00a0': ' '})
 MAX_EVIDENCE = 160
 
+# common transpositions of the words the patterns hinge on ("wnat", "nede"): swapped letter for letter, so offsets stay valid
+_TYPOS = {'wnat': 'want', 'wnats': 'wants', 'wnated': 'wanted', 'watn': 'want', 'nede': 'need', 'nedd': 'need', 'ened': 'need'}
+_TYPO_RX = re.compile(r'\b(?:' + '|'.join(_TYPOS) + r')\b', re.IGNORECASE)
+
 def _norm(text: str) -> str:
-    "Typographic quotes and dashes to ASCII, one character for one (match offsets stay valid)."
-    return text.translate(_TRANS)
+    "Typographic quotes and dashes to ASCII and common typos of key words fixed, one character for one (match offsets stay valid)."
+    return _TYPO_RX.sub(lambda m: _TYPOS[m.group().lower()], text.translate(_TRANS))
 
 _I = re.IGNORECASE
 def _rx(p: str, flags: int = _I) -> re.Pattern: return re.compile(p, flags | re.VERBOSE)
@@ -48,6 +52,10 @@ _NEG_AFTER = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:(?:is|are|was|would\s+be|will\s
                         r"|^\s*(?:\w+\s+){0,2}?(?:isn't|aren't|won't\s+be)\s+(?:needed|necessary|required)"
                         r"|^\s*(?:\w+\s+){0,2}?(?:is|are)\s+unnecessary", _I)
 _HEDGE = re.compile(r'\b(?:maybe|perhaps|possibly|might|someday|eventually|hypothetically|if\s+ever)\b', _I)
+_LOOSE_HEDGE = re.compile(r"\b(?:may|at\s+some\s+(?:point|stage)|one\s+day|some\s+day|down\s+the\s+(?:line|road))\b", _I)
+_VAGUE_NEED = re.compile(r"\b(?:some|any)thing\b(?!\s+(?:like|similar|that|to|for))", _I)    # "something with AI", not "something like your X"
+_WE = re.compile(r"\b(?:we|we're|we've|we'd|our|us)\b", _I)
+_ORG_SPEAKER = re.compile(r"\bwe(?:'re|\s+are)\s+(?:a|an|the)\b|\bour\s+(?:company|organi[sz]ation|firm|business|agency)\b", _I)
 
 
 def _clause_prefix(text: str, start: int, words: int = 5) -> str:
@@ -574,7 +582,7 @@ DECISION_RULES = [
     # "I own this remediation", "I own the programme": the speaker is accountable for the project itself
     Rule(_rx(r"\bi\s+(?:own|lead|sponsor)\s+(?:this|the|our)\s+(?:[\w-]+\s+)?(?:remediation|programme|program|initiative|project|workstream|transformation|roadmap)\b(?!\s+(?:team|squad))")),
     Rule(_rx(r"\b(?:the\s+)?(?:decision|budget|final\s+call|call)\s+is\s+(?:mine|(?:up\s+)?to\s+me)\b|\bi(?:'?m|\s+am)\s+the\s+one\s+who\s+(?:decides|signs)\b")),
-    Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
+    Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:our|my)\s+mandate\s+is\s+to\s+(?:\w+\s+(?:and\s+)?){0,2}?(?:award|select|choose|sign|contract|appoint|hire|engage)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
              r"\b(?:gave|given|delegated(?:\s+to)?)\s+(?:me|us)\s+(?:the\s+|full\s+)?(?:authority|mandate|power|sign-?off)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b")),
     Rule(_rx(r"\b(?:the\s+)?(?:budget|decision|sign-?off|final\s+say|vendor\s+selection|choice\s+of\s+(?:vendor|partner))\s+(?:for\s+this\s+|here\s+)?(?:sits|rests|lies|is)\s+with\s+me\b|"
              r"\bit'?s\s+(?:my|ultimately\s+my)\s+(?:call|decision)\b|\bdelegated\s+(?:the\s+)?(?:[\w-]+\s+)?(?:decision|choice|selection)\s+to\s+me\b|"
@@ -594,6 +602,11 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
     Rule(_rx(r"^\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z])|"
              r"(?:[\w-]+\s+){0,3}?(?:bank|insurer|company|firm|group|chain|retailer|startup|scale-?up|hospital|agency|manufacturer|fintech|"
              r"insurtech|operator|utility|university|council|ministry|airline|carrier|brand|platform|marketplace)\b)")),
+    # ... or, unpunctuated, with a sized company right after: "ceo small logistics firm", "cto 80-person insurance broker"
+    Rule(_rx(r"^\W*(?:hi\W+|hello\W+|hey\W+)?(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:of\s+|at\s+)?(?:(?:a|an)\s+)?"
+             r"(?:small|mid-?sized?|medium-?sized|large|big|growing|family-?owned|\d[\d,.]*(?:\s*k)?(?:-|\s+)?(?:person|people|staff|employee)?)\s+"
+             r"(?:[\w-]+\s+){0,2}?(?:bank|insurer|company|firm|group|chain|retailer|startup|scale-?up|hospital|agency|manufacturer|fintech|"
+             r"insurtech|operator|utility|broker|brokerage|business|carrier|distributor|wholesaler|practice|clinic)s?\b")),
     *DECISION_RULES,
 ]
 AUTHORITY_WEAK_RULES = [
@@ -775,13 +788,14 @@ TIMING_RULES = [
     Rule(_rx(r"\bbudget\s+(?:is\s+|has\s+been\s+|was\s+|already\s+)?(?:approved|allocated|signed\s+off|secured|set\s+aside|earmarked|ring-?fenced)\b|"
              r"\b(?:approved|allocated|secured|earmarked|got|have)\s+(?:the\s+)?budget\s+(?:approved|for\s+(?:this|next|q[1-4]))\b|\b(?:approved|allocated|secured)\s+budget\b")),
 ]
+_VAGUE_PERIOD = Rule(_rx(r"\b(?:this|next|by\s+next|later\s+this|early\s+next|by\s+the\s+end\s+of\s+next)\s+year\b|\bin\s+the\s+(?:coming|next\s+few)\s+months\b"), 'partially_confirmed')
 TIMING_WEAK_RULES = [
     Rule(_rx(r"\b(?:as\s+soon\s+as\s+(?:possible|we\s+can)|asap|a\.s\.a\.p|urgent(?:ly)?|right\s+away|immediately|sooner\s+rather\s+than\s+later|"
-             r"time[-\s]sensitive|(?:tight|hard|strict)\s+(?:deadline|timeline)|a\s+deadline|in\s+a\s+(?:hurry|rush)|needed\s+(?:it|this)\s+yesterday|"
+             r"time[-\s]sensitive|(?:tight|hard|strict)\s+(?:deadline|timeline)|a\s+deadline|in\s+a\s+(?:hurry|rush)|need(?:ed)?\s+(?:it|this|that|one|something)\s+yesterday|like\s+yesterday(?=\s*(?:[.!?,;]|$))|"
              r"pressing|high\s+priority|top\s+priority)\b"), 'partially_confirmed'),
     Rule(_rx(r"\b(?:under|feeling\s+the|facing)\s+(?:a\s+lot\s+of\s+|some\s+|real\s+|huge\s+|time\s+|serious\s+)?pressure\b|\bpressure\s+(?:from|to\s+(?:deliver|ship|launch|show))\b"), 'partially_confirmed'),
     Rule(_rx(r"\b(?:need|want|like|launch|live|start|ship|deliver|deploy|roll\s+out|get\s+going|move|have\s+it|have\s+something|ready|begin)\b[^.?!]{0,30}?\bsoon\b"), 'partially_confirmed'),
-    Rule(_rx(r"\b(?:this|next|by\s+next|later\s+this|early\s+next|by\s+the\s+end\s+of\s+next)\s+year\b|\bin\s+the\s+(?:coming|next\s+few)\s+months\b"), 'partially_confirmed'),
+    _VAGUE_PERIOD,
     Rule(_rx(r"\b(?:the\s+)?(?:board|ceo|leadership|management|exec(?:utive)?s?|c-suite)\s+(?:\w+\s+)?(?:wants?|expects?|is\s+pushing|are\s+pushing|is\s+asking|are\s+asking|needs?)\s+"
              r"(?:(?:us|something|this|it|results|an?\s+\w+)\s+)?(?:\w+\s+){0,3}?(?:soon|quickly|fast|this\s+year|asap|now|live|done|by)\b"), 'partially_confirmed'),
     Rule(_rx(r"\bhow\s+(?:soon|fast|quickly)\s+(?:can|could|would|do)\s+you\b|\bwhen\s+(?:could|can)\s+you\s+(?:start|begin|kick\s+off)\b"), 'partially_confirmed',
@@ -853,7 +867,7 @@ PROBLEM_IMPLICIT_RULES = [
 
 
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
-    (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate)\b
+    (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate|replace|rebuild|overhaul)\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
@@ -1127,9 +1141,11 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         cands['company_fit'].append((level, 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # timing
+    vague_when = []    # the words a pattern read as a vague time ("next year"): the model does not make them concrete
     for r, m in _hits(text, TIMING_RULES + TIMING_WEAK_RULES, hedges=True, veto=_meeting_time):
         ev = _implicit_evidence(text, m, r.note) if r.kind == 'implicit' else _evidence(text, m)
         cands['timing_fit'].append((r.level, r.kind, ev, 1.0, 'rule'))
+        if r is _VAGUE_PERIOD: vague_when.append(m.group().lower())
 
     # the learned readers: a level from a calibrated probability ≥ the threshold; unsure → clarify
     unsure = []
@@ -1141,6 +1157,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                 cands[dim].append((STATE_LEVEL[DECISIONS[dec].index(lab)], 'explicit', _clip(reading.evidence(dec, lab)), round(p, 3), 'model'))
             elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
     learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
+    cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
+    # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
+    cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2])) and _VAGUE_NEED.search(c[2]))]
 
     # a stated pain and the question whether we offer what solves it, in either order: the need is concrete now
     asked = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'implicit' for s in sigs)
@@ -1190,6 +1209,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     ruled = persona is not None
     if persona is None and _FIRST_PERSON.search(text) and not for_client:    # who they are: they must say; a firm acting
         persona = learned('persona', th.disqualify)                          # for a client is a buyer's agent
+        our_need = any(c[:2] == ('confirmed', 'explicit') and _WE.search(c[2]) for c in cands['problem_fit'])
+        if persona == 'job_seeker' and (our_need or _ORG_SPEAKER.search(text)): persona = None   # speaks for an employer's need
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
     no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
@@ -1202,7 +1223,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                     or (learned('human', th.signal) == 'yes' and ev_nf == reading.evidence('human', 'yes'))):
                 no_fit = None
     if for_client: no_fit = None
-    if ruled and persona:      # a rival, a writer, a job seeker or a vendor: their organisation is not a prospect's
+    if persona and (ruled or not org_need):      # a rival, a writer, a job seeker or a vendor: their organisation is not a prospect's
         cands['company_fit'], cands['authority_fit'], role = [], [], None
     if no_fit == 'academic' and not persona and _STUDENT.search(text): persona = 'researcher'   # a student's school work
     referral = bool(_first(text, REFERRAL_RULES, veto=_ref_veto)) or learned('referral', th.signal) == 'yes'
