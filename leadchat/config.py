@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     leadchat_rate_limit_backend: Literal['postgres', 'memory'] = Field(
         'postgres', description='Where rate-limit buckets live: postgres (shared by every process) or memory (this process)')
     leadchat_trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description='Reverse proxies (IPs or CIDRs) whose X-Forwarded-For / Forwarded headers are believed')
+        default_factory=list, description='Reverse proxies (IPs or CIDRs) whose forwarding header is believed')
+    leadchat_proxy_header: Literal['x-forwarded-for', 'forwarded'] = Field(
+        'x-forwarded-for', description='The header the trusted proxies write: X-Forwarded-For (nginx, most) or RFC 7239 Forwarded')
     leadchat_turn_lock_seconds: int = Field(60, ge=5, le=3600)
     leadchat_widget_dir: Path = Field(default_factory=_repo_widget_dist,
                                       description='The built <growth-chat> widget served at /chat.js and /widget/<version>/')

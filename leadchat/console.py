@@ -35,7 +35,7 @@ from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, 
                             list_handoff_records, list_sessions)
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .state import HandoffRequest
-from .web import TrustedProxies
+from .web import trusted_proxies
 from .staff import (LoginResult, StaffSession, active_staff, audit, authenticate, authorize_oidc,
                             MAX_PASSWORD_CHARS)
 from .state import DIMENSIONS, LEVEL_RANK, HandoffReason, LeadLevel, Message, SessionState, SignalEntry
@@ -902,7 +902,7 @@ def client_id(settings: Settings | None = None) -> str | None:
     try:
         ctx = _st().context
         peer = ctx.ip_address or '127.0.0.1'          # Streamlit says None for a loopback peer
-        trusted = TrustedProxies((settings or get_settings()).leadchat_trusted_proxies)
+        trusted = trusted_proxies(settings or get_settings())
         if not trusted: return ctx.ip_address
         raw = [(k.lower().encode('latin-1'), v.encode('latin-1')) for k in ctx.headers.keys() for v in ctx.headers.get_all(k)]
         return trusted.client(peer, Headers(raw=raw))[0]

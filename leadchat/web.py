@@ -23,8 +23,8 @@ from .config import Settings
 
 # %% auto #0
 __all__ = ['log', 'DEFAULT_BODY_LIMIT', 'HTML_CSP', 'MAX_BODY_BYTES', 'ApiError', 'error_response', 'TrustedProxies',
-           'ProxyHeaders', 'client_ip', 'same_origin', 'RateLimiter', 'SharedRateLimiter', 'LocalRateLimiter',
-           'rate_limiter', 'body_limits', 'BodyLimit', 'SecurityHeaders']
+           'trusted_proxies', 'ProxyHeaders', 'client_ip', 'same_origin', 'RateLimiter', 'SharedRateLimiter',
+           'LocalRateLimiter', 'rate_limiter', 'body_limits', 'BodyLimit', 'SecurityHeaders']
 
 # %% ../nbs/36_web.ipynb #wb000006
 log = structlog.get_logger('leadchat.web')
@@ -63,9 +63,10 @@ def _forwarded(values: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 class TrustedProxies:
-    "The proxies whose forwarding headers count; `client()` finds the real client of a request."
-    def __init__(self, networks: Iterable[str] = ()):
+    "The proxies whose forwarding header (`x-forwarded-for` or `forwarded`) counts; `client()` finds a request's client."
+    def __init__(self, networks: Iterable[str] = (), header: str = 'x-forwarded-for'):
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.header = header
 
     def __bool__(self): return bool(self.networks)
 
@@ -77,8 +78,8 @@ class TrustedProxies:
         "(the client's address, the scheme it used or None) for a request from `peer` with (starlette) `headers`."
         peer = peer or 'unknown'
         if not self.trusts(peer): return peer, None
-        fors, protos = _forwarded(headers.getlist('forwarded'))
-        if not fors:
+        if self.header == 'forwarded': fors, protos = _forwarded(headers.getlist('forwarded'))
+        else:
             fors = [h for v in headers.getlist('x-forwarded-for') for h in v.split(',') if h.strip()]
             protos = [p.strip().lower() for v in headers.getlist('x-forwarded-proto') for p in v.split(',') if p.strip()]
         scheme = protos[-1] if protos and protos[-1] in ('http', 'https') else None
@@ -89,6 +90,11 @@ class TrustedProxies:
             client = ip
             if not self.trusts(ip): break
         return client, scheme
+
+
+def trusted_proxies(settings: Settings) -> TrustedProxies:
+    "The configured proxies (`LEADCHAT_TRUSTED_PROXIES`, `LEADCHAT_PROXY_HEADER`)."
+    return TrustedProxies(settings.leadchat_trusted_proxies, settings.leadchat_proxy_header)
 
 
 class ProxyHeaders:

@@ -139,8 +139,10 @@ def test_two_workers_behind_nginx(tmp_path):
         proxied, direct = f'http://127.0.0.1:{proxy_port}', f'http://127.0.0.1:{app_port}'
         rnd = random.Random(17)
         with client(VISITOR_A, proxied) as a, client(VISITOR_B, proxied) as b, client(VISITOR_A, direct) as a_direct:
-            # 2× the limit from one visitor through the proxy, each with a different forged X-Forwarded-For
-            codes = [turn(a, {'X-Forwarded-For': f'203.0.113.{rnd.randint(1, 254)}'}) for _ in range(16)]
+            # 2× the limit from one visitor through the proxy, each with a different forged X-Forwarded-For or Forwarded
+            forged = [{'X-Forwarded-For': f'203.0.113.{rnd.randint(1, 254)}'} if i % 2 else
+                      {'Forwarded': f'for=203.0.113.{rnd.randint(1, 254)};proto=https'} for i in range(16)]
+            codes = [turn(a, h) for h in forged]
             assert codes.count(200) == 8 and codes.count(429) == 8, codes
             assert turn(b) == 200                                        # another visitor has their own bucket
             # the same visitor straight to the service, forging the header: not a trusted peer, so still themselves
