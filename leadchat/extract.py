@@ -700,7 +700,7 @@ _INDUSTRY = (r"(?:bank|banking\s+group|insurer|insurance\s+(?:company|firm|provi
              r"start-?up|scale-?up|sme|publisher|media\s+(?:company|group|house)|broadcaster|airline|"
              r"public\s+(?:sector\s+)?(?:body|agency|organi[sz]ation)|government\s+(?:agency|department)|ministry|municipality|city\s+council|"
              r"non-?profit|ngo|charity|university|college|business\s+school|research\s+(?:institute|centre|center|lab)|enterprise|corporation|conglomerate|proptech|insurtech|edtech|legaltech|regtech|"
-             r"(?:\w+\s+)?company|(?:\w+\s+)?business|(?:\w+\s+)?firm|(?:\w+\s+)?group|(?:\w+\s+)?platform)")
+             r"(?:\w+\s+)?company|(?:\w+\s+)?business|(?:\w+\s+)?firm|(?:\w+\s+)?agency|(?:\w+\s+)?group|(?:\w+\s+)?platform)")
 _SCALE = re.compile(r"\b(?:mid-?siz(?:e|ed)|mid-?market|medium-?sized|large|big|huge|global|international|multinational|national|nationwide|"
                     r"regional|enterprise|listed|publicly[-\s]traded|leading|tier[-\s]?[1-3]|top[-\s]\d+|fortune\s+\d+|ftse\s+\d+|pan-european|"
                     r"\d+[-\s]?(?:store|branch|office|hospital|country|site|location|clinic|market)s?|series\s+[a-f]|(?:vc|pe)[-\s]backed|well-funded|funded)\b", _I)
@@ -887,6 +887,9 @@ _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|
 _AUGMENT = _rx(r"""\b(?:we\s+)?(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
     (?:senior\s+|experienced\s+|external\s+)?(?:data|ml|mlops|ai|llm|machine\s+learning|nlp|genai)\s+(?:engineers|scientists|developers|people|specialists|experts)\b
     (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")
+_AUGMENT_ANY = _rx(r"""\b(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
+    (?:(?:more|senior|experienced|external|extra|contract)\s+)?(?:[\w-]+\s+)?(?:engineers|developers|devs|data\s+scientists|specialists|experts)\b
+    (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")    # once the AI need is known
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
@@ -1077,6 +1080,9 @@ _STUDENT = re.compile(r"\b(?:school|class|homework|student|students|uni|course|a
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
+# "I'd like a partner on board by May" is a project's timeline, not a wish to talk to someone
+_PARTNER_ON_BOARD = re.compile(r"\b(?:partner|vendor|provider|supplier|agency|consultancy|integrator|team)s?\s+(?:on\s*-?board|in\s+place|lined\s+up|signed(?:\s+up)?|selected|chosen|contracted)\b", re.IGNORECASE)
+_CONTACT_WORD = re.compile(r"\b(?:call|talk|speak|meet|meeting|demo|contact|ring|email|phone|reach|touch|chat)\b", re.IGNORECASE)
 _NOT_A_REQUEST = re.compile(r"\b(?:pop\s+in|drop\s+by|on[-\s]?site|come\s+(?:in|over)\s+(?:to\s+our|regularly)|locally|nearby)\b|"
                             r"^\W*(?:please\s+)?(?:translate|summari[sz]e|rewrite|proofread|paraphrase|correct|convert|write)\b", re.IGNORECASE)
 # a date in a message about nothing we do is not a project's timeline ("the weather in Madrid this week", "maybe later")
@@ -1094,7 +1100,7 @@ _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|r
                        r"-{2,}\s*begin\b[\s\S]{0,2000}?(?:-{2,}\s*end\s*-*|\Z)|<(?:document|doc|system|instructions?)>[\s\S]{0,2000}?(?:</\w+>|\Z)|"
                        r"\bnote\s+to\s+(?:the\s+|any\s+)?(?:ai|assistant|bot|chatbot|model|llm|agent)\b[^\n]*|"
                        r"\b(?:the|this)\s+(?:reader|sender|person\s+(?:writing|typing|chatting))\s+(?:is|has)\b[^.!?\n]*[.!?]?|"
-                       r"\b(?:system|admin|developer|assistant|moderator|operator)\s+(?:override|note|instructions?|message|prompt|command|update)\b[^\n]*|"
+                       r"\b(?:system|admin|developer|assistant|moderator|operator)\s+(?:override|note|instructions?|message|prompt|command|update)\b[^\n(]*|"
                        r"\b(?:this|the)\s+(?:visitor|user|lead|customer)\s+(?:is|has\s+been|has|should\s+be)\b[^.!?\n]*[.!?]?|"
                        r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
 
@@ -1174,6 +1180,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             and (m := _ENGAGE.search(text)) and not _negated(text, m):
         cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
 
+    # an AI need already hinted, then "we need 2 engineers from February": team augmentation, a concrete need
+    if q.problem_fit == 'partially_confirmed' and (m := _AUGMENT_ANY.search(text)) and not _negated(text, m) and not _HIRING.search(text):
+        cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
     # working for the decision-maker is not being one: "chief of staff to the CEO", "executive assistant to the founder"
     if _STAFF_TO.search(text) and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' and _STAFF_TO.search(c[2]) else c
@@ -1197,7 +1206,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
-                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h)))
+                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h)
+                 and not (_PARTNER_ON_BOARD.search(ev_h) and not _CONTACT_WORD.search(ev_h))))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
