@@ -7,9 +7,11 @@ Two API processes on one data home (one embedded PostgreSQL), the offline engine
   * off: no OTEL_* variables (leadchat.telemetry's helpers are no-ops; no instrumentation);
   * sdk:  tracing on with the SDK and a no-op exporter (the target's measure): FastAPI/psycopg/httpx instrumentation,
           leadchat's spans, every span built and ended, nothing encoded or sent;
+  * sdk_no_db: the same less psycopg's span per query (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg);
+  * sdk_own: leadchat's own spans only (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,fastapi,httpx);
   * otlp: OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that accepts and drops every batch — the
           whole production path, with the batch processor and the exporter's protobuf encoding (its background thread).
-Three API processes on one data home; every visitor's turns rotate between them (the order shifts each turn), the
+Five API processes on one data home; every visitor's turns rotate between them (the order shifts each turn), the
 same text on each, so drift in the machine's load falls on all alike. Reported per concurrency level: p50/p95 per
 turn for each, and each minus off.
 Writes bench/results/tracing.json and bench/results/tracing.md.
@@ -41,6 +43,9 @@ class Sink:
         self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+MODES = tuple(os.environ.get('BENCH_TRACING_MODES', 'off sdk sdk_no_db sdk_own otlp').split())
 
 
 def start_server(port, home, extra_env):
@@ -106,7 +111,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--serve', action='store_true'); ap.add_argument('--port', type=int)
     ap.add_argument('--turns', type=int, default=400, help='turns per process at one session (divided among sessions above it)')
-    ap.add_argument('--sessions', type=int, nargs='+', default=[1, 20])
+    ap.add_argument('--sessions', type=int, nargs='+', default=[1, 4])
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
     a = ap.parse_args()
     if a.serve: return serve(a.port)
@@ -114,26 +119,32 @@ def main():
     import httpx
     sink = Sink()
     home = tempfile.mkdtemp(prefix='lc-bench-trace-')
-    ports = {'off': free_port(), 'sdk': free_port(), 'otlp': free_port()}
-    env = {'off': {}, 'sdk': {'BENCH_TRACING': 'noop'}, 'otlp': {'OTEL_TRACES_EXPORTER': 'otlp', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT': f'{sink.url}/v1/traces',
+    ports = {k: free_port() for k in MODES}
+    env = {'off': {}, 'sdk': {'BENCH_TRACING': 'noop'},
+           'sdk_no_db': {'BENCH_TRACING': 'noop', 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS': 'psycopg'},
+           'sdk_own': {'BENCH_TRACING': 'noop', 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS': 'psycopg,fastapi,httpx'}, 'otlp': {'OTEL_TRACES_EXPORTER': 'otlp', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT': f'{sink.url}/v1/traces',
                              'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL': 'http/protobuf', 'OTEL_BSP_SCHEDULE_DELAY': '1000'}}
     procs = {}
     try:
         procs['off'] = start_server(ports['off'], home, env['off'])       # migrations and ingest on a cold home, first
-        for k in ('sdk', 'otlp'): procs[k] = start_server(ports[k], home, env[k])
+        for k in MODES[1:]: procs[k] = start_server(ports[k], home, env[k])
+        import psutil
+        cpu = lambda: {k: sum(psutil.Process(p.pid).cpu_times()[:2]) for k, p in procs.items()}
         bases = {k: f'http://127.0.0.1:{p}' for k, p in ports.items()}
         for k, b in bases.items():
             assert httpx.get(f'{b}/__tracing').json()['on'] == (k != 'off'), f'the {k} process has tracing the wrong way'
         asyncio.run(interleaved(bases, 2, 5 if a.smoke else 20))            # warm-up: plans, caches, the classifiers
         runs = []
         for n in a.sessions:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             lat, errors = asyncio.run(interleaved(bases, n, max(2, a.turns // n)))
+            c1 = cpu()
             st = {k: dict(p50_ms=pct(v, 50), p95_ms=pct(v, 95), mean_ms=round(statistics.fmean(v), 2), turns=len(v),
-                          errors=errors[k]) for k, v in lat.items()}
+                          errors=errors[k], cpu_ms_per_turn=round((c1[k] - c0[k]) * 1000 / max(1, len(v)), 2))
+                  for k, v in lat.items()}
             runs.append(dict(sessions=n, **st, seconds=round(time.perf_counter() - t0, 1),
-                             **{f'{k}_added_{p}_ms': round(st[k][f'{p}_ms'] - st['off'][f'{p}_ms'], 2)
-                                for k in ('sdk', 'otlp') for p in ('p50', 'p95')}))
+                             **{f'{k}_added_{p}': round(st[k][p] - st['off'][p], 2)
+                                for k in MODES[1:] for p in ('p50_ms', 'p95_ms', 'cpu_ms_per_turn')}))
         time.sleep(1.5)                                                     # the last batch exported
         out = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), machine=dict(
                        python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
@@ -147,20 +158,24 @@ def main():
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'tracing.json').write_text(json.dumps(out, indent=1) + '\n')
-    rows = '\n'.join(f"| {r['sessions']} | {k} | {r[k]['turns']} | {r[k]['p50_ms']} | {r[k]['p95_ms']} | "
-                     + (f"{r[k + '_added_p50_ms']:+} | **{r[k + '_added_p95_ms']:+}** |" if k != 'off' else '– | – |')
-                     + f" {r[k]['errors']} |" for r in runs for k in ('off', 'sdk', 'otlp'))
+    rows = '\n'.join(f"| {r['sessions']} | {k} | {r[k]['turns']} | {r[k]['p50_ms']} | {r[k]['p95_ms']} | {r[k]['cpu_ms_per_turn']} | "
+                     + (f"{r[k + '_added_p50_ms']:+} | **{r[k + '_added_p95_ms']:+}** | {r[k + '_added_cpu_ms_per_turn']:+} |"
+                        if k != 'off' else '– | – | – |')
+                     + f" {r[k]['errors']} |" for r in runs for k in MODES)
     (RESULTS / 'tracing.md').write_text(f"""# Tracing overhead (issue 17 item 5)
 
 `{out['command']}` — {out['date']}, {out['machine']['cpus']} CPUs, Python {out['machine']['python']}.
 
-Three API processes on one embedded PostgreSQL, the offline engine, over HTTP on loopback; every visitor's turns
+Five API processes on one embedded PostgreSQL, the offline engine, over HTTP on loopback; every visitor's turns
 rotate between them, the same message text on each: tracing **off** (no `OTEL_*` variables), **sdk** (tracing on:
-SDK, FastAPI/psycopg/httpx instrumentation, leadchat's spans, a no-op exporter) and **otlp** (`OTEL_TRACES_EXPORTER=otlp`
-to a local OTLP/HTTP sink: batch processor and protobuf encoding too). Per-turn latency in ms; "added" is minus off.
+SDK, FastAPI/psycopg/httpx instrumentation, leadchat's spans, a no-op exporter), **sdk_no_db** (the same without
+psycopg's span per query), **sdk_own** (leadchat's own spans only: `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,fastapi,httpx`)
+and **otlp** (`OTEL_TRACES_EXPORTER=otlp` to a local OTLP/HTTP sink: batch processor and protobuf encoding too).
+"Server CPU / turn" is the API process's user + system CPU time over the run divided by its turns (robust to the
+machine's other load, unlike wall-clock percentiles on a shared 2-core box). Per-turn latency in ms; "added" is minus off.
 
-| sessions | tracing | turns | p50 | p95 | added p50 | added p95 | errors |
-|---:|---|---:|---:|---:|---:|---:|---:|
+| sessions | tracing | turns | p50 | p95 | server CPU / turn | added p50 | added p95 | added CPU / turn | errors |
+|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
 
 Target (issue 17): sdk − off ≤ +1 ms p95 per turn. The sink received {sink.requests} export requests

@@ -74,11 +74,15 @@ def setup_tracing(exporter=None, *, env: Mapping[str, str] | None = None, instru
     return True
 
 
+def _disabled() -> set[str]:
+    return {n.strip() for n in os.environ.get('OTEL_PYTHON_DISABLED_INSTRUMENTATIONS', '').split(',')}
+
+
 def _instrument(provider) -> None:
     "psycopg and httpx client spans (connections and clients made from now on), less OTEL_PYTHON_DISABLED_INSTRUMENTATIONS."
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    off = {n.strip() for n in os.environ.get('OTEL_PYTHON_DISABLED_INSTRUMENTATIONS', '').split(',')}
+    off = _disabled()
     for name, inst, kw in (('psycopg', PsycopgInstrumentor(), dict(enable_commenter=False)), ('httpx', HTTPXClientInstrumentor(), {})):
         if name in off: continue
         inst.instrument(tracer_provider=provider, **kw)
@@ -87,7 +91,7 @@ def _instrument(provider) -> None:
 
 def instrument_app(app) -> None:
     "FastAPI server spans for `app` (health, readiness and metrics excluded), when tracing is on."
-    if _state['provider'] is None: return
+    if _state['provider'] is None or 'fastapi' in _disabled(): return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     # no span per ASGI message: a streamed reply sends one per token (≈ 80 spans a turn, most of the overhead)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=_state['provider'], excluded_urls='healthz,readyz,metrics',
