@@ -744,6 +744,9 @@ _HEADCOUNT = _rx(r"(?<![\w.$€£])(?:about\s+|around\s+|roughly\s+|over\s+|almo
                  r"accountants?|bankers?|advis[eo]rs?|pharmacists?|technicians?|teachers?|agents?|beds?)\b"
                  r"(?!\s+(?:use|using|visit|call|access|rely|download|sign|log|read|attend|per|a\s+(?:day|week|month)|every|each)\b)")
 _TEAM_OF = _rx(r"\b(?:(?:team|company|staff|org|organi[sz]ation|startup)\s+of|we\s+employ)\s+(?:about\s+|around\s+|over\s+|~\s*)?" + _NUM + r"\b")
+_OF_US = _rx(r"(?<![\w.$€£])(?:just\s+|only\s+|about\s+|around\s+)?" + _NUM + r"\s+of\s+us\b")    # "7 of us", "just 4 of us"
+_WHOLE_ORG = re.compile(r"\bof\s+us\b|person|people|ppl|employ|staff|fte|headcount|company|startup|org", _I)
+_A_TEAM = re.compile(r"\b(?:team|squad|department|dept|unit|group)\b", _I)    # "a small analytics team (4 people)": not the company
 _ORG_CONTEXT = re.compile(r"\b(?:we|we're|our|us|company|team|org|organi[sz]ation|firm|business|startup|employ\w*|headcount|staff|with|have)\b|\bat\s+(?:a|an)\s", _I)
 _NOT_SIZE = re.compile(r"\b(?:need|want|hire|hiring|looking\s+for|require|add|extra|additional|another|more)\s+(?:\w+\s+)?$", _I)
 SMALL_COMPANY = 10      # fewer people than this: company size is only partially confirmed (a seed-stage team of friends)
@@ -761,7 +764,7 @@ def _count(raw: str) -> int | None:
 
 def _headcount(text: str):
     "(level, match) for a stated company or team size, or None."
-    for rx in (_HEADCOUNT, _TEAM_OF):
+    for rx in (_HEADCOUNT, _TEAM_OF, _OF_US):
         for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m) or _NOT_SIZE.search(text[max(0, m.start() - 40):m.start()]): continue
             if rx is _HEADCOUNT and not m.group('adj') and not _ORG_CONTEXT.search(_sentence_of(text, m)): continue
@@ -1163,6 +1166,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                 cands[dim].append((STATE_LEVEL[DECISIONS[dec].index(lab)], 'explicit', _clip(reading.evidence(dec, lab)), round(p, 3), 'model'))
             elif p >= th.clarify and not cands[dim] and getattr(q, dim) == 'not_detected': unsure.append((p, dim))
     learned = lambda dec, t: reading.best(dec, t)[0] if reading is not None else None
+    # a small whole-company headcount ("7 of us", "a 5-person startup"): funding or a sector does not make the company bigger
+    if hc and hc[0] == 'partially_confirmed' and _WHOLE_ORG.search(hc[1].group()) and not _A_TEAM.search(text[max(0, hc[1].start() - 30):hc[1].end()]):
+        cands['company_fit'] = [('partially_confirmed', *c[1:]) for c in cands['company_fit']]
     cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
     # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
     cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2])) and _VAGUE_NEED.search(c[2]))]
