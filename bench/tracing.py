@@ -5,7 +5,7 @@
 
 Two API processes on one data home (one embedded PostgreSQL), the offline engine, over HTTP on loopback:
   * off: no OTEL_* variables (leadchat.telemetry's helpers are no-ops; no instrumentation);
-  * sdk:  tracing on with the SDK and a no-op exporter (the target's measure): FastAPI/psycopg/httpx instrumentation,
+  * sdk:  tracing on with the SDK and a no-op exporter (the target's measure): server spans, psycopg/httpx instrumentation,
           leadchat's spans, every span built and ended, nothing encoded or sent;
   * sdk_no_db: the same less psycopg's span per query (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg);
   * sdk_own: leadchat's own spans only (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,fastapi,httpx);
@@ -168,7 +168,7 @@ def main():
 
 Five API processes on one embedded PostgreSQL, the offline engine, over HTTP on loopback; every visitor's turns
 rotate between them, the same message text on each: tracing **off** (no `OTEL_*` variables), **sdk** (tracing on:
-SDK, FastAPI/psycopg/httpx instrumentation, leadchat's spans, a no-op exporter), **sdk_no_db** (the same without
+SDK, server spans, psycopg/httpx instrumentation, leadchat's spans, a no-op exporter), **sdk_no_db** (the same without
 psycopg's span per query), **sdk_own** (leadchat's own spans only: `OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,fastapi,httpx`)
 and **otlp** (`OTEL_TRACES_EXPORTER=otlp` to a local OTLP/HTTP sink: batch processor and protobuf encoding too).
 "Server CPU / turn" is the API process's user + system CPU time over the run divided by its turns (robust to the

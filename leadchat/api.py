@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                        allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(ProxyHeaders, trusted=TrustedProxies(settings.leadchat_trusted_proxies))   # outermost: every route sees the client
-    instrument_app(app)          # FastAPI server spans (the outermost layer), while tracing is on
+    instrument_app(app)          # a server span per request (the outermost layer), while tracing is on
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
