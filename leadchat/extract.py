@@ -866,6 +866,9 @@ PROBLEM_IMPLICIT_RULES = [
              r"scanned\s+(?:forms|documents|docs|invoices)|handwrit\w*|recommend\w*\s+(?:systems?|engines?)|knowledge\s+base|machine\s+learning|forecasting|genai|generative\s+ai|ai|"
              r"staff\s+augmentation|team\s+augmentation|nearshore\s+\w+|data\s+engineering|data\s+platforms?)\b)"),
          'partially_confirmed', kind='implicit', note='asked whether the company offers a specific AI service'),
+    Rule(_rx(r"\b(?:can|could|would)\s+(?:an?\s+)?(?:llm|ai|genai|gpt|language\s+model|model|agent|chat\s?bot|assistant)s?(?:\s+agents?)?\s+(?:really\s+|actually\s+|reliably\s+)?"
+             r"(?:handle|deal\s+with|process|automate|read|classify|triage|extract|sort|route)\b(?=[^.!?]{3,}\?)"),
+         'partially_confirmed', kind='implicit', note='asked whether AI can handle a specific task of theirs'),
 ]
 
 
