@@ -10,11 +10,12 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.leadchat-deps
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test
+.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test docs
 
 help:
 	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env); CALENDAR=local adds a CalDAV calendar"
 	@echo "make test  — set up, check notebooks and package are in sync, run nbdev-test and pytest"
+	@echo "make docs  — render the notebooks into the docs site in _docs/ (Quarto if installed, else pandoc)"
 
 # Python environment: torch==2.13.0 (local CPU build) goes in first, so that nothing
 # that depends on it can pull a CUDA build; then leadchat with its pinned deps.
@@ -97,6 +98,14 @@ pytest: $(STAMP) widget
 
 test: sync nbtest widget-test pytest
 	@echo "==> [test] all green"
+
+# The docs site in _docs/: nbdev's processing of the notebooks (_proc/), then Quarto as nbdev-docs does when `quarto`
+# is on the PATH, else pandoc (Debian package; tools/make_docs.py: sidebar, module index, outputs, API reference).
+docs: $(STAMP)
+	@tools/bootstrap-system.sh
+	@echo "==> [docs] rendering the notebooks into _docs/"
+	@$(BIN)/python tools/make_docs.py --out _docs --proc _proc
+	@echo "==> [docs] serve it: python -m http.server -d _docs 8080   (then open http://127.0.0.1:8080)"
 
 clean-venv:
 	rm -rf $(VENV)

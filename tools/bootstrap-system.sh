@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages a fresh Debian/Ubuntu machine may lack: python3-venv (ensurepip), git, chromium, nginx.
+# System packages a fresh Debian/Ubuntu machine may lack: python3-venv (ensurepip), git, chromium, nginx, pandoc.
 # Idempotent; only calls apt-get when something is actually missing.
 set -euo pipefail
 need=()
@@ -11,6 +11,8 @@ command -v git >/dev/null || need+=("git")
 [ -x /usr/bin/chromium ] || need+=("chromium")
 # nginx: the reverse proxy of the scale-out tests (tests/test_scaleout.py); its package's own service is not started.
 [ -x /usr/sbin/nginx ] || need+=("nginx")
+# pandoc renders the docs site (`make docs`, tools/make_docs.py) where Quarto cannot be installed.
+[ -x /usr/bin/pandoc ] || need+=("pandoc")
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> [setup] installing system packages: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

@@ -1,0 +1,128 @@
+"""The docs site (issue 20): tools/make_docs.py (what `make docs` runs, pandoc path) builds it into a temporary
+directory, http.server serves it, and Debian's Chromium opens every page: every internal link and anchor resolves,
+every image loads, every notebook's page is reachable from the index, and each module's page (the one its `Docs:`
+link names) shows every name of its `__all__`.
+"""
+import ast
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections import deque
+from pathlib import Path
+from urllib.parse import urldefrag, urlparse
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
+SITE_URL = 'https://leadchat.github.io/leadchat/'
+PAGE_JS = """() => ({
+  links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+  ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+  images: [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]),
+  headings: [...document.querySelectorAll('main h2, main h3, main h4')].map(h => h.textContent.trim()),
+})"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    "The site built by the same script `make docs` runs, served on a loopback port."
+    assert shutil.which('pandoc'), 'pandoc is needed for the docs site: run tools/bootstrap-system.sh (apt-get install pandoc)'
+    tmp = tmp_path_factory.mktemp('docs')
+    out = tmp / 'site'
+    subprocess.run([sys.executable, 'tools/make_docs.py', '--pandoc', '--out', str(out), '--proc', str(tmp / 'proc')],
+                   cwd=ROOT, check=True)
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(out)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield out, f'http://127.0.0.1:{srv.server_address[1]}/'
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope='module')
+def pages(site):
+    "Every HTML page of the site opened in Chromium: its links, element ids, images and headings; failed requests."
+    out, base = site
+    seen, failed = {}, []
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        page = b.new_page()
+        page.on('requestfailed', lambda r: failed.append(r.url))
+        page.on('response', lambda r: r.status >= 400 and failed.append(f'{r.status} {r.url}'))
+        for f in sorted(out.rglob('*.html')):
+            name = f.relative_to(out).as_posix()
+            page.goto(base + name, wait_until='load')
+            seen[name] = page.evaluate(PAGE_JS)
+        b.close()
+    return base, seen, failed
+
+
+def notebook_pages() -> dict[str, str]:
+    "nbs/*.ipynb -> the page Quarto would give it (numeric prefix dropped)."
+    return {nb.name: re.sub(r'^\d+[a-z]?_', '', nb.stem) + '.html' for nb in sorted((ROOT / 'nbs').glob('*.ipynb'))}
+
+
+def test_every_link_and_image_resolves(site, pages):
+    out, _ = site
+    base, seen, failed = pages
+    assert 'index.html' in seen and 'modules.html' in seen, sorted(seen)
+    assert not failed, f'requests that failed while loading the pages: {failed}'
+    broken = []
+    for name, info in seen.items():
+        broken += [f'{name}: <img src={src}> did not load' for src, ok in info['images'] if not ok]
+        for href in info['links']:
+            if not href.startswith(base): continue            # external: GitHub source links
+            path, frag = urldefrag(href)
+            target = urlparse(path).path.removeprefix(urlparse(base).path) or 'index.html'
+            if not (out / target).is_file(): broken.append(f'{name}: link to missing {target}')
+            elif frag and target.endswith('.html') and frag not in seen[target]['ids']:
+                broken.append(f'{name}: link to missing anchor {target}#{frag}')
+    assert not broken, '\n'.join(broken)
+
+
+def test_every_notebook_is_reachable_from_the_index(pages):
+    base, seen, _ = pages
+    reach, todo = {'index.html'}, deque(['index.html'])
+    while todo:
+        for href in seen[todo.popleft()]['links']:
+            t = urldefrag(href)[0].removeprefix(base)
+            if t in seen and t not in reach: reach.add(t); todo.append(t)
+    missing = {nb: p for nb, p in notebook_pages().items() if p not in reach}
+    assert not missing, f'notebooks whose page the site does not link to: {missing}'
+
+
+def exported(py: Path) -> list[str]:
+    for node in ast.parse(py.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, 'id', '') == '__all__' for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def test_each_module_page_shows_its_exported_names(site, pages):
+    "The `Docs:` link of each module names a page of the site, and that page has an entry for every exported name."
+    out, _ = site
+    _, seen, _ = pages
+    modules = {py: m.group(1) for py in sorted((ROOT / 'leadchat').glob('*.py'))
+               if (m := re.search(r'^Docs: (https?://[^\s"]+)', py.read_text(), re.M))}
+    assert len(modules) >= 20, modules
+    problems = []
+    for py, url in modules.items():
+        assert url.startswith(SITE_URL), f'{py.name}: Docs link {url} is not on {SITE_URL}'
+        rel = url.removeprefix(SITE_URL)
+        if not (out / rel).is_file(): problems.append(f'{py.name}: Docs link {url} names {rel}, which the site does not have')
+        html = rel.removesuffix('.md')
+        if html not in seen: problems.append(f'{py.name}: no page {html}'); continue
+        heads = set(seen[html]['headings'])
+        if missing := [n for n in exported(py) if n not in heads]:
+            problems.append(f'{py.name}: {html} has no entry for {missing}')
+    assert not problems, '\n'.join(problems)
