@@ -4,7 +4,10 @@ every image loads, every notebook's page is reachable from the index, and each m
 link names) shows every name of its `__all__`.
 """
 import ast
+import base64
 import functools
+import importlib.util
+import json
 import http.server
 import re
 import shutil
@@ -126,3 +129,41 @@ def test_each_module_page_shows_its_exported_names(site, pages):
         if missing := [n for n in exported(py) if n not in heads]:
             problems.append(f'{py.name}: {html} has no entry for {missing}')
     assert not problems, '\n'.join(problems)
+
+
+def load_make_docs():
+    spec = importlib.util.spec_from_file_location('make_docs', ROOT / 'tools' / 'make_docs.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# a 2x2 PNG
+PNG = ('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==')
+
+
+def test_outputs_become_images_tables_and_text(tmp_path):
+    "Cell outputs as a notebook commits them: plots as image files, HTML tables, plotly figures without a CDN, streams."
+    md = load_make_docs()
+    code = lambda src, *outs: {'cell_type': 'code', 'source': src, 'metadata': {}, 'outputs': list(outs)}
+    nb = {'cells': [
+        {'cell_type': 'raw', 'source': '---\ntitle: Outputs\noutput-file: outputs.html\n---\n', 'metadata': {}},
+        code('plt.show()', {'output_type': 'display_data', 'data': {'image/png': PNG, 'text/plain': '<Figure>'}}),
+        code('df', {'output_type': 'execute_result', 'data': {'text/html': '<table><tr><th>level</th></tr><tr><td>hot</td></tr></table>',
+                                                              'text/plain': 'level\nhot'}}),
+        code('fig', {'output_type': 'display_data', 'data': {md.PLOTLY: {'data': [{'type': 'bar', 'x': [1], 'y': [2]}], 'layout': {}},
+                                                             'text/html': '<script src="https://cdn.plot.ly/x.js"></script>'}}),
+        code('#| echo: false\nprint("hello")', {'output_type': 'stream', 'name': 'stdout', 'text': 'hello\n'}),
+        code('#| hide_me: true\nx = 1'),
+    ], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    (tmp_path / '01_outputs.ipynb').write_text(json.dumps(nb))
+    page = md.Page(tmp_path / '01_outputs.ipynb', tmp_path / 'site')
+    text = page.markdown()
+    assert (page.name, page.title) == ('outputs.html', 'Outputs')
+    img = re.search(r'!\[[^\]]*\]\((outputs_files/figure-1\.png)\)', text)
+    assert img and (tmp_path / 'site' / img[1]).read_bytes() == base64.b64decode(PNG), text
+    assert '<td>hot</td>' in text                                  # the table, as HTML
+    assert 'Plotly.newPlot' in text and 'cdn.plot.ly' not in text  # the figure drawn by a local plotly.js, or a PNG
+    assert (tmp_path / 'site' / 'plotly.min.js').exists() or 'figure-2.png' in text
+    assert 'hello' in text and 'print("hello")' not in text        # echo: false hides the code, not its output
+    assert '#|' not in text and 'x = 1' in text                    # directives are not shown

@@ -8,7 +8,7 @@ exported symbol, hidden cells, directives) into `--proc`. Then, with `quarto` on
 nbs/sidebar.yml, the module index (modules.html), highlighting and the cells' outputs (images, tables).
 Serve it with: python -m http.server -d _docs 8080
 """
-import argparse, ast, base64, concurrent.futures as cf, html, json, os, re, shutil, subprocess, sys, time
+import argparse, ast, base64, concurrent.futures as cf, html, json, os, re, shutil, subprocess, sys, threading, time
 from pathlib import Path
 
 import yaml
@@ -116,6 +116,7 @@ def frontmatter(nb: dict) -> dict:
     return {}
 
 
+PLOTLY = 'application/vnd.plotly.v1+json'
 _doc_heading = r'^#{2,4} ([\w.]+)\s*$'
 
 
@@ -155,6 +156,20 @@ class Page:
         else: (self.out / rel).write_bytes(base64.b64decode(_text(data)))
         return f'![Figure {self.n_img} of {self.title}]({rel})'
 
+    def plotly(self, fig: dict) -> str:
+        "A plotly figure: a PNG when kaleido is installed, else drawn by the plotly.js of the plotly package (no CDN)."
+        import plotly.io as pio
+        try: return self.image('image/png', base64.b64encode(pio.from_json(json.dumps(fig)).to_image('png')).decode())
+        except Exception: pass
+        js = self.out / 'plotly.min.js'
+        if not js.exists():   # pages render in threads: write aside, then rename
+            from plotly.offline import get_plotlyjs
+            tmp = js.with_name(f'.plotly-{threading.get_ident()}.js'); tmp.write_text(get_plotlyjs()); tmp.replace(js)
+        self.n_img += 1
+        spec = json.dumps(fig).replace('</', '<\\/')
+        return (f'```{{=html}}\n<div class="plotly-figure" id="plotly-{self.n_img}"></div><script src="plotly.min.js"></script>'
+                f'<script>(f => Plotly.newPlot("plotly-{self.n_img}", f.data, f.layout, {{responsive: true}}))({spec})</script>\n```')
+
     def output(self, o: dict, asis: bool) -> str:
         t = o['output_type']
         if t == 'stream': return f'::: {{.cell-output .cell-output-{o.get("name", "stdout")}}}\n{_fence(_text(o["text"]))}\n:::'
@@ -165,6 +180,7 @@ class Page:
                           _text(d.get('text/markdown') or d['text/plain']), flags=re.M)
         for mime in ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif'):
             if mime in d: return f'::: {{.cell-output .cell-output-display}}\n{self.image(mime, d[mime])}\n:::'
+        if PLOTLY in d: return f'::: {{.cell-output .cell-output-display}}\n{self.plotly(d[PLOTLY])}\n:::'
         if 'text/html' in d and '<script' not in _text(d['text/html']):  # tables; scripts (CDN plots) need the network
             return f'::: {{.cell-output .cell-output-display}}\n```{{=html}}\n{_text(d["text/html"])}\n```\n:::'
         if 'text/markdown' in d: return f'::: {{.cell-output .cell-output-display}}\n{_text(d["text/markdown"])}\n:::'
@@ -326,8 +342,9 @@ def pandoc(md: str, meta: dict, out_html: Path, template: Path, toc: bool) -> No
     if toc: args += ['--toc', '--toc-depth=3', '-V', 'toc']
     for k, v in meta.items(): args += ['-V', f'{k}={v}']
     subprocess.run(args, input=md, text=True, check=True)
-    gfm = subprocess.run(['pandoc', '-f', MD, '-t', 'gfm'], input=md, text=True, check=True, capture_output=True).stdout
-    out_html.with_name(out_html.name + '.md').write_text(f'# {front["title"]}\n\n' + gfm)
+    gfm = subprocess.run(['pandoc', '-f', MD, '-t', 'gfm', '--wrap=none'], input=md, text=True, check=True, capture_output=True).stdout
+    desc = f'> {front["description"]}\n\n' if front.get('description') else ''
+    out_html.with_name(out_html.name + '.md').write_text(f'# {front["title"]}\n\n{desc}' + gfm)
 
 
 def build(out: Path, proc: Path, workers: int, pandoc_only: bool = False) -> list[str]:
