@@ -189,9 +189,11 @@ class Page:
 
     def cell(self, c: dict) -> str:
         src = _text(c['source'])
-        if c['cell_type'] == 'markdown':   # a section named like an API entry: the entry keeps the anchor nbdev links to
-            return re.sub(r'^(#{1,6} )([^{\n]+?)\s*$', lambda m: m[0] if _auto_id(m[2]) not in self.doc_ids
-                          else f'{m[1]}{m[2]} {{#section-{_auto_id(m[2])}}}', src, flags=re.M)
+        if c['cell_type'] == 'markdown':
+            for name, bundle in (c.get('attachments') or {}).items():   # pasted images
+                mime = next((m for m in bundle if m.startswith('image/')), None)
+                if mime: src = src.replace(f'attachment:{name}', re.search(r'\((.*)\)', self.image(mime, bundle[mime]))[1])
+            return self.headings(src)
         if c['cell_type'] != 'code': return ''
         lines, dirs = src.splitlines(), {}
         while lines and (m := _directive.match(lines[0])): dirs[m.group(1)] = m.group(2).strip().lower(); lines.pop(0)
@@ -202,6 +204,16 @@ class Page:
             parts += [s for o in c.get('outputs', []) if (s := self.output(o, dirs.get('output') == 'asis'))]
         if not parts: return ''
         return '\n\n'.join(parts) if dirs.get('output') == 'asis' else '::: {.cell}\n' + '\n\n'.join(parts) + '\n:::'
+
+    def headings(self, src: str) -> str:
+        "A section named like an API entry (`## Settings`) gets its own anchor: the entry keeps the one nbdev links to."
+        out, fence = [], None
+        for line in src.split('\n'):
+            if m := re.match(r'^\s*(`{3,}|~{3,})', line): fence = None if fence and m[1].startswith(fence) else fence or m[1]
+            elif not fence and (m := re.match(r'^(#{1,6} )([^{]+?)\s*$', line)) and _auto_id(m[2]) in self.doc_ids:
+                line = f'{m[1]}{m[2]} {{#section-{_auto_id(m[2])}}}'
+            out.append(line)
+        return '\n'.join(out)
 
     def markdown(self) -> str:
         body = [s for c in self.nb['cells'] if not (c['cell_type'] == 'raw' and _text(c['source']).startswith('---'))
