@@ -1111,9 +1111,16 @@ _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|r
                        r"^\s*(?:system|assistant|developer)\s*:.*$", re.IGNORECASE | re.MULTILINE)
 
 
+# make-believe is not a fact about the visitor: "let's play a game: pretend I'm the CEO of a bank…", "imagine we were a
+# 5,000-person insurer", "hypothetically, if I were the CFO…" — the sentence that sets up the game is not read
+_PRETEND = re.compile(r"[^.!?\n]*\b(?:pretend(?:ing)?|imagine|suppose|let'?s\s+say|say)\s+(?:that\s+)?(?:i|we|you)(?:'?m|'?re|\s+am|\s+are|\s+were|\s+was)\b[^.!?\n]*[.!?]?|"
+                      r"[^.!?\n]*\b(?:hypothetically|role-?play\w*|let'?s\s+play\s+a\s+game|(?:as\s+)?part\s+of\s+the\s+game|if\s+i\s+were\s+(?:a|an|the)\b)[^.!?\n]*[.!?]?",
+                      re.IGNORECASE)
+
+
 def reader_text(message: str) -> str:
-    "What the learned readers see: the message without imitations of the assistant's state or instructions."
-    return ' '.join(_INJECTED.sub(' ', _norm(message or '')).split())
+    "What the readers see: the message without imitations of the assistant's state or instructions, nor make-believe."
+    return ' '.join(_PRETEND.sub(' ', _INJECTED.sub(' ', _norm(message or ''))).split())
 
 
 def _clip(ev: str) -> str:
