@@ -8,6 +8,22 @@ from psycopg import sql
 
 from leadchat.config import Settings, get_settings
 
+
+def pytest_configure(config):
+    """This run's temporary files in a directory of its own that the embedded server's system user may enter. pytest's
+    default, /tmp/pytest-of-<user>, is shared by every run and reset to mode 0700 when another run starts, which locks
+    the `pgserver` user out of the data directories of a run still going."""
+    import tempfile
+    if config.option.basetemp is None and not hasattr(config, 'workerinput'):
+        base = tempfile.mkdtemp(prefix='leadchat-pytest-')
+        os.chmod(base, 0o755)
+        config.option.basetemp = config._leadchat_basetemp = base
+
+
+def pytest_unconfigure(config):
+    import shutil
+    if (base := getattr(config, '_leadchat_basetemp', None)): shutil.rmtree(base, ignore_errors=True)
+
 # Live provider tests (tests/test_hosted_live.py) read these keys, and only these, from the shell.
 LIVE_KEYS = {k: os.environ.get(k) for k in ('ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'OPENAI_CHAT_MODEL')}
 
