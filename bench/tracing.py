@@ -71,16 +71,49 @@ def serve(port):
     from leadchat.api import create_app
     from leadchat.config import get_settings
     from leadchat import telemetry
-    if os.environ.get('BENCH_TRACING') == 'noop':
-        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-        class Noop(SpanExporter):
-            def export(self, spans): return SpanExportResult.SUCCESS
-        telemetry.setup_tracing(Noop())
+    if os.environ.get('BENCH_TRACING') == 'noop': telemetry.setup_tracing(_Noop())
     app = create_app(get_settings(), knowledge_path=str(ROOT / 'knowledge'))
 
     @app.get('/__tracing', include_in_schema=False)
     async def on(): return {'on': telemetry.tracing_on()}
     uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', backlog=4096, timeout_keep_alive=120)
+
+
+class _Noop:
+    "A span exporter that drops everything (built lazily: the SDK is imported only where it is used)."
+    def __new__(cls):
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+        class Noop(SpanExporter):
+            def export(self, spans): return SpanExportResult.SUCCESS
+        return Noop()
+
+
+async def in_process(turns):
+    """leadchat's own spans alone, in one process: `ChatService.turn` with a zero-cost model (bench/orchestrator.py's
+    NullModel/NullRetriever) on the embedded PostgreSQL, tracing switched off and on (SDK, no-op exporter, no
+    instrumentation) in alternating blocks of 10 turns; wall time per turn."""
+    from leadchat import telemetry
+    from leadchat.db import migrate, open_database, stop_embedded
+    from leadchat.service import ChatService
+    from orchestrator import NullModel, NullRetriever, settings
+    cfg = settings(tempfile.mkdtemp(prefix='lc-bench-trace-'), stall_turn_threshold=10_000)
+    db = await open_database(cfg, max_size=8); await migrate(db.url, cfg)
+    svc = ChatService(cfg, db, model=NullModel(), retriever=NullRetriever())
+    sids, lat = [str(uuid.uuid4()) for _ in range(20)], {'off': [], 'on': []}
+    try:
+        for i in range(2 * turns + 40):
+            on = (i // 10) % 2 == 1
+            if on and not telemetry.tracing_on(): telemetry.setup_tracing(_Noop(), instrument=False)
+            if not on and telemetry.tracing_on(): telemetry.shutdown_tracing()
+            t = time.perf_counter()
+            async for _ in svc.turn(sids[i % len(sids)], MESSAGES[i % len(MESSAGES)]): pass
+            if i >= 40: lat['on' if on else 'off'].append((time.perf_counter() - t) * 1000)   # the first 40 warm up
+    finally:
+        telemetry.shutdown_tracing()
+        await db.close(); stop_embedded(cfg)
+    st = {k: dict(p50_ms=pct(v, 50), p95_ms=pct(v, 95), turns=len(v)) for k, v in lat.items()}
+    return dict(**st, added_p50_ms=round(st['on']['p50_ms'] - st['off']['p50_ms'], 2),
+                added_p95_ms=round(st['on']['p95_ms'] - st['off']['p95_ms'], 2))
 
 
 async def interleaved(bases, sessions, turns):
@@ -116,6 +149,9 @@ def main():
     a = ap.parse_args()
     if a.serve: return serve(a.port)
     if a.smoke: a.turns, a.sessions = 6, [1]
+    import structlog
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))     # warnings and up only
+    own = asyncio.run(in_process(20 if a.smoke else a.turns))
     import httpx
     sink = Sink()
     home = tempfile.mkdtemp(prefix='lc-bench-trace-')
@@ -148,7 +184,7 @@ def main():
         time.sleep(1.5)                                                     # the last batch exported
         out = dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), machine=dict(
                        python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
-                   command='.venv/bin/python bench/tracing.py ' + ' '.join(sys.argv[1:]), runs=runs,
+                   command='.venv/bin/python bench/tracing.py ' + ' '.join(sys.argv[1:]), in_process=own, runs=runs,
                    exported=dict(requests=sink.requests, bytes=sink.bytes), target='sdk − off ≤ +1 ms p95 per turn')
     finally:
         for p in procs.values(): p.terminate(); p.wait(20)
@@ -177,6 +213,10 @@ machine's other load, unlike wall-clock percentiles on a shared 2-core box). Per
 | sessions | tracing | turns | p50 | p95 | server CPU / turn | added p50 | added p95 | added CPU / turn | errors |
 |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
 {rows}
+
+In one process, leadchat's own spans alone (`ChatService.turn`, zero-cost model, tracing switched on and off in
+alternating blocks of 10 turns, {own['off']['turns']} turns each): off p50 {own['off']['p50_ms']} / p95 {own['off']['p95_ms']} ms,
+on p50 {own['on']['p50_ms']} / p95 {own['on']['p95_ms']} ms: **{own['added_p50_ms']:+} ms p50, {own['added_p95_ms']:+} ms p95**.
 
 Target (issue 17): sdk − off ≤ +1 ms p95 per turn. The sink received {sink.requests} export requests
 ({sink.bytes / 2**20:.1f} MiB); about 27 spans a turn (16 of them psycopg's).
