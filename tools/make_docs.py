@@ -264,7 +264,7 @@ TEMPLATE = """<!DOCTYPE html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>$pagetitle$ – $site$</title>
-$if(description)$<meta name="description" content="$description$">$endif$
+$if(meta-description)$<meta name="description" content="$meta-description$">$endif$
 <link rel="stylesheet" href="docs.css">
 <style>
 $highlighting-css$
@@ -348,6 +348,7 @@ MD = 'markdown-smart-implicit_figures'
 def pandoc(md: str, meta: dict, out_html: Path, template: Path, toc: bool) -> None:
     "`out_html` and `out_html`.md from pandoc Markdown; title and description are Markdown too."
     front = {k: meta.pop(k) for k in ('title', 'description') if k in meta}
+    if front.get('description'): meta['meta-description'] = html.escape(' '.join(front['description'].replace('`', '').split()))
     md = '---\n' + yaml.safe_dump(front, allow_unicode=True) + '---\n\n' + md
     args = ['pandoc', '-f', MD, '-t', 'html5', '--standalone', f'--template={template}',
             '--highlight-style=pygments', '-o', str(out_html)]
