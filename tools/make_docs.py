@@ -277,7 +277,7 @@ $highlighting-css$
 <main>
 <h1 class="title">$title$</h1>
 $if(description)$<p class="description">$description$</p>$endif$
-<p class="formats"><a href="$mdfile$">Markdown</a>$if(source)$ · source: <code>nbs/$source$</code>$endif$</p>
+<p class="formats"><a href="$mdfile$">Markdown</a>$if(source)$ · source: $if(repo)$<a href="$repo$/blob/$branch$/nbs/$source$">$endif$<code>nbs/$source$</code>$if(repo)$</a>$endif$$endif$</p>
 $body$
 </main>
 $if(toc)$<nav id="TOC" aria-label="On this page">$table-of-contents$</nav>$endif$
@@ -396,7 +396,7 @@ def build(out: Path, proc: Path, workers: int, pandoc_only: bool = False) -> lis
             meta = {'title': p.title, 'pagetitle': p.title, **({'description': p.fm['description']} if p.fm.get('description') else {})}
         active = ' class="active" aria-current="page"' if name == 'modules.html' else ''
         side = sidebar_html(entries, pages, name) + f'<ul><li><a href="modules.html"{active}>Module index</a></li></ul>'
-        meta.update(site=title, mdfile=name + '.md', source=src)
+        meta.update(site=title, mdfile=name + '.md', source=src, repo=site.get('repo-url', ''), branch=site.get('repo-branch', 'main'))
         pandoc(md, meta, out / name, template, toc=p is not None)
         doc = (out / name).read_text().replace('@@SIDEBAR@@', side)
         (out / name).write_text(fix_links(doc, site.get('site-url', ''), pages))
