@@ -39,8 +39,8 @@ from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 from .graph import TurnNotStored
 from .telemetry import instrument_app, setup_tracing, tracing_on
-from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, TrustedProxies, body_limits, client_ip, error_response,
-                          rate_limiter, same_origin)
+from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, body_limits, client_ip, error_response, rate_limiter,
+                          same_origin, trusted_proxies)
 
 # %% auto #0
 __all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'STAFF_FAILURES_PER_MINUTE', 'Metrics', 'create_app', 'ChatInput', 'register_chat',
@@ -126,11 +126,12 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     app = FastAPI(title='leadchat', version='1', lifespan=lifespan,
                   description='Chat API of leadchat: the public streaming endpoint and the staff API.')
     app.state.metrics = metrics
-    app.add_middleware(BodyLimit, limit_for=body_limits(settings))          # inside CORS: a 413 still carries its headers
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings),            # inside CORS: a 413 still carries its headers
+                       timeout=settings.leadchat_body_timeout_seconds)
     app.add_middleware(CORSMiddleware, allow_origins=sorted(allowed_origins), allow_methods=['GET', 'POST', 'DELETE', 'OPTIONS'],
                        allow_headers=['Content-Type', 'ZGC-Session-ID', 'Authorization', 'Idempotency-Key'], max_age=600)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(ProxyHeaders, trusted=TrustedProxies(settings.leadchat_trusted_proxies))   # outermost: every route sees the client
+    app.add_middleware(ProxyHeaders, trusted=trusted_proxies(settings))     # outermost: every route sees the client
     instrument_app(app)          # a server span per request (the outermost layer), while tracing is on
 
     @app.exception_handler(ApiError)
@@ -288,7 +289,9 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                 metrics.in_flight.dec()
                 await stream.aclose()
 
-        return EventSourceResponse(events(), ping=15, headers={'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'})
+        # on SIGTERM a turn in progress streams to its end, for up to LEADCHAT_DRAIN_SECONDS (sse-starlette would cut it)
+        return EventSourceResponse(events(), ping=15, headers={'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'},
+                                   shutdown_grace_period=settings.leadchat_drain_seconds)
 
 # %% ../nbs/40_api.ipynb #ap000017
 def register_ops(app, settings, metrics, staff=None):

@@ -488,16 +488,19 @@ def relay(env_file: Optional[Path] = EnvFile,
     "Deliver queued hand-offs (Slack, CRM, email) until interrupted; safe to run beside API processes."
     import asyncio, os, signal, socket
     from leadchat.handoff import run_relay, validate_handoff_config
+    from leadchat.telemetry import setup_tracing, shutdown_tracing
     s = load_settings(env_file)
     try: validate_handoff_config(s)
     except ConfigurationError as e:
         typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(2)
+    setup_tracing()                 # delivery spans, linked to the turns, when the OTEL_* variables ask for traces
     async def go(s, db):
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM): asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         typer.echo('relaying hand-offs (Ctrl-C to stop)')
         await run_relay(db.pool, s, worker=f'relay:{socket.gethostname()}:{os.getpid()}', interval=interval, stop=stop)
-    _run_db(env_file, go)
+    try: _run_db(env_file, go)
+    finally: shutdown_tracing()     # the last spans are exported before the process ends
 
 
 handoff_app = typer.Typer(no_args_is_help=True, help='Hand-offs: inspect and replay.')

@@ -155,3 +155,54 @@ def test_failed_staff_tokens_are_rate_limited_per_ip(pg):
         # the right token too, while the IP is throttled: a guesser learns nothing from the answer
         assert c.get(f'/api/sessions/{uuid.uuid4()}', headers=AUTH).status_code == 429
         assert c.get('/healthz').status_code == 200
+
+
+def test_a_trickled_body_is_cut(pg):
+    "A body not all there LEADCHAT_BODY_TIMEOUT_SECONDS after the route starts reading it: 408, nothing stored."
+    app = create_app(app_settings(pg, fresh_db(pg[1]), leadchat_body_timeout_seconds=1), knowledge_path=str(ROOT / 'knowledge'))
+    with LiveServer(app) as srv:
+        head = (f'POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n'
+                f'ZGC-Session-ID: {uuid.uuid4()}\r\nTransfer-Encoding: chunked\r\n')
+        status, _, body = raw_request(srv.url, head, [b'{"message": "hel'])        # and then nothing more
+        assert status == 408 and json.loads(body)['error']['code'] == 'body_timeout'
+        status, _, _ = raw_request(srv.url, head, [b'{"message": "hello"}'], finish=True)
+        assert status == 200                                                       # a whole body still works
+
+
+class SlowModel:
+    "A model port whose answer takes 1.5 s: a turn that is still streaming when the server is told to stop."
+    name = 'slow'
+    async def extract(self, message, state, turn_index):
+        from leadchat.state import QualificationDelta
+        return QualificationDelta()
+    async def respond(self, message, state, retrieve, **kw):
+        import asyncio
+        yield 'one moment…'
+        await asyncio.sleep(1.5)
+        yield ' done.'
+    async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
+    def is_stage3_language(self, text): return False
+
+
+def test_an_open_stream_finishes_when_the_server_stops(pg):
+    "SIGTERM mid-turn: the turn streams to its `done` (within LEADCHAT_DRAIN_SECONDS), it is not cut."
+    import signal, threading, time
+    import httpx
+    from sse_starlette.sse import AppStatus
+    app = create_app(app_settings(pg, fresh_db(pg[1]), leadchat_drain_seconds=5), model=SlowModel(),
+                     knowledge_path=str(ROOT / 'knowledge'))
+    out = {}
+    try:
+        with LiveServer(app) as srv:
+            def chat():
+                try:
+                    with httpx.Client(base_url=srv.url, timeout=20) as c:
+                        r = c.post('/chat', json={'message': 'hello'}, headers={'ZGC-Session-ID': str(uuid.uuid4())})
+                        out['status'], out['body'] = r.status_code, r.text
+                except httpx.HTTPError as e: out['error'] = repr(e)        # a stream cut mid-way
+            t = threading.Thread(target=chat); t.start()
+            time.sleep(0.7)                                    # the stream is open, its first words sent
+            srv.server.handle_exit(signal.SIGTERM, None)       # what uvicorn does on SIGTERM (sse-starlette hooks it)
+            t.join(20)
+    finally: AppStatus.should_exit = False                     # process-wide flag: later tests' streams must not stop
+    assert out.get('status') == 200 and 'one moment' in out['body'] and 'event: done' in out['body'], out
