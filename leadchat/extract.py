@@ -34,7 +34,8 @@ _TRANS = str.maketrans({'\u2019': "'", '\u2018': "'", '\u02bc': "'", '\u201c': '
 MAX_EVIDENCE = 160
 
 # common transpositions of the words the patterns hinge on ("wnat", "nede"): swapped letter for letter, so offsets stay valid
-_TYPOS = {'wnat': 'want', 'wnats': 'wants', 'wnated': 'wanted', 'watn': 'want', 'nede': 'need', 'nedd': 'need', 'ened': 'need'}
+_TYPOS = {'wnat': 'want', 'wnats': 'wants', 'wnated': 'wanted', 'watn': 'want', 'nede': 'need', 'nedd': 'need', 'ened': 'need',
+          'januray': 'january', 'feburary': 'february'}
 _TYPO_RX = re.compile(r'\b(?:' + '|'.join(_TYPOS) + r')\b', re.IGNORECASE)
 
 def _norm(text: str) -> str:
@@ -184,6 +185,8 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\bis\s+there\s+a\s+human\b(?!\s+in\s+the\s+loop)")),
     Rule(_rx(r"""\b(?:want|need|prefer|like|get\s+me|give\s+me)\s+(?:to\s+(?:speak|talk|chat)\s+(?:to|with)\s+)?(?:a|an)\s+
                  (?:human(?:\s+being)?|(?:real|actual|live)\s+(?:human|person[ae]?|persn|agent|operator|representative|rep|people))\b""")),
+    # "just get me a salesperson", "can I talk to your account manager" (not "we need a sales rep", which is hiring)
+    Rule(_rx(r"\b(?:(?:get|give|find)\s+me|(?:speak|talk|chat)\s+(?:to|with))\s+(?:a|an|your|the)\s+(?:sales\s*(?:person|guy|rep|representative)|account\s+(?:manager|executive))\b")),
     Rule(_rx(r"""\b(?:transfer|put|pass|hand|escalate|forward|route)\s+(?:me|us|this|this\s+chat|the\s+chat|my\s+request)\s+
                  (?:on\s+|over\s+|through\s+)?to\s+(?:a|an|the|your)?\s*(?:\w+\s+)?
                  (?:human|person|agent|operator|team|sales|some(?:one|body)|engineer|rep|representative)\b""")),
@@ -337,6 +340,7 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
     Rule(_rx(r"\b(?:asking|it'?s|this\s+is)\s+for\s+(?:our|my)\s+own\s+(?:firm|agency|consultancy|practice|shop|studio|pricing|rate\s+card|proposals?|bids?)\b")),
     Rule(_rx(r"\bcompetitive\s+intelligence\b")),
+    Rule(_rx(r"\b(?:a\s+|your\s+)?competitor\s+here\b|\b(?:i|we)(?:'m|'re|\s+am|\s+are)\s+(?:a\s+|one\s+of\s+)?(?:your\s+)?competitors?\b")),
     # "we run a similar shop in Warsaw and want to see how you position yourselves"
     Rule(_rx(r"\bwe\s+(?:run|are|have|own)\s+(?:a|an)\s+(?:very\s+)?(?:similar|competing|comparable)\s+(?:[\w-]+\s+)?(?:shop|firm|agency|consultancy|business|company|outfit|studio|practice)\b")),
     Rule(_rx(r"\b(?:start|starting|launch|launching|set(?:ting)?\s+up|open(?:ing)?)\s+(?:an?\s+|our\s+own\s+|my\s+own\s+)?(?:[\w-]+\s+)?" + _AI_FIRM + r"\b|"
@@ -790,6 +794,8 @@ TIMING_RULES = [
     Rule(_rx(r"\b(?:deadline|go-?live|launch|kick-?off|start\s+date|due\s+date|cut-?off)\s+(?:date\s+)?(?:is|of|on|in|set\s+for)\s+(?:\w+\s+){0,2}?(?:\d|q[1-4]|" + _MONTH + r")")),
     Rule(_rx(r"\bbudget\s+(?:is\s+|has\s+been\s+|was\s+|already\s+)?(?:approved|allocated|signed\s+off|secured|set\s+aside|earmarked|ring-?fenced)\b|"
              r"\b(?:approved|allocated|secured|earmarked|got|have)\s+(?:the\s+)?budget\s+(?:approved|for\s+(?:this|next|q[1-4]))\b|\b(?:approved|allocated|secured)\s+budget\b")),
+    # a season is a time ("start in spring next year", "by the summer of 2027"); "fall" only after a time word
+    Rule(_rx(r"\b(?:in|by|for|from|starting(?:\s+in)?|early|late|mid)\s*-?\s*(?:the\s+)?(?:spring|summer|autumn|fall|winter)\b(?!\s+(?:collection|range|sale|term|school))")),
 ]
 _VAGUE_PERIOD = Rule(_rx(r"\b(?:this|next|by\s+next|later\s+this|early\s+next|by\s+the\s+end\s+of\s+next)\s+year\b|\bin\s+the\s+(?:coming|next\s+few)\s+months\b"), 'partially_confirmed')
 TIMING_WEAK_RULES = [
@@ -873,7 +879,8 @@ PROBLEM_IMPLICIT_RULES = [
 
 
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
-    (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate|replace|rebuild|overhaul)\b
+    (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate|replace|rebuild|overhaul
+       |do\s+something\s+about\s+(?:it|this|that))\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
