@@ -15,11 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_benchmark_smoke_run(script):
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / script), '--smoke'], capture_output=True, text=True, cwd=ROOT,
                        timeout=900)
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    assert r.returncode == 0, f'stderr:\n{r.stderr[-4000:]}\nstdout:\n{r.stdout[-1500:]}'     # stderr first: it says why
 
 
 def test_tracing_benchmark_smoke_run():
     "bench/tracing.py (issue 17 item 5): tracing off, on with a no-op exporter, on with OTLP to a local sink, a few turns each."
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'tracing.py'), '--smoke'], capture_output=True, text=True, cwd=ROOT,
                        timeout=900)
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    assert r.returncode == 0, f'stderr:\n{r.stderr[-4000:]}\nstdout:\n{r.stdout[-1500:]}'     # stderr first: it says why
