@@ -175,12 +175,15 @@ def free_port():
 
 
 async def one_turn(client, sid, message):
+    import httpx
     t = time.perf_counter()
-    async with client.stream('POST', '/chat', json={'message': message}, headers={'ZGC-Session-ID': sid}) as r:
-        if r.status_code != 200:
-            await r.aread(); return None, f'HTTP {r.status_code}'
-        body = ''
-        async for chunk in r.aiter_text(): body += chunk
+    try:
+        async with client.stream('POST', '/chat', json={'message': message}, headers={'ZGC-Session-ID': sid}) as r:
+            if r.status_code != 200:
+                await r.aread(); return None, f'HTTP {r.status_code}'
+            body = ''
+            async for chunk in r.aiter_text(): body += chunk
+    except httpx.HTTPError as e: return None, type(e).__name__          # counted as an error, not a crashed benchmark
     if 'event: done' not in body: return None, 'no done event'
     return (time.perf_counter() - t) * 1000, None
 

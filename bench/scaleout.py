@@ -37,9 +37,9 @@ def serve_env(home: str) -> dict:
 def behind_nginx(workers: int, home: str, tmp: Path, runs) -> dict:
     "Start `serve --workers N` and nginx in front, run `runs(base)`, stop both."
     app_port, proxy_port = free_port(), free_port()
+    log = open(tmp / f'serve-{workers}.log', 'w+')          # a file, not a pipe: thousands of access-log lines would fill a pipe
     srv = subprocess.Popen([str(LEADCHAT), 'serve', '--port', str(app_port), '--workers', str(workers), '--knowledge',
-                            str(ROOT / 'knowledge')], cwd=ROOT, env=serve_env(home), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+                            str(ROOT / 'knowledge')], cwd=ROOT, env=serve_env(home), stdout=log, stderr=log, text=True)
     nginx = None
     try:
         wait_ready(f'http://127.0.0.1:{app_port}/readyz', srv)
@@ -50,7 +50,10 @@ def behind_nginx(workers: int, home: str, tmp: Path, runs) -> dict:
         return runs(f'http://127.0.0.1:{proxy_port}')
     finally:
         if nginx is not None: nginx.terminate(); nginx.wait(10)
-        srv.send_signal(signal.SIGTERM); srv.wait(60)
+        srv.send_signal(signal.SIGTERM)
+        try: srv.wait(90)
+        except subprocess.TimeoutExpired:
+            srv.kill(); log.seek(0); raise SystemExit(f'leadchat serve did not stop within 90 s of SIGTERM: {log.read()[-3000:]}')
 
 
 def limiter_cost(n: int, home: str) -> dict:

@@ -82,7 +82,7 @@ def nginx_conf(tmp: Path, listen: int, upstream: int) -> Path:
 master_process off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
+events {{ worker_connections 4096; }}
 http {{
     access_log off;
     client_body_temp_path {tmp}/client_body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
@@ -109,7 +109,8 @@ def wait_ready(url: str, proc: subprocess.Popen, tries: int = 600) -> None:
         try:
             if httpx.get(url, timeout=1).status_code == 200: return
         except httpx.HTTPError: pass
-        if proc.poll() is not None: raise AssertionError(f'exited {proc.returncode}: {proc.stderr.read()[-3000:]}')
+        if proc.poll() is not None:
+            raise AssertionError(f'exited {proc.returncode}: ' + (proc.stderr.read()[-3000:] if proc.stderr else '(output in its log file)'))
         time.sleep(0.2)
     raise AssertionError(f'{url} never became ready')
 
