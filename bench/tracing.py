@@ -7,7 +7,7 @@ Two API processes on one data home (one embedded PostgreSQL), the offline engine
   * off: no OTEL_* variables (leadchat.telemetry's helpers are no-ops; no instrumentation);
   * sdk:  tracing on with the SDK and a no-op exporter (the target's measure): server spans, psycopg/httpx instrumentation,
           leadchat's spans, every span built and ended, nothing encoded or sent;
-  * sdk_no_db: the same less psycopg's span per query (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg);
+  * sdk_no_db: the same less psycopg's span per query — the default since per-query spans need LEADCHAT_TRACE_SQL;
   * sdk_own: leadchat's own spans only (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg,fastapi,httpx);
   * otlp: OTEL_TRACES_EXPORTER=otlp to a local OTLP/HTTP sink in this process that accepts and drops every batch — the
           whole production path, with the batch processor and the exporter's protobuf encoding (its background thread).
@@ -156,9 +156,9 @@ def main():
     sink = Sink()
     home = tempfile.mkdtemp(prefix='lc-bench-trace-')
     ports = {k: free_port() for k in MODES}
-    env = {'off': {}, 'sdk': {'BENCH_TRACING': 'noop'},
+    env = {'off': {}, 'sdk': {'BENCH_TRACING': 'noop', 'LEADCHAT_TRACE_SQL': 'true'},      # everything on
            'sdk_no_db': {'BENCH_TRACING': 'noop', 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS': 'psycopg'},
-           'sdk_own': {'BENCH_TRACING': 'noop', 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS': 'psycopg,fastapi,httpx'}, 'otlp': {'OTEL_TRACES_EXPORTER': 'otlp', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT': f'{sink.url}/v1/traces',
+           'sdk_own': {'BENCH_TRACING': 'noop', 'OTEL_PYTHON_DISABLED_INSTRUMENTATIONS': 'psycopg,fastapi,httpx'}, 'otlp': {'OTEL_TRACES_EXPORTER': 'otlp', 'LEADCHAT_TRACE_SQL': 'true', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT': f'{sink.url}/v1/traces',
                              'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL': 'http/protobuf', 'OTEL_BSP_SCHEDULE_DELAY': '1000'}}
     procs = {}
     try:

@@ -75,7 +75,10 @@ def setup_tracing(exporter=None, *, env: Mapping[str, str] | None = None, instru
 
 
 def _disabled() -> set[str]:
-    return {n.strip() for n in os.environ.get('OTEL_PYTHON_DISABLED_INSTRUMENTATIONS', '').split(',')}
+    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, and psycopg unless LEADCHAT_TRACE_SQL asks for a span per query."
+    off = {n.strip() for n in os.environ.get('OTEL_PYTHON_DISABLED_INSTRUMENTATIONS', '').split(',')}
+    if os.environ.get('LEADCHAT_TRACE_SQL', '').strip().lower() not in ('1', 'true', 'yes', 'on'): off.add('psycopg')
+    return off
 
 
 def _instrument(provider) -> None:
