@@ -67,7 +67,9 @@ run: $(STAMP) widget
 	@echo "==> [run] starting leadchat: embedded PostgreSQL in .leadchat/, migrations, knowledge ingest, chat API"
 	@echo "==> [run] ops console (staff only): http://127.0.0.1:$(CONSOLE_PORT)"
 	@echo "==> [run]   first staff user: $(BIN)/leadchat staff add USERNAME --env-file demo.env  (asks for the password)"
-	@pids=""; trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null || true' EXIT INT TERM; \
+# Ctrl-C (INT) or TERM ends the recipe with 0; the EXIT trap stops the background services (under -e a kill of
+# one that the Ctrl-C already stopped must not fail: it was the "Error 1"). A real failure keeps its status.
+	@pids=""; trap 'kill $$pids 2>/dev/null || true; wait $$pids 2>/dev/null || true' EXIT; trap 'exit 0' INT TERM; \
 	  if [ "$(CALENDAR)" = local ]; then \
 	    $(BIN)/python tools/local_caldav.py --port $(CALDAV_PORT) --dir .leadchat/radicale & pids="$$pids $$!"; \
 	    export LEADCHAT_CALENDAR_CONFIG=calendar.example.yaml; \

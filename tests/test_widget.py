@@ -1067,6 +1067,70 @@ def test_keyboard_only_the_whole_flow_with_a_visible_focus_indicator_at_each_ste
     expect(page.locator('growth-chat .gc-panel')).to_be_hidden()
 
 
+# --- the privacy notice: its policy link (privacy-url) and its controls ----------------------------------------
+
+PRIVACY = 'https://www.calderwood.example/privacy'
+
+
+def test_privacy_url_links_the_notice_and_its_link_and_got_it_show_a_focus_ring(api, host, page):
+    url = host.backend('privacy', reply('Hi.'))
+    page.goto(host.page('privacy', embed(api, api_url=url, extra=f' privacy-url="{PRIVACY}"')))
+    page.locator('#host-link').focus()
+    page.keyboard.press('Tab')
+    page.keyboard.press('Enter')                          # open from the keyboard: focus on "Got it"
+    ack = page.get_by_role('button', name='Got it')
+    expect(ack).to_be_focused()
+    ring = focus_ring(page)
+    assert ring['inPanel'] and ring['cls'] == 'gc-btn gc-gdpr-ack'
+    link = page.locator('growth-chat .gc-gdpr').get_by_role('link', name='Privacy Policy')
+    expect(link).to_have_attribute('href', PRIVACY)
+    expect(link).to_have_attribute('target', '_blank')
+    expect(link).to_have_attribute('rel', 'noopener noreferrer')
+    expect(link).to_have_accessible_name('Privacy Policy')
+    page.keyboard.press('Shift+Tab')                      # the link is a stop before the button
+    expect(link).to_be_focused()
+    assert focus_ring(page)['el'] == 'Privacy Policy'
+    # styled: the link underlined in the notice's text, the button a real (pointer-sized) button
+    assert 'underline' in link.evaluate('el => getComputedStyle(el).textDecorationLine')
+    assert ack.bounding_box()['height'] >= 32
+    assert axe_violations(page) == []
+    shot(page, 'privacy-notice-link-focused')
+    page.keyboard.press('Tab')
+    expect(ack).to_be_focused()
+    focus_ring(page)
+    page.keyboard.press('Enter')
+    expect(composer(page)).to_be_focused()
+
+
+def test_an_unsafe_privacy_url_is_refused_and_the_notice_has_no_link(api, host, page):
+    url = host.backend('privacy-bad', reply('Hi.'))
+    page.goto(host.page('privacy-bad', embed(api, api_url=url, extra=' privacy-url="javascript:alert(1)"')))
+    expect(launcher(page)).to_be_visible()
+    warnings = [t for kind, t in page.console_messages if kind == 'warning']
+    assert any('privacy-url' in t for t in warnings), warnings
+    assert not [t for kind, t in page.console_messages if kind == 'error']
+    launcher(page).click()
+    notice = page.locator('growth-chat .gc-gdpr')
+    expect(notice).to_contain_text('Privacy Policy')      # the words stay, as text
+    expect(notice.get_by_role('link')).to_have_count(0)
+    expect(page.get_by_role('button', name='Got it')).to_be_visible()
+
+
+def test_demo_page_shows_the_two_lines_that_embed_the_widget(api, page):
+    "The demo page's snippet is exactly the two lines it embeds the widget with (escaped, in a <pre><code>)."
+    src = (ROOT / 'leadchat' / 'static' / 'demo.html').read_text()
+    lines = re.search(r'<!-- The whole integration: two lines\. -->\n(<script .*</script>\n<growth-chat .*</growth-chat>)\n', src)
+    assert lines, 'demo.html: the two embedding lines follow the "The whole integration" comment'
+    page.goto(api.url + '/')
+    code = page.locator('pre > code')
+    expect(code).to_have_count(1)
+    assert code.inner_text().strip() == lines.group(1)
+    assert page.locator('pre > code *').count() == 0      # text, not markup
+    expect(launcher(page)).to_be_visible()
+    page.set_viewport_size({'width': 1280, 'height': 2400})
+    shot(page, 'demo-page')
+
+
 def test_full_screen_the_panel_is_modal_focus_stays_inside_and_escape_returns_to_the_launcher(api, host, browser):
     # a narrow window: a phone, or a desktop browser zoomed in (the CSS viewport shrinks the same way)
     ctx = browser.new_context(viewport={'width': 400, 'height': 700})

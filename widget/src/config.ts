@@ -1,5 +1,5 @@
 // The <growth-chat> attributes: parsed once on connect, with the spec's defaults and errors.
-import { DEFAULT_PROACTIVE_DELAY_MS, DEFAULT_PROACTIVE_MESSAGE, STREAM_TIMEOUT_MS } from "./constants";
+import { DEFAULT_PROACTIVE_DELAY_MS, DEFAULT_PROACTIVE_MESSAGE, PRIVACY_POLICY_URL, STREAM_TIMEOUT_MS } from "./constants";
 
 /** Logged to the console for a missing or unusable required attribute; the widget degrades, it never throws. */
 export class ConfigurationError extends Error {
@@ -23,6 +23,8 @@ export interface WidgetConfig {
   proactiveMessage: string;
   streamTimeoutMs: number;
   preload: Preload;
+  /** Where the notice's "Privacy Policy" links (http(s)): `privacy-url`, else the build's VITE_PRIVACY_POLICY_URL; null → no link. */
+  privacyUrl: string | null;
 }
 
 export interface ParsedConfig {
@@ -99,8 +101,15 @@ export function parseConfig(get: (name: string) => string | null, baseUrl: strin
   else if (rawPreload !== null && rawPreload.trim() !== "")
     warnings.push(`<growth-chat>: preload="${rawPreload}" is not "intent", "idle" or "open"; using "intent".`);
 
+  const rawPrivacy = (get("privacy-url") ?? "").trim();
+  const privacyTarget = rawPrivacy || PRIVACY_POLICY_URL;
+  const privacyUrl = privacyTarget ? absoluteUrl(privacyTarget, baseUrl, ["https:", "http:"]) : null;
+  if (rawPrivacy && !privacyUrl)
+    warnings.push(`<growth-chat>: privacy-url="${rawPrivacy}" is not an http(s) URL; the privacy notice is shown without a link. ` +
+      'Set it to your privacy policy page, e.g. privacy-url="https://www.example.com/privacy".');
+
   return {
-    config: { apiUrl, fallbackUrl, position, proactiveDelayMs, proactiveMessage: proactiveMessage.slice(0, 200), streamTimeoutMs, preload },
+    config: { apiUrl, fallbackUrl, position, proactiveDelayMs, proactiveMessage: proactiveMessage.slice(0, 200), streamTimeoutMs, preload, privacyUrl },
     errors,
     warnings,
   };

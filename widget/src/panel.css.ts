@@ -26,8 +26,10 @@ export const PANEL_CSS = `
 @keyframes gc-blink { 0%, 80%, 100% { opacity: .25; } 40% { opacity: 1; } }
 .gc-gdpr { margin: 0 12px 8px; padding: 10px 12px; border: 1px solid var(--gc-line); border-radius: 10px; background: #fffbea; font-size: 13px; line-height: 1.45; }
 .gc-gdpr-text { margin: 0 0 8px; color: var(--gc-ink); }
-.gc-gdpr a { color: var(--gc-accent); }
-.gc-gdpr-ack { padding: 6px 14px; border: 0; border-radius: 8px; background: var(--gc-accent); color: var(--gc-on-accent); font-weight: 600; cursor: pointer; }
+.gc-gdpr a { color: var(--gc-ink); font-weight: 600; white-space: nowrap; text-decoration: underline; text-underline-offset: 2px; border-radius: 2px; }
+.gc-gdpr a:hover { text-decoration-thickness: 2px; }
+.gc-gdpr-ack { min-height: 36px; padding: 7px 18px; border: 0; border-radius: 8px; background: var(--gc-accent); color: var(--gc-on-accent); font: inherit; font-size: 14px; font-weight: 600; line-height: 1.2; cursor: pointer; }
+.gc-gdpr-ack:hover { box-shadow: inset 0 0 0 40px rgba(0, 0, 0, .12); }
 .gc-gdpr-ack:focus-visible, .gc-gdpr a:focus-visible { outline: 2px solid var(--gc-ink); outline-offset: 2px; }
 .gc-composer { display: flex; align-items: flex-end; gap: 8px; padding: 10px 12px 12px; border-top: 1px solid var(--gc-line); }
 .gc-input { flex: 1 1 auto; resize: none; min-height: 40px; max-height: 120px; padding: 9px 11px; border: 1px solid #6f7b86; border-radius: 10px; font: inherit; font-size: 15px; color: var(--gc-ink); background: #fff; }

@@ -7,7 +7,7 @@ import { render, type ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { signal, type Signal } from "@preact/signals";
 import { createChatAdapter, type ThreadMessage } from "./adapter";
-import { GDPR_NOTICE_TEXT, PANEL_GLOBAL, PRIVACY_POLICY_URL, VERSION } from "./constants";
+import { GDPR_NOTICE_TEXT, PANEL_GLOBAL, VERSION } from "./constants";
 import type { ChatController, ControllerState } from "./controller";
 import { parseMarkdown, type Inline } from "./markdown";
 import { PANEL_CSS } from "./panel.css";
@@ -33,23 +33,20 @@ const ENDED_NOTE: Record<string, string> = {
 
 const focusInput = (root: HTMLElement) => root.querySelector<HTMLElement>(".gc-input")?.focus();
 
-function NoticeText() {
-  const i = PRIVACY_POLICY_URL ? GDPR_NOTICE_TEXT.lastIndexOf("Privacy Policy") : -1;
-  if (i < 0) return <>{GDPR_NOTICE_TEXT}</>;
-  return (
-    <>
-      {GDPR_NOTICE_TEXT.slice(0, i)}
-      <a href={PRIVACY_POLICY_URL} target="_blank" rel="noopener noreferrer">Privacy Policy</a>
-      {GDPR_NOTICE_TEXT.slice(i + "Privacy Policy".length)}
-    </>
-  );
+// The notice's words "Privacy Policy" link to privacyUrl (config.ts: http(s) only); a notice text without them gets the link at its end.
+export function NoticeText({ privacyUrl }: { privacyUrl: string | null }) {
+  if (!privacyUrl) return <>{GDPR_NOTICE_TEXT}</>;
+  const link = <a class="gc-gdpr-link" href={privacyUrl} target="_blank" rel="noopener noreferrer">Privacy Policy</a>;
+  const i = GDPR_NOTICE_TEXT.lastIndexOf("Privacy Policy");
+  if (i < 0) return <>{GDPR_NOTICE_TEXT} {link}</>;
+  return <>{GDPR_NOTICE_TEXT.slice(0, i)}{link}{GDPR_NOTICE_TEXT.slice(i + "Privacy Policy".length)}</>;
 }
 
-function GdprNotice({ onAcknowledge }: { onAcknowledge: () => void }) {
+function GdprNotice({ privacyUrl, onAcknowledge }: { privacyUrl: string | null; onAcknowledge: () => void }) {
   return (
     <div class="gc-gdpr" role="region" aria-labelledby="gc-gdpr-title">
       <p id="gc-gdpr-title" class="gc-sr-only">Privacy notice</p>
-      <p class="gc-gdpr-text"><NoticeText /></p>
+      <p class="gc-gdpr-text"><NoticeText privacyUrl={privacyUrl} /></p>
       <button type="button" class="gc-btn gc-gdpr-ack" onClick={onAcknowledge}>Got it</button>
     </div>
   );
@@ -207,7 +204,7 @@ function Panel({ controller, state, root }: { controller: ChatController; state:
   return (
     <div class="gc-thread">
       <MessageList thread={thread} endedBy={s.endedBy} root={root} />
-      {!s.gdprAcknowledged && <GdprNotice onAcknowledge={acknowledge} />}
+      {!s.gdprAcknowledged && <GdprNotice privacyUrl={controller.config.privacyUrl} onAcknowledge={acknowledge} />}
       <MessageInput thread={thread} enabled={s.gdprAcknowledged} />
     </div>
   );

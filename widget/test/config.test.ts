@@ -13,16 +13,28 @@ describe("parseConfig", () => {
     expect(config).toEqual({
       apiUrl: "https://api.example.com/chat", fallbackUrl: "https://www.example.com/contact", position: "bottom-right",
       proactiveDelayMs: 45000, proactiveMessage: "Have a question about AI engineering?", streamTimeoutMs: 10000, preload: "intent",
+      privacyUrl: null,
     });
   });
 
   it("reads every attribute", () => {
     const { config } = parseConfig(attrs({
       "api-url": "/chat", "fallback-url": "mailto:hello@example.com", position: "bottom-left", "proactive-delay-ms": "0",
-      "proactive-message": "  Need help?  ", "stream-timeout-ms": "2500", preload: "open",
+      "proactive-message": "  Need help?  ", "stream-timeout-ms": "2500", preload: "open", "privacy-url": "/privacy#chat",
     }), BASE);
     expect(config).toMatchObject({ apiUrl: "https://www.example.com/chat", fallbackUrl: "mailto:hello@example.com", position: "bottom-left",
-      proactiveDelayMs: 0, proactiveMessage: "Need help?", streamTimeoutMs: 2500, preload: "open" });
+      proactiveDelayMs: 0, proactiveMessage: "Need help?", streamTimeoutMs: 2500, preload: "open", privacyUrl: "https://www.example.com/privacy#chat" });
+  });
+
+  it("privacy-url: http(s) only; anything else warns and the notice has no link", () => {
+    for (const v of ["javascript:alert(1)", "data:text/html,x", "mailto:dpo@example.com", "http://[bad"]) {
+      const { config, errors, warnings } = parseConfig(attrs({ "api-url": "/chat", "fallback-url": "/c", "privacy-url": v }), BASE);
+      expect(config.privacyUrl).toBeNull();
+      expect(errors).toEqual([]);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/privacy-url/);
+    }
+    expect(parseConfig(attrs({ "api-url": "/chat", "fallback-url": "/c", "privacy-url": " " }), BASE).warnings).toEqual([]);
   });
 
   it("a missing or unusable api-url is a ConfigurationError and no API URL (→ permanent fallback)", () => {

@@ -5,6 +5,7 @@ import type { EventDetails, EventName } from "../src/events";
 export const CONFIG: WidgetConfig = {
   apiUrl: "https://api.example.com/chat", fallbackUrl: "https://example.com/contact", position: "bottom-right",
   proactiveDelayMs: 45000, proactiveMessage: "Have a question about AI engineering?", streamTimeoutMs: 10000, preload: "intent",
+  privacyUrl: null,
 };
 
 export class MemoryStorage implements StorageLike {
