@@ -1127,8 +1127,13 @@ def test_demo_page_shows_the_two_lines_that_embed_the_widget(api, page):
     assert code.inner_text().strip() == lines.group(1)
     assert page.locator('pre > code *').count() == 0      # text, not markup
     expect(launcher(page)).to_be_visible()
+    assert axe_violations(page) == []
     page.set_viewport_size({'width': 1280, 'height': 2400})
     shot(page, 'demo-page')
+    page.set_viewport_size({'width': 375, 'height': 667})   # a phone: the snippet wraps, nothing scrolls sideways
+    assert page.evaluate('document.documentElement.scrollWidth') <= 375
+    assert code.evaluate('el => el.parentElement.scrollWidth <= el.parentElement.clientWidth')
+    assert axe_violations(page) == []
 
 
 def test_full_screen_the_panel_is_modal_focus_stays_inside_and_escape_returns_to_the_launcher(api, host, browser):
