@@ -1119,8 +1119,9 @@ _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|r
 
 
 # make-believe is not a fact about the visitor: "let's play a game: pretend I'm the CEO of a bank…", "imagine we were a
-# 5,000-person insurer", "hypothetically, if I were the CFO…" — the sentence that sets up the game is not read
-_PRETEND = re.compile(r"[^.!?\n]*\b(?:pretend(?:ing)?|imagine|suppose|let'?s\s+say|say)\s+(?:that\s+)?(?:i|we|you)(?:'?m|'?re|\s+am|\s+are|\s+were|\s+was)\b[^.!?\n]*[.!?]?|"
+# 5,000-person insurer", "hypothetically, if I were the CFO…" — the sentence that sets up the game is not read; the
+# speaker's own "I'd say we're about 300 people", "I suppose we're mid-sized" is a fact, not a game
+_PRETEND = re.compile(r"[^.!?\n]*(?:\b(?<!\bi\s)(?<!\bi'd\s)(?<!\bwe\s)(?<!\bwe'd\s)(?:pretend(?:ing)?|imagine|suppose|say)|\blet'?s\s+say)\s+(?:that\s+)?(?:i|we|you)(?:'?m|'?re|\s+am|\s+are|\s+were|\s+was)\b[^.!?\n]*[.!?]?|"
                       r"[^.!?\n]*\b(?:hypothetically|role-?play\w*|let'?s\s+play\s+a\s+game|(?:as\s+)?part\s+of\s+the\s+game|if\s+i\s+were\s+(?:a|an|the)\b)[^.!?\n]*[.!?]?",
                       re.IGNORECASE)
 
