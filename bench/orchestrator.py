@@ -159,8 +159,13 @@ def start_server(mode, port, home, extra_env=None):
            'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '10000', **(extra_env or {})}
     p = subprocess.Popen([sys.executable, __file__, '--serve', mode, '--port', str(port)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return ready(p, port)
+
+
+def ready(p, port, tries=600):
+    "`p` once its /readyz on `port` answers 200 (exits with its stderr if it dies first)."
     import httpx
-    for _ in range(600):
+    for _ in range(tries):
         try:
             if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=1).status_code == 200: return p
         except httpx.HTTPError: pass

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'bench' / 'results'
 sys.path.insert(0, str(ROOT / 'bench'))
-from orchestrator import MESSAGES, free_port, one_turn, pct   # noqa: E402
+from orchestrator import MESSAGES, free_port, one_turn, pct, ready   # noqa: E402
 
 
 class Sink:
@@ -55,14 +55,7 @@ def start_server(port, home, extra_env):
                 'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '10000', **extra_env})
     p = subprocess.Popen([sys.executable, __file__, '--serve', '--port', str(port)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    import httpx
-    for _ in range(900):
-        try:
-            if httpx.get(f'http://127.0.0.1:{port}/readyz', timeout=1).status_code == 200: return p
-        except httpx.HTTPError: pass
-        if p.poll() is not None: raise SystemExit(p.stderr.read()[-3000:])
-        time.sleep(0.2)
-    raise SystemExit('server did not become ready')
+    return ready(p, port, tries=900)
 
 
 def serve(port):
