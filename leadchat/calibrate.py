@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from .retrieval import KnowledgeRetriever
 
 # %% auto #0
-__all__ = ['RELEVANT_KINDS', 'LabelledQuery', 'CalibrationError', 'load_queries', 'index_stats', 'ScoredQuery', 'score_queries',
-           'Calibration', 'rates', 'propose_threshold', 'histogram', 'write_figure', 'changelog_entry',
+__all__ = ['RELEVANT_KINDS', 'DEBIAN_CHROMIUM', 'LabelledQuery', 'CalibrationError', 'load_queries', 'index_stats', 'ScoredQuery',
+           'score_queries', 'Calibration', 'rates', 'propose_threshold', 'histogram', 'write_figure', 'changelog_entry',
            'append_changelog', 'ScopeScored', 'score_scope', 'scope_report', 'tune_scope', 'ranking_quality',
            'judge_llm', 'ragas_eval']
 
@@ -161,8 +161,13 @@ def histogram(scored: Sequence[ScoredQuery], cal: Calibration, title: str = ''):
     return fig
 
 
+DEBIAN_CHROMIUM = Path('/usr/bin/chromium')     # what tools/bootstrap-system.sh installs; never a downloaded browser
+
+
 def write_figure(fig, out_base: Path) -> list[Path]:
-    "Write `out_base`.html (always) and `out_base`.png (when a Chromium is available)."
+    "Write `out_base`.html (always) and `out_base`.png (kaleido, with the Chromium of `BROWSER_PATH`, else Debian's)."
+    import os
+    if 'BROWSER_PATH' not in os.environ and DEBIAN_CHROMIUM.exists(): os.environ['BROWSER_PATH'] = str(DEBIAN_CHROMIUM)
     out_base.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_base.with_suffix('.html')]
     fig.write_html(paths[0], include_plotlyjs='cdn')
