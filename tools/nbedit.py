@@ -11,8 +11,12 @@ The text form is "percent" style: every cell starts with a marker line
 
 followed by the cell source. A marker without `id=` gets a fresh, deterministic id
 (derived from the notebook name and the cell's position), so regenerating a notebook
-never churns ids of cells that already had one. Outputs are dropped: nbdev-clean would
-strip them anyway and the tests re-run every cell.
+never churns ids of cells that already had one.
+
+`to-nb` keeps what the text form does not show: a cell whose id, kind and source are all
+unchanged keeps its outputs, execution count, metadata and attachments (notebooks are committed
+with the outputs that teach, and nbdev-clean keeps them); a cell whose source changed loses its
+outputs (they would be stale) but keeps its metadata; the notebook keeps its metadata.
 """
 import hashlib, re, sys
 from pathlib import Path
@@ -53,8 +57,11 @@ def text_to_nb(text: str, nb_path) -> None:
         else:
             lines.append(line)
     flush()
+    old = nbformat.read(nb_path, as_version=4) if nb_path.exists() else None
+    before = {c['id']: c for c in old.cells if c.get('id')} if old else {}
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}
+    nb.metadata = old.metadata if old and old.metadata else \
+        {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}
     seen = set()
     for i, (kind, cid, src) in enumerate(cells):
         cid = cid or _fresh_id(nb_path.stem, i, src)
@@ -64,6 +71,13 @@ def text_to_nb(text: str, nb_path) -> None:
                 'raw': nbformat.v4.new_raw_cell}[kind]
         cell = make(src)
         cell['id'] = cid
+        prev = before.get(cid)
+        if prev is not None and prev.cell_type == kind:
+            if prev.get('metadata'): cell['metadata'] = prev['metadata']
+            if 'attachments' in prev and kind != 'code': cell['attachments'] = prev['attachments']
+            if kind == 'code' and prev.source == src:       # unchanged: its outputs are still true
+                cell['outputs'] = prev.get('outputs', [])
+                cell['execution_count'] = prev.get('execution_count')
         nb.cells.append(cell)
     nbformat.validate(nb)
     nbformat.write(nb, nb_path)
