@@ -21,12 +21,12 @@ from . import __version__
 from .config import ConfigurationError, Settings, get_settings, masked_settings
 
 # %% auto #0
-__all__ = ['app', 'EnvFile', 'db_app', 'MAX_HEADER_BYTES', 'handoff_app', 'calendar_app', 'models_app', 'load_settings',
-           'version', 'check', 'demo', 'db_migrate', 'db_status', 'purge_login_attempts', 'scrub_booking_contacts',
-           'db_purge', 'db_expire', 'ingest', 'calibrate', 'eval_rag', 'serve', 'pool_per_worker', 'worker_app',
-           'h11_with_header_timeout', 'NoQueryString', 'QuietFdExhaustion', 'install_log_filters', 'relay',
-           'handoff_replay', 'main', 'eval_', 'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export',
-           'models_status']
+__all__ = ['app', 'EnvFile', 'db_app', 'MAX_HEADER_BYTES', 'handoff_app', 'calendar_app', 'CalendarFile', 'models_app',
+           'env_file_hint', 'load_settings', 'version', 'check', 'demo', 'db_migrate', 'db_status',
+           'purge_login_attempts', 'scrub_booking_contacts', 'db_purge', 'db_expire', 'ingest', 'calibration_paths',
+           'calibrate', 'eval_rag', 'serve', 'pool_per_worker', 'worker_app', 'h11_with_header_timeout',
+           'NoQueryString', 'QuietFdExhaustion', 'install_log_filters', 'relay', 'handoff_replay', 'main', 'eval_',
+           'calendar_check', 'calendar_slots', 'calendar_sweep', 'models_export', 'models_status']
 
 # %% ../nbs/90_cli.ipynb #c11a0006
 app = typer.Typer(name='leadchat', no_args_is_help=True, add_completion=False,
@@ -36,12 +36,28 @@ EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read setti
                        exists=True, dir_okay=False, readable=True)
 
 
-def load_settings(env_file: Optional[Path]) -> Settings:
-    "Settings for a command, or exit 2 with the configuration error on stderr."
+def env_file_hint(env_file: Optional[Path]) -> str:
+    "When no env file was read: the flag to add (`-e demo.env` where the demo profile is at hand), else ''."
+    import os
+    if env_file is not None or os.environ.get('LEADCHAT_ENV_FILE'): return ''
+    if Path('demo.env').is_file():
+        return ('no env file was read: add `-e demo.env` (the demo profile, as `make run` does), '
+                'or `-e FILE` with your own settings, or set LEADCHAT_ENV_FILE')
+    return 'no env file was read: add `-e FILE` (--env-file) with your settings, or set LEADCHAT_ENV_FILE'
+
+
+def load_settings(env_file: Optional[Path], *, threshold_optional: bool = False) -> Settings:
+    """Settings for a command, or exit 2 with the configuration error on stderr (and the flag to add when no env file
+    was read). `threshold_optional`: a missing RAG_RELEVANCE_THRESHOLD is no error (ingest and calibrate come first)."""
+    import os
     try: return get_settings(env_file)
-    except ConfigurationError as e:
-        typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED)
-        raise typer.Exit(2)
+    except ConfigurationError as e: err = str(e)
+    if threshold_optional and err.startswith('RAG_RELEVANCE_THRESHOLD is not set'):
+        try: return Settings(_env_file=env_file or os.environ.get('LEADCHAT_ENV_FILE') or None, rag_relevance_threshold=0.0)
+        except ConfigurationError as e: err = str(e)
+    typer.secho(f'configuration error: {err}', err=True, fg=typer.colors.RED)
+    if 'is not set' in err and (hint := env_file_hint(env_file)): typer.secho(hint, err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -124,11 +140,11 @@ db_app = typer.Typer(no_args_is_help=True, help='The database: migrations, statu
 app.add_typer(db_app, name='db')
 
 
-def _run_db(env_file, fn):
+def _run_db(env_file, fn, *, threshold_optional: bool = False):
     "Run `fn(settings, db)` against the configured database, turning database errors into exit code 1."
     import asyncio
     from leadchat.db import DatabaseError, open_database
-    s = load_settings(env_file)
+    s = load_settings(env_file, threshold_optional=threshold_optional)
     async def go():
         db = await open_database(s)
         try: return await fn(s, db)
@@ -203,10 +219,11 @@ def db_expire(env_file: Optional[Path] = EnvFile):
     typer.echo(f'expired {len(_run_db(env_file, go))} session(s)')
 
 
-def _with_retriever(env_file, fn, *, ranking=None):
+def _with_retriever(env_file, fn, *, ranking=None, threshold_optional: bool = False):
     "Run `fn(settings, db, retriever)` on the configured database and knowledge table."
     from leadchat.retrieval import KnowledgeRetriever
-    return _run_db(env_file, lambda s, db: fn(s, db, KnowledgeRetriever(db.pool, s, ranking=ranking)))
+    return _run_db(env_file, lambda s, db: fn(s, db, KnowledgeRetriever(db.pool, s, ranking=ranking)),
+                   threshold_optional=threshold_optional)
 
 
 @app.command()
@@ -221,7 +238,7 @@ def ingest(path: Path = typer.Argument(Path('knowledge'), help='A folder of Mark
     async def go(s, db):
         await migrate(db.url, s)
         async with db.pool.connection() as conn: return await run_ingest(conn, docs, settings=s)
-    try: rep = _run_db(env_file, go)
+    try: rep = _run_db(env_file, go, threshold_optional=True)     # ingesting comes before calibrating a threshold
     except KnowledgeError as e:
         typer.secho(f'knowledge error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
     typer.echo(f'{rep.table}: {rep.documents} documents, {rep.chunks} chunks; embedded {rep.embedded_chunks}; '
@@ -229,12 +246,30 @@ def ingest(path: Path = typer.Argument(Path('knowledge'), help='A folder of Mark
                f'unchanged {len(rep.unchanged_documents)}, removed {len(rep.removed_documents)}')
 
 
+def calibration_paths(s: Settings, *, write_repo: bool, out: Optional[Path] = None,
+                      changelog: Optional[Path] = None) -> tuple[Path, Path]:
+    """Where `calibrate` writes its report and changelog: under the data home, so that a run leaves the working tree as
+    it was; with `write_repo`, the repository's committed results (from its root). Explicit paths win."""
+    if write_repo:
+        if not Path('bench/results').is_dir():
+            typer.secho(f'--write-repo writes bench/results/calibration.* and CONFIG_CHANGELOG.md of the repository, but '
+                        f'{Path.cwd()} has no bench/results/: run it from the repository root', err=True, fg=typer.colors.RED)
+            raise typer.Exit(2)
+        return out or Path('bench/results/calibration'), changelog or Path('CONFIG_CHANGELOG.md')
+    home = Path(s.leadchat_home) / 'calibration'
+    return out or home / 'calibration', changelog or home / 'CONFIG_CHANGELOG.md'
+
+
 @app.command()
 def calibrate(env_file: Optional[Path] = EnvFile,
               queries: Path = typer.Option(Path('bench/calibration/queries.yaml'), help='The labelled query set.'),
-              out: Path = typer.Option(Path('bench/results/calibration'), help='Output base name (.html/.png/.json).'),
-              changelog: Path = typer.Option(Path('CONFIG_CHANGELOG.md'), '--changelog-file', help='Configuration changelog to append to.'),
+              out: Optional[Path] = typer.Option(None, help='Output base name (.html/.png/.json). Default: '
+                                                 '$LEADCHAT_HOME/calibration/calibration, or with --write-repo bench/results/calibration.'),
+              changelog: Optional[Path] = typer.Option(None, '--changelog-file', help='Configuration changelog to append to. Default: '
+                                                       '$LEADCHAT_HOME/calibration/CONFIG_CHANGELOG.md, or with --write-repo CONFIG_CHANGELOG.md.'),
               write_changelog: bool = typer.Option(True, '--changelog/--no-changelog'),
+              write_repo: bool = typer.Option(False, '--write-repo', help="Write the repository's committed results "
+                                              '(bench/results/calibration.*, CONFIG_CHANGELOG.md); run from its root.'),
               scope: list[Path] = typer.Option([Path('bench/calibration/scope-dev.yaml'), Path('bench/calibration/scope-heldout.yaml'),
                                                 Path('bench/calibration/scope-heldout-v2.yaml')],
                                                '--scope', help='Scope query sets: the combined scope decision beside the threshold '
@@ -246,6 +281,8 @@ def calibrate(env_file: Optional[Path] = EnvFile,
     import json
     from dataclasses import asdict
     from leadchat import calibrate as cal
+    s = load_settings(env_file, threshold_optional=True)
+    out, changelog = calibration_paths(s, write_repo=write_repo, out=out, changelog=changelog)
     async def go(s, db, r):
         st = await cal.index_stats(r)
         qs = cal.load_queries(queries, st['sources'])
@@ -259,12 +296,11 @@ def calibrate(env_file: Optional[Path] = EnvFile,
             for f in scope: scoped[str(f)] = await cal.score_scope(r, cal.load_queries(f, st['sources']), reader)
         if int8 and s.leadchat_embedding_provider == 'local': scoped['int8'] = await _int8_scores(r, qs)
         return qs, scored, st, r, scoped
-    try: qs, scored, st, r, scoped = _with_retriever(env_file, go)
+    try: qs, scored, st, r, scoped = _with_retriever(env_file, go, threshold_optional=True)    # it proposes the threshold
     except cal.CalibrationError as e:
         typer.secho(f'calibration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(1)
     c = cal.propose_threshold(scored)
     c8 = cal.propose_threshold(scoped.pop('int8')) if 'int8' in scoped else None
-    s = load_settings(env_file)
     model = 'all-MiniLM-L6-v2' if s.leadchat_embedding_provider == 'local' else s.openai_embedding_model
     paths = cal.write_figure(cal.histogram(scored, c, f'{model}: best relevant vs best out-of-scope score ({len(qs)} queries)'), out)
     quality = cal.ranking_quality(scored, qs, c.threshold)
@@ -274,6 +310,8 @@ def calibrate(env_file: Optional[Path] = EnvFile,
                                                         **({'calibration_int8': asdict(c8)} if c8 else {})), indent=1) + '\n')
     typer.echo(f'proposed RAG_RELEVANCE_THRESHOLD={c.threshold:.3f} ({"clean gap" if c.clean_gap else "overlap"}: '
                f'min relevant {c.min_relevant:.3f}, max irrelevant {c.max_irrelevant:.3f})')
+    if abs(c.threshold - s.rag_relevance_threshold) >= 0.0005:
+        typer.echo(f'to use it, set RAG_RELEVANCE_THRESHOLD={c.threshold:.3f} in your env file')
     typer.echo(f'false positives {c.false_positive_rate:.1%} {c.false_positives}  '
                f'false negatives {c.false_negative_rate:.1%} {c.false_negatives}')
     typer.echo(f"hit@{s.rag_top_k} {quality['hit_at_k']:.3f}  MRR {quality['mrr']:.3f}  ({r.ranking} ranking)")
@@ -285,6 +323,9 @@ def calibrate(env_file: Optional[Path] = EnvFile,
                    f"combined (threshold + classifier + lexical support) FP {rp['combined']['fp_rate']:.1%} FN {rp['combined']['fn_rate']:.1%} · "
                    f"adjacent handled {rp['adjacent_handled']:.0%} ({rp['n_relevant']} relevant, {rp['n_out_of_scope']} out of scope)")
     typer.echo('wrote ' + ', '.join(map(str, [*paths, out.with_suffix('.json')])))
+    if out.with_suffix('.png') not in paths:
+        typer.secho(f"no {out.with_suffix('.png')}: plotly's PNG export needs kaleido and a Chromium "
+                    '(/usr/bin/chromium from tools/bootstrap-system.sh, or BROWSER_PATH); the .html has the same plot', err=True)
     if write_changelog:
         entry = cal.changelog_entry(c, model=model, table=r.table, documents=st['documents'], chunks=st['chunks'],
                                     ranking=r.ranking, figure=str(paths[-1]))
@@ -573,19 +614,32 @@ calendar_app = typer.Typer(help='The calendar hand-off: check calendars, preview
 app.add_typer(calendar_app, name='calendar')
 
 
-def _calendar_service(s):
+CalendarFile = typer.Option(None, '--calendar', '-c', dir_okay=False, help='The calendar.yaml to read (default: '
+                            'LEADCHAT_CALENDAR_CONFIG); `make run CALENDAR=local` books into calendar.example.yaml.')
+
+
+def _calendar_service(s, calendar: Optional[Path] = None, env_file: Optional[Path] = None):
+    "The calendar service of `calendar` (else LEADCHAT_CALENDAR_CONFIG), or exit 2 saying which flag to add."
     from leadchat.calendar import CalendarService
+    if calendar is not None: s = s.model_copy(update={'leadchat_calendar_config': calendar})
+    if not s.leadchat_calendar_config:
+        where = f'in {env_file} or the environment' if env_file else 'in the environment (and no env file was read)'
+        typer.secho(f'configuration error: LEADCHAT_CALENDAR_CONFIG is not set {where}, so there is no calendar to read. '
+                    'Add `--calendar calendar.example.yaml` for the calendars `make run CALENDAR=local` books into '
+                    '(or `--calendar` with your own calendar.yaml), or set LEADCHAT_CALENDAR_CONFIG in your env file',
+                    err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
     try: return CalendarService.from_settings(s)
     except (ConfigurationError, ValueError) as e:
         typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(2)
 
 
 @calendar_app.command('check')
-def calendar_check(env_file: Optional[Path] = EnvFile,
+def calendar_check(env_file: Optional[Path] = EnvFile, calendar: Optional[Path] = CalendarFile,
                    days: int = typer.Option(7, min=1, max=90, help='How many days of free/busy to read.')):
     "Read every rep's free/busy once (no cache); exit 1 if any calendar fails."
     import asyncio
-    rows = asyncio.run(_calendar_service(load_settings(env_file)).check(days=days))
+    rows = asyncio.run(_calendar_service(load_settings(env_file), calendar, env_file).check(days=days))
     for r in rows:
         typer.echo(f"{r['rep']:<16} {r['kind']:<10} " + (f"ok   {r['busy_blocks']} busy blocks" if r['ok'] else f"FAIL {r['error']}")
                    + f"  ({r['ms']} ms)")
@@ -593,14 +647,14 @@ def calendar_check(env_file: Optional[Path] = EnvFile,
 
 
 @calendar_app.command('slots')
-def calendar_slots(env_file: Optional[Path] = EnvFile,
+def calendar_slots(env_file: Optional[Path] = EnvFile, calendar: Optional[Path] = CalendarFile,
                    tz: Optional[str] = typer.Option(None, '--tz', help="The visitor's IANA zone (default: the team's)."),
                    meeting_type: Optional[str] = typer.Option(None, '--meeting-type', help='Default: the first one.'),
                    n: int = typer.Option(3, '-n', min=1, max=10, help='How many slots.')):
     "The slots the chat would offer right now."
     import asyncio
     from leadchat.calendar import CallbackOffer
-    cal = _calendar_service(load_settings(env_file))
+    cal = _calendar_service(load_settings(env_file), calendar, env_file)
     try: res = asyncio.run(cal.offer_slots(meeting_type, tz, n))
     except (LookupError, ValueError) as e:
         typer.secho(str(e).strip("'\""), err=True, fg=typer.colors.RED); raise typer.Exit(2)
@@ -610,11 +664,11 @@ def calendar_slots(env_file: Optional[Path] = EnvFile,
 
 
 @calendar_app.command('sweep')
-def calendar_sweep(env_file: Optional[Path] = EnvFile):
+def calendar_sweep(env_file: Optional[Path] = EnvFile, calendar: Optional[Path] = CalendarFile):
     "One pass of the hold sweeper: expire holds, undo lapsed confirmations, run due invite/CRM jobs."
     from leadchat.booking import BookingService
-    async def go(s, db):
-        return await BookingService(db.pool, _calendar_service(s), s).sweep_once()
+    svc = _calendar_service(load_settings(env_file), calendar, env_file)       # before the database: a missing config stops here
+    async def go(s, db): return await BookingService(db.pool, svc, s).sweep_once()
     typer.echo(json.dumps(_run_db(env_file, go), indent=2, default=str))
 
 # %% ../nbs/90_cli.ipynb #c11a0022
