@@ -173,6 +173,7 @@ class ChatInput:
     slot_id: str | None = None
     consent: dict | None = None        # {'notice_version', 'acknowledged_at', 'marketing'?}
     unknown_zone: str | None = None    # a well-formed zone name this server's tz database does not know
+    visitor_id: str | None = None      # the widget's first-party visitor id (a UUID in localStorage; 12_privacy)
 
 
 def _consent(v) -> dict:
@@ -217,6 +218,11 @@ async def _read_message(request: Request, limit: int) -> ChatInput:
         raise ApiError(422, 'invalid_slot_id', '"slot_id" must be a slot id offered in the chat')
     out.slot_id = slot
     if body.get('consent') is not None: out.consent = _consent(body['consent'])
+    if (vid := body.get('visitor_id')) is not None:
+        try: out.visitor_id = str(uuid.UUID(vid)) if isinstance(vid, str) and len(vid) <= 36 else None
+        except ValueError: pass
+        if out.visitor_id is None or uuid.UUID(out.visitor_id).int == 0:
+            raise ApiError(422, 'invalid_visitor_id', '"visitor_id" must be the widget\'s visitor id (a UUID)')
     return out
 
 
@@ -236,7 +242,9 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                                              'required': ['notice_version', 'acknowledged_at'], 'additionalProperties': False,
                                              'properties': {'notice_version': {'type': 'string', 'minLength': 1, 'maxLength': 64},
                                                             'acknowledged_at': {'type': 'string', 'format': 'date-time'},
-                                                            'marketing': {'type': 'boolean'}}}}}}}}})
+                                                            'marketing': {'type': 'boolean'}}},
+                                 'visitor_id': {'type': 'string', 'format': 'uuid', 'description':
+                                                "The widget's first-party visitor id (used only with chat_processing consent)"}}}}}}})
     async def chat(request: Request,
                    zgc_session_id: str | None = Header(None, alias='ZGC-Session-ID', max_length=64)):
         origin = request.headers.get('origin')
@@ -256,7 +264,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         except TurnInProgress: raise ApiError(409, 'turn_in_progress', 'a turn is already running on this session') from None
         result = TurnResult(sid)
         stream = service.stream(sid, body.message, lease, result, visitor_tz=body.visitor_tz, slot_id=body.slot_id,
-                                consent=body.consent, unknown_zone=body.unknown_zone)
+                                consent=body.consent, unknown_zone=body.unknown_zone, visitor_id=body.visitor_id)
         t0 = time.perf_counter()
 
         async def events():

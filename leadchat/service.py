@@ -23,9 +23,10 @@ import structlog
 from psycopg.types.json import Jsonb
 
 from .config import Settings
-from .db import Database, create_checkpointer, knowledge_table, migrate, migration_status, open_database, ping
+from .db import Database, knowledge_table, migrate, migration_status, open_database, ping
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
+from .privacy import check_data_key, create_private_checkpointer, load_keyring, stitch
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -47,7 +48,9 @@ class PostgresRecorder:
     """Writes a turn in two transactions: `commit` before the reply streams (session row, the visitor's message, the
     pending marker, a hand-off), `record` after it (the reply, the turn's events, the final session row)."""
 
-    def __init__(self, pool, conn=None): self.pool, self.conn = pool, conn     # `conn`: the turn's lease connection
+    def __init__(self, pool, conn=None, *, keyring=None, visitor_id: str | None = None):
+        self.pool, self.conn = pool, conn     # `conn`: the turn's lease connection
+        self.keyring, self.visitor_id, self._stitched = keyring, visitor_id, False     # 12_privacy: the session's visitor
 
     @asynccontextmanager
     async def _connection(self):
@@ -68,6 +71,7 @@ class PostgresRecorder:
                         await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
                                          payload=_event_payload(rec))
                 if rec.follow_through: await follow_through(conn, rec)
+                await self.stitch(conn, rec)
 
     async def record(self, rec: TurnRecord) -> None:
         "After the reply: the reply and the rest of the turn; without a first commit (`rec.committed`), all of it."
@@ -87,6 +91,34 @@ class PostgresRecorder:
                         await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)
                 if pre is None or not pre.follow_through: await follow_through(conn, rec)
                 elif rec.handoff is not None and rec.handoff is not pre.handoff: await _late_handoff(conn, rec)
+                await self.stitch(conn, rec)
+
+    async def stitch(self, conn, rec: TurnRecord) -> None:
+        """Link the session to its visitor (12_privacy) when this turn gave an email or a phone, or — only with
+        `chat_processing` consent — brought the widget's visitor id; once per turn, in a savepoint: a failure is
+        logged, never the turn's."""
+        if self.keyring is None or self._stitched: return
+        s, prev = rec.state, rec.previous
+        email = s.visitor_email if s.visitor_email and s.visitor_email != getattr(prev, 'visitor_email', None) else None
+        phone = phone_in(rec.message)
+        if not (email or phone or self.visitor_id): return
+        self._stitched = True
+        browser = self.visitor_id
+        try:
+            if browser:
+                row = await (await conn.execute(_STITCH_STATE, dict(sid=s.session_id))).fetchone()
+                if not row['consented']: browser = None          # never without chat_processing consent
+                elif row['linked'] and not (email or phone): return        # already linked: nothing new this turn
+            if not (email or phone or browser): return
+            await stitch(conn, self.keyring, s.session_id, email=email, phone=phone, name=s.visitor_name if (email or phone) else None,
+                         browser_id=browser, at=s.last_updated_at)
+        except Exception as e:
+            if conn.broken: raise
+            log.error('visitor_stitch_failure', session_id=s.session_id, error=type(e).__name__)
+
+
+_STITCH_STATE = """SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented,
+                          EXISTS (SELECT 1 FROM visitor_sessions WHERE session_id = %(sid)s) AS linked"""
 
 
 _PENDING_PUT = """INSERT INTO turn_pending (session_id, turn_index, state) VALUES (%s, %s, %s)
@@ -273,7 +305,7 @@ async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, n
 
 async def recover_lost_replies(db: Database, settings: Settings, graph=None, *, limit: int = 1000) -> int:
     "Start-up: every pending marker whose turn holds no lease (its process is gone) is recovered; returns how many."
-    graph = graph or build_graph(create_checkpointer(db.pool))
+    graph = graph or build_graph(create_private_checkpointer(db.pool, settings))
     async with db.pool.connection() as conn:
         sids = [r['session_id'] for r in await (await conn.execute(
             'SELECT session_id FROM turn_pending ORDER BY created_at LIMIT %s', [limit])).fetchall()]
@@ -304,7 +336,8 @@ class ChatService:
             local = dict(embed=embeddings.embeddings.embed_documents, aembed=lambda texts: asyncio.gather(*map(embeddings.embed, texts)))
         else: local = {}
         self.model = model or get_model(settings, **local)
-        self.graph = build_graph(create_checkpointer(db.pool))
+        self.keyring = load_keyring(settings)        # PII at rest (12_privacy): checkpoints and visitors encrypted
+        self.graph = build_graph(create_private_checkpointer(db.pool, keyring=self.keyring))
         self.recorder = PostgresRecorder(db.pool)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
         self.scheduler = None          # a leadchat.scheduling.ChatScheduler, set when a calendar is configured
@@ -358,12 +391,12 @@ class ChatService:
 
     async def stream(self, session_id: str, message: str, lease: Lease, result: TurnResult | None = None, *,
                      visitor_tz: str | None = None, slot_id: str | None = None, consent: dict | None = None,
-                     unknown_zone: str | None = None) -> AsyncIterator[str]:
+                     unknown_zone: str | None = None, visitor_id: str | None = None) -> AsyncIterator[str]:
         "Run the turn under `lease` (from `begin`), yielding the reply's tokens; releases the lease at the end."
         finished, error, ctx = None, None, None
         tspan = start_span('chat.turn', {'session.id': session_id})        # one trace per turn; None while tracing is off
         try:
-            recorder = PostgresRecorder(self.db.pool, conn=lease.conn)      # the turn's writes go over its lease
+            recorder = PostgresRecorder(self.db.pool, conn=lease.conn, keyring=self.keyring, visitor_id=visitor_id)   # over its lease
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
@@ -398,6 +431,8 @@ async def index_size(db: Database, settings: Settings) -> int:
 async def prepare(settings: Settings, *, knowledge_path='knowledge', db: Database | None = None) -> Database:
     db = db or await open_database(settings, max_size=settings.leadchat_db_pool_size)    # turns hold a lease connection each
     await migrate(db.url, settings)
+    async with db.pool.connection() as conn:       # a wrong LEADCHAT_DATA_KEY stops here, before any visitor (12_privacy)
+        await check_data_key(conn, load_keyring(settings), settings)
     try:            # replies lost when a process died mid-turn (issue 16): marked before the first visitor arrives
         if (n := await recover_lost_replies(db, settings)): log.warning('lost_replies_recovered', count=n)
     except Exception as e: log.error('lost_reply_recovery_failure', error=type(e).__name__)
