@@ -10,12 +10,14 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.leadchat-deps
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test docs
+.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test docs notebooks lab
 
 help:
 	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env); CALENDAR=local adds a CalDAV calendar"
 	@echo "make test  — set up, check notebooks and package are in sync, run nbdev-test and pytest"
 	@echo "make docs  — render the notebooks into the docs site in _docs/ (Quarto if installed, else pandoc)"
+	@echo "make lab   — JupyterLab on nbs/ with the demo profile (demo.env) and its embedded database migrated and ingested"
+	@echo "make notebooks [NB=nbs/X.ipynb] — re-execute the notebooks committed with outputs and save them"
 
 # Python environment: torch==2.13.0 (local CPU build) goes in first, so that nothing
 # that depends on it can pull a CUDA build; then leadchat with its pinned deps.
@@ -84,9 +86,19 @@ run: $(STAMP) widget
 sync: $(STAMP)
 	@tools/check-sync.sh $(BIN)
 
+# Notebooks committed with outputs (tools/nbedit.py with-outputs) are run by tools/nbedit.py instead of nbdev-test: the
+# same execution (cwd nbs/, --flags pg), and every output must be what is committed, so a stale or non-deterministic
+# output fails the test. `make notebooks` refreshes them (NB=nbs/X.ipynb: that one, giving it outputs the first time).
 nbtest: $(STAMP)
 	@echo "==> [test] nbdev-test (notebooks are the source and their tests)"
-	@$(BIN)/nbdev-test --n-workers 2 --flags pg
+	@$(BIN)/nbdev-test --n-workers 2 --flags pg --skip-file-re "$$($(BIN)/python tools/nbedit.py with-outputs --skip-re)"
+	@echo "==> [test] notebooks committed with outputs: re-executed, every output as committed"
+	@$(BIN)/python tools/nbedit.py run --check --workers 2
+
+NB ?=
+notebooks: $(STAMP)
+	@echo "==> [notebooks] re-executing $(or $(NB),the notebooks committed with outputs) and saving the outputs"
+	@$(BIN)/python tools/nbedit.py run --workers 2 $(NB)
 
 # Then the storage, API and hand-off suites again against a PostgreSQL started as a separate service
 # (tests/external_pg.py: pg_ctl, a loopback TCP port, password authentication), reached through DATABASE_URL.
@@ -108,6 +120,19 @@ docs: $(STAMP)
 	@echo "==> [docs] rendering the notebooks into _docs/"
 	@$(BIN)/python tools/make_docs.py --out _docs --proc _proc
 	@echo "==> [docs] serve it: python -m http.server -d _docs 8080   (then open http://127.0.0.1:8080)"
+
+# JupyterLab on nbs/ with the demo profile: demo.env, its data home .leadchat/ (absolute: the kernels run in nbs/),
+# the embedded PostgreSQL migrated and the knowledge base ingested, so `await open_database(get_settings())` works.
+LAB_PORT ?= 8888
+lab: $(STAMP)
+	@$(BIN)/leadchat check --env-file demo.env
+	@echo "==> [lab] embedded PostgreSQL in .leadchat/: migrations and knowledge ingest (only new or changed text)"
+	@LEADCHAT_HOME=$(CURDIR)/.leadchat $(BIN)/leadchat db migrate --env-file demo.env
+	@LEADCHAT_HOME=$(CURDIR)/.leadchat $(BIN)/leadchat ingest --env-file demo.env
+	@echo "==> [lab] JupyterLab on nbs/ (LEADCHAT_ENV_FILE=demo.env): http://127.0.0.1:$(LAB_PORT)/lab (the link with its token is below)"
+	@LEADCHAT_ENV_FILE=$(CURDIR)/demo.env LEADCHAT_HOME=$(CURDIR)/.leadchat \
+	  $(BIN)/jupyter lab --notebook-dir nbs --ServerApp.ip 127.0.0.1 --ServerApp.port $(LAB_PORT) \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

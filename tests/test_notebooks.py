@@ -96,3 +96,99 @@ def test_to_nb_on_a_new_file(tmp_path):
     _nbedit('to-nb', tmp_path / 'x.py', tmp_path / 'new.ipynb')
     nb = nbformat.read(tmp_path / 'new.ipynb', as_version=4)
     assert [c.source for c in nb.cells] == ['# New', '1'] and nb.metadata['kernelspec']['name'] == 'python3'
+
+
+# ---------------------------------------------------------------- notebooks committed with outputs (`make notebooks`)
+def _png(w: int, h: int, salt: bytes = b'') -> str:
+    "A PNG header of w x h pixels (enough for the comparison, which reads the size), plus some varying bytes."
+    import base64, struct, zlib
+    ihdr = struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+    return base64.b64encode(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'tEXt', b'x\x00' + salt)).decode()
+
+
+def _run_nb(tmp_path, cells, outputs=None):
+    "A notebook of code cells with the given committed outputs (None: as nbedit's `run` saves them)."
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}
+    for i, src in enumerate(cells):
+        c = nbformat.v4.new_code_cell(src); c['id'] = f'c{i:07d}'
+        nb.cells.append(c)
+    path = tmp_path / 'demo.ipynb'
+    nbformat.write(nb, path)
+    if outputs is None: subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'run', str(path)], check=True, cwd=tmp_path)
+    else:
+        nb = nbformat.read(path, as_version=4)
+        for c, outs in zip(nb.cells, outputs): c.outputs = outs
+        nbformat.write(nb, path)
+    return path
+
+
+def _check(path):
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'run', '--check', str(path)],
+                          capture_output=True, text=True, cwd=path.parent)
+
+
+IMG = "from IPython.display import display; display({'image/png': %r, 'text/plain': '<fig>'}, raw=True)"
+
+
+def test_run_saves_outputs_and_check_accepts_them(tmp_path):
+    "`make notebooks` then `make test`: the saved outputs (cleaned: no execution counts) pass the check."
+    path = _run_nb(tmp_path, ['x = 6 * 7\nprint("answer", x)', 'x', '#| notest\nraise SystemExit("not run")', IMG % _png(4, 3)])
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].outputs[0].text == 'answer 42\n' and nb.cells[1].outputs[0].data['text/plain'] == '42'
+    assert nb.cells[2].outputs == [] and nb.cells[3].outputs[0].data['image/png'] == _png(4, 3)
+    assert all(c.execution_count is None and not c.metadata for c in nb.cells)        # what nbdev-clean keeps
+    r = _check(path)
+    assert r.returncode == 0 and 'outputs as committed' in r.stdout, r.stdout + r.stderr
+
+
+def test_check_fails_on_a_stale_output_and_says_how_to_refresh(tmp_path):
+    stale = [nbformat.v4.new_output('stream', text='answer 41\n')]
+    path = _run_nb(tmp_path, ['print("answer", 6 * 7)'], [stale])
+    r = _check(path)
+    assert r.returncode == 1 and 'answer 41' in r.stderr and 'answer 42' in r.stderr, r.stderr
+    assert 'make notebooks' in r.stderr
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0].text == 'answer 41\n'   # --check writes nothing
+    # a missing output is stale too
+    r = _check(_run_nb(tmp_path, ['print("answer", 6 * 7)'], [[]]))
+    assert r.returncode == 1 and 'answer 42' in r.stderr
+
+
+def test_check_fails_on_a_non_deterministic_output(tmp_path):
+    path = _run_nb(tmp_path, ['import uuid; print(uuid.uuid4())'])
+    r = _check(path)
+    assert r.returncode == 1 and 'make notebooks' in r.stderr and 'deterministic' in r.stderr
+
+
+def test_images_compare_by_size_and_keep_their_committed_bytes(tmp_path):
+    "PNG bytes depend on the machine's fonts and renderer: the same size passes (and `run` keeps the committed bytes)."
+    committed = [nbformat.v4.new_output('display_data', {'image/png': _png(4, 3, b'other machine'), 'text/plain': '<fig>'})]
+    path = _run_nb(tmp_path, [IMG % _png(4, 3)], [committed])
+    assert _check(path).returncode == 0
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'run', str(path)], check=True, cwd=tmp_path)
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0].data['image/png'] == _png(4, 3, b'other machine')
+    path = _run_nb(tmp_path, [IMG % _png(8, 3)], [committed])                  # another size: another figure
+    r = _check(path)
+    assert r.returncode == 1 and '(8, 3)' in r.stderr and '(4, 3)' in r.stderr, r.stderr
+
+
+def test_a_failing_cell_fails_the_check_and_run_keeps_the_notebook(tmp_path):
+    saved = [nbformat.v4.new_output('stream', text='ok\n')]
+    path = _run_nb(tmp_path, ['print("ok")', 'raise ValueError("broken cell")'], [saved, []])
+    before = path.read_text()
+    r = _check(path)
+    assert r.returncode == 1 and 'execution failed' in r.stderr and 'broken cell' in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'run', str(path)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and path.read_text() == before
+
+
+def test_with_outputs_lists_the_committed_notebooks_and_nbdev_test_skips_them():
+    listed = subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'with-outputs'], capture_output=True, text=True,
+                            check=True).stdout.split()
+    expected = [f'nbs/{p.name}' for p in NOTEBOOKS if any(c.get('outputs') for c in nbformat.read(p, as_version=4).cells)]
+    assert listed == expected and 'nbs/31a_classify.ipynb' in listed
+    skip = subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'with-outputs', '--skip-re'], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    names = [p.name for p in NOTEBOOKS] + ['_private.ipynb', '.hidden.ipynb']
+    assert sorted(n for n in names if re.match(skip, n)) == sorted([Path(p).name for p in listed] + ['_private.ipynb', '.hidden.ipynb'])

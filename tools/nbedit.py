@@ -17,8 +17,22 @@ never churns ids of cells that already had one.
 unchanged keeps its outputs, execution count, metadata and attachments (notebooks are committed
 with the outputs that teach, and nbdev-clean keeps them); a cell whose source changed loses its
 outputs (they would be stale) but keeps its metadata; the notebook keeps its metadata.
+
+Notebooks committed with outputs (any code cell has one) are executed the way `nbdev-test --flags pg` runs them:
+
+    python tools/nbedit.py run [NB ...]          # re-execute, save the outputs (nbdev-clean'ed): `make notebooks`
+    python tools/nbedit.py run --check [NB ...]  # re-execute, fail if any output differs from the committed one
+    python tools/nbedit.py with-outputs          # the notebooks committed with outputs, one a line
+    python tools/nbedit.py with-outputs --skip-re  # nbdev-test's --skip-file-re that leaves them out
+
+Without NB: every notebook of nbs/ that carries outputs (a notebook gets outputs the first time it is named).
+Outputs are compared exactly, except binary images (PNG/JPEG), whose bytes depend on the fonts and renderer
+of the machine: those must be there, in the same cells, with the same pixel size (the figure's data is checked
+through the text the cell shows beside it: a plotly figure's JSON, a printed table). `run` keeps the committed
+bytes of an image that compares equal, so re-running on another machine does not churn the notebook.
 """
-import hashlib, re, sys
+import argparse, base64, hashlib, json, os, re, struct, subprocess, sys, tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -83,11 +97,131 @@ def text_to_nb(text: str, nb_path) -> None:
     nbformat.write(nb, nb_path)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+NBS = ROOT / 'nbs'
+_BINARY = ('image/png', 'image/jpeg')
+
+
+def has_outputs(nb_path) -> bool:
+    return any(c.get('outputs') for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == 'code')
+
+
+def with_outputs() -> list[Path]:
+    return [p for p in sorted(NBS.glob('*.ipynb')) if not p.name.startswith(('_', '.')) and has_outputs(p)]
+
+
+def _execute(nb_path: Path, out: Path, flags: str) -> None:
+    "Run the notebook as `nbdev-test --flags FLAGS` does (cwd nbs/, IN_TEST=1, tst_flags); write it, cleaned, to `out`."
+    from nbdev.clean import clean_nb
+    from nbdev.config import get_config
+    from nbdev.process import NBProcessor
+    from nbdev.test import _skip_cell
+    from execnb.shell import CaptureShell
+    from fastcore.nbio import write_nb
+    from fastcore.xtras import working_directory
+    cfg = get_config(nb_path.resolve().parent)
+    skip = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags)
+    os.environ['IN_TEST'] = '1'
+    sys.path.insert(0, str(cfg.config_path))
+    nb = NBProcessor(nb_path, rm_directives=False, process=True).nb
+    k = CaptureShell(nb_path, mpl_format='png')   # 1x PNGs: half the bytes in git of retina ones
+    with working_directory(nb_path.resolve().parent):
+        try: k.run_all(nb, exc_stop=True, preproc=_skip_cell(nb, skip, flags.split()), cell_timeout=cfg.cell_timeout or None)
+        except BaseException:
+            sys.stderr.write((k.prettytb(fname=nb_path) or '') + '\n'); raise SystemExit(1)
+    write_nb(nb, out)
+    d = json.loads(out.read_text())
+    clean_nb(d, clean_ids=cfg.clean_ids)
+    write_nb(d, out)
+
+
+def _png_size(data) -> tuple:
+    raw = base64.b64decode(''.join(data) if isinstance(data, list) else data)
+    return struct.unpack('>II', raw[16:24]) if raw[:8] == b'\x89PNG\r\n\x1a\n' else (len(raw),)
+
+
+def _norm(outputs) -> list:
+    "Outputs as compared: binary images by mime type and pixel size, everything else as is."
+    res = []
+    for o in outputs:
+        o = json.loads(json.dumps(o))
+        for m in _BINARY:
+            if m in o.get('data', {}): o['data'][m] = f'<{m} {_png_size(o["data"][m])}>'
+        res.append(o)
+    return res
+
+
+def _show(outputs) -> str:
+    return '\n'.join(json.dumps(o, ensure_ascii=False)[:600] for o in _norm(outputs)) or '(no output)'
+
+
+def compare(committed, fresh) -> list[str]:
+    "Cells whose fresh outputs differ from the committed ones (binary images by size only)."
+    if [(c.cell_type, c.source) for c in committed.cells] != [(c.cell_type, c.source) for c in fresh.cells]:
+        return ['the cells changed while the notebook ran: run it again']
+    diffs = []
+    for i, (a, b) in enumerate(zip(committed.cells, fresh.cells)):
+        if a.cell_type == 'code' and _norm(a.get('outputs', [])) != _norm(b.get('outputs', [])):
+            diffs.append(f'cell {i} (id {a.get("id")}):\n  {a.source[:200]!r}\n'
+                         f'--- committed\n{_show(a.get("outputs", []))}\n+++ now\n{_show(b.get("outputs", []))}')
+    return diffs
+
+
+def run(paths: list[Path], check: bool, flags: str, workers: int) -> int:
+    "Execute each notebook (in its own process, `workers` at a time); save its outputs, or check them."
+    def one(p: Path):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / p.name
+            r = subprocess.run([sys.executable, __file__, '_execute', str(p), str(out), flags],
+                               capture_output=True, text=True)
+            if r.returncode: return p, f'execution failed:\n{r.stderr[-6000:]}'
+            fresh, committed = nbformat.read(out, as_version=4), nbformat.read(p, as_version=4)
+            diffs = compare(committed, fresh)
+            if check or not diffs: return p, '\n'.join(diffs)
+            if diffs[0].startswith('the cells changed'): return p, diffs[0]
+            for a, b in zip(committed.cells, fresh.cells):   # an image equal but for its bytes keeps the committed ones
+                if a.cell_type == 'code' and _norm(a.get('outputs', [])) == _norm(b.get('outputs', [])): b.outputs = a.outputs
+            fresh.metadata = committed.metadata
+            nbformat.write(fresh, p)
+            return p, None
+    bad = 0
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        for p, problem in ex.map(one, paths):
+            name = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+            if problem is None: print(f'==> {name}: outputs saved')
+            elif not problem: print(f'==> {name}: outputs as committed')
+            else:
+                bad += 1
+                print(f'!! {name}: {problem}', file=sys.stderr)
+    if bad and check:
+        print(f'!! {bad} notebook(s) show outputs other than the committed ones. If the change is meant (new data, new code),\n'
+              f'!! refresh them with `make notebooks` (or `make notebooks NB=nbs/X.ipynb`), look at the diff and commit it;\n'
+              f'!! if an output changes from run to run, make it deterministic (seed, fixed clock, no ids/paths/timings).',
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
 def main(argv):
     if len(argv) >= 2 and argv[0] == 'to-py':
         sys.stdout.write(nb_to_text(argv[1]))
     elif len(argv) == 3 and argv[0] == 'to-nb':
         text_to_nb(Path(argv[1]).read_text(), argv[2])
+    elif len(argv) == 4 and argv[0] == '_execute':
+        _execute(Path(argv[1]).resolve(), Path(argv[2]), argv[3])
+    elif argv == ['with-outputs']:
+        print('\n'.join(str(p.relative_to(ROOT)) for p in with_outputs()))
+    elif argv == ['with-outputs', '--skip-re']:      # for nbdev-test --skip-file-re: its default, and these notebooks
+        print('^([_.]' + ''.join('|' + re.escape(p.name) + '$' for p in with_outputs()) + ')')
+    elif argv[:1] == ['run']:
+        ap = argparse.ArgumentParser(prog='nbedit.py run')
+        ap.add_argument('notebooks', nargs='*', type=Path)
+        ap.add_argument('--check', action='store_true', help='compare with the committed outputs, write nothing')
+        ap.add_argument('--flags', default='pg', help='nbdev-test flags of the cells to run too (default: pg)')
+        ap.add_argument('--workers', type=int, default=2)
+        a = ap.parse_args(argv[1:])
+        paths = [p.resolve() for p in a.notebooks] or with_outputs()
+        if missing := [str(p) for p in paths if not p.is_file()]: raise SystemExit(f'no such notebook: {missing}')
+        raise SystemExit(run(paths, a.check, a.flags, a.workers))
     else:
         raise SystemExit(__doc__)
 
