@@ -151,7 +151,7 @@ def histogram(scored: Sequence[ScoredQuery], cal: Calibration, title: str = ''):
     for kinds, name, color in [(('in_scope', 'paraphrase'), 'relevant: best expected chunk', '#2a9d8f'),
                                (('out_of_scope',), 'out of scope: best chunk', '#e76f51'),
                                (('adjacent',), 'adjacent (prompt layer handles): best chunk', '#9e9e9e')]:
-        xs = [s.score for s in scored if s.kind in kinds]
+        xs = [round(s.score, 4) for s in scored if s.kind in kinds]   # 4 decimals: a stable figure, bins are 0.02
         fig.add_trace(go.Histogram(x=xs, name=name, marker_color=color, opacity=0.75, xbins=dict(start=0, end=1, size=0.02)))
     fig.add_vline(x=cal.threshold, line_dash='dash', line_color='#264653',
                   annotation_text=f'threshold {cal.threshold:.3f}', annotation_position='top')
