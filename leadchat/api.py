@@ -35,6 +35,7 @@ from .handoff import run_relay, validate_handoff_config
 from .repos import (SessionFilter, consent_records, contact_history, count_sessions, deliveries, get_session,
                             get_transcript, leads_for_session, list_events, list_sessions, outbox_counts, run_ttl_sweeper,
                             Leadership)
+from .privacy import visitor_history
 from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 from .graph import TurnNotStored
@@ -401,7 +402,9 @@ async def follow_through(conn, session_id: str) -> dict:
     return {'lead': leads[0].model_dump(mode='json') if leads else None,
             'contact_history': [c.model_dump(mode='json') for c in await contact_history(conn, session_id)],
             'consent': [c.model_dump(mode='json') for c in await consent_records(conn, session_id)],
-            'deliveries': await deliveries(conn, session_id)}
+            'deliveries': await deliveries(conn, session_id),
+            'visitor_history': [{k: (v.isoformat() if hasattr(v, 'isoformat') else v) for k, v in h.items()}
+                                for h in await visitor_history(conn, session_id)]}
 
 
 STAFF_FAILURES_PER_MINUTE = 10

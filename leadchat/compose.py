@@ -26,7 +26,7 @@ __all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'STAGE3_PATTERNS', 'WOR
            'WELCOME', 'WELCOME_BACK', 'WHAT_I_DO', 'HOW_I_AM', 'YOU_ARE_WELCOME', 'ANYTHING_ELSE', 'GOODBYE', 'HELLO',
            'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'retrieval_query', 'is_stage3_language',
            'is_no_result_offer', 'is_prompt_compliance_violation', 'topic_sources', 'problem_named',
-           'qualifying_question', 'ComposeHints', 'compose_answer', 'compose_proposal', 'stream_tokens']
+           'qualifying_question', 'ComposeHints', 'welcome_back', 'compose_answer', 'compose_proposal', 'stream_tokens']
 
 # %% ../nbs/32_compose.ipynb #cp000007
 _QUOTES = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
@@ -774,6 +774,13 @@ YOU_ARE_WELCOME = ("You're welcome — glad that was useful.", 'My pleasure.', "
 ANYTHING_ELSE = "If anything else comes up, I'm here."
 GOODBYE = 'Thanks for stopping by, and good luck with your project.'
 HELLO = 'Hello! '     # a visitor who opens with "hi" and a question is greeted before the answer
+
+
+def welcome_back(state: SessionState) -> str | None:
+    "A returning visitor's first reply opens with this (12_privacy carries `prior_sessions`): what we talked about last time."
+    if not state.prior_sessions: return None
+    topic = next((p.get('topic') for p in state.prior_sessions if p.get('topic')), None)
+    return f'Welcome back — last time we talked about {topic}.' if topic else 'Welcome back!'
 _OPENS_WITH_GREETING = re.compile(r'^(hi|hello|hey|hiya|good (morning|afternoon|evening))\b', re.I)
 GLAD = ('Glad that helps.', 'Happy to help.', 'Sure.')
 
@@ -894,6 +901,7 @@ def compose_answer(message: str, state: SessionState, retrieval: RetrievalResult
     elif asked: body, question = (NO_RESULT_QUIET if quiet else _fresh(NO_RESULT_REPLIES, said[-1:], turn) or NO_RESULT_REPLIES[0]), None
     else: body = _fresh(ACKNOWLEDGEMENTS, said[-1:], turn) or ACKNOWLEDGEMENTS[0]
     if kinds is None and _OPENS_WITH_GREETING.match(msg) and not said: body = HELLO + body
+    if not said and (back := welcome_back(state)): body = f'{back} {body}'
     reply = f'{body} {question}' if question else body
     if any(reply == s.strip() for s in said): reply = body                 # never the same reply twice
     return reply
@@ -969,6 +977,7 @@ def compose_proposal(reason: str, business_hours: bool, state: SessionState, fol
         parts += [followup, _resource(case_study, 'In the meantime, '), have_email or EMAIL_ASK]
     if reason != 'llm_failure' and any(parts[0] in s for s in said):
         parts = _proposal_again(reason, business_hours, client, email, followup)
+    if not said: parts.insert(0, welcome_back(state))      # a returning visitor's first reply, even a proposal
     return ' '.join(p for p in parts if p)
 
 

@@ -73,6 +73,8 @@ class ContextPacket(_Frozen):
     # the consent scopes the visitor granted (chat_processing, follow_up, marketing): the state's view,
     # replaced by the server's consent records when the relay delivers
     consent: tuple[str, ...] = ()
+    # a returning visitor's earlier sessions, newest first (12_privacy): started, lead_level, handoff_reason, topic
+    history: tuple[dict[str, str], ...] = ()
 
 # %% ../nbs/03_packet.ipynb #9ac4e008
 def _select(signals: list[SignalEntry], dim: str) -> SignalEntry | None:
@@ -374,4 +376,5 @@ def generate_context_packet(state: SessionState | Mapping[str, Any]) -> ContextP
                                       signals_observed=tuple(q.signals_observed)),
         conversation_summary=summary, meeting=st.meeting,
         consent=tuple(k for k, v in (('chat_processing', st.consent.gdpr_notice_acknowledged),
-                                     ('follow_up', st.consent.contact)) if v))
+                                     ('follow_up', st.consent.contact)) if v),
+        history=tuple(st.prior_sessions))

@@ -38,8 +38,9 @@ from .db import LeadchatSaver, checkpoint_serializer
 __all__ = ['log', 'KEY_FILE', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'privacy_app', 'DataKeyError', 'DataKey',
            'new_data_key', 'Keyring', 'data_key_config', 'load_keyring', 'CheckpointCipher', 'encrypted_serializer',
            'PrivateSaver', 'create_private_checkpointer', 'normalise_email', 'normalise_phone', 'StitchResult',
-           'stitch', 'visitor_history', 'Subject', 'find_subject', 'ExportCounts', 'export_subject', 'erase_subject',
-           'find_traces', 'rotate_keys', 'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'stitch', 'visitor_history', 'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'Subject',
+           'find_subject', 'ExportCounts', 'export_subject', 'erase_subject', 'find_traces', 'rotate_keys',
+           'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -318,7 +319,55 @@ async def visitor_history(conn, session_id: str, *, before: datetime | None = No
     rows = await (await conn.execute(_HISTORY, [session_id, before or datetime.now(timezone.utc), limit])).fetchall()
     return [dict(r) for r in rows]
 
-# %% ../nbs/12_privacy.ipynb #71de0d23
+# %% ../nbs/12_privacy.ipynb #5273beeb
+def carry_forward(state, prior: list[dict], topic: str | None = None) -> dict:
+    "The state update that carries `prior` sessions (visitor_history rows, newest first) into `state`; monotonic."
+    from leadchat.state import DIMENSIONS, LEVEL_RANK, derive_lead_level
+    q = state.qualification.model_copy(deep=True)
+    for d in DIMENSIONS:
+        setattr(q, d, max([getattr(q, d), *(p[d] for p in prior)], key=LEVEL_RANK.__getitem__))
+    q.is_negative_persona = q.is_negative_persona or any(p['is_negative_persona'] for p in prior)
+    q.is_no_fit = q.is_no_fit or any(p['is_no_fit'] for p in prior)
+    history = [dict(session_id=p['session_id'], started=p['created_at'].isoformat(), lead_level=p['lead_level'],
+                    handoff_reason=p['handoff_reason'] or '', topic=(topic or '') if i == 0 else '') for i, p in enumerate(prior[:20])]
+    upd = dict(qualification=q, prior_sessions=history, lead_level=derive_lead_level(q, state.referral_mentioned))
+    for f in ('visitor_email', 'visitor_name', 'visitor_company', 'visitor_role'):
+        if getattr(state, f) is None and (v := next((p[f] for p in prior if p.get(f)), None)): upd[f] = v
+    return upd
+
+
+def session_topic(state) -> str | None:
+    "What a session was about, for 'last time we talked about …': the phrase of its latest problem signal."
+    from leadchat.packet import problem_phrase
+    for sig in reversed(state.qualification.signals_observed if state is not None else []):
+        if sig.dimension == 'problem_fit' and (p := problem_phrase(sig.evidence)):
+            # said to the visitor: the packet's third person ("for their adjusters") is cut, with any stray bracket
+            return re.split(r'\s+(?:for|with|at|in|of)\s+(?:their|his|her|our|my)\b', p[1])[0].strip(' ()[].,;')
+    return None
+
+
+async def visitor_of(conn, keyring: Keyring, session_id: str, browser_id: str | None) -> tuple[uuid.UUID | None, bool]:
+    """(the visitor this session belongs to, whether their history was already carried into it): by the session's
+    link, else — the caller has checked chat_processing consent — by the widget's visitor id."""
+    row = await (await conn.execute('SELECT visitor_id, carried_at IS NOT NULL AS carried FROM visitor_sessions WHERE session_id = %s',
+                                    [session_id])).fetchone()
+    if row: return row['visitor_id'], row['carried']
+    if not (b := _browser_id(browser_id)): return None, False
+    row = await (await conn.execute("SELECT visitor_id FROM visitor_identities WHERE kind = 'browser' AND blind_index = ANY(%s)",
+                                    [keyring.blind_indexes('browser', b)])).fetchone()
+    return (row['visitor_id'] if row else None), False
+
+
+async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before: datetime, limit: int = 20) -> list[dict]:
+    "The visitor's sessions other than `session_id` that started before `before`, newest first, with their contact details."
+    return [dict(r) for r in await (await conn.execute(
+        '''SELECT s.session_id, s.created_at, s.lead_level, s.handoff_reason, s.problem_fit, s.authority_fit, s.company_fit,
+                  s.timing_fit, s.is_negative_persona, s.is_no_fit, s.visitor_email, s.visitor_name, s.visitor_company, s.visitor_role
+           FROM visitor_sessions vs JOIN sessions s USING (session_id)
+           WHERE vs.visitor_id = %s AND vs.session_id <> %s AND s.created_at < %s ORDER BY s.created_at DESC LIMIT %s''',
+        [visitor_id, session_id, before, limit])).fetchall()]
+
+# %% ../nbs/12_privacy.ipynb #32f8995d
 @dataclass
 class Subject:
     "One data subject, found by email: the visitors, sessions and bookings, and every name and phone they gave."
@@ -370,7 +419,7 @@ async def find_subject(conn, keyring: Keyring, email: str) -> Subject:
         (s.names if r['kind'] == 'name' else s.phones).add(keyring.decrypt(r['value_enc'], context=r['kind']))
     return s
 
-# %% ../nbs/12_privacy.ipynb #e1a83a7e
+# %% ../nbs/12_privacy.ipynb #e1ace90c
 def _json_default(o):
     if isinstance(o, datetime): return o.isoformat()
     if isinstance(o, uuid.UUID): return str(o)
@@ -444,7 +493,7 @@ async def _log_request(conn, keyring: Keyring, kind: str, email: str, operator: 
                           VALUES (%s, %s, %s, %s, %s, %s)''', [kind, h, keyring.current.key_id, operator[:128], Jsonb(counts), at])
     log.info('privacy_request', kind=kind, identity_hash=h[:16], operator=operator, **counts)
 
-# %% ../nbs/12_privacy.ipynb #bd9f18be
+# %% ../nbs/12_privacy.ipynb #69171876
 ERASE_LOCK = 0x0E2A5E       # pg_advisory_xact_lock: erasures run one at a time
 
 _ERASE_BY_SESSION = [('slot_offers', 'session_id'), ('turn_pending', 'session_id'), ('transcript', 'session_id'),
@@ -489,7 +538,7 @@ async def _rows(conn, table: str, col: str, keys: list, dry_run: bool) -> int:
          f'WITH d AS (DELETE FROM {table} WHERE {col} = ANY(%s) RETURNING 1) SELECT count(*) AS n FROM d')
     return (await (await conn.execute(q, [keys])).fetchone())['n']
 
-# %% ../nbs/12_privacy.ipynb #a35a21b3
+# %% ../nbs/12_privacy.ipynb #1cdbe130
 async def find_traces(conn, keyring: Keyring, needles: Iterable[str]) -> list[str]:
     "Where any of `needles` still appears: ['table.column', 'checkpoint_blobs(decrypted)', ...] (empty: nowhere)."
     needles = [n for n in {x.strip().lower() for x in needles if x and x.strip()}]
@@ -525,7 +574,7 @@ def _loads_any(serde, typ: str, blob: bytes):
     try: return serde.loads_typed((typ, bytes(blob)))
     except Exception: return bytes(blob).decode('utf-8', 'replace')      # unreadable: searched as raw bytes
 
-# %% ../nbs/12_privacy.ipynb #b981ffbf
+# %% ../nbs/12_privacy.ipynb #3adaba3c
 async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None) -> dict[str, int]:
     "Re-encrypt everything not under the current key, `batch` rows per transaction; returns rows moved per table."
     if batch < 1: raise ValueError('batch must be at least 1')
@@ -593,7 +642,7 @@ async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None
     log.info('data_key_rotated', key_id=cur_id, **done)
     return done
 
-# %% ../nbs/12_privacy.ipynb #4eb4e607
+# %% ../nbs/12_privacy.ipynb #9daedb30
 async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
     "Raise `DataKeyError` when visitor data is encrypted under a key the keyring lacks (a wrong LEADCHAT_DATA_KEY)."
     rows = await (await conn.execute('''SELECT key_id FROM visitor_identities GROUP BY key_id
@@ -606,7 +655,7 @@ async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
         log.error('data_key_mismatch', unknown=unknown, key_id=keyring.current.key_id); return
     raise DataKeyError(msg)
 
-# %% ../nbs/12_privacy.ipynb #73a53db3
+# %% ../nbs/12_privacy.ipynb #73f40412
 privacy_app = typer.Typer(help='Data-subject requests (export, erasure) and the data key.', no_args_is_help=True)
 
 

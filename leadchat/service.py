@@ -26,7 +26,8 @@ from .config import Settings
 from .db import Database, knowledge_table, migrate, migration_status, open_database, ping
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
-from .privacy import check_data_key, create_private_checkpointer, load_keyring, stitch
+from .privacy import (carry_forward, check_data_key, create_private_checkpointer, load_keyring, prior_sessions, session_topic,
+                              stitch, visitor_of)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -112,11 +113,15 @@ class PostgresRecorder:
             if not (email or phone or browser): return
             await stitch(conn, self.keyring, s.session_id, email=email, phone=phone, name=s.visitor_name if (email or phone) else None,
                          browser_id=browser, at=s.last_updated_at)
+            if s.prior_sessions:        # carried before this first turn (by the widget's id): once is enough
+                await conn.execute('UPDATE visitor_sessions SET carried_at = COALESCE(carried_at, %s) WHERE session_id = %s',
+                                   [s.last_updated_at, s.session_id])
         except Exception as e:
             if conn.broken: raise
             log.error('visitor_stitch_failure', session_id=s.session_id, error=type(e).__name__)
 
 
+_CONSENTED = "SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %s AND scope = 'chat_processing') AS ok"
 _STITCH_STATE = """SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented,
                           EXISTS (SELECT 1 FROM visitor_sessions WHERE session_id = %(sid)s) AS linked"""
 
@@ -400,6 +405,7 @@ class ChatService:
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
+            if lease.conn is not None: await self.carry_over(lease.conn, session_id, visitor_id, consent)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
             if ctx.committed is not None and ctx.record is not None: finished = ctx.record.turn_index   # checkpoint written
@@ -413,6 +419,34 @@ class ChatService:
                     rec = ctx.record if ctx is not None else None
                     end_span(tspan, error, **({'turn.index': rec.turn_index, 'turn.route': rec.route,
                                                'turn.event': rec.event_type} if rec else {}))
+
+    async def carry_over(self, conn, session_id: str, visitor_id: str | None, consent: dict | None) -> bool:
+        """A returning visitor (12_privacy): what their earlier sessions established goes into this session's state, once,
+        before its turn — by the session's link (an email given earlier), or by the widget's visitor id with
+        `chat_processing` consent. One indexed lookup a turn when there is nothing to carry; never fails the turn."""
+        try:
+            if visitor_id and not consent:
+                visitor_id = visitor_id if (await (await conn.execute(_CONSENTED, [session_id])).fetchone())['ok'] else None
+            vid, carried = await visitor_of(conn, self.keyring, session_id, visitor_id)
+            if vid is None or carried: return False
+            prior = await prior_sessions(conn, vid, session_id, before=self.clock())
+            if not prior: return False
+            cfg = {'configurable': {'thread_id': session_id}}
+            snap = await self.graph.aget_state(cfg)
+            state = (SessionState.model_validate(snap.values) if snap.values and snap.values.get('session_id')
+                     else SessionState(session_id=session_id, created_at=self.clock(), last_updated_at=self.clock()))
+            if state.prior_sessions: return False
+            last = await self.graph.aget_state({'configurable': {'thread_id': prior[0]['session_id']}})
+            topic = session_topic(SessionState.model_validate(last.values)) if last.values and last.values.get('session_id') else None
+            state = state.model_copy(update=carry_forward(state, prior, topic))
+            await self.graph.aupdate_state(cfg, state.model_dump(), as_node='write_state')
+            await conn.execute('UPDATE visitor_sessions SET carried_at = %s WHERE session_id = %s', [self.clock(), session_id])
+            log.info('visitor_returned', session_id=session_id, prior_sessions=len(prior))
+            return True
+        except Exception as e:
+            if getattr(conn, 'broken', False): raise
+            log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
+            return False
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."

@@ -117,6 +117,8 @@ class SessionState(_Model):
     visitor_timezone: str | None = Field(None, max_length=64)
     offered_slots: list[dict[str, str]] = Field(default_factory=list, max_length=10)
     meeting: dict[str, str] | None = None
+    # a returning visitor (12_privacy): their earlier sessions, newest first — when, level, hand-off, what it was about
+    prior_sessions: list[dict[str, str]] = Field(default_factory=list, max_length=20)
 
 # %% ../nbs/01_state.ipynb #57a7e013
 class QualificationDelta(_Model):

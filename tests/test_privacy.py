@@ -26,6 +26,7 @@ from leadchat.privacy import (DataKey, DataKeyError, Keyring, PrivateSaver, chec
 ROOT = Path(__file__).resolve().parent.parent
 MONDAY = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 CONSENT = {'notice_version': 'v1', 'acknowledged_at': '2026-03-02T09:59:00Z'}
+TOKEN = 'staff-token-for-privacy-tests-0123456789'
 
 
 def settings_for(home, url, **kw):
@@ -39,7 +40,7 @@ def api(pg, tmp_path_factory):
     url = fresh_db(pg[1])
     home = tmp_path_factory.mktemp('privacy-home')
     clock = SettableClock(MONDAY)
-    s = settings_for(home, url)
+    s = settings_for(home, url, leadchat_admin_token=TOKEN)
     with LiveServer(create_app(s, clock=clock, knowledge_path=str(ROOT / 'knowledge'))) as srv:
         srv.db_url, srv.clock, srv.settings = url, clock, s
         srv.keyring = load_keyring(s)
@@ -150,6 +151,62 @@ def test_one_email_connecting_two_visitors_merges_them_and_the_merge_is_recorded
     assert {r['visitor_id'] for r in q(url, 'SELECT visitor_id FROM visitor_sessions')} == {one.visitor_id}
     assert q(url, 'SELECT from_visitor, into_visitor FROM visitor_merges') == [{'from_visitor': two.visitor_id, 'into_visitor': one.visitor_id}]
     assert q(url, 'SELECT merged_into FROM visitors WHERE visitor_id = %s', [two.visitor_id])[0]['merged_into'] == one.visitor_id
+
+
+# --- memory across sessions ----------------------------------------------------------------------------------------
+
+def detail(api, sid):
+    with api.client() as c:
+        r = c.get(f'/api/sessions/{sid}', headers={'Authorization': f'Bearer {TOKEN}'})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_visitor_back_a_week_later_is_welcomed_with_what_they_told_us_and_the_history_reaches_the_packet(api):
+    from leadchat.packet import generate_context_packet
+    from leadchat.state import SessionState
+    vid, first, second = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    start = MONDAY + timedelta(days=35)
+    api.clock.now = start
+    with api.client() as c:
+        assert say(c, first, 'We want to automate claims triage for our 40 adjusters.', visitor_id=vid, consent=CONSENT)[0] == 200
+        assert say(c, first, "I'm the head of operations and I sign off on this budget. I'm Wren Okafor, wren.okafor@example.org",
+                   visitor_id=vid)[0] == 200
+    before = q(api.db_url, 'SELECT problem_fit, authority_fit, lead_level FROM sessions WHERE session_id = %s', [first])[0]
+    assert before['problem_fit'] != 'not_detected' and before['authority_fit'] != 'not_detected'
+
+    api.clock.now = start + timedelta(days=7)
+    with api.client() as c:
+        status, reply = say(c, second, 'Hi, do you also work with insurers in Spain?', visitor_id=vid, consent=CONSENT)
+    assert status == 200 and reply.startswith('Welcome back — last time we talked about automating claims triage'), reply
+    d = detail(api, second)
+    st = SessionState.model_validate(d['state'])
+    assert (st.qualification.problem_fit, st.qualification.authority_fit) == (before['problem_fit'], before['authority_fit'])
+    assert st.visitor_email == 'wren.okafor@example.org' and st.visitor_name       # known: carried, not asked again
+    assert [p['session_id'] for p in st.prior_sessions] == [first] and st.prior_sessions[0]['lead_level'] == before['lead_level']
+    assert [h['session_id'] for h in d['visitor_history']] == [first]
+    packet = generate_context_packet(st.model_copy(update={'handoff_reason': 'hot_lead'}))
+    assert packet.history[0]['session_id'] == first and packet.history[0]['topic'] == 'automating claims triage'
+    with api.client() as c: say(c, second, 'And in Portugal?', visitor_id=vid)
+    assert q(api.db_url, 'SELECT count(*) AS n FROM visitor_sessions WHERE session_id = %s AND carried_at IS NOT NULL', [second])[0]['n'] == 1
+
+
+def test_the_same_email_in_a_new_session_carries_the_earlier_qualification_from_the_next_turn(api):
+    email = 'kofi.again@example.org'
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    api.clock.now = MONDAY + timedelta(days=50)
+    with api.client() as c:
+        assert say(c, first, 'We need to automate invoice matching; it costs us two people full time.')[0] == 200
+        assert say(c, first, f'You can reach me at {email}')[0] == 200
+    old = q(api.db_url, 'SELECT problem_fit FROM sessions WHERE session_id = %s', [first])[0]['problem_fit']
+    assert old != 'not_detected'
+    api.clock.now = MONDAY + timedelta(days=57)
+    with api.client() as c:
+        assert say(c, second, f'Hello, {email} here.')[0] == 200                # no widget id: linked by the email
+        assert say(c, second, 'What does an engagement look like?')[0] == 200
+    row = q(api.db_url, 'SELECT problem_fit, visitor_email FROM sessions WHERE session_id = %s', [second])[0]
+    assert row == {'problem_fit': old, 'visitor_email': email}
+    assert [h['session_id'] for h in detail(api, second)['visitor_history']] == [first]
 
 
 # --- export and erasure ---------------------------------------------------------------------------------------------
