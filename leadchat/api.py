@@ -285,7 +285,8 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
                     yield {'event': 'meeting', 'data': json.dumps({k: rec.state.meeting.get(k) for k in ('label', 'rep', 'start', 'slot_id')})}
                 yield {'event': 'done', 'data': json.dumps(dict(
                     session_id=sid, turn_index=rec.turn_index, lead_level=rec.state.lead_level, stage=rec.state.current_stage,
-                    handoff_reason=rec.state.handoff_reason if rec.event_type == 'handoff_proposed' else None))}
+                    handoff_reason=rec.state.handoff_reason if rec.event_type == 'handoff_proposed' else None,
+                    **({'visitor': 'rotate'} if result.rotate_visitor_id else {})))}
             except asyncio.CancelledError: raise
             except TurnNotStored as e:          # the fallback has streamed; nothing was stored
                 metrics.fallbacks.labels('not_stored').inc()

@@ -39,8 +39,8 @@ __all__ = ['log', 'KEY_FILE', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK'
            'new_data_key', 'Keyring', 'data_key_config', 'load_keyring', 'CheckpointCipher', 'encrypted_serializer',
            'PrivateSaver', 'create_private_checkpointer', 'normalise_email', 'normalise_phone', 'StitchResult',
            'stitch', 'visitor_history', 'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'Subject',
-           'find_subject', 'ExportCounts', 'export_subject', 'erase_subject', 'find_traces', 'rotate_keys',
-           'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'find_subject', 'ExportCounts', 'export_subject', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject',
+           'find_traces', 'rotate_keys', 'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -496,6 +496,18 @@ async def _log_request(conn, keyring: Keyring, kind: str, email: str, operator: 
 # %% ../nbs/12_privacy.ipynb #69171876
 ERASE_LOCK = 0x0E2A5E       # pg_advisory_xact_lock: erasures run one at a time
 
+
+def erased_id_hash(browser_id: str) -> bytes:
+    "How an erased widget id is remembered: sha256 of the random UUID (unkeyed, so it outlives a key rotation)."
+    return hashlib.sha256(f'leadchat visitor id\0{browser_id}'.encode()).digest()
+
+
+async def is_erased_visitor_id(conn, browser_id: str | None) -> bool:
+    "Whether the widget's id belonged to an erased visitor (the widget must draw a new one)."
+    if not (b := _browser_id(browser_id)): return False
+    return (await (await conn.execute('SELECT EXISTS (SELECT 1 FROM erased_visitor_ids WHERE id_hash = %s) AS x',
+                                      [erased_id_hash(b)])).fetchone())['x']
+
 _ERASE_BY_SESSION = [('slot_offers', 'session_id'), ('turn_pending', 'session_id'), ('transcript', 'session_id'),
                      ('analytics_events', 'session_id'), ('checkpoint_writes', 'thread_id'), ('checkpoint_blobs', 'thread_id'),
                      ('checkpoints', 'thread_id'), ('handoff_records', 'session_id'), ('handoff_outbox', 'session_id'),
@@ -521,6 +533,12 @@ async def erase_subject(conn, keyring: Keyring, email: str, *, operator: str, dr
         for table, col in _ERASE_BY_SESSION: counts[table] = await _rows(conn, table, col, sids, dry_run)
         vids_all = [r['visitor_id'] for r in await (await conn.execute(
             'SELECT visitor_id FROM visitors WHERE visitor_id = ANY(%s) OR merged_into = ANY(%s)', [vids, vids])).fetchall()]
+        browsers = [keyring.decrypt(r['value_enc'], context='browser') for r in await (await conn.execute(
+            "SELECT value_enc FROM visitor_identities WHERE visitor_id = ANY(%s) AND kind = 'browser'", [vids_all])).fetchall()]
+        counts['erased_visitor_ids'] = len(browsers)
+        if browsers and not dry_run:       # the widget's id, rotated: its next turn is told to draw a new one
+            await conn.execute('INSERT INTO erased_visitor_ids (id_hash, erased_at) SELECT h, %s FROM unnest(%s::bytea[]) h '
+                               'ON CONFLICT DO NOTHING', [now, [erased_id_hash(b) for b in browsers]])
         counts['visitor_identities'] = await _rows(conn, 'visitor_identities', 'visitor_id', vids_all, dry_run)
         counts['visitor_merges'] = (await (await conn.execute(
             f"{'SELECT count(*) AS n FROM' if dry_run else 'WITH d AS (DELETE FROM'} visitor_merges "

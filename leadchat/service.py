@@ -26,8 +26,8 @@ from .config import Settings
 from .db import Database, knowledge_table, migrate, migration_status, open_database, ping
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
-from .privacy import (carry_forward, check_data_key, create_private_checkpointer, load_keyring, prior_sessions, session_topic,
-                              stitch, visitor_of)
+from .privacy import (carry_forward, check_data_key, create_private_checkpointer, is_erased_visitor_id, load_keyring,
+                              prior_sessions, session_topic, stitch, visitor_of)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -328,6 +328,7 @@ class TurnResult:
     "Filled in while a turn streams; complete once the stream ends."
     session_id: str
     record: TurnRecord | None = None
+    rotate_visitor_id: bool = False         # the widget's visitor id belonged to an erased visitor: it must draw a new one
 
 
 class ChatService:
@@ -405,6 +406,9 @@ class ChatService:
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
+            if visitor_id and lease.conn is not None and await is_erased_visitor_id(lease.conn, visitor_id):
+                visitor_id = recorder.visitor_id = None          # never linked again (12_privacy: rotated on erasure)
+                if result is not None: result.rotate_visitor_id = True
             if lease.conn is not None: await self.carry_over(lease.conn, session_id, visitor_id, consent)
             async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record

@@ -242,6 +242,27 @@ def test_export_then_erase_leaves_no_trace_anywhere(api):
     assert q(api.db_url, 'SELECT turn_count, visitor_email FROM sessions WHERE session_id = %s', [sid]) == [{'turn_count': 1, 'visitor_email': None}]
 
 
+def done_of(client, sid, message, **body):
+    with connect_sse(client, 'POST', '/chat', json={'message': message, **body}, headers={'ZGC-Session-ID': sid}) as es:
+        return next(json.loads(ev.data) for ev in es.iter_sse() if ev.event == 'done')
+
+
+def test_after_erasure_the_widgets_visitor_id_is_never_linked_again_and_the_widget_is_told_to_rotate_it(api):
+    vid, email = str(uuid.uuid4()), 'gone.for.good@example.org'
+    first, later = str(uuid.uuid4()), str(uuid.uuid4())
+    api.clock.now = MONDAY + timedelta(days=70)
+    with api.client() as c:
+        assert 'visitor' not in done_of(c, first, 'We want to automate claims triage.', visitor_id=vid, consent=CONSENT)
+        assert 'visitor' not in done_of(c, first, f'Mail me at {email}', visitor_id=vid)
+    counts = arun(api.db_url, lambda c: erase_subject(c, api.keyring, email, operator='dpo@test'))
+    assert counts['erased_visitor_ids'] == 1 and counts['sessions'] == 1
+    with api.client() as c:
+        d = done_of(c, later, 'Hi, I am back', visitor_id=vid, consent=CONSENT)
+    assert d['visitor'] == 'rotate'
+    assert q(api.db_url, 'SELECT count(*) AS n FROM visitor_sessions WHERE session_id = %s', [later])[0]['n'] == 0
+    assert arun(api.db_url, lambda c: find_traces(c, api.keyring, [email, vid])) == []     # the raw id is nowhere either
+
+
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 def test_erasing_an_unknown_email_changes_nothing_and_is_logged(api):

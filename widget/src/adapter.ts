@@ -1,9 +1,10 @@
 // The runtime adapter for leadchat's Chat API (DESIGN §3):
 //   POST api-url, header ZGC-Session-ID: <uuid4>, body {"message": str, "timezone"?: IANA zone, "slot_id"?: str,
-//   "consent"?: {notice_version, acknowledged_at} (with the first message of a session)}
+//   "consent"?: {notice_version, acknowledged_at} (with the first message of a session), "visitor_id"?: the first-party
+//   visitor id (localStorage, only once the notice was acknowledged)}
 //   → text/event-stream: `delta` {"type":"text_delta","content"} …, optionally `slots` {slots: [{slot_id,
 //     label, rep}]} and/or `meeting` {label, rep, start}, then `done` {session_id, turn_index, lead_level,
-//     stage, handoff_reason} or `error` {code, message}.
+//     stage, handoff_reason, visitor?: "rotate"} or `error` {code, message}.
 // `run()` is an async generator: every delta yields the text so far, so tokens render as they arrive;
 // `slots` and `meeting` go into the assistant message's metadata.custom (the panel draws the buttons
 // and the confirmation from there). A user message's metadata.custom.slot_id (a slot button) is sent
@@ -44,7 +45,7 @@ export interface ChatModelAdapter {
 }
 
 export type TurnHost = Pick<ChatController, "config" | "firstTurn" | "beginTurn" | "completeTurn" | "activateFallback"
-  | "endConversation" | "meetingBooked" | "consent">;
+  | "endConversation" | "meetingBooked" | "consent" | "visitorId">;
 
 /** A failed turn; `message` is what the visitor reads inline. */
 export class TurnError extends Error {
@@ -155,6 +156,8 @@ export function createChatAdapter(host: TurnHost, opts: AdapterOptions = {}): Ch
     const payload: Record<string, unknown> = { message };
     const consent = first ? host.consent() : null; // the notice acknowledgement reaches the server with the first message
     if (consent) payload.consent = consent;
+    const visitorId = host.visitorId(); // first-party, only after the notice was acknowledged (12_privacy)
+    if (visitorId) payload.visitor_id = visitorId;
     const tz = timeZoneRefused ? null : timeZone();
     if (tz) payload.timezone = tz;
     if (slotId) payload.slot_id = slotId;

@@ -28,6 +28,12 @@ export const GDPR_STORAGE_KEY = "growth_chat_gdpr_acknowledged";
 export const GDPR_AT_STORAGE_KEY = "growth_chat_gdpr_acknowledged_at";
 export const FALLBACK_STORAGE_KEY = "growth_chat_fallback";
 export const PROACTIVE_STORAGE_KEY = "growth_chat_proactive_shown";
+/**
+ * localStorage (this site only, first-party): the visitor id that lets a returning visitor be recognised. Written only
+ * once the privacy notice is acknowledged (chat_processing consent); a random UUID, never a fingerprint; replaced when
+ * the server says the visitor was erased.
+ */
+export const VISITOR_ID_STORAGE_KEY = "growth_chat_visitor_id";
 
 /** The global the panel bundle registers itself under (a classic script: no CORS needed cross-origin). */
 export const PANEL_GLOBAL = "__growthChatPanel";

@@ -4,9 +4,10 @@
 import type { WidgetConfig } from "./config";
 import {
   FALLBACK_STORAGE_KEY, GDPR_AT_STORAGE_KEY, GDPR_NOTICE_VERSION, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY,
+  VISITOR_ID_STORAGE_KEY,
 } from "./constants";
 import type { Emit, FallbackReason, LeadLevel, TerminationType } from "./events";
-import { uuidv4 } from "./uuid";
+import { UUID_V4, uuidv4 } from "./uuid";
 
 export type FallbackKind = FallbackReason | "configuration";
 
@@ -32,6 +33,8 @@ export interface DonePayload {
   lead_level?: unknown;
   stage?: unknown;
   handoff_reason?: unknown;
+  /** "rotate": this visitor id belonged to an erased visitor; draw a new one. */
+  visitor?: unknown;
 }
 
 export interface StorageLike {
@@ -43,6 +46,8 @@ export interface ControllerDeps {
   emit: Emit;
   /** sessionStorage, or null when the browser refuses it (private modes, strict cookie settings). */
   storage: StorageLike | null;
+  /** localStorage for the first-party visitor id (null or absent: the visitor is not remembered across visits). */
+  localStore?: StorageLike | null;
   now?: () => Date;
   uuid?: () => string;
   setTimeout?: (fn: () => void, ms: number) => unknown;
@@ -52,6 +57,19 @@ export interface ControllerDeps {
 const LEAD_LEVELS: readonly string[] = ["hot", "warm", "cold"];
 // An address typed by the visitor: only the fact is reported, never the address.
 const EMAIL = /[^\s@<>()[\]{},;:"']+@[^\s@<>()[\]{},;:"']+\.[a-z]{2,}/i;
+
+/** localStorage if this browser lets us use it, else null. */
+export function localStorageOrNull(): StorageLike | null {
+  try {
+    const s = window.localStorage;
+    const probe = "__growth_chat_probe__";
+    s.setItem(probe, "1");
+    s.removeItem(probe);
+    return s;
+  } catch {
+    return null;
+  }
+}
 
 /** sessionStorage if this browser lets us use it, else null (reading the property can throw). */
 export function sessionStorageOrNull(): StorageLike | null {
@@ -91,6 +109,7 @@ export class ChatController {
       uuid: uuidv4,
       setTimeout: (fn, ms) => setTimeout(fn, ms),
       clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+      localStore: null,
       ...deps,
     };
     this.sessionId = this.deps.uuid();
@@ -175,6 +194,32 @@ export class ChatController {
     return { notice_version: GDPR_NOTICE_VERSION, acknowledged_at: at };
   }
 
+  /**
+   * The first-party visitor id sent with each message: only after the notice is acknowledged (the server also links
+   * it only with chat_processing consent); created on first use, kept in localStorage for this site.
+   */
+  visitorId(): string | null {
+    if (!this.gdprAcknowledged || !this.deps.localStore) return null;
+    try {
+      const id = this.deps.localStore.getItem(VISITOR_ID_STORAGE_KEY);
+      if (id && UUID_V4.test(id)) return id;
+      const fresh = this.deps.uuid();
+      this.deps.localStore.setItem(VISITOR_ID_STORAGE_KEY, fresh);
+      return fresh;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The server erased this visitor: a new id, never linked to the old one. */
+  rotateVisitorId() {
+    try {
+      this.deps.localStore?.setItem(VISITOR_ID_STORAGE_KEY, this.deps.uuid());
+    } catch {
+      // storage refused: the next message simply has no id
+    }
+  }
+
   // --- proactive prompt (S1)
   /** Start the timer on connect: shown once per browser session, never over an opened or active chat. */
   startProactive() {
@@ -219,6 +264,7 @@ export class ChatController {
 
   /** The backend's done event for a turn sent under `sessionId`. */
   completeTurn(sessionId: string, done: DonePayload) {
+    if (done.visitor === "rotate") this.rotateVisitorId();
     if (sessionId !== this.sessionId) return; // the conversation ended meanwhile
     this.turnCount++;
     const level = typeof done.lead_level === "string" && LEAD_LEVELS.includes(done.lead_level)

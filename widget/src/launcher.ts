@@ -6,7 +6,7 @@
 // modal: aria-modal, Tab kept inside, the host page inert.
 import { parseConfig } from "./config";
 import { PANEL_FILE, PANEL_GLOBAL, VERSION } from "./constants";
-import { ChatController, sessionStorageOrNull, type ControllerState } from "./controller";
+import { ChatController, localStorageOrNull, sessionStorageOrNull, type ControllerState } from "./controller";
 import { dispatchOn } from "./events";
 import { LAUNCHER_CSS } from "./launcher.css";
 import { adoptStyles } from "./styles";
@@ -92,7 +92,9 @@ export class GrowthChatElement extends HTMLElement {
     const { config, errors, warnings } = parseConfig((n) => this.getAttribute(n), document.baseURI);
     for (const e of errors) console.error(e);
     for (const w of warnings) console.warn(w);
-    const controller = new ChatController(config, { emit: dispatchOn(this), storage: sessionStorageOrNull() });
+    const controller = new ChatController(config, {
+      emit: dispatchOn(this), storage: sessionStorageOrNull(), localStore: localStorageOrNull(),
+    });
     this.controller = controller;
 
     const root = h("div", { class: `gc-root gc-${config.position}` });

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { createChatAdapter, MESSAGES, TurnError, visitorTimeZone, type ChatModelRunOptions, type ChatModelRunResult, type ThreadMessage } from "../src/adapter";
-import { makeController } from "./helpers";
+import { makeController, MemoryStorage } from "./helpers";
 
 const enc = new TextEncoder();
 const frame = (event: string, data: unknown) => `event: ${event}\r\ndata: ${JSON.stringify(data)}\r\n\r\n`;
@@ -73,6 +73,32 @@ beforeEach(() => vi.useFakeTimers());
 afterEach(() => vi.useRealTimers());
 
 describe("the SSE runtime adapter", () => {
+  it("sends the first-party visitor id with each message once the notice is acknowledged, and rotates it when told", async () => {
+    const local = new MemoryStorage();
+    const r = makeController({}, new MemoryStorage(), local);
+    r.controller.open();
+    r.controller.acknowledgeGdpr();
+    const bodies: Record<string, unknown>[] = [];
+    let rotate = true;
+    const adapter = createChatAdapter(r.controller, {
+      fetch: (async (_url: string, init: RequestInit) => {
+        bodies.push(JSON.parse(init.body as string));
+        const s = stream();
+        s.push(delta("Hi.") + done(rotate ? { visitor: "rotate" } : {}));
+        s.close();
+        return s.response;
+      }) as typeof fetch,
+      timeZone: () => null,
+    });
+    expect((await drain(adapter.run(options("hello")))).error).toBeNull();
+    rotate = false;
+    expect((await drain(adapter.run(options("again")))).error).toBeNull();
+    expect(bodies[0].visitor_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(bodies[1].visitor_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(bodies[1].visitor_id).not.toBe(bodies[0].visitor_id);       // the erased visitor's id was replaced
+    expect(bodies[1].visitor_id).not.toBe(r.controller.sessionId);
+  });
+
   it("posts the message with the session header and yields the text as each token arrives", async () => {
     const s = stream();
     const { run, calls, controller, names } = setup(async () => s.response);

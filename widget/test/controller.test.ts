@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { FALLBACK_STORAGE_KEY, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY } from "../src/constants";
+import { FALLBACK_STORAGE_KEY, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY, VISITOR_ID_STORAGE_KEY } from "../src/constants";
 import { makeController, MemoryStorage } from "./helpers";
 
 const SID1 = "00000000-0000-4000-8000-000000000001";
@@ -49,6 +49,49 @@ describe("session and GDPR notice", () => {
     const { controller } = makeController({}, broken);
     controller.open();
     expect(() => controller.acknowledgeGdpr()).not.toThrow();
+  });
+});
+
+describe("the first-party visitor id (returning visitors)", () => {
+  it("exists only once the notice is acknowledged, lives in localStorage and is the same on the next visit", () => {
+    const local = new MemoryStorage();
+    const { controller } = makeController({}, new MemoryStorage(), local);
+    expect(controller.visitorId()).toBeNull();                   // no consent yet: nothing written, nothing sent
+    expect(local.data.size).toBe(0);
+    controller.acknowledgeGdpr();
+    const id = controller.visitorId();
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(id).not.toBe(controller.sessionId);                   // not the session id
+    expect(local.getItem(VISITOR_ID_STORAGE_KEY)).toBe(id);
+    const nextVisit = makeController({}, new MemoryStorage(), local).controller;   // a new browser session, same site
+    nextVisit.acknowledgeGdpr();
+    expect(nextVisit.visitorId()).toBe(id);
+  });
+
+  it("is replaced when the server says the visitor was erased, and a tampered value is replaced too", () => {
+    const local = new MemoryStorage();
+    const { controller } = makeController({}, new MemoryStorage(), local);
+    controller.acknowledgeGdpr();
+    const id = controller.visitorId();
+    controller.completeTurn(controller.sessionId, { turn_index: 1, lead_level: "cold", visitor: "rotate" });
+    const fresh = controller.visitorId();
+    expect(fresh).not.toBe(id);
+    expect(local.getItem(VISITOR_ID_STORAGE_KEY)).toBe(fresh);
+    controller.completeTurn(controller.sessionId, { turn_index: 2, lead_level: "cold", visitor: "keep" });
+    expect(controller.visitorId()).toBe(fresh);                  // only "rotate" rotates
+    local.setItem(VISITOR_ID_STORAGE_KEY, "<script>fingerprint</script>");
+    expect(controller.visitorId()).not.toContain("script");
+  });
+
+  it("without localStorage (or one that throws) there is no visitor id and nothing breaks", () => {
+    const { controller } = makeController();
+    controller.acknowledgeGdpr();
+    expect(controller.visitorId()).toBeNull();
+    const throwing = { getItem: () => { throw new Error("denied"); }, setItem: () => { throw new Error("denied"); } };
+    const t = makeController({}, new MemoryStorage(), throwing).controller;
+    t.acknowledgeGdpr();
+    expect(t.visitorId()).toBeNull();
+    expect(() => t.rotateVisitorId()).not.toThrow();
   });
 });
 

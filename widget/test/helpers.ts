@@ -17,12 +17,14 @@ export class MemoryStorage implements StorageLike {
 export type Recorded = { name: EventName; detail: EventDetails[EventName] };
 
 /** A controller with recorded events, an in-memory sessionStorage and sequential session ids. */
-export function makeController(config: Partial<WidgetConfig> = {}, storage: StorageLike | null = new MemoryStorage()) {
+export function makeController(config: Partial<WidgetConfig> = {}, storage: StorageLike | null = new MemoryStorage(),
+  localStore: StorageLike | null = null) {
   const events: Recorded[] = [];
   let n = 0;
   const controller = new ChatController({ ...CONFIG, ...config }, {
     emit: (name, detail) => events.push({ name, detail }),
     storage,
+    localStore,
     uuid: () => `00000000-0000-4000-8000-${String(++n).padStart(12, "0")}`,
     now: () => new Date(),
   });
