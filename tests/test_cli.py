@@ -339,3 +339,57 @@ def test_serve_closes_a_connection_whose_headers_never_finish(tmp_path):
         assert httpx.get(f'{base}/readyz', timeout=10).status_code == 200
     finally:
         p.terminate(); p.communicate(timeout=60)
+
+
+def test_every_command_without_an_env_file_names_the_flag_to_add(tmp_path):
+    "A new user's first try, from the repository root with nothing configured: the variable, and `-e demo.env` to add."
+    for cmd in (['demo'], ['check'], ['serve', '--port', '9'], ['relay'], ['db', 'status'], ['db', 'migrate'], ['db', 'purge'],
+                ['db', 'expire'], ['ingest', 'knowledge'], ['calibrate'], ['eval-rag'], ['eval', 'eval/conversations.yaml'],
+                ['handoff', 'replay', '1'], ['calendar', 'check'], ['calendar', 'slots'], ['calendar', 'sweep']):
+        r = run(*cmd)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert 'is not set' in r.stderr and 'add `-e demo.env`' in r.stderr and 'Traceback' not in r.stderr, (cmd, r.stderr)
+    r = run('demo', '-e', 'demo.env')                     # the hint, followed, works
+    assert r.returncode == 0 and 'propose_handoff (hot_lead)' in r.stdout, r.stderr
+    # away from the repository, the hint names no demo.env that is not there
+    r = subprocess.run([str(LEADCHAT), 'demo'], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and 'add `-e FILE`' in r.stderr and 'demo.env`' not in r.stderr, r.stderr
+
+
+def test_calendar_commands_take_the_calendar_file_as_a_flag(tmp_path):
+    "demo.env names no calendar: the calendar commands say to add --calendar, and read the file it names."
+    r = run('calendar', 'check', '-e', 'demo.env')
+    assert r.returncode == 2 and 'LEADCHAT_CALENDAR_CONFIG is not set in demo.env' in r.stderr, r.stderr
+    assert '--calendar calendar.example.yaml' in r.stderr and 'Traceback' not in r.stderr
+    cal = tmp_path / 'cal.yaml'
+    cal.write_text('team: {name: T}\nreps: [{id: fay, name: Fay, email: fay@x.example, calendar: {kind: none}}]\n'
+                   'meeting_types: [{id: intro, name: Intro, duration_minutes: 30}]\n')
+    r = run('calendar', 'check', '-e', 'demo.env', '--calendar', str(cal))
+    assert r.returncode == 0 and 'fay' in r.stdout and ' ok ' in r.stdout, r.stdout + r.stderr
+    r = run('calendar', 'slots', '-e', 'demo.env', '-c', str(cal), '-n', '2')
+    assert r.returncode == 0 and len([l for l in r.stdout.splitlines() if l.startswith('intro.fay.')]) == 2, r.stdout + r.stderr
+    for bad in (tmp_path / 'missing.yaml', tmp_path):                      # no such file; a directory
+        r = run('calendar', 'check', '-e', 'demo.env', '--calendar', str(bad))
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, (bad, r.stderr)
+
+
+def test_ingest_and_calibrate_need_no_threshold_yet(tmp_path):
+    "The threshold's error says to run `leadchat calibrate`: calibrate (and the ingest before it) run without one."
+    env = tmp_path / 'new.env'
+    env.write_text(f'BUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\nLEADCHAT_HOME={tmp_path / "home"}\n')
+    r = run('check', '-e', str(env))
+    assert r.returncode == 2 and 'run `leadchat calibrate`' in r.stderr
+    (tmp_path / 'kb').mkdir()
+    (tmp_path / 'kb' / 'rag.md').write_text('# Retrieval\n\nWe build retrieval-augmented assistants over support tickets.\n')
+    (tmp_path / 'kb' / 'cloud.md').write_text('# Cloud\n\nWe migrate data platforms to the cloud for insurers.\n')
+    assert run('ingest', str(tmp_path / 'kb'), '-e', str(env)).returncode == 0
+    q = tmp_path / 'q.yaml'
+    q.write_text('- {id: a, query: "Do you build RAG assistants over support tickets?", kind: in_scope, expected_sources: [rag]}\n'
+                 '- {id: b, query: "Can you migrate our data platform to the cloud?", kind: in_scope, expected_sources: [cloud]}\n'
+                 '- {id: c, query: "What is a good recipe for banana bread?", kind: out_of_scope}\n')
+    r = run('calibrate', '-e', str(env), '--queries', str(q), '--no-scope')
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert 'proposed RAG_RELEVANCE_THRESHOLD=' in r.stdout and 'to use it, set RAG_RELEVANCE_THRESHOLD=' in r.stdout
+    report = tmp_path / 'home' / 'calibration'
+    assert json.loads((report / 'calibration.json').read_text())['calibration']['n_relevant'] == 2
+    assert 'RAG_RELEVANCE_THRESHOLD = ' in (report / 'CONFIG_CHANGELOG.md').read_text()
