@@ -35,7 +35,9 @@ MAX_EVIDENCE = 160
 
 # common transpositions of the words the patterns hinge on ("wnat", "nede"): swapped letter for letter, so offsets stay valid
 _TYPOS = {'wnat': 'want', 'wnats': 'wants', 'wnated': 'wanted', 'watn': 'want', 'nede': 'need', 'nedd': 'need', 'ened': 'need',
-          'januray': 'january', 'feburary': 'february'}
+          'januray': 'january', 'feburary': 'february', 'staf': 'staff', 'employes': 'employees', 'emplyees': 'employees',
+          'peple': 'people', 'poeple': 'people', 'alot': 'a lot', 'compnay': 'company', 'buget': 'budget', 'budjet': 'budget',
+          'decison': 'decision', 'desicion': 'decision'}
 _TYPO_RX = re.compile(r'\b(?:' + '|'.join(_TYPOS) + r')\b', re.IGNORECASE)
 
 def _norm(text: str) -> str:
@@ -54,7 +56,8 @@ _NEG_AFTER = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:(?:is|are|was|would\s+be|will\s
                         r"|^\s*(?:\w+\s+){0,2}?(?:is|are)\s+unnecessary", _I)
 _HEDGE = re.compile(r'\b(?:maybe|perhaps|possibly|might|someday|eventually|hypothetically|if\s+ever)\b', _I)
 _LOOSE_HEDGE = re.compile(r"\b(?:may|at\s+some\s+(?:point|stage)|one\s+day|some\s+day|down\s+the\s+(?:line|road))\b", _I)
-_VAGUE_NEED = re.compile(r"\b(?:some|any)thing\b(?!\s+(?:like|similar|that|to|for))", _I)    # "something with AI", not "something like your X"
+_VAGUE_NEED = re.compile(r"\b(?:some|any)thing\b(?!\s+(?:like|similar|that|to|for))|\b(?:ai|a\.i\.|genai|llm|tech)\s+(?:stuff|things)\b", _I)
+_SOFT = re.compile(r"\b(?:kind\s+of|sort\s+of|kinda|sorta|vaguely|loosely)\b", _I)    # "something with AI", not "something like your X"
 _WE = re.compile(r"\b(?:we|we're|we've|we'd|our|us)\b", _I)
 _ORG_SPEAKER = re.compile(r"\bwe(?:'re|\s+are)\s+(?:a|an|the)\b|\bour\s+(?:company|organi[sz]ation|firm|business|agency)\b", _I)
 
@@ -256,11 +259,17 @@ HUMAN_REQUEST_RULES = [
 _PREFER_IF = re.compile(r"\b(?:easier|better|quicker|simpler|faster|best|prefer(?:able)?)\s+if\b", re.IGNORECASE)
 
 
+# someone else's wish, later: "at some point my boss will want to talk to your people" (not a request now)
+_LATER_SOMEONE = re.compile(r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?(?:boss|manager|ceo|cto|cfo|cio|coo|director|board|team|colleagues?|leadership|management|founders?)\s+"
+                            r"(?:will|might|may|would\s+probably|will\s+probably|could)\s+(?:(?:also|eventually|probably)\s+)?(?:want|need|wish|have)\s+to\s*$", re.IGNORECASE)
+
+
 def _hr_veto(text: str, m: re.Match) -> bool:
     "Not a request for this visitor: 'talk to someone internally first', 'so customers can talk to someone', 'if I book a call'."
     pre = _clause_prefix(text, m.start(), words=6)
     if _HR_EXCL_AFTER.match(text[m.end():]) or _THIRD_PARTY.search(_clause_prefix(text, m.start(), words=4)): return True
     if _CONDITIONAL.search(pre) and not _PREFER_IF.search(pre): return True
+    if _LATER_SOMEONE.search(pre) or (_LOOSE_HEDGE.search(pre) and not re.search(r'\b(?:i|we)\b', pre, _I)): return True
     nxt = re.match(r'\s+([A-Z][a-z]+)\b', text[m.end():])      # "call me Ana" is a name, not a request
     return bool(m.group().lower().endswith(' me') and nxt and nxt.group(1) not in _DAYS)
 
@@ -732,7 +741,7 @@ COMPANY_RULES = [
              r"\bwe\s+(?:run|have|operate|own|manage)\s+(?:over\s+|about\s+|around\s+)?\d+\s+(?:stores|clinics|hospitals|branches|restaurants|hotels|pharmacies|sites|"
              r"locations|offices|warehouses|schools|factories|plants|shops|outlets)\b")),
     Rule(_rx(r"\b(?:pre-?seed|bootstrapped|pre-?revenue|early[-\s]stage)\b"), 'partially_confirmed'),
-    Rule(_rx(r"(?:\b(?:at|across|in|with|over|of|runs?|operat\w+|have|has|,)\s+|\()(?:over\s+|about\s+|around\s+|some\s+)?(?:[3-9]|[1-9]\d{1,3}|three|four|five|six|seven|eight|nine|ten|twelve|twenty)\s+"
+    Rule(_rx(r"(?:\b(?:at|across|in|with|over|of|runs?|operat\w+|have|has|,)\s+|\(|\s[-–—]\s*)(?:over\s+|about\s+|around\s+|some\s+)?(?:[3-9]|[1-9]\d{1,3}|three|four|five|six|seven|eight|nine|ten|twelve|twenty)\s+"
              r"(?:sites|plants|factories|airports|schools|hotels|clinics|hospitals|stores|branches|warehouses|depots|locations|restaurants|pharmacies|"
              r"terminals|dealerships|outlets|care\s+homes|practices|distribution\s+cent(?:er|re)s|production\s+sites|campuses)\b")),
     Rule(_rx(r"\b(?:offices|operations|operate|present|customers|stores|branches)\s+in\s+(?:over\s+|more\s+than\s+)?(?:\d+|two|three|four|five|six|seven|eight|nine|ten|"
@@ -749,6 +758,11 @@ _HEADCOUNT = _rx(r"(?<![\w.$€£])(?:about\s+|around\s+|roughly\s+|over\s+|almo
                  r"(?!\s+(?:use|using|visit|call|access|rely|download|sign|log|read|attend|per|a\s+(?:day|week|month)|every|each)\b)")
 _TEAM_OF = _rx(r"\b(?:(?:team|company|staff|org|organi[sz]ation|startup)\s+of|we\s+employ)\s+(?:about\s+|around\s+|over\s+|~\s*)?" + _NUM + r"\b")
 _OF_US = _rx(r"(?<![\w.$€£])(?:just\s+|only\s+|about\s+|around\s+)?" + _NUM + r"\s+of\s+us\b")    # "7 of us", "just 4 of us"
+# an institution that is large by its nature: "a retail bank", "an insurer", "an airline" (not "a small bank")
+_LARGE_KIND = re.compile(r"\b(?:bank|banking\s+group|insurer|reinsurer|insurance\s+(?:group|carrier)|airline|telco|mobile\s+operator|"
+                         r"telecoms?\s+(?:operator|company|provider)|utility|ministry|government\s+department|"
+                         r"conglomerate|multinational)$", _I)
+_SMALL_PRE = re.compile(r"\b(?:small|smaller|tiny|micro|little|boutique|new|young|start-?up|one-person|two-person)\b", _I)
 _WHOLE_ORG = re.compile(r"\bof\s+us\b|person|people|ppl|employ|staff|fte|headcount|company|startup|org", _I)
 _A_TEAM = re.compile(r"\b(?:team|squad|department|dept|unit|group)\b", _I)    # "a small analytics team (4 people)": not the company
 _ORG_CONTEXT = re.compile(r"\b(?:we|we're|our|us|company|team|org|organi[sz]ation|firm|business|startup|employ\w*|headcount|staff|with|have)\b|\bat\s+(?:a|an)\s", _I)
@@ -792,12 +806,14 @@ TIMING_RULES = [
     Rule(_rx(r"\b(?:by|before|until|no\s+later\s+than|early|mid|late|end\s+of)\s*-?\s*20[2-9]\d\b|\bfy\s*'?\d{2,4}\b")),
     Rule(_rx(r"\b(?:by|before|on|this|next)\s+(?:monday|tuesday|wednesday|thursday|friday)\b|\b(?:next|this)\s+week\b")),
     Rule(_rx(r"\b(?:deadline|go-?live|launch|kick-?off|start\s+date|due\s+date|cut-?off)\s+(?:date\s+)?(?:is|of|on|in|set\s+for)\s+(?:\w+\s+){0,2}?(?:\d|q[1-4]|" + _MONTH + r")")),
-    Rule(_rx(r"\bbudget\s+(?:is\s+|has\s+been\s+|was\s+|already\s+)?(?:approved|allocated|signed\s+off|secured|set\s+aside|earmarked|ring-?fenced)\b|"
+    Rule(_rx(r"\bbudget\s+(?:for\s+(?:20[2-9]\d|next\s+year|this\s+year|q[1-4]|h[12]|fy\s*'?\d{2,4}|the\s+(?:next|coming)\s+(?:year|quarter|fiscal\s+year))\s+)?(?:is\s+|has\s+been\s+|was\s+|already\s+)?(?:approved|allocated|signed\s+off|secured|set\s+aside|earmarked|ring-?fenced)\b|"
              r"\b(?:approved|allocated|secured|earmarked|got|have)\s+(?:the\s+)?budget\s+(?:approved|for\s+(?:this|next|q[1-4]))\b|\b(?:approved|allocated|secured)\s+budget\b")),
+    # a part of next year is a window a rep can plan for ("early next year", "by the end of next year"); plain "next year" is vague
+    Rule(_rx(r"\b(?:early|mid|late|(?:the\s+)?(?:start|beginning|middle|end)\s+of)\s*-?\s*next\s+year\b")),
     # a season is a time ("start in spring next year", "by the summer of 2027"); "fall" only after a time word
     Rule(_rx(r"\b(?:in|by|for|from|starting(?:\s+in)?|early|late|mid)\s*-?\s*(?:the\s+)?(?:spring|summer|autumn|fall|winter)\b(?!\s+(?:collection|range|sale|term|school))")),
 ]
-_VAGUE_PERIOD = Rule(_rx(r"\b(?:this|next|by\s+next|later\s+this|early\s+next|by\s+the\s+end\s+of\s+next)\s+year\b|\bin\s+the\s+(?:coming|next\s+few)\s+months\b"), 'partially_confirmed')
+_VAGUE_PERIOD = Rule(_rx(r"\b(?:this|next|by\s+next|later\s+this)\s+year\b|\bin\s+the\s+(?:coming|next\s+few)\s+months\b"), 'partially_confirmed')
 TIMING_WEAK_RULES = [
     Rule(_rx(r"\b(?:as\s+soon\s+as\s+(?:possible|we\s+can)|asap|a\.s\.a\.p|urgent(?:ly)?|right\s+away|immediately|sooner\s+rather\s+than\s+later|"
              r"time[-\s]sensitive|(?:tight|hard|strict)\s+(?:deadline|timeline)|a\s+deadline|in\s+a\s+(?:hurry|rush)|need(?:ed)?\s+(?:it|this|that|one|something)\s+yesterday|like\s+yesterday(?=\s*(?:[.!?,;]|$))|"
@@ -848,7 +864,7 @@ _HELP = _rx(r"\b(?:can|could|would|will)\s+you\s+(?:guys\s+)?(?:help\s+(?:us|me)
 _PAIN = _rx(r"""\b(?:we|we're|i|i'?m|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|agents|people|analysts|engineers|department|ops|operations|doctors|nurses|
     clinicians|lawyers|paralegals|underwriters|adjusters|reps|developers|employees|colleagues|accountants|recruiters|planners|dispatchers|operators))\b[^.?!]{0,40}?
     \b(?:drown(?:s|ing|ed)?\s+in|overwhelmed\s+(?:by|with)|buried\s+(?:in|under)|can't\s+keep\s+up\s+with|cannot\s+keep\s+up\s+with|
-       struggl(?:e|es|ing)\s+(?:to|with)|spend(?:s|ing)?\s+(?:too\s+much\s+time|hours|days|\d+\s*(?:hours|days|%))|waste(?:s|ing)?\s+(?:too\s+much\s+|a\s+lot\s+of\s+)?time|
+       struggl(?:e|es|ing)\s+(?:to|with)|spend(?:s|ing)?\s+(?:too\s+much\s+time|hours|days|ages|\d+\s*(?:hours|days|%)|(?:a\s+lot\s+of|lots\s+of|so\s+much|way\s+too\s+much|far\s+too\s+much|half\s+(?:of\s+)?(?:our|their|my|the))\s+(?:time|day|week))|waste(?:s|ing)?\s+(?:too\s+much\s+|a\s+lot\s+of\s+)?time|
        bottleneck|manual(?:ly)?\s+(?:process|review|handl|read|copy|enter|tag|sort|check|triag)\w*|backlog|too\s+many\s+(?:tickets|emails|documents|claims|requests|calls))""")
 PROBLEM_PAIN_RULES = [Rule(_PAIN, 'partially_confirmed')]
 PROBLEM_IMPLICIT_RULES = [
@@ -875,13 +891,22 @@ PROBLEM_IMPLICIT_RULES = [
     Rule(_rx(r"\b(?:can|could|would)\s+(?:an?\s+)?(?:llm|ai|genai|gpt|language\s+model|model|agent|chat\s?bot|assistant)s?(?:\s+agents?)?\s+(?:really\s+|actually\s+|reliably\s+)?"
              r"(?:handle|deal\s+with|process|automate|read|classify|triage|extract|sort|route)\b(?=[^.!?]{3,}\?)"),
          'partially_confirmed', kind='implicit', note='asked whether AI can handle a specific task of theirs'),
+    Rule(_rx(r"\b(?:can|could|would|will|might)\s+(?:an?\s+)?(?:llm|ai|a\.i\.|genai|gpt|language\s+model|agent|chat\s?bot|assistant|automation|machine\s+learning)s?"
+             r"(?:\s+agents?|\s+tools?)?\s+(?:really\s+|actually\s+|even\s+)?(?:help(?:\s+(?:us|me|here|with\s+(?:that|this|it)))?|do\s+(?:that|this|it)|fix\s+(?:that|this|it)|"
+             r"solve\s+(?:that|this|it)|handle\s+(?:that|this|it)|take\s+(?:that|this|it)\s+over)(?:\s+for\s+(?:us|me))?\s*(?:[?.!]|$)|"
+             r"\bis\s+(?:this|that|it)\s+something\s+(?:ai|an?\s+llm|an?\s+agent|you|your\s+team)\s+(?:could|can|would)\s+(?:help\s+with|automate|fix|solve|do)\b"),
+         'partially_confirmed', kind='implicit', note='asked whether AI could help with the problem they described'),
 ]
+# asking which client a case study was about is curiosity about us, not a need of theirs
+_WHO_WAS_IT = re.compile(r"\b(?:which|what)\s+(?:[\w-]+\s+)?(?:bank|company|client|customer|insurer|retailer|firm|hospital|brand)\s+(?:was|is)\s+(?:it|that|the)\b|"
+                         r"\bcan\s+you\s+(?:name|tell\s+me\s+the\s+name\s+of)\b|\bwho\s+(?:was|is|were)\s+the\s+(?:client|customer)s?\b", _I)
 
 
 _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:like|love|want|need|plan|hope|intend|aim)\s+to\s+
     (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate|replace|rebuild|overhaul
        |do\s+something\s+about\s+(?:it|this|that))\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
+    |\b(?:pilot|poc|proof\s+of\s+concept|project|roll-?out|go-?live)\s+(?:is\s+|has\s+been\s+|was\s+)?(?:already\s+)?(?:planned|pencil+ed\s+in|scheduled|slated|budgeted|approved|greenlit|green-lit)\b
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
@@ -895,7 +920,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
 # a stated pain, said without a subject pattern: "our forecasting is basically spreadsheets", "40 models with no monitoring"
 _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|mostly\s+|honestly\s+|completely\s+)?(?:spreadsheets?|excel|manual|paper(?:-based)?|on\s+paper|rubbish|terrible|awful|
     a\s+(?:mess|nightmare)|broken|painful|all\s+over\s+the\s+place)|by\s+hand|re-?key(?:s|ing|ed)?|(?:far\s+|way\s+)?too\s+much\s+(?:time|waste|manual\s+work|stock|produce|food)|
-    throw(?:ing)?\s+away|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
+    throw(?:ing)?\s+away|copy(?:ing)?[-\s]+(?:and[-\s]+)?past(?:e|es|ed|ing)|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
     nobody\s+knows|no\s+one\s+knows|keeps?\s+(?:hallucinating|making\s+(?:things|stuff|answers)\s+up|inventing|getting\s+(?:\w+\s+)?wrong|breaking|failing|crashing)|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
 _AUGMENT = _rx(r"""\b(?:we\s+)?(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
     (?:senior\s+|experienced\s+|external\s+)?(?:data|ml|mlops|ai|llm|machine\s+learning|nlp|genai)\s+(?:engineers|scientists|developers|people|specialists|experts)\b
@@ -930,7 +955,7 @@ def _problem(text: str):
             inherently_negative = re.match(r"(?:with\s+)?no\b|nobody|no\s+one|zero", m.group(), _I)
             if _FIRST_PERSON.search(_sentence_of(text, m)) and (inherently_negative or not _negated(text, m)):
                 out.append(('partially_confirmed', 'explicit', _evidence(text, m))); break
-    for r, m in _hits(text, PROBLEM_IMPLICIT_RULES):
+    for r, m in _hits(text, PROBLEM_IMPLICIT_RULES, veto=lambda t, m: bool(_WHO_WAS_IT.search(_sentence_of(t, m)))):
         out.append((r.level, 'implicit', _implicit_evidence(text, m, r.note))); break
     return out
 
@@ -1090,6 +1115,14 @@ _NOT_US = re.compile(r"\b(?:first|internally|in\s+my\s+team|with\s+my\s+(?:team|
 _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|said|advised(?:\s+(?:me|us))?)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?"
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
 _STUDENT = re.compile(r"\b(?:school|class|homework|student|students|uni|course|assignment|coursework)\b", re.IGNORECASE)
+_TEAM_HEAD = re.compile(r"\bhead\s+of\s+(?:a|an|the|our|my)\s+(?:small\s+|little\s+|tiny\s+)?(?:[\w&/-]+\s+){0,2}?(?:team|squad)\b", re.IGNORECASE)
+_DECIDER = (r"(?:boss|manager|line\s+manager|ceo|cto|cfo|cio|coo|cdo|director|md|vp|svp|evp|head(?:\s+of\s+[\w&/-]+)?|board|owner|founders?|partners|"
+            r"leadership(?:\s+team)?|management|exec(?:utive)?s?|committee|steering\s+(?:committee|group|board)|procurement|superiors?|higher-?ups?)")
+_OTHERS_DECIDE = re.compile(r"\b(?:decided|approved|signed\s+off|made|taken)\s+by\s+(?:the|our|my)\s+(?:[\w-]+\s+){0,2}?" + _DECIDER + r"\b|"
+                            r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?" + _DECIDER + r"\s+(?:(?:would|will|has\s+to|must|needs\s+to|gets\s+to|would\s+have\s+to)\s+"
+                            r"(?:decide|sign\s+off|approve|make\s+the\s+(?:call|decision)|have\s+the\s+(?:final\s+)?say)|decides|signs\s+off|approves|"
+                            r"makes\s+the\s+(?:call|decision)|has\s+the\s+(?:final\s+)?say)\b|"
+                            r"\bnot\s+(?:my|up\s+to\s+me)\b[^.?!]{0,20}\b(?:call|decision)\b|\b(?:it'?s|that'?s)\s+not\s+up\s+to\s+me\b", re.IGNORECASE)
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
@@ -1164,7 +1197,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if hc: cands['company_fit'].append((hc[0], 'explicit', _evidence(text, hc[1]), 1.0, 'rule'))
     for r, m in _hits(text, COMPANY_RULES):
         pre = m.groupdict().get('pre') or ''
-        level = 'confirmed' if r.level == 'confirmed' or _SCALE.search(pre) else r.level
+        large = bool(_LARGE_KIND.search(m.group())) and not _SMALL_PRE.search(pre)
+        level = 'confirmed' if r.level == 'confirmed' or _SCALE.search(pre) or large else r.level
         cands['company_fit'].append((level, 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # timing
@@ -1189,14 +1223,14 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         cands['company_fit'] = [('partially_confirmed', *c[1:]) for c in cands['company_fit']]
     cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
     # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
-    cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2])) and _VAGUE_NEED.search(c[2]))]
+    cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2]) or _SOFT.search(c[2])) and _VAGUE_NEED.search(c[2]))]
 
     # a stated pain and the question whether we offer what solves it, in either order: the need is concrete now
     asked = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'implicit' for s in sigs)
     stated = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'explicit' and s.level == 'partially_confirmed' for s in sigs)
     new_pain = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'explicit')]
     new_ask = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'implicit')]
-    if q.problem_fit == 'partially_confirmed' and ((new_pain and asked(q.signals_observed)) or (new_ask and stated(q.signals_observed))):
+    if ([c for c in new_pain if c[4] == 'rule'] and new_ask) or (q.problem_fit == 'partially_confirmed' and ((new_pain and asked(q.signals_observed)) or (new_ask and stated(q.signals_observed)))):
         c = (new_pain or new_ask)[0]
         cands['problem_fit'].append(('confirmed', 'explicit', c[2], c[3], c[4]))
     # a stated pain, then the wish to act on it ("we'd like to start this quarter", "budget is approved"): the need is concrete now
@@ -1207,6 +1241,12 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     # an AI need already hinted, then "we need 2 engineers from February": team augmentation, a concrete need
     if q.problem_fit == 'partially_confirmed' and (m := _AUGMENT_ANY.search(text)) and not _negated(text, m) and not _HIRING.search(text):
         cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
+    # the head of a team is its lead ("head of a small innovation team"); a decision the speaker says is someone else's
+    # ("decided by the steering committee", "my boss would decide") caps what a title says, unless they own one too
+    if not _first(text, DECISION_RULES):
+        capped = (od := _OTHERS_DECIDE.search(text)) is not None and not _negated(text, od, inside=False)
+        cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' and (capped or _TEAM_HEAD.search(c[2])) else c
+                                  for c in cands['authority_fit']]
     # working for the decision-maker is not being one: "chief of staff to the CEO", "executive assistant to the founder"
     if _STAFF_TO.search(text) and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' and _STAFF_TO.search(c[2]) else c
@@ -1232,6 +1272,13 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
                  and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h)
                  and not (_PARTNER_ON_BOARD.search(ev_h) and not _CONTACT_WORD.search(ev_h))))
+    # a stated pain, then a request for someone to fix it ("latency is terrible" … "connect me with your MLOps people")
+    if human and not any(c[0] == 'confirmed' for c in cands['problem_fit']):
+        pain = next((s.evidence for s in q.signals_observed if q.problem_fit == 'partially_confirmed' and s.dimension == 'problem_fit'
+                     and s.signal_type == 'explicit' and (_PAIN.search(s.evidence) or _PAIN_PLAIN.search(s.evidence))), None)
+        said = [c for c in new_pain if _PAIN.search(c[2]) or _PAIN_PLAIN.search(c[2])]
+        if said: cands['problem_fit'].append(('confirmed', *said[0][1:]))
+        elif pain: cands['problem_fit'].append(('confirmed', 'explicit', pain, 1.0, 'rule'))
     org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
