@@ -678,8 +678,22 @@ privacy_app = typer.Typer(help='Data-subject requests (export, erasure) and the 
 
 
 def _cli_settings(env_file: Path | None) -> Settings:
+    import sys
     from leadchat.config import get_settings
+    # stdout carries the result (an export can be piped into a file): log lines go to stderr — whatever sys.stderr is
+    # when they are written (a test runner swaps it per command)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
     return get_settings(env_file)
+
+
+class _Stderr:
+    def write(self, s: str) -> int:
+        import sys
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        import sys
+        sys.stderr.flush()
 
 
 def _operator(operator: str | None) -> str:

@@ -379,3 +379,63 @@ async def _strict(conn, keyring):
     os.environ['LEADCHAT_DATA_KEY'] = new_data_key()
     try: await check_data_key(conn, keyring, Settings(rag_relevance_threshold=0.3, business_hours_timezone='Europe/Madrid', handoff_channels='crm'))
     finally: del os.environ['LEADCHAT_DATA_KEY']
+
+
+# --- no PII in logs or analytics (item 5) ---------------------------------------------------------------------------
+
+def test_the_scenario_suite_with_distinctive_pii_leaves_none_in_any_log_line_or_analytics_event(api, capfd, caplog):
+    import logging
+    import yaml
+    scenarios = yaml.safe_load((Path(__file__).parent / 'scenarios' / 'conversations.yaml').read_text())
+    caplog.set_level(logging.INFO)          # the service logs at INFO (DEBUG would show the stream itself)
+    api.clock.now = MONDAY + timedelta(days=90)
+    people = []
+    with api.client() as c:
+        for i, sc in enumerate(scenarios):
+            name, email, phone = f'Zebulon Quartermaine{chr(65 + i % 26)}x', f'zq.probe{i}@pii-probe.example', f'+44 20 7946 {1000 + i}'
+            people.append((name, email, phone))
+            sid = str(uuid.uuid4())
+            for t in sc['turns'][:4]:
+                say(c, sid, t['say'], consent=CONSENT)
+            say(c, sid, f"I'm {name}, my email is {email} and my phone is {phone}", visitor_id=str(uuid.uuid4()))
+            say(c, sid, 'Thanks, that is all for now.')
+    out, err = capfd.readouterr()
+    lines = (out + err).splitlines() + [r.getMessage() for r in caplog.records]
+    needles = [x.lower() for p in people for x in (p[0], p[1], p[2].replace(' ', ''), p[2])] + ['quartermaine', 'pii-probe']
+    leaked = [l for l in lines if any(n in l.lower() for n in needles)]
+    assert lines and not leaked, leaked[:5]
+    rows = q(api.db_url, 'SELECT event_type, payload::text AS p FROM analytics_events')
+    assert rows and not [r for r in rows if any(n in r['p'].lower() for n in needles)]
+    # and the data is there where it belongs (the test can fail): the sessions hold the emails
+    assert q(api.db_url, "SELECT count(*) AS n FROM sessions WHERE visitor_email LIKE '%%@pii-probe.example'")[0]['n'] >= len(scenarios) // 2
+
+
+# --- the command line -----------------------------------------------------------------------------------------------
+
+def test_the_cli_exports_to_a_file_erases_after_a_dry_run_and_refuses_what_is_not_an_email(api, tmp_path):
+    from typer.testing import CliRunner
+    from leadchat.privacy import privacy_app
+    sid, email = str(uuid.uuid4()), 'cli.subject@example.org'
+    converse(api, sid, email, 'Cleo Commandline', '+31 20 555 0199', MONDAY + timedelta(days=100))
+    env = {'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+           'LEADCHAT_HOME': str(api.settings.leadchat_home), 'DATABASE_URL': api.db_url, 'COLUMNS': '300'}
+    run = lambda *args: CliRunner().invoke(privacy_app, list(args), env=env)
+    r = run('export', email, '--output', str(tmp_path / 'subject.json'), '--operator', 'dpo@cli')
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / 'subject.json').read_text())
+    assert [s['session_id'] for s in doc['sessions']] == [sid] and not (tmp_path / 'subject.json.partial').exists()
+    r = run('export', email)                                     # to stdout: the JSON alone (log lines go to stderr)
+    assert r.exit_code == 0 and json.loads(r.stdout)['subject']['email'] == email and 'privacy_request' in r.stderr
+    r = run('erase', email, '--dry-run', '--operator', 'dpo@cli')
+    assert r.exit_code == 0 and r.stdout.startswith('would erase: ') and 'sessions 1' in r.stdout
+    assert q(api.db_url, 'SELECT count(*) AS n FROM sessions WHERE session_id = %s', [sid])[0]['n'] == 1
+    r = run('erase', email, '--operator', 'dpo@cli')
+    assert r.exit_code == 0 and r.stdout.startswith('erased: ') and 'checkpoints' in r.stdout
+    assert run('erase', email).stdout.strip() == 'erased: nothing held about this email'
+    assert arun(api.db_url, lambda c: find_traces(c, api.keyring, [email, 'Commandline', '31205550199'])) == []
+    r = run('erase', "'; DROP TABLE sessions; --")
+    assert r.exit_code == 2 and 'is not an email address' in r.output
+    assert q(api.db_url, "SELECT operator FROM privacy_requests WHERE operator = 'dpo@cli'") == [{'operator': 'dpo@cli'}] * 3
+    r = run('rotate-key')
+    assert r.exit_code == 0 and r.stdout.startswith('re-encrypted: visitor_identities 0')     # all under the current key already
+    assert len(run('new-key').stdout.strip()) == 44
