@@ -149,9 +149,15 @@ def _run_db(env_file, fn, *, threshold_optional: bool = False):
         db = await open_database(s)
         try: return await fn(s, db)
         finally: await db.close()
+    from psycopg.errors import UndefinedTable
     try: return asyncio.run(go())
     except DatabaseError as e:
         typer.secho(f'database error: {e}', err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
+    except UndefinedTable as e:             # a fresh data home: nothing has migrated it yet
+        flag = f' -e {env_file}' if env_file else ''
+        typer.secho(f"database error: {str(e).splitlines()[0]}: the database has no schema yet; run "
+                    f"`leadchat db migrate{flag}` (or `make run`) first", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
 
 
@@ -536,6 +542,12 @@ def relay(env_file: Optional[Path] = EnvFile,
         typer.secho(f'configuration error: {e}', err=True, fg=typer.colors.RED); raise typer.Exit(2)
     setup_tracing()                 # delivery spans, linked to the turns, when the OTEL_* variables ask for traces
     async def go(s, db):
+        from leadchat.db import migration_status
+        if pending := [r['filename'] for r in await migration_status(db.url) if r['state'] == 'pending']:
+            typer.secho(f"database error: {len(pending)} migration(s) not applied yet ({pending[0]}, …); run "
+                        f"`leadchat db migrate{' -e ' + str(env_file) if env_file else ''}` (or `make run`) first",
+                        err=True, fg=typer.colors.RED)
+            raise typer.Exit(1)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM): asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         typer.echo('relaying hand-offs (Ctrl-C to stop)')

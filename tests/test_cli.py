@@ -393,3 +393,18 @@ def test_ingest_and_calibrate_need_no_threshold_yet(tmp_path):
     report = tmp_path / 'home' / 'calibration'
     assert json.loads((report / 'calibration.json').read_text())['calibration']['n_relevant'] == 2
     assert 'RAG_RELEVANCE_THRESHOLD = ' in (report / 'CONFIG_CHANGELOG.md').read_text()
+
+
+def test_commands_on_a_fresh_data_home_say_to_migrate_first(tmp_path):
+    "Before `make run` or `db migrate` made the schema, the commands that need it say so (no traceback, no error loop)."
+    env = tmp_path / 'fresh.env'
+    env.write_text(f'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\n'
+                   f'LEADCHAT_HOME={tmp_path / "home"}\n')
+    for cmd in (['handoff', 'replay', '1'], ['handoff', 'replay', '1', '--dry-run'], ['db', 'purge', '--dry-run'],
+                ['db', 'expire'], ['relay']):
+        r = run(*cmd, '-e', str(env))
+        assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+        assert f'run `leadchat db migrate -e {env}`' in r.stderr and 'Traceback' not in r.stderr, (cmd, r.stderr)
+    assert run('db', 'migrate', '-e', str(env)).returncode == 0
+    r = run('handoff', 'replay', '1', '--dry-run', '-e', str(env))          # now the schema is there: the row is not
+    assert r.returncode == 1 and 'db migrate' not in r.stderr and 'Traceback' not in r.stderr, r.stderr
