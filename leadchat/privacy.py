@@ -683,7 +683,10 @@ def _cli_settings(env_file: Path | None) -> Settings:
     # stdout carries the result (an export can be piped into a file): log lines go to stderr — whatever sys.stderr is
     # when they are written (a test runner swaps it per command)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
-    return get_settings(env_file)
+    from leadchat.config import ConfigurationError
+    try: return get_settings(env_file)
+    except ConfigurationError as e:
+        typer.echo(f'error: {e}', err=True); raise typer.Exit(2)
 
 
 class _Stderr:

@@ -439,3 +439,7 @@ def test_the_cli_exports_to_a_file_erases_after_a_dry_run_and_refuses_what_is_no
     r = run('rotate-key')
     assert r.exit_code == 0 and r.stdout.startswith('re-encrypted: visitor_identities 0')     # all under the current key already
     assert len(run('new-key').stdout.strip()) == 44
+    from leadchat.config import get_settings
+    get_settings.cache_clear()                          # the commands above read (and cached) the good configuration
+    r = CliRunner().invoke(privacy_app, ['export', email], env={**env, 'BUSINESS_HOURS_TIMEZONE': 'Mars/Olympus_Mons'})
+    assert r.exit_code == 2 and 'BUSINESS_HOURS_TIMEZONE' in r.stderr         # a configuration error, not a traceback
