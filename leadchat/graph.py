@@ -292,7 +292,9 @@ def routing_decision(state: SessionState, signals: dict | None = None, clarify: 
     return {'candidates': cands, 'selected': selected, 'why': why}
 
 
-def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
+# async although it awaits nothing: on the async path LangGraph runs a sync node or branch function in a thread pool,
+# a thread hop each (four per turn with stall_check and the two branches) on the one-visitor critical path (issue 22)
+async def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     "Pure routing (no model): explicit request > hot lead (once per session) > respond."
     ctx = runtime.context
     level = derive_lead_level(state)
@@ -307,7 +309,7 @@ def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     return {'lead_level': level}
 
 
-def _after_router(state: SessionState, runtime: Runtime[TurnContext]) -> str:
+async def _after_router(state: SessionState, runtime: Runtime[TurnContext]) -> str:
     return 'propose_handoff' if runtime.context.route == 'propose' else 'generate_response'
 
 # %% ../nbs/30_graph.ipynb #gr000016
@@ -417,7 +419,7 @@ def _fail(ctx: TurnContext) -> None:
     if ctx.routing is not None: ctx.routing = {**ctx.routing, 'selected': 'llm_failure', 'why': 'the model failed: fallback message'}
 
 
-def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
+async def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     if ctx.failed is not None: return {}
     counter = state.turn_counter + 1
@@ -429,7 +431,7 @@ def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     return {'turn_counter': counter}
 
 
-def _after_stall(state: SessionState, runtime: Runtime[TurnContext]) -> str:
+async def _after_stall(state: SessionState, runtime: Runtime[TurnContext]) -> str:
     ctx = runtime.context
     return 'propose_handoff' if ctx.failed is None and ctx.route in ('propose', 'llm_failure') else 'write_state'
 
