@@ -2,21 +2,44 @@
 
 Settings come from the same env file as the service (`LEADCHAT_ENV_FILE`, e.g. demo.env). A visitor
 without a staff session is given only the sign-in page; every page also checks on its own first line.
+
+This file is read twice. `streamlit run` imports it once to build the server: an `st.App` with the two
+routes that set and clear the staff session cookie (see `leadchat.console.console_routes`). Then each
+browser session runs it as its script (`__name__ == '__main__'`), which draws the pages.
+`streamlit run console/app.py -- -v` (or LEADCHAT_CONSOLE_VERBOSE=1) keeps the info lines on the terminal.
 """
 import streamlit as st
 
-from leadchat.console import authenticated, sign_in_page
+from leadchat.console import authenticated, console_routes, quiet_terminal, sign_in_page
 
-st.set_page_config(page_title='leadchat console', layout='wide')   # no icons: Material ones are fetched from Google as favicons
+PAGES = {   # section: [(script, title, url path)]
+    'Leads': [('pages/sessions.py', 'Sessions', 'sessions'), ('pages/session.py', 'Session detail', 'session'),
+              ('pages/handoffs.py', 'Hand-offs', 'handoffs')],
+    'Tuning': [('pages/rag.py', 'RAG tuning', 'rag')],
+    'Analytics': [('pages/funnel.py', 'Funnel', 'funnel')],
+}
 
-if authenticated() is None:
-    page = st.navigation([st.Page(sign_in_page, title='Sign in', url_path='sign-in')], position='hidden')
+
+def main() -> None:
+    st.set_page_config(layout='wide')     # no icons: Material ones are fetched from Google as favicons
+    if authenticated() is None:
+        # every page's address answers with the sign-in form, so a deep link survives it (the sign-in returns there)
+        page = st.navigation([st.Page(sign_in_page, title='Sign in', url_path='sign-in', default=True)] +
+                             [st.Page(sign_in_page, title='Sign in', url_path=url)
+                              for pages in PAGES.values() for _, _, url in pages], position='hidden')
+    else:
+        page = st.navigation({section: [st.Page(script, title=title, url_path=url, default=url == 'sessions')
+                                        for script, title, url in pages] for section, pages in PAGES.items()})
+    st.set_page_config(page_title=f'{page.title} · leadchat console')
+    page.run()
+
+
+if __name__ == '__main__':
+    main()
 else:
-    page = st.navigation({
-        'Leads': [st.Page('pages/sessions.py', title='Sessions', default=True),
-                  st.Page('pages/session.py', title='Session detail'),
-                  st.Page('pages/handoffs.py', title='Hand-offs')],
-        'Tuning': [st.Page('pages/rag.py', title='RAG tuning')],
-        'Analytics': [st.Page('pages/funnel.py', title='Funnel')],
-    })
-page.run()
+    from streamlit.runtime.pages_manager import PagesManager
+    # pages/ holds the pages st.navigation lists, not Streamlit's older automatic pages: without this, a deep link
+    # as the first request after start-up runs pages/<page>.py on its own, never this script
+    PagesManager.uses_pages_directory = False
+    quiet_terminal()
+    app = st.App(__file__, routes=console_routes())

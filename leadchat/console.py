@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import html
+import logging
 import os
+import sys
 import threading
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from email import policy as email_policy
+from email.parser import Parser as EmailParser
 from typing import Any, Callable, Literal, Sequence
+from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -36,25 +42,28 @@ from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, 
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .state import HandoffRequest
 from .web import trusted_proxies
-from .staff import (LoginResult, StaffSession, active_staff, audit, authenticate, authorize_oidc,
-                            MAX_PASSWORD_CHARS)
+from .staff import (COOKIE_NAME, MAX_PASSWORD_CHARS, SESSION_MAX, LoginResult, StaffSession, StaffSessions,
+                            active_staff, audit, authenticate, authorize_oidc, cookie_secret, session_idle, sign_token,
+                            unsign_token)
 from .state import DIMENSIONS, LEVEL_RANK, HandoffReason, LeadLevel, Message, SessionState, SignalEntry
 
 # %% auto #0
 __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_SEARCH_CHARS', 'TURN_EVENTS', 'OUTBOX_STATUSES',
-           'CHANNELS', 'FUNNEL_STAGES', 'STAGE_LABELS', 'FAILURE_EVENTS', 'MAX_RANGE_DAYS', 'LEVEL_COLORS',
-           'SESSION_KEY', 'ConsoleInputError', 'ConsoleBackend', 'get_backend', 'close_backends', 'printable',
-           'SessionQuery', 'SessionPage', 'session_page', 'local', 'session_table', 'SessionDetail', 'valid_session_id',
+           'CHANNELS', 'FUNNEL_STAGES', 'STAGE_LABELS', 'FAILURE_EVENTS', 'MAX_RANGE_DAYS', 'DEFAULT_WINDOW_DAYS',
+           'LEVEL_COLORS', 'SESSION_KEY', 'SESSION_ROUTE', 'SIGN_OUT_ROUTE', 'staff_sessions', 'ConsoleInputError',
+           'ConsoleBackend', 'get_backend', 'close_backends', 'printable', 'SessionQuery', 'SessionPage',
+           'session_page', 'local', 'session_table', 'fit_widths', 'SessionDetail', 'valid_session_id',
            'outbox_for_session', 'load_session', 'follow_through_tables', 'session_flags', 'TimelineRow',
            'qualification_timeline', 'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView',
            'rep_view', 'rep_views', 'HandoffQuery', 'HandoffRow', 'handoff_page', 'retry_label', 'handoff_table',
-           'ReplayPreview', 'replay_preview', 'DeadLetter', 'dead_letter_list', 'redeliver', 'DateRange', 'FunnelDay',
-           'funnel_by_day', 'funnel_totals', 'lead_level_distribution', 'failure_events', 'funnel_figure',
-           'funnel_days_figure', 'lead_level_figure', 'failures_figure', 'calibration_paths', 'embedding_model_name',
-           'CalibrationRun', 'run_calibration', 'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure',
-           'changelog_text', 'write_changelog', 'ScoredChunk', 'try_query', 'console_settings', 'console_backend',
-           'oidc_providers', 'client_id', 'current_staff', 'sign_in_form', 'sign_out', 'authenticated', 'require_staff',
-           'sign_in_page']
+           'email_preview', 'ReplayPreview', 'replay_preview', 'DeadLetter', 'dead_letter_list', 'redeliver',
+           'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals', 'lead_level_distribution', 'failure_events',
+           'funnel_figure', 'funnel_days_figure', 'lead_level_figure', 'failures_figure', 'calibration_paths',
+           'embedding_model_name', 'CalibrationRun', 'run_calibration', 'calibration_at', 'ThresholdView',
+           'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog', 'ScoredChunk', 'try_query',
+           'console_settings', 'console_backend', 'oidc_providers', 'client_id', 'safe_next', 'here', 'current_staff',
+           'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page', 'console_routes',
+           'quiet_terminal']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -238,11 +247,17 @@ def local(dt: datetime | None, tz: ZoneInfo, fmt: str = '%Y-%m-%d %H:%M') -> str
 
 
 def session_table(rows: Sequence[SessionRow], tz: ZoneInfo) -> list[dict]:
-    "The rows as the Sessions table shows them."
-    return [{'last active': local(r.last_updated_at, tz), 'started': local(r.created_at, tz), 'turns': r.turn_count,
-             'lead': r.lead_level, 'stage': r.current_stage, 'hand-off': r.handoff_reason or '',
-             'delivered': r.handoff_triggered, 'email': printable(r.visitor_email), 'company': printable(r.visitor_company),
-             'role': printable(r.visitor_role), 'session': r.session_id} for r in rows]
+    "The rows as the Sessions table shows them: who and how far first, the session's UUID last."
+    return [{'email': printable(r.visitor_email), 'lead': r.lead_level, 'hand-off': r.handoff_reason or '',
+             'company': printable(r.visitor_company), 'role': printable(r.visitor_role), 'stage': r.current_stage,
+             'turns': r.turn_count, 'delivered': r.handoff_triggered, 'last active': local(r.last_updated_at, tz),
+             'started': local(r.created_at, tz), 'session': r.session_id} for r in rows]
+
+
+def fit_widths(rows: Sequence[dict], columns: Sequence[str], *, most: int = 480) -> dict[str, int]:
+    "Pixel widths that show `columns` of `rows` whole, header included (for `st.column_config`; capped at `most`)."
+    chars = lambda c: max([len(str(c))] + [len(str(r.get(c) if r.get(c) is not None else '')) for r in rows])
+    return {c: min(most, 32 + round(7.8 * chars(c))) for c in columns}
 
 # %% ../nbs/71_console.ipynb #co710015
 @dataclass
@@ -539,12 +554,21 @@ def retry_label(r: HandoffRow, tz: ZoneInfo) -> str:
 
 
 def handoff_table(rows: Sequence[HandoffRow], tz: ZoneInfo) -> list[dict]:
-    return [{'id': r.outbox_id, 'queued': local(r.created_at, tz), 'reason': r.handoff_reason, 'lead': r.lead_level or '',
+    return [{'id': r.outbox_id, 'visitor': printable(r.visitor_email), 'lead': r.lead_level or '', 'reason': r.handoff_reason,
              'status': r.status, 'next': retry_label(r, tz),
              **{('fallback email' if c == 'email' else c): v for c, v in r.channels.items()},
-             'outcome': r.outcome or '', 'attempts': r.attempts, 'visitor': printable(r.visitor_email),
+             'outcome': r.outcome or '', 'attempts': r.attempts, 'queued': local(r.created_at, tz),
              'error': printable(r.last_error)[:200], 'session': r.session_id}
             for r in rows]
+
+
+def email_preview(raw: str) -> str:
+    "A MIME message as a person reads it: the decoded From/To/Subject, a blank line, the decoded text body."
+    msg = EmailParser(policy=email_policy.default).parsestr(raw)
+    head = [f'{h}: {printable(str(msg[h]))}' for h in ('From', 'To', 'Reply-To', 'Subject') if msg[h] is not None]
+    body = msg.get_body(preferencelist=('plain',))
+    text = body.get_content() if body is not None else ''
+    return '\n'.join(head) + '\n\n' + text
 
 
 @dataclass
@@ -556,7 +580,10 @@ class ReplayPreview:
     slack_blocks: list[dict]
     card: SlackCard
     crm_payload: dict
-    email: str
+    email: str          # the message as sent (MIME)
+
+    @property
+    def email_text(self) -> str: return email_preview(self.email)
 
 
 async def replay_preview(pool, settings: Settings, outbox_id: int) -> ReplayPreview:
@@ -598,13 +625,14 @@ async def redeliver(pool, settings: Settings, outbox_id: int, *, staff: str) -> 
 # %% ../nbs/71_console.ipynb #co710026
 FUNNEL_STAGES: tuple[str, ...] = ('sessions', 'engaged', 'qualified', 'handoff_proposed', 'contact_captured', 'delivered',
                                   'booked')
-STAGE_LABELS = {'sessions': 'sessions', 'engaged': 'engaged', 'qualified': 'qualified (warm/hot)',
+STAGE_LABELS = {'sessions': 'sessions', 'engaged': 'engaged', 'qualified': 'qualified',
                 'handoff_proposed': 'hand-off proposed', 'contact_captured': 'contact captured', 'delivered': 'delivered',
                 'booked': 'booked'}
 FAILURE_EVENTS: tuple[str, ...] = ('handoff_partial_failure', 'handoff_total_failure', 'rag_no_result',
                                    'prompt_compliance_violation', 'state_extraction_failure', 'llm_generation_failure',
                                    'stream_timeout', 'checkpointer_write_failure', 'booking_failed')
 MAX_RANGE_DAYS = 366
+DEFAULT_WINDOW_DAYS = 30          # what Sessions and Funnel show first
 
 
 @dataclass(frozen=True)
@@ -622,6 +650,11 @@ class DateRange:
 
     @classmethod
     def last(cls, days: int, today: date) -> 'DateRange': return cls(today - timedelta(days=days - 1), today)
+
+    @classmethod
+    def default(cls, today: date) -> 'DateRange':
+        "The window Sessions and Funnel open on: the last `DEFAULT_WINDOW_DAYS` days."
+        return cls.last(DEFAULT_WINDOW_DAYS, today)
 
     def utc(self, tz: ZoneInfo) -> tuple[datetime, datetime]:
         day = lambda d: datetime.combine(d, time.min, tz).astimezone(timezone.utc)
@@ -656,15 +689,21 @@ e AS (
            bool_or(event_type = 'contact_captured') AS contact,
            bool_or(event_type IN ('handoff_delivered', 'handoff_partial_failure')) AS delivered,
            bool_or(event_type = 'booking_confirmed') AS booked
-    FROM analytics_events WHERE session_id IN (SELECT session_id FROM s) GROUP BY session_id)
-SELECT s.day, count(*) AS sessions,
-       count(*) FILTER (WHERE s.turn_count >= 2 OR s.signals) AS engaged,
-       count(*) FILTER (WHERE s.lead_level IN ('warm', 'hot') OR e.was_qualified) AS qualified,
-       count(*) FILTER (WHERE e.proposed) AS handoff_proposed,
-       count(*) FILTER (WHERE s.visitor_email IS NOT NULL OR e.contact) AS contact_captured,
-       count(*) FILTER (WHERE s.handoff_triggered OR e.delivered) AS delivered,
-       count(*) FILTER (WHERE e.booked) AS booked
-FROM s LEFT JOIN e USING (session_id) GROUP BY s.day ORDER BY s.day'''
+    FROM analytics_events WHERE session_id IN (SELECT session_id FROM s) GROUP BY session_id),
+f AS (      -- the furthest stage each session reached (0 = only started)
+    SELECT s.day, CASE WHEN e.booked THEN 6
+                       WHEN s.handoff_triggered OR e.delivered THEN 5
+                       WHEN s.visitor_email IS NOT NULL OR e.contact THEN 4
+                       WHEN e.proposed THEN 3
+                       WHEN s.lead_level IN ('warm', 'hot') OR e.was_qualified THEN 2
+                       WHEN s.turn_count >= 2 OR s.signals THEN 1
+                       ELSE 0 END AS reached
+    FROM s LEFT JOIN e USING (session_id))
+SELECT day, count(*) AS sessions, count(*) FILTER (WHERE reached >= 1) AS engaged,
+       count(*) FILTER (WHERE reached >= 2) AS qualified, count(*) FILTER (WHERE reached >= 3) AS handoff_proposed,
+       count(*) FILTER (WHERE reached >= 4) AS contact_captured, count(*) FILTER (WHERE reached >= 5) AS delivered,
+       count(*) FILTER (WHERE reached >= 6) AS booked
+FROM f GROUP BY day ORDER BY day'''
 
 
 async def funnel_by_day(conn, rng: DateRange, tz: ZoneInfo) -> list[FunnelDay]:
@@ -856,6 +895,10 @@ async def try_query(retriever: KnowledgeRetriever, query: str, threshold: float)
 SESSION_KEY = 'leadchat.staff_session'
 _NOTICE_KEY = 'leadchat.staff_notice'
 _OIDC_REFUSED_KEY = 'leadchat.oidc_refused'
+_COOKIE_SEEN_KEY = 'leadchat.cookie_seen'
+_REDIRECT_KEY = 'leadchat.redirect'
+SESSION_ROUTE, SIGN_OUT_ROUTE = '/_staff/session', '/_staff/sign-out'
+staff_sessions = StaffSessions()          # this process's signed-in sessions: every browser session and the routes share it
 
 
 def _st():
@@ -901,18 +944,74 @@ def client_id(settings: Settings | None = None) -> str | None:
     "The browser's address (for the per-client sign-in limit): the WebSocket's peer, or past `LEADCHAT_TRUSTED_PROXIES`."
     try:
         ctx = _st().context
-        peer = ctx.ip_address or '127.0.0.1'          # Streamlit says None for a loopback peer
+        ip = ctx.ip_address if isinstance(ctx.ip_address, str) else None
+        peer = ip or '127.0.0.1'                      # Streamlit says None for a loopback peer
         trusted = trusted_proxies(settings or get_settings())
-        if not trusted: return ctx.ip_address
+        if not trusted: return ip
         raw = [(k.lower().encode('latin-1'), v.encode('latin-1')) for k in ctx.headers.keys() for v in ctx.headers.get_all(k)]
         return trusted.client(peer, Headers(raw=raw))[0]
     except Exception: return None
 
 
+@functools.lru_cache(maxsize=8)
+def _cookie_key(home: Path) -> bytes: return cookie_secret(home)
+
+
 def _drop(notice: str | None = None) -> None:
     st = _st()
+    s = st.session_state.get(SESSION_KEY)
+    if isinstance(s, StaffSession): staff_sessions.end(s.key)
     if SESSION_KEY in st.session_state: del st.session_state[SESSION_KEY]
     if notice: st.session_state[_NOTICE_KEY] = notice
+
+
+def _redirect(url: str) -> None:
+    "Send the browser to `url` on this site (the message `st.login` uses to reach Streamlit's own auth routes)."
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+    if (ctx := get_script_run_ctx(suppress_warning=True)) is None: return
+    msg = ForwardMsg()
+    msg.auth_redirect.url = url
+    ctx.enqueue(msg)
+
+
+def _redirect_next_run(url: str) -> None:
+    "Redirect from the next run, after its page list went out (sent before it, the new page's URL update cancels it)."
+    _st().session_state[_REDIRECT_KEY] = url
+    _st().rerun()
+
+
+def safe_next(target) -> str:
+    "`target` when it is a path on this site, else '/' (the sign-in routes never redirect elsewhere)."
+    if (not isinstance(target, str) or len(target) > 2000 or not target.startswith('/') or target.startswith(('//', '/\\'))
+            or any(unicodedata.category(ch) == 'Cc' for ch in target)): return '/'
+    parts = urlsplit(target)
+    return '/' if parts.scheme or parts.netloc else target
+
+
+def here() -> str:
+    "The path and query of the page the browser shows (where a sign-in comes back to)."
+    st = _st()
+    try: path = urlsplit(st.context.url or '').path or '/'
+    except Exception: path = '/'
+    params = {k: v for k, v in st.query_params.to_dict().items() if k != 'signed_out'}
+    return safe_next(path + ('?' + urlencode(params) if params else ''))
+
+
+def _from_cookie(settings: Settings) -> StaffSession | None:
+    "The live session of the browser's cookie; a refused cookie leaves a notice (once per browser session)."
+    st = _st()
+    try: value = st.context.cookies.get(COOKIE_NAME)
+    except Exception: value = None
+    if not isinstance(value, str) or not value or st.session_state.get(_COOKIE_SEEN_KEY) == value: return None
+    token = unsign_token(value, _cookie_key(settings.leadchat_home))
+    s = staff_sessions.resume(token, idle=session_idle(settings)) if token else None
+    if s is None:
+        st.session_state[_COOKIE_SEEN_KEY] = value
+        if token is None: log.warning('console_cookie_refused', reason='bad_signature')
+        st.session_state[_NOTICE_KEY] = ('Your sign-in could not be verified; sign in again.' if token is None
+                                         else 'Your session expired; sign in again.')
+    return s
 
 
 def _oidc_identity() -> str | None:
@@ -928,14 +1027,21 @@ def current_staff(backend: ConsoleBackend, *, now: datetime | None = None) -> St
     "The signed-in staff session of this browser session, validated (see above); None otherwise."
     st = _st()
     now = now or datetime.now(timezone.utc)
+    idle = session_idle(backend.settings)
     s = st.session_state.get(SESSION_KEY)
     if s is not None and not isinstance(s, StaffSession):
         log.warning('console_session_invalid', kind=type(s).__name__)
         _drop(); s = None
+    if s is not None and s.key is not None:          # registered: the registry holds the truth (a sign-out elsewhere ends it)
+        s = staff_sessions.get(s.key)
+        if s is None:
+            _drop('Your session ended; sign in again.'); return None
+    if s is None: s = _from_cookie(backend.settings)
     email = _oidc_identity()
     if s is None and email is not None and st.session_state.get(_OIDC_REFUSED_KEY) != email:
+        client = client_id()                          # read here: Streamlit's context exists on this thread only
         async def go(conn):
-            r = await authorize_oidc(conn, email, client=client_id())
+            r = await authorize_oidc(conn, email, client=client)
             if r.ok: await audit(conn, r.username, 'staff.login', {'method': 'oidc'})
             return r
         r = backend.conn(go)
@@ -946,12 +1052,15 @@ def current_staff(backend: ConsoleBackend, *, now: datetime | None = None) -> St
     if s is None: return None
     if s.method == 'oidc' and email != s.username:
         _drop('You signed out of the identity provider.'); return None
-    if s.expired(now):
+    if s.expired(now, idle):
+        st.session_state[SESSION_KEY] = s
         _drop('Your session expired; sign in again.'); return None
     if backend.conn(active_staff, s.username) is None:
         log.warning('console_session_revoked', username=s.username)
+        staff_sessions.end_user(s.username)
+        st.session_state[SESSION_KEY] = s
         _drop('Your account is disabled.'); return None
-    s = s.touched(now)
+    s = (staff_sessions.touch(s.key, now) if s.key else None) or s.touched(now)
     st.session_state[SESSION_KEY] = s
     return s
 
@@ -960,8 +1069,9 @@ def sign_in_form(backend: ConsoleBackend) -> None:
     "The sign-in page: password form, and the OIDC buttons when configured."
     st = _st()
     st.title('leadchat ops console')
-    st.caption('Staff only. Accounts are created with `leadchat staff add USERNAME` on the server.')
+    st.markdown('Staff only. Accounts are created with `leadchat staff add USERNAME` on the server.')
     if (notice := st.session_state.pop(_NOTICE_KEY, None)): st.warning(notice)
+    elif st.query_params.get('signed_out') == '1': st.info('You are signed out.')
     providers = oidc_providers()
     refused = st.session_state.get(_OIDC_REFUSED_KEY)
     if refused and refused == _oidc_identity():
@@ -984,25 +1094,28 @@ def sign_in_form(backend: ConsoleBackend) -> None:
                                  autocomplete='current-password')
         submitted = st.form_submit_button('Sign in', type='primary')
     if not submitted: return
+    client = client_id()                              # on the script's thread (the database thread has no Streamlit context)
     async def go(conn):
-        r = await authenticate(conn, username or '', password or '', client=client_id())
+        r = await authenticate(conn, username or '', password or '', client=client)
         if r.ok: await audit(conn, r.username, 'staff.login', {'method': 'password'})
         return r
     r = backend.conn(go)
     if not r.ok:
         st.error(r.message)
         return
-    st.session_state[SESSION_KEY] = StaffSession.start(r, 'password')
-    st.rerun()
+    token, s = staff_sessions.start(StaffSession.start(r, 'password'))
+    st.session_state[SESSION_KEY] = s
+    # the browser trades a one-time code for the HttpOnly cookie, then comes back to the page it asked for
+    _redirect_next_run(f'{SESSION_ROUTE}?{urlencode({"code": staff_sessions.issue_code(token), "next": here()})}')
 
 
 def sign_out(backend: ConsoleBackend, staff: StaffSession) -> None:
     st = _st()
     backend.conn(audit, staff.username, 'staff.logout', {'method': staff.method})
     log.info('staff_logout', username=staff.username)
-    _drop('You are signed out.')
-    if staff.method == 'oidc': st.logout()
-    st.rerun()
+    _drop('You are signed out.')                     # ends the registered session: its cookie is dead from now on
+    if staff.method == 'oidc': st.logout(); st.rerun()
+    _redirect_next_run(SIGN_OUT_ROUTE)               # and the browser forgets the cookie
 
 
 def authenticated() -> StaffSession | None:
@@ -1015,6 +1128,7 @@ def require_staff() -> tuple[StaffSession, ConsoleBackend]:
     st = _st()
     backend = console_backend()
     staff = current_staff(backend)
+    if (url := st.session_state.pop(_REDIRECT_KEY, None)): _redirect(url)
     if staff is None:
         sign_in_form(backend)
         st.stop()
@@ -1027,3 +1141,57 @@ def require_staff() -> tuple[StaffSession, ConsoleBackend]:
 def sign_in_page() -> None:
     "The only page a visitor without a staff session can reach."
     require_staff()
+
+# %% ../nbs/71_console.ipynb #f9d8a79f
+def _cross_site(request) -> bool:
+    "A request another site made the browser send (browsers say so in `Sec-Fetch-Site`)."
+    return request.headers.get('sec-fetch-site', 'same-origin') not in ('same-origin', 'none')
+
+
+def console_routes() -> list:
+    "The console's HTTP routes beside Streamlit's: trade a sign-in's one-time code for the session cookie; clear it."
+    from starlette.responses import PlainTextResponse, RedirectResponse
+    from starlette.routing import Route
+    refused = lambda: PlainTextResponse('Refused: this address only works from the leadchat console itself.', 403)
+
+    def cookie_args(request) -> dict:
+        return dict(path='/', httponly=True, samesite='strict', secure=request.url.scheme == 'https')
+
+    async def start_session(request):
+        if _cross_site(request): return refused()
+        resp = RedirectResponse(safe_next(request.query_params.get('next')), status_code=303)
+        resp.headers['Cache-Control'] = 'no-store'
+        token = staff_sessions.redeem(request.query_params.get('code'))
+        if token is None:
+            log.warning('console_code_refused')
+            return resp                                   # the page will ask for the password
+        key = _cookie_key(get_settings().leadchat_home)
+        resp.set_cookie(COOKIE_NAME, sign_token(token, key), max_age=int(SESSION_MAX.total_seconds()), **cookie_args(request))
+        return resp
+
+    async def end_session(request):
+        if _cross_site(request): return refused()
+        if (token := unsign_token(request.cookies.get(COOKIE_NAME), _cookie_key(get_settings().leadchat_home))):
+            staff_sessions.end_token(token)
+        resp = RedirectResponse('/?signed_out=1', status_code=303)
+        resp.headers['Cache-Control'] = 'no-store'
+        resp.delete_cookie(COOKIE_NAME, **cookie_args(request))
+        return resp
+
+    return [Route(SESSION_ROUTE, start_session, methods=['GET']), Route(SIGN_OUT_ROUTE, end_session, methods=['GET'])]
+
+
+def quiet_terminal(argv: Sequence[str] | None = None, environ=None) -> bool:
+    "Keep the console's terminal to warnings and errors (no info line per action, no progress bars) unless `-v`."
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    verbose = bool({'-v', '--verbose'} & set(argv)) or environ.get('LEADCHAT_CONSOLE_VERBOSE', '').lower() in ('1', 'true', 'yes')
+    if verbose: return True
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    for name in ('httpx', 'huggingface_hub', 'sentence_transformers', 'transformers'): logging.getLogger(name).setLevel(logging.WARNING)
+    import tqdm.std
+    if not getattr(tqdm.std.tqdm.__init__, '_leadchat_quiet', False):     # bars in libraries (model loading) stay off
+        quiet = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)
+        quiet._leadchat_quiet = True
+        tqdm.std.tqdm.__init__ = quiet
+    return False

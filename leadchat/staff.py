@@ -8,11 +8,15 @@ Docs: https://leadchat.github.io/leadchat/staff.html.md"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
+import hmac
+import os
 import re
 import secrets
 import sys
+import threading
 import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -30,11 +34,13 @@ from .repos import StaffUser, create_staff_user, get_staff_user
 
 # %% auto #0
 __all__ = ['log', 'MIN_PASSWORD_CHARS', 'MAX_PASSWORD_CHARS', 'COMMON_PASSWORDS', 'OIDC_ONLY_HASH', 'LOCKOUT_FAILURES',
-           'CLIENT_FAILURES', 'LOCKOUT_WINDOW', 'SESSION_IDLE', 'SESSION_MAX', 'staff_app', 'StaffError',
-           'WeakPasswordError', 'normalize_username', 'password_problem', 'check_password', 'hash_password',
-           'is_password_hash', 'verify_password', 'StaffInfo', 'add_staff_user', 'list_staff_users', 'set_disabled',
-           'active_staff', 'LoginResult', 'record_attempt', 'authenticate', 'authorize_oidc', 'prune_login_attempts',
-           'StaffSession', 'audit', 'recent_audit', 'staff_add', 'staff_list', 'staff_disable', 'staff_enable']
+           'CLIENT_FAILURES', 'LOCKOUT_WINDOW', 'SESSION_IDLE', 'SESSION_MAX', 'IDLE_SETTING', 'COOKIE_NAME',
+           'CODE_TTL', 'staff_app', 'StaffError', 'WeakPasswordError', 'normalize_username', 'password_problem',
+           'check_password', 'hash_password', 'is_password_hash', 'verify_password', 'StaffInfo', 'add_staff_user',
+           'list_staff_users', 'set_disabled', 'active_staff', 'LoginResult', 'record_attempt', 'authenticate',
+           'authorize_oidc', 'prune_login_attempts', 'session_idle', 'StaffSession', 'sign_token', 'unsign_token',
+           'cookie_secret', 'StaffSessions', 'audit', 'recent_audit', 'staff_add', 'staff_list', 'staff_disable',
+           'staff_enable']
 
 # %% ../nbs/70_staff.ipynb #st700007
 log = structlog.get_logger('leadchat.staff')
@@ -285,8 +291,22 @@ async def prune_login_attempts(conn, *, older_than_days: int = 90) -> int:
     return cur.rowcount
 
 # %% ../nbs/70_staff.ipynb #st700017
-SESSION_IDLE = timedelta(minutes=60)
+SESSION_IDLE = timedelta(minutes=60)      # the default; LEADCHAT_STAFF_SESSION_IDLE_MINUTES sets it
 SESSION_MAX = timedelta(hours=12)
+IDLE_SETTING = 'LEADCHAT_STAFF_SESSION_IDLE_MINUTES'
+
+
+def session_idle(settings=None) -> timedelta:
+    "How long a console session may sit idle: `LEADCHAT_STAFF_SESSION_IDLE_MINUTES` (minutes, fractions allowed), else 60."
+    raw = getattr(settings, IDLE_SETTING.lower(), None)
+    if raw is None: raw = os.environ.get(IDLE_SETTING, '').strip() or None
+    if raw is None: return SESSION_IDLE
+    try: minutes = float(raw)
+    except (TypeError, ValueError): minutes = float('nan')
+    if not 0 < minutes <= SESSION_MAX.total_seconds() / 60:      # nan fails this too
+        raise ConfigurationError(f'{IDLE_SETTING}={str(raw)[:40]!r} is not valid: set the minutes a console session may '
+                                 f'sit idle, more than 0 and at most {SESSION_MAX.total_seconds() / 60:g} (e.g. 60)')
+    return timedelta(minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -296,6 +316,7 @@ class StaffSession:
     method: Literal['password', 'oidc']
     started_at: datetime
     last_seen_at: datetime
+    key: str | None = None          # its entry in `StaffSessions` (a hash of the cookie's token), once registered
 
     @classmethod
     def start(cls, result: LoginResult, method: str, now: datetime | None = None) -> 'StaffSession':
@@ -303,15 +324,114 @@ class StaffSession:
         now = now or datetime.now(timezone.utc)
         return cls(result.username, result.display_name, method, now, now)
 
-    def expired(self, now: datetime | None = None) -> bool:
+    def expired(self, now: datetime | None = None, idle: timedelta = SESSION_IDLE) -> bool:
         now = now or datetime.now(timezone.utc)
-        return now - self.last_seen_at > SESSION_IDLE or now - self.started_at > SESSION_MAX
+        return now - self.last_seen_at > idle or now - self.started_at > SESSION_MAX
 
     def touched(self, now: datetime | None = None) -> 'StaffSession':
         return replace(self, last_seen_at=now or datetime.now(timezone.utc))
 
     @property
     def label(self) -> str: return self.display_name or self.username
+
+# %% ../nbs/70_staff.ipynb #cb1655fb
+COOKIE_NAME = 'leadchat_staff'
+CODE_TTL = timedelta(seconds=60)
+_TOKEN_CHARS = re.compile(r'^[A-Za-z0-9_-]{20,100}$')
+
+
+def _b64(b: bytes) -> str: return base64.urlsafe_b64encode(b).rstrip(b'=').decode('ascii')
+
+
+def sign_token(token: str, secret: bytes) -> str:
+    "The cookie value for `token`: `token.signature`."
+    return f'{token}.{_b64(hmac.new(secret, token.encode(), hashlib.sha256).digest())}'
+
+
+def unsign_token(value, secret: bytes) -> str | None:
+    "The token of a cookie value whose signature holds; None for anything else (never raises)."
+    if not isinstance(value, str) or len(value) > 200: return None
+    token, _, sig = value.rpartition('.')
+    if not _TOKEN_CHARS.match(token) or not hmac.compare_digest(sign_token(token, secret), value): return None
+    return token
+
+
+def cookie_secret(home: Path) -> bytes:
+    "The key that signs console cookies: `home/console-cookie.key` (32 random bytes, created 0600 on first use)."
+    path = Path(home) / 'console-cookie.key'
+    try: return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError: pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f: f.write(secrets.token_hex(32))
+    except FileExistsError: pass            # another process created it first: use theirs
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _key(token: str) -> str: return hashlib.sha256(token.encode()).hexdigest()
+
+
+class StaffSessions:
+    "The signed-in console sessions of this process, by token; each browser's cookie holds only its token."
+
+    def __init__(self):
+        self._sessions: dict[str, StaffSession] = {}
+        self._codes: dict[str, tuple[str, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: StaffSession) -> tuple[str, StaffSession]:
+        "Register `session`; returns (token for the cookie, the session with its `key`)."
+        token = secrets.token_urlsafe(32)
+        session = replace(session, key=_key(token))
+        with self._lock: self._sessions[session.key] = session
+        return token, session
+
+    def get(self, key: str | None) -> StaffSession | None:
+        "The session registered under `key`, or None (whether it is still live is `StaffSession.expired`'s question)."
+        with self._lock: return self._sessions.get(key or '')
+
+    def resume(self, token: str, now: datetime | None = None, idle: timedelta = SESSION_IDLE) -> StaffSession | None:
+        "The live session of a cookie's token (an expired one is ended), or None."
+        key, now = _key(token), now or datetime.now(timezone.utc)
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is not None and s.expired(now, idle): del self._sessions[key]; s = None
+            return s
+
+    def touch(self, key: str, now: datetime | None = None) -> StaffSession | None:
+        with self._lock:
+            if (s := self._sessions.get(key)) is None: return None
+            s = self._sessions[key] = s.touched(now)
+            return s
+
+    def end(self, key: str | None) -> None:
+        with self._lock: self._sessions.pop(key or '', None)
+
+    def end_token(self, token: str) -> None: self.end(_key(token))
+
+    def end_user(self, username: str) -> int:
+        "End every session of `username` (a disabled account); returns how many."
+        with self._lock:
+            gone = [k for k, s in self._sessions.items() if s.username == username]
+            for k in gone: del self._sessions[k]
+            return len(gone)
+
+    def issue_code(self, token: str, now: datetime | None = None) -> str:
+        "A one-time code the browser trades for the cookie (`redeem`) within `CODE_TTL`."
+        now = now or datetime.now(timezone.utc)
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._codes = {c: v for c, v in self._codes.items() if v[1] > now}
+            self._codes[code] = (token, now + CODE_TTL)
+        return code
+
+    def redeem(self, code, now: datetime | None = None) -> str | None:
+        "The token of a valid, unexpired, unused `code` (it is then spent); None otherwise."
+        now = now or datetime.now(timezone.utc)
+        if not isinstance(code, str) or not _TOKEN_CHARS.match(code): return None
+        with self._lock: token, until = self._codes.pop(code, (None, now))
+        return token if token is not None and until > now else None
 
 # %% ../nbs/70_staff.ipynb #st700020
 async def audit(conn, username: str, action: str, detail: dict | None = None) -> int:

@@ -3,10 +3,12 @@ PostgreSQL, MiniLM) runs scripted visitors over HTTP, its relay delivers the han
 table, then every page is driven with Streamlit's AppTest — auth refusal, filters and hostile
 search input, the session detail, replay dry run and confirmed re-delivery, threshold moves,
 the funnel — and finally `streamlit run` in a subprocess is visited with Chromium (Playwright,
-Debian's /usr/bin/chromium): a screenshot of every page, and the visitor's HTML stays inert.
+Debian's /usr/bin/chromium): a screenshot of every page, and the visitor's HTML stays inert; the
+staff session cookie (a reload keeps you signed in, the idle limit ends it, sign-out clears it, a
+tampered cookie is refused), deep links through the sign-in, and a quiet terminal.
 
 Screenshots go to pytest's tmp dir, or to $LEADCHAT_SCREENSHOT_DIR when set;
-LEADCHAT_UPDATE_README_SCREENSHOT=1 also refreshes nbs/images/console.png.
+LEADCHAT_UPDATE_README_SCREENSHOT=1 also refreshes nbs/images/console.png and nbs/images/console-reload.png.
 """
 import json
 import os
@@ -30,6 +32,7 @@ from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.config import get_settings
 from leadchat.console import SESSION_KEY, close_backends, get_backend
+from leadchat.staff import COOKIE_NAME
 from leadchat.staff import StaffSession, add_staff_user, set_disabled
 from test_api import app_settings, turn
 
@@ -224,6 +227,7 @@ def test_sessions_list_filters_and_search(seeded):
     df = table(at)
     assert set(df['session']) == set(seeded['sids'].values())
     assert set(EMAILS) <= set(df['email'])
+    assert list(df.columns)[:3] == ['email', 'lead', 'hand-off'] and list(df.columns)[-1] == 'session'   # who first, the UUID last
     at.selectbox(key='s_level').select('hot').run()
     assert list(table(at)['session']) == [seeded['sids']['hot']]
     at.selectbox(key='s_level').select('any')
@@ -337,6 +341,8 @@ def test_handoffs_replay_dry_run_then_confirmed_redelivery(seeded):
     assert '*Trigger:*\nhot_lead' in [f['text'] for f in blocks[1]['fields']]
     assert crm['lead']['session_id'] == hot and crm['lead']['source'] == 'website-chat'
     assert any('Subject: [HANDOFF FALLBACK] hot lead' in c.value for c in at.code)
+    assert not any('Content-Transfer-Encoding' in c.value or '=?utf-8?' in c.value for c in at.code)   # decoded text
+    assert list(df.columns)[:4] == ['id', 'visitor', 'lead', 'reason'] and list(df.columns)[-1] == 'session'
     records = lambda: q(url, "SELECT count(*) AS n FROM handoff_records WHERE session_id = %s", hot)[0]['n']
     leads = lambda: q(url, "SELECT count(*) AS n FROM leads WHERE session_id = %s", hot)[0]['n']
     before = (records(), leads())
@@ -425,9 +431,24 @@ def test_funnel_and_analytics(seeded):
     assert not at.exception
     n = {m.label: int(m.value) for m in at.metric}
     assert n['sessions'] == len(CONVERSATIONS)
-    assert n['hand-off proposed'] == 2 and n['delivered'] == 2 and n['contact captured'] == 2
-    assert n['sessions'] >= n['engaged'] >= n['qualified (warm/hot)'] == 3    # hot, referral, email
-    assert len(at.get('plotly_chart')) == 4
+    # each session counts in the furthest stage it reached and every stage before: 'ask' (one message, delivered)
+    # counts as engaged, qualified, proposed and contacted too, so the funnel never widens
+    assert n['delivered'] == 2 and n['contact captured'] == 3 and n['hand-off proposed'] == 3   # hot, ask (+ email)
+    assert n['qualified'] == 4                                                # hot, referral, email, ask
+    assert list(n.values()) == sorted(n.values(), reverse=True)
+    failures = q(seeded['url'], "SELECT count(*) AS n FROM analytics_events WHERE event_type = ANY(%s)",
+                 ['handoff_partial_failure', 'handoff_total_failure', 'rag_no_result', 'prompt_compliance_violation',
+                  'state_extraction_failure', 'llm_generation_failure', 'stream_timeout', 'checkpointer_write_failure',
+                  'booking_failed'])[0]['n']
+    assert len(at.get('plotly_chart')) == 3 + bool(failures)
+    assert bool(failures) != ('No failure events in this range.' in texts(at))
+    sessions = as_staff()                                                      # the same window as Sessions by default
+    assert at.date_input(key='f_days').value == sessions.date_input(key='s_days').value
+    start, end = at.date_input(key='f_days').value
+    assert end - start == timedelta(days=29)
+    at.date_input(key='f_days').set_value((date(2020, 1, 1), date(2020, 1, 31))).run()   # nothing there: words, not axes
+    assert not at.exception and not at.get('plotly_chart')
+    assert 'No sessions started in this range' in texts(at) and 'No failure events in this range.' in texts(at)
     at.date_input(key='f_days').set_value((date.today(), date.today() - timedelta(days=3))).run()
     assert any('reversed' in e.value for e in at.error) and not at.get('plotly_chart')
     at.date_input(key='f_days').set_value((date(2020, 1, 1), date(2026, 1, 1))).run()
@@ -442,90 +463,133 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def console_server(seeded):
-    "`streamlit run console/app.py` on a free loopback port, headless; stopped afterwards."
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != 'LEADCHAT_ENV_FILE'} | seeded['env']
-    proc = subprocess.Popen([sys.executable, '-m', 'streamlit', 'run', str(APP), '--server.address', '127.0.0.1',
-                             '--server.port', str(port), '--server.headless', 'true', '--browser.gatherUsageStats',
-                             'false', '--server.fileWatcherType', 'none', '--global.developmentMode', 'false',
-                             '--client.toolbarMode', 'viewer'],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f'http://127.0.0.1:{port}'
-    def healthy():
-        if proc.poll() is not None: raise RuntimeError(f'streamlit exited: {proc.stdout.read().decode()[-2000:]}')
-        try: return httpx.get(f'{url}/_stcore/health', timeout=2).status_code == 200
+class Console:
+    "`streamlit run console/app.py` (as `make run` starts it) on a free loopback port; its terminal goes to `log`."
+    def __init__(self, seeded, log: Path, env: dict | None = None, args: tuple = ()):
+        self.port, self.log = free_port(), log
+        self.url = f'http://127.0.0.1:{self.port}'
+        env = {k: v for k, v in os.environ.items() if k not in ('LEADCHAT_ENV_FILE', 'LEADCHAT_CONSOLE_VERBOSE')} | seeded['env'] | (env or {})
+        with open(log, 'wb') as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, '-m', 'streamlit', 'run', str(APP), '--server.address', '127.0.0.1', '--server.port',
+                 str(self.port), '--server.headless', 'true', '--browser.gatherUsageStats', 'false',
+                 '--server.fileWatcherType', 'none', '--global.developmentMode', 'false', '--client.toolbarMode', 'viewer',
+                 *(('--', *args) if args else ())], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try: wait_for(self.healthy, 60, 'streamlit health')
+        except BaseException: self.stop(); raise
+
+    def healthy(self) -> bool:
+        if self.proc.poll() is not None: raise RuntimeError(f'streamlit exited: {self.terminal()[-2000:]}')
+        try: return httpx.get(f'{self.url}/_stcore/health', timeout=2).status_code == 200
         except httpx.HTTPError: return False
-    try:
-        wait_for(healthy, 60, 'streamlit health')
-        yield url
-    finally:
-        proc.terminate()
-        try: proc.wait(15)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait(5)
+
+    def terminal(self) -> str: return self.log.read_text(errors='replace')
+
+    def stop(self):
+        self.proc.terminate()
+        try: self.proc.wait(15)
+        except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(5)
 
 
-def test_every_page_in_chromium_with_screenshots(seeded, console_server, tmp_path):
+@pytest.fixture(scope='module')
+def console_server(seeded, tmp_path_factory):
+    "The console with its default settings; stopped afterwards."
+    c = Console(seeded, tmp_path_factory.mktemp('console-server') / 'terminal.log')
+    try: yield c
+    finally: c.stop()
+
+
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic']
+
+
+@pytest.fixture(scope='module')
+def chromium():
     from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        try: yield browser
+        finally: browser.close()
+
+
+def browser_sign_in(page, username='ana', password=PASSWORD, *, lands_on='Sessions'):
+    page.get_by_role('textbox', name='Username').fill(username)
+    page.get_by_role('textbox', name='Password').fill(password)
+    page.get_by_role('button', name='Sign in').click()
+    if lands_on: page.get_by_role('heading', name=lands_on).wait_for(timeout=60_000)
+
+
+def staff_cookie(context) -> dict | None:
+    return next((c for c in context.cookies() if c['name'] == COOKIE_NAME), None)
+
+
+def signed_in(page, heading: str) -> None:
+    "The page shows `heading` with the signed-in sidebar (not the sign-in form)."
+    page.get_by_role('heading', name=heading).wait_for(timeout=60_000)
+    page.get_by_role('button', name='Sign out').wait_for(timeout=30_000)
+    assert page.get_by_role('textbox', name='Password').count() == 0
+
+
+def test_every_page_in_chromium_with_screenshots(seeded, console_server, chromium, tmp_path):
     out = Path(os.environ.get('LEADCHAT_SCREENSHOT_DIR') or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-            '--disable-sync', '--no-first-run', '--disable-quic']
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path='/usr/bin/chromium', args=args)
-        try:
-            page = browser.new_page(viewport={'width': 1440, 'height': 1000})
-            dialogs, outside = [], []
-            page.on('dialog', lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on('request', lambda r: outside.append(r.url) if not r.url.startswith(('http://127.0.0.1', 'data:', 'blob:')) else None)
-            page.goto(console_server, wait_until='domcontentloaded')
-            page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
-            assert page.get_by_role('link', name='Sessions').count() == 0
-            for e in EMAILS: assert e not in page.content()
-            page.screenshot(path=str(out / 'console-sign-in.png'))
+    try:
+        page = chromium.new_page(viewport={'width': 1440, 'height': 1000})
+        dialogs, outside, titles = [], [], {}
+        page.on('dialog', lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on('request', lambda r: outside.append(r.url) if not r.url.startswith(('http://127.0.0.1', 'data:', 'blob:')) else None)
+        page.goto(console_server.url, wait_until='domcontentloaded')
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        assert page.get_by_role('link', name='Sessions').count() == 0
+        for e in EMAILS: assert e not in page.content()
+        page.screenshot(path=str(out / 'console-sign-in.png'))
 
-            page.get_by_role('textbox', name='Username').fill('ana')
-            page.get_by_role('textbox', name='Password').fill(PASSWORD)
-            page.get_by_role('button', name='Sign in').click()
-            page.get_by_role('heading', name='Sessions').wait_for(timeout=60_000)
-            page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
-            page.wait_for_timeout(1000)
-            page.screenshot(path=str(out / 'console-sessions.png'), full_page=True)
+        page.get_by_role('textbox', name='Username').fill('ana')
+        page.get_by_role('textbox', name='Password').fill(PASSWORD)
+        page.get_by_role('button', name='Sign in').click()
+        page.get_by_role('heading', name='Sessions').wait_for(timeout=60_000)
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(out / 'console-sessions.png'), full_page=True)
 
-            def visit(link, heading, name, ready=None):
-                page.get_by_role('link', name=link).click()
-                page.get_by_role('heading', name=heading).wait_for(timeout=60_000)
-                if ready: ready()
-                page.wait_for_timeout(1500)           # let plotly finish drawing before the picture
-                page.screenshot(path=str(out / f'console-{name}.png'), full_page=True)
+        def visit(link, heading, name, ready=None):
+            page.get_by_role('link', name=link).click()
+            page.get_by_role('heading', name=heading).wait_for(timeout=60_000)
+            if ready: ready()
+            page.wait_for_timeout(1500)           # let plotly finish drawing before the picture
+            page.screenshot(path=str(out / f'console-{name}.png'), full_page=True)
+            titles[link] = page.title()
+            # text people need is in normal-contrast text, not st.caption (grey, 3.9:1 on white; WCAG asks 4.5:1)
+            assert page.locator('[data-testid="stCaptionContainer"]').count() == 0, link
 
-            def open_hostile():
-                box = page.get_by_role('textbox', name='Session id')
-                box.fill(seeded['sids']['hostile']); box.press('Enter')
-                page.get_by_text('I am the CTO at Evil', exact=False).first.wait_for(timeout=30_000)
-            visit('Session detail', 'Session detail', 'session-hostile', open_hostile)
-            assert page.locator('img[src="x"]').count() == 0 and page.locator('a[href="https://evil.example"]').count() == 0
-            assert page.evaluate('window.__pwned') is None and not dialogs
+        def open_hostile():
+            box = page.get_by_role('textbox', name='Session id')
+            box.fill(seeded['sids']['hostile']); box.press('Enter')
+            page.get_by_text('I am the CTO at Evil', exact=False).first.wait_for(timeout=30_000)
+        visit('Session detail', 'Session detail', 'session-hostile', open_hostile)
+        assert page.locator('img[src="x"]').count() == 0 and page.locator('a[href="https://evil.example"]').count() == 0
+        assert page.evaluate('window.__pwned') is None and not dialogs
 
-            def open_hot():
-                box = page.get_by_role('textbox', name='Session id')
-                box.fill(seeded['sids']['hot']); box.press('Enter')
-                page.get_by_text('hot_lead', exact=True).first.wait_for(timeout=30_000)
-            visit('Session detail', 'Session detail', 'session', open_hot)
-            visit('Hand-offs', 'Hand-offs', 'handoffs', lambda: page.get_by_text('Dry run', exact=False).wait_for(timeout=30_000))
+        def open_hot():
+            box = page.get_by_role('textbox', name='Session id')
+            box.fill(seeded['sids']['hot']); box.press('Enter')
+            page.get_by_text('hot_lead', exact=True).first.wait_for(timeout=30_000)
+        visit('Session detail', 'Session detail', 'session', open_hot)
+        visit('Hand-offs', 'Hand-offs', 'handoffs', lambda: page.get_by_text('Dry run', exact=False).wait_for(timeout=30_000))
 
-            def calibrate():
-                page.get_by_role('button', name='Run the calibration query set').click()
-                page.get_by_text('Recommended threshold', exact=False).wait_for(timeout=120_000)
-            visit('RAG tuning', 'RAG threshold tuning', 'rag', calibrate)
-            visit('Funnel', 'Funnel', 'funnel', lambda: page.locator('.js-plotly-plot').nth(3).wait_for(timeout=30_000))
+        def calibrate():
+            page.get_by_role('button', name='Run the calibration query set').click()
+            page.get_by_text('Recommended threshold', exact=False).wait_for(timeout=120_000)
+        visit('RAG tuning', 'RAG threshold tuning', 'rag', calibrate)
+        visit('Funnel', 'Funnel', 'funnel', lambda: page.locator('.js-plotly-plot').nth(2).wait_for(timeout=30_000))
 
-            page.get_by_role('button', name='Sign out').click()
-            page.get_by_role('textbox', name='Password').wait_for(timeout=30_000)
-            assert 'ana@acme-pay.example' not in page.content()
-        finally:
-            browser.close()
+        page.get_by_role('button', name='Sign out').click()
+        page.get_by_role('textbox', name='Password').wait_for(timeout=30_000)
+        assert 'ana@acme-pay.example' not in page.content()
+    finally:
+        page.close()
+    assert titles == {'Session detail': 'Session detail · leadchat console', 'Hand-offs': 'Hand-offs · leadchat console',
+                      'RAG tuning': 'RAG tuning · leadchat console', 'Funnel': 'Funnel · leadchat console'}   # a title each
     names = ['sign-in', 'sessions', 'session-hostile', 'session', 'handoffs', 'rag', 'funnel']
     for n in names: assert (out / f'console-{n}.png').stat().st_size > 10_000, n
     assert not outside, f'the console loaded something from outside: {outside[:5]}'
@@ -554,3 +618,134 @@ def test_sign_in_limit_counts_the_browser_behind_a_trusted_proxy(monkeypatch):
     assert con.client_id(behind) == '192.0.2.44'                      # an untrusted peer cannot pick its bucket
     ctx(None, [('X-Forwarded-For', '198.51.100.7')])
     assert con.client_id(behind.model_copy(update={'leadchat_trusted_proxies': ['127.0.0.1/32']})) == '198.51.100.7'
+
+
+# --- staying signed in: the session cookie, in Chromium ---------------------------------------------------------------
+
+def test_a_reload_keeps_staff_signed_in_until_sign_out(seeded, console_server, chromium, tmp_path):
+    "A deep link survives the sign-in; a reload (a new Streamlit session) keeps the staff user signed in; sign-out ends it."
+    hot = seeded['sids']['hot']
+    ctx = chromium.new_context(viewport={'width': 1280, 'height': 800})
+    try:
+        page = ctx.new_page()
+        page.goto(f'{console_server.url}/session?session={hot}')              # a deep link, before signing in
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        assert hot not in page.content() and page.title() == 'Sign in · leadchat console'
+        browser_sign_in(page, lands_on=None)
+        signed_in(page, 'Session detail')
+        page.get_by_text('hot_lead', exact=True).first.wait_for(timeout=60_000)    # that session's page
+        assert page.url == f'{console_server.url}/session?session={hot}'
+        cookie = staff_cookie(ctx)
+        assert cookie and cookie['httpOnly'] and cookie['sameSite'] == 'Strict' and cookie['path'] == '/'
+        assert 'ana' not in cookie['value'] and COOKIE_NAME not in page.evaluate('document.cookie')   # scripts cannot read it
+
+        page.reload()                                                            # the deep link, after a reload
+        signed_in(page, 'Session detail')
+        page.get_by_text('hot_lead', exact=True).first.wait_for(timeout=60_000)
+        page.get_by_role('link', name='Sessions').click()
+        signed_in(page, 'Sessions')
+        page.reload()
+        signed_in(page, 'Sessions')
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+        page.get_by_text('Signed in as Ana Ruiz').wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)
+        shot = Path(os.environ.get('LEADCHAT_SCREENSHOT_DIR') or tmp_path) / 'console-reload.png'
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000 and page.viewport_size == {'width': 1280, 'height': 800}
+        if os.environ.get('LEADCHAT_UPDATE_README_SCREENSHOT') == '1':
+            shutil.copy(shot, ROOT / 'nbs' / 'images' / 'console-reload.png')
+
+        old = dict(cookie)
+        page.get_by_role('button', name='Sign out').click()
+        page.get_by_role('textbox', name='Password').wait_for(timeout=30_000)
+        page.get_by_text('You are signed out.').wait_for(timeout=30_000)
+        assert staff_cookie(ctx) is None                                         # the browser forgot it
+        page.reload()
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        ctx.add_cookies([{k: old[k] for k in ('name', 'value', 'domain', 'path', 'httpOnly', 'sameSite')}])
+        page.goto(console_server.url)                                            # a copy kept from before: dead on the server
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        page.get_by_text('Your session expired; sign in again.').wait_for(timeout=30_000)
+        assert page.get_by_role('button', name='Sign out').count() == 0
+    finally: ctx.close()
+    logins = [r['action'] for r in q(seeded['url'], "SELECT action FROM staff_audit WHERE action LIKE 'staff.log%%' ORDER BY id")]
+    assert logins[-2:] == ['staff.login', 'staff.logout']                     # one sign-in for all the reloads
+
+
+def test_a_tampered_cookie_is_refused(seeded, console_server, chromium):
+    ctx = chromium.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(console_server.url)
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        browser_sign_in(page)
+        good = staff_cookie(ctx)
+        token, sig = good['value'].rsplit('.', 1)
+        forged = [token + '.' + ('A' if sig[0] != 'A' else 'B') + sig[1:],        # one character of the signature
+                  token[:-1] + ('a' if token[-1] != 'a' else 'b') + '.' + sig,      # one character of the token
+                  'x' * 43 + '.' + sig, token, '..', 'ana', '%00' * 40]
+        for value in forged:
+            other = chromium.new_context()
+            try:
+                other.add_cookies([{**{k: good[k] for k in ('name', 'domain', 'path', 'httpOnly', 'sameSite')}, 'value': value}])
+                p2 = other.new_page()
+                p2.goto(console_server.url)
+                p2.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+                p2.get_by_text('Your sign-in could not be verified; sign in again.').wait_for(timeout=30_000)
+                assert p2.get_by_role('button', name='Sign out').count() == 0
+                for e in EMAILS: assert e not in p2.content()
+            finally: other.close()
+        page.reload()                                                            # the real one still works
+        signed_in(page, 'Sessions')
+    finally: ctx.close()
+    assert 'console_cookie_refused' in console_server.terminal()               # a warning: on the terminal by default
+
+
+def test_lockout_still_applies_in_the_browser(seeded, console_server, chromium):
+    seeded['backend'].conn(add_staff_user, 'carl', PASSWORD)
+    page = chromium.new_page()
+    try:
+        page.goto(console_server.url)
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        tries = lambda: q(seeded['url'], "SELECT count(*) AS n FROM staff_login_attempts WHERE username = 'carl'")[0]['n']
+        for i in range(5):
+            browser_sign_in(page, 'carl', f'not the password {i}', lands_on=None)
+            wait_for(lambda: tries() == i + 1, 30, f'sign-in attempt {i + 1}')
+            page.get_by_text('Wrong username or password.').wait_for(timeout=30_000)
+        browser_sign_in(page, 'carl', PASSWORD, lands_on=None)
+        page.get_by_text('Too many failed sign-in attempts', exact=False).wait_for(timeout=30_000)
+        assert page.get_by_role('button', name='Sign out').count() == 0
+    finally: page.close()
+    reasons = [r['reason'] for r in q(seeded['url'], "SELECT reason FROM staff_login_attempts WHERE username = 'carl' ORDER BY id")]
+    assert reasons == ['bad_credentials'] * 5 + ['locked']
+
+
+def test_the_idle_limit_ends_a_session_and_v_brings_the_info_lines_back(seeded, chromium, tmp_path):
+    "LEADCHAT_STAFF_SESSION_IDLE_MINUTES: a reload after the idle time finds the session ended. (`-- -v`: info lines.)"
+    c = Console(seeded, tmp_path / 'terminal.log', env={'LEADCHAT_STAFF_SESSION_IDLE_MINUTES': '0.1'}, args=('-v',))
+    try:
+        ctx = chromium.new_context()
+        page = ctx.new_page()
+        page.goto(c.url)
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        browser_sign_in(page)
+        page.reload()
+        signed_in(page, 'Sessions')                                                # within 6 s: still signed in
+        page.wait_for_timeout(8_000)                                               # idle past 6 s
+        page.reload()
+        page.get_by_role('textbox', name='Password').wait_for(timeout=60_000)
+        page.get_by_text('Your session expired; sign in again.').wait_for(timeout=30_000)
+        assert page.get_by_role('button', name='Sign out').count() == 0
+        ctx.close()
+        assert 'staff_login' in c.terminal() and 'method=password' in c.terminal()      # -v: the info lines are back
+    finally: c.stop()
+
+
+def test_the_terminal_stays_quiet(console_server):
+    "After every browser test above: no Streamlit context warnings, no per-action info lines, no progress bars."
+    out = console_server.terminal()
+    assert 'URL: http://127.0.0.1' in out                                       # it is the console's terminal
+    assert 'missing ScriptRunContext' not in out
+    assert '[info' not in out and 'staff_login ' not in out
+    assert '%|' not in out and 'it/s]' not in out

@@ -238,3 +238,60 @@ async def test_a_failed_sign_in_never_logs_the_typed_username(db, counting):
             assert 'username' not in e and len(e['username_hash']) == 12, e
         assert len({e['username_hash'] for e in failed if e.get('method') != 'oidc'}) == 1   # one typed name, one hash
     finally: await c.close()
+
+
+# --- the console session cookie (leadchat.staff.StaffSessions; the browser side is in test_console.py) ---------------
+
+def test_a_cookie_is_accepted_only_with_its_own_signature(tmp_path):
+    from leadchat.staff import LoginResult, StaffSession, StaffSessions, cookie_secret, sign_token, unsign_token
+    key = cookie_secret(tmp_path / 'home')
+    assert cookie_secret(tmp_path / 'home') == key and len(key) == 32                       # made once, then reused
+    assert (tmp_path / 'home' / 'console-cookie.key').stat().st_mode & 0o077 == 0           # nobody else may read it
+    reg = StaffSessions()
+    token, live = reg.start(StaffSession.start(LoginResult(True, 'ok', 'ana', None), 'password'))
+    good = sign_token(token, key)
+    assert unsign_token(good, key) == token and reg.resume(token).username == 'ana'
+    flipped = [good[:i] + ('a' if good[i] != 'a' else 'b') + good[i + 1:] for i in range(0, len(good), 7)]
+    hostile = [*flipped, good + 'x', good.upper(), sign_token(token, cookie_secret(tmp_path / 'other')),
+               good.replace('.', ''), '.', '..', good + '.' + good, 'ü' * 60 + '.' + good.split('.')[1],
+               '\x00' * 50, 'a' * 10_000, b'bytes', ['list'], {'token': token}, 3.5]
+    for value in hostile: assert unsign_token(value, key) is None, repr(value)[:60]
+    assert reg.resume(secrets_token()) is None                                              # a well-formed unknown token
+
+
+def secrets_token() -> str:
+    import secrets
+    return secrets.token_urlsafe(32)
+
+
+def test_sessions_registry_under_threads():
+    "Browser sessions run in threads of their own: starting, touching and ending at once loses nothing and never raises."
+    import threading
+    from leadchat.staff import LoginResult, StaffSession, StaffSessions
+    reg, tokens, errors = StaffSessions(), [], []
+    def work(i):
+        try:
+            for j in range(50):
+                t, s = reg.start(StaffSession.start(LoginResult(True, 'ok', f'user{i}', None), 'password'))
+                reg.touch(s.key); reg.redeem(reg.issue_code(t))
+                if j % 2: reg.end(s.key)
+                else: tokens.append(t)
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors and len(tokens) == 8 * 25 and all(reg.resume(t) for t in tokens)
+    assert reg.end_user('user3') == 25 and sum(reg.resume(t) is not None for t in tokens) == 7 * 25
+
+
+def test_the_idle_setting_is_read_and_bad_values_are_named(monkeypatch):
+    from leadchat.config import ConfigurationError
+    from leadchat.staff import IDLE_SETTING, SESSION_IDLE, session_idle
+    monkeypatch.delenv(IDLE_SETTING, raising=False)
+    assert session_idle() == SESSION_IDLE == timedelta(minutes=60)
+    monkeypatch.setenv(IDLE_SETTING, '15')
+    assert session_idle() == timedelta(minutes=15)
+    for bad in ('0', '-1', 'sixty', 'nan', 'inf', '1e9', ' '):
+        monkeypatch.setenv(IDLE_SETTING, bad)
+        if bad == ' ': assert session_idle() == SESSION_IDLE; continue                     # blank: the default
+        with pytest.raises(ConfigurationError, match=IDLE_SETTING): session_idle()

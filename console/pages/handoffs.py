@@ -2,7 +2,7 @@
 import streamlit as st
 
 from leadchat.console import (HANDOFF_REASONS, OUTBOX_STATUSES, ConsoleInputError, HandoffQuery, dead_letter_list,
-                              handoff_page, handoff_table, redeliver, replay_preview, require_staff)
+                              fit_widths, handoff_page, handoff_table, redeliver, replay_preview, require_staff)
 
 staff, backend = require_staff()
 tz = backend.settings.team_tz
@@ -45,11 +45,14 @@ except ConsoleInputError as e:
     st.error(str(e)); st.stop()
 rows, total = backend.conn(handoff_page, q)
 pages = max(1, -(-total // q.page_size))
-st.caption(f'{total} hand-off{"s" * (total != 1)} · channels: {", ".join(backend.settings.handoff_channels)}')
+st.markdown(f'{total} hand-off{"s" * (total != 1)} · channels: {", ".join(backend.settings.handoff_channels)}')
 if not rows:
     st.info('No hand-offs match.')
     st.stop()
-st.dataframe(handoff_table(rows, tz), hide_index=True, width='stretch')
+table = handoff_table(rows, tz)
+st.dataframe(table, hide_index=True, width='stretch',
+             column_config={c: st.column_config.Column(width=w)
+                            for c, w in fit_widths(table, ['visitor', 'lead', 'reason', 'status', 'session']).items()})
 if q.page > pages: st.session_state.pop('h_page', None)
 if pages > 1: st.pagination(pages, default=min(q.page, pages), key='h_page')
 
@@ -61,7 +64,7 @@ if st.session_state.get('h_confirm') not in (None, oid): st.session_state.pop('h
 try: pv = backend.run(replay_preview(backend.pool, backend.settings, oid))
 except LookupError as e:
     st.error(str(e)); st.stop()
-st.caption('Dry run: what a re-delivery would send. Nothing has been sent.')
+st.markdown('Dry run: what a re-delivery would send. **Nothing has been sent.**')
 t_slack, t_crm, t_mail = st.tabs(['Slack', 'CRM payload', 'Fallback email'])
 with t_slack:
     with st.container(border=True):
@@ -71,7 +74,7 @@ with t_slack:
         st.text(pv.card.qualification)
     st.json(pv.slack_blocks, expanded=False)
 with t_crm: st.json(pv.crm_payload, expanded=2)
-with t_mail: st.code(pv.email, language=None, wrap_lines=True)
+with t_mail: st.code(pv.email_text, language=None, wrap_lines=True)     # decoded, as the recipient reads it
 
 if st.session_state.get('h_confirm') != oid:
     if st.button(f'Re-deliver #{oid}…', key='h_redeliver'):

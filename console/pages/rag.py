@@ -9,7 +9,7 @@ staff, backend = require_staff()
 settings = backend.settings
 queries, changelog = calibration_paths()
 st.title('RAG threshold tuning')
-st.caption(f'Configured RAG_RELEVANCE_THRESHOLD = {settings.rag_relevance_threshold:.3f} · query set `{queries}` · '
+st.markdown(f'Configured RAG_RELEVANCE_THRESHOLD = {settings.rag_relevance_threshold:.3f} · query set `{queries}` · '
            f'changelog `{changelog}`')
 
 if st.button('Run the calibration query set', type='primary', key='r_run'):
@@ -34,9 +34,9 @@ if run is not None:
     c[3].metric('vs recommended', f'{v.threshold - rec.threshold:+.3f}')
     st.plotly_chart(threshold_figure(run, thr), key='r_hist')
     left, right = st.columns(2)
-    left.caption('False positives: out-of-scope questions that would be answered from unrelated text')
+    left.markdown('**False positives**: out-of-scope questions that would be answered from unrelated text')
     left.dataframe(v.false_positives, hide_index=True, width='stretch')
-    right.caption('False negatives: in-scope questions that would get "I don\'t know"')
+    right.markdown('**False negatives**: in-scope questions that would get "I don\'t know"')
     right.dataframe(v.false_negatives, hide_index=True, width='stretch')
     entry = changelog_text(run, thr, staff=staff.username)
     with st.expander(f'Write {v.threshold:.3f} to {changelog}'):
@@ -56,7 +56,7 @@ if query.strip():
     except ConsoleInputError as e:
         st.error(str(e)); st.stop()
     passing = sum(ch.passes for ch in chunks)
-    st.caption(f'{passing} of {len(chunks)} chunks pass {thr_now:.3f}' +
+    st.markdown(f'{passing} of {len(chunks)} chunks pass {thr_now:.3f}' +
                ('' if passing else ' — the assistant would say it has no answer'))
     st.dataframe([{'rank': ch.rank, 'score': ch.score, 'passes': ch.passes, 'source': ch.source,
                    'chunk': ch.chunk_index, 'text': ch.content} for ch in chunks], hide_index=True, width='stretch')

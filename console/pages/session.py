@@ -41,13 +41,13 @@ with t_chat:
     if not d.transcript: st.info('No transcript for this session.')
     for msg in d.transcript:             # visitor text is shown as plain text, never Markdown/HTML
         with st.chat_message(msg.role):
-            st.caption(f'turn {msg.turn_index} · {local(msg.at, tz, "%Y-%m-%d %H:%M:%S")}')
+            st.markdown(f'turn {msg.turn_index} · {local(msg.at, tz, "%Y-%m-%d %H:%M:%S")}')
             st.text(msg.content)
 
 with t_timeline:
     rows = qualification_timeline(d.transcript, d.events, d.signals)
     if d.state is None:
-        st.caption('The checkpoint of this session is gone (expired or purged); levels are replayed from the '
+        st.info('The checkpoint of this session is gone (expired or purged); levels are replayed from the '
                    'signal log of its latest hand-off, if any.')
     if rows:
         st.plotly_chart(timeline_figure(rows), key='d_timeline_chart')
@@ -89,16 +89,16 @@ with t_packet:
         st.subheader(f"{'Update' if v.kind == 'update' else 'Hand-off'} #{v.outbox_id} · {v.handoff_reason} · {v.status}")
         left, right = st.columns(2)
         with left:
-            st.caption('Slack #new-leads, as the rep sees it')
+            st.markdown('**Slack #new-leads**, as the rep sees it')
             with st.container(border=True):
                 st.text(v.card.header)
                 st.dataframe([{'': k, 'value': val} for k, val in v.card.fields], hide_index=True)
                 st.text(v.card.summary)
                 st.text(v.card.qualification)
-            st.caption('Fallback email body')
+            st.markdown('**Fallback email body**')
             st.code(v.email_text, language=None, wrap_lines=True)
         with right:
-            st.caption('Context packet (JSON)')
+            st.markdown('**Context packet** (JSON)')
             st.json(v.packet_json, expanded=1)
-            st.caption('CRM payload')
+            st.markdown('**CRM payload**')
             st.json(v.crm, expanded=False)

@@ -1,10 +1,10 @@
 "Sessions: filter the sessions index, open one."
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import streamlit as st
 
-from leadchat.console import (HANDOFF_REASONS, LEAD_LEVELS, STAGES, ConsoleInputError, SessionQuery, require_staff,
-                              session_page, session_table)
+from leadchat.console import (HANDOFF_REASONS, LEAD_LEVELS, STAGES, ConsoleInputError, DateRange, SessionQuery, fit_widths,
+                              require_staff, session_page, session_table)
 
 staff, backend = require_staff()
 tz = backend.settings.team_tz
@@ -12,7 +12,8 @@ today = datetime.now(tz).date()
 st.title('Sessions')
 
 c = st.columns([2, 1, 1, 1, 2])
-days = c[0].date_input('Active between', value=(today - timedelta(days=29), today), key='s_days')
+window = DateRange.default(today)          # the Funnel page opens on the same window
+days = c[0].date_input('Active between', value=(window.start, window.end), key='s_days')
 level = c[1].selectbox('Lead level', ['any', *LEAD_LEVELS], key='s_level')
 reason = c[2].selectbox('Hand-off reason', ['any', *HANDOFF_REASONS], key='s_reason')
 stage = c[3].selectbox('Stage', ['any', *STAGES], key='s_stage')
@@ -33,12 +34,15 @@ except ConsoleInputError as e:
 
 p = backend.conn(session_page, q, tz)
 if p.page != q.page: st.session_state.pop('s_page', None)     # past the end: the last page
-st.caption(f'{p.total} session{"s" * (p.total != 1)} · page {p.page} of {p.pages} · times in {tz.key}')
+st.markdown(f'{p.total} session{"s" * (p.total != 1)} · page {p.page} of {p.pages} · times in {tz.key}')
 if not p.rows:
     st.info('No sessions match these filters.')
     st.stop()
-st.dataframe(session_table(p.rows, tz), hide_index=True, width='stretch',
-             column_config={'delivered': st.column_config.CheckboxColumn('delivered')})
+rows = session_table(p.rows, tz)
+widths = fit_widths(rows, ['email', 'lead', 'hand-off', 'company', 'role', 'session'])
+st.dataframe(rows, hide_index=True, width='stretch',
+             column_config={**{c: st.column_config.Column(width=w) for c, w in widths.items()},
+                            'delivered': st.column_config.CheckboxColumn('delivered')})
 st.pagination(p.pages, default=p.page, key='s_page')
 
 labels = {r.session_id: f'{r.session_id[:8]}… · {r.lead_level} · {r.visitor_email or r.visitor_company or "anonymous"}'
