@@ -393,6 +393,13 @@ def test_ingest_and_calibrate_need_no_threshold_yet(tmp_path):
     report = tmp_path / 'home' / 'calibration'
     assert json.loads((report / 'calibration.json').read_text())['calibration']['n_relevant'] == 2
     assert 'RAG_RELEVANCE_THRESHOLD = ' in (report / 'CONFIG_CHANGELOG.md').read_text()
+    assert (report / 'calibration.png').read_bytes()[:4] == b'\x89PNG' and f'{report / "calibration.png"}' not in r.stderr
+    # no Chromium for kaleido: no PNG, and the command says so instead of listing one
+    r = run('calibrate', '-e', str(env), '--queries', str(q), '--no-scope', '--out', str(tmp_path / 'nopng' / 'cal'),
+            env={'BROWSER_PATH': str(tmp_path / 'no-such-chromium')})
+    assert r.returncode == 0 and not (tmp_path / 'nopng' / 'cal.png').exists(), r.stderr[-2000:]
+    wrote = next(l for l in r.stdout.splitlines() if l.startswith('wrote '))
+    assert 'cal.html' in wrote and 'cal.png' not in wrote and f'no {tmp_path / "nopng" / "cal.png"}: plotly' in r.stderr, r.stderr
 
 
 def test_commands_on_a_fresh_data_home_say_to_migrate_first(tmp_path):
