@@ -37,10 +37,11 @@ from .db import LeadchatSaver, checkpoint_serializer
 # %% auto #0
 __all__ = ['log', 'KEY_FILE', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'privacy_app', 'DataKeyError', 'DataKey',
            'new_data_key', 'Keyring', 'data_key_config', 'load_keyring', 'CheckpointCipher', 'encrypted_serializer',
-           'PrivateSaver', 'create_private_checkpointer', 'normalise_email', 'normalise_phone', 'StitchResult',
-           'stitch', 'visitor_history', 'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'Subject',
-           'find_subject', 'ExportCounts', 'export_subject', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject',
-           'find_traces', 'rotate_keys', 'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json', 'normalise_email',
+           'normalise_phone', 'StitchResult', 'stitch', 'visitor_history', 'carry_forward', 'session_topic',
+           'visitor_of', 'prior_sessions', 'Subject', 'find_subject', 'ExportCounts', 'export_subject',
+           'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'find_traces', 'rotate_keys', 'check_data_key',
+           'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -213,7 +214,19 @@ def create_private_checkpointer(pool, settings: Settings | None = None, *, keyri
     "The saver the service and the console use: `create_checkpointer`'s, with the checkpoints encrypted."
     return PrivateSaver(pool, keyring=keyring or load_keyring(settings))
 
-# %% ../nbs/12_privacy.ipynb #53174373
+# %% ../nbs/12_privacy.ipynb #c6160334
+def seal_json(keyring: Keyring, doc: dict, *, context: str) -> dict:
+    "`doc` as one ciphertext, for a jsonb column."
+    return {'sealed': keyring.encrypt(json.dumps(doc, separators=(',', ':')), context=context)}
+
+
+def open_json(keyring: Keyring | None, stored: dict, *, context: str) -> dict:
+    "The document `seal_json` stored (or a plain one, as written before encryption)."
+    if not (isinstance(stored, dict) and set(stored) == {'sealed'}): return stored
+    if keyring is None: raise DataKeyError('a sealed document needs the data key (LEADCHAT_DATA_KEY)')
+    return json.loads(keyring.decrypt(stored['sealed'], context=context))
+
+# %% ../nbs/12_privacy.ipynb #9be96e63
 _EMAIL = re.compile(r'^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{2,63}$')
 
 
@@ -231,7 +244,7 @@ def normalise_phone(v: str | None) -> str | None:
     digits = re.sub(r'[\s().-]', '', v[1:])
     return '+' + digits if digits.isdigit() and 8 <= len(digits) <= 15 and digits[0] != '0' else None
 
-# %% ../nbs/12_privacy.ipynb #71442f09
+# %% ../nbs/12_privacy.ipynb #f31a720d
 STITCH_LOCK_SPACE = 0x5717      # pg_advisory_xact_lock(space, key): one lock per identity while stitching
 
 
@@ -305,7 +318,7 @@ async def _merge(conn, loser: uuid.UUID, winner: uuid.UUID, at: datetime) -> Non
     await conn.execute('INSERT INTO visitor_merges (from_visitor, into_visitor, at) VALUES (%s, %s, %s)', [loser, winner, at])
     log.info('visitors_merged', into=str(winner), merged=str(loser))
 
-# %% ../nbs/12_privacy.ipynb #32907409
+# %% ../nbs/12_privacy.ipynb #a006b6a6
 _HISTORY = '''SELECT s.session_id, s.created_at, s.last_updated_at, s.turn_count, s.lead_level, s.problem_fit, s.authority_fit,
                      s.company_fit, s.timing_fit, s.is_negative_persona, s.is_no_fit, s.handoff_reason, s.handoff_triggered
               FROM visitor_sessions me JOIN visitor_sessions vs ON vs.visitor_id = me.visitor_id AND vs.session_id <> me.session_id
@@ -319,7 +332,7 @@ async def visitor_history(conn, session_id: str, *, before: datetime | None = No
     rows = await (await conn.execute(_HISTORY, [session_id, before or datetime.now(timezone.utc), limit])).fetchall()
     return [dict(r) for r in rows]
 
-# %% ../nbs/12_privacy.ipynb #5273beeb
+# %% ../nbs/12_privacy.ipynb #83fbefce
 def carry_forward(state, prior: list[dict], topic: str | None = None) -> dict:
     "The state update that carries `prior` sessions (visitor_history rows, newest first) into `state`; monotonic."
     from leadchat.state import DIMENSIONS, LEVEL_RANK, derive_lead_level
@@ -367,7 +380,7 @@ async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before
            WHERE vs.visitor_id = %s AND vs.session_id <> %s AND s.created_at < %s ORDER BY s.created_at DESC LIMIT %s''',
         [visitor_id, session_id, before, limit])).fetchall()]
 
-# %% ../nbs/12_privacy.ipynb #32f8995d
+# %% ../nbs/12_privacy.ipynb #2dbca6b1
 @dataclass
 class Subject:
     "One data subject, found by email: the visitors, sessions and bookings, and every name and phone they gave."
@@ -419,7 +432,7 @@ async def find_subject(conn, keyring: Keyring, email: str) -> Subject:
         (s.names if r['kind'] == 'name' else s.phones).add(keyring.decrypt(r['value_enc'], context=r['kind']))
     return s
 
-# %% ../nbs/12_privacy.ipynb #e1ace90c
+# %% ../nbs/12_privacy.ipynb #ac06dc84
 def _json_default(o):
     if isinstance(o, datetime): return o.isoformat()
     if isinstance(o, uuid.UUID): return str(o)
@@ -493,7 +506,7 @@ async def _log_request(conn, keyring: Keyring, kind: str, email: str, operator: 
                           VALUES (%s, %s, %s, %s, %s, %s)''', [kind, h, keyring.current.key_id, operator[:128], Jsonb(counts), at])
     log.info('privacy_request', kind=kind, identity_hash=h[:16], operator=operator, **counts)
 
-# %% ../nbs/12_privacy.ipynb #69171876
+# %% ../nbs/12_privacy.ipynb #02591943
 ERASE_LOCK = 0x0E2A5E       # pg_advisory_xact_lock: erasures run one at a time
 
 
@@ -556,7 +569,7 @@ async def _rows(conn, table: str, col: str, keys: list, dry_run: bool) -> int:
          f'WITH d AS (DELETE FROM {table} WHERE {col} = ANY(%s) RETURNING 1) SELECT count(*) AS n FROM d')
     return (await (await conn.execute(q, [keys])).fetchone())['n']
 
-# %% ../nbs/12_privacy.ipynb #1cdbe130
+# %% ../nbs/12_privacy.ipynb #1d1ae5fc
 async def find_traces(conn, keyring: Keyring, needles: Iterable[str]) -> list[str]:
     "Where any of `needles` still appears: ['table.column', 'checkpoint_blobs(decrypted)', ...] (empty: nowhere)."
     needles = [n for n in {x.strip().lower() for x in needles if x and x.strip()}]
@@ -592,7 +605,7 @@ def _loads_any(serde, typ: str, blob: bytes):
     try: return serde.loads_typed((typ, bytes(blob)))
     except Exception: return bytes(blob).decode('utf-8', 'replace')      # unreadable: searched as raw bytes
 
-# %% ../nbs/12_privacy.ipynb #3adaba3c
+# %% ../nbs/12_privacy.ipynb #0965d1d8
 async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None) -> dict[str, int]:
     "Re-encrypt everything not under the current key, `batch` rows per transaction; returns rows moved per table."
     if batch < 1: raise ValueError('batch must be at least 1')
@@ -660,7 +673,7 @@ async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None
     log.info('data_key_rotated', key_id=cur_id, **done)
     return done
 
-# %% ../nbs/12_privacy.ipynb #9daedb30
+# %% ../nbs/12_privacy.ipynb #2abfc6a1
 async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
     "Raise `DataKeyError` when visitor data is encrypted under a key the keyring lacks (a wrong LEADCHAT_DATA_KEY)."
     rows = await (await conn.execute('''SELECT key_id FROM visitor_identities GROUP BY key_id
@@ -673,7 +686,7 @@ async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
         log.error('data_key_mismatch', unknown=unknown, key_id=keyring.current.key_id); return
     raise DataKeyError(msg)
 
-# %% ../nbs/12_privacy.ipynb #73f40412
+# %% ../nbs/12_privacy.ipynb #ce30f94d
 privacy_app = typer.Typer(help='Data-subject requests (export, erasure) and the data key.', no_args_is_help=True)
 
 

@@ -27,7 +27,7 @@ from .db import Database, knowledge_table, migrate, migration_status, open_datab
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .privacy import (carry_forward, check_data_key, create_private_checkpointer, is_erased_visitor_id, load_keyring,
-                              prior_sessions, session_topic, stitch, visitor_of)
+                              open_json, prior_sessions, seal_json, session_topic, stitch, visitor_of)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -67,7 +67,7 @@ class PostgresRecorder:
                 async with conn.pipeline():         # one round trip for the rows; the follow-through reads
                     await upsert_session(conn, s)
                     await append_transcript(conn, s.session_id, [user] if user else [])
-                    await conn.execute(_PENDING_PUT, [s.session_id, rec.turn_index, Jsonb(s.model_dump(mode='json'))])
+                    await conn.execute(_PENDING_PUT, [s.session_id, rec.turn_index, self.pending(s)])
                     if rec.event_type:
                         await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
                                          payload=_event_payload(rec))
@@ -84,7 +84,7 @@ class PostgresRecorder:
                     msgs = [m for m in ((_user_message(rec) if pre is None else None), s.messages[-1]) if m is not None]
                     await append_transcript(conn, s.session_id, msgs)
                     if pre is not None:     # replied; the marker goes with the lease, once the checkpoint is written
-                        await conn.execute(_PENDING_REPLIED, [Jsonb(s.model_dump(mode='json')), s.session_id, rec.turn_index])
+                        await conn.execute(_PENDING_REPLIED, [self.pending(s), s.session_id, rec.turn_index])
                     if not (pre is not None and pre.event_type):
                         await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
                                          payload=_event_payload(rec))
@@ -93,6 +93,11 @@ class PostgresRecorder:
                 if pre is None or not pre.follow_through: await follow_through(conn, rec)
                 elif rec.handoff is not None and rec.handoff is not pre.handoff: await _late_handoff(conn, rec)
                 await self.stitch(conn, rec)
+
+    def pending(self, s: SessionState) -> Jsonb:
+        "The turn's state for `turn_pending`: sealed with the data key (it holds the visitor's email and name)."
+        doc = s.model_dump(mode='json')
+        return Jsonb(seal_json(self.keyring, doc, context='turn_pending') if self.keyring is not None else doc)
 
     async def stitch(self, conn, rec: TurnRecord) -> None:
         """Link the session to its visitor (12_privacy) when this turn gave an email or a phone, or — only with
@@ -288,6 +293,7 @@ async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, n
                                     [session_id])).fetchone()
     if row is None: return None
     n, cfg = row['turn_index'], {'configurable': {'thread_id': session_id}}
+    row['state'] = open_json(getattr(graph.checkpointer, 'keyring', None), row['state'], context='turn_pending')
     if row['replied']:
         await graph.aupdate_state(cfg, SessionState.model_validate(row['state']).model_dump(), as_node='write_state')
         await conn.execute('DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s', [session_id, n])
