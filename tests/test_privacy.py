@@ -242,6 +242,28 @@ def test_export_then_erase_leaves_no_trace_anywhere(api):
     assert q(api.db_url, 'SELECT turn_count, visitor_email FROM sessions WHERE session_id = %s', [sid]) == [{'turn_count': 1, 'visitor_email': None}]
 
 
+def test_a_booking_is_anonymised_not_deleted_the_slot_stays_taken(api):
+    sid, email, booking = str(uuid.uuid4()), 'booked.person@example.org', uuid.uuid4()
+    converse(api, sid, email, 'Bram Bookwell', '+32 2 555 01 23', MONDAY + timedelta(days=120))
+    start = MONDAY + timedelta(days=125)
+    q(api.db_url, """INSERT INTO calendar_bookings (id, rep, meeting_type, start_at, end_at, status, hold_token_hash, session_id,
+                                                    visitor_name, visitor_email, visitor_tz, notes, provider, client_hash)
+                     VALUES (%s, 'ana', 'intro', %s, %s, 'confirmed', '\\x00', %s, 'Bram Bookwell', %s, 'Europe/Brussels',
+                             'Bram wants to talk about claims', 'none', '\\x01') RETURNING id""",
+      [booking, start, start + timedelta(minutes=30), sid, email])
+    q(api.db_url, """INSERT INTO idempotency_keys (scope, key, request_hash, status, response_body, booking_id)
+                     VALUES ('book', %s, 'h', 'completed', %s, %s) RETURNING key""",
+      [str(uuid.uuid4()), json.dumps({'attendee': {'name': 'Bram Bookwell', 'email': email}}), booking])
+    buf = io.StringIO()
+    arun(api.db_url, lambda c: export_subject(c, api.keyring, email, buf, operator='dpo@test'))
+    assert [b['visitor_email'] for b in json.loads(buf.getvalue())['bookings']] == [email]
+    counts = arun(api.db_url, lambda c: erase_subject(c, api.keyring, email, operator='dpo@test'))
+    assert counts['calendar_bookings'] == 1 and counts['idempotency_keys'] == 1
+    row = q(api.db_url, 'SELECT status, start_at, visitor_name, visitor_email, notes, session_id FROM calendar_bookings WHERE id = %s', [booking])
+    assert row == [{'status': 'confirmed', 'start_at': start, 'visitor_name': None, 'visitor_email': None, 'notes': None, 'session_id': None}]
+    assert arun(api.db_url, lambda c: find_traces(c, api.keyring, [email, 'Bookwell', '3225550123'])) == []
+
+
 def done_of(client, sid, message, **body):
     with connect_sse(client, 'POST', '/chat', json={'message': message, **body}, headers={'ZGC-Session-ID': sid}) as es:
         return next(json.loads(ev.data) for ev in es.iter_sse() if ev.event == 'done')
