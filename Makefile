@@ -10,7 +10,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.leadchat-deps
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test docs notebooks lab
+.PHONY: help run test deps sync nbtest pytest clean-venv widget widget-test docs docs-screenshots notebooks lab
 
 help:
 	@echo "make run   — set up .venv and start leadchat (embedded defaults, demo.env); CALENDAR=local adds a CalDAV calendar"
@@ -120,6 +120,11 @@ docs: $(STAMP)
 	@echo "==> [docs] rendering the notebooks into _docs/"
 	@$(BIN)/python tools/make_docs.py --out _docs --proc _proc
 	@echo "==> [docs] serve it: python -m http.server -d _docs 8080   (then open http://127.0.0.1:8080)"
+
+# The README's screenshots of the site (index, state, calibrate with its histogram; Chromium, 1280x800) into nbs/images/.
+docs-screenshots: $(STAMP)
+	@tools/bootstrap-system.sh
+	@$(BIN)/python tools/make_docs.py --out _docs --proc _proc --screenshots nbs/images
 
 # JupyterLab on nbs/ with the demo profile: demo.env, its data home .leadchat/ (absolute: the kernels run in nbs/),
 # the embedded PostgreSQL migrated and the knowledge base ingested, so `await open_database(get_settings())` works.

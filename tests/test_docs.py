@@ -163,7 +163,46 @@ def test_outputs_become_images_tables_and_text(tmp_path):
     img = re.search(r'!\[[^\]]*\]\((outputs_files/figure-1\.png)\)', text)
     assert img and (tmp_path / 'site' / img[1]).read_bytes() == base64.b64decode(PNG), text
     assert '<td>hot</td>' in text                                  # the table, as HTML
-    assert 'Plotly.newPlot' in text and 'cdn.plot.ly' not in text  # the figure drawn by a local plotly.js, or a PNG
-    assert (tmp_path / 'site' / 'plotly.min.js').exists() or 'figure-2.png' in text
+    # the figure as a PNG (kaleido with Debian's Chromium), or drawn by a local plotly.js; never from a CDN
+    assert 'cdn.plot.ly' not in text and ('Plotly.newPlot' in text) != ('figure-2.png' in text), text
+    assert (tmp_path / 'site' / 'plotly.min.js').exists() or (tmp_path / 'site' / 'outputs_files' / 'figure-2.png').read_bytes()[:4] == b'\x89PNG'
     assert 'hello' in text and 'print("hello")' not in text        # echo: false hides the code, not its output
     assert '#|' not in text and 'x = 1' in text                    # directives are not shown
+
+
+def test_a_committed_figure_shows_as_committed(tmp_path):
+    "A notebook committed with a plotly figure and its PNG (tools/nbedit.py run): the page shows that PNG, nothing re-drawn."
+    md = load_make_docs()
+    nb = {'cells': [{'cell_type': 'code', 'source': 'fig.show()', 'metadata': {}, 'outputs': [
+        {'output_type': 'display_data', 'metadata': {},
+         'data': {md.PLOTLY: {'data': [{'type': 'bar', 'x': [1], 'y': [2]}], 'layout': {}}, 'image/png': PNG, 'text/plain': 'fig'}}]}],
+        'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    (tmp_path / '02_fig.ipynb').write_text(json.dumps(nb))
+    page = md.Page(tmp_path / '02_fig.ipynb', tmp_path / 'site')
+    text = page.markdown()
+    assert 'fig_files/figure-1.png' in text and 'Plotly' not in text, text
+    assert (tmp_path / 'site' / 'fig_files' / 'figure-1.png').read_bytes() == base64.b64decode(PNG)
+
+
+def test_committed_notebooks_show_their_results(site):
+    "The outputs the notebooks are committed with reach the pages: tables, the histogram, the graph drawn, the eval summary."
+    out, _ = site
+    page = lambda n: (out / n).read_text()
+    assert re.search(r'<td>Mon 12 Jan 10:00 CET</td>', page('hours.html'))                      # business-hours tables
+    assert '<th>best chunks (cosine)</th>' in page('retrieval.html')                             # the RAG score table
+    assert re.search(r'<img src="calibrate_files/figure-\d+\.png"', page('calibrate.html'))     # the histogram
+    assert re.search(r'<img src="graph_files/figure-\d+\.png"', page('graph.html')) and 'graph TD;' in page('graph.html')
+    assert '<td>cases passed</td>' in page('eval.html') and 'LAYER 7' in page('prompts.html')
+    for f in out.glob('*_files/figure-*.png'): assert f.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n', f
+
+
+def test_screenshots_of_the_site(site, tmp_path):
+    "make_docs.py --screenshots: the README's three pictures, 1280x800, the calibrate one showing its histogram."
+    import struct
+    out, _ = site
+    shots = load_make_docs().screenshots(out, tmp_path)
+    assert sorted(f.name for f in shots) == ['docs-calibrate.png', 'docs-index.png', 'docs-state.png']
+    for f in shots:
+        raw = f.read_bytes()
+        assert raw[:8] == b'\x89PNG\r\n\x1a\n' and struct.unpack('>II', raw[16:24]) == (1280, 800), f
+    assert len({f.read_bytes() for f in shots}) == 3                      # three different pages

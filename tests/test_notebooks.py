@@ -192,3 +192,27 @@ def test_with_outputs_lists_the_committed_notebooks_and_nbdev_test_skips_them():
                           text=True, check=True).stdout.strip()
     names = [p.name for p in NOTEBOOKS] + ['_private.ipynb', '.hidden.ipynb']
     assert sorted(n for n in names if re.match(skip, n)) == sorted([Path(p).name for p in listed] + ['_private.ipynb', '.hidden.ipynb'])
+
+
+def _nbedit_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('nbedit', ROOT / 'tools' / 'nbedit.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_numbers_may_differ_in_their_last_digit_only(tmp_path):
+    "Float noise of another CPU (0.870 / 0.871) passes; a changed result, a changed count or a longer number does not."
+    same = _nbedit_module().same_outputs
+    out = lambda text: [nbformat.v4.new_output('stream', text=text)]
+    assert same(out('macro-F1 0.870, 46 cases\n'), out('macro-F1 0.871, 46 cases\n'))
+    for stale in ('macro-F1 0.873, 46 cases\n', 'macro-F1 0.871, 45 cases\n', 'macro-F1 0.8710, 46 cases\n', 'macro F1 0.871, 46 cases\n'):
+        assert not same(out(stale), out('macro-F1 0.871, 46 cases\n')), stale
+    fig = lambda xs: [nbformat.v4.new_output('display_data', {'application/vnd.plotly.v1+json': {'data': [{'x': xs}]}, 'text/plain': 'fig'})]
+    assert same(fig([0.2631, 0.5]), fig([0.2632, 0.5])) and not same(fig([0.2631, 0.5]), fig([0.2641, 0.5]))
+    assert not same(fig([0.2631, 0.5]), fig([0.2631])) and not same(out('1'), out('1.0'))
+    # end to end: the check passes on the noise and keeps the committed text when saving
+    path = _run_nb(tmp_path, ['print("macro-F1 0.871, 46 cases")'], [out('macro-F1 0.870, 46 cases\n')])
+    assert _check(path).returncode == 0
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'run', str(path)], check=True, cwd=tmp_path)
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0].text == 'macro-F1 0.870, 46 cases\n'

@@ -472,12 +472,50 @@ def modules_md(mods: dict, pages: dict, out: Path) -> str:
     return '\n'.join(rows)
 
 
+# The README's pictures of the site (issue 20): page, and the element to scroll to (the first that has it), 1280x800.
+SCREENSHOTS = {'docs-index.png': ('index.html', None), 'docs-state.png': ('state.html', None),
+               'docs-calibrate.png': ('calibrate.html', 'main img[src*="calibrate_files"]')}
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+                 '--disable-sync', '--no-first-run', '--disable-quic']
+
+
+def screenshots(site: Path, dest: Path) -> list[Path]:
+    "SCREENSHOTS of the built site, served on a loopback port, taken with Debian's Chromium."
+    import functools, http.server
+    from playwright.sync_api import sync_playwright
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a): pass
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base, out = f'http://127.0.0.1:{srv.server_address[1]}/', []
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+            page = b.new_page(viewport={'width': 1280, 'height': 800})
+            for name, (url, target) in SCREENSHOTS.items():
+                page.goto(base + url, wait_until='load')
+                if target:
+                    el = page.locator(target).first
+                    if not el.count(): sys.exit(f'!! docs: {url} has no {target} to show')
+                    el.scroll_into_view_if_needed()
+                    page.evaluate('y => window.scrollTo(0, y)', max(0, el.evaluate('e => e.getBoundingClientRect().top + window.scrollY') - 220))
+                page.wait_for_timeout(200)
+                page.screenshot(path=str(dest / name))
+                out.append(dest / name)
+            b.close()
+    finally: srv.shutdown(); srv.server_close()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT / '_docs'), help='where the site goes (default: _docs)')
     ap.add_argument('--proc', default=str(ROOT / '_proc'), help='processed notebooks (default: _proc)')
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--pandoc', action='store_true', help='render with pandoc even when quarto is installed')
+    ap.add_argument('--screenshots', metavar='DIR', help="then take the README's screenshots of the site into DIR (nbs/images)")
     ap.add_argument('--proc-batch', nargs='+', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.proc_batch: return proc_batch(a.proc_batch[0], a.proc_batch[1:])
@@ -486,6 +524,8 @@ def main():
     t0 = time.time()
     names = build(Path(a.out).resolve(), Path(a.proc).resolve(), a.workers, a.pandoc)
     print(f'==> [docs] {len(names)} pages in {a.out} ({time.time() - t0:.0f}s)')
+    if a.screenshots:
+        for f in screenshots(Path(a.out).resolve(), Path(a.screenshots)): print(f'==> [docs] screenshot {f}')
 
 
 if __name__ == '__main__': main()

@@ -28,8 +28,9 @@ Notebooks committed with outputs (any code cell has one) are executed the way `n
 Without NB: every notebook of nbs/ that carries outputs (a notebook gets outputs the first time it is named).
 Outputs are compared exactly, except binary images (PNG/JPEG), whose bytes depend on the fonts and renderer
 of the machine: those must be there, in the same cells, with the same pixel size (the figure's data is checked
-through the text the cell shows beside it: a plotly figure's JSON, a printed table). `run` keeps the committed
-bytes of an image that compares equal, so re-running on another machine does not churn the notebook.
+through the text the cell shows beside it: a plotly figure's JSON, a printed table); and decimal numbers, which
+may differ by one unit of their last printed digit (float noise of another CPU). `run` keeps the committed outputs
+of a cell that compares equal, so re-running on another machine does not churn the notebook.
 """
 import argparse, base64, hashlib, json, os, re, struct, subprocess, sys, tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -151,17 +152,40 @@ def _norm(outputs) -> list:
     return res
 
 
+_DECIMAL = re.compile(r'-?\d+\.(\d+)')
+
+
+def _close(a, b) -> bool:
+    """Equal, except that a decimal number may differ by one unit of its last printed digit (0.870 vs 0.871; in JSON
+    data, 1e-4): the float noise of another CPU's vector instructions, not a change of result. Integers, counts and
+    every other character must be equal."""
+    if isinstance(a, dict) and isinstance(b, dict): return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(map(_close, a, b))
+    if isinstance(a, float) and isinstance(b, float): return abs(a - b) <= 1.01e-4
+    if isinstance(a, str) and isinstance(b, str):
+        if a == b: return True
+        if _DECIMAL.sub('#', a) != _DECIMAL.sub('#', b): return False
+        return all(len(x[1]) == len(y[1]) and abs(float(x[0]) - float(y[0])) <= 1.01 * 10 ** -len(x[1])
+                   for x, y in zip(((m[0], m[1]) for m in _DECIMAL.finditer(a)), ((m[0], m[1]) for m in _DECIMAL.finditer(b))))
+    return a == b and type(a) is type(b)
+
+
+def same_outputs(a, b) -> bool:
+    "Outputs as compared: binary images by mime type and pixel size, numbers to their last printed digit, the rest exactly."
+    return _close(_norm(a), _norm(b))
+
+
 def _show(outputs) -> str:
     return '\n'.join(json.dumps(o, ensure_ascii=False)[:600] for o in _norm(outputs)) or '(no output)'
 
 
 def compare(committed, fresh) -> list[str]:
-    "Cells whose fresh outputs differ from the committed ones (binary images by size only)."
+    "Cells whose fresh outputs differ from the committed ones (`same_outputs`)."
     if [(c.cell_type, c.source) for c in committed.cells] != [(c.cell_type, c.source) for c in fresh.cells]:
         return ['the cells changed while the notebook ran: run it again']
     diffs = []
     for i, (a, b) in enumerate(zip(committed.cells, fresh.cells)):
-        if a.cell_type == 'code' and _norm(a.get('outputs', [])) != _norm(b.get('outputs', [])):
+        if a.cell_type == 'code' and not same_outputs(a.get('outputs', []), b.get('outputs', [])):
             diffs.append(f'cell {i} (id {a.get("id")}):\n  {a.source[:200]!r}\n'
                          f'--- committed\n{_show(a.get("outputs", []))}\n+++ now\n{_show(b.get("outputs", []))}')
     return diffs
@@ -180,7 +204,7 @@ def run(paths: list[Path], check: bool, flags: str, workers: int) -> int:
             if check or not diffs: return p, '\n'.join(diffs)
             if diffs[0].startswith('the cells changed'): return p, diffs[0]
             for a, b in zip(committed.cells, fresh.cells):   # an image equal but for its bytes keeps the committed ones
-                if a.cell_type == 'code' and _norm(a.get('outputs', [])) == _norm(b.get('outputs', [])): b.outputs = a.outputs
+                if a.cell_type == 'code' and same_outputs(a.get('outputs', []), b.get('outputs', [])): b.outputs = a.outputs
             fresh.metadata = committed.metadata
             nbformat.write(fresh, p)
             return p, None
