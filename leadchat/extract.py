@@ -57,6 +57,7 @@ _NEG_AFTER = re.compile(r"^\s*(?:\w+\s+){0,2}?(?:(?:is|are|was|would\s+be|will\s
 _HEDGE = re.compile(r'\b(?:maybe|perhaps|possibly|might|someday|eventually|hypothetically|if\s+ever)\b', _I)
 _LOOSE_HEDGE = re.compile(r"\b(?:may|at\s+some\s+(?:point|stage)|one\s+day|some\s+day|down\s+the\s+(?:line|road))\b", _I)
 _VAGUE_NEED = re.compile(r"\b(?:some|any)thing\b(?!\s+(?:like|similar|that|to|for))|\b(?:ai|a\.i\.|genai|llm|tech)\s+(?:stuff|things)\b", _I)
+_NOTHING_SPECIFIC = re.compile(r"\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bno\s+(?:specific|particular)\s+(?:need|project|use[-\s]case|reason)\b", _I)
 _SOFT = re.compile(r"\b(?:kind\s+of|sort\s+of|kinda|sorta|vaguely|loosely)\b", _I)    # "something with AI", not "something like your X"
 _WE = re.compile(r"\b(?:we|we're|we've|we'd|our|us)\b", _I)
 _ORG_SPEAKER = re.compile(r"\bwe(?:'re|\s+are)\s+(?:a|an|the)\b|\bour\s+(?:company|organi[sz]ation|firm|business|agency)\b", _I)
@@ -348,7 +349,8 @@ COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can c
     Rule(_rx(r"\bso\s+(?:that\s+)?we\s+can\s+(?:match|undercut|beat|price\s+against|compete\s+with|copy|replicate|benchmark)\b")),
     Rule(_rx(r"\b(?:to\s+)?benchmark\s+(?:our\s+(?:own\s+)?|against\s+(?:your|our)\s+)(?:pricing|rates|prices|day\s+rates|fees)\b")),
     Rule(_rx(r"\b(?:asking|it'?s|this\s+is)\s+for\s+(?:our|my)\s+own\s+(?:firm|agency|consultancy|practice|shop|studio|pricing|rate\s+card|proposals?|bids?)\b")),
-    Rule(_rx(r"\bcompetitive\s+intelligence\b")),
+    Rule(_rx(r"\bcompetitive\s+intelligence\b|\bbenchmark\s+(?:ourselves|our\s+(?:own\s+)?(?:firm|agency|offering|services|company|consultancy))\b|"
+             r"\bwe\s+(?:also\s+)?(?:offer|provide|sell|deliver)\s+(?:very\s+|quite\s+|pretty\s+)?(?:similar|comparable|competing)\s+(?:[\w-]+\s+)?(?:services|work|consulting|solutions|offerings?)\b")),
     Rule(_rx(r"\b(?:a\s+|your\s+)?competitor\s+here\b|\b(?:i|we)(?:'m|'re|\s+am|\s+are)\s+(?:a\s+|one\s+of\s+)?(?:your\s+)?competitors?\b")),
     # "we run a similar shop in Warsaw and want to see how you position yourselves"
     Rule(_rx(r"\bwe\s+(?:run|are|have|own)\s+(?:a|an)\s+(?:very\s+)?(?:similar|competing|comparable)\s+(?:[\w-]+\s+)?(?:shop|firm|agency|consultancy|business|company|outfit|studio|practice)\b")),
@@ -376,6 +378,10 @@ RESEARCHER_RULES = [        # what they are doing: writing, studying, researchin
              r"(?:article|story|piece|blog\s*post|post|feature|thesis|dissertation|paper|book|essay|newsletter|column|podcast)\b")),
     Rule(_rx(r"\bfor\s+(?:my|an|a)\s+(?:[\w-]+\s+)?(?:article|story|blog|podcast|newsletter|thesis|dissertation|research\s+paper|publication|documentary)\b")),
     Rule(_rx(r"\bfor\s+my\s+(?:research|studies|phd|master'?s|coursework|class|course)\b")),
+    Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:hi|hello|hey)\W+)?(?:a\s+)?(?:[\w-]+\s+)?(?:journalist|reporter|editor|columnist|correspondent)\s+(?:at|for|with|here)\b|"
+             r"\bwriting\s+(?:a|an|my)\s+(?:[\w-]+\s+)?(?:piece|article|story|feature|column)\s+(?:on|about)\b")),
+    Rule(_rx(r"\b(?:running|conducting|doing)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:survey|study)\s+(?:of|on|into)\s+(?:[\w-]+\s+)?(?:industry|market|sector)\b|"
+             r"\b(?:purely|strictly|entirely|just|only)\s+academic\b")),
     Rule(_rx(r"\b(?:academic|scholarly)\s+(?:research|study|project|paper|purposes?)\b|\bfor\s+academic\s+purposes\b")),
 ]
 _COMMERCIAL = _rx(r"\b(?:for|at)\s+(?:my|our)\s+(?:company|employer|startup|business|day\s+job|work|team|firm)\b|\bon\s+behalf\s+of\s+(?:my|our)\s+(?:company|employer)\b|"
@@ -391,6 +397,8 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
              r"artist|musician|realtor|broker|trainer|translator)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?(?:personal|hobby|pet|side)\s+project\b|\ba\s+(?:personal|hobby)\s+project\b")),
+    Rule(_rx(r"\b(?:a|my)\s+(?:small\s+|little\s+)?personal\s+(?:[\w-]+\s+)?(?:script|scraper|bot|tool|app|project)\b|"
+             r"\b(?:fix|debug)\s+(?:a\s+|the\s+)?bugs?\s+in\s+my\s+(?:[\w-]+\s+)?(?:script|code|program|app)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?personal\s+(?:[\w-]+\s+){0,2}?(?:blog|web\s*site|site|app|portfolio|shop|store|channel)\b")),
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
@@ -411,7 +419,9 @@ JOB_SEEKER_RULES = [
                  (?:gigs?|jobs?|internships?|employment|(?:freelance|contract|paid)\s+(?:work|projects?|gigs?)|job\s+opportunit(?:y|ies))\b
                  (?!\s+(?:scheduler|queue|board|runner|orchestrat\w*|order|flow|tracker|management|platform|matching|ads?|postings?|descriptions?))""")),
     Rule(_rx(r"\bare\s+you\s+(?:guys\s+)?(?:currently\s+)?hiring\b|\b(?:do|can|would)\s+you\s+(?:guys\s+)?(?:ever\s+|still\s+|currently\s+|also\s+)?"
-             r"(?:hire|take\s+on|work\s+with|use)\s+(?:freelancers|contractors|interns|juniors|freelance\s+\w+|external\s+(?:engineers|developers))\b")),
+             r"(?:hire|take\s+on|work\s+with)\s+(?:freelancers|contractors|interns|juniors|freelance\s+\w+|external\s+(?:engineers|developers))\b")),
+    Rule(_rx(r"\b(?:i'?d\s+(?:like|love)\s+to|i\s+(?:want|wish|would\s+like)\s+to|can\s+i|could\s+i|how\s+(?:do|can|could)\s+i|where\s+(?:do|can)\s+i)\s+apply\b|"
+             r"\b(?:subcontract|hire|engage|book)\s+me\b(?!\s+(?:a|an|in|for\s+a\s+(?:call|meeting|demo)))|\b(?:work|partner)\s+with\s+you\s+as\s+(?:a|an)\s+(?:freelancer|contractor|subcontractor)\b")),
     Rule(_rx(r"\b(?:can|could)\s+i\s+(?:work|join)\s+(?:for|with)?\s*(?:you|your\s+(?:team|company))\b|\b(?:apply|applying)\s+(?:for|to)\s+(?:a\s+|an\s+|the\s+)?(?:job|role|position|internship|vacancy)\b")),
     Rule(_rx(r"\b(?:send|email|forward)\s+(?:you\s+)?(?:my|a)\s+(?:cv|resume|résumé|portfolio)\b|\b(?:open|any)\s+(?:positions|roles|vacancies|internships)\b")),
     Rule(_rx(r"\bi\s+applied\s+(?:for|to)\s+(?:the|a|an|your)\s+(?:[\w-]+\s+){0,4}?(?:job|role|position|internship|vacancy|opening)\b")),
@@ -437,7 +447,7 @@ NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\bfor\s+my\s+(?:thesis|dissertation|homework|coursework|assignment|class|course|degree|studies|capstone)\b")),
     Rule(_rx(r"\b(?:my|a|our)\s+(?:school|university|college|uni|class|course)\s+(?:assignment|project|homework|coursework)\b")),
     Rule(_rx(r"\b(?:doing|writing|working\s+on|finishing)\s+(?:a|my|an|the)\s+(?:[\w'-]+\s+)?(?:thesis|dissertation|capstone)\b")),
-    Rule(_rx(r"\bfor\s+academic\s+purposes\b")),
+    Rule(_rx(r"\bfor\s+academic\s+purposes\b|\b(?:purely|strictly|entirely)\s+academic\b|\b(?:just|only)\s+for\s+(?:a\s+|my\s+)?(?:class|school|uni|course)\b")),
     Rule(_rx(r"\bfor\s+(?:our|my)\s+(?:own\s+)?(?:academic|scientific|university)\s+research\b|\bfor\s+a\s+research\s+(?:paper|article|publication)\b|"
              r"\b(?:strictly|purely|entirely|completely)\s+non-?commercial\b|\bnon-?commercial\s+(?:research|project|use)\b")),
 ]
@@ -612,7 +622,7 @@ AUTHORITY_RULES = [    # titles and what the speaker runs, then outright decisio
     # a message or sentence that opens with the title: "Managing partner at a 90-lawyer firm", "COO here"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"\s+(?:at|of|for|with|here|in\s+charge)\b")),
     # ... or with the company after a comma or a dash: "CTO, 80-person fintech in Lisbon", "COO - a 300-person insurer", "CEO @ Acme"
-    Rule(_rx(r"^\W*(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z])|"
+    Rule(_rx(r"^\W*(?:(?:hi|hello|hey|hiya)\W+)?(?:the\s+|(?:co-?)?(?=founder))?" + _TITLE + r"(?:\s*,|\s+[-–—]|\s*@)\s*(?:(?:a|an|our)\s+|\d|(?-i:[A-Z])|"
              r"(?:[\w-]+\s+){0,3}?(?:bank|insurer|company|firm|group|chain|retailer|startup|scale-?up|hospital|agency|manufacturer|fintech|"
              r"insurtech|operator|utility|university|council|ministry|airline|carrier|brand|platform|marketplace)\b)")),
     # ... or, unpunctuated, with a sized company right after: "ceo small logistics firm", "cto 80-person insurance broker"
@@ -906,6 +916,8 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     (?:start|begin|kick\s*off|get\s+(?:going|started|moving)|move\s+(?:on|forward|ahead)|fix|solve|tackle|sort|address|automate|replace|rebuild|overhaul
        |do\s+something\s+about\s+(?:it|this|that))\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
+    |\b(?:that'?s|this\s+is|that\s+is)\s+(?:exactly\s+|precisely\s+)?what\s+(?:we'?re|we\s+are|i'?m|i\s+am)\s+(?:after|looking\s+for)\b|\bthat'?s\s+(?:exactly\s+)?what\s+we\s+(?:need|want)\b
+    |\bthe\s+(?:idea|plan|goal|aim|objective|use\s+case)\s*(?:is|would\s+be|:|-|–|—)\s*(?:to\s+)?(?:automate|build|create|deploy|implement|replace|roll\s+out|set\s+up|digiti[sz]e|extract|classify|route|triage)\b
     |\b(?:pilot|poc|proof\s+of\s+concept|project|roll-?out|go-?live)\s+(?:is\s+|has\s+been\s+|was\s+)?(?:already\s+)?(?:planned|pencil+ed\s+in|scheduled|slated|budgeted|approved|greenlit|green-lit)\b
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
@@ -930,13 +942,15 @@ _AUGMENT_ANY = _rx(r"""\b(?:need|want|are\s+looking\s+for|looking\s+for|could\s+
     (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")    # once the AI need is known
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
-_NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
+_SOURCING = _rx(r"""\b(?:we(?:'re|\s+are)|i(?:'?m|\s+am))\s+(?:currently\s+|now\s+|actively\s+|already\s+)?(?:evaluating|shortlisting|selecting|choosing|comparing|sourcing|vetting)\s+
+    (?:a\s+few\s+|some\s+|several\s+|potential\s+|possible\s+|external\s+)?(?:[\w-]+\s+)?(?:partners?|vendors?|providers?|suppliers?|consultanc(?:y|ies)|agencies|integrators?)\s+(?:for|to\s+(?:help|build|implement|deliver|run))\b""")
+_NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
 def _problem(text: str):
     "(level, kind, evidence) candidates for problem_fit."
     out, found, exploring = [], [], []
-    for rx in (_INTENT, _INTENT_ORG, _HELP):
+    for rx in (_INTENT, _INTENT_ORG, _HELP, _SOURCING):
         for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m) or not _AI.search(_sentence_of(text, m)): continue
             if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
@@ -1118,11 +1132,13 @@ _STUDENT = re.compile(r"\b(?:school|class|homework|student|students|uni|course|a
 _TEAM_HEAD = re.compile(r"\bhead\s+of\s+(?:a|an|the|our|my)\s+(?:small\s+|little\s+|tiny\s+)?(?:[\w&/-]+\s+){0,2}?(?:team|squad)\b", re.IGNORECASE)
 _DECIDER = (r"(?:boss|manager|line\s+manager|ceo|cto|cfo|cio|coo|cdo|director|md|vp|svp|evp|head(?:\s+of\s+[\w&/-]+)?|board|owner|founders?|partners|"
             r"leadership(?:\s+team)?|management|exec(?:utive)?s?|committee|steering\s+(?:committee|group|board)|procurement|superiors?|higher-?ups?)")
-_OTHERS_DECIDE = re.compile(r"\b(?:decided|approved|signed\s+off|made|taken)\s+by\s+(?:the|our|my)\s+(?:[\w-]+\s+){0,2}?" + _DECIDER + r"\b|"
+_OTHERS_DECIDE = re.compile(r"\b(?:decided|approved|signed\s+off|made|taken)\s+by\s+(?:the|our|my|a|an)\s+(?:[\w-]+\s+){0,2}?" + _DECIDER + r"\b|"
                             r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?" + _DECIDER + r"\s+(?:(?:would|will|has\s+to|must|needs\s+to|gets\s+to|would\s+have\s+to)\s+"
                             r"(?:decide|sign\s+off|approve|make\s+the\s+(?:call|decision)|have\s+the\s+(?:final\s+)?say)|decides|signs\s+off|approves|"
                             r"makes\s+the\s+(?:call|decision)|has\s+the\s+(?:final\s+)?say)\b|"
+                            r"\b(?:need|needs|have|has)\s+to\s+(?:get|secure|obtain|win)\s+(?:[\w-]+\s+)?(?:buy-?in|approval|sign-?off|the\s+go-?ahead)\s+from\b|"
                             r"\bnot\s+(?:my|up\s+to\s+me)\b[^.?!]{0,20}\b(?:call|decision)\b|\b(?:it'?s|that'?s)\s+not\s+up\s+to\s+me\b", re.IGNORECASE)
+_ORG_WORD = re.compile(r"\b(?:our|my)\s+(?:[\w-]+\s+)?(?:team|company|organi[sz]ation|firm|business|department|it|boss|manager|cio|cto|ceo)\b|\bfrom\s+(?:a|an)\s+[\w\s-]{0,30}?(?:company|utility|bank|insurer|group|retailer)\b", re.IGNORECASE)
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
@@ -1223,14 +1239,15 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         cands['company_fit'] = [('partially_confirmed', *c[1:]) for c in cands['company_fit']]
     cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
     # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
-    cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2]) or _SOFT.search(c[2])) and _VAGUE_NEED.search(c[2]))]
+    cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (((_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2]) or _SOFT.search(c[2])) and _VAGUE_NEED.search(c[2]))
+                                                                            or _NOTHING_SPECIFIC.search(c[2])))]
 
     # a stated pain and the question whether we offer what solves it, in either order: the need is concrete now
     asked = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'implicit' for s in sigs)
     stated = lambda sigs: any(s.dimension == 'problem_fit' and s.signal_type == 'explicit' and s.level == 'partially_confirmed' for s in sigs)
     new_pain = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'explicit')]
     new_ask = [c for c in cands['problem_fit'] if c[:2] == ('partially_confirmed', 'implicit')]
-    if ([c for c in new_pain if c[4] == 'rule'] and new_ask) or (q.problem_fit == 'partially_confirmed' and ((new_pain and asked(q.signals_observed)) or (new_ask and stated(q.signals_observed)))):
+    if ([c for c in new_pain if c[4] == 'rule' and (_PAIN.search(c[2]) or _PAIN_PLAIN.search(c[2]))] and new_ask) or (q.problem_fit == 'partially_confirmed' and ((new_pain and asked(q.signals_observed)) or (new_ask and stated(q.signals_observed)))):
         c = (new_pain or new_ask)[0]
         cands['problem_fit'].append(('confirmed', 'explicit', c[2], c[3], c[4]))
     # a stated pain, then the wish to act on it ("we'd like to start this quarter", "budget is approved"): the need is concrete now
@@ -1261,7 +1278,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
 
     # flags: pattern, or learned at the flag's threshold (precedence 3 and 4)
     consultant = (bool(_first(text, CONSULTANT_RULES)) or (not _first(text, COMPETITOR_RULES) and (   # a rival firm is not acting for a client
-                  bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text)) or learned('consultant', th.signal) == 'yes')))
+                  bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
+                  or (learned('consultant', th.signal) == 'yes' and not (_ORG_SPEAKER.search(text) and _ORG_WORD.search(text))))))
     for_client = consultant or state.is_consultant
     if for_client and not _first(text, DECISION_RULES):
         cands['authority_fit'] = [('partially_confirmed', *c[1:]) if c[0] == 'confirmed' else c for c in cands['authority_fit']]
@@ -1270,7 +1288,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
-                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h)
+                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h) and not _first(text, JOB_SEEKER_RULES)
                  and not (_PARTNER_ON_BOARD.search(ev_h) and not _CONTACT_WORD.search(ev_h))))
     # a stated pain, then a request for someone to fix it ("latency is terrible" … "connect me with your MLOps people")
     if human and not any(c[0] == 'confirmed' for c in cands['problem_fit']):
@@ -1292,8 +1310,9 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         persona = learned('persona', th.disqualify)                          # for a client is a buyer's agent
         our_need = any(c[:2] == ('confirmed', 'explicit') and _WE.search(c[2]) for c in cands['problem_fit'])
         if persona == 'job_seeker' and (our_need or _ORG_SPEAKER.search(text)): persona = None   # speaks for an employer's need
+        if persona in ('researcher', 'vendor') and our_need and _ORG_WORD.search(text): persona = None    # gathers for their own org's project
     if persona == 'competitor' and for_client and not _first(text, COMPETITOR_RULES): persona = None
-    no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
+    no_fit = ('academic' if _first(text, NO_FIT_ACADEMIC_RULES) or _first(_norm(raw), NO_FIT_ACADEMIC_RULES) else 'geo' if _first(text, NO_FIT_GEO_RULES, veto=_geo_veto) else
               'service' if _first(text, NO_FIT_SERVICE_RULES) else 'no_budget' if _first(text, NO_FIT_BUDGET_RULES) else
               'solo' if _first(text, NO_FIT_INDIVIDUAL_RULES) else None)
     if no_fit is None and (_FIRST_PERSON.search(text) or addresses_us(text) or _REQUIREMENT.search(text)) and not _GENERIC_OFFER.match(text):
