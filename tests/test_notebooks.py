@@ -69,7 +69,9 @@ def test_to_nb_keeps_outputs_of_unchanged_cells(tmp_path):
     edited = text.replace('print("old")', 'print("new")')
     assert edited != text
     (tmp_path / 'x.py').write_text(edited + '# %% [code]\nx = 1\n')
-    _nbedit('to-nb', tmp_path / 'x.py', nb_path)
+    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'nbedit.py'), 'to-nb', str(tmp_path / 'x.py'), str(nb_path)],
+                       capture_output=True, text=True, check=True)
+    assert 'aaaa0003' in r.stderr and 'make notebooks NB=' in r.stderr and 'aaaa0002' not in r.stderr   # says what to re-run
     after = nbformat.read(nb_path, as_version=4)
     cells = {c['id']: c for c in after.cells}
     assert after.metadata == original.metadata

@@ -96,6 +96,11 @@ def text_to_nb(text: str, nb_path) -> None:
         nb.cells.append(cell)
     nbformat.validate(nb)
     nbformat.write(nb, nb_path)
+    if old is not None and any(c.get('outputs') for c in old.cells) and (
+            stale := [c['id'] for c in nb.cells if c.cell_type == 'code' and not c.get('outputs')
+                      and before.get(c['id'], {}).get('outputs')] + [c['id'] for c in nb.cells if c.cell_type == 'code' and c['id'] not in before]):
+        print(f'{nb_path}: this notebook is committed with outputs; edited or new cells ({", ".join(stale[:6])}'
+              f'{", …" if len(stale) > 6 else ""}) have none yet: `make notebooks NB={nb_path}` re-executes it', file=sys.stderr)
 
 
 ROOT = Path(__file__).resolve().parent.parent
