@@ -384,7 +384,10 @@ class StaffSessions:
         "Register `session`; returns (token for the cookie, the session with its `key`)."
         token = secrets.token_urlsafe(32)
         session = replace(session, key=_key(token))
-        with self._lock: self._sessions[session.key] = session
+        with self._lock:
+            old = session.started_at - SESSION_MAX     # sessions nobody came back to: gone when anyone signs in
+            self._sessions = {k: s for k, s in self._sessions.items() if s.started_at >= old}
+            self._sessions[session.key] = session
         return token, session
 
     def get(self, key: str | None) -> StaffSession | None:

@@ -45,7 +45,7 @@ st.dataframe(rows, hide_index=True, width='stretch',
                             'delivered': st.column_config.CheckboxColumn('delivered')})
 st.pagination(p.pages, default=p.page, key='s_page')
 
-labels = {r.session_id: f'{r.session_id[:8]}… · {r.lead_level} · {r.visitor_email or r.visitor_company or "anonymous"}'
+labels = {r.session_id: f'{r.visitor_email or r.visitor_company or "anonymous"} · {r.lead_level} · {r.session_id[:8]}…'
           for r in p.rows}
 c1, c2 = st.columns([4, 1], vertical_alignment='bottom')
 sid = c1.selectbox('Open a session', list(labels), format_func=labels.get, key='s_open')
