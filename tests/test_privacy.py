@@ -465,3 +465,39 @@ def test_the_cli_exports_to_a_file_erases_after_a_dry_run_and_refuses_what_is_no
     get_settings.cache_clear()                          # the commands above read (and cached) the good configuration
     r = CliRunner().invoke(privacy_app, ['export', email], env={**env, 'BUSINESS_HOURS_TIMEZONE': 'Mars/Olympus_Mons'})
     assert r.exit_code == 2 and 'BUSINESS_HOURS_TIMEZONE' in r.stderr         # a configuration error, not a traceback
+
+
+# --- the widget in Chromium -----------------------------------------------------------------------------------------
+
+def test_in_chromium_the_visitor_id_appears_only_after_the_notice_and_a_returning_visitor_is_welcomed_back(api):
+    import re
+    from playwright.sync_api import expect, sync_playwright
+    from test_widget import CHROMIUM_ARGS, UUID4, assistant_messages, composer, launcher, send
+    api.clock.now = MONDAY + timedelta(days=140)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
+        try:
+            ctx = browser.new_context(timezone_id='Europe/Madrid')
+            page = ctx.new_page()
+            page.goto(api.url + '/')
+            launcher(page).click()
+            assert page.evaluate('localStorage.getItem("growth_chat_visitor_id")') is None      # before the notice: nothing
+            page.locator('growth-chat .gc-gdpr-ack').click()
+            send(page, 'We want to automate claims triage for our adjusters.')
+            expect(assistant_messages(page).first).not_to_be_empty(timeout=30_000)
+            expect(page.locator('growth-chat .gc-viewport')).to_have_attribute('aria-busy', 'false', timeout=30_000)
+            vid = page.evaluate('localStorage.getItem("growth_chat_visitor_id")')
+            assert vid and UUID4.match(vid)
+            linked = q(api.db_url, "SELECT session_id FROM visitor_sessions WHERE linked_by = 'browser' AND linked_at >= %s", [api.clock.now])
+            assert len(linked) == 1
+            api.clock.now += timedelta(days=7)                  # a week later, a new tab on the same site
+            page2 = ctx.new_page()
+            page2.goto(api.url + '/')
+            launcher(page2).click()
+            page2.locator('growth-chat .gc-gdpr-ack').click()
+            send(page2, 'Do you also work with insurers in Spain?')
+            expect(assistant_messages(page2).first.locator('.gc-text')).to_contain_text(re.compile('^Welcome back — last time we talked about automating claims triage'),
+                                                                    timeout=30_000)
+            assert page2.evaluate('localStorage.getItem("growth_chat_visitor_id")') == vid
+            ctx.close()
+        finally: browser.close()

@@ -263,6 +263,7 @@ def test_tokens_render_incrementally_after_a_typing_indicator(api, host, page):
     req = host.requests('gated')[0]
     # the visitor's time zone (the browser's) goes with every message
     consent = req['body'].pop('consent')
+    assert UUID4.match(req['body'].pop('visitor_id'))        # the first-party visitor id, once the notice is acknowledged
     assert req['body'] == {'message': 'hi there', 'timezone': 'Europe/Madrid'} and UUID4.match(req['headers']['ZGC-Session-ID'])
     # ... and the privacy-notice acknowledgement with the session's first message (the server stores it, scope chat_processing)
     assert set(consent) == {'notice_version', 'acknowledged_at'} and consent['acknowledged_at'].endswith('Z')
@@ -682,8 +683,9 @@ def test_a_hot_lead_books_a_meeting_with_a_slot_button(booking_api, host, browse
     assert all(re.search(r' E[DS]T with Ana Ruiz$', t) for t in texts), texts   # in the visitor's zone (the browser's)
     labels = [t.removesuffix(' with Ana Ruiz') for t in texts]
     assert all(label in assistant_messages(page).first.inner_text() for label in labels)
-    assert {k: v for k, v in bodies[0][1].items() if k != 'consent'} == {'message': HOT_WITH_EMAIL, 'timezone': 'America/New_York'}
+    assert {k: v for k, v in bodies[0][1].items() if k not in ('consent', 'visitor_id')} == {'message': HOT_WITH_EMAIL, 'timezone': 'America/New_York'}
     assert bodies[0][1]['consent']['notice_version']                   # the notice acknowledgement went with it
+    assert UUID4.match(bodies[0][1]['visitor_id'])                     # and the first-party visitor id (12_privacy)
     # keyboard: the buttons come right after the message text, before the input
     composer(page).focus()
     page.keyboard.press('Shift+Tab')
@@ -775,7 +777,8 @@ def test_slot_offers_on_a_phone_newer_offers_failures_and_words(api, host, brows
     (meeting,) = [e['detail'] for e in events(page) if e['type'] == 'zgc:meeting_booked']
     assert meeting['meeting_start'] == '2026-03-27T08:00:00.000Z'
     check_payloads(page, forbidden=['Ana', 'JST', 'Friday'])
-    bodies = [{k: v for k, v in r['body'].items() if k != 'consent'} for r in host.requests('slots')]
+    assert len({r['body']['visitor_id'] for r in host.requests('slots')}) == 1      # one visitor id on every message
+    bodies = [{k: v for k, v in r['body'].items() if k not in ('consent', 'visitor_id')} for r in host.requests('slots')]
     assert bodies == [
         {'message': 'I want to talk to someone', 'timezone': 'Asia/Tokyo'},
         {'message': SLOTS_A[0]['label'], 'timezone': 'Asia/Tokyo', 'slot_id': SLOTS_A[0]['slot_id']},
@@ -797,7 +800,7 @@ def test_a_time_zone_the_server_does_not_know_is_dropped_not_fatal(api, host, br
     expect(assistant_messages(page).nth(1).locator('.gc-text')).to_have_text('Hello.')
     bodies = [r['body'] for r in host.requests('tz')]
     assert ['consent' in b for b in bodies] == [True, True, False]     # the acknowledgement goes with the first turn
-    assert [{k: v for k, v in b.items() if k != 'consent'} for b in bodies] == [
+    assert [{k: v for k, v in b.items() if k not in ('consent', 'visitor_id')} for b in bodies] == [
         {'message': 'hi', 'timezone': 'America/Ciudad_Juarez'}, {'message': 'hi'}, {'message': 'and again'}]
     expect(fallback_view(page)).to_be_hidden()
     ctx.close()
