@@ -223,7 +223,17 @@ async def load(base, sessions, duration, rate=None):
                 error_kinds=sorted(set(errors))[:5])
 
 
-def bench_http(concurrency, duration, rate, backend='onnx'):
+async def fixed_turns(base, n):
+    "`n` turns of one visitor, back to back (the issue's 'RSS after start-up and 100 turns')."
+    import httpx
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        sid, rng = str(uuid.uuid4()), random.Random(7)
+        for _ in range(n):
+            ms, err = await one_turn(client, sid, f'{rng.choice(MESSAGES)} (ref {rng.randrange(10**9)})')
+            if err: raise SystemExit(f'turn failed: {err}')
+
+
+def bench_http(concurrency, duration, rate, backend='onnx', first_turns=100):
     import httpx, psutil
     home = tempfile.mkdtemp(prefix='lc-bench-')
     port = free_port()
@@ -237,12 +247,15 @@ def bench_http(concurrency, duration, rate, backend='onnx'):
     base = f'http://127.0.0.1:{port}'
     try:
         rss_start = proc.memory_info().rss
+        asyncio.run(fixed_turns(base, first_turns))
+        rss_100 = proc.memory_info().rss
         asyncio.run(load(base, 4, 5))                                      # warm-up
         out = [asyncio.run(load(base, n, duration, None if n == 1 else rate)) for n in concurrency]
         turns = sum(h['turns'] for h in out)
         rss_turns = proc.memory_info().rss
         out.append(dict(asyncio.run(load(base, max(concurrency), duration)), note='saturation: back-to-back turns'))
         process = dict(backend=backend, ready_s=round(ready_s, 2), rss_after_start_mb=round(rss_start / 2**20, 1),
+                       rss_after_100_turns_mb=round(rss_100 / 2**20, 1), first_turns=first_turns,
                        rss_after_turns_mb=round(rss_turns / 2**20, 1), turns_before_rss=turns,
                        rss_after_saturation_mb=round(proc.memory_info().rss / 2**20, 1),
                        torch_imported=httpx.get(f'{base}/__modules').json()['torch'])
@@ -308,19 +321,23 @@ def main():
     ap.add_argument('--rate', type=float, default=50.0, help='offered turns/s for the multi-session runs')
     ap.add_argument('--backends', nargs='+', default=['torch', 'onnx'], help='embedding backends for the HTTP runs, side by side')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
+    ap.add_argument('--http-only', action='store_true', help='only the HTTP runs of --backends, printed (nothing written)')
     ap.add_argument('--commit-only', action='store_true',
                     help='only the per-turn overhead, new order vs the old one (issue 16); writes orchestrator_commit.{json,md}')
     a = ap.parse_args()
     if a.serve: return serve(a.serve, a.port)
     if a.smoke: a.turns, a.duration, a.concurrency, a.streams, a.backends = 10, 2.0, [1], 20, ['onnx']
     if a.commit_only: return commit_only(a.turns, a.smoke)
+    if a.http_only:
+        for b in a.backends: print(json.dumps(bench_http(a.concurrency, a.duration, a.rate, b, 10 if a.smoke else 100), indent=1))
+        return
     from tqdm import tqdm
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count()), at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     steps = tqdm(total=3, desc='orchestrator benchmarks')
     res['overhead'] = asyncio.run(bench_overhead(a.turns)); steps.update()
     res['http'], res['process'] = [], []
     for b in a.backends:
-        http, process = bench_http(a.concurrency, a.duration, a.rate, b)
+        http, process = bench_http(a.concurrency, a.duration, a.rate, b, 10 if a.smoke else 100)
         res['http'] += http; res['process'].append(process)
     steps.update()
     res['idle_streams'] = bench_idle_streams(a.streams); steps.update(); steps.close()
@@ -342,10 +359,10 @@ def main():
         load_ = h.get('note') or (f"offered {h['offered_rate']:g} turns/s, paced visitors" if h['offered_rate'] else 'one visitor, back-to-back')
         md.append(f"| {h['backend']} | {h['sessions']} | {load_} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
     md += ['', '## The API process (same runs)', '',
-           '| backend | start-up to ready, warm data home | RSS after start-up | RSS after the turns above | RSS after saturation | torch imported |',
-           '|---|---|---|---|---|---|']
+           '| backend | start-up to ready, warm data home | RSS after start-up | RSS after start-up + 100 turns | RSS after the turns above | RSS after saturation | torch imported |',
+           '|---|---|---|---|---|---|---|']
     for p in res['process']:
-        md.append(f"| {p['backend']} | **{p['ready_s']} s** | {p['rss_after_start_mb']} MB | **{p['rss_after_turns_mb']} MB** "
+        md.append(f"| {p['backend']} | **{p['ready_s']} s** | {p['rss_after_start_mb']} MB | **{p['rss_after_100_turns_mb']} MB** | {p['rss_after_turns_mb']} MB "
                   f"(after {p['turns_before_rss']:,} turns + warm-up) | {p['rss_after_saturation_mb']} MB | {'yes' if p['torch_imported'] else 'no'} |")
     md += ['', '## Idle open streams', '',
            f"{i['streams']} chat streams held open before their first token: API process RSS {i['rss_before_mb']} MB → "
