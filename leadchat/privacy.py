@@ -678,7 +678,11 @@ async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
     "Raise `DataKeyError` when visitor data is encrypted under a key the keyring lacks (a wrong LEADCHAT_DATA_KEY)."
     rows = await (await conn.execute('''SELECT key_id FROM visitor_identities GROUP BY key_id
                                         UNION SELECT name_key_id FROM visitors WHERE name_key_id IS NOT NULL GROUP BY name_key_id''')).fetchall()
-    unknown = sorted({r['key_id'] for r in rows} - set(keyring.keys))
+    # and the checkpoints: the first encrypted blob found names its key (with none of the visitors' data yet, a wrong
+    # key would otherwise start every conversation afresh); LIMIT 1 without an order stops the scan at the first one
+    blob = await (await conn.execute('''SELECT split_part(type, '+aesgcm.', 2) AS key_id FROM checkpoint_blobs
+                                        WHERE type LIKE '%%+aesgcm.%%' LIMIT 1''')).fetchone()
+    unknown = sorted(({r['key_id'] for r in rows} | ({blob['key_id']} if blob else set())) - set(keyring.keys))
     if not unknown: return
     msg = (f'visitor data is encrypted under key id(s) {", ".join(unknown)}, but LEADCHAT_DATA_KEY is key id '
            f'{keyring.current.key_id}: set the key the data was written with (to rotate, put it in LEADCHAT_DATA_KEY_PREVIOUS)')

@@ -20,7 +20,7 @@ from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
-from leadchat.privacy import (DataKey, DataKeyError, Keyring, PrivateSaver, check_data_key, erase_subject, export_subject,
+from leadchat.privacy import (DataKey, DataKeyError, Keyring, PrivateSaver, check_data_key, encrypted_serializer, erase_subject, export_subject,
                               find_subject, find_traces, load_keyring, new_data_key, rotate_keys, stitch, visitor_history)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,6 +367,15 @@ def test_a_wrong_or_missing_key_at_start_up_is_a_clear_error_and_nothing_is_decr
     assert r.exit_code == 2 and 'refuses to start' in r.output
 
 
+def test_a_wrong_key_is_caught_by_the_checkpoints_alone_before_any_visitor_was_stored(pg):
+    url = fresh_db(pg[1]); asyncio.run(migrate(url))
+    a, b = Keyring(DataKey.parse(new_data_key())), Keyring(DataKey.parse(new_data_key()))
+    typ, data = encrypted_serializer(a).dumps_typed({'x': 1})
+    q(url, "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) VALUES ('t', '', 'c', '1', %s, %s) RETURNING 1", [typ, data])
+    arun(url, lambda c: _strict(c, a))                                          # the right key: fine
+    with pytest.raises(DataKeyError, match=f'key id\\(s\\) {a.current.key_id}'): arun(url, lambda c: _strict(c, b))
+
+
 def test_rotation_moves_everything_to_the_new_key_while_both_are_held(api, monkeypatch):
     sid, email = str(uuid.uuid4()), 'rota.tion@example.org'
     converse(api, sid, email, 'Rhea Rotation', '+34 612 345 678', MONDAY + timedelta(days=28))
@@ -382,7 +391,7 @@ def test_rotation_moves_everything_to_the_new_key_while_both_are_held(api, monke
     assert {r['key_id'] for r in q(api.db_url, 'SELECT key_id FROM visitor_identities')} == {new.current.key_id}
     assert all(f'+aesgcm.{new.current.key_id}' in r['type'] for r in q(api.db_url, "SELECT DISTINCT type FROM checkpoint_blobs WHERE blob IS NOT NULL"))
     only_new = Keyring(new.current)
-    arun(api.db_url, lambda c: check_data_key(c, only_new, api.settings))           # nothing is left under the old key
+    arun(api.db_url, lambda c: _strict(c, only_new))                                # nothing is left under the old key
     assert arun(api.db_url, lambda c: find_subject(c, only_new, email)).session_ids == [sid]
     assert 'checkpoints(decrypted)' in arun(api.db_url, lambda c: find_traces(c, only_new, [email]))
     with pytest.raises(DataKeyError, match='encrypted under key id'): arun(api.db_url, lambda c: _strict(c, old))    # old key alone: refused
