@@ -283,7 +283,11 @@ async def stitch(conn, keyring: Keyring, session_id: str, *, email: str | None =
         merged = [r['visitor_id'] for r in rows[1:]]
         for loser in merged: await _merge(conn, loser, vid, at)
         for kind, v in ids:
-            await conn.execute(
+            # known already — under the current key or, mid-rotation, an old one (no second row for one identity)
+            known = await (await conn.execute(
+                '''UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %s) WHERE kind = %s AND blind_index = ANY(%s)
+                   RETURNING id''', [at, kind, keyring.blind_indexes(kind, v)])).fetchall()
+            if not known: await conn.execute(
                 '''INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
                    VALUES (%s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)''',
@@ -626,8 +630,13 @@ async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None
                                             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED''', [cur_id, batch])).fetchall()
         for r in rows:
             v = keyring.decrypt(r['value_enc'], context=r['kind'])
-            await conn.execute('UPDATE visitor_identities SET value_enc = %s, blind_index = %s, key_id = %s WHERE id = %s',
-                               [keyring.encrypt(v, context=r['kind']), keyring.blind_index(r['kind'], v), cur_id, r['id']])
+            bidx = keyring.blind_index(r['kind'], v)
+            moved = await (await conn.execute(
+                '''UPDATE visitor_identities SET value_enc = %s, blind_index = %s, key_id = %s WHERE id = %s
+                   AND NOT EXISTS (SELECT 1 FROM visitor_identities WHERE kind = %s AND blind_index = %s) RETURNING id''',
+                [keyring.encrypt(v, context=r['kind']), bidx, cur_id, r['id'], r['kind'], bidx])).fetchone()
+            if moved is None:       # already there under the new key (a race with stitching): the old row goes
+                await conn.execute('DELETE FROM visitor_identities WHERE id = %s', [r['id']])
         return len(rows)
 
     async def names(conn) -> int:

@@ -144,6 +144,13 @@ def test_one_email_connecting_two_visitors_merges_them_and_the_merge_is_recorded
         assert one.created and two.created and one.visitor_id != two.visitor_id
         three = await stitch(c, kr, 's3', email='MIA@example.org ', browser_id=browser, at=MONDAY + timedelta(days=2))
         again = await stitch(c, kr, 's3', email='mia@example.org', browser_id=browser, at=MONDAY + timedelta(days=2))
+        # mid-rotation (a new key, the old one still held): the same email finds its visitor, no second identity row
+        rotated = Keyring(DataKey.parse(new_data_key()), previous=[kr.current])
+        await c.execute("INSERT INTO sessions (session_id) VALUES ('s4')")
+        four = await stitch(c, rotated, 's4', email='mia@example.org', at=MONDAY + timedelta(days=3))
+        assert four.visitor_id == one.visitor_id and not four.created
+        n = (await (await c.execute("SELECT count(*) AS n FROM visitor_identities WHERE kind = 'email'")).fetchone())['n']
+        assert n == 1
         return one, two, three, again
     one, two, three, again = arun(url, go)
     assert three.visitor_id == one.visitor_id and three.merged == [two.visitor_id]        # the older visitor wins
