@@ -609,7 +609,7 @@ def _loads_any(serde, typ: str, blob: bytes):
     try: return serde.loads_typed((typ, bytes(blob)))
     except Exception: return bytes(blob).decode('utf-8', 'replace')      # unreadable: searched as raw bytes
 
-# %% ../nbs/12_privacy.ipynb #0965d1d8
+# %% ../nbs/12_privacy.ipynb #c937d47a
 async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None) -> dict[str, int]:
     "Re-encrypt everything not under the current key, `batch` rows per transaction; returns rows moved per table."
     if batch < 1: raise ValueError('batch must be at least 1')
@@ -682,7 +682,7 @@ async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None
     log.info('data_key_rotated', key_id=cur_id, **done)
     return done
 
-# %% ../nbs/12_privacy.ipynb #2abfc6a1
+# %% ../nbs/12_privacy.ipynb #906f8427
 async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
     "Raise `DataKeyError` when visitor data is encrypted under a key the keyring lacks (a wrong LEADCHAT_DATA_KEY)."
     rows = await (await conn.execute('''SELECT key_id FROM visitor_identities GROUP BY key_id
@@ -699,7 +699,7 @@ async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
         log.error('data_key_mismatch', unknown=unknown, key_id=keyring.current.key_id); return
     raise DataKeyError(msg)
 
-# %% ../nbs/12_privacy.ipynb #ce30f94d
+# %% ../nbs/12_privacy.ipynb #701eb84e
 privacy_app = typer.Typer(help='Data-subject requests (export, erasure) and the data key.', no_args_is_help=True)
 
 
