@@ -238,7 +238,8 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:speak|speek|spek|talk|tlak|tallk|chat)\s+(?:to|too|with|wiht|wtih)\s+(?:sombody|somebdy|somone|someon|some1|smone|sb)\b")),
     Rule(_rx(r"\b(?:need|want|like|get|have)\s+(?:a\s+)?(?:named\s+|direct\s+)?contact\s+(?:person\s+)?(?:on\s+your\s+side|at\s+your\s+(?:end|company|firm)|in\s+your\s+team)\b|"
              r"\b(?:and|plus)\s+(?:a|an)\s+(?:short\s+|quick\s+|brief\s+)?intro(?:ductory)?\s+(?:call|meeting|chat)\b")),
-    Rule(_rx(r"\b(?:get|have|ask)\s+(?:them|him|her|some(?:one|body)|your\s+\w+(?:\s+\w+)?)\s+to\s+(?:give\s+(?:me|us)\s+a\s+(?:ring|call|buzz|shout)|(?:call|ring|phone|contact|email)\s+(?:me|us))\b")),
+    Rule(_rx(r"\b(?:get|have|ask)\s+(?:them|him|her|some(?:one|body)|your\s+\w+(?:\s+\w+)?|(?:a|an|one\s+of\s+your)\s+(?:consultant|engineer|expert|specialist|colleague|rep|representative|salesperson|person)s?)\s+(?:to\s+)?"
+             r"(?:give\s+(?:me|us)\s+a\s+(?:ring|call|buzz|shout)|(?:call|ring|phone|contact|email|get\s+in\s+touch\s+with|reach\s+out\s+to|get\s+back\s+to)\s+(?:me|us))\b")),
     Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|keen\s+on)\s+(?:coming\s+on|joining\s+(?:us|me|our)|an?\s+(?:interview|intro|conversation))\b")),
     Rule(_rx(r"\bbe\s+(?:up\s+for|open\s+to|available\s+for|free\s+for|keen\s+on)\s+(?:a|an)\s+(?:\w+\s+){0,2}?(?:call|meeting|chat|demo)\b")),
     Rule(_rx(r"\bdo\s+you\s+(?:guys\s+)?(?:do|offer|run|give)\s+(?:live\s+|product\s+|personal(?:ised|ized)?\s+)?demos\b|"
@@ -261,6 +262,18 @@ _PREFER_IF = re.compile(r"\b(?:easier|better|quicker|simpler|faster|best|prefer(
 
 
 # someone else's wish, later: "at some point my boss will want to talk to your people" (not a request now)
+_NONEU_RX = re.compile(r"\b" + _NONEU, re.IGNORECASE)
+_LOCAL_PRESENCE = re.compile(r"\b(?:registered\s+)?local\s+(?:legal\s+)?(?:entity|subsidiary|company|office)\b|\b(?:staff|team|engineers|people|consultants|everyone)\s+(?:\w+\s+){0,3}?"
+                             r"(?:physically|on-?site|based|resident)\s+in\s+(?:the\s+)?(?:kingdom|country|emirates)\b|\bin-country\s+(?:staff|team|presence|entity)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"""(?:^|(?<=[\s:(]))(['"])(?=\S)(.+?)(?<=\S)\1(?=$|[\s.,;:!?)])""")
+
+
+def _quoted_spans(text: str) -> list[tuple[int, int]]:
+    "Where quoted text is ('our meeting is moved', \"call me\"): an apostrophe inside a word opens nothing."
+    return [m.span(2) for m in _QUOTED.finditer(text)]
+
+
+_TEXT_TASK = re.compile(r"^\W*(?:(?:pls|please|plz|can\s+you|could\s+you)\s+)?(?:translate|rewrite|rephrase|reword|proofread|paraphrase|summari[sz]e|shorten|correct)\b", re.IGNORECASE)
 _LATER_SOMEONE = re.compile(r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?(?:boss|manager|ceo|cto|cfo|cio|coo|director|board|team|colleagues?|leadership|management|founders?)\s+"
                             r"(?:will|might|may|would\s+probably|will\s+probably|could)\s+(?:(?:also|eventually|probably)\s+)?(?:want|need|wish|have)\s+to\s*$", re.IGNORECASE)
 
@@ -270,6 +283,7 @@ def _hr_veto(text: str, m: re.Match) -> bool:
     pre = _clause_prefix(text, m.start(), words=6)
     if _HR_EXCL_AFTER.match(text[m.end():]) or _THIRD_PARTY.search(_clause_prefix(text, m.start(), words=4)): return True
     if _CONDITIONAL.search(pre) and not _PREFER_IF.search(pre): return True
+    if _TEXT_TASK.match(text) or any(a <= m.start() < b for a, b in _quoted_spans(text)): return True
     if _LATER_SOMEONE.search(pre) or (_LOOSE_HEDGE.search(pre) and not re.search(r'\b(?:i|we)\b', pre, _I)): return True
     nxt = re.match(r'\s+([A-Z][a-z]+)\b', text[m.end():])      # "call me Ana" is a name, not a request
     return bool(m.group().lower().endswith(' me') and nxt and nxt.group(1) not in _DAYS)
@@ -380,6 +394,8 @@ RESEARCHER_RULES = [        # what they are doing: writing, studying, researchin
     Rule(_rx(r"\bfor\s+my\s+(?:research|studies|phd|master'?s|coursework|class|course)\b")),
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:hi|hello|hey)\W+)?(?:a\s+)?(?:[\w-]+\s+)?(?:journalist|reporter|editor|columnist|correspondent)\s+(?:at|for|with|here)\b|"
              r"\bwriting\s+(?:a|an|my)\s+(?:[\w-]+\s+)?(?:piece|article|story|feature|column)\s+(?:on|about)\b")),
+    Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:phd|doctoral|postdoc(?:toral)?|academic|university)\s+(?:researcher|student|candidate|fellow)\b|"
+             r"\bno\s+commercial\s+(?:interest|purpose|intent|angle)\b|\b(?:it'?s|this\s+is)\s+(?:just\s+|only\s+)?for\s+(?:a|my|our)\s+(?:research\s+)?paper\b")),
     Rule(_rx(r"\b(?:running|conducting|doing)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:survey|study)\s+(?:of|on|into)\s+(?:[\w-]+\s+)?(?:industry|market|sector)\b|"
              r"\b(?:purely|strictly|entirely|just|only)\s+academic\b")),
     Rule(_rx(r"\b(?:academic|scholarly)\s+(?:research|study|project|paper|purposes?)\b|\bfor\s+academic\s+purposes\b")),
@@ -944,6 +960,17 @@ _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
 _SOURCING = _rx(r"""\b(?:we(?:'re|\s+are)|i(?:'?m|\s+am))\s+(?:currently\s+|now\s+|actively\s+|already\s+)?(?:evaluating|shortlisting|selecting|choosing|comparing|sourcing|vetting)\s+
     (?:a\s+few\s+|some\s+|several\s+|potential\s+|possible\s+|external\s+)?(?:[\w-]+\s+)?(?:partners?|vendors?|providers?|suppliers?|consultanc(?:y|ies)|agencies|integrators?)\s+(?:for|to\s+(?:help|build|implement|deliver|run))\b""")
+# a system wanted and described by what it does: "our bid team needs something that reads the tender and finds the risks"
+_WANT_SYSTEM = _rx(r"""\b(?:i|we|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|people|department|agents|engineers|analysts))\s+(?:really\s+|urgently\s+)?
+    (?:want|wants|need|needs|would\s+like|'d\s+like|are\s+looking\s+for|is\s+looking\s+for)\s+(?:an?\s+|some\s+)?(?:[\w-]+\s+){0,3}?
+    (?:agents?|assistants?|system|tool|bot|chatbot|model|pipeline|solution|something|software|platform|copilot)\s+(?:that|which|to)\s+(?:can\s+|could\s+|would\s+|will\s+)?
+    (?:reads?|extracts?|answers?|finds?|classif\w+|summari[sz]\w*|routes?|triag\w+|drafts?|writes?|looks?\s+up|checks?|flags?|matches?|enters?|processes?|
+       understands?|searches?|predicts?|forecasts?|detects?|translat\w+|handles?|responds?|replies?|generates?|tags?|sorts?|reconcil\w+)\b""")
+# "start something with AI": an intention about nothing in particular
+_SOMETHING_AI = re.compile(r"\b(?:something|anything|stuff)\s+(?:with|around|in|using|involving|related\s+to|on|about)\s+(?:ai|a\.i\.|genai|gen\s+ai|llms?|machine\s+learning)\b|"
+                           r"\bsomething\s+(?:ai|genai|llm)[-\s]?(?:related|based)\b", _I)
+# "Nothing planned right now": the message states no project
+_NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table))\b", _I)    # not "no concrete project yet": a hint
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
@@ -956,8 +983,12 @@ def _problem(text: str):
             if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
             if _HIRING.search(_sentence_of(text, m)): continue        # hiring people is not an AI project
             # "we're exploring where genai could help" is an exploration, not a project (hinted)
-            (exploring if _EXPLORING.search(m.group()) or _NO_PROJECT.search(_sentence_of(text, m)) else found).append(_evidence(text, m))
+            sent = _sentence_of(text, m)
+            hinted = _EXPLORING.search(m.group()) or _NO_PROJECT.search(sent) or _SOMETHING_AI.search(sent) or _HEDGE.search(_clause_prefix(text, m.end(), 12))
+            (exploring if hinted else found).append(_evidence(text, m))
     if (m := _AUGMENT.search(text)) and not _negated(text, m): found.append(_evidence(text, m))    # team augmentation is a service
+    for m in islice(_WANT_SYSTEM.finditer(text), MAX_MATCHES):     # "I want agents that read them and look up the booking"
+        if not _negated(text, m, hedges=True): found.append(_evidence(text, m)); break
     if found:    # prefer the phrase that itself names the AI work ("building a RAG assistant" over "we need it live")
         out.append(('confirmed', 'explicit', next((e for e in found if _AI.search(e)), found[0])))
     elif exploring: out.append(('partially_confirmed', 'explicit', exploring[0]))
@@ -1130,15 +1161,26 @@ _REPORTED_CONTACT = re.compile(r"\b(?:suggested|recommended|told\s+(?:me|us)|sai
                                r"(?:get\s+in\s+touch|reach\s+out|contact\s+you|drop\s+you\s+a\s+line|message\s+you|write\s+to\s+you)\b(?![^.?!]*\?)", re.IGNORECASE)
 _STUDENT = re.compile(r"\b(?:school|class|homework|student|students|uni|course|assignment|coursework)\b", re.IGNORECASE)
 _TEAM_HEAD = re.compile(r"\bhead\s+of\s+(?:a|an|the|our|my)\s+(?:small\s+|little\s+|tiny\s+)?(?:[\w&/-]+\s+){0,2}?(?:team|squad)\b", re.IGNORECASE)
-_DECIDER = (r"(?:boss|manager|line\s+manager|ceo|cto|cfo|cio|coo|cdo|director|md|vp|svp|evp|head(?:\s+of\s+[\w&/-]+)?|board|owner|founders?|partners|"
+_DECIDER = (r"(?:boss|manager|line\s+manager|ceo|cto|cfo|cio|coo|cdo|director|md|vp|svp|evp|head(?:\s+of\s+[\w&/-]+)?|board|owners?|founders?|partners|"
             r"leadership(?:\s+team)?|management|exec(?:utive)?s?|committee|steering\s+(?:committee|group|board)|procurement|superiors?|higher-?ups?)")
 _OTHERS_DECIDE = re.compile(r"\b(?:decided|approved|signed\s+off|made|taken)\s+by\s+(?:the|our|my|a|an)\s+(?:[\w-]+\s+){0,2}?" + _DECIDER + r"\b|"
                             r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?" + _DECIDER + r"\s+(?:(?:would|will|has\s+to|must|needs\s+to|gets\s+to|would\s+have\s+to)\s+"
-                            r"(?:decide|sign\s+off|approve|make\s+the\s+(?:call|decision)|have\s+the\s+(?:final\s+)?say)|decides|signs\s+off|approves|"
-                            r"makes\s+the\s+(?:call|decision)|has\s+the\s+(?:final\s+)?say)\b|"
+                            r"(?:decide|sign\s+off|approve|make\s+the\s+(?:call|decision)|have\s+the\s+(?:final\s+)?say)|decides?|signs?\s+off|approves?|"
+                            r"makes?\s+(?:the|every|all|any)\s+(?:[\w-]+\s+)?(?:call|decisions?)|ha(?:s|ve)\s+the\s+(?:final\s+)?say)\b|"
+                            r"\bi\s+(?:can'?t|cannot|can\s+not|don'?t|do\s+not)\s+(?:sign|approve|decide|make\s+(?:the\s+)?(?:call|decision|decisions))\b|"
+                            r"\bnot\s+(?:the\s+|a\s+)?(?:budget\s+(?:owner|holder)|decision[-\s]?maker|one\s+who\s+(?:decides|signs))\b|"
+                            r"\bi'?d\s+(?:need|have)\s+to\s+(?:convince|persuade|sell\s+(?:it|this)\s+to|get\s+(?:approval|sign-?off)\s+from)\b|"
                             r"\b(?:need|needs|have|has)\s+to\s+(?:get|secure|obtain|win)\s+(?:[\w-]+\s+)?(?:buy-?in|approval|sign-?off|the\s+go-?ahead)\s+from\b|"
                             r"\bnot\s+(?:my|up\s+to\s+me)\b[^.?!]{0,20}\b(?:call|decision)\b|\b(?:it'?s|that'?s)\s+not\s+up\s+to\s+me\b", re.IGNORECASE)
 _ORG_WORD = re.compile(r"\b(?:our|my)\s+(?:[\w-]+\s+)?(?:team|company|organi[sz]ation|firm|business|department|it|boss|manager|cio|cto|ceo)\b|\bfrom\s+(?:a|an)\s+[\w\s-]{0,30}?(?:company|utility|bank|insurer|group|retailer)\b", re.IGNORECASE)
+_OUR_OWN = re.compile(r"\bour\s+(?:own\s+)?(?:rules|policy|policies|requirements|procurement|regulations|organi[sz]ation|department|ministry|legal\s+team|board|budget)\b", re.IGNORECASE)
+
+
+def _own_behalf(text: str, m: re.Match) -> bool:
+    "'Writing on behalf of a ministry … our rules require': someone of the ministry itself, not an adviser to it."
+    return 'behalf' in m.group().lower() and bool(_OUR_OWN.search(text)) and not re.search(r"\bclients?\b|\btheir\b", text, re.IGNORECASE)
+
+
 _STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
@@ -1239,6 +1281,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         cands['company_fit'] = [('partially_confirmed', *c[1:]) for c in cands['company_fit']]
     cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
     # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
+    if _NOTHING_PLANNED.search(text): cands['problem_fit'] = []
     cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (((_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2]) or _SOFT.search(c[2])) and _VAGUE_NEED.search(c[2]))
                                                                             or _NOTHING_SPECIFIC.search(c[2])))]
 
@@ -1252,7 +1295,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         cands['problem_fit'].append(('confirmed', 'explicit', c[2], c[3], c[4]))
     # a stated pain, then the wish to act on it ("we'd like to start this quarter", "budget is approved"): the need is concrete now
     if (q.problem_fit == 'partially_confirmed' or any(c[0] == 'partially_confirmed' for c in cands['problem_fit'])) \
-            and (m := _ENGAGE.search(text)) and not _negated(text, m):
+            and (m := _ENGAGE.search(text)) and not _negated(text, m) and not _SOMETHING_AI.search(_sentence_of(text, m)):
         cands['problem_fit'].append(('confirmed', 'explicit', _evidence(text, m), 1.0, 'rule'))
 
     # an AI need already hinted, then "we need 2 engineers from February": team augmentation, a concrete need
@@ -1277,7 +1320,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     if any(c[4] == 'rule' for c in cands['authority_fit']): cands['authority_fit'] = [c for c in cands['authority_fit'] if c[4] == 'rule']
 
     # flags: pattern, or learned at the flag's threshold (precedence 3 and 4)
-    consultant = (bool(_first(text, CONSULTANT_RULES)) or (not _first(text, COMPETITOR_RULES) and (   # a rival firm is not acting for a client
+    consultant = (bool(_first(text, CONSULTANT_RULES, veto=_own_behalf)) or (not _first(text, COMPETITOR_RULES) and (   # a rival firm is not acting for a client
                   bool(_first(text, CONSULTANT_SELF_RULES) and _CONSULTANT_TASK.search(text))
                   or (learned('consultant', th.signal) == 'yes' and not (_ORG_SPEAKER.search(text) and _ORG_WORD.search(text))))))
     for_client = consultant or state.is_consultant
@@ -1288,7 +1331,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
              or (learned('human', th.signal) == 'yes' and not _CONTACT_ONLY.match(text)
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
-                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h) and not _first(text, JOB_SEEKER_RULES)
+                 and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h) and not _first(text, JOB_SEEKER_RULES) and not _TEXT_TASK.match(text)
                  and not (_PARTNER_ON_BOARD.search(ev_h) and not _CONTACT_WORD.search(ev_h))))
     # a stated pain, then a request for someone to fix it ("latency is terrible" … "connect me with your MLOps people")
     if human and not any(c[0] == 'confirmed' for c in cands['problem_fit']):
@@ -1322,6 +1365,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
             if (_first(ev_nf, HUMAN_REQUEST_RULES) or not (_FIRST_PERSON.search(ev_nf) or _REQUIREMENT.search(ev_nf))
                     or (learned('human', th.signal) == 'yes' and ev_nf == reading.evidence('human', 'yes'))):
                 no_fit = None
+    if no_fit is None and _LOCAL_PRESENCE.search(text) and _NONEU_RX.search(text): no_fit = 'geo'
     if for_client: no_fit = None
     if persona and (ruled or not org_need):      # a rival, a writer, a job seeker or a vendor: their organisation is not a prospect's
         cands['company_fit'], cands['authority_fit'], role = [], [], None
