@@ -687,6 +687,10 @@ def calendar_sweep(env_file: Optional[Path] = EnvFile, calendar: Optional[Path] 
 models_app = typer.Typer(help='The local embedding model (all-MiniLM-L6-v2 on ONNX Runtime): export, status.', no_args_is_help=True)
 app.add_typer(models_app, name='models')
 
+# `leadchat privacy export|erase|rotate-key|new-key`: data-subject requests and the data key (`12_privacy`)
+from .privacy import privacy_app
+app.add_typer(privacy_app, name='privacy')
+
 
 @models_app.command('export')
 def models_export(precision: list[str] = typer.Option(['fp32'], '--precision', '-p', help='fp32 and/or int8 (repeat for both).'),

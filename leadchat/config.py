@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     leadchat_db_pool_size: int = Field(24, ge=4, le=1000, description='Database connections of one API process (at most)')
     leadchat_body_timeout_seconds: float = Field(30.0, gt=0, le=600, description='A request body must arrive within this')
     leadchat_drain_seconds: float = Field(10.0, ge=0, le=600, description='On SIGTERM: how long open chat streams get to finish')
+    leadchat_data_key: SecretStr | None = Field(None, description='Data key (base64, 32 bytes): visitor PII and checkpoints, AES-GCM')
+    leadchat_data_key_previous: SecretStr | None = Field(None, description='Old data keys, comma-separated, while rotate-key runs')
+    leadchat_profile: Literal['demo', 'production'] = Field('demo', description='production refuses to start without LEADCHAT_DATA_KEY')
     leadchat_staff_session_idle_minutes: float | None = Field(
         None, gt=0, le=720, description='Console sign-in: minutes without activity before it ends (default 60)')
     leadchat_rate_limit_backend: Literal['postgres', 'memory'] = Field(

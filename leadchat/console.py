@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import calibrate as cal
 from .config import ConfigurationError, Settings, get_settings
-from .db import DatabaseError, create_checkpointer, embedded_pgdata, migrate, open_database
+from .db import DatabaseError, embedded_pgdata, migrate, open_database
+from .privacy import create_private_checkpointer
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
@@ -119,7 +120,8 @@ class ConsoleBackend:
         "The orchestrator graph on the checkpointer: reads a session's full state, never runs a turn."
         if self._graph is None:
             from leadchat.graph import build_graph
-            async def make(): return build_graph(create_checkpointer(self.pool))   # the saver binds to the running loop
+            # the checkpoints are encrypted with the data key (leadchat.privacy): the console reads them as the service wrote them
+            async def make(): return build_graph(create_private_checkpointer(self.pool, self.settings))   # binds to the running loop
             self._graph = self.run(make())
         return self._graph
 

@@ -517,3 +517,17 @@ def test_in_chromium_the_visitor_id_appears_only_after_the_notice_and_a_returnin
             assert page2.evaluate('localStorage.getItem("growth_chat_visitor_id")') == vid
             ctx.close()
         finally: browser.close()
+
+
+def test_the_console_reads_the_encrypted_checkpoints_the_service_wrote(api):
+    "The ops console's session page decrypts what the chat service stored (the saver with the data key, not the plain one)."
+    from leadchat.console import ConsoleBackend, load_session
+    sid = str(uuid.uuid4())
+    converse(api, sid, 'console.reader@example.com', 'Rowan Reader', '+34 611 222 333', MONDAY)
+    backend = ConsoleBackend(api.settings)
+    try:
+        d = backend.run(load_session(backend.pool, backend.graph, sid))
+        assert d is not None and d.state is not None, 'the console could not read the session state'
+        assert d.state.visitor_email == 'console.reader@example.com'
+        assert d.state.qualification.problem_fit != 'not_detected'
+    finally: backend.close()
