@@ -362,8 +362,8 @@ def test_a_wrong_or_missing_key_at_start_up_is_a_clear_error_and_nothing_is_decr
     monkeypatch.setenv('LEADCHAT_DATA_KEY', 'not-a-key')
     with pytest.raises(DataKeyError, match='LEADCHAT_DATA_KEY must be 32 random bytes'): load_keyring(bad)
     monkeypatch.delenv('LEADCHAT_DATA_KEY')
-    monkeypatch.setenv('LEADCHAT_PROFILE', 'production')
-    with pytest.raises(DataKeyError, match='production profile refuses to start'): load_keyring(bad)
+    production = settings_for(tmp_path, api.db_url, leadchat_profile='production')     # a setting (env file or environment)
+    with pytest.raises(DataKeyError, match='production profile refuses to start'): load_keyring(production)
     assert not (tmp_path / 'data.key').exists()        # production never generates a key
     # the CLI says the same and exits 2
     from typer.testing import CliRunner
