@@ -58,10 +58,10 @@ const LEAD_LEVELS: readonly string[] = ["hot", "warm", "cold"];
 // An address typed by the visitor: only the fact is reported, never the address.
 const EMAIL = /[^\s@<>()[\]{},;:"']+@[^\s@<>()[\]{},;:"']+\.[a-z]{2,}/i;
 
-/** localStorage if this browser lets us use it, else null. */
-export function localStorageOrNull(): StorageLike | null {
+/** Web storage of this kind if this browser lets us use it, else null (reading the property can throw). */
+function storageOrNull(kind: "localStorage" | "sessionStorage"): StorageLike | null {
   try {
-    const s = window.localStorage;
+    const s = window[kind];
     const probe = "__growth_chat_probe__";
     s.setItem(probe, "1");
     s.removeItem(probe);
@@ -71,18 +71,10 @@ export function localStorageOrNull(): StorageLike | null {
   }
 }
 
-/** sessionStorage if this browser lets us use it, else null (reading the property can throw). */
-export function sessionStorageOrNull(): StorageLike | null {
-  try {
-    const s = window.sessionStorage;
-    const probe = "__growth_chat_probe__";
-    s.setItem(probe, "1");
-    s.removeItem(probe);
-    return s;
-  } catch {
-    return null;
-  }
-}
+/** localStorage if this browser lets us use it, else null. */
+export const localStorageOrNull = (): StorageLike | null => storageOrNull("localStorage");
+/** sessionStorage if this browser lets us use it, else null. */
+export const sessionStorageOrNull = (): StorageLike | null => storageOrNull("sessionStorage");
 
 export class ChatController {
   readonly config: WidgetConfig;
