@@ -33,14 +33,14 @@ from .config import ConfigurationError, get_settings
 from .repos import StaffUser, create_staff_user, get_staff_user
 
 # %% auto #0
-__all__ = ['log', 'MIN_PASSWORD_CHARS', 'MAX_PASSWORD_CHARS', 'COMMON_PASSWORDS', 'OIDC_ONLY_HASH', 'LOCKOUT_FAILURES',
-           'CLIENT_FAILURES', 'LOCKOUT_WINDOW', 'SESSION_IDLE', 'SESSION_MAX', 'IDLE_SETTING', 'COOKIE_NAME',
-           'CODE_TTL', 'staff_app', 'StaffError', 'WeakPasswordError', 'normalize_username', 'password_problem',
-           'check_password', 'hash_password', 'is_password_hash', 'verify_password', 'StaffInfo', 'add_staff_user',
-           'list_staff_users', 'set_disabled', 'active_staff', 'LoginResult', 'record_attempt', 'authenticate',
-           'authorize_oidc', 'prune_login_attempts', 'session_idle', 'StaffSession', 'sign_token', 'unsign_token',
-           'cookie_secret', 'StaffSessions', 'audit', 'recent_audit', 'staff_add', 'staff_list', 'staff_disable',
-           'staff_enable']
+__all__ = ['log', 'MIN_PASSWORD_CHARS', 'MAX_PASSWORD_CHARS', 'COMMON_PASSWORDS', 'OIDC_ONLY_HASH', 'ROLES', 'DEFAULT_ROLE',
+           'LOCKOUT_FAILURES', 'CLIENT_FAILURES', 'LOCKOUT_WINDOW', 'SESSION_IDLE', 'SESSION_MAX', 'IDLE_SETTING',
+           'COOKIE_NAME', 'CODE_TTL', 'staff_app', 'StaffError', 'WeakPasswordError', 'normalize_username',
+           'password_problem', 'check_password', 'hash_password', 'is_password_hash', 'verify_password', 'check_role',
+           'StaffInfo', 'add_staff_user', 'list_staff_users', 'set_role', 'set_disabled', 'active_staff', 'staff_role',
+           'LoginResult', 'record_attempt', 'authenticate', 'authorize_oidc', 'prune_login_attempts', 'session_idle',
+           'StaffSession', 'sign_token', 'unsign_token', 'cookie_secret', 'StaffSessions', 'audit', 'recent_audit',
+           'staff_add', 'staff_role_cmd', 'staff_list', 'staff_disable', 'staff_enable']
 
 # %% ../nbs/70_staff.ipynb #st700007
 log = structlog.get_logger('leadchat.staff')
@@ -124,6 +124,18 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     except (VerificationError, InvalidHashError): return False
 
 # %% ../nbs/70_staff.ipynb #st700013
+ROLES: tuple[str, ...] = ('agent', 'admin')     # migration 0016's check constraint
+DEFAULT_ROLE = 'agent'
+
+
+def check_role(role) -> str:
+    "`role` when it is one of `ROLES`; raises `StaffError` naming the choices otherwise."
+    if role not in ROLES:
+        shown = repr(role[:40]) if isinstance(role, str) else repr(role)
+        raise StaffError(f'role {shown} is not valid: use one of {", ".join(ROLES)}')
+    return role
+
+
 @dataclass(frozen=True)
 class StaffInfo:
     "A staff user as shown to people: never the hash."
@@ -133,17 +145,26 @@ class StaffInfo:
     password_login: bool
     created_at: datetime
     last_login_at: datetime | None
+    role: str = DEFAULT_ROLE
 
     @classmethod
-    def of(cls, u: StaffUser) -> 'StaffInfo':
-        return cls(u.username, u.display_name, u.disabled, is_password_hash(u.password_hash), u.created_at, u.last_login_at)
+    def of(cls, u: StaffUser, role: str | None = None) -> 'StaffInfo':
+        return cls(u.username, u.display_name, u.disabled, is_password_hash(u.password_hash), u.created_at, u.last_login_at,
+                   role or DEFAULT_ROLE)
+
+
+async def _info(conn, username: str) -> StaffInfo | None:
+    row = await (await conn.execute('SELECT * FROM staff_users WHERE username = %s', [username])).fetchone()
+    return StaffInfo.of(StaffUser.model_validate(row), row['role']) if row else None
 
 
 async def add_staff_user(conn, username: str, password: str | None, display_name: str | None = None, *,
-                         oidc_only: bool = False) -> StaffInfo:
-    "Create a staff user (password policy enforced; `oidc_only` users have no password)."
+                         oidc_only: bool = False, role: str = DEFAULT_ROLE, by: str | None = None) -> StaffInfo:
+    """Create a staff user (password policy enforced; `oidc_only` users have no password) with `role`; when `by` (who did
+    it, e.g. `cli:root`) is given, the addition is audited."""
     import psycopg
     u = normalize_username(username)
+    check_role(role)
     if display_name is not None:
         display_name = ' '.join(display_name.split())[:200] or None
         if display_name and any(unicodedata.category(ch) == 'Cc' for ch in display_name):
@@ -152,16 +173,32 @@ async def add_staff_user(conn, username: str, password: str | None, display_name
     else:
         check_password(password, u)
         pw_hash = await asyncio.to_thread(hash_password, password)
-    try: await create_staff_user(conn, u, pw_hash, display_name)
+    try:
+        async with conn.transaction():
+            await create_staff_user(conn, u, pw_hash, display_name)
+            if role != DEFAULT_ROLE: await conn.execute('UPDATE staff_users SET role = %s WHERE username = %s', [role, u])
+            if by: await audit(conn, by, 'staff.add', {'user': u, 'role': role})
     except psycopg.errors.UniqueViolation:
         raise StaffError(f'staff user {u!r} already exists; see `leadchat staff list`') from None
-    log.info('staff_user_added', username=u, oidc_only=oidc_only)
-    return StaffInfo.of(await get_staff_user(conn, u))
+    log.info('staff_user_added', username=u, oidc_only=oidc_only, role=role)
+    return await _info(conn, u)
 
 
 async def list_staff_users(conn) -> list[StaffInfo]:
     cur = await conn.execute('SELECT * FROM staff_users ORDER BY username')
-    return [StaffInfo.of(StaffUser.model_validate(r)) for r in await cur.fetchall()]
+    return [StaffInfo.of(StaffUser.model_validate(r), r['role']) for r in await cur.fetchall()]
+
+
+async def set_role(conn, username: str, role: str, *, by: str) -> StaffInfo:
+    "Give `username` the role `role`; audited as `staff.role` (who, from, to). Raises `StaffError` for an unknown user or role."
+    u, role = normalize_username(username), check_role(role)
+    async with conn.transaction():
+        old = await (await conn.execute('SELECT role FROM staff_users WHERE username = %s FOR UPDATE', [u])).fetchone()
+        if old is None: raise StaffError(f'there is no staff user {u!r}; see `leadchat staff list`')
+        await conn.execute('UPDATE staff_users SET role = %s WHERE username = %s', [role, u])
+        await audit(conn, by, 'staff.role', {'user': u, 'from': old['role'], 'to': role})
+    log.info('staff_role_set', username=u, role=role, previous=old['role'], by=by)
+    return await _info(conn, u)
 
 
 async def set_disabled(conn, username: str, disabled: bool = True) -> StaffInfo:
@@ -172,7 +209,7 @@ async def set_disabled(conn, username: str, disabled: bool = True) -> StaffInfo:
         [disabled, disabled, u])).fetchone()
     if row is None: raise StaffError(f'there is no staff user {u!r}; see `leadchat staff list`')
     log.info('staff_user_disabled' if disabled else 'staff_user_enabled', username=u)
-    return StaffInfo.of(StaffUser.model_validate(row))
+    return StaffInfo.of(StaffUser.model_validate(row), row['role'])
 
 
 async def active_staff(conn, username: str) -> StaffUser | None:
@@ -181,6 +218,14 @@ async def active_staff(conn, username: str) -> StaffUser | None:
     except StaffError: return None
     user = await get_staff_user(conn, u)
     return user if user is not None and not user.disabled else None
+
+
+async def staff_role(conn, username: str) -> str | None:
+    "The role of the enabled staff user `username`; None when there is no such user or it is disabled (one query)."
+    try: u = normalize_username(username)
+    except StaffError: return None
+    row = await (await conn.execute('SELECT role FROM staff_users WHERE username = %s AND NOT disabled', [u])).fetchone()
+    return row['role'] if row else None
 
 # %% ../nbs/70_staff.ipynb #st700015
 LOCKOUT_FAILURES = 5
@@ -317,6 +362,7 @@ class StaffSession:
     started_at: datetime
     last_seen_at: datetime
     key: str | None = None          # its entry in `StaffSessions` (a hash of the cookie's token), once registered
+    role: str = DEFAULT_ROLE        # as read from the database on the page load that validated the session
 
     @classmethod
     def start(cls, result: LoginResult, method: str, now: datetime | None = None) -> 'StaffSession':
@@ -333,6 +379,9 @@ class StaffSession:
 
     @property
     def label(self) -> str: return self.display_name or self.username
+
+    @property
+    def is_admin(self) -> bool: return self.role == 'admin'
 
 # %% ../nbs/70_staff.ipynb #cb1655fb
 COOKIE_NAME = 'leadchat_staff'
@@ -449,7 +498,7 @@ async def recent_audit(conn, limit: int = 50) -> list[dict]:
     return await cur.fetchall()
 
 # %% ../nbs/70_staff.ipynb #st700026
-staff_app = typer.Typer(no_args_is_help=True, help='Staff who may use the ops console: add, list, disable.')
+staff_app = typer.Typer(no_args_is_help=True, help='Staff who may use the ops console: add, list, role, disable.')
 
 _EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
                         exists=True, dir_okay=False, readable=True)
@@ -476,6 +525,13 @@ def _with_db(env_file: Optional[Path], fn):
     except StaffError as e: _fail(str(e), 1)
 
 
+def _cli_operator() -> str:
+    "Who ran a `leadchat staff` command, for the audit trail: `cli:` and the OS user."
+    import getpass
+    try: return f'cli:{getpass.getuser()}'[:128]
+    except Exception: return 'cli:unknown'
+
+
 def _read_password(from_stdin: bool, username: str) -> str:
     if from_stdin:
         line = sys.stdin.readline()
@@ -492,13 +548,27 @@ def staff_add(username: str = typer.Argument(..., help='1–64 letters, digits, 
               name: Optional[str] = typer.Option(None, '--name', help='Display name shown in the console.'),
               password_stdin: bool = typer.Option(False, '--password-stdin', help='Read the password from standard input.'),
               oidc_only: bool = typer.Option(False, '--oidc-only', help='No password: the user signs in through OIDC only.'),
+              role: str = typer.Option(DEFAULT_ROLE, '--role', help='agent (the console) or admin (also data-subject requests).'),
               env_file: Optional[Path] = _EnvFile):
     "Add a staff user; the password is read from a hidden prompt (or --password-stdin), never from the command line."
-    try: u = normalize_username(username)
+    try: u, role = normalize_username(username), check_role(role)
     except StaffError as e: _fail(str(e), 2)
     password = None if oidc_only else _read_password(password_stdin, u)
-    info = _with_db(env_file, lambda conn: add_staff_user(conn, u, password, name, oidc_only=oidc_only))
-    typer.echo(f"added staff user {info.username}{' (OIDC sign-in only)' if oidc_only else ''}")
+    info = _with_db(env_file, lambda conn: add_staff_user(conn, u, password, name, oidc_only=oidc_only, role=role,
+                                                          by=_cli_operator()))
+    typer.echo(f"added staff user {info.username}{' (OIDC sign-in only)' if oidc_only else ''}"
+               f"{' as admin' if info.role == 'admin' else ''}")
+
+
+@staff_app.command('role')
+def staff_role_cmd(username: str = typer.Argument(...),
+                   role: str = typer.Argument(..., help='agent or admin'),
+                   env_file: Optional[Path] = _EnvFile):
+    "Change a staff user's role (agent or admin); audited. Takes effect at their next page load."
+    try: check_role(role)
+    except StaffError as e: _fail(str(e), 2)
+    info = _with_db(env_file, lambda conn: set_role(conn, username, role, by=_cli_operator()))
+    typer.echo(f'staff user {info.username} is now {info.role}')
 
 
 @staff_app.command('list')
@@ -507,10 +577,10 @@ def staff_list(env_file: Optional[Path] = _EnvFile):
     users = _with_db(env_file, list_staff_users)
     if not users:
         typer.echo('no staff users yet; add one with `leadchat staff add USERNAME`'); return
-    typer.echo(f"{'username':<32} {'name':<24} {'status':<9} {'sign-in':<9} last login")
+    typer.echo(f"{'username':<32} {'name':<24} {'role':<6} {'status':<9} {'sign-in':<9} last login")
     for u in users:
         last = f'{u.last_login_at:%Y-%m-%d %H:%M} UTC' if u.last_login_at else 'never'
-        typer.echo(f"{u.username:<32} {(u.display_name or '')[:24]:<24} {'disabled' if u.disabled else 'active':<9} "
+        typer.echo(f"{u.username:<32} {(u.display_name or '')[:24]:<24} {u.role:<6} {'disabled' if u.disabled else 'active':<9} "
                    f"{'password' if u.password_login else 'oidc':<9} {last}")
 
 
