@@ -46,6 +46,8 @@ def clone(dest: Path, keep: list[str] | None = None) -> str:
     subprocess.run(['git', 'clone', '--quiet', str(ROOT), str(dest)], check=True)
     (dest / '.venv').symlink_to(ROOT / '.venv')
     if keep is not None:
+        if missing := [k for k in keep if not (dest / 'nbs' / k).is_file()]:
+            sys.exit(f'!! bench/docs.py: the clone has no nbs/{missing} (SMOKE_NOTEBOOKS names notebooks that must exist)')
         for nb in (dest / 'nbs').glob('*.ipynb'):
             if nb.name not in keep: nb.unlink()
     return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=dest, capture_output=True, text=True, check=True).stdout.strip()
@@ -172,6 +174,7 @@ def measure_pages(site: Path, loads: int) -> dict:
         with sync_playwright() as p, Progress(f'page loads ({len(names)} pages and their plain twins, {loads}×)') as prog:
             b = p.chromium.launch(executable_path='/usr/bin/chromium', args=CHROMIUM_ARGS)
             res_meta = dict(chromium=b.version)
+            prog.phase = 'warm-up load (not counted)'
             load(b, base + names[0]); load(b, base + '_bench/' + names[0].replace('/', '__'))   # warm-up, not counted
             for i in range(loads):
                 for n in names:
@@ -218,11 +221,15 @@ def main():
     for tool in ('git', 'make', 'pandoc'):
         if not shutil.which(tool): sys.exit(f'!! {tool} is needed (tools/bootstrap-system.sh installs it)')
     if not (ROOT / '.venv' / '.leadchat-deps').exists(): sys.exit('!! no set-up .venv in this checkout: run `make deps` first')
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'nbs', 'leadchat', 'tools/make_docs.py', 'Makefile', 'pyproject.toml'],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    if dirty: print(f'[docs bench] not measured: uncommitted changes in {len(dirty)} file(s) the docs depend on '
+                    f'(the clone has HEAD only): {", ".join(l[3:] for l in dirty[:8])}{" …" if len(dirty) > 8 else ""}', file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix='lc-bench-docs-'))
     pandoc = subprocess.run(['pandoc', '--version'], capture_output=True, text=True).stdout.splitlines()[0]
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), cpus_usable=len(os.sched_getaffinity(0)),
                             platform=platform.platform(), pandoc=pandoc, quarto=shutil.which('quarto')),
-               at=datetime.now(timezone.utc).isoformat(timespec='seconds'), smoke=a.smoke,
+               at=datetime.now(timezone.utc).isoformat(timespec='seconds'), smoke=a.smoke, uncommitted_not_measured=[l[3:] for l in dirty],
                command='.venv/bin/python bench/docs.py' + (' --smoke' if a.smoke else f' --builds {a.builds} --loads {a.loads}'),
                build_command='PYTHONPATH=<clone> ' + ' '.join(MAKE), loadavg_start=[round(x, 2) for x in os.getloadavg()],
                builds=dict(full=[], trivial=[]))
@@ -276,7 +283,9 @@ def report(res: dict) -> str:
           f"## `make docs` from a clean clone (n={len(full)} of each kind, alternating; median, range in brackets)", '',
           f"Each build: a fresh `git clone` of HEAD, this checkout's .venv symlinked in, then `{res['build_command']}` "
           '(`-o`: the shared .venv is not reinstalled; PYTHONPATH: the notebooks import the clone\'s `leadchat`). '
-          f"Quarto is {'on the PATH, but' if M['quarto'] else 'not installed:'} `make docs` renders with pandoc.", '',
+          f"Quarto is {'on the PATH, but' if M['quarto'] else 'not installed:'} `make docs` renders with pandoc. "
+          f"Measured: commit {res['commit'][:10]}" + (f" (uncommitted changes in {len(res['uncommitted_not_measured'])} file(s) "
+          'of the checkout were not part of it)' if res['uncommitted_not_measured'] else '') + '.', '',
           '| build | notebooks → pages | set-up | nbdev processing | rendering | wall time | CPU time (user + sys) | site |',
           '|---|---|---|---|---|---|---|---|']
     for kind, label in (('full', f'this repo ({nb_kind})'), ('trivial', 'baseline: one trivial notebook')):
