@@ -21,7 +21,7 @@ from .graph import Retrieve
 from .compose import compose_proposal, is_prompt_compliance_violation, stream_tokens
 from .prompts import (EXTRACTION_TOOL_NAME, RETRIEVE_KNOWLEDGE_TOOL, extraction_tool, extraction_user_message,
                               format_retrieval, history_messages, load_prompt, merge_extraction, openai_tool,
-                              proposal_instructions, prompt_version, qualification_delta_schema, render_layer7,
+                              proposal_instructions, prompt_version, qualification_delta_schema, render_session_layers,
                               stable_system_prompt, tool_query, visitor_names)
 from .retrieval import RetrievedChunk
 from .state import QualificationDelta, SessionState
@@ -133,7 +133,7 @@ class HostedModel:
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:
-        system = (self.stable, render_layer7(state, followup_sentence))
+        system = (self.stable, render_session_layers(state, followup_sentence, visitor_names(state)))
         messages = history_messages(state, self.settings.context_window_turns, visitor_names(state))
         spent = False
         for _ in range(MAX_ROUNDS):
@@ -158,7 +158,7 @@ class HostedModel:
 
     async def propose(self, reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
-        system = (self.stable, render_layer7(state, followup_sentence) + '\n\n'
+        system = (self.stable, render_session_layers(state, followup_sentence, visitor_names(state)) + '\n\n'
                   + proposal_instructions(reason, business_hours, state, followup_sentence, case_study))
         messages = history_messages(state, self.settings.context_window_turns, visitor_names(state))
         text = ''

@@ -13,16 +13,18 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable
+from datetime import datetime
+from typing import Any, Iterable, get_args
 
 from .knowledge import scrub_pii
 from .retrieval import RetrievalResult, RetrievedChunk
-from .state import QualificationDelta, SessionState
+from .state import HandoffReason, LeadLevel, QualificationDelta, SessionState
 
 # %% auto #0
-__all__ = ['STABLE_LAYERS', 'EMAIL_CAPTURED', 'RETRIEVE_KNOWLEDGE_TOOL', 'EXTRA_CALL_RESULT', 'EXTRACTION_TOOL_NAME',
-           'PromptFile', 'PromptError', 'load_prompt', 'prompt_version', 'stable_system_prompt', 'visitor_names',
-           'scrub', 'layer7', 'render_layer7', 'openai_tool', 'format_retrieval', 'tool_query', 'history_messages',
+__all__ = ['STABLE_LAYERS', 'EMAIL_CAPTURED', 'RETURNING_SHOWN', 'RETRIEVE_KNOWLEDGE_TOOL', 'EXTRA_CALL_RESULT',
+           'EXTRACTION_TOOL_NAME', 'PromptFile', 'PromptError', 'load_prompt', 'prompt_version', 'stable_system_prompt',
+           'visitor_names', 'scrub', 'layer7', 'render_layer7', 'returning_visitor', 'render_returning_visitor',
+           'render_session_layers', 'openai_tool', 'format_retrieval', 'tool_query', 'history_messages',
            'qualification_delta_schema', 'extraction_tool', 'extraction_user_message', 'merge_extraction',
            'followup_guidance', 'proposal_instructions']
 
@@ -56,7 +58,7 @@ def load_prompt(name: str) -> PromptFile:
 
 def prompt_version() -> str:
     "Which prompt files are in use: their versions and a short hash of their text."
-    files = [load_prompt(n) for n in (*STABLE_LAYERS, 'extract', 'propose')]
+    files = [load_prompt(n) for n in (*STABLE_LAYERS, 'returning_visitor', 'extract', 'propose')]
     digest = hashlib.sha256('\n'.join(f.text for f in files).encode()).hexdigest()[:10]
     return '.'.join(f.version for f in files) + '-' + digest
 
@@ -98,6 +100,41 @@ def layer7(state: SessionState, followup_sentence: str) -> dict[str, Any]:
 def render_layer7(state: SessionState, followup_sentence: str) -> str:
     return ('## LAYER 7 — CURRENT SESSION STATE\n```json\n'
             + json.dumps(layer7(state, followup_sentence), indent=2, ensure_ascii=False) + '\n```')
+
+# %% ../nbs/33a_prompts.ipynb #cdee7d7e
+RETURNING_SHOWN = 3         # earlier sessions described to the model, newest first; older ones are counted
+
+
+def _day(v: Any) -> str | None:
+    try: return datetime.fromisoformat(str(v).replace('Z', '+00:00')).date().isoformat()
+    except ValueError: return None
+
+
+def returning_visitor(state: SessionState, names: Iterable[str] = ()) -> list[dict[str, str | None]]:
+    "The earlier sessions as the model sees them, newest first: day, topic (scrubbed), lead level, hand-off reason."
+    names = visitor_names(state, *names)
+    out = []
+    for p in state.prior_sessions[:RETURNING_SHOWN]:
+        topic = scrub(' '.join(str(p.get('topic') or '').split())[:200], names).strip(' .')
+        out.append({'started': _day(p.get('started')), 'topic': topic or None,
+                    'lead_level': p.get('lead_level') if p.get('lead_level') in get_args(LeadLevel) else None,
+                    'handoff_reason': p.get('handoff_reason') if p.get('handoff_reason') in get_args(HandoffReason) else None})
+    return out
+
+
+def render_returning_visitor(state: SessionState, names: Iterable[str] = ()) -> str:
+    "The returning-visitor layer ('' for a first visit)."
+    if not state.prior_sessions: return ''
+    doc: dict[str, Any] = {'earlier_sessions': returning_visitor(state, names)}
+    if (older := len(state.prior_sessions) - RETURNING_SHOWN) > 0: doc['older_sessions_not_listed'] = older
+    return load_prompt('returning_visitor').text.replace(
+        '{sessions}', '```json\n' + json.dumps(doc, indent=2, ensure_ascii=False) + '\n```')
+
+
+def render_session_layers(state: SessionState, followup_sentence: str, names: Iterable[str] = ()) -> str:
+    "The per-turn system text: layer 7, then — for a returning visitor — their earlier sessions."
+    back = render_returning_visitor(state, names)
+    return render_layer7(state, followup_sentence) + ('\n\n' + back if back else '')
 
 # %% ../nbs/33a_prompts.ipynb #pr000019
 RETRIEVE_KNOWLEDGE_TOOL = {

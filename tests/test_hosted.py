@@ -4,10 +4,12 @@ mapping — provider by provider, then whole turns through the real chat API and
 import json
 import re
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
+from httpx_sse import connect_sse
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -18,7 +20,7 @@ from leadchat.api import create_app
 from leadchat.config import Settings
 from leadchat.hosted import (AnthropicModel, ModelAuthError, ModelOutputError, ModelOverloaded, ModelRateLimited,
                              ModelTimeout, ModelUnavailable, OpenAICompatModel)
-from leadchat.prompts import EXTRA_CALL_RESULT, RETRIEVE_KNOWLEDGE_TOOL, load_prompt, stable_system_prompt
+from leadchat.prompts import EXTRA_CALL_RESULT, RETRIEVE_KNOWLEDGE_TOOL, load_prompt, render_layer7, stable_system_prompt
 from leadchat.retrieval import RetrievalResult, RetrievedChunk, ToolCallBudget
 from leadchat.state import QualificationDelta, SessionState, append_message
 from test_api import TOKEN, app_settings, turn
@@ -74,6 +76,22 @@ async def collect(agen):
     return out
 
 
+# a returning visitor (12_privacy carried their earlier sessions into the state): the topic is their own phrase, PII
+# included; a level and a reason that are not the state's values; a fourth session beyond the three described
+EARLIER = [dict(session_id='s-earlier-1', started='2026-03-02T10:00:00+00:00', lead_level='warm', handoff_reason='explicit_request',
+                topic='claims triage for Jane Doe — jane.doe@acme-insurance.io, +34 600 123 456'),
+           dict(session_id='s-earlier-2', started='2026-02-23T09:30:00+00:00', lead_level='hot lead!', handoff_reason='call Jane', topic=''),
+           dict(session_id='s-earlier-3', started='2026-02-16T09:30:00+00:00', lead_level='cold', handoff_reason='', topic=''),
+           dict(session_id='s-earlier-4', started='2026-02-09T09:30:00+00:00', lead_level='cold', handoff_reason='', topic='')]
+
+
+def returning_layer(system_text: str) -> dict | None:
+    "The returning-visitor layer's JSON in the per-turn system text, or None when there is no such layer."
+    if '## RETURNING VISITOR' not in system_text: return None
+    layer = system_text.split('## RETURNING VISITOR', 1)[1]
+    return json.loads(layer.split('```json\n', 1)[1].rsplit('```', 1)[0])
+
+
 # --- Anthropic ------------------------------------------------------------------------------------------------
 
 async def test_anthropic_extract_request_shape_and_merge(replay):
@@ -113,6 +131,39 @@ async def test_anthropic_respond_streams_text_with_the_spec_prompt(replay):
     state = json.loads(l7.split('```json\n', 1)[1].rsplit('```', 1)[0])
     assert state['visitor_email'] == '[captured]' and state['followup_commitment_sentence'] == FOLLOWUP
     assert b['messages'] == [{'role': 'user', 'content': 'What fintech work have you done?'}]
+
+
+async def test_anthropic_returning_visitor_layer_says_what_earlier_sessions_were_about_and_nothing_that_identifies(replay):
+    replay.then('anthropic', 'text.sse', 'text.sse')
+    m = make(replay, 'anthropic')
+    first = visitor_state('Hi, do you work with insurers?', visitor_email='jane.doe@acme-insurance.io', visitor_name='Jane Doe')
+    back = first.model_copy(update={'prior_sessions': EARLIER})
+    await collect(m.respond('Hi, do you work with insurers?', first, KB().retrieve_knowledge, followup_sentence=FOLLOWUP))
+    await collect(m.respond('Hi, do you work with insurers?', back, KB().retrieve_knowledge, followup_sentence=FOLLOWUP))
+    b_first, b_back = replay.bodies()
+    # a first visit: layer 7 alone, as before; the cached stable block is the same for both
+    assert b_first['system'][1]['text'] == render_layer7(first, FOLLOWUP) and returning_layer(b_first['system'][1]['text']) is None
+    assert b_back['system'][0] == b_first['system'][0]
+    text = b_back['system'][1]['text']
+    assert text.startswith(render_layer7(back, FOLLOWUP) + '\n\n## RETURNING VISITOR')
+    assert 'welcome them back' in text and 'Do not ask again' in text
+    assert returning_layer(text) == {'earlier_sessions': [
+        {'started': '2026-03-02', 'topic': 'claims triage for [name] — [email], [phone]', 'lead_level': 'warm', 'handoff_reason': 'explicit_request'},
+        {'started': '2026-02-23', 'topic': None, 'lead_level': None, 'handoff_reason': None},
+        {'started': '2026-02-16', 'topic': None, 'lead_level': 'cold', 'handoff_reason': None}], 'older_sessions_not_listed': 1}
+    assert 's-earlier' not in text
+    raw = replay.requests[1].raw
+    for pii in PII: assert not leaked(pii, raw), f'{pii!r} reached the model provider'
+
+
+async def test_anthropic_propose_for_a_returning_visitor_carries_the_layer_too(replay):
+    replay.then('anthropic', 'proposal.sse')
+    st = visitor_state(visitor_name='Jane Doe', prior_sessions=EARLIER[:1])
+    await collect(make(replay, 'anthropic').propose('hot_lead', True, st, FOLLOWUP, None))
+    text = replay.bodies()[0]['system'][1]['text']
+    assert returning_layer(text)['earlier_sessions'][0]['topic'] == 'claims triage for [name] — [email], [phone]'
+    assert text.index('## RETURNING VISITOR') < text.index('## PROPOSAL')
+    assert not any(leaked(p, replay.raw_text()) for p in PII)
 
 
 async def test_anthropic_tool_loop_pauses_retrieves_and_continues(replay):
@@ -223,6 +274,17 @@ async def test_openai_server_without_json_schema_falls_back_to_json_mode(replay)
     await m.extract('hello', SessionState(session_id='x'), 1)
     await m.extract('hello again', SessionState(session_id='x'), 2)
     assert [b['response_format']['type'] for b in replay.bodies()] == ['json_schema', 'json_object', 'json_object']
+
+
+async def test_openai_returning_visitor_layer_is_in_the_system_message(replay):
+    replay.then('openai', 'text.sse')
+    st = visitor_state('hi again', visitor_name='Jane Doe', prior_sessions=EARLIER[:2])
+    await collect(make(replay, 'openai').respond('hi again', st, KB().retrieve_knowledge))
+    (system, *_), raw = replay.bodies()[0]['messages'], replay.raw_text()
+    assert system['role'] == 'system' and '## LAYER 7' in system['content']
+    layer = returning_layer(system['content'])
+    assert [s['started'] for s in layer['earlier_sessions']] == ['2026-03-02', '2026-02-23'] and 'older_sessions_not_listed' not in layer
+    assert not any(leaked(p, raw) for p in PII)
 
 
 async def test_openai_tool_loop(replay):
@@ -351,3 +413,43 @@ def test_an_overloaded_model_fails_soft_through_the_api(hosted_api, replay):
     assert status == 200 and "I'm having trouble responding right now" in text
     ev = events_of(hosted_api.db_url, sid)
     assert 'state_extraction_failure' in ev and 'llm_generation_failure' in ev
+
+
+def chat(client, sid, message, **body):
+    "One turn with the widget's body fields (visitor_id, consent): (status, reply text)."
+    with connect_sse(client, 'POST', '/chat', json={'message': message, **body}, headers={'ZGC-Session-ID': sid}) as es:
+        if es.response.status_code != 200:
+            es.response.read()
+            return es.response.status_code, es.response.json()
+        return 200, ''.join(json.loads(ev.data)['content'] for ev in es.iter_sse() if ev.event == 'delta')
+
+
+@pytest.mark.parametrize('hosted_api', ['anthropic'], indirect=True)
+def test_a_returning_visitor_is_known_to_the_hosted_model_without_their_pii(hosted_api, replay):
+    """Two sessions of one visitor (the widget's visitor id, chat_processing consent): the first says what it is about,
+    gives a name, an email and a phone, and asks for the team; the second's request tells the model what the first was
+    about, how far it got and that the team was brought in — and carries the qualification — without the PII."""
+    vid, first, second = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    consent = {'notice_version': 'v1', 'acknowledged_at': datetime.now(timezone.utc).isoformat()}
+    replay.then('anthropic', 'extract_returning.json', 'text.sse', 'extract_empty.json', 'proposal.sse')
+    replay.then('anthropic', 'extract_empty.json', 'text.sse')
+    with hosted_api.client() as c:
+        assert chat(c, first, "Hi, I'm Jane Doe (jane.doe@acme-insurance.io, +34 600 123 456). We want to automate claims "
+                              'triage for our adjusters.', visitor_id=vid, consent=consent)[0] == 200
+        assert chat(c, first, 'Can I talk to someone on your team?', visitor_id=vid)[0] == 200
+        n_first = len(replay.requests)
+        assert chat(c, second, 'Hi again, do you also work with insurers in Spain?', visitor_id=vid, consent=consent)[0] == 200
+    assert len(replay.requests) == n_first + 2
+    before = [b['system'][1]['text'] for b in replay.bodies()[:n_first] if b.get('stream')]
+    assert len(before) == 2 and not any(returning_layer(t) for t in before)        # a first visit: no such layer
+    respond = replay.bodies()[-1]
+    assert respond['stream'] is True and respond['messages'] == [{'role': 'user', 'content': 'Hi again, do you also work with insurers in Spain?'}]
+    text = respond['system'][1]['text']
+    (earlier,) = returning_layer(text)['earlier_sessions']
+    assert earlier == {'started': datetime.now(timezone.utc).date().isoformat(), 'topic': 'automating claims triage',
+                       'lead_level': earlier['lead_level'], 'handoff_reason': 'explicit_request'}
+    assert earlier['lead_level'] in ('cold', 'warm', 'hot')
+    l7 = json.loads(text.split('```json\n', 1)[1].split('```', 1)[0])
+    assert l7['qualification']['problem_fit'] == 'partially_confirmed' and l7['visitor_email'] == '[captured]'   # carried over
+    sent = replay.raw_text()
+    for pii in PII: assert not leaked(pii, sent), f'{pii!r} reached the model provider'
