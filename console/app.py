@@ -18,18 +18,27 @@ PAGES = {   # section: [(script, title, url path)]
     'Tuning': [('pages/rag.py', 'RAG tuning', 'rag')],
     'Analytics': [('pages/funnel.py', 'Funnel', 'funnel')],
 }
+ADMIN_PAGES = {'Admin': [('pages/privacy.py', 'Privacy requests', 'privacy')]}     # admins see them; others are refused
 
 
 def main() -> None:
     st.set_page_config(layout='wide')     # no icons: Material ones are fetched from Google as favicons
-    if authenticated() is None:
+    staff = authenticated()
+    if staff is None:
         # every page's address answers with the sign-in form, so a deep link survives it (the sign-in returns there)
         page = st.navigation([st.Page(sign_in_page, title='Sign in', url_path='sign-in', default=True)] +
                              [st.Page(sign_in_page, title='Sign in', url_path=url)
-                              for pages in PAGES.values() for _, _, url in pages], position='hidden')
+                              for pages in (*PAGES.values(), *ADMIN_PAGES.values()) for _, _, url in pages], position='hidden')
     else:
-        page = st.navigation({section: [st.Page(script, title=title, url_path=url, default=url == 'sessions')
-                                        for script, title, url in pages] for section, pages in PAGES.items()})
+        nav = {section: [st.Page(script, title=title, url_path=url, default=url == 'sessions')
+                         for script, title, url in pages] for section, pages in PAGES.items()}
+        for section, pages in ADMIN_PAGES.items():
+            admin = [st.Page(script, title=title, url_path=url, visibility='visible' if staff.is_admin else 'hidden')
+                     for script, title, url in pages]
+            # not in an agent's menu; its address still opens the page, which says it is for admins (require_admin)
+            if staff.is_admin: nav[section] = admin
+            else: nav['Leads'] += admin
+        page = st.navigation(nav)
     st.set_page_config(page_title=f'{page.title} · leadchat console')
     page.run()
 

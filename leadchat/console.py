@@ -11,12 +11,13 @@ import asyncio
 import atexit
 import functools
 import html
+import io
 import logging
 import os
 import sys
 import threading
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from email import policy as email_policy
@@ -32,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import calibrate as cal
 from .config import ConfigurationError, Settings, get_settings
 from .db import DatabaseError, embedded_pgdata, migrate, open_database
-from .privacy import create_private_checkpointer
+from .privacy import (DataKeyError, ExportCounts, check_data_key, create_private_checkpointer, erase_subject,
+                              export_subject, load_keyring, normalise_email, session_topic, visitor_history)
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
@@ -44,27 +46,28 @@ from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .state import HandoffRequest
 from .web import trusted_proxies
 from .staff import (COOKIE_NAME, MAX_PASSWORD_CHARS, SESSION_MAX, LoginResult, StaffSession, StaffSessions,
-                            active_staff, audit, authenticate, authorize_oidc, cookie_secret, session_idle, sign_token,
-                            unsign_token)
+                            audit, authenticate, authorize_oidc, cookie_secret, session_idle, sign_token,
+                            staff_role, unsign_token)
 from .state import DIMENSIONS, LEVEL_RANK, HandoffReason, LeadLevel, Message, SessionState, SignalEntry
 
 # %% auto #0
 __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_SEARCH_CHARS', 'TURN_EVENTS', 'OUTBOX_STATUSES',
            'CHANNELS', 'FUNNEL_STAGES', 'STAGE_LABELS', 'FAILURE_EVENTS', 'MAX_RANGE_DAYS', 'DEFAULT_WINDOW_DAYS',
-           'LEVEL_COLORS', 'SESSION_KEY', 'SESSION_ROUTE', 'SIGN_OUT_ROUTE', 'staff_sessions', 'ConsoleInputError',
-           'ConsoleBackend', 'get_backend', 'close_backends', 'printable', 'SessionQuery', 'SessionPage',
-           'session_page', 'local', 'session_table', 'fit_widths', 'SessionDetail', 'valid_session_id',
-           'outbox_for_session', 'load_session', 'follow_through_tables', 'session_flags', 'TimelineRow',
-           'qualification_timeline', 'routing_table', 'timeline_table', 'timeline_figure', 'SlackCard', 'RepView',
-           'rep_view', 'rep_views', 'HandoffQuery', 'HandoffRow', 'handoff_page', 'retry_label', 'handoff_table',
-           'email_preview', 'ReplayPreview', 'replay_preview', 'DeadLetter', 'dead_letter_list', 'redeliver',
-           'DateRange', 'FunnelDay', 'funnel_by_day', 'funnel_totals', 'lead_level_distribution', 'failure_events',
-           'funnel_figure', 'funnel_days_figure', 'lead_level_figure', 'failures_figure', 'calibration_paths',
-           'embedding_model_name', 'CalibrationRun', 'run_calibration', 'calibration_at', 'ThresholdView',
-           'threshold_view', 'threshold_figure', 'changelog_text', 'write_changelog', 'ScoredChunk', 'try_query',
-           'console_settings', 'console_backend', 'oidc_providers', 'client_id', 'safe_next', 'here', 'current_staff',
-           'sign_in_form', 'sign_out', 'authenticated', 'require_staff', 'sign_in_page', 'console_routes',
-           'quiet_terminal']
+           'LEVEL_COLORS', 'SESSION_KEY', 'SESSION_ROUTE', 'SIGN_OUT_ROUTE', 'staff_sessions', 'MAX_EMAIL_CHARS',
+           'ConsoleInputError', 'ConsoleBackend', 'get_backend', 'close_backends', 'printable', 'SessionQuery',
+           'SessionPage', 'session_page', 'local', 'session_table', 'fit_widths', 'SessionDetail', 'valid_session_id',
+           'outbox_for_session', 'load_session', 'follow_through_tables', 'session_flags', 'VisitorSession',
+           'visitor_sessions', 'history_table', 'TimelineRow', 'qualification_timeline', 'routing_table',
+           'timeline_table', 'timeline_figure', 'SlackCard', 'RepView', 'rep_view', 'rep_views', 'HandoffQuery',
+           'HandoffRow', 'handoff_page', 'retry_label', 'handoff_table', 'email_preview', 'ReplayPreview',
+           'replay_preview', 'DeadLetter', 'dead_letter_list', 'redeliver', 'DateRange', 'FunnelDay', 'funnel_by_day',
+           'funnel_totals', 'lead_level_distribution', 'failure_events', 'funnel_figure', 'funnel_days_figure',
+           'lead_level_figure', 'failures_figure', 'calibration_paths', 'embedding_model_name', 'CalibrationRun',
+           'run_calibration', 'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text',
+           'write_changelog', 'ScoredChunk', 'try_query', 'console_settings', 'console_backend', 'oidc_providers',
+           'client_id', 'safe_next', 'here', 'current_staff', 'sign_in_form', 'sign_out', 'authenticated',
+           'require_staff', 'sign_in_page', 'console_routes', 'quiet_terminal', 'subject_email', 'subject_hash',
+           'PrivacyLookup', 'privacy_lookup', 'privacy_export', 'privacy_erase', 'counts_table', 'require_admin']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -82,7 +85,7 @@ class ConsoleBackend:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name='leadchat-console-db', daemon=True)
         self.thread.start()
-        self._retriever = self._graph = None
+        self._retriever = self._graph = self._keyring = None
         try: self.db = self.run(self._open(max_size))
         except BaseException:
             self._stop_loop()
@@ -114,6 +117,12 @@ class ConsoleBackend:
         "The knowledge retriever (the embedding model loads on first use)."
         if self._retriever is None: self._retriever = KnowledgeRetriever(self.pool, self.settings)
         return self._retriever
+
+    @property
+    def keyring(self):
+        "The data keyring (`LEADCHAT_DATA_KEY`, as the service uses it): the Privacy page finds and decrypts with it."
+        if self._keyring is None: self._keyring = load_keyring(self.settings)
+        return self._keyring
 
     @property
     def graph(self):
@@ -274,6 +283,7 @@ class SessionDetail:
     consent: list[ConsentRecord] = field(default_factory=list)       # per scope, as the server recorded it
     contacts: list[ContactEntry] = field(default_factory=list)       # every contact detail given, in order
     deliveries: list[dict] = field(default_factory=list)             # hand-off and update channels, calendar invites
+    history: 'list[VisitorSession]' = field(default_factory=list)    # the visitor's other sessions (a returning visitor)
 
     @property
     def signals(self) -> list[SignalEntry]:
@@ -308,13 +318,19 @@ async def load_session(pool, graph, session_id: str) -> SessionDetail | None:
         leads = await leads_for_session(conn, session_id)
         consent, contacts, sent = (await consent_records(conn, session_id), await contact_history(conn, session_id),
                                    await deliveries(conn, session_id))
-    state = None
-    if graph is not None:
-        snap = await graph.aget_state({'configurable': {'thread_id': session_id}})
-        if snap and snap.values and snap.values.get('session_id'):
-            try: state = SessionState.model_validate(snap.values)
-            except ValidationError as e: log.warning('console_state_unreadable', session_id=session_id, errors=len(e.errors()))
-    return SessionDetail(row, transcript, events, state, handoffs, records, leads, consent, contacts, sent)
+    state = await _state(graph, session_id)
+    history = await visitor_sessions(pool, graph, row, state)
+    return SessionDetail(row, transcript, events, state, handoffs, records, leads, consent, contacts, sent, history)
+
+
+async def _state(graph, session_id: str) -> SessionState | None:
+    "The session's full state from its checkpoint (None without a graph, a checkpoint, or a readable one)."
+    if graph is None: return None
+    snap = await graph.aget_state({'configurable': {'thread_id': session_id}})
+    if snap and snap.values and snap.values.get('session_id'):
+        try: return SessionState.model_validate(snap.values)
+        except ValidationError as e: log.warning('console_state_unreadable', session_id=session_id, errors=len(e.errors()))
+    return None
 
 
 def follow_through_tables(d: SessionDetail, tz: ZoneInfo) -> dict[str, list[dict]]:
@@ -339,6 +355,52 @@ def session_flags(d: SessionDetail) -> dict[str, Any]:
                 'turns since last proposal': s.turn_counter, 'GDPR notice acknowledged': s.consent.gdpr_notice_acknowledged,
                 'contact consent': s.consent.contact}
     return out
+
+# %% ../nbs/71_console.ipynb #d735bbb1
+@dataclass
+class VisitorSession:
+    "Another session of this session's visitor, as the Session detail page lists it."
+    session_id: str
+    started: datetime
+    lead_level: str
+    handoff_reason: str | None
+    delivered: bool
+    turns: int
+    topic: str | None
+    earlier: bool               # started before the session on the page
+
+
+_ALL_TIME = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
+async def visitor_sessions(pool, graph, row: SessionRow, state: SessionState | None, *, limit: int = 20) -> list[VisitorSession]:
+    "The other sessions of `row`'s visitor: up to `limit` earlier ones (newest first), then up to `limit` later ones."
+    async with pool.connection() as conn:
+        earlier = await visitor_history(conn, row.session_id, before=row.created_at, limit=limit)
+        later = [r for r in await visitor_history(conn, row.session_id, before=_ALL_TIME, limit=limit)
+                 if r['created_at'] >= row.created_at][::-1]
+    carried = {p.get('session_id'): p.get('topic') for p in (state.prior_sessions if state is not None else [])}
+    out = []
+    for r in [*earlier, *later]:
+        topic = carried.get(r['session_id']) or await _topic(graph, r['session_id'])
+        out.append(VisitorSession(r['session_id'], r['created_at'], r['lead_level'], r['handoff_reason'],
+                                  bool(r['handoff_triggered']), r['turn_count'] or 0, topic or None,
+                                  r['created_at'] < row.created_at))
+    return out
+
+
+async def _topic(graph, session_id: str) -> str | None:
+    try: return session_topic(await _state(graph, session_id))
+    except Exception as e:                  # a topic is a nicety: never the reason the page fails
+        log.warning('console_topic_unreadable', session_id=session_id, error=type(e).__name__)
+        return None
+
+
+def history_table(rows: Sequence[VisitorSession], tz: ZoneInfo) -> list[dict]:
+    "The visitor's other sessions as the page shows them: when, how far it got, what it was about; the UUID last."
+    return [{'started': local(r.started, tz), '': 'earlier' if r.earlier else 'later', 'lead': r.lead_level,
+             'hand-off': r.handoff_reason or '—', 'delivered': r.delivered, 'turns': r.turns,
+             'about': printable(r.topic) or '—', 'session': r.session_id} for r in rows]
 
 # %% ../nbs/71_console.ipynb #co710017
 TURN_EVENTS = ('session_started', 'turn_completed', 'qualification_changed', 'lead_level_changed', 'handoff_proposed',
@@ -1057,12 +1119,12 @@ def current_staff(backend: ConsoleBackend, *, now: datetime | None = None) -> St
     if s.expired(now, idle):
         st.session_state[SESSION_KEY] = s
         _drop('Your session expired; sign in again.'); return None
-    if backend.conn(active_staff, s.username) is None:
+    if (role := backend.conn(staff_role, s.username)) is None:
         log.warning('console_session_revoked', username=s.username)
         staff_sessions.end_user(s.username)
         st.session_state[SESSION_KEY] = s
         _drop('Your account is disabled.'); return None
-    s = (staff_sessions.touch(s.key, now) if s.key else None) or s.touched(now)
+    s = replace((staff_sessions.touch(s.key, now) if s.key else None) or s.touched(now), role=role)
     st.session_state[SESSION_KEY] = s
     return s
 
@@ -1197,3 +1259,100 @@ def quiet_terminal(argv: Sequence[str] | None = None, environ=None) -> bool:
         quiet._leadchat_quiet = True
         tqdm.std.tqdm.__init__ = quiet
     return False
+
+# %% ../nbs/71_console.ipynb #d742845f
+MAX_EMAIL_CHARS = 320
+
+
+def subject_email(text) -> str:
+    "The email typed on the Privacy page, normalised; raises `ConsoleInputError` saying what is wrong with it."
+    if not isinstance(text, str): raise ConsoleInputError('the email must be text')
+    if len(text) > MAX_EMAIL_CHARS:
+        raise ConsoleInputError(f'the input is {len(text):,} characters long; an email address has at most {MAX_EMAIL_CHARS}')
+    t = text.strip()
+    if not t: raise ConsoleInputError('type the email address of the person who asked')
+    e = normalise_email(t) if not any(unicodedata.category(ch) in ('Cc', 'Cf') for ch in t) else None
+    if e is None:
+        shown = printable(t)[:60] + ('…' if len(t) > 60 else '')
+        raise ConsoleInputError(f'"{shown}" is not an email address; type it as name@example.com')
+    return e
+
+
+def subject_hash(keyring, email: str) -> str:
+    "The keyed hash `privacy_requests` logs for `email` (normalised): what the audit trail records instead of the email."
+    return keyring.blind_index('subject', email).hex()
+
+
+def _operator(staff: str) -> str: return f'console:{staff}'
+
+
+@dataclass
+class PrivacyLookup:
+    "What a lookup found: per table, the rows an erasure would touch (a dry run)."
+    email: str                      # normalised; kept in the admin's browser session only
+    identity_hash: str
+    counts: dict[str, int]
+
+    @property
+    def held(self) -> dict[str, int]: return {k: v for k, v in self.counts.items() if v}
+
+    @property
+    def found(self) -> bool: return bool(self.held)
+
+
+async def privacy_lookup(conn, keyring, settings: Settings, email: str, *, staff: str) -> PrivacyLookup:
+    "What is held about `email` (erase_subject's dry run); recorded in privacy_requests and staff_audit, hashed."
+    e = subject_email(email)
+    await check_data_key(conn, keyring, settings)
+    h = subject_hash(keyring, e)
+    async with conn.transaction():
+        counts = await erase_subject(conn, keyring, e, operator=_operator(staff), dry_run=True)
+        await audit(conn, staff, 'privacy.erase_dry_run', {'identity_hash': h, 'held': {k: v for k, v in counts.items() if v}})
+    return PrivacyLookup(e, h, counts)
+
+
+async def privacy_export(conn, keyring, settings: Settings, email: str, *, staff: str) -> tuple[bytes, ExportCounts]:
+    "`leadchat privacy export`'s JSON document for `email` (UTF-8), and its counts; recorded in privacy_requests and staff_audit."
+    e = subject_email(email)
+    await check_data_key(conn, keyring, settings)
+    out = io.StringIO()
+    async with conn.transaction():
+        n = await export_subject(conn, keyring, e, out, operator=_operator(staff))
+        await audit(conn, staff, 'privacy.export', {'identity_hash': subject_hash(keyring, e), 'sessions': n.sessions,
+                                                    'transcript': n.transcript, 'bookings': n.bookings})
+    return out.getvalue().encode(), n
+
+
+async def privacy_erase(conn, keyring, settings: Settings, lookup: PrivacyLookup, confirmation: str, *,
+                        staff: str) -> dict[str, int]:
+    "Erase what is held about `lookup.email` once `confirmation` is the same address; returns the rows touched per table."
+    try: typed = subject_email(confirmation)
+    except ConsoleInputError: typed = None
+    if typed != lookup.email:
+        raise ConsoleInputError('the confirmation is not the email that was looked up: nothing was erased. '
+                                'Type the same address again to confirm')
+    await check_data_key(conn, keyring, settings)
+    async with conn.transaction():
+        counts = await erase_subject(conn, keyring, lookup.email, operator=_operator(staff))
+        await audit(conn, staff, 'privacy.erase', {'identity_hash': lookup.identity_hash,
+                                                   'erased': {k: v for k, v in counts.items() if v}})
+    log.info('console_privacy_erase', staff=staff, identity_hash=lookup.identity_hash[:16], rows=sum(counts.values()))
+    return counts
+
+
+def counts_table(counts: dict[str, int]) -> list[dict]:
+    "The rows per table, as the page lists them (only tables with rows; the most first)."
+    return [{'table': k, 'rows': v} for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if v]
+
+
+def require_admin(title: str) -> tuple[StaffSession, ConsoleBackend]:
+    "The first line of an admin page: `require_staff`, then — for anyone but an admin — a refusal that says why, and stop."
+    st = _st()
+    staff, backend = require_staff()
+    if not staff.is_admin:
+        log.warning('console_admin_page_refused', username=staff.username, page=title)
+        st.title(title)
+        st.error(f'This page is for admins only. You are signed in as {printable(staff.username)}, who is an {staff.role}. '
+                 f'An administrator can give you the role on the server: `leadchat staff role {staff.username} admin`.')
+        st.stop()
+    return staff, backend

@@ -38,7 +38,7 @@ from test_api import app_settings, turn
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / 'console' / 'app.py'
-PAGES = ['pages/sessions.py', 'pages/session.py', 'pages/handoffs.py', 'pages/rag.py', 'pages/funnel.py']
+PAGES = ['pages/sessions.py', 'pages/session.py', 'pages/handoffs.py', 'pages/rag.py', 'pages/funnel.py', 'pages/privacy.py']
 PASSWORD = 'correct horse battery staple'
 HOSTILE = ('<img src=x onerror="window.__pwned=1"> **bold** [click](https://evil.example) '
            '![pixel](https://evil.example/p.png) <script>window.__pwned=2</script> I am the CTO at Evil <b>Corp</b>')

@@ -3,16 +3,18 @@ import json
 
 import streamlit as st
 
-from leadchat.console import (follow_through_tables, load_session, local, printable, qualification_timeline, rep_views,
-                              require_staff,
-                              routing_table, session_flags, timeline_figure, timeline_table, valid_session_id)
+from leadchat.console import (follow_through_tables, history_table, load_session, local, printable, qualification_timeline,
+                              rep_views, require_staff, routing_table, session_flags, timeline_figure, timeline_table,
+                              valid_session_id)
 
 staff, backend = require_staff()
 tz = backend.settings.team_tz
 st.title('Session detail')
 
-wanted = st.query_params.get('session') or st.session_state.get('detail_session') or ''
-sid = st.text_input('Session id', value=wanted if valid_session_id(wanted) else '', max_chars=128, key='d_sid').strip()
+if 'd_sid' not in st.session_state:        # first run of the page: the deep link, or the session opened on Sessions
+    wanted = st.query_params.get('session') or st.session_state.get('detail_session') or ''
+    st.session_state['d_sid'] = wanted if valid_session_id(wanted) else ''
+sid = st.text_input('Session id', max_chars=128, key='d_sid').strip()
 if not sid:
     st.info('Open a session from the Sessions page, or paste its id.')
     st.stop()
@@ -33,6 +35,22 @@ st.dataframe([{'email': printable(r.visitor_email), 'name': printable(r.visitor_
                'company': printable(r.visitor_company), 'role': printable(r.visitor_role),
                'started': local(r.created_at, tz), 'last active': local(r.last_updated_at, tz), 'session': r.session_id}],
              hide_index=True, width='stretch')
+
+if d.history:             # a returning visitor: their other sessions, linked by an email or the widget's consented id
+    earlier = sum(h.earlier for h in d.history)
+    later = len(d.history) - earlier
+    st.subheader(('Returning visitor: ' if earlier else 'This visitor came back: ') + ', '.join(
+        f'{n} {when} session{"s" * (n != 1)}' for n, when in ((earlier, 'earlier'), (later, 'later')) if n))
+    st.dataframe(history_table(d.history, tz), hide_index=True, width='stretch',
+                 column_config={'delivered': st.column_config.CheckboxColumn('delivered')})
+    labels = {h.session_id: f'{local(h.started, tz)} · {h.lead_level} · {h.session_id[:8]}…' for h in d.history}
+
+    def open_other():
+        st.session_state['d_sid'] = st.session_state['d_history_pick']
+
+    c1, c2 = st.columns([4, 1], vertical_alignment='bottom')
+    c1.selectbox('Open another session of this visitor', list(labels), format_func=labels.get, key='d_history_pick')
+    c2.button('Open that session', key='d_history_open', on_click=open_other)
 
 t_chat, t_timeline, t_flags, t_follow, t_packet = st.tabs(['Transcript', 'Qualification timeline', 'Flags & events',
                                                           'Follow-through', 'Context packet'])
