@@ -397,11 +397,11 @@ def register_widget(app, settings):
         return asset_response(dist.versioned(version, filename), request.headers.get('accept-encoding'), IMMUTABLE)
 
 # %% ../nbs/40_api.ipynb #ap000019
-async def follow_through(conn, session_id: str) -> dict:
+async def follow_through(conn, session_id: str, *, keyring) -> dict:
     "What the staff API and the console show beside a session: its lead, contact history, consent records, deliveries."
-    leads = await leads_for_session(conn, session_id)
+    leads = await leads_for_session(conn, session_id, keyring=keyring)
     return {'lead': leads[0].model_dump(mode='json') if leads else None,
-            'contact_history': [c.model_dump(mode='json') for c in await contact_history(conn, session_id)],
+            'contact_history': [c.model_dump(mode='json') for c in await contact_history(conn, session_id, keyring=keyring)],
             'consent': [c.model_dump(mode='json') for c in await consent_records(conn, session_id)],
             'deliveries': await deliveries(conn, session_id),
             'visitor_history': [{k: (v.isoformat() if hasattr(v, 'isoformat') else v) for k, v in h.items()}
@@ -443,18 +443,20 @@ def register_staff(app, settings, staff=None):
         except ValidationError as e:
             raise ApiError(422, 'invalid_filter', '; '.join(f"{'.'.join(map(str, er['loc']))}: {er['msg']}" for er in e.errors()))
         async with request.app.state.db.pool.connection() as conn:
-            rows, total = await list_sessions(conn, f), await count_sessions(conn, f)
+            kr = request.app.state.service.keyring
+            rows, total = await list_sessions(conn, f, keyring=kr), await count_sessions(conn, f, keyring=kr)
         return {'total': total, 'limit': f.limit, 'offset': f.offset, 'sessions': [r.model_dump(mode='json') for r in rows]}
 
     @app.get('/api/sessions/{session_id}', dependencies=[Depends(staff)], summary='One session: state, transcript, events')
     async def session_detail(request: Request, session_id: str):
         if len(session_id) > 128: raise ApiError(404, 'not_found', 'no such session')
+        kr = request.app.state.service.keyring
         async with request.app.state.db.pool.connection() as conn:
-            row = await get_session(conn, session_id)
+            row = await get_session(conn, session_id, keyring=kr)
             if row is None: raise ApiError(404, 'not_found', 'no such session')
-            transcript = await get_transcript(conn, session_id)
+            transcript = await get_transcript(conn, session_id, keyring=kr)
             events = await list_events(conn, session_id=session_id)
-            follow = await follow_through(conn, session_id)
+            follow = await follow_through(conn, session_id, keyring=kr)
         snap = await request.app.state.service.graph.aget_state({'configurable': {'thread_id': session_id}})
         state = SessionState.model_validate(snap.values).model_dump(mode='json') if snap and snap.values.get('session_id') else None
         return {'session': row.model_dump(mode='json'), 'state': state,

@@ -35,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .calendar import (EMAIL, CalendarEvent, _one_line, CalendarService, CallbackOffer, MeetingType, NullLedger, pick_spread,
                                ProviderError, RepLoad, Rep, Reserved, Slot, event_ical, iso_z, slot_label, zone)
 from .config import ConfigurationError, Settings
-from .repos import emit_event, set_lead_meeting
+from .db import load_keyring
+from .privacy import booking_value
+from .repos import email_key, emit_event, set_lead_meeting
 from .telemetry import span
 from .web import MAX_BODY_BYTES, ApiError, client_ip, rate_limiter, same_origin
 
@@ -315,6 +317,7 @@ class BookingService:
     def __init__(self, pool, calendar: CalendarService, settings: Settings, *, mailer: InviteMailer | None | Literal['auto'] = 'auto',
                  worker: str | None = None):
         self.pool, self.calendar, self.settings = pool, calendar, settings
+        self.keyring = load_keyring(settings)      # the visitor's name and email are sealed at rest (12_privacy)
         if isinstance(calendar.ledger, NullLedger): calendar.ledger = PostgresLedger(pool)
         self.mailer = InviteMailer.from_settings(settings, calendar.team.team.invite_from) if mailer == 'auto' else mailer
         self.worker = worker or f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}'
@@ -557,10 +560,13 @@ async def _commit(self: BookingService, row: dict, rep: Rep, event_id: str | Non
             async with conn.pipeline():
                 done = await conn.execute(
                     """UPDATE calendar_bookings SET status = 'confirmed', confirmed_at = now(), expires_at = NULL,
-                              provider_event_id = %(eid)s, visitor_name = %(name)s, visitor_email = %(email)s, visitor_tz = %(tz)s,
+                              provider_event_id = %(eid)s, visitor_name_enc = %(name)s, visitor_email_enc = %(email)s,
+                              visitor_email_bidx = %(bidx)s, visitor_name = NULL, visitor_email = NULL, visitor_tz = %(tz)s,
                               notes = %(notes)s, session_id = %(sid)s, cancel_token_hash = %(ch)s, updated_at = now()
                        WHERE id = %(id)s AND status = 'confirming' RETURNING id""",
-                    dict(eid=event_id, name=row['visitor_name'], email=row['visitor_email'], tz=row['visitor_tz'],
+                    dict(eid=event_id, name=self.keyring.seal(row['visitor_name'], context='booking.name'),
+                         email=self.keyring.seal(row['visitor_email'], context='booking.email'),
+                         bidx=email_key(self.keyring, row['visitor_email']), tz=row['visitor_tz'],
                          notes=row['notes'], sid=row['session_id'], ch=token_hash(cancel_token), id=row['id']))
                 for kind in jobs:
                     await conn.execute('INSERT INTO calendar_jobs (booking_id, kind) VALUES (%s, %s)', [row['id'], kind])
@@ -664,7 +670,7 @@ async def _job(self: BookingService, kind: str, row: dict) -> None:
         if kind == 'crm_cancel': meeting['cancelled_at'] = iso_z(row['ended_at']) if row.get('ended_at') else None
         async with self.pool.connection() as conn:
             # the attendee goes with the meeting; the lead's contact changes only through the session's chat turns
-            updated = await set_lead_meeting(conn, row['session_id'], meeting)
+            updated = await set_lead_meeting(conn, row['session_id'], meeting, keyring=self.keyring)
         if not updated: raise _Retry('the session has no lead yet (the hand-off relay creates it)')
     else: raise ValueError(f'unknown job kind {kind!r}')
 
@@ -681,8 +687,10 @@ async def run_jobs(self: BookingService, *, booking_id: uuid.UUID | None = None,
                RETURNING j.id, j.kind, j.attempts, j.booking_id""",
             dict(w=self.worker, lease=float(JOB_LEASE_SECONDS), b=booking_id, n=limit))).fetchall()
         if not jobs: return 0
-        rows = {r['id']: r for r in await (await conn.execute('SELECT * FROM calendar_bookings WHERE id = ANY(%s)',
-                                                             [[j['booking_id'] for j in jobs]])).fetchall()}
+        rows = {r['id']: {**r, 'visitor_name': booking_value(self.keyring, r, 'name'),
+                          'visitor_email': booking_value(self.keyring, r, 'email')}
+                for r in await (await conn.execute('SELECT * FROM calendar_bookings WHERE id = ANY(%s)',
+                                                   [[j['booking_id'] for j in jobs]])).fetchall()}
     async def one(j):
         try:
             await self._job(j['kind'], rows[j['booking_id']])

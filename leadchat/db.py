@@ -8,19 +8,28 @@ Docs: https://leadchat.github.io/leadchat/db.html.md"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import json
+import os
 import re
+import secrets
 import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import fasteners
 import psycopg
 import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from psycopg import sql
 from psycopg.rows import dict_row
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -30,11 +39,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .config import Settings
 
 # %% auto #0
-__all__ = ['log', 'DATABASE_NAME', 'MIGRATION_LOCK_KEY', 'CONNECTION_KWARGS', 'EMBEDDING_MODELS', 'DatabaseError',
-           'MigrationError', 'redact_url', 'check_pgdata', 'start_embedded', 'embedded_pgdata', 'database_url',
-           'stop_embedded', 'create_pool', 'ping', 'Migration', 'migration_files', 'migrate', 'migration_status',
-           'knowledge_table', 'ensure_knowledge_table', 'LeadchatSaver', 'checkpoint_serializer', 'create_checkpointer',
-           'checkpointer_setup', 'Database', 'open_database']
+__all__ = ['log', 'DATABASE_NAME', 'MIGRATION_LOCK_KEY', 'CONNECTION_KWARGS', 'EMBEDDING_MODELS', 'KEY_FILE', 'PII_LEAVES',
+           'SEALED', 'DatabaseError', 'MigrationError', 'redact_url', 'check_pgdata', 'start_embedded',
+           'embedded_pgdata', 'database_url', 'stop_embedded', 'create_pool', 'ping', 'Migration', 'migration_files',
+           'migrate', 'migration_status', 'knowledge_table', 'ensure_knowledge_table', 'DataKeyError', 'DataKey',
+           'new_data_key', 'Keyring', 'data_key_config', 'load_keyring', 'LeadchatSaver', 'checkpoint_serializer',
+           'create_checkpointer', 'checkpointer_setup', 'Database', 'open_database']
 
 # %% ../nbs/10_db.ipynb #db000006
 log = structlog.get_logger('leadchat.db')
@@ -333,6 +343,167 @@ async def ensure_knowledge_table(conn, table: str, dim: int) -> None:
                                'WITH (m = 16, ef_construction = 64)').format(i=sql.Identifier(f'{table}_hnsw'), t=t))
     await conn.execute(sql.SQL('CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (tsv)').format(
         i=sql.Identifier(f'{table}_tsv'), t=t))
+
+# %% ../nbs/10_db.ipynb #67e93919
+KEY_FILE = 'data.key'           # the demo's generated key, in LEADCHAT_HOME
+
+
+class DataKeyError(Exception):
+    "The data key is missing, malformed, or not the one the data was encrypted with."
+
+
+def _derive(raw: bytes, purpose: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f'leadchat {purpose}'.encode()).derive(raw)
+
+
+@dataclass(frozen=True)
+class DataKey:
+    "One data key: its id, the AES-GCM cipher and the blind-index MAC key derived from it."
+    key_id: str
+    aead: AESGCM = field(repr=False)
+    mac_key: bytes = field(repr=False)
+
+    @classmethod
+    def parse(cls, text: str, name: str = 'LEADCHAT_DATA_KEY') -> 'DataKey':
+        "A key from its base64 text; `name` is the setting it came from (for the error)."
+        try: raw = base64.urlsafe_b64decode(text.strip().replace('+', '-').replace('/', '_') + '=' * (-len(text.strip()) % 4))
+        except (ValueError, TypeError): raw = b''
+        if len(raw) != 32:
+            raise DataKeyError(f'{name} must be 32 random bytes in base64 (44 characters); '
+                               'generate one with `leadchat privacy new-key`')
+        return cls(hashlib.sha256(b'leadchat key id\0' + raw).hexdigest()[:12], AESGCM(_derive(raw, 'aes-gcm')),
+                   _derive(raw, 'blind index'))
+
+
+def new_data_key() -> str:
+    "A fresh key for LEADCHAT_DATA_KEY (base64url of 32 random bytes)."
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+# %% ../nbs/10_db.ipynb #bd2dda8e
+# The JSON keys whose values are a visitor's personal data, wherever they sit in a stored document (the hand-off
+# request and its session_state, the CRM payload, an update's changes): sealed leaf by leaf
+PII_LEAVES = frozenset({'email', 'name', 'phone', 'visitor_email', 'visitor_name', 'messages', 'evidence', 'summary',
+                        'conversation_summary', 'value', 'prior_sessions', 'follow_up'})
+SEALED = '$sealed'
+
+
+def _is_sealed(v) -> bool: return isinstance(v, dict) and len(v) == 1 and isinstance(v.get(SEALED), str)
+
+
+_TOKEN = re.compile(r'^v1\.([0-9a-f]{12})\.([A-Za-z0-9_-]+)$')
+
+
+class Keyring:
+    "The current data key (encrypts) and the previous ones (decrypt only, until rotation has moved everything)."
+
+    def __init__(self, current: DataKey, previous: Iterable[DataKey] = ()):
+        self.current = current
+        self.keys = {k.key_id: k for k in (*previous, current)}
+
+    def key(self, key_id: str) -> DataKey:
+        try: return self.keys[key_id]
+        except KeyError:
+            raise DataKeyError(f'data was encrypted with key id {key_id}, which LEADCHAT_DATA_KEY (key id '
+                               f'{self.current.key_id}) and LEADCHAT_DATA_KEY_PREVIOUS do not hold: set the key it was '
+                               'written with (to rotate, put the old one in LEADCHAT_DATA_KEY_PREVIOUS)') from None
+
+    def encrypt(self, text: str, *, context: str = '') -> str:
+        "`text` sealed with AES-GCM under the current key; `context` (e.g. the field) is bound to it as associated data."
+        nonce = os.urandom(12)
+        data = self.current.aead.encrypt(nonce, text.encode(), context.encode())
+        return f'v1.{self.current.key_id}.' + base64.urlsafe_b64encode(nonce + data).decode().rstrip('=')
+
+    def key_id_of(self, token: str) -> str:
+        m = _TOKEN.match(token or '')
+        if not m: raise DataKeyError('not a leadchat ciphertext (expected v1.<key id>.<data>)')
+        return m.group(1)
+
+    def decrypt(self, token: str, *, context: str = '') -> str:
+        "The text sealed in `token`; a token under a key this keyring lacks, or tampered with, raises `DataKeyError`."
+        key = self.key(self.key_id_of(token))
+        data = base64.urlsafe_b64decode(token.rsplit('.', 1)[1] + '=' * (-len(token.rsplit('.', 1)[1]) % 4))
+        try: return key.aead.decrypt(data[:12], data[12:], context.encode()).decode()
+        except InvalidTag: raise DataKeyError(f'a value under key id {key.key_id} does not authenticate (tampered or wrong context)') from None
+
+    def blind_index(self, kind: str, value: str, key: DataKey | None = None) -> bytes:
+        "The keyed HMAC that finds a normalised `value` of `kind` without decrypting anything."
+        return hmac.new((key or self.current).mac_key, f'{kind}\0{value}'.encode(), hashlib.sha256).digest()
+
+    def blind_indexes(self, kind: str, value: str) -> list[bytes]:
+        "The blind index under every key held: a lookup during a rotation finds rows not yet moved."
+        return [self.blind_index(kind, value, k) for k in self.keys.values()]
+
+    def seal(self, text: str | None, *, context: str) -> str | None:
+        "`encrypt` for a nullable column: None stays None."
+        return None if text is None else self.encrypt(text, context=context)
+
+    def unseal(self, token: str | None, *, context: str) -> str | None:
+        "`decrypt` for a nullable column: None stays None."
+        return None if token is None else self.decrypt(token, context=context)
+
+    def seal_leaves(self, doc: Any, *, context: str, keys: frozenset[str] = PII_LEAVES) -> Any:
+        """`doc` (JSON) with the value under each of `keys`, wherever it is, replaced by `{"$sealed": token}`; the rest
+        stays queryable (`request->>'lead_level'`). The key's name is bound to its value (`context.key`)."""
+        if isinstance(doc, dict):
+            return {k: ({SEALED: self.encrypt(json.dumps(v, separators=(',', ':')), context=f'{context}.{k}')}
+                        if k in keys and v is not None and not _is_sealed(v) else self.seal_leaves(v, context=context, keys=keys))
+                    for k, v in doc.items()}
+        if isinstance(doc, list): return [self.seal_leaves(v, context=context, keys=keys) for v in doc]
+        return doc
+
+    def open_leaves(self, doc: Any, *, context: str) -> Any:
+        "The document `seal_leaves` stored, every sealed leaf opened (plain leaves, as written before 0017, pass as they are)."
+        if isinstance(doc, dict):
+            return {k: (json.loads(self.decrypt(v[SEALED], context=f'{context}.{k}')) if _is_sealed(v)
+                        else self.open_leaves(v, context=context)) for k, v in doc.items()}
+        if isinstance(doc, list): return [self.open_leaves(v, context=context) for v in doc]
+        return doc
+
+    def key_ids_of_leaves(self, doc: Any) -> set[str]:
+        "The key ids of the sealed leaves in `doc` (rotation: is anything left under an old key?)."
+        if _is_sealed(doc): return {self.key_id_of(doc[SEALED])}
+        if isinstance(doc, dict): return set().union(*(self.key_ids_of_leaves(v) for v in doc.values()))
+        if isinstance(doc, list): return set().union(*(self.key_ids_of_leaves(v) for v in doc))
+        return set()
+
+# %% ../nbs/10_db.ipynb #baf9d60e
+def data_key_config(settings: Settings) -> tuple[str | None, list[str], str]:
+    "(LEADCHAT_DATA_KEY, LEADCHAT_DATA_KEY_PREVIOUS as a list, LEADCHAT_PROFILE): from `settings` when it has them, else the environment."
+    def get(name: str) -> str | None:
+        v = getattr(settings, name.lower(), None)
+        if hasattr(v, 'get_secret_value'): v = v.get_secret_value()
+        if isinstance(v, (list, tuple)): v = ','.join(v)
+        return v if v not in (None, '') else os.environ.get(name) or None
+    previous = [p.strip() for p in (get('LEADCHAT_DATA_KEY_PREVIOUS') or '').split(',') if p.strip()]
+    return get('LEADCHAT_DATA_KEY'), previous, (get('LEADCHAT_PROFILE') or 'demo').strip().lower()
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    "The keyring of this process; raises `DataKeyError` when the key is malformed, or missing in production."
+    key, previous, profile = data_key_config(settings)
+    if profile not in ('demo', 'production'):
+        raise DataKeyError(f'LEADCHAT_PROFILE={profile!r}: use demo or production')
+    old = [DataKey.parse(p, 'LEADCHAT_DATA_KEY_PREVIOUS') for p in previous]
+    if key: return Keyring(DataKey.parse(key), old)
+    if profile == 'production':
+        raise DataKeyError('LEADCHAT_DATA_KEY is not set: the production profile refuses to start without it. Generate '
+                           'one with `leadchat privacy new-key`, keep it in your secret store and set LEADCHAT_DATA_KEY')
+    return Keyring(DataKey.parse(_demo_key(Path(settings.leadchat_home)), f'{Path(settings.leadchat_home) / KEY_FILE}'), old)
+
+
+def _demo_key(home: Path) -> str:
+    path = home / KEY_FILE
+    try: return path.read_text()
+    except FileNotFoundError: pass
+    home.mkdir(parents=True, exist_ok=True)
+    key = new_data_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)     # two processes starting at once: one writes
+    except FileExistsError: return path.read_text()
+    with os.fdopen(fd, 'w') as f: f.write(key)
+    log.warning('data_key_generated', path=str(path),
+                hint='demo only: the visitors\' PII is encrypted with this file; set LEADCHAT_DATA_KEY in production')
+    return key
 
 # %% ../nbs/10_db.ipynb #db000020
 _PII_KEYS = {'visitor_email', 'visitor_name', 'messages', 'evidence', 'content'}

@@ -24,6 +24,7 @@ import structlog
 from pydantic import SecretStr, ValidationError
 
 from .config import ConfigurationError, Settings
+from .db import load_keyring
 from .state import HandoffRequest
 from .telemetry import SpanKind, links_from, span, tracing_on
 from .hours import crm_due_at
@@ -501,7 +502,7 @@ class PostgresCRMClient:
         try:
             due = crm_due_at(triggered, request.business_hours, settings=self.settings)
             async with self.pool.connection() as conn:
-                lead_id, created = await upsert_lead(conn, session_id=request.session_id,
+                lead_id, created = await upsert_lead(conn, keyring=load_keyring(self.settings), session_id=request.session_id,
                                                      handoff_reason=request.handoff_reason,
                                                      lead_level=request.lead_level, payload=crm_payload(packet),
                                                      task_due_at=due, reasons=reasons)
@@ -744,7 +745,7 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep, done, r
         await _finish_bookkeeping(pool, request, out)
         return out
 
-    packet = await server_view(pool, packet)
+    packet = await server_view(pool, packet, settings)
     slack, crm, email = _clients(settings, pool, sleep, slack, crm, email)
 
     crm_task = (None if 'crm' not in enabled else _earlier('crm', done, crm) if 'crm' in done
@@ -788,13 +789,14 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep, done, r
     return out
 
 # %% ../nbs/50_handoff.ipynb #ho000051
-async def server_view(pool, packet: ContextPacket) -> ContextPacket:
+async def server_view(pool, packet: ContextPacket, settings: Settings) -> ContextPacket:
     "The packet with the server's consent records and the latest phone number (unchanged if they cannot be read)."
     if pool is None: return packet
     try:
         async with pool.connection() as conn:
             scopes = [c.scope for c in await consent_records(conn, packet.session_id)]
-            phones = [c.value for c in await contact_history(conn, packet.session_id) if c.field == 'phone']
+            phones = [c.value for c in await contact_history(conn, packet.session_id, keyring=load_keyring(settings))
+                      if c.field == 'phone']
     except Exception as e:
         log.warning('packet_server_view_failure', session_id=packet.session_id, error=_err(e))
         return packet
@@ -821,7 +823,7 @@ async def deliver_update(request: HandoffRequest, changes: Sequence[dict], *, se
 
 async def _deliver_update(request, changes, *, settings, pool, slack, crm, email, sleep, outbox_id, done, retry) -> HandoffOutcome:
     sid, enabled = request.session_id, settings.handoff_channels
-    try: packet = await server_view(pool, generate_context_packet(request.session_state))
+    try: packet = await server_view(pool, generate_context_packet(request.session_state), settings)
     except ContextPacketGenerationError as e:
         log.critical('handoff_update_aborted', alert=True, session_id=sid, reason='context_packet_generation_failure')
         out = HandoffOutcome(sid, request.handoff_reason, 'total_failure', {}, error=f'context_packet_generation_failure: {e}',
@@ -973,7 +975,8 @@ async def relay_once(pool, settings: Settings, *, worker: str, limit: int = 10, 
                      lease_seconds: float = 120, observe=None) -> int:
     "Claim up to `limit` due hand-offs, deliver them concurrently, record the results; returns how many."
     async with pool.connection() as conn:
-        items = await claim_handoffs(conn, worker=worker, limit=limit, lease_seconds=lease_seconds)
+        # the rows' PII leaves are opened here, just before delivery (they are sealed at rest: 12_privacy)
+        items = await claim_handoffs(conn, worker=worker, limit=limit, lease_seconds=lease_seconds, keyring=load_keyring(settings))
         tps = await _traceparents(conn, items)
     if items:
         await asyncio.gather(*(_relay_item(pool, settings, i, deliver, worker, observe, tps.get(i.id)) for i in items))
@@ -1003,7 +1006,7 @@ async def run_relay(pool, settings: Settings, *, worker: str, interval: float = 
 async def replay_handoff(pool, settings: Settings, outbox_id: int, *, dry_run: bool, deliver=deliver_handoff) -> dict:
     "Show (dry run) or re-deliver the hand-off stored in outbox row `outbox_id`."
     async with pool.connection() as conn:
-        item = await get_outbox_item(conn, outbox_id)
+        item = await get_outbox_item(conn, outbox_id, keyring=load_keyring(settings))
     if item is None: raise LookupError(f'handoff_outbox has no row {outbox_id}')
     request = HandoffRequest.model_validate(item.request)
     base = {'outbox_id': item.id, 'session_id': item.session_id, 'handoff_reason': item.handoff_reason,

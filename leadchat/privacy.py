@@ -24,144 +24,27 @@ from typing import Any, Iterable, TextIO
 import structlog
 import typer
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from langgraph.checkpoint.serde.base import CipherProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from psycopg.types.json import Jsonb
 
 from .config import Settings
-from .db import LeadchatSaver, checkpoint_serializer
+from .repos import (email_key, emails_in, open_contact, open_lead, open_message, open_outbox_item, open_session,
+                            transcript_values)
+from .db import (KEY_FILE, PII_LEAVES, SEALED, DataKey, DataKeyError, Keyring, LeadchatSaver, checkpoint_serializer,
+                         data_key_config, load_keyring, new_data_key)
 
 # %% auto #0
-__all__ = ['log', 'KEY_FILE', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'privacy_app', 'DataKeyError', 'DataKey',
-           'new_data_key', 'Keyring', 'data_key_config', 'load_keyring', 'CheckpointCipher', 'encrypted_serializer',
-           'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json', 'normalise_email',
-           'normalise_phone', 'StitchResult', 'stitch', 'visitor_history', 'carry_forward', 'session_topic',
-           'visitor_of', 'prior_sessions', 'Subject', 'find_subject', 'ExportCounts', 'export_subject',
-           'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'find_traces', 'rotate_keys', 'check_data_key',
-           'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
+__all__ = ['log', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'SEALED_TABLES', 'privacy_app', 'CheckpointCipher',
+           'encrypted_serializer', 'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json',
+           'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'visitor_history', 'carry_forward',
+           'session_topic', 'visitor_of', 'prior_sessions', 'Subject', 'booking_value', 'find_subject', 'ExportCounts',
+           'export_subject', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn', 'SealedTable',
+           'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd', 'export_cmd',
+           'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
-
-KEY_FILE = 'data.key'           # the demo's generated key, in LEADCHAT_HOME
-
-
-class DataKeyError(Exception):
-    "The data key is missing, malformed, or not the one the data was encrypted with."
-
-
-def _derive(raw: bytes, purpose: str) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f'leadchat {purpose}'.encode()).derive(raw)
-
-
-@dataclass(frozen=True)
-class DataKey:
-    "One data key: its id, the AES-GCM cipher and the blind-index MAC key derived from it."
-    key_id: str
-    aead: AESGCM = field(repr=False)
-    mac_key: bytes = field(repr=False)
-
-    @classmethod
-    def parse(cls, text: str, name: str = 'LEADCHAT_DATA_KEY') -> 'DataKey':
-        "A key from its base64 text; `name` is the setting it came from (for the error)."
-        try: raw = base64.urlsafe_b64decode(text.strip().replace('+', '-').replace('/', '_') + '=' * (-len(text.strip()) % 4))
-        except (ValueError, TypeError): raw = b''
-        if len(raw) != 32:
-            raise DataKeyError(f'{name} must be 32 random bytes in base64 (44 characters); '
-                               'generate one with `leadchat privacy new-key`')
-        return cls(hashlib.sha256(b'leadchat key id\0' + raw).hexdigest()[:12], AESGCM(_derive(raw, 'aes-gcm')),
-                   _derive(raw, 'blind index'))
-
-
-def new_data_key() -> str:
-    "A fresh key for LEADCHAT_DATA_KEY (base64url of 32 random bytes)."
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-
-# %% ../nbs/12_privacy.ipynb #9fea112d
-_TOKEN = re.compile(r'^v1\.([0-9a-f]{12})\.([A-Za-z0-9_-]+)$')
-
-
-class Keyring:
-    "The current data key (encrypts) and the previous ones (decrypt only, until rotation has moved everything)."
-
-    def __init__(self, current: DataKey, previous: Iterable[DataKey] = ()):
-        self.current = current
-        self.keys = {k.key_id: k for k in (*previous, current)}
-
-    def key(self, key_id: str) -> DataKey:
-        try: return self.keys[key_id]
-        except KeyError:
-            raise DataKeyError(f'data was encrypted with key id {key_id}, which LEADCHAT_DATA_KEY (key id '
-                               f'{self.current.key_id}) and LEADCHAT_DATA_KEY_PREVIOUS do not hold: set the key it was '
-                               'written with (to rotate, put the old one in LEADCHAT_DATA_KEY_PREVIOUS)') from None
-
-    def encrypt(self, text: str, *, context: str = '') -> str:
-        "`text` sealed with AES-GCM under the current key; `context` (e.g. the field) is bound to it as associated data."
-        nonce = os.urandom(12)
-        data = self.current.aead.encrypt(nonce, text.encode(), context.encode())
-        return f'v1.{self.current.key_id}.' + base64.urlsafe_b64encode(nonce + data).decode().rstrip('=')
-
-    def key_id_of(self, token: str) -> str:
-        m = _TOKEN.match(token or '')
-        if not m: raise DataKeyError('not a leadchat ciphertext (expected v1.<key id>.<data>)')
-        return m.group(1)
-
-    def decrypt(self, token: str, *, context: str = '') -> str:
-        "The text sealed in `token`; a token under a key this keyring lacks, or tampered with, raises `DataKeyError`."
-        key = self.key(self.key_id_of(token))
-        data = base64.urlsafe_b64decode(token.rsplit('.', 1)[1] + '=' * (-len(token.rsplit('.', 1)[1]) % 4))
-        try: return key.aead.decrypt(data[:12], data[12:], context.encode()).decode()
-        except InvalidTag: raise DataKeyError(f'a value under key id {key.key_id} does not authenticate (tampered or wrong context)') from None
-
-    def blind_index(self, kind: str, value: str, key: DataKey | None = None) -> bytes:
-        "The keyed HMAC that finds a normalised `value` of `kind` without decrypting anything."
-        return hmac.new((key or self.current).mac_key, f'{kind}\0{value}'.encode(), hashlib.sha256).digest()
-
-    def blind_indexes(self, kind: str, value: str) -> list[bytes]:
-        "The blind index under every key held: a lookup during a rotation finds rows not yet moved."
-        return [self.blind_index(kind, value, k) for k in self.keys.values()]
-
-# %% ../nbs/12_privacy.ipynb #bcc19296
-def data_key_config(settings: Settings) -> tuple[str | None, list[str], str]:
-    "(LEADCHAT_DATA_KEY, LEADCHAT_DATA_KEY_PREVIOUS as a list, LEADCHAT_PROFILE): from `settings` when it has them, else the environment."
-    def get(name: str) -> str | None:
-        v = getattr(settings, name.lower(), None)
-        if hasattr(v, 'get_secret_value'): v = v.get_secret_value()
-        if isinstance(v, (list, tuple)): v = ','.join(v)
-        return v if v not in (None, '') else os.environ.get(name) or None
-    previous = [p.strip() for p in (get('LEADCHAT_DATA_KEY_PREVIOUS') or '').split(',') if p.strip()]
-    return get('LEADCHAT_DATA_KEY'), previous, (get('LEADCHAT_PROFILE') or 'demo').strip().lower()
-
-
-def load_keyring(settings: Settings) -> Keyring:
-    "The keyring of this process; raises `DataKeyError` when the key is malformed, or missing in production."
-    key, previous, profile = data_key_config(settings)
-    if profile not in ('demo', 'production'):
-        raise DataKeyError(f'LEADCHAT_PROFILE={profile!r}: use demo or production')
-    old = [DataKey.parse(p, 'LEADCHAT_DATA_KEY_PREVIOUS') for p in previous]
-    if key: return Keyring(DataKey.parse(key), old)
-    if profile == 'production':
-        raise DataKeyError('LEADCHAT_DATA_KEY is not set: the production profile refuses to start without it. Generate '
-                           'one with `leadchat privacy new-key`, keep it in your secret store and set LEADCHAT_DATA_KEY')
-    return Keyring(DataKey.parse(_demo_key(Path(settings.leadchat_home)), f'{Path(settings.leadchat_home) / KEY_FILE}'), old)
-
-
-def _demo_key(home: Path) -> str:
-    path = home / KEY_FILE
-    try: return path.read_text()
-    except FileNotFoundError: pass
-    home.mkdir(parents=True, exist_ok=True)
-    key = new_data_key()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)     # two processes starting at once: one writes
-    except FileExistsError: return path.read_text()
-    with os.fdopen(fd, 'w') as f: f.write(key)
-    log.warning('data_key_generated', path=str(path),
-                hint='demo only: the visitors\' PII is encrypted with this file; set LEADCHAT_DATA_KEY in production')
-    return key
 
 # %% ../nbs/12_privacy.ipynb #dd5d3dac
 INLINE_PREFIX = 'lcenc:'
@@ -375,12 +258,11 @@ async def visitor_of(conn, keyring: Keyring, session_id: str, browser_id: str | 
     return (row['visitor_id'] if row else None), False
 
 
-async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before: datetime, limit: int = 20) -> list[dict]:
+async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before: datetime, keyring: Keyring,
+                         limit: int = 20) -> list[dict]:
     "The visitor's sessions other than `session_id` that started before `before`, newest first, with their contact details."
-    return [dict(r) for r in await (await conn.execute(
-        '''SELECT s.session_id, s.created_at, s.lead_level, s.handoff_reason, s.problem_fit, s.authority_fit, s.company_fit,
-                  s.timing_fit, s.is_negative_persona, s.is_no_fit, s.visitor_email, s.visitor_name, s.visitor_company, s.visitor_role
-           FROM visitor_sessions vs JOIN sessions s USING (session_id)
+    return [open_session(r, keyring).model_dump() for r in await (await conn.execute(
+        '''SELECT s.* FROM visitor_sessions vs JOIN sessions s USING (session_id)
            WHERE vs.visitor_id = %s AND vs.session_id <> %s AND s.created_at < %s ORDER BY s.created_at DESC LIMIT %s''',
         [visitor_id, session_id, before, limit])).fetchall()]
 
@@ -399,6 +281,12 @@ class Subject:
     def found(self) -> bool: return bool(self.visitor_ids or self.session_ids or self.booking_ids)
 
 
+def booking_value(keyring: Keyring, row: dict, what: str) -> str | None:
+    "A booking's visitor `name` or `email`, opened (or its plaintext, on a row from before 0017 not sealed yet)."
+    token = row.get(f'visitor_{what}_enc')
+    return keyring.decrypt(token, context=f'booking.{what}') if token else row.get(f'visitor_{what}')
+
+
 def _like(s: str) -> str: return '%' + s.replace('\\', '\\\\').replace('%', '\\%').replace('_', '\\_') + '%'
 
 
@@ -410,25 +298,32 @@ async def find_subject(conn, keyring: Keyring, email: str) -> Subject:
     s.visitor_ids = [r['visitor_id'] for r in await (await conn.execute(
         'SELECT DISTINCT visitor_id FROM visitor_identities WHERE kind = %s AND blind_index = ANY(%s)',
         ['email', keyring.blind_indexes('email', e)])).fetchall()]
+    # by blind index under every key held (mid-rotation), or — a row from before 0017 not sealed yet — by its plaintext
     rows = await (await conn.execute(
         '''SELECT session_id FROM visitor_sessions WHERE visitor_id = ANY(%(v)s)
-           UNION SELECT session_id FROM sessions WHERE lower(visitor_email) = %(e)s
-           UNION SELECT session_id FROM contact_history WHERE field = 'email' AND lower(value) = %(e)s
-           UNION SELECT session_id FROM leads WHERE lower(email) = %(e)s
-           UNION SELECT session_id FROM calendar_bookings WHERE lower(visitor_email) = %(e)s AND session_id IS NOT NULL
-           UNION SELECT DISTINCT session_id FROM transcript WHERE content ILIKE %(like)s''',
-        dict(v=s.visitor_ids, e=e, like=_like(e)))).fetchall()
+           UNION SELECT session_id FROM sessions WHERE visitor_email_bidx = ANY(%(b)s) OR lower(visitor_email) = %(e)s
+           UNION SELECT session_id FROM contact_history WHERE field = 'email' AND (value_bidx = ANY(%(b)s) OR lower(value) = %(e)s)
+           UNION SELECT session_id FROM leads WHERE email_bidx = ANY(%(b)s) OR lower(email) = %(e)s
+           UNION SELECT session_id FROM calendar_bookings WHERE (visitor_email_bidx = ANY(%(b)s) OR lower(visitor_email) = %(e)s)
+                                                           AND session_id IS NOT NULL
+           UNION SELECT DISTINCT session_id FROM transcript WHERE email_bidx && %(b)s OR content ILIKE %(like)s''',
+        dict(v=s.visitor_ids, e=e, b=keyring.blind_indexes('email', e), like=_like(e)))).fetchall()
     s.session_ids = sorted(r['session_id'] for r in rows)
     s.booking_ids = [r['id'] for r in await (await conn.execute(
-        'SELECT id FROM calendar_bookings WHERE lower(visitor_email) = %s OR session_id = ANY(%s)', [e, s.session_ids])).fetchall()]
-    for r in await (await conn.execute(
-            '''SELECT visitor_name AS v, 'name' AS k FROM sessions WHERE session_id = ANY(%(s)s) AND visitor_name IS NOT NULL
-               UNION SELECT value, field FROM contact_history WHERE session_id = ANY(%(s)s) AND field IN ('name', 'phone')
-               UNION SELECT name, 'name' FROM leads WHERE session_id = ANY(%(s)s) AND name IS NOT NULL
-               UNION SELECT phone, 'phone' FROM leads WHERE session_id = ANY(%(s)s) AND phone IS NOT NULL
-               UNION SELECT visitor_name, 'name' FROM calendar_bookings WHERE id = ANY(%(b)s) AND visitor_name IS NOT NULL''',
-            dict(s=s.session_ids, b=s.booking_ids))).fetchall():
-        (s.names if r['k'] == 'name' else s.phones).add(r['v'])
+        '''SELECT id FROM calendar_bookings WHERE visitor_email_bidx = ANY(%s) OR lower(visitor_email) = %s OR session_id = ANY(%s)''',
+        [keyring.blind_indexes('email', e), e, s.session_ids])).fetchall()]
+    for r in await (await conn.execute('SELECT * FROM sessions WHERE session_id = ANY(%s)', [s.session_ids])).fetchall():
+        if (n := open_session(r, keyring).visitor_name): s.names.add(n)
+    for r in await (await conn.execute("SELECT * FROM contact_history WHERE session_id = ANY(%s) AND field IN ('name', 'phone')",
+                                       [s.session_ids])).fetchall():
+        c = open_contact(r, keyring)
+        (s.names if c.field == 'name' else s.phones).add(c.value)
+    for r in await (await conn.execute('SELECT * FROM leads WHERE session_id = ANY(%s)', [s.session_ids])).fetchall():
+        lead = open_lead(r, keyring)
+        s.names.update([lead.name] if lead.name else []); s.phones.update([lead.phone] if lead.phone else [])
+    for r in await (await conn.execute('SELECT visitor_name, visitor_name_enc FROM calendar_bookings WHERE id = ANY(%s)',
+                                       [s.booking_ids])).fetchall():
+        if (n := booking_value(keyring, r, 'name')): s.names.add(n)
     for r in await (await conn.execute(
             '''SELECT kind, value_enc FROM visitor_identities WHERE visitor_id = ANY(%(v)s) AND kind = 'phone'
                UNION ALL SELECT 'name', name_enc FROM visitors WHERE visitor_id = ANY(%(v)s) AND name_enc IS NOT NULL''',
@@ -448,13 +343,21 @@ def _json_default(o):
 def _dump(o) -> str: return json.dumps(o, default=_json_default, ensure_ascii=False)
 
 
-_PER_SESSION = [('consents', 'SELECT * FROM consent_records WHERE session_id = %s ORDER BY id'),
-                ('contact_history', 'SELECT * FROM contact_history WHERE session_id = %s ORDER BY id'),
-                ('leads', 'SELECT * FROM leads WHERE session_id = %s ORDER BY id'),
-                ('handoff_records', 'SELECT * FROM handoff_records WHERE session_id = %s ORDER BY id'),
+def _plain(row: dict) -> dict:
+    "A row for the archive: no ciphertext, no blind index, no legacy plaintext column left empty by sealing."
+    return {k: v for k, v in row.items() if not (k.endswith('_enc') or k.endswith('_bidx') or k.startswith('turn_lock'))}
+
+
+_PER_SESSION = [('consents', 'SELECT * FROM consent_records WHERE session_id = %s ORDER BY id', None),
+                ('contact_history', 'SELECT * FROM contact_history WHERE session_id = %s ORDER BY id',
+                 lambda r, k: {**_plain(r), 'value': open_contact(r, k).value}),
+                ('leads', 'SELECT * FROM leads WHERE session_id = %s ORDER BY id', lambda r, k: _plain(open_lead(r, k).model_dump())),
+                ('handoff_records', 'SELECT * FROM handoff_records WHERE session_id = %s ORDER BY id', None),
                 ('handoff_outbox', 'SELECT id, kind, handoff_reason, status, request, changes, created_at, finished_at '
-                                   'FROM handoff_outbox WHERE session_id = %s ORDER BY id'),
-                ('analytics_events', 'SELECT * FROM analytics_events WHERE session_id = %s ORDER BY id')]
+                                   'FROM handoff_outbox WHERE session_id = %s ORDER BY id',
+                 lambda r, k: {**r, 'request': k.open_leaves(r['request'], context='outbox'),
+                               'changes': k.open_leaves(r['changes'], context='outbox')}),
+                ('analytics_events', 'SELECT * FROM analytics_events WHERE session_id = %s ORDER BY id', None)]
 
 
 @dataclass
@@ -482,21 +385,25 @@ async def export_subject(conn, keyring: Keyring, email: str, out: TextIO, *, ope
     out.write('], "sessions": [')
     for i, sid in enumerate(s.session_ids):
         row = await (await conn.execute('SELECT * FROM sessions WHERE session_id = %s', [sid])).fetchone()
-        row = {k: v for k, v in (row or {'session_id': sid}).items() if not k.startswith('turn_lock')}
+        row = _plain({**row, **open_session(row, keyring).model_dump(include={'visitor_email', 'visitor_name'})} if row
+                     else {'session_id': sid})
         out.write((', ' if i else '') + _dump(row)[:-1] + ', "transcript": [')
         first = True
         async with conn.cursor() as cur:
-            async for t in cur.stream('SELECT turn_index, role, content, at FROM transcript WHERE session_id = %s ORDER BY id', [sid]):
-                out.write(('' if first else ', ') + _dump(t))
+            async for t in cur.stream('SELECT turn_index, role, content, content_enc, at FROM transcript WHERE session_id = %s ORDER BY id', [sid]):
+                out.write(('' if first else ', ') + _dump(open_message(t, keyring).model_dump(mode='json')))
                 first, n.transcript = False, n.transcript + 1
         out.write(']')
-        for key, q in _PER_SESSION:
-            out.write(f', "{key}": ' + _dump([dict(r) for r in await (await conn.execute(q, [sid])).fetchall()]))
+        for key, q, opened in _PER_SESSION:
+            rows = await (await conn.execute(q, [sid])).fetchall()
+            out.write(f', "{key}": ' + _dump([opened(r, keyring) if opened else dict(r) for r in rows]))
         out.write('}')
         n.sessions += 1
-    bookings = [dict(r) for r in await (await conn.execute(
-        '''SELECT id, rep, meeting_type, start_at, end_at, status, session_id, visitor_name, visitor_email, visitor_tz, notes,
-                  created_at, confirmed_at, ended_at FROM calendar_bookings WHERE id = ANY(%s) ORDER BY start_at''', [s.booking_ids])).fetchall()]
+    bookings = [_plain({**r, 'visitor_name': booking_value(keyring, r, 'name'), 'visitor_email': booking_value(keyring, r, 'email')})
+                for r in await (await conn.execute(
+        '''SELECT id, rep, meeting_type, start_at, end_at, status, session_id, visitor_name, visitor_email, visitor_name_enc,
+                  visitor_email_enc, visitor_tz, notes, created_at, confirmed_at, ended_at FROM calendar_bookings
+           WHERE id = ANY(%s) ORDER BY start_at''', [s.booking_ids])).fetchall()]
     n.bookings = len(bookings)
     out.write('], "bookings": ' + _dump(bookings) + '}\n')
     await _log_request(conn, keyring, 'export', s.email, operator, dict(sessions=n.sessions, transcript=n.transcript, bookings=n.bookings), now)
@@ -545,6 +452,7 @@ async def erase_subject(conn, keyring: Keyring, email: str, *, operator: str, dr
         counts['calendar_bookings'] = len(s.booking_ids)
         if not dry_run and s.booking_ids:
             await conn.execute('''UPDATE calendar_bookings SET visitor_name = NULL, visitor_email = NULL, notes = NULL,
+                                         visitor_name_enc = NULL, visitor_email_enc = NULL, visitor_email_bidx = NULL,
                                          visitor_tz = NULL, session_id = NULL, client_hash = NULL, updated_at = %s
                                   WHERE id = ANY(%s)''', [now, s.booking_ids])
         for table, col in _ERASE_BY_SESSION: counts[table] = await _rows(conn, table, col, sids, dry_run)
@@ -572,6 +480,37 @@ async def _rows(conn, table: str, col: str, keys: list, dry_run: bool) -> int:
     q = (f'SELECT count(*) AS n FROM {table} WHERE {col} = ANY(%s)' if dry_run else
          f'WITH d AS (DELETE FROM {table} WHERE {col} = ANY(%s) RETURNING 1) SELECT count(*) AS n FROM d')
     return (await (await conn.execute(q, [keys])).fetchone())['n']
+
+# %% ../nbs/12_privacy.ipynb #711432ea
+@dataclass(frozen=True)
+class SealedColumn:
+    "One sealed column of 0017: its ciphertext, its plaintext predecessor, its context, and the blind index kept beside it."
+    enc: str
+    legacy: str
+    context: str                       # AES-GCM associated data; '{field}' is filled from the row (contact_history)
+    bidx: str | None = None            # an email's blind index column (transcript: an array, of the emails in the text)
+
+
+@dataclass(frozen=True)
+class SealedTable:
+    table: str
+    key: str                           # the primary key: batches walk it in order
+    columns: tuple[SealedColumn, ...] = ()
+    docs: tuple[tuple[str, str], ...] = ()     # (jsonb column, context): PII leaves sealed in place
+
+
+SEALED_TABLES = (
+    SealedTable('sessions', 'session_id', (SealedColumn('visitor_email_enc', 'visitor_email', 'session.email', 'visitor_email_bidx'),
+                                           SealedColumn('visitor_name_enc', 'visitor_name', 'session.name'))),
+    SealedTable('leads', 'id', (SealedColumn('email_enc', 'email', 'lead.email', 'email_bidx'),
+                                SealedColumn('name_enc', 'name', 'lead.name'), SealedColumn('phone_enc', 'phone', 'lead.phone')),
+                (('payload', 'lead'),)),
+    SealedTable('contact_history', 'id', (SealedColumn('value_enc', 'value', 'contact.{field}', 'value_bidx'),)),
+    SealedTable('calendar_bookings', 'id', (SealedColumn('visitor_email_enc', 'visitor_email', 'booking.email', 'visitor_email_bidx'),
+                                            SealedColumn('visitor_name_enc', 'visitor_name', 'booking.name'))),
+    SealedTable('transcript', 'id', (SealedColumn('content_enc', 'content', 'transcript', 'email_bidx'),)),
+    SealedTable('handoff_outbox', 'id', (), (('request', 'outbox'), ('changes', 'outbox'))),
+)
 
 # %% ../nbs/12_privacy.ipynb #1d1ae5fc
 async def find_traces(conn, keyring: Keyring, needles: Iterable[str]) -> list[str]:
@@ -602,6 +541,17 @@ async def find_traces(conn, keyring: Keyring, needles: Iterable[str]) -> list[st
     async with conn.cursor() as cur:
         async for r in cur.stream("SELECT checkpoint -> 'channel_values' AS cv FROM checkpoints"):
             if found({k: saver.open(v) for k, v in (r['cv'] or {}).items()}): hits.add('checkpoints(decrypted)')
+    for t in SEALED_TABLES:
+        cols = [c.enc for c in t.columns] + [col for col, _ in t.docs] + (['field'] if t.table == 'contact_history' else [])
+        async with conn.cursor() as cur:
+            async for r in cur.stream(sql.SQL('SELECT {} FROM {}').format(sql.SQL(', ').join(map(sql.Identifier, cols)),
+                                                                          sql.Identifier(t.table))):
+                for c in t.columns:
+                    if r[c.enc] and found(keyring.decrypt(r[c.enc], context=c.context.format(field=r.get('field')))):
+                        hits.add(f'{t.table}.{c.enc}(decrypted)')
+                for col, ctx in t.docs:
+                    if r[col] and keyring.key_ids_of_leaves(r[col]) and found(keyring.open_leaves(r[col], context=ctx)):
+                        hits.add(f'{t.table}.{col}(decrypted)')
     return sorted(hits)
 
 
@@ -679,7 +629,77 @@ async def rotate_keys(pool, keyring: Keyring, *, batch: int = 500, progress=None
     await loop('checkpoint_blobs', blobs('checkpoint_blobs', 'thread_id, checkpoint_ns, channel, version'))
     await loop('checkpoint_writes', blobs('checkpoint_writes', 'thread_id, checkpoint_ns, checkpoint_id, task_id, idx'))
     await loop('checkpoints', inline)
+    done.update(await reseal(pool, keyring, batch=batch, progress=progress))
     log.info('data_key_rotated', key_id=cur_id, **done)
+    return done
+
+# %% ../nbs/12_privacy.ipynb #8ea02a84
+# a PII leaf written in plain (jsonb's text form: `"email": "…"`, `"messages": [`); a sealed one is `"email": {"$sealed": …}`
+_PLAIN_LEAF = '"(' + '|'.join(sorted(PII_LEAVES)) + ')": [^{n]'
+
+
+def _reseal_row(keyring: Keyring, t: SealedTable, r: dict, plaintext_only: bool) -> dict:
+    "The new values of row `r` (sealed columns under the current key, plaintext emptied); {} when nothing changes."
+    cur, upd = keyring.current.key_id, {}
+    for c in t.columns:
+        ctx = c.context.format(field=r.get('field'))
+        token, plain = r[c.enc], r[c.legacy]
+        if token is None and plain is None: continue
+        if token is not None and (plaintext_only or keyring.key_id_of(token) == cur) and plain is None: continue
+        value = keyring.decrypt(token, context=ctx) if token is not None else plain
+        upd[c.enc], upd[c.legacy] = keyring.encrypt(value, context=ctx), None
+        if c.bidx and t.table == 'transcript': upd[c.bidx] = transcript_values(keyring, value)[1]
+        elif c.bidx and (t.table != 'contact_history' or r.get('field') == 'email'): upd[c.bidx] = email_key(keyring, value)
+    for col, ctx in t.docs:
+        doc = r[col]
+        if doc is None or (plaintext_only and keyring.key_ids_of_leaves(doc)): continue     # sealed already (0017 on)
+        if not plaintext_only and keyring.key_ids_of_leaves(doc) <= {cur} and keyring.seal_leaves(doc, context=ctx) == doc: continue
+        new = keyring.seal_leaves(keyring.open_leaves(doc, context=ctx), context=ctx)
+        if new != doc: upd[col] = Jsonb(new)
+    return upd
+
+
+async def reseal(pool, keyring: Keyring, *, batch: int = 500, plaintext_only: bool = False, progress=None) -> dict[str, int]:
+    """Every sealed column of 0017 under the current key: plaintext (rows from before encryption) sealed and emptied,
+    values under an old key re-encrypted (`plaintext_only`: only the former). `batch` rows per short transaction,
+    walking each table's key in order; rows a turn holds are skipped (SKIP LOCKED) and caught by the next pass."""
+    if batch < 1: raise ValueError('batch must be at least 1')
+    from psycopg import sql
+    done = {}
+    for t in SEALED_TABLES:
+        done[t.table], last = 0, None
+        cols = [c.enc for c in t.columns] + [c.legacy for c in t.columns] + [col for col, _ in t.docs]
+        cols += ['field'] if t.table == 'contact_history' else []
+        if plaintext_only:       # cheap: only rows with a plaintext value, or a document with no sealed leaf
+            pending = [sql.SQL('{} IS NOT NULL').format(sql.Identifier(c.legacy)) for c in t.columns]
+            pending += [sql.SQL('{}::text ~ %s').format(sql.Identifier(col)) for col, _ in t.docs]
+            where = sql.SQL(' OR ').join(pending)
+        else: where = sql.SQL('true')
+        while True:
+            async with pool.connection() as conn:
+                async with conn.transaction():
+                    rows = await (await conn.execute(sql.SQL(
+                        'SELECT {k}, {cols} FROM {t} WHERE ({where}) AND ({k} > %s OR %s::text IS NULL) ORDER BY {k} LIMIT %s '
+                        'FOR UPDATE SKIP LOCKED').format(k=sql.Identifier(t.key), cols=sql.SQL(', ').join(map(sql.Identifier, cols)),
+                                                         t=sql.Identifier(t.table), where=where),
+                        [*([_PLAIN_LEAF] * len(t.docs) if plaintext_only else []), last, None if last is None else str(last),
+                         batch])).fetchall()
+                    for r in rows:
+                        if not (upd := _reseal_row(keyring, t, r, plaintext_only)): continue
+                        await conn.execute(sql.SQL('UPDATE {t} SET {sets} WHERE {k} = %s').format(
+                            t=sql.Identifier(t.table), k=sql.Identifier(t.key),
+                            sets=sql.SQL(', ').join(sql.SQL('{} = %s').format(sql.Identifier(c)) for c in upd)), [*upd.values(), r[t.key]])
+                        done[t.table] += 1
+            if rows: last = rows[-1][t.key]
+            if progress: progress(t.table, done[t.table])
+            if len(rows) < batch: break
+    return done
+
+
+async def seal_plaintext(pool, keyring: Keyring, *, batch: int = 500) -> dict[str, int]:
+    "Start-up: seal what a version before 0017 left in plaintext (nothing to do: a few index-only probes)."
+    done = await reseal(pool, keyring, batch=batch, plaintext_only=True)
+    if any(done.values()): log.info('plaintext_sealed', key_id=keyring.current.key_id, **done)
     return done
 
 # %% ../nbs/12_privacy.ipynb #906f8427
@@ -691,7 +711,13 @@ async def check_data_key(conn, keyring: Keyring, settings: Settings) -> None:
     # key would otherwise start every conversation afresh); LIMIT 1 without an order stops the scan at the first one
     blob = await (await conn.execute('''SELECT split_part(type, '+aesgcm.', 2) AS key_id FROM checkpoint_blobs
                                         WHERE type LIKE '%%+aesgcm.%%' LIMIT 1''')).fetchone()
-    unknown = sorted(({r['key_id'] for r in rows} | ({blob['key_id']} if blob else set())) - set(keyring.keys))
+    # and the newest sealed session and transcript message (0017): the most recent writes name the key in use
+    newest = await (await conn.execute(
+        '''(SELECT split_part(visitor_email_enc, '.', 2) AS key_id FROM sessions WHERE visitor_email_enc IS NOT NULL
+            ORDER BY last_updated_at DESC LIMIT 1)
+           UNION ALL (SELECT split_part(content_enc, '.', 2) FROM transcript WHERE content_enc IS NOT NULL ORDER BY id DESC LIMIT 1)''')).fetchall()
+    unknown = sorted(({r['key_id'] for r in rows} | {r['key_id'] for r in newest} | ({blob['key_id']} if blob else set()))
+                     - set(keyring.keys))
     if not unknown: return
     msg = (f'visitor data is encrypted under key id(s) {", ".join(unknown)}, but LEADCHAT_DATA_KEY is key id '
            f'{keyring.current.key_id}: set the key the data was written with (to rotate, put it in LEADCHAT_DATA_KEY_PREVIOUS)')

@@ -7,6 +7,7 @@ Docs: https://leadchat.github.io/leadchat/repos.html.md"""
 # %% ../nbs/11_repos.ipynb #4e9o0004
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Sequence
 
@@ -17,13 +18,14 @@ from .state import HandoffReason, LeadLevel, Message, SessionState, TerminationT
 
 # %% auto #0
 __all__ = ['EventType', 'EVENT_TYPES', 'LEAD_REASONS', 'OutboxStatus', 'OUTBOX_STATES', 'ContactField', 'ConsentScope',
-           'LEADER_LOCK', 'SessionRow', 'session_values', 'upsert_session', 'get_session', 'acquire_turn_lock',
-           'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions', 'append_transcript',
-           'get_transcript', 'AnalyticsEvent', 'emit_event', 'list_events', 'Lead', 'upsert_lead', 'get_lead',
-           'leads_for_session', 'set_lead_meeting', 'set_lead_thread', 'lead_thread', 'OutboxItem', 'enqueue_handoff',
-           'has_handoff', 'enqueue_update', 'claim_handoffs', 'finish_handoff', 'retry_handoff', 'outbox_counts',
-           'dead_letters', 'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record',
-           'list_handoff_records', 'ContactEntry', 'ConsentRecord', 'add_contact', 'contact_history', 'record_consent',
+           'LEADER_LOCK', 'SessionRow', 'email_key', 'session_values', 'open_session', 'upsert_session', 'get_session',
+           'acquire_turn_lock', 'release_turn_lock', 'SessionFilter', 'list_sessions', 'count_sessions', 'emails_in',
+           'transcript_values', 'append_transcript', 'open_message', 'get_transcript', 'AnalyticsEvent', 'emit_event',
+           'list_events', 'Lead', 'open_lead', 'upsert_lead', 'get_lead', 'leads_for_session', 'set_lead_meeting',
+           'set_lead_thread', 'lead_thread', 'OutboxItem', 'open_outbox_item', 'enqueue_handoff', 'has_handoff',
+           'enqueue_update', 'claim_handoffs', 'finish_handoff', 'retry_handoff', 'outbox_counts', 'dead_letters',
+           'get_outbox_item', 'set_handoff_triggered', 'HandoffRecord', 'insert_handoff_record', 'list_handoff_records',
+           'ContactEntry', 'ConsentRecord', 'add_contact', 'open_contact', 'contact_history', 'record_consent',
            'deliveries', 'consent_records', 'StaffUser', 'create_staff_user', 'get_staff_user', 'PurgeCounts',
            'purge_sessions', 'expire_sessions', 'Leadership', 'run_ttl_sweeper']
 
@@ -57,26 +59,46 @@ class SessionRow(_Row):
 
 _SESSION_COLS = ('session_id', 'created_at', 'last_updated_at', 'turn_count', 'lead_level', 'current_stage',
                  'problem_fit', 'authority_fit', 'company_fit', 'timing_fit', 'is_negative_persona', 'is_no_fit',
-                 'handoff_reason', 'handoff_triggered', 'visitor_email', 'visitor_name', 'visitor_company',
-                 'visitor_role', 'termination_type')
+                 'handoff_reason', 'handoff_triggered', 'visitor_email_enc', 'visitor_name_enc', 'visitor_email_bidx',
+                 'visitor_company', 'visitor_role', 'termination_type', 'visitor_email', 'visitor_name')
 
 
-def session_values(state: SessionState) -> dict[str, Any]:
-    "The `sessions` row for `state`."
+def email_key(keyring, email: str | None) -> bytes | None:
+    "The blind index of an email (trimmed, lower-cased), or None."
+    e = (email or '').strip().lower()
+    return keyring.blind_index('email', e) if e else None
+
+
+def _opened(keyring, token: str | None, legacy: str | None, *, context: str) -> str | None:
+    "A sealed column's value (or, on a row from before 0017 not yet sealed, its plaintext column)."
+    return legacy if token is None else keyring.decrypt(token, context=context)
+
+
+def session_values(state: SessionState, keyring) -> dict[str, Any]:
+    "The `sessions` row for `state`, its email and name sealed under `keyring`."
     q = state.qualification
     return dict(session_id=state.session_id, created_at=state.created_at, last_updated_at=state.last_updated_at,
                 turn_count=state.messages[-1].turn_index if state.messages else 0, lead_level=state.lead_level,
                 current_stage=state.current_stage, problem_fit=q.problem_fit, authority_fit=q.authority_fit,
                 company_fit=q.company_fit, timing_fit=q.timing_fit, is_negative_persona=q.is_negative_persona,
                 is_no_fit=q.is_no_fit, handoff_reason=state.handoff_reason, handoff_triggered=state.handoff_triggered,
-                visitor_email=state.visitor_email, visitor_name=state.visitor_name,
+                visitor_email_enc=keyring.seal(state.visitor_email, context='session.email'),
+                visitor_name_enc=keyring.seal(state.visitor_name, context='session.name'),
+                visitor_email_bidx=email_key(keyring, state.visitor_email),
                 visitor_company=state.visitor_company, visitor_role=state.visitor_role,
-                termination_type=state.termination_type)
+                termination_type=state.termination_type, visitor_email=None, visitor_name=None)
 
 
-async def upsert_session(conn, state: SessionState) -> None:
+def open_session(row: dict, keyring) -> SessionRow:
+    "A `sessions` row as read (`SELECT *`), its email and name opened."
+    return SessionRow.model_validate({
+        **row, 'visitor_email': _opened(keyring, row.get('visitor_email_enc'), row.get('visitor_email'), context='session.email'),
+        'visitor_name': _opened(keyring, row.get('visitor_name_enc'), row.get('visitor_name'), context='session.name')})
+
+
+async def upsert_session(conn, state: SessionState, *, keyring) -> None:
     "Insert or update the index row for `state` (created_at never changes; handoff_triggered is the relay's)."
-    v = session_values(state)
+    v = session_values(state, keyring)
     cols = ', '.join(_SESSION_COLS)
     ph = ', '.join(f'%({c})s' for c in _SESSION_COLS)
     # handoff_triggered is owned by the hand-off relay once the row exists (it records the delivery outcome)
@@ -84,9 +106,9 @@ async def upsert_session(conn, state: SessionState) -> None:
     await conn.execute(f'INSERT INTO sessions ({cols}) VALUES ({ph}) ON CONFLICT (session_id) DO UPDATE SET {upd}', v)
 
 
-async def get_session(conn, session_id: str) -> SessionRow | None:
+async def get_session(conn, session_id: str, *, keyring) -> SessionRow | None:
     row = await (await conn.execute('SELECT * FROM sessions WHERE session_id = %s', [session_id])).fetchone()
-    return SessionRow.model_validate(row) if row else None
+    return open_session(row, keyring) if row else None
 
 # %% ../nbs/11_repos.ipynb #4e9o0041
 async def acquire_turn_lock(conn, session_id: str, owner: str, *, seconds: int = 60) -> dict | None:
@@ -117,7 +139,7 @@ class SessionFilter(BaseModel):
     offset: int = Field(0, ge=0, le=1_000_000)
 
 
-def _where(f: SessionFilter) -> tuple[str, dict]:
+def _where(f: SessionFilter, keyring) -> tuple[str, dict]:
     conds, args = [], {}
     if f.since: conds.append('last_updated_at >= %(since)s'); args['since'] = f.since
     if f.until: conds.append('last_updated_at < %(until)s'); args['until'] = f.until
@@ -126,37 +148,58 @@ def _where(f: SessionFilter) -> tuple[str, dict]:
     if f.stage: conds.append('current_stage = %(stage)s'); args['stage'] = f.stage
     if f.search and f.search.strip():
         like = '%' + f.search.strip().lower().replace('\\', '\\\\').replace('%', '\\%').replace('_', '\\_') + '%'
-        conds.append('(lower(visitor_email) LIKE %(like)s OR lower(visitor_company) LIKE %(like)s)'); args['like'] = like
+        conds.append('(visitor_email_bidx = %(bidx)s OR lower(visitor_company) LIKE %(like)s)')
+        args['like'], args['bidx'] = like, email_key(keyring, f.search)
     return ('WHERE ' + ' AND '.join(conds)) if conds else '', args
 
 
-async def list_sessions(conn, f: SessionFilter | None = None) -> list[SessionRow]:
+async def list_sessions(conn, f: SessionFilter | None = None, *, keyring) -> list[SessionRow]:
     "Sessions matching `f`, most recently active first."
     f = f or SessionFilter()
-    where, args = _where(f)
+    where, args = _where(f, keyring)
     cur = await conn.execute(f'SELECT * FROM sessions {where} ORDER BY last_updated_at DESC, session_id '
                              'LIMIT %(limit)s OFFSET %(offset)s', {**args, 'limit': f.limit, 'offset': f.offset})
-    return [SessionRow.model_validate(r) for r in await cur.fetchall()]
+    return [open_session(r, keyring) for r in await cur.fetchall()]
 
 
-async def count_sessions(conn, f: SessionFilter | None = None) -> int:
-    where, args = _where(f or SessionFilter())
+async def count_sessions(conn, f: SessionFilter | None = None, *, keyring) -> int:
+    where, args = _where(f or SessionFilter(), keyring)
     return (await (await conn.execute(f'SELECT count(*) AS n FROM sessions {where}', args)).fetchone())['n']
 
 # %% ../nbs/11_repos.ipynb #4e9o0011
-async def append_transcript(conn, session_id: str, messages: Sequence[Message]) -> int:
-    "Append `messages` to the session's transcript; returns how many were written."
+_EMAIL_IN_TEXT = re.compile(r'[^\s@<>()\[\]"\',;:]{1,64}@[^\s@<>()\[\]"\',;:]{1,255}\.[A-Za-z]{2,63}')
+
+
+def emails_in(text: str) -> list[str]:
+    "The email addresses written in `text`, trimmed and lower-cased."
+    return list(dict.fromkeys(m.group(0).strip('.').lower() for m in _EMAIL_IN_TEXT.finditer(text or '')))
+
+
+def transcript_values(keyring, content: str) -> tuple[str, list[bytes]]:
+    "A message as stored: its ciphertext and the blind indexes of the emails in it."
+    return keyring.encrypt(content, context='transcript'), [email_key(keyring, e) for e in emails_in(content)]
+
+
+async def append_transcript(conn, session_id: str, messages: Sequence[Message], *, keyring) -> int:
+    "Append `messages` to the session's transcript, sealed; returns how many were written."
     if not messages: return 0
     async with conn.cursor() as cur:
-        await cur.executemany('INSERT INTO transcript (session_id, turn_index, role, content, at) VALUES (%s, %s, %s, %s, %s)',
-                              [(session_id, m.turn_index, m.role, m.content, m.at) for m in messages])
+        await cur.executemany(
+            'INSERT INTO transcript (session_id, turn_index, role, content_enc, email_bidx, at) VALUES (%s, %s, %s, %s, %s, %s)',
+            [(session_id, m.turn_index, m.role, *transcript_values(keyring, m.content), m.at) for m in messages])
     return len(messages)
 
 
-async def get_transcript(conn, session_id: str) -> list[Message]:
-    cur = await conn.execute('SELECT role, content, turn_index, at FROM transcript WHERE session_id = %s ORDER BY id',
+def open_message(row: dict, keyring) -> Message:
+    "A `transcript` row as read, its content opened."
+    return Message(role=row['role'], turn_index=row['turn_index'], at=row['at'],
+                   content=_opened(keyring, row.get('content_enc'), row.get('content'), context='transcript'))
+
+
+async def get_transcript(conn, session_id: str, *, keyring) -> list[Message]:
+    cur = await conn.execute('SELECT role, content, content_enc, turn_index, at FROM transcript WHERE session_id = %s ORDER BY id',
                              [session_id])
-    return [Message.model_validate(r) for r in await cur.fetchall()]
+    return [open_message(r, keyring) for r in await cur.fetchall()]
 
 # %% ../nbs/11_repos.ipynb #4e9o0013
 EventType = Literal['session_started', 'turn_completed', 'qualification_changed', 'lead_level_changed',
@@ -220,23 +263,33 @@ class Lead(_Row):
     updated_at: datetime
 
 
-async def upsert_lead(conn, *, session_id: str, handoff_reason: str, lead_level: str, payload: dict,
+def open_lead(row: dict, keyring) -> Lead:
+    "A `leads` row as read, its contact details and payload opened."
+    return Lead.model_validate({
+        **row, 'email': _opened(keyring, row.get('email_enc'), row.get('email'), context='lead.email'),
+        'name': _opened(keyring, row.get('name_enc'), row.get('name'), context='lead.name'),
+        'phone': _opened(keyring, row.get('phone_enc'), row.get('phone'), context='lead.phone'),
+        'payload': keyring.open_leaves(row['payload'], context='lead')})
+
+
+async def upsert_lead(conn, *, session_id: str, handoff_reason: str, lead_level: str, payload: dict, keyring,
                       task_due_at: datetime | None = None, reasons: Sequence[str] = ()) -> tuple[int, bool]:
-    "Create the session's lead or bring it up to date: `(lead_id, created)`."
-    c = payload.get('contact', {}) if isinstance(payload, dict) else {}
+    "Create the session's lead or bring it up to date: `(lead_id, created)`; contact details and payload sealed."
+    c = (payload.get('contact') or {}) if isinstance(payload, dict) else {}
     add = [r for r in dict.fromkeys([handoff_reason, *reasons]) if r in LEAD_REASONS]
     fresh = "COALESCE(EXCLUDED.payload->>'state_at', '') >= COALESCE(leads.payload->>'state_at', '')"
     keep = lambda col: f'CASE WHEN {fresh} THEN COALESCE(EXCLUDED.{col}, leads.{col}) ELSE COALESCE(leads.{col}, EXCLUDED.{col}) END'
     row = await (await conn.execute(
-        f'''INSERT INTO leads (session_id, handoff_reason, reasons, lead_level, email, name, company, role, phone, payload,
-                              task_due_at)
-           VALUES (%(sid)s, %(reason)s, %(add)s, %(level)s, %(email)s, %(name)s, %(company)s, %(role)s, %(phone)s,
+        f'''INSERT INTO leads (session_id, handoff_reason, reasons, lead_level, email_enc, email_bidx, name_enc, company, role,
+                              phone_enc, payload, task_due_at)
+           VALUES (%(sid)s, %(reason)s, %(add)s, %(level)s, %(email)s, %(bidx)s, %(name)s, %(company)s, %(role)s, %(phone)s,
                    %(payload)s, %(due)s)
            ON CONFLICT ON CONSTRAINT leads_one_per_session DO UPDATE SET
                reasons = leads.reasons || ARRAY(SELECT r FROM unnest(EXCLUDED.reasons) r WHERE r <> ALL(leads.reasons)),
                lead_level = CASE WHEN {fresh} THEN EXCLUDED.lead_level ELSE leads.lead_level END,
-               email = {keep('email')}, name = {keep('name')}, company = {keep('company')}, role = {keep('role')},
-               phone = {keep('phone')},
+               email_enc = {keep('email_enc')}, email_bidx = {keep('email_bidx')}, name_enc = {keep('name_enc')},
+               company = {keep('company')}, role = {keep('role')}, phone_enc = {keep('phone_enc')},
+               email = NULL, name = NULL, phone = NULL,
                payload = CASE WHEN {fresh}
                               THEN EXCLUDED.payload || CASE WHEN leads.payload ? 'meeting' AND NOT EXCLUDED.payload ? 'meeting'
                                                             THEN jsonb_build_object('meeting', leads.payload->'meeting')
@@ -245,29 +298,35 @@ async def upsert_lead(conn, *, session_id: str, handoff_reason: str, lead_level:
                task_due_at = COALESCE(leads.task_due_at, EXCLUDED.task_due_at),
                updated_at = now()
            RETURNING id, (xmax = 0) AS created''',
-        dict(sid=session_id, reason=handoff_reason, add=add, level=lead_level, email=c.get('email'), name=c.get('name'),
-             company=c.get('company'), role=c.get('role'), phone=c.get('phone'), payload=Jsonb(payload), due=task_due_at))).fetchone()
+        dict(sid=session_id, reason=handoff_reason, add=add, level=lead_level,
+             email=keyring.seal(c.get('email'), context='lead.email'), bidx=email_key(keyring, c.get('email')),
+             name=keyring.seal(c.get('name'), context='lead.name'), company=c.get('company'), role=c.get('role'),
+             phone=keyring.seal(c.get('phone'), context='lead.phone'),
+             payload=Jsonb(keyring.seal_leaves(payload, context='lead')), due=task_due_at))).fetchone()
     return row['id'], row['created']
 
 
-async def get_lead(conn, lead_id: int) -> Lead | None:
+async def get_lead(conn, lead_id: int, *, keyring) -> Lead | None:
     row = await (await conn.execute('SELECT * FROM leads WHERE id = %s', [lead_id])).fetchone()
-    return Lead.model_validate(row) if row else None
+    return open_lead(row, keyring) if row else None
 
 
-async def leads_for_session(conn, session_id: str) -> list[Lead]:
+async def leads_for_session(conn, session_id: str, *, keyring) -> list[Lead]:
     cur = await conn.execute('SELECT * FROM leads WHERE session_id = %s ORDER BY id', [session_id])
-    return [Lead.model_validate(r) for r in await cur.fetchall()]
+    return [open_lead(r, keyring) for r in await cur.fetchall()]
 
 
-async def set_lead_meeting(conn, session_id: str, meeting: dict, *, email: str | None = None,
+async def set_lead_meeting(conn, session_id: str, meeting: dict, *, keyring, email: str | None = None,
                            name: str | None = None) -> int:
     "Record a booked (or cancelled) meeting on the session's lead (reason `booked`), filling a missing email/name."
     cur = await conn.execute(
         '''UPDATE leads SET payload = jsonb_set(payload, '{meeting}', %s::jsonb, true),
                   reasons = CASE WHEN 'booked' = ANY(reasons) THEN reasons ELSE reasons || 'booked'::text END,
-                  email = COALESCE(email, %s), name = COALESCE(name, %s), updated_at = now()
-           WHERE session_id = %s RETURNING id''', [Jsonb(meeting), email, name, session_id])
+                  email_bidx = CASE WHEN email_enc IS NULL THEN %s ELSE email_bidx END,
+                  email_enc = COALESCE(email_enc, %s), name_enc = COALESCE(name_enc, %s), updated_at = now()
+           WHERE session_id = %s RETURNING id''',
+        [Jsonb(keyring.seal_leaves(meeting, context='lead')), email_key(keyring, email),
+         keyring.seal(email, context='lead.email'), keyring.seal(name, context='lead.name'), session_id])
     return len(await cur.fetchall())
 
 
@@ -306,12 +365,18 @@ class OutboxItem(_Row):
     dead_lettered_at: datetime | None = None              # past its retry horizon: an operator replays it
 
 
-async def enqueue_handoff(conn, *, session_id: str, handoff_reason: str, request: dict) -> int | None:
-    "Queue a hand-off; returns its id, or None when this (session, reason) is already queued."
+def open_outbox_item(row: dict, keyring) -> OutboxItem:
+    "A `handoff_outbox` row as read, its request and changes opened."
+    return OutboxItem.model_validate({**row, 'request': keyring.open_leaves(row['request'], context='outbox'),
+                                      'changes': keyring.open_leaves(row.get('changes') or [], context='outbox')})
+
+
+async def enqueue_handoff(conn, *, session_id: str, handoff_reason: str, request: dict, keyring) -> int | None:
+    "Queue a hand-off, its PII leaves sealed; returns its id, or None when this (session, reason) is already queued."
     row = await (await conn.execute(
         '''INSERT INTO handoff_outbox (session_id, handoff_reason, request) VALUES (%s, %s, %s)
            ON CONFLICT (session_id, handoff_reason) WHERE kind = 'handoff' DO NOTHING RETURNING id''',
-        [session_id, handoff_reason, Jsonb(request)])).fetchone()
+        [session_id, handoff_reason, Jsonb(keyring.seal_leaves(request, context='outbox'))])).fetchone()
     return row['id'] if row else None
 
 
@@ -323,17 +388,18 @@ async def has_handoff(conn, session_id: str) -> bool:
 
 
 async def enqueue_update(conn, *, session_id: str, handoff_reason: str, change_key: str, changes: list[dict],
-                         request: dict) -> int | None:
+                         request: dict, keyring) -> int | None:
     "Queue an update of the session's lead; None when `change_key` is already queued."
     row = await (await conn.execute(
         '''INSERT INTO handoff_outbox (session_id, handoff_reason, request, kind, change_key, changes)
            VALUES (%s, %s, %s, 'update', %s, %s)
            ON CONFLICT (session_id, change_key) WHERE kind = 'update' DO NOTHING RETURNING id''',
-        [session_id, handoff_reason, Jsonb(request), change_key, Jsonb(changes)])).fetchone()
+        [session_id, handoff_reason, Jsonb(keyring.seal_leaves(request, context='outbox')), change_key,
+         Jsonb(keyring.seal_leaves(changes, context='outbox'))])).fetchone()
     return row['id'] if row else None
 
 
-async def claim_handoffs(conn, *, worker: str, limit: int = 10, lease_seconds: float = 120) -> list[OutboxItem]:
+async def claim_handoffs(conn, *, worker: str, keyring, limit: int = 10, lease_seconds: float = 120) -> list[OutboxItem]:
     "Claim up to `limit` due hand-offs for `worker` (SKIP LOCKED; expired leases are re-claimable)."
     cur = await conn.execute(
         '''UPDATE handoff_outbox o SET status = 'in_progress', claimed_at = now(), claimed_by = %(w)s,
@@ -345,7 +411,7 @@ async def claim_handoffs(conn, *, worker: str, limit: int = 10, lease_seconds: f
                                                                    OR p.status = 'pending' AND p.retries = 0))
                           ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %(n)s)
            RETURNING o.*''', dict(w=worker, lease=float(lease_seconds), n=limit))
-    return sorted((OutboxItem.model_validate(r) for r in await cur.fetchall()), key=lambda i: i.id)
+    return sorted((open_outbox_item(r, keyring) for r in await cur.fetchall()), key=lambda i: i.id)
 
 
 async def finish_handoff(conn, outbox_id: int, status: OutboxStatus, *, error: str | None = None,
@@ -397,16 +463,16 @@ async def outbox_counts(conn) -> dict[str, int]:
     return {k: int(row[k]) for k in OUTBOX_STATES}
 
 
-async def dead_letters(conn, limit: int = 50) -> list[OutboxItem]:
+async def dead_letters(conn, limit: int = 50, *, keyring) -> list[OutboxItem]:
     "Hand-offs past their retry horizon that no replay has delivered yet, newest first."
     cur = await conn.execute('''SELECT * FROM handoff_outbox WHERE dead_lettered_at IS NOT NULL AND status <> 'delivered'
                               ORDER BY id DESC LIMIT %s''', [limit])
-    return [OutboxItem.model_validate(r) for r in await cur.fetchall()]
+    return [open_outbox_item(r, keyring) for r in await cur.fetchall()]
 
 
-async def get_outbox_item(conn, outbox_id: int) -> OutboxItem | None:
+async def get_outbox_item(conn, outbox_id: int, *, keyring) -> OutboxItem | None:
     row = await (await conn.execute('SELECT * FROM handoff_outbox WHERE id = %s', [outbox_id])).fetchone()
-    return OutboxItem.model_validate(row) if row else None
+    return open_outbox_item(row, keyring) if row else None
 
 
 async def set_handoff_triggered(conn, session_id: str, triggered: bool) -> None:
@@ -465,16 +531,25 @@ class ConsentRecord(_Row):
     evidence: str | None = None
 
 
-async def add_contact(conn, session_id: str, field: ContactField, value: str, *, turn_index: int | None = None,
+async def add_contact(conn, session_id: str, field: ContactField, value: str, *, keyring, turn_index: int | None = None,
                       at: datetime | None = None) -> None:
-    await conn.execute('INSERT INTO contact_history (session_id, field, value, turn_index, at) VALUES (%s, %s, %s, %s, %s)',
-                       [session_id, field, value[:320], turn_index, at or datetime.now(timezone.utc)])
+    "Record a contact detail the visitor gave, sealed (an email with its blind index)."
+    await conn.execute('''INSERT INTO contact_history (session_id, field, value_enc, value_bidx, turn_index, at)
+                          VALUES (%s, %s, %s, %s, %s, %s)''',
+                       [session_id, field, keyring.encrypt(value[:320], context=f'contact.{field}'),
+                        email_key(keyring, value[:320]) if field == 'email' else None, turn_index, at or datetime.now(timezone.utc)])
 
 
-async def contact_history(conn, session_id: str) -> list[ContactEntry]:
-    cur = await conn.execute('SELECT field, value, turn_index, at FROM contact_history WHERE session_id = %s ORDER BY id',
-                             [session_id])
-    return [ContactEntry.model_validate(r) for r in await cur.fetchall()]
+def open_contact(row: dict, keyring) -> ContactEntry:
+    "A `contact_history` row as read, its value opened."
+    return ContactEntry.model_validate({**row, 'value': _opened(keyring, row.get('value_enc'), row.get('value'),
+                                                                context=f"contact.{row['field']}")})
+
+
+async def contact_history(conn, session_id: str, *, keyring) -> list[ContactEntry]:
+    cur = await conn.execute('''SELECT field, value, value_enc, turn_index, at FROM contact_history WHERE session_id = %s
+                                ORDER BY id''', [session_id])
+    return [open_contact(r, keyring) for r in await cur.fetchall()]
 
 
 async def record_consent(conn, session_id: str, scope: ConsentScope, *, granted_at: datetime, source: str,

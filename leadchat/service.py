@@ -27,7 +27,7 @@ from .db import Database, knowledge_table, migrate, migration_status, open_datab
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .privacy import (carry_forward, check_data_key, create_private_checkpointer, is_erased_visitor_id, load_keyring,
-                              open_json, prior_sessions, seal_json, session_topic, stitch, visitor_of)
+                              open_json, prior_sessions, seal_json, seal_plaintext, session_topic, stitch, visitor_of)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -49,7 +49,7 @@ class PostgresRecorder:
     """Writes a turn in two transactions: `commit` before the reply streams (session row, the visitor's message, the
     pending marker, a hand-off), `record` after it (the reply, the turn's events, the final session row)."""
 
-    def __init__(self, pool, conn=None, *, keyring=None, visitor_id: str | None = None):
+    def __init__(self, pool, conn=None, *, keyring, visitor_id: str | None = None):
         self.pool, self.conn = pool, conn     # `conn`: the turn's lease connection
         self.keyring, self.visitor_id, self._stitched = keyring, visitor_id, False     # 12_privacy: the session's visitor
 
@@ -65,13 +65,13 @@ class PostgresRecorder:
         async with self._connection() as conn:
             async with conn.transaction():
                 async with conn.pipeline():         # one round trip for the rows; the follow-through reads
-                    await upsert_session(conn, s)
-                    await append_transcript(conn, s.session_id, [user] if user else [])
+                    await upsert_session(conn, s, keyring=self.keyring)
+                    await append_transcript(conn, s.session_id, [user] if user else [], keyring=self.keyring)
                     await conn.execute(_PENDING_PUT, [s.session_id, rec.turn_index, self.pending(s)])
                     if rec.event_type:
                         await emit_event(conn, rec.event_type, session_id=s.session_id, turn_index=rec.turn_index,
                                          payload=_event_payload(rec))
-                if rec.follow_through: await follow_through(conn, rec)
+                if rec.follow_through: await follow_through(conn, rec, self.keyring)
                 await self.stitch(conn, rec)
 
     async def record(self, rec: TurnRecord) -> None:
@@ -80,9 +80,9 @@ class PostgresRecorder:
         async with self._connection() as conn:
             async with conn.transaction():
                 async with conn.pipeline():
-                    await upsert_session(conn, s)
+                    await upsert_session(conn, s, keyring=self.keyring)
                     msgs = [m for m in ((_user_message(rec) if pre is None else None), s.messages[-1]) if m is not None]
-                    await append_transcript(conn, s.session_id, msgs)
+                    await append_transcript(conn, s.session_id, msgs, keyring=self.keyring)
                     if pre is not None:     # replied; the marker goes with the lease, once the checkpoint is written
                         await conn.execute(_PENDING_REPLIED, [self.pending(s), s.session_id, rec.turn_index])
                     if not (pre is not None and pre.event_type):
@@ -90,20 +90,20 @@ class PostgresRecorder:
                                          payload=_event_payload(rec))
                     for etype, data in rec.events:
                         await emit_event(conn, etype, session_id=s.session_id, turn_index=rec.turn_index, payload=data)
-                if pre is None or not pre.follow_through: await follow_through(conn, rec)
-                elif rec.handoff is not None and rec.handoff is not pre.handoff: await _late_handoff(conn, rec)
+                if pre is None or not pre.follow_through: await follow_through(conn, rec, self.keyring)
+                elif rec.handoff is not None and rec.handoff is not pre.handoff: await _late_handoff(conn, rec, self.keyring)
                 await self.stitch(conn, rec)
 
     def pending(self, s: SessionState) -> Jsonb:
         "The turn's state for `turn_pending`: sealed with the data key (it holds the visitor's email and name)."
         doc = s.model_dump(mode='json')
-        return Jsonb(seal_json(self.keyring, doc, context='turn_pending') if self.keyring is not None else doc)
+        return Jsonb(seal_json(self.keyring, doc, context='turn_pending'))
 
     async def stitch(self, conn, rec: TurnRecord) -> None:
         """Link the session to its visitor (12_privacy) when this turn gave an email or a phone, or — only with
         `chat_processing` consent — brought the widget's visitor id; once per turn, in a savepoint: a failure is
         logged, never the turn's."""
-        if self.keyring is None or self._stitched: return
+        if self._stitched: return
         s, prev = rec.state, rec.previous
         email = s.visitor_email if s.visitor_email and s.visitor_email != getattr(prev, 'visitor_email', None) else None
         phone = phone_in(rec.message)
@@ -149,26 +149,26 @@ def _event_payload(rec: TurnRecord) -> dict:
     return payload
 
 
-async def follow_through(conn, rec: TurnRecord) -> None:
+async def follow_through(conn, rec: TurnRecord, keyring) -> None:
     """`record_follow_through` inside the turn's transaction, in a savepoint: contact history, consent or an update of
     the lead that cannot be written is logged and skipped, never the turn. The session's first hand-off is then queued
     on its own — all or nothing with the turn."""
     if rec.handoff is None and not rec.consent and not lead_changes(rec): return     # nothing to record: no savepoint
     first = rec.handoff is not None and not await has_handoff(conn, rec.session_id)
     try:
-        async with conn.transaction(): await record_follow_through(conn, rec)
+        async with conn.transaction(): await record_follow_through(conn, rec, keyring)
     except Exception as e:
         if conn.broken: raise
         rec.follow_through_failed = True
         log.error('turn_record_failure', session_id=rec.session_id, part='follow_through', error=type(e).__name__)
-        if first: await dispatch_handoff(conn, rec.handoff)
+        if first: await dispatch_handoff(conn, rec.handoff, keyring)
 
 
-async def _late_handoff(conn, rec: TurnRecord) -> None:
+async def _late_handoff(conn, rec: TurnRecord, keyring) -> None:
     "A hand-off decided after the first commit (an `llm_failure` proposal after the fallback): queued with the reply."
     req = rec.handoff
-    if not await has_handoff(conn, rec.session_id): return await dispatch_handoff(conn, req) and None
-    await queue_update(conn, session_id=rec.session_id, handoff_reason=req.handoff_reason,
+    if not await has_handoff(conn, rec.session_id): return await dispatch_handoff(conn, req, keyring) and None
+    await queue_update(conn, keyring=keyring, session_id=rec.session_id, handoff_reason=req.handoff_reason,
                        change_key=f'turn:{rec.turn_index}:reason', changes=[{'kind': 'reason', 'value': req.handoff_reason}],
                        request=req.model_dump(mode='json'))
 
@@ -211,13 +211,13 @@ def _acknowledged_at(consent: dict, fallback: datetime) -> datetime:
     except ValueError: return fallback
 
 
-async def record_follow_through(conn, rec: TurnRecord) -> None:
+async def record_follow_through(conn, rec: TurnRecord, keyring) -> None:
     "Contact history, consent per scope, and the hand-off or the update of the session's one lead — in the turn's transaction."
     s, sid, at = rec.state, rec.state.session_id, rec.state.last_updated_at
     changes = lead_changes(rec)
     for c in changes:
         if c['kind'] in ('email', 'name', 'company', 'role', 'phone'):
-            await add_contact(conn, sid, c['kind'], c['value'], turn_index=rec.turn_index, at=at)
+            await add_contact(conn, sid, c['kind'], c['value'], keyring=keyring, turn_index=rec.turn_index, at=at)
     if rec.consent:
         await record_consent(conn, sid, 'chat_processing', granted_at=_acknowledged_at(rec.consent, at), source='widget',
                              notice_version=rec.consent.get('notice_version'), evidence='privacy notice acknowledged in the widget')
@@ -228,20 +228,20 @@ async def record_follow_through(conn, rec: TurnRecord) -> None:
         await record_consent(conn, sid, 'follow_up', granted_at=at, source='chat',
                              evidence=f'gave contact details for the team to reach them (turn {rec.turn_index})')
     first = rec.handoff is not None and not await has_handoff(conn, sid)
-    if first: return await dispatch_handoff(conn, rec.handoff)
+    if first: return await dispatch_handoff(conn, rec.handoff, keyring)
     if rec.handoff is not None: changes.insert(0, {'kind': 'reason', 'value': rec.handoff.handoff_reason})
     if changes and (rec.handoff is not None or await has_handoff(conn, sid)):
         req = rec.handoff or HandoffRequest(session_id=sid, handoff_reason=s.handoff_reason or 'hot_lead', lead_level=s.lead_level,
                                             business_hours=False, session_state=s, triggered_at=at)
-        await queue_update(conn, session_id=sid, handoff_reason=req.handoff_reason, change_key=f'turn:{rec.turn_index}',
+        await queue_update(conn, keyring=keyring, session_id=sid, handoff_reason=req.handoff_reason, change_key=f'turn:{rec.turn_index}',
                            changes=changes, request=req.model_dump(mode='json'))
 
 
-async def dispatch_handoff(conn, request: HandoffRequest) -> int | None:
+async def dispatch_handoff(conn, request: HandoffRequest, keyring) -> int | None:
     "The dispatch port: queue the request durably (same transaction as the turn); relays deliver it."
     with span('outbox.write', {'session.id': request.session_id, 'handoff.reason': request.handoff_reason, 'outbox.kind': 'handoff'}):
         oid = await enqueue_handoff(conn, session_id=request.session_id, handoff_reason=request.handoff_reason,
-                                    request=request.model_dump(mode='json'))
+                                    request=request.model_dump(mode='json'), keyring=keyring)
         await _store_traceparent(conn, oid)
     return oid
 
@@ -293,7 +293,8 @@ async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, n
                                     [session_id])).fetchone()
     if row is None: return None
     n, cfg = row['turn_index'], {'configurable': {'thread_id': session_id}}
-    row['state'] = open_json(getattr(graph.checkpointer, 'keyring', None), row['state'], context='turn_pending')
+    keyring = graph.checkpointer.keyring
+    row['state'] = open_json(keyring, row['state'], context='turn_pending')
     if row['replied']:
         await graph.aupdate_state(cfg, SessionState.model_validate(row['state']).model_dump(), as_node='write_state')
         await conn.execute('DELETE FROM turn_pending WHERE session_id = %s AND turn_index = %s', [session_id, n])
@@ -304,8 +305,8 @@ async def recover_lost_reply(conn, graph, session_id: str, settings: Settings, n
     # the checkpoint first: a crash before the transaction below repeats this, from the same marker, harmlessly
     await graph.aupdate_state(cfg, s.model_dump(), as_node='write_state')
     async with conn.transaction():
-        await upsert_session(conn, s)
-        await append_transcript(conn, session_id, [s.messages[-1]])
+        await upsert_session(conn, s, keyring=keyring)
+        await append_transcript(conn, session_id, [s.messages[-1]], keyring=keyring)
         queued = await has_handoff(conn, session_id)
         await conn.execute("INSERT INTO analytics_events (session_id, event_type, turn_index, payload) VALUES (%s, 'reply_lost', %s, %s)",
                            [session_id, n, Jsonb({'handoff_queued': queued, 'handoff_reason': s.handoff_reason})])
@@ -350,7 +351,7 @@ class ChatService:
         self.model = model or get_model(settings, **local)
         self.keyring = load_keyring(settings)        # PII at rest (12_privacy): checkpoints and visitors encrypted
         self.graph = build_graph(create_private_checkpointer(db.pool, keyring=self.keyring))
-        self.recorder = PostgresRecorder(db.pool)
+        self.recorder = PostgresRecorder(db.pool, keyring=self.keyring)
         self.owner = f'{socket.gethostname()}:{os.getpid()}'
         self.scheduler = None          # a leadchat.scheduling.ChatScheduler, set when a calendar is configured
         # a lease holds a pooled connection for its turn: leave a few for the checkpointer and retrieval, so
@@ -439,7 +440,7 @@ class ChatService:
                 visitor_id = visitor_id if (await (await conn.execute(_CONSENTED, [session_id])).fetchone())['ok'] else None
             vid, carried = await visitor_of(conn, self.keyring, session_id, visitor_id)
             if vid is None or carried: return False
-            prior = await prior_sessions(conn, vid, session_id, before=self.clock())
+            prior = await prior_sessions(conn, vid, session_id, before=self.clock(), keyring=self.keyring)
             if not prior: return False
             cfg = {'configurable': {'thread_id': session_id}}
             snap = await self.graph.aget_state(cfg)
@@ -476,7 +477,9 @@ async def prepare(settings: Settings, *, knowledge_path='knowledge', db: Databas
     db = db or await open_database(settings, max_size=settings.leadchat_db_pool_size)    # turns hold a lease connection each
     await migrate(db.url, settings)
     async with db.pool.connection() as conn:       # a wrong LEADCHAT_DATA_KEY stops here, before any visitor (12_privacy)
-        await check_data_key(conn, load_keyring(settings), settings)
+        await check_data_key(conn, keyring := load_keyring(settings), settings)
+    # rows written before 0017 (plaintext): sealed before the first visitor, in batches (12_privacy)
+    await seal_plaintext(db.pool, keyring)
     try:            # replies lost when a process died mid-turn (issue 16): marked before the first visitor arrives
         if (n := await recover_lost_replies(db, settings)): log.warning('lost_replies_recovered', count=n)
     except Exception as e: log.error('lost_reply_recovery_failure', error=type(e).__name__)

@@ -33,7 +33,8 @@ from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.calendar import CalendarService, load_calendar_config
 from leadchat.config import Settings
-from leadchat.repos import upsert_lead, upsert_session
+from leadchat.db import load_keyring
+from leadchat.repos import open_lead, open_session, upsert_lead, upsert_session
 from leadchat.state import SessionState
 
 UTC = timezone.utc
@@ -138,6 +139,12 @@ def query(api, sql, *args):
     with db(api) as c: return c.execute(sql, args).fetchall()
 
 
+def leads_of(api, sid) -> list[dict]:
+    "The session's leads, opened (contact details and payload are sealed at rest)."
+    return [open_lead(r, load_keyring(api.settings)).model_dump(mode='json')
+            for r in query(api, 'SELECT * FROM leads WHERE session_id = %s', sid)]
+
+
 def wait_for(fn, what, timeout=15.0):
     "Poll `fn` until it returns something truthy (the sweeper and background jobs run on their own)."
     deadline = time.monotonic() + timeout
@@ -187,8 +194,9 @@ def new_lead_session(api) -> str:
     sid = str(uuid.uuid4())
     async def go():
         async with await psycopg.AsyncConnection.connect(api.db_url, autocommit=True, row_factory=dict_row) as c:
-            await upsert_session(c, SessionState(session_id=sid, lead_level='hot', handoff_reason='hot_lead'))
-            await upsert_lead(c, session_id=sid, handoff_reason='hot_lead', lead_level='hot',
+            kr = load_keyring(api.settings)
+            await upsert_session(c, SessionState(session_id=sid, lead_level='hot', handoff_reason='hot_lead'), keyring=kr)
+            await upsert_lead(c, session_id=sid, handoff_reason='hot_lead', lead_level='hot', keyring=kr,
                               payload={'contact': {'email': None}, 'lead': {'source': 'website-chat', 'session_id': sid}})
     asyncio.run(go())
     return sid
@@ -312,7 +320,7 @@ def test_hold_confirm_writes_caldav_event_sends_invite_updates_crm(api, radicale
     assert 'SCHEDULE-AGENT' not in cal.get_content()
     assert [p.get_filename() for p in msg.iter_attachments()] == ['invite.ics']
     # the CRM lead has the meeting and its attendee; the lead's own contact changes only through the chat
-    lead = wait_for(lambda: [l for l in query(api, 'SELECT * FROM leads WHERE session_id = %s', sid) if 'meeting' in l['payload']],
+    lead = wait_for(lambda: [l for l in leads_of(api, sid) if 'meeting' in l['payload']],
                     'the CRM update')[0]
     mtg = lead['payload']['meeting']
     assert (mtg['booking_id'], mtg['status'], mtg['start'], mtg['rep']['id']) == (b['booking_id'], 'confirmed', '2026-03-24T09:00:00Z', 'ana')
@@ -569,8 +577,9 @@ def test_a_lead_created_after_the_booking_still_gets_the_meeting(api):
                                 "AND last_error LIKE '%%no lead%%'", b['booking_id']), 'the first CRM attempt to fail')
     async def lead():
         async with await psycopg.AsyncConnection.connect(api.db_url, autocommit=True, row_factory=dict_row) as c:
-            await upsert_session(c, SessionState(session_id=sid, lead_level='hot', handoff_reason='hot_lead'))
-            await upsert_lead(c, session_id=sid, handoff_reason='hot_lead', lead_level='hot', payload={'contact': {}})
+            kr = load_keyring(api.settings)
+            await upsert_session(c, SessionState(session_id=sid, lead_level='hot', handoff_reason='hot_lead'), keyring=kr)
+            await upsert_lead(c, session_id=sid, handoff_reason='hot_lead', lead_level='hot', payload={'contact': {}}, keyring=kr)
     asyncio.run(lead())
     query(api, "UPDATE calendar_jobs SET available_at = now() WHERE booking_id = %s RETURNING id", b['booking_id'])
     wait_for(lambda: query(api, "SELECT 1 FROM leads WHERE session_id = %s AND payload->'meeting'->>'booking_id' = %s",
@@ -738,7 +747,9 @@ def test_the_cancel_token_is_not_stored_and_a_replay_still_can_cancel(api):
 
 def test_a_booking_does_not_change_the_sessions_contact(api):
     sid = new_lead_session(api)
-    query(api, "UPDATE leads SET email = 'owner@acme.example', name = 'Owner' WHERE session_id = %s RETURNING id", sid)
+    kr = load_keyring(api.settings)
+    query(api, 'UPDATE leads SET email_enc = %s, name_enc = %s WHERE session_id = %s RETURNING id',
+          kr.encrypt('owner@acme.example', context='lead.email'), kr.encrypt('Owner', context='lead.name'), sid)
     empty = new_lead_session(api)
     with api.client() as c:
         b1 = book(c, {'slot_id': slot_id('fay-call', 'fay', (4, 8), '10:00'), 'visitor': visitor(22), 'session_id': sid}).json()
@@ -746,11 +757,11 @@ def test_a_booking_does_not_change_the_sessions_contact(api):
     for s, b in ((sid, b1), (empty, b2)):
         wait_for(lambda: query(api, "SELECT 1 FROM leads WHERE session_id = %s AND payload->'meeting'->>'booking_id' = %s",
                                s, b['booking_id']), 'the CRM update')
-    (owner,), (blank,) = query(api, 'SELECT * FROM leads WHERE session_id = %s', sid), query(api, 'SELECT * FROM leads WHERE session_id = %s', empty)
+    (owner,), (blank,) = leads_of(api, sid), leads_of(api, empty)
     assert (owner['email'], owner['name']) == ('owner@acme.example', 'Owner')
     assert (blank['email'], blank['name']) == (None, None)
     assert blank['payload']['meeting']['attendee'] == {'name': 'Lee Park 23', 'email': 'lee23@acme.example'}
-    assert [r['visitor_email'] for r in query(api, 'SELECT visitor_email FROM sessions WHERE session_id IN (%s, %s)', sid, empty)] == [None, None]
+    assert [open_session(r, kr).visitor_email for r in query(api, 'SELECT * FROM sessions WHERE session_id IN (%s, %s)', sid, empty)] == [None, None]
 
 
 async def test_concurrent_holds_of_one_session_stop_at_two(api):

@@ -14,8 +14,8 @@ from psycopg import sql
 from structlog.testing import capture_logs
 from typing_extensions import TypedDict
 
-from leadchat.db import (DatabaseError, MigrationError, check_pgdata, create_checkpointer, create_pool,
-                         ensure_knowledge_table, migrate, migration_files, migration_status, ping,
+from leadchat.db import (DataKey, DatabaseError, Keyring, MigrationError, check_pgdata, create_checkpointer, create_pool,
+                         ensure_knowledge_table, migrate, migration_files, migration_status, new_data_key, ping,
                          start_embedded)
 from leadchat.repos import (HandoffRecord, SessionFilter, append_transcript, claim_handoffs, count_sessions,
                             emit_event, enqueue_handoff, expire_sessions, finish_handoff, get_session,
@@ -25,6 +25,8 @@ from leadchat.state import Message, SessionState
 
 import conftest
 from conftest import fresh_db
+
+KR = Keyring(DataKey.parse(new_data_key()))      # the repositories seal the visitor's PII with it
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 
@@ -266,20 +268,20 @@ async def test_sessions_filters_search_and_pagination(pool):
     async with pool.connection() as c:
         for i in range(25):
             await upsert_session(c, session(f'{tag}-{i:02d}', hours_ago=i, lead_level='hot' if i % 5 == 0 else 'warm',
-                                            visitor_company=f'Co_{tag}{i} 100%', current_stage=3 if i % 5 == 0 else 2))
+                                            visitor_company=f'Co_{tag}{i} 100%', current_stage=3 if i % 5 == 0 else 2), keyring=KR)
         f = SessionFilter(search=f'co_{tag}', since=NOW - timedelta(days=2), limit=10)
-        assert await count_sessions(c, f) == 25
-        pages = [await list_sessions(c, f.model_copy(update={'offset': o})) for o in (0, 10, 20)]
+        assert await count_sessions(c, f, keyring=KR) == 25
+        pages = [await list_sessions(c, f.model_copy(update={'offset': o}), keyring=KR) for o in (0, 10, 20)]
         ids = [s.session_id for pg_ in pages for s in pg_]
         assert len(ids) == 25 and len(set(ids)) == 25 and ids[0] == f'{tag}-00'     # most recent first
-        assert await count_sessions(c, f.model_copy(update={'lead_level': 'hot', 'stage': 3})) == 5
+        assert await count_sessions(c, f.model_copy(update={'lead_level': 'hot', 'stage': 3}), keyring=KR) == 5
         # LIKE metacharacters in a search are literal
-        assert await count_sessions(c, SessionFilter(search=f'{tag}1 100%')) == 1
-        assert await count_sessions(c, SessionFilter(search=f'{tag}_')) == 0
+        assert await count_sessions(c, SessionFilter(search=f'{tag}1 100%'), keyring=KR) == 1
+        assert await count_sessions(c, SessionFilter(search=f'{tag}_'), keyring=KR) == 0
         # upsert keeps created_at and updates the rest
         s = session(f'{tag}-00', lead_level='cold')
-        await upsert_session(c, s)
-        row = await get_session(c, f'{tag}-00')
+        await upsert_session(c, s, keyring=KR)
+        row = await get_session(c, f'{tag}-00', keyring=KR)
         assert row.lead_level == 'cold' and row.created_at == NOW
 
 
@@ -293,8 +295,8 @@ def test_bad_filters_name_the_field():
 async def test_transcript_is_append_only_and_events_are_typed(pool):
     sid = f'tr-{uuid.uuid4()}'
     async with pool.connection() as c:
-        await upsert_session(c, session(sid))
-        assert await append_transcript(c, sid, [Message(role='user', content="'; DROP TABLE leads; --", turn_index=1)]) == 1
+        await upsert_session(c, session(sid), keyring=KR)
+        assert await append_transcript(c, sid, [Message(role='user', content="'; DROP TABLE leads; --", turn_index=1)], keyring=KR) == 1
         with pytest.raises(psycopg.errors.RaiseException, match='append-only'):
             await c.execute("UPDATE transcript SET content = 'rewritten' WHERE session_id = %s", [sid])
         with pytest.raises(ValueError, match='unknown analytics event type'):
@@ -306,14 +308,14 @@ async def test_transcript_is_append_only_and_events_are_typed(pool):
 async def test_one_lead_per_session_reasons_accumulate(pool):
     sid = f'lead-{uuid.uuid4()}'
     async with pool.connection() as c:
-        await upsert_session(c, session(sid))
+        await upsert_session(c, session(sid), keyring=KR)
         payload = {'contact': {'email': 'ana@acme.io'}, 'lead': {'source': 'website-chat'}}
         ids = await asyncio.gather(*(upsert_lead(c, session_id=sid, handoff_reason='hot_lead', lead_level='hot',
-                                                  payload=payload) for _ in range(3)))
+                                                  payload=payload, keyring=KR) for _ in range(3)))
         assert len({i for i, _ in ids}) == 1 and sum(created for _, created in ids) == 1
-        other, created = await upsert_lead(c, session_id=sid, handoff_reason='explicit_request', lead_level='hot', payload=payload)
+        other, created = await upsert_lead(c, session_id=sid, handoff_reason='explicit_request', lead_level='hot', payload=payload, keyring=KR)
         assert not created and other == ids[0][0]                # a second reason is the same lead (issue 15)
-        [lead] = await leads_for_session(c, sid)
+        [lead] = await leads_for_session(c, sid, keyring=KR)
         assert lead.reasons == ['hot_lead', 'explicit_request'] and lead.handoff_reason == 'hot_lead'
         with pytest.raises(psycopg.errors.UniqueViolation):       # the schema itself refuses a second lead
             await c.execute("INSERT INTO leads (session_id, handoff_reason, lead_level, payload) VALUES (%s, 'stall', 'hot', '{}')", [sid])
@@ -326,14 +328,14 @@ async def test_outbox_claims_never_overlap_and_leases_expire(pg):
     p = await create_pool(pg[1], max_size=6)
     async with p.connection() as c:
         for i in range(40):
-            assert await enqueue_handoff(c, session_id=f'{tag}-{i}', handoff_reason='hot_lead', request={'i': i})
-        assert await enqueue_handoff(c, session_id=f'{tag}-0', handoff_reason='hot_lead', request={}) is None  # once
+            assert await enqueue_handoff(c, session_id=f'{tag}-{i}', handoff_reason='hot_lead', request={'i': i}, keyring=KR)
+        assert await enqueue_handoff(c, session_id=f'{tag}-0', handoff_reason='hot_lead', request={}, keyring=KR) is None  # once
 
     async def relay(name):
         got = []
         while True:
             async with p.connection() as c:
-                items = [i for i in await claim_handoffs(c, worker=name, limit=3) if i.session_id.startswith(tag)]
+                items = [i for i in await claim_handoffs(c, worker=name, limit=3, keyring=KR) if i.session_id.startswith(tag)]
                 if not items: return got
                 got += [i.id for i in items]
                 for i in items: await finish_handoff(c, i.id, 'delivered')
@@ -343,12 +345,12 @@ async def test_outbox_claims_never_overlap_and_leases_expire(pg):
     assert len(flat) == 40 and len(set(flat)) == 40
     # a crashed relay's claim becomes claimable again after its lease
     async with p.connection() as c:
-        await enqueue_handoff(c, session_id=f'{tag}-late', handoff_reason='stall', request={})
-        first = [i for i in await claim_handoffs(c, worker='dies', lease_seconds=0) if i.session_id == f'{tag}-late']
-        again = [i for i in await claim_handoffs(c, worker='rescuer') if i.session_id == f'{tag}-late']
+        await enqueue_handoff(c, session_id=f'{tag}-late', handoff_reason='stall', request={}, keyring=KR)
+        first = [i for i in await claim_handoffs(c, worker='dies', lease_seconds=0, keyring=KR) if i.session_id == f'{tag}-late']
+        again = [i for i in await claim_handoffs(c, worker='rescuer', keyring=KR) if i.session_id == f'{tag}-late']
         assert first and again and again[0].attempts == 2 and again[0].claimed_by == 'rescuer'
         await finish_handoff(c, again[0].id, 'pending', error='slack 500', retry_in_seconds=3600)
-        assert not [i for i in await claim_handoffs(c, worker='x') if i.session_id == f'{tag}-late']
+        assert not [i for i in await claim_handoffs(c, worker='x', keyring=KR) if i.session_id == f'{tag}-late']
         rid = await insert_handoff_record(c, HandoffRecord(session_id=f'{tag}-late', handoff_reason='stall', channel='slack',
                                                            status='failed', attempt_count=3, last_http_status=500,
                                                            outcome='partial_failure', triggered_at=NOW))
@@ -365,17 +367,17 @@ async def test_purge_keeps_recent_and_lead_linked_sessions(pg):
     graph = counting_graph(create_checkpointer(p))
     async with p.connection() as c:
         for sid, days in [('old-a', 120), ('old-b', 91), ('old-with-lead', 200), ('recent', 10), ('edge', 89)]:
-            await upsert_session(c, session(sid, days_ago=days))
-            await append_transcript(c, sid, [Message(role='user', content='hi', turn_index=1)])
+            await upsert_session(c, session(sid, days_ago=days), keyring=KR)
+            await append_transcript(c, sid, [Message(role='user', content='hi', turn_index=1)], keyring=KR)
             await emit_event(c, 'session_started', session_id=sid)
             await graph.ainvoke({}, {'configurable': {'thread_id': sid}}, durability='exit')
-        await upsert_lead(c, session_id='old-with-lead', handoff_reason='hot_lead', lead_level='hot', payload={})
+        await upsert_lead(c, session_id='old-with-lead', handoff_reason='hot_lead', lead_level='hot', payload={}, keyring=KR)
         dry = await purge_sessions(c, now=NOW, dry_run=True)
         assert (dry.sessions, dry.transcript, dry.analytics_events) == (2, 2, 2) and dry.checkpoints >= 2
-        assert await count_sessions(c) == 5                               # dry run deleted nothing
+        assert await count_sessions(c, keyring=KR) == 5                               # dry run deleted nothing
         done = await purge_sessions(c, now=NOW)
         assert done == dry
-        left = {s.session_id for s in await list_sessions(c)}
+        left = {s.session_id for s in await list_sessions(c, keyring=KR)}
         assert left == {'old-with-lead', 'recent', 'edge'}
         n = (await (await c.execute("SELECT count(*) AS n FROM checkpoints WHERE thread_id IN ('old-a', 'old-b')")).fetchone())['n']
         assert n == 0
@@ -389,13 +391,13 @@ async def test_session_ttl_sweeper_expires_once_and_emits_events(pg):
     await migrate(url, pg[0])
     p = await create_pool(url)
     async with p.connection() as c:
-        await upsert_session(c, session('stale', hours_ago=30))
-        await upsert_session(c, session('fresh', hours_ago=2))
-        await upsert_session(c, session('closed', hours_ago=40, termination_type='explicit_close'))
+        await upsert_session(c, session('stale', hours_ago=30), keyring=KR)
+        await upsert_session(c, session('fresh', hours_ago=2), keyring=KR)
+        await upsert_session(c, session('closed', hours_ago=40, termination_type='explicit_close'), keyring=KR)
         sweeps = await asyncio.gather(expire_sessions(c, ttl_hours=24, now=NOW), expire_sessions(c, ttl_hours=24, now=NOW))
         assert sorted(sum(sweeps, [])) == ['stale']
-        assert (await get_session(c, 'stale')).termination_type == 'session_expiry'
-        assert (await get_session(c, 'fresh')).termination_type is None
+        assert (await get_session(c, 'stale', keyring=KR)).termination_type == 'session_expiry'
+        assert (await get_session(c, 'fresh', keyring=KR)).termination_type is None
         ev = await list_events(c, event_types=['session_expired'])
         assert [(e.session_id, e.payload) for e in ev] == [('stale', {'ttl_hours': 24})]
     await p.close()
@@ -405,15 +407,15 @@ async def test_ttl_sweeper_loop_runs_and_stops(pg):
     from leadchat.repos import run_ttl_sweeper
     url = fresh_db(pg[1]); await migrate(url, pg[0])
     p = await create_pool(url)
-    async with p.connection() as c: await upsert_session(c, session('old-open', hours_ago=10_000))
+    async with p.connection() as c: await upsert_session(c, session('old-open', hours_ago=10_000), keyring=KR)
     stop = asyncio.Event()
     task = asyncio.create_task(run_ttl_sweeper(p, ttl_hours=24, interval_seconds=0.05, stop=stop))
     for _ in range(100):
         async with p.connection() as c:
-            if (await get_session(c, 'old-open')).termination_type: break
+            if (await get_session(c, 'old-open', keyring=KR)).termination_type: break
         await asyncio.sleep(0.05)
     stop.set(); await asyncio.wait_for(task, 5)
-    async with p.connection() as c: assert (await get_session(c, 'old-open')).termination_type == 'session_expiry'
+    async with p.connection() as c: assert (await get_session(c, 'old-open', keyring=KR)).termination_type == 'session_expiry'
     await p.close()
 
 

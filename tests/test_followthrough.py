@@ -28,6 +28,8 @@ from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.calendar import CalendarService, load_calendar_config
 from leadchat.config import Settings
+from leadchat.db import load_keyring
+from leadchat.repos import open_lead
 from slack_receiver import SlackReceiver
 from test_chat_booking import TOKEN, say, state_of, wait_for
 from test_handoff import SMTP_PASSWORD, SMTP_USER, Inbox, authenticator, free_port
@@ -72,7 +74,7 @@ def ft(pg, smtp, tmp_path_factory):
         calendar = CalendarService(s, load_calendar_config(path, s), clock=clock)
         app = create_app(s, clock=clock, knowledge_path=str(ROOT / 'knowledge'), calendar=calendar, relay_interval=0.1)
         with LiveServer(app) as srv:
-            srv.db_url, srv.slack, srv.clock, srv.radicale, srv.smtp = url, slack, clock, radicale, smtp
+            srv.db_url, srv.slack, srv.clock, srv.radicale, srv.smtp, srv.settings = url, slack, clock, radicale, smtp, s
             yield srv
 
 
@@ -95,8 +97,10 @@ def replies(api, sid):
 
 
 def leads(api, sid):
+    "The session's lead rows, opened (their contact details and payload are sealed at rest)."
     with psycopg.connect(api.db_url, row_factory=psycopg.rows.dict_row) as c:
-        return c.execute('SELECT * FROM leads WHERE session_id = %s', [sid]).fetchall()
+        rows = c.execute('SELECT * FROM leads WHERE session_id = %s', [sid]).fetchall()
+    return [open_lead(r, load_keyring(api.settings)).model_dump(mode='json') for r in rows]
 
 
 def local(slot, zone):

@@ -33,7 +33,7 @@ from structlog.testing import capture_logs
 import conftest
 from conftest import fresh_db
 from leadchat.config import Settings
-from leadchat.db import create_pool, migrate
+from leadchat.db import DataKey, Keyring, create_pool, migrate, new_data_key
 from leadchat.state import HandoffRequest
 from leadchat.handoff import (PostgresCRMClient, SlackBotClient, SlackWebhookClient, SmtpFallbackClient,
                               crm_payload, deliver_handoff, deliver_update, relay_once, replay_handoff, run_relay,
@@ -52,6 +52,8 @@ NOW = datetime(2026, 11, 23, 10, 30, tzinfo=timezone.utc)   # a Monday, in busin
 BACKOFF = '0.01,0.02,0.04'
 SMTP_USER, SMTP_PASSWORD = 'leadchat@example.com', 's3cret'
 CRM_URL = 'https://crm.example.test/leads/{id}'
+DATA_KEY = new_data_key()           # the visitor's PII is sealed at rest: the tests and the relays share this key
+KR = Keyring(DataKey.parse(DATA_KEY))
 
 
 # --- services ------------------------------------------------------------------------------------
@@ -135,7 +137,8 @@ def hsettings(url, smtp, rx=None, **kw) -> Settings:
     base = dict(rag_relevance_threshold=0.4, business_hours_timezone='Europe/Madrid', database_url=url,
                 handoff_channels='slack,crm,email', slack_webhook_url=rx.webhook_url if rx else 'http://127.0.0.1:9/hook',
                 fallback_email_address='sales@example.com', smtp_host='127.0.0.1', smtp_port=smtp.port,
-                smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, handoff_retry_backoff_seconds=BACKOFF)
+                smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD, handoff_retry_backoff_seconds=BACKOFF,
+                leadchat_data_key=DATA_KEY)
     return Settings(**{**base, **kw})
 
 
@@ -161,7 +164,7 @@ def handoff_request(state: SessionState, *, business_hours=True) -> HandoffReque
 async def new_request(pool, **kw) -> HandoffRequest:
     "A hand-off request whose session row exists (as the orchestrator leaves it)."
     state = session_state(f'ho-{uuid.uuid4()}', **kw)
-    async with pool.connection() as c: await upsert_session(c, state)
+    async with pool.connection() as c: await upsert_session(c, state, keyring=KR)
     return handoff_request(state)
 
 
@@ -169,7 +172,7 @@ async def enqueue(pool, req: HandoffRequest) -> int:
     "What `dispatch_handoff` does inside the turn's transaction."
     async with pool.connection() as c:
         return await enqueue_handoff(c, session_id=req.session_id, handoff_reason=req.handoff_reason,
-                                     request=req.model_dump(mode='json'))
+                                     request=req.model_dump(mode='json'), keyring=KR)
 
 
 def valid_blocks(blocks) -> bool:
@@ -273,8 +276,8 @@ async def test_fault_matrix(slack_case, crm_case, db, denied_pool, smtp, rx):
     # audit records: one per channel, all with the outcome
     async with pool.connection() as conn:
         records = {r.channel: r for r in await list_handoff_records(conn, session_id=sid)}
-        leads = await leads_for_session(conn, sid)
-        row = await get_session(conn, sid)
+        leads = await leads_for_session(conn, sid, keyring=KR)
+        row = await get_session(conn, sid, keyring=KR)
         evs = [ev.event_type for ev in await list_events(conn, session_id=sid)]
     assert set(records) == {'slack', 'crm', 'email'} and {r.outcome for r in records.values()} == {expected}
     assert (records['slack'].status, records['slack'].attempt_count, records['slack'].last_http_status) == \
@@ -354,7 +357,7 @@ async def test_update_fault_matrix(slack_case, crm_case, db, denied_pool, smtp, 
     assert len(bodies) == slack_attempts and all(valid_blocks(b['blocks']) for b in bodies)
     assert all(f'new-{sid[-8:]}@acme.io' in b['text'] for b in bodies)
     async with pool.connection() as conn:
-        leads = await leads_for_session(conn, sid)
+        leads = await leads_for_session(conn, sid, keyring=KR)
         records = [r for r in await list_handoff_records(conn, session_id=sid) if r.kind == 'update']
         evs = [ev.event_type for ev in await list_events(conn, session_id=sid)]
     assert len(leads) == 1                                                                # never a second lead
@@ -375,7 +378,7 @@ async def test_bot_token_updates_reply_in_the_hand_offs_thread(db, smtp, rx):
     assert (await deliver_update(upd, changes, settings=settings, pool=pool, sleep=Sleeps())).outcome == 'complete'
     posts = [r['body'] for r in rx.requests if r['path'].endswith('chat.postMessage')]
     assert len(posts) == 2 and 'thread_ts' not in posts[0]
-    async with pool.connection() as conn: [lead] = await leads_for_session(conn, req.session_id)
+    async with pool.connection() as conn: [lead] = await leads_for_session(conn, req.session_id, keyring=KR)
     assert posts[1]['thread_ts'] == lead.slack_ts and posts[1]['channel'] == 'C0NEWLEADS' and lead.email == 'second@acme.io'
     assert 'Email: second@acme.io (was ' in posts[1]['text'] and valid_blocks(posts[1]['blocks'])
 
@@ -497,7 +500,8 @@ async def test_smtp_without_credentials():
     ctl.start()
     try:
         settings = Settings(rag_relevance_threshold=0.4, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
-                            smtp_host='127.0.0.1', smtp_port=ctl.port, fallback_email_address='sales@example.com')
+                            smtp_host='127.0.0.1', smtp_port=ctl.port, fallback_email_address='sales@example.com',
+                            leadchat_data_key=DATA_KEY)
         res = await SmtpFallbackClient(settings).deliver(generate_context_packet(session_state('smtp-open')))
         assert res.status == 'delivered' and not inbox.messages[0]['authenticated']
         assert inbox.messages[0]['mail_from'] == 'sales@example.com'   # no username: From is the fallback address
@@ -531,9 +535,9 @@ async def test_packet_generation_failure_aborts(db, smtp, rx):
     assert [e['log_level'] for e in events(logs, 'handoff_aborted')] == ['critical']
     assert rx.requests == [] and not smtp.inbox.about(req.session_state.visitor_email)
     async with pool.connection() as c:
-        assert (await get_session(c, req.session_id)).handoff_triggered is False
+        assert (await get_session(c, req.session_id, keyring=KR)).handoff_triggered is False
         assert [e.event_type for e in await list_events(c, session_id=req.session_id)] == ['handoff_total_failure']
-        assert await leads_for_session(c, req.session_id) == []
+        assert await leads_for_session(c, req.session_id, keyring=KR) == []
 
 
 async def test_audit_write_failure_does_not_change_the_outcome(db, denied_pool, smtp, rx):
@@ -546,7 +550,7 @@ async def test_audit_write_failure_does_not_change_the_outcome(db, denied_pool, 
     assert [e['log_level'] for e in events(logs, 'handoff_record_write_failure')] == ['error']
     async with pool.connection() as c:
         assert await list_handoff_records(c, session_id=req.session_id) == []
-        assert len(await leads_for_session(c, req.session_id)) == 1
+        assert len(await leads_for_session(c, req.session_id, keyring=KR)) == 1
 
 
 async def test_disabled_channels_are_skipped(db, smtp, rx):
@@ -584,7 +588,7 @@ async def test_hostile_visitor_text_end_to_end(db, smtp, rx):
     summary = body['blocks'][2]['text']['text']      # normalised phrases, never the pasted hostile text
     assert summary.startswith('*Summary:*') and len(summary) <= 3000 and '<!channel>' not in summary and '|click>' not in summary
     async with pool.connection() as c:
-        lead = await get_lead(c, int(out.crm_record_id))
+        lead = await get_lead(c, int(out.crm_record_id), keyring=KR)
     assert lead.company == '<!here> <http://evil.example|Acme>'
     [mail] = smtp.inbox.about('a@b.c Bcc: all@x.com')
     assert mail['rcpt'] == ['sales@example.com'] and mail['msg']['Bcc'] is None
@@ -617,7 +621,7 @@ async def test_concurrent_relays_deliver_each_row_exactly_once(pg, smtp, rx):
     rows = await outbox(url)
     assert {st for st, _, _ in rows.values()} == {'delivered'} and {a for _, a, _ in rows.values()} == {1}
     async with pool.connection() as c:
-        assert [len(await leads_for_session(c, r.session_id)) for r in reqs] == [1] * 30
+        assert [len(await leads_for_session(c, r.session_id, keyring=KR)) for r in reqs] == [1] * 30
     for p in [pool, *pools]: await p.close()
 
 
@@ -628,7 +632,7 @@ async def test_relay_records_each_outcome_in_the_outbox(pg, smtp, rx):
     partial_req, total_req, crash_req = [await new_request(pool, company=c) for c in ('Partial', 'Total', 'Crash')]
     await enqueue(pool, partial_req)
     async with pool.connection() as c:
-        await enqueue_handoff(c, session_id='ho-garbage', handoff_reason='stall', request={'not': 'a request'})
+        await enqueue_handoff(c, session_id='ho-garbage', handoff_reason='stall', request={'not': 'a request'}, keyring=KR)
     final = dict(handoff_retry_horizon_seconds=0)      # no outbox retries: the first result is final
     assert await relay_once(pool, hsettings(url, smtp, rx, **final), worker='r1') == 2
     await enqueue(pool, total_req)
@@ -679,7 +683,8 @@ def doomed_relay(url, smtp, rx, lease: float) -> subprocess.Popen:
     env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.4', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'DATABASE_URL': url,
            'HANDOFF_CHANNELS': 'slack,crm,email', 'SLACK_WEBHOOK_URL': rx.webhook_url,
            'FALLBACK_EMAIL_ADDRESS': 'sales@example.com', 'SMTP_HOST': '127.0.0.1', 'SMTP_PORT': str(smtp.port),
-           'SMTP_USERNAME': SMTP_USER, 'SMTP_PASSWORD': SMTP_PASSWORD, 'HANDOFF_RETRY_BACKOFF_SECONDS': BACKOFF}
+           'SMTP_USERNAME': SMTP_USER, 'SMTP_PASSWORD': SMTP_PASSWORD, 'HANDOFF_RETRY_BACKOFF_SECONDS': BACKOFF,
+           'LEADCHAT_DATA_KEY': DATA_KEY}
     code = textwrap.dedent(f'''
         import asyncio
         from leadchat.config import get_settings
@@ -711,7 +716,7 @@ async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
             await asyncio.sleep(0.05)
         claimed_at = time.monotonic()
         async with pool.connection() as c:
-            leads_before = {r.session_id: [l.id for l in await leads_for_session(c, r.session_id)] for r in reqs}
+            leads_before = {r.session_id: [l.id for l in await leads_for_session(c, r.session_id, keyring=KR)] for r in reqs}
     finally:
         proc.kill()   # SIGKILL: no cleanup, no finally blocks
         proc.wait()
@@ -733,7 +738,7 @@ async def test_relay_killed_mid_delivery_loses_nothing(pg, smtp, rx):
     assert {st for st, _, _ in rows.values()} == {'delivered'} and {a for _, a, _ in rows.values()} == {2}
     async with pool.connection() as c:
         for r in reqs:   # nothing lost, no second lead: the rescue found the lead the dead relay created
-            leads = [l.id for l in await leads_for_session(c, r.session_id)]
+            leads = [l.id for l in await leads_for_session(c, r.session_id, keyring=KR)]
             assert len(leads) == 1 and leads_before[r.session_id] == leads   # the dead relay's lead, found again
             [crm] = [x for x in await list_handoff_records(c, session_id=r.session_id) if x.channel == 'crm']
             assert crm.crm_record_id == str(leads[0])
@@ -755,9 +760,9 @@ async def test_relay_killed_mid_update_loses_nothing_and_keeps_one_lead(pg, smtp
         upd, changes = update_of(r, f'later-{r.session_id[-6:]}@acme.io')
         async with pool.connection() as c:     # queued before the hand-off is delivered: it waits for it
             await enqueue_update(c, session_id=r.session_id, handoff_reason='hot_lead', change_key='turn:2', changes=changes,
-                                 request=upd.model_dump(mode='json'))
+                                 request=upd.model_dump(mode='json'), keyring=KR)
             await enqueue_update(c, session_id=r.session_id, handoff_reason='hot_lead', change_key='turn:2', changes=changes,
-                                 request=upd.model_dump(mode='json'))           # a turn recorded twice queues it once
+                                 request=upd.model_dump(mode='json'), keyring=KR)           # a turn recorded twice queues it once
     assert await relay_once(pool, settings, worker='first', limit=10) == 3       # the hand-offs only: updates wait
     rx.default = slow(60)
     lease = 4
@@ -786,7 +791,7 @@ async def test_relay_killed_mid_update_loses_nothing_and_keeps_one_lead(pg, smtp
     assert sorted(rows) == [('handoff', 'delivered')] * 3 + [('update', 'delivered')] * 3
     async with pool.connection() as c:
         for r in reqs:
-            [lead] = await leads_for_session(c, r.session_id)
+            [lead] = await leads_for_session(c, r.session_id, keyring=KR)
             assert lead.email == f'later-{r.session_id[-6:]}@acme.io'
     await pool.close()
 
@@ -814,7 +819,7 @@ async def test_replay_dry_run_and_redelivery(db, smtp, rx):
     assert again['crm_record_id'] == delivered.crm_record_id
     assert len(rx.requests) == sent + 1
     async with pool.connection() as c:
-        assert len(await leads_for_session(c, req.session_id)) == 1
+        assert len(await leads_for_session(c, req.session_id, keyring=KR)) == 1
         assert len(await list_handoff_records(c, session_id=req.session_id)) == 6   # two deliveries × three channels
     with pytest.raises(LookupError, match='no row'):
         await replay_handoff(pool, settings, 10**9, dry_run=True)
@@ -878,14 +883,14 @@ async def test_slack_down_for_an_hour_then_back_delivers_once_without_repeating_
     assert slack_posts(rx, 'Outage Co') == refused + 1               # posted once, when it could be
     assert len(smtp.inbox.messages) == mails + 1                     # the email was not sent again
     async with pool.connection() as c:
-        assert len(await leads_for_session(c, req.session_id)) == 1
+        assert len(await leads_for_session(c, req.session_id, keyring=KR)) == 1
         recs = await list_handoff_records(c, session_id=req.session_id)
     assert sorted((r.channel, r.status) for r in recs if r.channel == 'crm') == [('crm', 'delivered')]   # CRM once
     assert (await get_session_flag(pool, req.session_id)) is True
 
 
 async def get_session_flag(pool, sid):
-    async with pool.connection() as c: return (await get_session(c, sid)).handoff_triggered
+    async with pool.connection() as c: return (await get_session(c, sid, keyring=KR)).handoff_triggered
 
 
 async def test_backoff_is_capped_and_a_row_past_its_horizon_is_dead_lettered(db, smtp, rx):
@@ -925,7 +930,7 @@ async def test_backoff_is_capped_and_a_row_past_its_horizon_is_dead_lettered(db,
 
 
 async def count_leads(pool, sid) -> int:
-    async with pool.connection() as c: return len(await leads_for_session(c, sid))
+    async with pool.connection() as c: return len(await leads_for_session(c, sid, keyring=KR))
 
 
 async def test_no_horizon_means_the_first_failure_is_final(db, smtp, rx):
@@ -954,7 +959,7 @@ async def test_a_retrying_hand_off_does_not_hold_back_the_sessions_updates(db, s
     upd, changes = update_of(req, 'later@update.example')
     async with pool.connection() as c:
         uid = await enqueue_update(c, session_id=req.session_id, handoff_reason=req.handoff_reason, change_key='turn:2',
-                                   changes=changes, request=upd.model_dump(mode='json'))
+                                   changes=changes, request=upd.model_dump(mode='json'), keyring=KR)
     assert await relay_once(pool, settings, worker='r4') == 1        # the update, not the waiting hand-off
     urow = await outbox_row(url, uid)
     assert urow['channel_status']['crm']['status'] == 'delivered' and urow['status'] == 'pending'

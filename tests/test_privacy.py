@@ -20,6 +20,7 @@ from conftest import fresh_db
 from leadchat.api import create_app
 from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
+from leadchat.repos import open_session
 from leadchat.privacy import (DataKey, DataKeyError, Keyring, PrivateSaver, check_data_key, encrypted_serializer, erase_subject, export_subject,
                               find_subject, find_traces, load_keyring, new_data_key, rotate_keys, stitch, visitor_history)
 
@@ -211,8 +212,8 @@ def test_the_same_email_in_a_new_session_carries_the_earlier_qualification_from_
     with api.client() as c:
         assert say(c, second, f'Hello, {email} here.')[0] == 200                # no widget id: linked by the email
         assert say(c, second, 'What does an engagement look like?')[0] == 200
-    row = q(api.db_url, 'SELECT problem_fit, visitor_email FROM sessions WHERE session_id = %s', [second])[0]
-    assert row == {'problem_fit': old, 'visitor_email': email}
+    row = open_session(q(api.db_url, 'SELECT * FROM sessions WHERE session_id = %s', [second])[0], api.keyring)
+    assert (row.problem_fit, row.visitor_email) == (old, email)
     assert [h['session_id'] for h in detail(api, second)['visitor_history']] == [first]
 
 
@@ -226,7 +227,9 @@ def test_export_then_erase_leaves_no_trace_anywhere(api):
     converse(api, keep, other, 'Sigrid Unrelated', '+33 1 70 36 39 50', MONDAY + timedelta(days=14))
     needles = [email, name, 'Brightwater', '3090182077']
     before = arun(api.db_url, lambda c: find_traces(c, api.keyring, needles))
-    assert {'transcript.content', 'sessions.visitor_email', 'checkpoints(decrypted)'} <= set(before)
+    assert {'transcript.content_enc(decrypted)', 'sessions.visitor_email_enc(decrypted)',
+            'contact_history.value_enc(decrypted)', 'checkpoints(decrypted)'} <= set(before)
+    assert not [h for h in before if not h.endswith('(decrypted)')]          # sealed: no plain search finds them
 
     buf = io.StringIO()
     n = arun(api.db_url, lambda c: export_subject(c, api.keyring, email, buf, operator='dpo@test'))
@@ -246,7 +249,7 @@ def test_export_then_erase_leaves_no_trace_anywhere(api):
     assert [r['kind'] for r in log][-3:] == ['export', 'erase_dry_run', 'erase'] and log[-1]['operator'] == 'dpo@test'
     assert len({r['identity_hash'] for r in log[-3:]}) == 1
     with api.client() as c: assert say(c, sid, 'Hello again?')[0] == 200     # the session id starts afresh, nothing restored
-    assert q(api.db_url, 'SELECT turn_count, visitor_email FROM sessions WHERE session_id = %s', [sid]) == [{'turn_count': 1, 'visitor_email': None}]
+    assert q(api.db_url, 'SELECT turn_count, visitor_email_enc FROM sessions WHERE session_id = %s', [sid]) == [{'turn_count': 1, 'visitor_email_enc': None}]
 
 
 def test_a_booking_is_anonymised_not_deleted_the_slot_stays_taken(api):
@@ -444,8 +447,9 @@ def test_the_scenario_suite_with_distinctive_pii_leaves_none_in_any_log_line_or_
     assert lines and not leaked, leaked[:5]
     rows = q(api.db_url, 'SELECT event_type, payload::text AS p FROM analytics_events')
     assert rows and not [r for r in rows if any(n in r['p'].lower() for n in needles)]
-    # and the data is there where it belongs (the test can fail): the sessions hold the emails
-    assert q(api.db_url, "SELECT count(*) AS n FROM sessions WHERE visitor_email LIKE '%%@pii-probe.example'")[0]['n'] >= len(scenarios) // 2
+    # and the data is there where it belongs (the test can fail): the sessions hold the emails (sealed: opened with the key)
+    emails = [open_session(r, api.keyring).visitor_email or '' for r in q(api.db_url, 'SELECT * FROM sessions')]
+    assert sum(e.endswith('@pii-probe.example') for e in emails) >= len(scenarios) // 2
 
 
 # --- the command line -----------------------------------------------------------------------------------------------
