@@ -47,3 +47,11 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'transcript is append-only (UPDATE refused)';
 END $$;
+
+-- What is still plaintext (rows from before this migration), for the start-up sealing pass: empty once sealed, so that
+-- every later start-up finds nothing at the cost of an empty index scan.
+CREATE INDEX sessions_plain_pii_idx ON sessions (session_id) WHERE visitor_email IS NOT NULL OR visitor_name IS NOT NULL;
+CREATE INDEX leads_plain_pii_idx ON leads (id) WHERE email IS NOT NULL OR name IS NOT NULL OR phone IS NOT NULL;
+CREATE INDEX contact_history_plain_idx ON contact_history (id) WHERE value IS NOT NULL;
+CREATE INDEX calendar_bookings_plain_pii_idx ON calendar_bookings (id) WHERE visitor_email IS NOT NULL OR visitor_name IS NOT NULL;
+CREATE INDEX transcript_plain_idx ON transcript (id) WHERE content IS NOT NULL;
