@@ -488,13 +488,16 @@ class _Candidate:
     tokens: set[str] = field(default_factory=set)
     overlap: float = 0.0
     score: float = 0.0
+    block: int = 0            # the paragraph or list item it comes from, within the chunk
+    head: frozenset = frozenset()   # the stems of its section heading
 
 
 @lru_cache(maxsize=4096)
-def _chunk_sentences(content: str, source: str = '') -> tuple[tuple[int, str, str, bool, frozenset], ...]:
-    "The usable sentences of one chunk as (position, dedup key, answer text, list item?, stems) — pure, so cached."
+def _chunk_sentences(content: str, source: str = '') -> tuple[tuple[int, str, str, bool, frozenset, int, frozenset], ...]:
+    "The usable sentences of one chunk as (position, dedup key, answer text, list item?, stems, block, heading stems) — pure, so cached."
     out, pos, past = [], 0, source.startswith(CASE_STUDY_PREFIX)      # case studies tell what happened
-    for b in _parse_chunk(content)[1]:
+    for k, b in enumerate(_parse_chunk(content)[1]):
+        head = frozenset(_stem(w) for w in _content(b.heading or ''))
         for i, s in enumerate(_split_sentences(b.text)):
             if b.item: text = _item_sentence(s, past, i == 0)
             else:
@@ -505,7 +508,8 @@ def _chunk_sentences(content: str, source: str = '') -> tuple[tuple[int, str, st
                 else: text = s
             if text and _usable(text):
                 text = _as_sentence(text)
-                out.append((pos, re.sub(r'\W+', ' ', text.lower()).strip(), text, b.item, frozenset(_stem(w) for w in _content(text))))
+                out.append((pos, re.sub(r'\W+', ' ', text.lower()).strip(), text, b.item, frozenset(_stem(w) for w in _content(text)),
+                            k, head))
             pos += 1
     return tuple(out)
 
@@ -514,10 +518,10 @@ def _candidates(chunks: list[RetrievedChunk]) -> list[_Candidate]:
     "Every usable sentence of `chunks`, best chunk first, duplicates (chunk overlap) removed."
     out, seen = [], set()
     for rank, ch in enumerate(chunks):
-        for pos, key, text, item, stems in _chunk_sentences(ch.content, ch.source):
+        for pos, key, text, item, stems, block, head in _chunk_sentences(ch.content, ch.source):
             if key not in seen:
                 seen.add(key)
-                out.append(_Candidate(text, rank, pos, ch, item, set(stems)))
+                out.append(_Candidate(text, rank, pos, ch, item, set(stems), block=block, head=head))
     return out
 
 # %% ../nbs/32_compose.ipynb #cp000024
@@ -598,8 +602,26 @@ def topic_sources(message: str, chunks: list[RetrievedChunk]) -> set[str]:
         st = _stem(w)
         if st in _GENERIC_TOPIC: continue
         want |= {st, *_TOPIC_SYNONYMS.get(st, ())}
-    hit = {c.source for c in chunks if want & (_doc_words(c) - _GENERIC_TOPIC)}
+    hit = set()
+    for c in chunks:
+        named = want & (_doc_words(c) - _GENERIC_TOPIC)
+        others = [o for o in chunks if o.source != c.source]
+        # a word most of the other passages use as well ("our data") names no document in particular
+        if any(2 * sum(w in _body_words(o.content) for o in others) <= len(others) for w in named): hit.add(c.source)
     return hit if hit and hit != {c.source for c in chunks} else set()
+
+
+@lru_cache(maxsize=4096)
+def _body_words(content: str) -> frozenset[str]:
+    "The stems of a chunk's text — pure, so cached."
+    return frozenset(_stem(w) for w in _content(content))
+
+
+def _heading_match(c: _Candidate, message: str) -> bool:
+    "Does the section `c` comes from answer what `message` asks — at least half its heading's words asked about?"
+    if not c.head: return False
+    q = _query_weights(message)
+    return 2 * sum(1 for t in c.head if t in q and q[t] >= 0.5) >= len(c.head)
 
 
 def _similar(a: _Candidate, b: _Candidate) -> bool:
@@ -615,6 +637,16 @@ def _select(cands: list[_Candidate], message: str, *, proactive_source: str | No
     if not pool: return []
     # a case study is introduced by what we built for the client, when the chunk says it
     lead = next((c for c in pool if _BUILT_RE.search(c.text)), pool[0]) if proactive_source else pool[0]
+    if not proactive_source and _heading_match(lead, message):
+        # the section whose heading asks the visitor's question answers it: its paragraph, in order, from its start
+        para = sorted((c for c in cands if c.chunk is lead.chunk and c.block == lead.block), key=lambda c: c.pos)
+        i = para.index(lead)
+        for start in range(0, i + 1):
+            window, n = [], 0
+            for c in para[start:start + 3]:
+                if n + len(c.text.split()) > budget: break
+                window.append(c); n += len(c.text.split())
+            if lead in window: return window
     picked, words = [lead], len(lead.text.split())
     for c in ranked:
         if len(picked) == 3: break
@@ -827,6 +859,29 @@ def _opener(options: tuple[str, ...], turn: int, said: list[str]) -> str:
     return '' if o and said and said[-1].startswith(o.strip()) else o
 
 
+def _asks(query: str) -> list[str]:
+    "The separate questions in `query` (two at most), when it asks more than one thing."
+    out: list[str] = []
+    for s in _sentences_simple(query):
+        words = {_stem(w) for w in _content(s)}
+        if '?' in s and words and not any(len(words & {_stem(w) for w in _content(o)}) * 2 >= len(words) for o in out): out.append(s)
+    return out[:2]
+
+
+def _answer_each(asks: list[str], cands: list[_Candidate], chunks: list[RetrievedChunk], budget: int) -> list[_Candidate]:
+    "An answer to each question in turn, each from its own best document, sharing the word budget; [] unless each finds one."
+    picked: list[_Candidate] = []
+    for i, q in enumerate(asks):
+        used = sum(len(c.text.split()) for c in picked)
+        rest = [c for c in cands if not any(c is p or _similar(c, p) for p in picked)]
+        topic = topic_sources(q, chunks)
+        if topic and any(c.chunk.source in topic for c in rest): rest = [c for c in rest if c.chunk.source in topic]
+        got = _select(rest, q, proactive_source=None, budget=(budget - used) // (len(asks) - i), topic=topic) if rest else []
+        if not got or max(c.overlap for c in got) <= 0: return []
+        picked += got
+    return picked
+
+
 def _grounded_answer(query: str, retrieval: RetrievalResult, turn: int, *, question: bool, said: list[str] = (),
                      budget: int = WORD_BUDGET) -> str | None:
     "1–3 sentences copied from the chunks, rarely framed; '' when all of them were said before; None when no chunk has a usable one."
@@ -837,6 +892,7 @@ def _grounded_answer(query: str, retrieval: RetrievalResult, turn: int, *, quest
     earlier = _norm(' '.join(said))
     fresh = [c for c in cands if c.text not in earlier]
     if not fresh: return ''
+    unfiltered = fresh
     if topic and any(c.chunk.source in topic for c in fresh): fresh = [c for c in fresh if c.chunk.source in topic]
     # the document the visitor named comes first; FR-18's flag — or a visitor who asked for examples — leads with a case study
     top = next((c for c in chunks if c.source in topic), chunks[0])
@@ -854,7 +910,10 @@ def _grounded_answer(query: str, retrieval: RetrievalResult, turn: int, *, quest
                   ('One relevant example from our case studies — ' if question else 'We did something similar in one of our case studies — '))
         if any(opener.strip(' —') in s for s in said): proactive, opener = None, ''
     if not proactive: opener = _opener(QUESTION_FRAMES if question else STATEMENT_FRAMES, turn, said)
-    picked = _select(fresh, scoring, proactive_source=proactive, budget=budget - len(opener.split()), topic=topic)
+    left = budget - len(opener.split())
+    asks = [] if proactive else _asks(query)
+    picked = _answer_each(asks, unfiltered, chunks, left) if len(asks) > 1 else []
+    picked = picked or _select(fresh, scoring, proactive_source=proactive, budget=left, topic=topic)
     if not picked: return None
     texts = [_as_sentence(c.text) for c in picked]
     first = _after_dash(texts[0]) if opener.endswith('— ') else texts[0]
