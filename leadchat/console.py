@@ -398,7 +398,7 @@ async def _topic(graph, session_id: str) -> str | None:
 
 def history_table(rows: Sequence[VisitorSession], tz: ZoneInfo) -> list[dict]:
     "The visitor's other sessions as the page shows them: when, how far it got, what it was about; the UUID last."
-    return [{'started': local(r.started, tz), '': 'earlier' if r.earlier else 'later', 'lead': r.lead_level,
+    return [{'started': local(r.started, tz), 'visit': 'earlier' if r.earlier else 'later', 'lead': r.lead_level,
              'hand-off': r.handoff_reason or '—', 'delivered': r.delivered, 'turns': r.turns,
              'about': printable(r.topic) or '—', 'session': r.session_id} for r in rows]
 

@@ -244,6 +244,9 @@ def test_in_chromium_an_admin_looks_up_exports_and_erases_and_the_email_is_then_
         page.get_by_role('button', name='Look up what is held').click()
         page.get_by_role('heading', name='What is held').wait_for(timeout=60_000)
         page.get_by_text('Dry run, nothing changed', exact=False).wait_for(timeout=30_000)
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
+        page.get_by_role('button', name='Erase everything held about this person').wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
         assert traces(world, needles)                                               # a look is not an erasure
         page.screenshot(path=str(shots(tmp_path) / 'console-privacy-lookup.png'), full_page=True)
 
@@ -286,7 +289,7 @@ def test_the_session_page_lists_a_returning_visitors_earlier_session(world):
     assert 'Returning visitor: 1 earlier session' in [h.value for h in at.subheader]
     hist = next(df for df in (d.value for d in at.dataframe) if 'about' in df.columns)
     row = q(world['url'], 'SELECT lead_level, handoff_reason FROM sessions WHERE session_id = %s', first)[0]
-    assert list(hist['session']) == [first] and hist['lead'][0] == row['lead_level'] and hist[''][0] == 'earlier'
+    assert list(hist['session']) == [first] and hist['lead'][0] == row['lead_level'] and hist['visit'][0] == 'earlier'
     assert hist['hand-off'][0] == (row['handoff_reason'] or '—') and hist['about'][0] == 'automating claims triage'
     assert hist['started'][0] == '2026-03-02 11:00'                                 # Madrid time
     at.selectbox(key='d_history_pick').select(first)

@@ -124,6 +124,34 @@ def test_hidden_prompt_asks_twice_and_never_echoes(db):
     assert rows(db[0], "SELECT 1 FROM staff_users WHERE username = 'hal'") == []
 
 
+def test_roles_through_the_real_cli_default_to_agent_and_every_change_is_audited(db):
+    import getpass
+    url, env = db
+    who = f'cli:{getpass.getuser()}'
+    r = cli(env, 'add', 'hana', '--role', 'admin', '--password-stdin', stdin=GOOD + '\n')
+    assert r.returncode == 0 and 'added staff user hana as admin' in r.stdout, r.stderr
+    assert cli(env, 'add', 'ivo', '--password-stdin', stdin=GOOD + '\n').returncode == 0
+    roles = lambda: {u['username']: u['role'] for u in rows(url, "SELECT username, role FROM staff_users WHERE username IN ('hana', 'ivo')")}
+    assert roles() == {'hana': 'admin', 'ivo': 'agent'}
+    r = cli(env, 'role', 'IVO', 'admin')
+    assert r.returncode == 0 and 'staff user ivo is now admin' in r.stdout
+    for args, code, why in [(('role', 'ivo', 'root'), 2, 'is not valid'), (('role', 'ivo', 'Admin'), 2, 'is not valid'),
+                            (('role', 'nobody', 'agent'), 1, 'no staff user'),
+                            (('role', "x'; DROP TABLE staff_users; --", 'agent'), 1, 'is not valid'),
+                            (('add', 'jo', '--role', 'superuser', '--password-stdin'), 2, 'is not valid')]:
+        r = cli(env, *args, stdin=GOOD + '\n')
+        assert r.returncode == code and why in r.stderr and 'Traceback' not in r.stderr, (args, r.stdout, r.stderr)
+    assert roles() == {'hana': 'admin', 'ivo': 'admin'} and rows(url, "SELECT 1 FROM staff_users WHERE username = 'jo'") == []
+    assert cli(env, 'role', 'ivo').returncode == 2                             # the role is required
+    trail = rows(url, "SELECT username, action, detail FROM staff_audit WHERE detail ->> 'user' IN ('hana', 'ivo', 'jo') ORDER BY id")
+    assert [(a['username'], a['action'], a['detail']) for a in trail] == [
+        (who, 'staff.add', {'user': 'hana', 'role': 'admin'}), (who, 'staff.add', {'user': 'ivo', 'role': 'agent'}),
+        (who, 'staff.role', {'user': 'ivo', 'from': 'agent', 'to': 'admin'})]      # the refused ones wrote nothing
+    assert cli(env, 'add', 'kai', '--oidc-only').returncode == 0
+    listed = {l.split()[0]: l for l in cli(env, 'list').stdout.splitlines()[1:]}
+    assert ' admin ' in listed['hana'] and ' admin ' in listed['ivo'] and ' agent ' in listed['kai']
+
+
 class CountingHasher(staff_mod.PasswordHasher):
     verifies = 0
 
