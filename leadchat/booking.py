@@ -562,12 +562,13 @@ async def _commit(self: BookingService, row: dict, rep: Rep, event_id: str | Non
                     """UPDATE calendar_bookings SET status = 'confirmed', confirmed_at = now(), expires_at = NULL,
                               provider_event_id = %(eid)s, visitor_name_enc = %(name)s, visitor_email_enc = %(email)s,
                               visitor_email_bidx = %(bidx)s, visitor_name = NULL, visitor_email = NULL, visitor_tz = %(tz)s,
-                              notes = %(notes)s, session_id = %(sid)s, cancel_token_hash = %(ch)s, updated_at = now()
+                              notes_enc = %(notes)s, notes = NULL, session_id = %(sid)s, cancel_token_hash = %(ch)s, updated_at = now()
                        WHERE id = %(id)s AND status = 'confirming' RETURNING id""",
                     dict(eid=event_id, name=self.keyring.seal(row['visitor_name'], context='booking.name'),
                          email=self.keyring.seal(row['visitor_email'], context='booking.email'),
                          bidx=email_key(self.keyring, row['visitor_email']), tz=row['visitor_tz'],
-                         notes=row['notes'], sid=row['session_id'], ch=token_hash(cancel_token), id=row['id']))
+                         notes=self.keyring.seal(row['notes'], context='booking.notes'), sid=row['session_id'],
+                         ch=token_hash(cancel_token), id=row['id']))
                 for kind in jobs:
                     await conn.execute('INSERT INTO calendar_jobs (booking_id, kind) VALUES (%s, %s)', [row['id'], kind])
                 await emit_event(conn, 'booking_confirmed', session_id=row['session_id'], payload={
@@ -688,7 +689,7 @@ async def run_jobs(self: BookingService, *, booking_id: uuid.UUID | None = None,
             dict(w=self.worker, lease=float(JOB_LEASE_SECONDS), b=booking_id, n=limit))).fetchall()
         if not jobs: return 0
         rows = {r['id']: {**r, 'visitor_name': booking_value(self.keyring, r, 'name'),
-                          'visitor_email': booking_value(self.keyring, r, 'email')}
+                          'visitor_email': booking_value(self.keyring, r, 'email'), 'notes': booking_value(self.keyring, r, 'notes')}
                 for r in await (await conn.execute('SELECT * FROM calendar_bookings WHERE id = ANY(%s)',
                                                    [[j['booking_id'] for j in jobs]])).fetchall()}
     async def one(j):

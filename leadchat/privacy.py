@@ -282,9 +282,10 @@ class Subject:
 
 
 def booking_value(keyring: Keyring, row: dict, what: str) -> str | None:
-    "A booking's visitor `name` or `email`, opened (or its plaintext, on a row from before 0017 not sealed yet)."
-    token = row.get(f'visitor_{what}_enc')
-    return keyring.decrypt(token, context=f'booking.{what}') if token else row.get(f'visitor_{what}')
+    "A booking's visitor `name`, `email` or `notes`, opened (or its plaintext, on a row from before 0017 not sealed yet)."
+    col = 'notes' if what == 'notes' else f'visitor_{what}'
+    token = row.get(f'{col}_enc')
+    return keyring.decrypt(token, context=f'booking.{what}') if token else row.get(col)
 
 
 def _like(s: str) -> str: return '%' + s.replace('\\', '\\\\').replace('%', '\\%').replace('_', '\\_') + '%'
@@ -399,10 +400,11 @@ async def export_subject(conn, keyring: Keyring, email: str, out: TextIO, *, ope
             out.write(f', "{key}": ' + _dump([opened(r, keyring) if opened else dict(r) for r in rows]))
         out.write('}')
         n.sessions += 1
-    bookings = [_plain({**r, 'visitor_name': booking_value(keyring, r, 'name'), 'visitor_email': booking_value(keyring, r, 'email')})
+    bookings = [_plain({**r, 'visitor_name': booking_value(keyring, r, 'name'), 'visitor_email': booking_value(keyring, r, 'email'),
+                        'notes': booking_value(keyring, r, 'notes')})
                 for r in await (await conn.execute(
         '''SELECT id, rep, meeting_type, start_at, end_at, status, session_id, visitor_name, visitor_email, visitor_name_enc,
-                  visitor_email_enc, visitor_tz, notes, created_at, confirmed_at, ended_at FROM calendar_bookings
+                  visitor_email_enc, visitor_tz, notes, notes_enc, created_at, confirmed_at, ended_at FROM calendar_bookings
            WHERE id = ANY(%s) ORDER BY start_at''', [s.booking_ids])).fetchall()]
     n.bookings = len(bookings)
     out.write('], "bookings": ' + _dump(bookings) + '}\n')
@@ -452,7 +454,7 @@ async def erase_subject(conn, keyring: Keyring, email: str, *, operator: str, dr
         counts['calendar_bookings'] = len(s.booking_ids)
         if not dry_run and s.booking_ids:
             await conn.execute('''UPDATE calendar_bookings SET visitor_name = NULL, visitor_email = NULL, notes = NULL,
-                                         visitor_name_enc = NULL, visitor_email_enc = NULL, visitor_email_bidx = NULL,
+                                         visitor_name_enc = NULL, visitor_email_enc = NULL, visitor_email_bidx = NULL, notes_enc = NULL,
                                          visitor_tz = NULL, session_id = NULL, client_hash = NULL, updated_at = %s
                                   WHERE id = ANY(%s)''', [now, s.booking_ids])
         for table, col in _ERASE_BY_SESSION: counts[table] = await _rows(conn, table, col, sids, dry_run)
@@ -507,7 +509,8 @@ SEALED_TABLES = (
                 (('payload', 'lead'),)),
     SealedTable('contact_history', 'id', (SealedColumn('value_enc', 'value', 'contact.{field}', 'value_bidx'),)),
     SealedTable('calendar_bookings', 'id', (SealedColumn('visitor_email_enc', 'visitor_email', 'booking.email', 'visitor_email_bidx'),
-                                            SealedColumn('visitor_name_enc', 'visitor_name', 'booking.name'))),
+                                            SealedColumn('visitor_name_enc', 'visitor_name', 'booking.name'),
+                                            SealedColumn('notes_enc', 'notes', 'booking.notes'))),
     SealedTable('transcript', 'id', (SealedColumn('content_enc', 'content', 'transcript', 'email_bidx'),)),
     SealedTable('handoff_outbox', 'id', (), (('request', 'outbox'), ('changes', 'outbox'))),
 )

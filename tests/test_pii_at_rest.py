@@ -21,7 +21,8 @@ from leadchat.api import create_app
 from leadchat.calendar import CalendarService, load_calendar_config
 from leadchat.config import Settings
 from leadchat.db import DataKey, DataKeyError, Keyring, create_pool, load_keyring, migrate, new_data_key
-from leadchat.privacy import check_data_key, erase_subject, export_subject, find_subject, rotate_keys, seal_plaintext
+from leadchat.privacy import (booking_value, check_data_key, erase_subject, export_subject, find_subject, rotate_keys,
+                              seal_plaintext)
 from leadchat.repos import (add_contact, append_transcript, contact_history, enqueue_handoff, enqueue_update, get_outbox_item,
                             get_session, get_transcript, leads_for_session, list_sessions, SessionFilter, upsert_lead,
                             upsert_session)
@@ -122,7 +123,8 @@ def test_after_conversations_a_hand_off_and_a_booking_no_column_of_any_table_hol
         say(c, sid, f"I'm {NAME}, my email is {EMAIL} and my phone is {PHONE}. We want to start next month.")
         say(c, sid, 'Can I talk to someone on your team?')
         slot = f"intro.fay.{datetime(2026, 3, 4, 10, 0, tzinfo=timezone(timedelta(hours=1))).astimezone(timezone.utc):%Y%m%dT%H%M}Z"
-        r = c.post('/api/bookings', json={'slot_id': slot, 'session_id': sid, 'visitor': {'name': NAME, 'email': EMAIL}},
+        r = c.post('/api/bookings', json={'slot_id': slot, 'session_id': sid, 'visitor': {'name': NAME, 'email': EMAIL},
+                                          'notes': f'Please call {NAME} on {PHONE} first'},
                    headers={'Idempotency-Key': str(uuid.uuid4())})
         assert r.status_code == 201, r.text
     kr = api.keyring
@@ -141,8 +143,9 @@ def test_after_conversations_a_hand_off_and_a_booking_no_column_of_any_table_hol
     assert q(api.db_url, "SELECT request->>'lead_level' AS l, request->>'handoff_reason' AS r FROM handoff_outbox WHERE id = %s",
              [outbox[0]['id']]) == [{'l': item.request['lead_level'], 'r': item.request['handoff_reason']}]
     assert q(api.db_url, "SELECT payload->'meeting'->>'status' AS s FROM leads WHERE session_id = %s", [sid]) == [{'s': 'confirmed'}]
-    booking = q(api.db_url, 'SELECT visitor_name, visitor_email, visitor_email_enc FROM calendar_bookings WHERE session_id = %s', [sid])
+    booking = q(api.db_url, 'SELECT * FROM calendar_bookings WHERE session_id = %s', [sid])
     assert booking and booking[0]['visitor_name'] is None and booking[0]['visitor_email_enc'].startswith(f'v1.{kr.current.key_id}.')
+    assert booking_value(kr, booking[0], 'notes') == f'Please call {NAME} on {PHONE} first' and booking[0]['notes'] is None
     # found by exact email through the blind indexes
     assert [s.session_id for s in arun(api.db_url, lambda c: list_sessions(c, SessionFilter(search=EMAIL.upper()), keyring=kr))] == [sid]
     subject = arun(api.db_url, lambda c: find_subject(c, kr, EMAIL))
@@ -267,14 +270,14 @@ def test_rows_from_before_encryption_are_read_then_sealed_at_start_up_and_the_pl
         c.execute('''INSERT INTO handoff_outbox (session_id, handoff_reason, request, kind, change_key, changes)
                      VALUES ('legacy', 'hot_lead', %s, 'update', 'turn:2', %s)''', [json.dumps(req), json.dumps([{'kind': 'phone', 'value': phone}])])
         c.execute('''INSERT INTO calendar_bookings (id, rep, meeting_type, start_at, end_at, status, hold_token_hash, session_id,
-                                                   visitor_name, visitor_email, provider)
-                     VALUES (%s, 'fay', 'intro', %s, %s, 'confirmed', '\\x00', 'legacy', %s, %s, 'none')''',
-                  [uuid.uuid4(), MONDAY, MONDAY + timedelta(minutes=30), name, email])
+                                                   visitor_name, visitor_email, notes, provider)
+                     VALUES (%s, 'fay', 'intro', %s, %s, 'confirmed', '\\x00', 'legacy', %s, %s, %s, 'none')''',
+                  [uuid.uuid4(), MONDAY, MONDAY + timedelta(minutes=30), name, email, f'call {phone}'])
     needles = [email, name, 'plainold', phone, '1234 5678']
     assert set(plaintext_scan(bare, needles)) == {'sessions.visitor_email', 'sessions.visitor_name', 'transcript.content',
                                                   'contact_history.value', 'leads.email', 'leads.name', 'leads.phone', 'leads.payload',
                                                   'handoff_outbox.request', 'handoff_outbox.changes', 'calendar_bookings.visitor_name',
-                                                  'calendar_bookings.visitor_email'}
+                                                  'calendar_bookings.visitor_email', 'calendar_bookings.notes'}
     kr = Keyring(DataKey.parse(new_data_key()))
     # before sealing, the readers take the plaintext, and a data-subject request finds everything
     assert arun(bare, lambda c: read_everything(c, kr, 'legacy')) == expected(email, name, phone)
@@ -289,6 +292,7 @@ def test_rows_from_before_encryption_are_read_then_sealed_at_start_up_and_the_pl
     assert plaintext_scan(bare, needles) == []
     assert arun(bare, lambda c: read_everything(c, kr, 'legacy')) == expected(email, name, phone)       # read back, sealed
     assert arun(bare, lambda c: find_subject(c, kr, email)).session_ids == ['legacy']                  # by blind index now
+    assert booking_value(kr, q(bare, "SELECT * FROM calendar_bookings WHERE session_id = 'legacy'")[0], 'notes') == f'call {phone}'
     assert asyncio.run(seal()) == dict(sessions=0, leads=0, contact_history=0, calendar_bookings=0, transcript=0, handoff_outbox=0)
     # the transcript stays append-only: sealing is the one UPDATE it takes, and what was said cannot change
     with pytest.raises(psycopg.errors.RaiseException, match='append-only'):

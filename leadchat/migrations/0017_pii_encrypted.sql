@@ -27,6 +27,7 @@ CREATE INDEX contact_history_bidx_idx ON contact_history (value_bidx) WHERE valu
 ALTER TABLE calendar_bookings ADD COLUMN visitor_name_enc text CHECK (length(visitor_name_enc) <= 1000);
 ALTER TABLE calendar_bookings ADD COLUMN visitor_email_enc text CHECK (length(visitor_email_enc) <= 1000);
 ALTER TABLE calendar_bookings ADD COLUMN visitor_email_bidx bytea CHECK (length(visitor_email_bidx) = 32);
+ALTER TABLE calendar_bookings ADD COLUMN notes_enc text CHECK (length(notes_enc) <= 4000);    -- free text the visitor typed
 CREATE INDEX calendar_bookings_email_bidx_idx ON calendar_bookings (visitor_email_bidx) WHERE visitor_email_bidx IS NOT NULL;
 
 -- The transcript: whatever the visitor typed (an email, a phone, a name) is sealed. `email_bidx` holds the blind
@@ -53,5 +54,6 @@ END $$;
 CREATE INDEX sessions_plain_pii_idx ON sessions (session_id) WHERE visitor_email IS NOT NULL OR visitor_name IS NOT NULL;
 CREATE INDEX leads_plain_pii_idx ON leads (id) WHERE email IS NOT NULL OR name IS NOT NULL OR phone IS NOT NULL;
 CREATE INDEX contact_history_plain_idx ON contact_history (id) WHERE value IS NOT NULL;
-CREATE INDEX calendar_bookings_plain_pii_idx ON calendar_bookings (id) WHERE visitor_email IS NOT NULL OR visitor_name IS NOT NULL;
+CREATE INDEX calendar_bookings_plain_pii_idx ON calendar_bookings (id)
+    WHERE visitor_email IS NOT NULL OR visitor_name IS NOT NULL OR notes IS NOT NULL;
 CREATE INDEX transcript_plain_idx ON transcript (id) WHERE content IS NOT NULL;
