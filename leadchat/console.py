@@ -33,15 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import calibrate as cal
 from .config import ConfigurationError, Settings, get_settings
 from .db import DatabaseError, embedded_pgdata, migrate, open_database
-from .privacy import (DataKeyError, ExportCounts, check_data_key, create_private_checkpointer, erase_subject,
-                              export_subject, load_keyring, normalise_email, session_topic, visitor_history)
+from .db import DataKeyError, Keyring, load_keyring
+from .privacy import (ExportCounts, check_data_key, create_private_checkpointer, erase_subject, export_subject,
+                              normalise_email, session_topic, visitor_history)
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
 from .repos import (AnalyticsEvent, ConsentRecord, ContactEntry, HandoffRecord, Lead, OutboxItem, OutboxStatus,
                             SessionFilter, SessionRow, consent_records, contact_history, count_sessions, dead_letters,
                             deliveries, get_session, get_transcript, leads_for_session, list_events,
-                            list_handoff_records, list_sessions)
+                            list_handoff_records, list_sessions, open_outbox_item)
 from .retrieval import MAX_QUERY_CHARS, KnowledgeRetriever
 from .state import HandoffRequest
 from .web import trusted_proxies
@@ -130,7 +131,7 @@ class ConsoleBackend:
         if self._graph is None:
             from leadchat.graph import build_graph
             # the checkpoints are encrypted with the data key (leadchat.privacy): the console reads them as the service wrote them
-            async def make(): return build_graph(create_private_checkpointer(self.pool, self.settings))   # binds to the running loop
+            async def make(): return build_graph(create_private_checkpointer(self.pool, keyring=self.keyring))   # binds to the running loop
             self._graph = self.run(make())
         return self._graph
 
@@ -243,14 +244,14 @@ class SessionPage:
     page_size: int
 
 
-async def session_page(conn, q: SessionQuery, tz: ZoneInfo) -> SessionPage:
+async def session_page(conn, q: SessionQuery, tz: ZoneInfo, *, keyring: Keyring) -> SessionPage:
     "One page of matching sessions, most recently active first (a page past the end shows the last page)."
     f = q.to_filter(tz)
-    total = await count_sessions(conn, f)
+    total = await count_sessions(conn, f, keyring=keyring)
     pages = max(1, -(-total // q.page_size))
     page = min(q.page, pages)
     if page != q.page: f = f.model_copy(update={'offset': (page - 1) * q.page_size})
-    return SessionPage(await list_sessions(conn, f), total, page, pages, q.page_size)
+    return SessionPage(await list_sessions(conn, f, keyring=keyring), total, page, pages, q.page_size)
 
 
 def local(dt: datetime | None, tz: ZoneInfo, fmt: str = '%Y-%m-%d %H:%M') -> str:
@@ -300,24 +301,27 @@ def valid_session_id(session_id) -> bool:
             and not any(unicodedata.category(ch) == 'Cc' for ch in session_id))
 
 
-async def outbox_for_session(conn, session_id: str) -> list[OutboxItem]:
+async def outbox_for_session(conn, session_id: str, *, keyring: Keyring) -> list[OutboxItem]:
     cur = await conn.execute('SELECT * FROM handoff_outbox WHERE session_id = %s ORDER BY id', [session_id])
-    return [OutboxItem.model_validate(r) for r in await cur.fetchall()]
+    return [open_outbox_item(r, keyring) for r in await cur.fetchall()]
 
 
-async def load_session(pool, graph, session_id: str) -> SessionDetail | None:
-    "Everything the Session detail page shows, or None when there is no such session."
+async def load_session(pool, graph, session_id: str, *, keyring: Keyring | None = None) -> SessionDetail | None:
+    """Everything the Session detail page shows, or None when there is no such session. The visitor's PII is opened with
+    `keyring` (by default the one the graph's checkpointer decrypts with)."""
     if not valid_session_id(session_id): return None
+    keyring = keyring or getattr(getattr(graph, 'checkpointer', None), 'keyring', None)
+    if keyring is None: raise ValueError('load_session needs the data keyring (keyring=, or a graph on the encrypted saver)')
     async with pool.connection() as conn:
-        row = await get_session(conn, session_id)
+        row = await get_session(conn, session_id, keyring=keyring)
         if row is None: return None
-        transcript = await get_transcript(conn, session_id)
+        transcript = await get_transcript(conn, session_id, keyring=keyring)
         events = await list_events(conn, session_id=session_id, limit=5000)
-        handoffs = await outbox_for_session(conn, session_id)
+        handoffs = await outbox_for_session(conn, session_id, keyring=keyring)
         records = sorted(await list_handoff_records(conn, session_id=session_id), key=lambda r: r.id)
-        leads = await leads_for_session(conn, session_id)
-        consent, contacts, sent = (await consent_records(conn, session_id), await contact_history(conn, session_id),
-                                   await deliveries(conn, session_id))
+        leads = await leads_for_session(conn, session_id, keyring=keyring)
+        consent, contacts, sent = (await consent_records(conn, session_id),
+                                   await contact_history(conn, session_id, keyring=keyring), await deliveries(conn, session_id))
     state = await _state(graph, session_id)
     history = await visitor_sessions(pool, graph, row, state)
     return SessionDetail(row, transcript, events, state, handoffs, records, leads, consent, contacts, sent, history)
@@ -582,7 +586,7 @@ class HandoffRow:
     dead_lettered_at: datetime | None = None
 
 
-async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
+async def handoff_page(conn, q: HandoffQuery, *, keyring: Keyring) -> tuple[list[HandoffRow], int]:
     "A page of hand-offs, newest first, with each channel's latest status; and the total."
     conds, args = [], {}
     if q.status: conds.append('o.status = %(status)s'); args['status'] = q.status
@@ -593,7 +597,7 @@ async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
         SELECT o.id, o.session_id, o.handoff_reason, o.status, o.attempts, o.created_at, o.finished_at, o.last_error,
                o.retries, o.dead_lettered_at,
                CASE WHEN o.status = 'pending' AND o.retries > 0 THEN o.available_at END AS next_attempt_at,
-               o.request->>'lead_level' AS lead_level, o.request->'session_state'->>'visitor_email' AS visitor_email,
+               o.request->>'lead_level' AS lead_level, o.request->'session_state'->'visitor_email' AS visitor_email,
                (SELECT coalesce(jsonb_object_agg(channel, status), '{{}}'::jsonb) FROM (
                     SELECT DISTINCT ON (channel) channel, status FROM handoff_records r
                     WHERE r.session_id = o.session_id AND r.handoff_reason = o.handoff_reason
@@ -604,10 +608,16 @@ async def handoff_page(conn, q: HandoffQuery) -> tuple[list[HandoffRow], int]:
         {**args, 'limit': q.page_size, 'offset': (q.page - 1) * q.page_size})
     rows = [HandoffRow(r['id'], r['session_id'], r['handoff_reason'], r['lead_level'], r['status'], r['attempts'],
                        r['created_at'], r['finished_at'], r['last_error'],
-                       {c: r['channels'].get(c, '—') for c in CHANNELS}, r['outcome'], r['visitor_email'],
+                       {c: r['channels'].get(c, '—') for c in CHANNELS}, r['outcome'], _opened_email(keyring, r['visitor_email']),
                        r['retries'], r['next_attempt_at'], r['dead_lettered_at'])
             for r in await cur.fetchall()]
     return rows, total
+
+
+def _opened_email(keyring: Keyring, leaf) -> str | None:
+    "The visitor's email from a hand-off request (a sealed leaf since 0017; plain before)."
+    v = keyring.open_leaves({'visitor_email': leaf}, context='outbox')['visitor_email']
+    return v if isinstance(v, str) else None
 
 
 def retry_label(r: HandoffRow, tz: ZoneInfo) -> str:
@@ -670,11 +680,11 @@ class DeadLetter:
     error: str
 
 
-async def dead_letter_list(conn, settings: Settings, limit: int = 20) -> list[DeadLetter]:
+async def dead_letter_list(conn, settings: Settings, limit: int = 20, *, keyring: Keyring) -> list[DeadLetter]:
     "The dead letters, newest first, with the channels each is missing."
     return [DeadLetter(d.id, d.session_id, d.kind, d.handoff_reason, d.status, undelivered(settings, d.channel_status),
                        local(d.dead_lettered_at, settings.team_tz), printable(d.last_error)[:200])
-            for d in await dead_letters(conn, limit)]
+            for d in await dead_letters(conn, limit, keyring=keyring)]
 
 
 async def redeliver(pool, settings: Settings, outbox_id: int, *, staff: str) -> dict:
@@ -742,7 +752,8 @@ class FunnelDay:
 
 _FUNNEL_SQL = '''
 WITH s AS (
-    SELECT session_id, (created_at AT TIME ZONE %(tz)s)::date AS day, turn_count, lead_level, visitor_email,
+    SELECT session_id, (created_at AT TIME ZONE %(tz)s)::date AS day, turn_count, lead_level,
+           (visitor_email_bidx IS NOT NULL OR visitor_email IS NOT NULL) AS has_email,
            handoff_triggered, (problem_fit <> 'not_detected' OR authority_fit <> 'not_detected'
                                OR company_fit <> 'not_detected' OR timing_fit <> 'not_detected') AS signals
     FROM sessions WHERE created_at >= %(since)s AND created_at < %(until)s),
@@ -757,7 +768,7 @@ e AS (
 f AS (      -- the furthest stage each session reached (0 = only started)
     SELECT s.day, CASE WHEN e.booked THEN 6
                        WHEN s.handoff_triggered OR e.delivered THEN 5
-                       WHEN s.visitor_email IS NOT NULL OR e.contact THEN 4
+                       WHEN s.has_email OR e.contact THEN 4
                        WHEN e.proposed THEN 3
                        WHEN s.lead_level IN ('warm', 'hot') OR e.was_qualified THEN 2
                        WHEN s.turn_count >= 2 OR s.signals THEN 1

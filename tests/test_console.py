@@ -237,8 +237,10 @@ def test_sessions_list_filters_and_search(seeded):
     at.selectbox(key='s_stage').select(3).run()
     assert list(table(at)['session']) == [seeded['sids']['ask']]          # proposed on its last turn
     at.selectbox(key='s_stage').select('any')
-    at.text_input(key='s_search').input('ACME-PAY').run()
+    at.text_input(key='s_search').input(' ANA@ACME-PAY.EXAMPLE').run()          # a whole email, in any letter case
     assert list(table(at)['session']) == [seeded['sids']['hot']]
+    at.text_input(key='s_search').input('ACME-PAY').run()                       # part of one: sealed at rest, not found
+    assert 'No sessions match these filters.' in texts(at)
     last_month = date.today() - timedelta(days=60)
     at.text_input(key='s_search').input('')
     at.date_input(key='s_days').set_value((last_month, last_month + timedelta(days=5))).run()

@@ -236,7 +236,9 @@ def test_in_chromium_an_agent_has_no_privacy_menu_entry_and_its_address_says_adm
 def test_in_chromium_an_admin_looks_up_exports_and_erases_and_the_email_is_then_nowhere(world, console_server, chromium, tmp_path):
     email, name, phone = OTTO
     needles = [email, name, 'Brightwater', '3090182077']
-    assert {'transcript.content', 'sessions.visitor_email', 'checkpoints(decrypted)'} <= set(traces(world, needles))
+    held = traces(world, needles)
+    assert {'transcript.content_enc(decrypted)', 'sessions.visitor_email_enc(decrypted)', 'checkpoints(decrypted)'} <= set(held)
+    assert not [h for h in held if not h.endswith('(decrypted)')]                 # sealed at rest: no plain column holds it
     ctx = chromium.new_context(viewport={'width': 1280, 'height': 1000}, accept_downloads=True)
     try:
         page = ctx.new_page()

@@ -16,7 +16,7 @@ def show_result(res: dict) -> None:
         f"Hand-off #{res['outbox_id']} re-delivered: {res.get('outcome')} ({channels})")
 
 
-dead = backend.conn(dead_letter_list, backend.settings)
+dead = backend.conn(dead_letter_list, backend.settings, keyring=backend.keyring)
 if dead:
     hours = backend.settings.handoff_retry_horizon_seconds / 3600
     with st.container(border=True):
@@ -43,7 +43,7 @@ if st.session_state.get('h_filters') != inputs:
 try: q = HandoffQuery.make(**inputs, page=st.session_state.get('h_page', 1))
 except ConsoleInputError as e:
     st.error(str(e)); st.stop()
-rows, total = backend.conn(handoff_page, q)
+rows, total = backend.conn(handoff_page, q, keyring=backend.keyring)
 pages = max(1, -(-total // q.page_size))
 st.markdown(f'{total} hand-off{"s" * (total != 1)} · channels: {", ".join(backend.settings.handoff_channels)}')
 if not rows:

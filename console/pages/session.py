@@ -18,7 +18,7 @@ sid = st.text_input('Session id', max_chars=128, key='d_sid').strip()
 if not sid:
     st.info('Open a session from the Sessions page, or paste its id.')
     st.stop()
-d = backend.run(load_session(backend.pool, backend.graph, sid))
+d = backend.run(load_session(backend.pool, backend.graph, sid, keyring=backend.keyring))
 if d is None:
     st.warning('There is no session with this id.')
     st.stop()

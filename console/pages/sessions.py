@@ -17,7 +17,7 @@ days = c[0].date_input('Active between', value=(window.start, window.end), key='
 level = c[1].selectbox('Lead level', ['any', *LEAD_LEVELS], key='s_level')
 reason = c[2].selectbox('Hand-off reason', ['any', *HANDOFF_REASONS], key='s_reason')
 stage = c[3].selectbox('Stage', ['any', *STAGES], key='s_stage')
-search = c[4].text_input('Search email or company', max_chars=200, key='s_search')
+search = c[4].text_input('Search a whole email, or a company', max_chars=200, key='s_search')
 
 days = tuple(days) if isinstance(days, (tuple, list)) else (days,)
 inputs = dict(active_from=days[0] if days else None, active_to=days[-1] if days else None,
@@ -32,7 +32,7 @@ except ConsoleInputError as e:
     st.error(f'Filter not applied: {e}')
     st.stop()
 
-p = backend.conn(session_page, q, tz)
+p = backend.conn(session_page, q, tz, keyring=backend.keyring)
 if p.page != q.page: st.session_state.pop('s_page', None)     # past the end: the last page
 st.markdown(f'{p.total} session{"s" * (p.total != 1)} · page {p.page} of {p.pages} · times in {tz.key}')
 if not p.rows:
