@@ -180,16 +180,24 @@ def _strip_filler(sentence: str) -> str:
 
 def _knowledge_sentences(message: str) -> list[str]:
     "The sentences of `message` that need company knowledge, lightly cleaned."
-    out = []
+    out, prev = [], None
     for s in _sentences_simple(_norm(message)):
         if _smalltalk_kinds(s) is not None or _is_pricing(s) or _is_human_request(s): continue
         s = _strip_filler(s)
         if not s: continue
         if _GENERIC_RE.match(s): out.append(GENERIC_QUERY)
         elif _is_question(s):
-            if not _OFF_TOPIC_RE.search(s) and (_content(s) or re.search(r"\b(you|your|yours)\b", s, re.I)): out.append(s)
+            if not _OFF_TOPIC_RE.search(s) and (_content(s) or re.search(r"\b(you|your|yours)\b", s, re.I)):
+                # "…in their native language. Can your engineers do that?": the question is about the sentence before it
+                out.append(f'{prev} {s}' if prev and _POINTS_BACK.search(s) else s)
         elif _PROBLEM_RE.search(s): out.append(s)
+        else: prev = s
     return out
+
+
+# a question about what the sentence before it said: "can you do that?", "is this something you handle?"
+_POINTS_BACK = re.compile(r"\b(?:do|does|handle|manage|offer|support|provide|help\s+with|cover|accommodate|work\s+with)\s+(?:that|this|it|those|these|them)\b|"
+                          r"\b(?:is|would)\s+(?:that|this|it)\s+(?:be\s+)?(?:something|possible|doable|feasible)\b", re.I)
 
 
 def retrieval_query(message: str) -> str | None:
@@ -544,11 +552,17 @@ _WEAK = frozenset(_stem(w) for w in 'based work working use using offer help pro
 def _query_weights(message: str) -> dict[str, float]:
     "Stemmed message words → weight: 1 for content words, less for weak verbs and for expansions."
     w: dict[str, float] = {}
-    for word in _words(message):
+    words = _words(message)
+    for i, word in enumerate(words):
         st = _stem(word)
         for x in _EXPANSIONS.get(st, ()): w.setdefault(x, 1.0 if x == 'people' else 0.5)
-        if word not in STOPWORDS: w[st] = 0.3 if st in _WEAK else 1.0
+        # "your company", "your firm": us, not the topic — every page of our knowledge is about the company
+        us = i > 0 and words[i - 1].lower() == 'your' and st in _US
+        if word not in STOPWORDS: w[st] = 0.3 if st in _WEAK or us else 1.0
     return w
+
+
+_US = frozenset(_stem(w) for w in 'company firm business organisation organization agency consultancy'.split())
 
 
 _ANAPHORA_RE = re.compile(r'^(This|These|That|Those|It|They|Such|Figures)\b|\b(in|from) the (table|list|chart|diagram)\b|\b(above|below)\.?$')
@@ -566,7 +580,8 @@ def _score(cands: list[_Candidate], message: str, topic: set[str] = frozenset())
                    - (0.2 if c.item else 0.0) - (0.3 if re.match(r'^[A-Z][^:—]{1,40}: ', c.text) else 0.0)
                    - (0.6 if _ANAPHORA_RE.search(c.text) else 0.0)
                    - (0.4 if len(c.text.split()) > 45 else 0.0)
-                   + (0.8 if c.chunk.source in topic else 0.0))
+                   + (0.8 if c.chunk.source in topic else 0.0)
+                   + (0.4 if _heading_match(c, q) else 0.0))       # under a heading that asks the visitor's question
 
 
 # words that name a document's sector or topic, and what the knowledge base calls it ('fintech' → the bank case study)
@@ -617,11 +632,11 @@ def _body_words(content: str) -> frozenset[str]:
     return frozenset(_stem(w) for w in _content(content))
 
 
-def _heading_match(c: _Candidate, message: str) -> bool:
+def _heading_match(c: _Candidate, message: str | dict[str, float]) -> bool:
     "Does the section `c` comes from answer what `message` asks — at least half its heading's words asked about?"
     if not c.head: return False
-    q = _query_weights(message)
-    return 2 * sum(1 for t in c.head if t in q and q[t] >= 0.5) >= len(c.head)
+    q = _query_weights(message) if isinstance(message, str) else message
+    return 2 * sum(1 for t in c.head if q.get(t, 0) >= 1.0) >= len(c.head)      # the visitor's own words, not expansions
 
 
 def _similar(a: _Candidate, b: _Candidate) -> bool:

@@ -175,7 +175,7 @@ _WHO_STRONG = r"""(?:(?:a|an|the|your|one\s+of\s+your|some\s+of\s+your|any\s+of\
        consultants?|reps?|representatives?|specialists?|architects?|developers?|(?<=live\s)agent|(?<=human\s)agent|founders?|
        account\s+execs?|account\s+executives?|team\s+members?|(?<=your\s)colleagues|(?<=your\s)staff|(?<=your\s)folks|(?<=your\s)guys)\b"""
 _TALK = r"(?:speak|talk|chat|discuss\s+(?:this|it|things))\s+(?:with|to|2)\s+"
-_HR_EXCL_AFTER = re.compile(r"^\s*(?:(?:in|on|at|from|within|of)\s+(?:my|our)\b|internally|first\b|at\s+home|"
+_HR_EXCL_AFTER = re.compile(r"^\s*(?:(?:in|on|at|from|within|of)\s+(?:my|our)\b|internally|first\b(?!\s+thing)|at\s+home|"
                             r"about\s+(?:it|this)\s+first|before\b|later\b|on\s+my\s+side)", _I)
 _DAYS = {'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday', 'Today', 'Tomorrow', 'ASAP'}
 
@@ -206,6 +206,7 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"\b(?:need|needs|have)\s+to\s+(?:reach|contact|speak\s+(?:to|with)|talk\s+to|get\s+hold\s+of)\s+(?:our|my|the|your)\s+(?:[\w-]+\s+){0,2}?"
              r"(?:lead|manager|contact|consultant|rep|account\s+manager|engagement\s+manager|project\s+manager)\b")),
     Rule(_rx(r"""\b(?:can|could|would|will|please|pls|plz)\s+(?:some(?:one|body)|any(?:one|body)|you|your\s+team|an?\s+\w+|sales|the\s+team)\s+
+                 (?:(?:from|at|on|in)\s+(?:your|the)\s+(?:[\w-]+\s+)?(?:team|sales|company|side|end|office)\s+)?
                  (?:please\s+)?(?:call|phone|ring|contact|reach\s+out\s+to|get\s+back\s+to|get\s+in\s+touch\s+with|follow\s+up\s+with)\s+(?:me|us)\b""")),
     Rule(_rx(r"\b(?:call|phone|ring|contact)\s+me\s+(?:back|at|on|tomorrow|today|asap|this|next|please|when|whenever|any\s*time|\+|\d)")),
     Rule(_rx(r"\bgive\s+(?:me|us)\s+a\s+(?:call|ring|buzz)\b|\b(?:please|pls|plz)\s+(?:call|contact)\s+(?:me|us)\b")),
@@ -380,9 +381,12 @@ COMPETITOR_WEAK_RULES = [   # "we're an AI consultancy": N1 unless the same mess
              r"(?:a|an|our)\s+(?:[\w-]+\s+){0,2}?" + _AI_FIRM + r"\b")),
 ]
 _N2_WHO = (r"(?:journalist|reporter|blogger|student|phd\s+(?:student|candidate)|doctoral\s+(?:student|candidate)|grad(?:uate)?\s+student|"
-           r"undergrad(?:uate)?|master'?s\s+student|msc\s+student|mba\s+student|professor|lecturer|postdoc|(?:academic|university)\s+researcher|academic)")
+           r"undergrad(?:uate)?|master'?s\s+student|msc\s+student|mba\s+student|professor|lecturer|postdoc|(?:academic|university|phd|doctoral)\s+researcher|academic)")
 RESEARCHER_WHO_RULES = [    # who they are: not N2 when the same message states their organisation's AI need
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:just\s+|only\s+)?(?:a|an)\s+(?!former\b|ex-|retired\b)(?:[\w-]+\s+){0,2}?" + _N2_WHO + r"\b")),
+    # a message or sentence that opens with who they are: "Undergrad writing a report on …", "PhD researcher studying …"
+    Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:hi|hello|hey)\W+)?(?:(?:a|an)\s+)?(?:[\w-]+\s+)?" + _N2_WHO +
+             r"\s+(?:here|writing|studying|researching|working\s+on|doing|looking\s+into|preparing)\b")),
 ]
 RESEARCHER_RULES = [        # what they are doing: writing, studying, researching
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a\s+|an\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:editor|journalist|reporter|columnist|correspondent|writer)\s+(?:at|for|with)\s+(?:a|an|the)\s+"
@@ -416,6 +420,8 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
     Rule(_rx(r"\b(?:a|my)\s+(?:small\s+|little\s+)?personal\s+(?:[\w-]+\s+)?(?:script|scraper|bot|tool|app|project)\b|"
              r"\b(?:fix|debug)\s+(?:a\s+|the\s+)?bugs?\s+in\s+my\s+(?:[\w-]+\s+)?(?:script|code|program|app)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?personal\s+(?:[\w-]+\s+){0,2}?(?:blog|web\s*site|site|app|portfolio|shop|store|channel)\b")),
+    # one person's shop on a marketplace: "my etsy shop", "my ebay listings"
+    Rule(_rx(r"\bmy\s+(?:little\s+|small\s+|own\s+)?(?:etsy|ebay|depop|vinted|amazon\s+seller|shopify|gumroad)\s+(?:shop|store|listings?|page|account|business)\b")),
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
     Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
@@ -614,6 +620,8 @@ _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:s
             r"customer\s+(?:service|support|experience))\s+(?:manager|lead)))")
 # a decision of the speaker's own, stated outright (not a title): for a consultant, the only authority that counts
 DECISION_RULES = [
+    # a budget of one's own to spend: "I've got budget for an external partner this quarter"
+    Rule(_rx(r"\bi(?:'ve|\s+have)\s+(?:got\s+)?(?:the\s+|a\s+|some\s+|my\s+own\s+)?budget\s+(?:for\s+(?:an?\s+|this\s+|the\s+|external\s+|outside\s+)|to\s+(?:spend|bring\s+in|engage|hire|buy))")),
     Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b|"
              r"\bi\s+(?:own|run|control|hold|manage|make)\s+(?:the\s+|their\s+|our\s+|all\s+)?(?:[\w-]+\s+)?(?:vendor\s+(?:selection|choices?|decisions?)|budgets?|purchasing(?:\s+decisions?)?|"
              r"procurement\s+decisions?|buying\s+decisions?)\b")),
@@ -933,6 +941,8 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
        |do\s+something\s+about\s+(?:it|this|that))\b
     |\blet'?s\s+(?:start|get\s+(?:going|started)|kick\s*(?:it\s+)?off)\b
     |\b(?:that'?s|this\s+is|that\s+is)\s+(?:exactly\s+|precisely\s+)?what\s+(?:we'?re|we\s+are|i'?m|i\s+am)\s+(?:after|looking\s+for)\b|\bthat'?s\s+(?:exactly\s+)?what\s+we\s+(?:need|want)\b
+    |\b(?:asked|told|tasked|charged)\s+(?:me|us)\s+(?:to|with)\s+(?:find(?:ing)?|sourc\w+|look(?:ing)?\s+for|shortlist\w*|evaluat\w+)\s+(?:some(?:one|body)|an?\s+(?:partner|vendor|provider|supplier|agency|team)|partners|vendors|providers|options)\b
+    |\b(?:it|this|that)\s+(?:would|will)\s+be\s+for\s+(?:our|my)\s+(?:\d+\s+|[\w-]+\s+){0,2}?(?:company|business|firm|team|staff|employees|people|hotels?|stores?|shops?|clinics?|hospitals?|sites?|offices?|branches|plants?|warehouses?|restaurants?|schools?)\b
     |\bthe\s+(?:idea|plan|goal|aim|objective|use\s+case)\s*(?:is|would\s+be|:|-|–|—)\s*(?:to\s+)?(?:automate|build|create|deploy|implement|replace|roll\s+out|set\s+up|digiti[sz]e|extract|classify|route|triage)\b
     |\b(?:pilot|poc|proof\s+of\s+concept|project|roll-?out|go-?live)\s+(?:is\s+|has\s+been\s+|was\s+)?(?:already\s+)?(?:planned|pencil+ed\s+in|scheduled|slated|budgeted|approved|greenlit|green-lit)\b
     |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
@@ -958,8 +968,9 @@ _AUGMENT_ANY = _rx(r"""\b(?:need|want|are\s+looking\s+for|looking\s+for|could\s+
     (?![^.?!]{0,40}\b(?:permanent|full-time\s+hires?|in-house\s+hires?|on\s+our\s+payroll))""")    # once the AI need is known
 _HIRING = re.compile(r"\b(?:hire|hiring|recruit\w*|headhunt\w*)\b", _I)
 _EXPLORING = re.compile(r"\b(?:explor\w*|consider\w*|investigat\w*|curious|interested|thinking\s+about|looking\s+into|wondering)\b", _I)
-_SOURCING = _rx(r"""\b(?:we(?:'re|\s+are)|i(?:'?m|\s+am))\s+(?:currently\s+|now\s+|actively\s+|already\s+)?(?:evaluating|shortlisting|selecting|choosing|comparing|sourcing|vetting)\s+
-    (?:a\s+few\s+|some\s+|several\s+|potential\s+|possible\s+|external\s+)?(?:[\w-]+\s+)?(?:partners?|vendors?|providers?|suppliers?|consultanc(?:y|ies)|agencies|integrators?)\s+(?:for|to\s+(?:help|build|implement|deliver|run))\b""")
+_SOURCING = _rx(r"""\b(?:(?:we(?:'re|\s+are)|i(?:'?m|\s+am)|our\s+(?:[\w-]+\s+){0,2}?(?:team|department|group)\s+(?:is|are))\s+(?:currently\s+|now\s+|actively\s+|already\s+)?)?
+    (?:evaluating|shortlisting|selecting|choosing|comparing|sourcing|vetting|researching|scouting)\s+
+    (?:a\s+few\s+|some\s+|several\s+|potential\s+|possible\s+|external\s+)?(?:[\w-]+\s+)?(?:partners?|vendors?|providers?|suppliers?|consultanc(?:y|ies)|agencies|integrators?|options)\s+(?:for|to\s+(?:help|build|implement|deliver|run))\b""")
 # a system wanted and described by what it does: "our bid team needs something that reads the tender and finds the risks"
 _WANT_SYSTEM = _rx(r"""\b(?:i|we|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|people|department|agents|engineers|analysts))\s+(?:really\s+|urgently\s+)?
     (?:want|wants|need|needs|would\s+like|'d\s+like|are\s+looking\s+for|is\s+looking\s+for)\s+(?:an?\s+|some\s+)?(?:[\w-]+\s+){0,3}?
@@ -970,7 +981,7 @@ _WANT_SYSTEM = _rx(r"""\b(?:i|we|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|pe
 _SOMETHING_AI = re.compile(r"\b(?:something|anything|stuff)\s+(?:with|around|in|using|involving|related\s+to|on|about)\s+(?:ai|a\.i\.|genai|gen\s+ai|llms?|machine\s+learning)\b|"
                            r"\bsomething\s+(?:ai|genai|llm)[-\s]?(?:related|based)\b", _I)
 # "Nothing planned right now": the message states no project
-_NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table))\b", _I)    # not "no concrete project yet": a hint
+_NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table)|to\s+discuss)\b", _I)    # not "no concrete project yet": a hint
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
@@ -980,7 +991,7 @@ def _problem(text: str):
     for rx in (_INTENT, _INTENT_ORG, _HELP, _SOURCING):
         for m in islice(rx.finditer(text), MAX_MATCHES):
             if _negated(text, m) or not _AI.search(_sentence_of(text, m)): continue
-            if rx is _INTENT_ORG and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
+            if rx in (_INTENT_ORG, _SOURCING) and not _FIRST_PERSON.search(_sentence_of(text, m)): continue
             if _HIRING.search(_sentence_of(text, m)): continue        # hiring people is not an AI project
             # "we're exploring where genai could help" is an exploration, not a project (hinted)
             sent = _sentence_of(text, m)
