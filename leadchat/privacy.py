@@ -39,9 +39,9 @@ __all__ = ['log', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'SEALED_TA
            'encrypted_serializer', 'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json',
            'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'visitor_history', 'carry_forward',
            'session_topic', 'visitor_of', 'prior_sessions', 'Subject', 'booking_value', 'find_subject', 'ExportCounts',
-           'export_subject', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn', 'SealedTable',
-           'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd', 'export_cmd',
-           'erase_cmd', 'rotate_cmd']
+           'export_subject', 'subject_hash', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn',
+           'SealedTable', 'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd',
+           'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -412,9 +412,14 @@ async def export_subject(conn, keyring: Keyring, email: str, out: TextIO, *, ope
     return n
 
 
+def subject_hash(keyring: Keyring, email: str) -> str:
+    "The keyed hash `privacy_requests` logs for a normalised email: what an audit trail records instead of the email."
+    return keyring.blind_index('subject', email).hex()
+
+
 async def _log_request(conn, keyring: Keyring, kind: str, email: str, operator: str, counts: dict, at: datetime) -> None:
     "The data-subject request log: a keyed hash of the identity, never the identity itself."
-    h = keyring.blind_index('subject', email).hex()
+    h = subject_hash(keyring, email)
     await conn.execute('''INSERT INTO privacy_requests (kind, identity_hash, key_id, operator, counts, at)
                           VALUES (%s, %s, %s, %s, %s, %s)''', [kind, h, keyring.current.key_id, operator[:128], Jsonb(counts), at])
     log.info('privacy_request', kind=kind, identity_hash=h[:16], operator=operator, **counts)
