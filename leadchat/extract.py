@@ -176,7 +176,8 @@ _WHO_STRONG = r"""(?:(?:a|an|the|your|one\s+of\s+your|some\s+of\s+your|any\s+of\
        account\s+execs?|account\s+executives?|team\s+members?|(?<=your\s)colleagues|(?<=your\s)staff|(?<=your\s)folks|(?<=your\s)guys)\b"""
 _TALK = r"(?:speak|talk|chat|discuss\s+(?:this|it|things))\s+(?:with|to|2)\s+"
 _HR_EXCL_AFTER = re.compile(r"^\s*(?:(?:in|on|at|from|within|of)\s+(?:my|our)\b|internally|first\b(?!\s+thing)|at\s+home|"
-                            r"about\s+(?:it|this)\s+first|before\b|later\b|on\s+my\s+side)", _I)
+                            r"about\s+(?:it|this)\s+first|before\b|later\b|on\s+my\s+side|eventually\b|at\s+some\s+point\b|"
+                            r"down\s+the\s+(?:line|road)\b|(?:,\s*)?but\s+not\s+(?:now|yet|today)\b)", _I)
 _DAYS = {'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday', 'Sunday', 'Today', 'Tomorrow', 'ASAP'}
 
 HUMAN_REQUEST_RULES = [
@@ -195,7 +196,7 @@ HUMAN_REQUEST_RULES = [
                  (?:on\s+|over\s+|through\s+)?to\s+(?:a|an|the|your)?\s*(?:\w+\s+)?
                  (?:human|person|agent|operator|team|sales|some(?:one|body)|engineer|rep|representative)\b""")),
     Rule(_rx(r"^\W*(?:a\s+)?(?:human|real\s+person|live\s+agent|operator|representative)(?:\s+please|\s+pls)?\W*$|\bhuman,?\s+(?:please|pls)\b")),
-    Rule(_rx(r"\b(?:connect|put)\s+(?:me|us)\s+(?:in\s+touch\s+|through\s+)?(?:with|to)\b")),
+    Rule(_rx(r"\b(?:connect|put)\s+(?:me|us)\s+(?:in\s+touch\s+|through\s+)?(?:with|w/|to)(?!\w)")),
     Rule(_rx(r"\b(?:get|be)\s+(?:me\s+|us\s+)?in\s+touch\s+with\s+(?:your|the\s+(?:team|sales|founders?)|some(?:one|body)|sales|an?\s+(?:engineer|expert|consultant|specialist|human|person))")),
     Rule(_rx(r"\bintroduce\s+(?:me|us)\s+to\s+(?:your|some(?:one|body)|an?\s+|the\s+team)")),
     # "get me someone who can actually answer", "find me a person", "just put me through to somebody"
@@ -210,7 +211,7 @@ HUMAN_REQUEST_RULES = [
                  (?:please\s+)?(?:call|phone|ring|contact|reach\s+out\s+to|get\s+back\s+to|get\s+in\s+touch\s+with|follow\s+up\s+with)\s+(?:me|us)\b""")),
     Rule(_rx(r"\b(?:call|phone|ring|contact)\s+me\s+(?:back|at|on|tomorrow|today|asap|this|next|please|when|whenever|any\s*time|\+|\d)")),
     Rule(_rx(r"\bgive\s+(?:me|us)\s+a\s+(?:call|ring|buzz)\b|\b(?:please|pls|plz)\s+(?:call|contact)\s+(?:me|us)\b")),
-    Rule(_rx(r"\b(?:have|get)\s+(?:some(?:one|body)|sales|your\s+team|the\s+team|an?\s+\w+)\s+(?:(?:from|in|on)\s+(?:your\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:team|sales|department)\s+)?"
+    Rule(_rx(r"\b(?:have|get)\s+(?:some(?:one|body)|sales|your\s+team|the\s+team|an?\s+\w+)\s+(?:(?:from|in|on)\s+(?:your\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:team|sales|department|side|end|office)\s+)?"
              r"(?:to\s+)?(?:call|contact|reach\s+out\s+to|email|e-mail|ring|phone|get\s+in\s+touch\s+with)\s+(?:me\b|us\b|(?=[\w.+-]+@))")),
     Rule(_rx(r"\b(?:some(?:one|body)|your\s+team|sales|the\s+team)\s+(?:can|could|should|may)\s+(?:call|contact|reach\s+out\s+to|email|get\s+in\s+touch\s+with)\s+(?:me|us)\b")),
     Rule(_rx(r"\b(?:feel\s+free\s+to|happy\s+for\s+(?:you|some(?:one|body))\s+to)\s+(?:call|contact|email|reach\s+out\s+to)\s+(?:me|us)\b")),
@@ -386,7 +387,7 @@ RESEARCHER_WHO_RULES = [    # who they are: not N2 when the same message states 
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:just\s+|only\s+)?(?:a|an)\s+(?!former\b|ex-|retired\b)(?:[\w-]+\s+){0,2}?" + _N2_WHO + r"\b")),
     # a message or sentence that opens with who they are: "Undergrad writing a report on …", "PhD researcher studying …"
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:hi|hello|hey)\W+)?(?:(?:a|an)\s+)?(?:[\w-]+\s+)?" + _N2_WHO +
-             r"\s+(?:here|writing|studying|researching|working\s+on|doing|looking\s+into|preparing)\b")),
+             r"\s+(?:(?:at|from|with)\s+(?:[\w&-]+\s+){1,4}?)?(?:here|writing|studying|researching|working\s+on|doing|looking\s+into|preparing|surveying)\b")),
 ]
 RESEARCHER_RULES = [        # what they are doing: writing, studying, researching
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a\s+|an\s+|the\s+)?(?:[\w-]+\s+){0,2}?(?:editor|journalist|reporter|columnist|correspondent|writer)\s+(?:at|for|with)\s+(?:a|an|the)\s+"
@@ -396,10 +397,13 @@ RESEARCHER_RULES = [        # what they are doing: writing, studying, researchin
              r"(?:article|story|piece|blog\s*post|post|feature|thesis|dissertation|paper|book|essay|newsletter|column|podcast)\b")),
     Rule(_rx(r"\bfor\s+(?:my|an|a)\s+(?:[\w-]+\s+)?(?:article|story|blog|podcast|newsletter|thesis|dissertation|research\s+paper|publication|documentary)\b")),
     Rule(_rx(r"\bfor\s+my\s+(?:research|studies|phd|master'?s|coursework|class|course)\b")),
+    Rule(_rx(r"\b(?:researching|studying|writing|reading\s+up)\s+for\s+(?:a|an|my|our)\s+(?:university\s+|college\s+|school\s+|uni\s+)?(?:class|course|module|seminar|lecture|assignment)\b")),
     Rule(_rx(r"(?:^|(?<=[.!?;])\s*)\W*(?:(?:hi|hello|hey)\W+)?(?:a\s+)?(?:[\w-]+\s+)?(?:journalist|reporter|editor|columnist|correspondent)\s+(?:at|for|with|here)\b|"
-             r"\bwriting\s+(?:a|an|my)\s+(?:[\w-]+\s+)?(?:piece|article|story|feature|column)\s+(?:on|about)\b")),
+             r"\bwriting\s+(?:a|an|my)\s+(?:[\w-]+\s+)?(?:piece|article|story|feature|column)\s+(?:on|about|for\s+(?:a|an|the)\s+(?:[\w-]+\s+)?(?:magazine|newspaper|paper|publication|outlet|blog|site|journal|newsletter))\b")),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:phd|doctoral|postdoc(?:toral)?|academic|university)\s+(?:researcher|student|candidate|fellow)\b|"
-             r"\bno\s+commercial\s+(?:interest|purpose|intent|angle)\b|\b(?:it'?s|this\s+is)\s+(?:just\s+|only\s+)?for\s+(?:a|my|our)\s+(?:research\s+)?paper\b")),
+             r"\b(?:it'?s|this\s+is)\s+(?:just\s+|only\s+)?for\s+(?:a|my|our)\s+(?:research\s+)?paper\b")),
+    Rule(_rx(r"\bno\s+commercial\s+(?:interest|purpose|intent|angle)\b|"
+             r"\bnot\s+(?:buying|purchasing|looking\s+to\s+buy|in\s+the\s+market\s+for)\s+anything\b(?!\s+(?:yet|right\s+now|today|at\s+the\s+moment|this\s+year|for\s+now))"), neg=False),
     Rule(_rx(r"\b(?:running|conducting|doing)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:survey|study)\s+(?:of|on|into)\s+(?:[\w-]+\s+)?(?:industry|market|sector)\b|"
              r"\b(?:purely|strictly|entirely|just|only)\s+academic\b")),
     Rule(_rx(r"\b(?:academic|scholarly)\s+(?:research|study|project|paper|purposes?)\b|\bfor\s+academic\s+purposes\b")),
@@ -460,7 +464,7 @@ VENDOR_RULES = [
 MEDIA_RULES = [    # a host, creator or analyst gathering material: the researcher family
     Rule(_rx(r"\bi\s+(?:run|host|have|produce)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:podcast|youtube\s+channel|channel|newsletter|substack|blog|show)\s+(?:about|on|covering|for)\b")),
     Rule(_rx(r"\b(?:come\s+on|be\s+(?:a\s+)?(?:guest|speaker)\s+on|appear\s+on|join)\s+(?:my|our)\s+(?:podcast|show|channel|panel|livestream)\b|\bas\s+a\s+(?:guest|panell?ist)\b")),
-    Rule(_rx(r"\b(?:equity|sell-side|buy-side|investment|industry|market)\s+(?:research\s+)?analyst\b[^.?!]{0,80}?\b(?:report|note|coverage|study)\b|\bmaking\s+a\s+(?:video|documentary|episode)\s+(?:on|about)\b")),
+    Rule(_rx(r"\b(?:equity|sell-side|buy-side|investment|industry|market)\s+(?:research\s+)?analyst\b[^.?!]{0,120}?\b(?:report|note|coverage|study)\b|\bmaking\s+a\s+(?:video|documentary|episode)\s+(?:on|about)\b")),
 ]
 NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\bmy\s+(?:[\w'-]+\s+){0,2}?(?:capstone|thesis|dissertation|coursework|homework|assignment)\b")),
@@ -479,7 +483,7 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
     Rule(_rx(r"\b(?:no|zero)\s+budget\s+(?:for\s+(?:this|it|external|outside|consult\w*|any)|at\s+all|whatsoever|this\s+year\s+or\s+next)\b"), neg=False),
     Rule(_rx(r"\b(?:don'?t|do\s+not|doesn'?t)\s+have\s+(?:any|a\s+single)\s+(?:budget|money)\b(?![^.?!;]{0,30}\b(?:yet|until|approved))"), neg=False),
     # a few hundred (or a few thousand) to spend: "happy to pay 100 euro", "i have like 2k to invest"
-    Rule(_rx(r"\b(?:pay|spend|invest|budget\s+(?:is|of)|have|got)\s+(?:like\s+|about\s+|around\s+|up\s+to\s+|maybe\s+|only\s+)?"
+    Rule(_rx(r"\b(?:pay|spend|invest|budget\s+(?:is|of)|(?:max(?:imum)?|total|whole|entire)\s+budget(?:\s+(?:is|of))?|have|got)\s+(?:like\s+|about\s+|around\s+|up\s+to\s+|maybe\s+|only\s+)?"
              r"(?:(?:€|\$|£)\s?\d{1,3}(?![\d.,]*\s*(?:k|m|million|thousand))|\d{1,3}\s*(?:€|eur(?:os?)?|usd|dollars?|£|gbp|quid|bucks)\b|(?:€|\$|£)?\s?[1-9]\s?k\b)"
              # the whole sum, not a rate or a count: "500 euros per month", "$200 a day", "5k users"
              r"(?=\s*(?:$|[.,!?;)]|to\s+(?:invest|spend|pay)|for\s+(?:this|it|the\s+(?:job|project|work|whole\s+thing))|tops|max(?:imum)?|in\s+total|total))"),
@@ -579,7 +583,7 @@ REFERRAL_RULES = [
     Rule(_rx(r"\bheard\s+(?:\w+\s+){0,3}?(?:about|of)\s+(?:you|your\s+(?:company|team|firm|work))\s+(?:from|through|via)\b"
              r"(?!\s+(?:a\s+|an\s+|your\s+)?(?:google|search|linkedin|ads?|advert\w*|website|twitter|reddit|youtube|podcast|newsletter|blog|article|conference|event|webinar)\b)")),
     Rule(_rx(r"\b(?:sent|pointed|directed)\s+(?:me|us)\s+(?:your\s+way|to\s+you|here|over|towards?\s+you|in\s+your\s+direction)\b")),
-    Rule(_rx(r"\bgave\s+(?:me|us)\s+your\s+(?:name|details|contact|number|email|website)\b|\bspoke\s+(?:very\s+|so\s+)?highly\s+of\s+you\b")),
+    Rule(_rx(r"\bpassed\s+(?:on\s+)?your\s+(?:name|details|contact|number|email)\s+(?:on\s+)?to\s+(?:me|us)\b|\bgave\s+(?:me|us)\s+your\s+(?:name|details|contact|number|email|website)\b|\bspoke\s+(?:very\s+|so\s+)?highly\s+of\s+you\b")),
     Rule(_rx(r"\b(?:suggested|recommended|advised)\s+(?:that\s+)?(?:i|we)\s+(?:should\s+)?(?:reach\s+out|contact|get\s+in\s+touch|talk|speak|check\s+you|look\s+at\s+you|call)\b")),
     Rule(_rx(r"\b(?:said|says)\s+(?:i|we)\s+should\s+(?:talk|speak|reach\s+out|get\s+in\s+touch|contact|check\s+out|look\s+at|call)\s+(?:to\s+|with\s+)?(?:you|your)\b")),
     Rule(_rx(r"\b(?:you\s+worked\s+with|you\s+did\s+(?:a\s+)?(?:project|work)\s+for)\s+(?:my|our)\s+(?:friend|colleague|former|previous|old|sister|parent)\b")),
@@ -945,7 +949,8 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
     |\b(?:it|this|that)\s+(?:would|will)\s+be\s+for\s+(?:our|my)\s+(?:\d+\s+|[\w-]+\s+){0,2}?(?:company|business|firm|team|staff|employees|people|hotels?|stores?|shops?|clinics?|hospitals?|sites?|offices?|branches|plants?|warehouses?|restaurants?|schools?)\b
     |\bthe\s+(?:idea|plan|goal|aim|objective|use\s+case)\s*(?:is|would\s+be|:|-|–|—)\s*(?:to\s+)?(?:automate|build|create|deploy|implement|replace|roll\s+out|set\s+up|digiti[sz]e|extract|classify|route|triage)\b
     |\b(?:pilot|poc|proof\s+of\s+concept|project|roll-?out|go-?live)\s+(?:is\s+|has\s+been\s+|was\s+)?(?:already\s+)?(?:planned|pencil+ed\s+in|scheduled|slated|budgeted|approved|greenlit|green-lit)\b
-    |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too)\b
+    |\bwe(?:'d|\s+would)\s+(?:want|like|need)\s+(?:something\s+(?:similar|like\s+(?:that|this|it))|the\s+same(?:\s+thing)?|that\s+too|one)\b
+    |\b(?:ideally\s+)?we(?:'d|\s+would)\s+(?:start|begin|kick\s*off)\s+(?:in|by|next|this|before|within|from|asap|right\s+away|immediately)\b
     |\b(?:want|wanting|like|looking|hoping|aim(?:ing)?|plan(?:ning)?)\s+to\s+(?:start|begin|kick\s*(?:it\s+)?off|pilot|get\s+(?:going|started))\b
     |\b(?:want|need|like|have|get)\s+(?:something|it|this|a\s+(?:solution|fix|pilot|system|tool))\s+(?:in\s+production|live|running|working|in\s+place|fixed|sorted)\b
     |\b(?:with|have|get)\s+something\s+(?:in\s+place|live|running)\s+(?:by|before|for|in)\b
@@ -981,7 +986,10 @@ _WANT_SYSTEM = _rx(r"""\b(?:i|we|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|pe
 _SOMETHING_AI = re.compile(r"\b(?:something|anything|stuff)\s+(?:with|around|in|using|involving|related\s+to|on|about)\s+(?:ai|a\.i\.|genai|gen\s+ai|llms?|machine\s+learning)\b|"
                            r"\bsomething\s+(?:ai|genai|llm)[-\s]?(?:related|based)\b", _I)
 # "Nothing planned right now": the message states no project
-_NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table)|to\s+discuss)\b", _I)    # not "no concrete project yet": a hint
+_BUY_HARDWARE = re.compile(r"\b(?:buy|purchase|order|sell|resell)\w*\s+(?:(?:\d+|a|some|a\s+few|new)\s+)?(?:laptops?|gpus?|[ah]100s?|graphics\s+cards?|servers?|hardware|computers?|pcs?|workstations?|licen[cs]es?)\b", _I)
+_NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table)|to\s+discuss)\b|"
+                              r"\b(?:don'?t|do\s+not)\s+(?:even\s+)?know\s+(?:yet\s+)?(?:whether|if)\s+(?:ai|genai|it|this)\s+is\s+(?:even\s+)?(?:relevant|useful|right|a\s+fit)\b|"
+                              r"\bjust\s+reading\s+up\b", _I)    # not "no concrete project yet": a hint
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
@@ -1293,6 +1301,8 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
     cands['timing_fit'] = [c for c in cands['timing_fit'] if not (c[4] == 'model' and any(w in c[2].lower() for w in vague_when))]
     # "we might do something with AI at some point": a hedged wish about nothing in particular states no need
     if _NOTHING_PLANNED.search(text): cands['problem_fit'] = []
+    # buying hardware is a purchase, not an AI project: "need to buy 4 A100s" (a learned reading only; a stated project stands)
+    if _BUY_HARDWARE.search(text): cands['problem_fit'] = [c for c in cands['problem_fit'] if c[4] != 'model']
     cands['problem_fit'] = [c for c in cands['problem_fit'] if not (c[4] == 'model' and (((_HEDGE.search(c[2]) or _LOOSE_HEDGE.search(c[2]) or _SOFT.search(c[2])) and _VAGUE_NEED.search(c[2]))
                                                                             or _NOTHING_SPECIFIC.search(c[2])))]
 
