@@ -35,7 +35,7 @@ from .config import ConfigurationError, Settings, get_settings
 from .db import DatabaseError, embedded_pgdata, migrate, open_database
 from .db import DataKeyError, Keyring, load_keyring
 from .privacy import (ExportCounts, check_data_key, create_private_checkpointer, erase_subject, export_subject,
-                              normalise_email, session_topic, visitor_history)
+                              normalise_email, session_topic, subject_hash, visitor_history)
 from .handoff import crm_payload, packet_text, replay_handoff, slack_blocks, undelivered
 from .knowledge import scrub_pii
 from .packet import ContextPacket, ContextPacketGenerationError, generate_context_packet
@@ -67,8 +67,8 @@ __all__ = ['log', 'LEAD_LEVELS', 'HANDOFF_REASONS', 'STAGES', 'PAGE_SIZE', 'MAX_
            'run_calibration', 'calibration_at', 'ThresholdView', 'threshold_view', 'threshold_figure', 'changelog_text',
            'write_changelog', 'ScoredChunk', 'try_query', 'console_settings', 'console_backend', 'oidc_providers',
            'client_id', 'safe_next', 'here', 'current_staff', 'sign_in_form', 'sign_out', 'authenticated',
-           'require_staff', 'sign_in_page', 'console_routes', 'quiet_terminal', 'subject_email', 'subject_hash',
-           'PrivacyLookup', 'privacy_lookup', 'privacy_export', 'privacy_erase', 'counts_table', 'require_admin']
+           'require_staff', 'sign_in_page', 'console_routes', 'quiet_terminal', 'subject_email', 'PrivacyLookup',
+           'privacy_lookup', 'privacy_export', 'privacy_erase', 'counts_table', 'require_admin']
 
 # %% ../nbs/71_console.ipynb #co710007
 log = structlog.get_logger('leadchat.console')
@@ -1287,11 +1287,6 @@ def subject_email(text) -> str:
         shown = printable(t)[:60] + ('…' if len(t) > 60 else '')
         raise ConsoleInputError(f'"{shown}" is not an email address; type it as name@example.com')
     return e
-
-
-def subject_hash(keyring, email: str) -> str:
-    "The keyed hash `privacy_requests` logs for `email` (normalised): what the audit trail records instead of the email."
-    return keyring.blind_index('subject', email).hex()
 
 
 def _operator(staff: str) -> str: return f'console:{staff}'
