@@ -370,11 +370,14 @@ def check(rig: Rig, rep: Report, *, slack_expected: bool = True, settle_timeout:
                                           GROUP BY 1, 2, 3 HAVING count(*) > 1''', [list(sids)]).fetchall():
             rep.violations.append(f'{sid}: {k} {role} lines for turn {n}')
         if lost_replies:        # a reply cut off by a kill, in a session that went on: recorded, or marked as lost
+            from leadchat.db import load_keyring
             from leadchat.graph import REPLY_LOST_MARKER
+            kr = load_keyring(rig.settings)             # the transcript is sealed at rest (0017); the API processes' demo key
             for t in turns:
                 if t.dropped and t.text:
-                    replies = [r[0] for r in c.execute('''SELECT content FROM transcript WHERE session_id = %s AND role = 'assistant'
-                                                          AND turn_index = 1''', [t.sid]).fetchall()]
+                    replies = [kr.decrypt(enc, context='transcript') if enc else plain for plain, enc in c.execute(
+                        '''SELECT content, content_enc FROM transcript WHERE session_id = %s AND role = 'assistant'
+                           AND turn_index = 1''', [t.sid]).fetchall()]
                     rep.replies_marked_lost += replies.count(REPLY_LOST_MARKER)
                     if len(replies) != 1 or not (replies[0] == REPLY_LOST_MARKER or replies[0].startswith(t.text)):
                         rep.violations.append(f'{t.sid}: the reply cut off mid-stream is stored as {[r[:40] for r in replies]}')

@@ -40,6 +40,10 @@ from leadchat.handoff import (HandoffOutcome, deliver_handoff, handoff_clients, 
                               slack_payload)
 from leadchat.packet import generate_context_packet  # noqa: E402
 from leadchat.repos import enqueue_handoff, upsert_session  # noqa: E402
+from leadchat.db import DataKey, Keyring, new_data_key  # noqa: E402
+# the visitor's PII is sealed at rest (0017): this run's seeding and its relays (here and in child processes) share one key
+os.environ.setdefault('LEADCHAT_DATA_KEY', new_data_key())
+KR = Keyring(DataKey.parse(os.environ['LEADCHAT_DATA_KEY']))
 from leadchat.state import Message, QualificationState, SessionState, SignalEntry  # noqa: E402
 
 RESULTS = ROOT / 'bench' / 'results'
@@ -78,9 +82,9 @@ async def seed(pool, n, tag, *, outbox: bool) -> list[HandoffRequest]:
     async with pool.connection() as c:
         async with c.transaction():
             for r in reqs:
-                await upsert_session(c, r.session_state)
+                await upsert_session(c, r.session_state, keyring=KR)
                 if outbox: await enqueue_handoff(c, session_id=r.session_id, handoff_reason=r.handoff_reason,
-                                                 request=r.model_dump(mode='json'))
+                                                 request=r.model_dump(mode='json'), keyring=KR)
     return reqs
 
 

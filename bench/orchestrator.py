@@ -103,7 +103,7 @@ def old_order_service():
 
         async def stream(self, session_id, message, lease, result=None, **kw):
             try:
-                ctx = TurnContext(message, self.settings, self.model, self.retriever, OneTransaction(self.db.pool),
+                ctx = TurnContext(message, self.settings, self.model, self.retriever, OneTransaction(self.db.pool, keyring=self.keyring),
                                   now=self.clock, handoff_triggered=lease.handoff_triggered)
                 async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             finally:

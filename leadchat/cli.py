@@ -191,11 +191,13 @@ async def purge_login_attempts(conn, *, retention_days: int, dry_run: bool = Fal
 
 async def scrub_booking_contacts(conn, *, retention_days: int, dry_run: bool = False) -> int:
     "Clear the visitor's name, email and notes of bookings untouched and over for `retention_days`, unless a lead owns the session."
-    where = '''(visitor_name IS NOT NULL OR visitor_email IS NOT NULL OR notes IS NOT NULL)
+    where = '''(visitor_name IS NOT NULL OR visitor_email IS NOT NULL OR notes IS NOT NULL
+                OR visitor_name_enc IS NOT NULL OR visitor_email_enc IS NOT NULL OR notes_enc IS NOT NULL)
                AND updated_at < now() - make_interval(days => %(d)s) AND end_at < now() - make_interval(days => %(d)s)
                AND NOT EXISTS (SELECT 1 FROM leads l WHERE l.session_id = b.session_id)'''
     q = (f'SELECT count(*) AS n FROM calendar_bookings b WHERE {where}' if dry_run else
-         f'''WITH x AS (UPDATE calendar_bookings b SET visitor_name = NULL, visitor_email = NULL, notes = NULL
+         f'''WITH x AS (UPDATE calendar_bookings b SET visitor_name = NULL, visitor_email = NULL, notes = NULL,
+                               visitor_name_enc = NULL, visitor_email_enc = NULL, visitor_email_bidx = NULL, notes_enc = NULL
                         WHERE {where} RETURNING 1) SELECT count(*) AS n FROM x''')
     return (await (await conn.execute(q, dict(d=retention_days))).fetchone())['n']
 
