@@ -1,0 +1,323 @@
+"""Feature flags against the embedded PostgreSQL: the kill switches the migration seeds, edits with their version check
+and audit trail, bad definitions refused with nothing written, a removed variation, two staff members editing at once,
+a change reaching another process's cache within 5 s, and `leadchat flags` as an operator runs it (a real subprocess).
+"""
+import asyncio
+import getpass
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from conftest import fresh_db
+from leadchat import flags
+from leadchat.db import create_pool, migrate
+from leadchat.flags import (KILL_SWITCHES, Flag, FlagConflictError, FlagError, FlagStore, UnknownFlagError, create_flag,
+                            get_flag, kill, list_flags, multivariate, refresh, remove_variation, run_refresh, set_ramp,
+                            set_value, unkill, update_flag)
+
+ROOT = Path(__file__).resolve().parent.parent
+LEADCHAT = str(Path(sys.executable).with_name('leadchat'))
+SIDS = [f'00000000-0000-4000-8000-{i:012d}' for i in range(4000)]
+
+
+@pytest.fixture(scope='module')
+def db(pg, tmp_path_factory):
+    "A fresh database of this module's own, and an env file pointing at it."
+    url = fresh_db(pg[1])
+    asyncio.run(migrate(url, pg[0]))
+    env = tmp_path_factory.mktemp('flags') / 'flags.env'
+    env.write_text(f'RAG_RELEVANCE_THRESHOLD=0.4\nBUSINESS_HOURS_TIMEZONE=Europe/Madrid\nHANDOFF_CHANNELS=crm\n'
+                   f'DATABASE_URL={url}\nLEADCHAT_HOME={pg[0].leadchat_home}\n')
+    return url, env
+
+
+def rows(url, q, *a):
+    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(q, a).fetchall()
+
+
+async def aconn(url):
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+
+
+def _mounted() -> bool:
+    from leadchat.cli import app
+    return any(g.name == 'flags' for g in app.registered_groups)
+
+
+# `leadchat flags` once nbs/90_cli mounts the sub-app; until then the same typer app run as its own process
+COMMAND = [LEADCHAT, 'flags'] if _mounted() else [sys.executable, '-c', 'from leadchat.flags import flags_app; flags_app(prog_name="leadchat flags")']
+
+
+def cli(env, *args) -> subprocess.CompletedProcess:
+    "`leadchat flags …` as a real process."
+    clean = {k: v for k, v in os.environ.items() if k != 'LEADCHAT_ENV_FILE'}
+    return subprocess.run([*COMMAND, *args, '--env-file', str(env)], capture_output=True, text=True, timeout=120,
+                          env=clean, cwd=ROOT)
+
+
+def audit(url, name):
+    return rows(url, 'SELECT * FROM flag_audit WHERE flag = %s ORDER BY id', name)
+
+
+def test_the_migration_seeds_the_five_kill_switches_on_for_every_session(db):
+    url, _ = db
+    seeded = {r['name']: r for r in rows(url, 'SELECT * FROM flags')}
+    assert set(KILL_SWITCHES) <= set(seeded)
+    for n in KILL_SWITCHES:
+        assert (seeded[n]['kind'], seeded[n]['value'], seeded[n]['killed'], float(seeded[n]['ramp'])) == ('boolean', True, False, 100.0)
+        assert [a['action'] for a in audit(url, n)][:1] == ['create']
+
+    async def go():
+        async with await aconn(url) as c:
+            store = FlagStore([Flag(n, killed=True) for n in KILL_SWITCHES])     # stale snapshot: everything off
+            assert await refresh(store, c)
+            return store
+    store = asyncio.run(go())
+    assert all(store.is_on(n, s) for n in KILL_SWITCHES for s in SIDS[:200])
+
+
+@pytest.mark.parametrize('bad, why', [
+    (lambda c: set_ramp(c, 'rag_answers', 101, by='t'), 'outside 0–100'),
+    (lambda c: set_ramp(c, 'rag_answers', -5, by='t'), 'outside 0–100'),
+    (lambda c: set_ramp(c, 'rag_answers', 'NaN', by='t'), 'outside 0–100'),
+    (lambda c: set_ramp(c, 'rag_answers', 'half', by='t'), 'not a number'),
+    (lambda c: set_value(c, 'rag_answers', 'maybe', by='t'), 'must be true or false'),
+    (lambda c: set_value(c, 'rag_answers', 1, by='t'), 'must be true or false'),
+    (lambda c: kill(c, 'rag_answer', by='t'), 'did you mean rag_answers?'),
+    (lambda c: kill(c, "x'; DROP TABLE flags; --", by='t'), 'no flag named'),
+    (lambda c: kill(c, 'rag_answers', by=''), 'names who made it'),
+    (lambda c: update_flag(c, 'rag_answers', 'set', by='t', kind='multivariate'), 'cannot be changed'),
+])
+def test_bad_edits_are_refused_and_nothing_is_written(db, bad, why):
+    url, _ = db
+    before = rows(url, 'SELECT * FROM flags ORDER BY name'), len(rows(url, 'SELECT id FROM flag_audit'))
+
+    async def go():
+        async with await aconn(url) as c:
+            with pytest.raises(FlagError, match=why): await bad(c)
+    asyncio.run(go())
+    assert (rows(url, 'SELECT * FROM flags ORDER BY name'), len(rows(url, 'SELECT id FROM flag_audit'))) == before
+
+
+def test_weights_that_do_not_sum_to_one_are_refused_not_equalised(db):
+    "GrowthBook would silently bucket such weights as equal weights; the store refuses them before any write."
+    url, _ = db
+    for weights, total in [({'a': 0.5, 'b': 0.4}, '0.9'), ({'a': 0.7, 'b': 0.7}, '1.4'), ({'a': 0, 'b': 0}, '0')]:
+        with pytest.raises(FlagError, match=f'must sum to 1, they sum to {total}'): multivariate('split_test', weights)
+    bad = Flag('split_test', 'multivariate', None, 'a', (flags.Variation('a', 0.5), flags.Variation('b', 0.6)))
+
+    async def go():
+        async with await aconn(url) as c:
+            with pytest.raises(FlagError, match='sum to 1.1'): await create_flag(c, bad, by='t')
+            good = await create_flag(c, multivariate('split_test', {'a': 0.5, 'b': 0.5}), by='t')
+            with pytest.raises(FlagError, match='sum to 1.5'):
+                await update_flag(c, 'split_test', 'weights', by='t', version=good.version,
+                                  variations=(flags.Variation('a', 0.5), flags.Variation('b', 1.0)))
+            with pytest.raises(FlagError, match='exists already'): await create_flag(c, good, by='t')
+            return await get_flag(c, 'split_test')
+    after = asyncio.run(go())
+    assert [v.weight for v in after.variations] == [0.5, 0.5] and after.version == 1
+    assert [a['action'] for a in audit(url, 'split_test')] == ['create']
+
+
+def test_a_variation_removed_while_sessions_hold_it(db):
+    "Its sessions get the control (a valid arm), every other session keeps its arm; the control cannot be removed."
+    url, _ = db
+
+    async def go():
+        async with await aconn(url) as c:
+            await create_flag(c, multivariate('proposal_copy', {'long': 0.4, 'short': 0.3, 'bullets': 0.3}), by='ana')
+            store = FlagStore(); await refresh(store, c)
+            before = {s: store.value('proposal_copy', s) for s in SIDS}
+            with pytest.raises(FlagError, match='is the default'): await remove_variation(c, 'proposal_copy', 'long', by='ana')
+            with pytest.raises(FlagError, match='serves no variation "medium"'):
+                await remove_variation(c, 'proposal_copy', 'medium', by='ana')
+            f = await remove_variation(c, 'proposal_copy', 'short', by='ana')
+            assert await refresh(store, c)
+            after = {s: store.value('proposal_copy', s) for s in SIDS}
+            with pytest.raises(FlagError, match='must be one of the variations still served'):
+                await set_value(c, 'proposal_copy', 'short', by='ana')
+            return f, before, after
+    f, before, after = asyncio.run(go())
+    assert [v.removed for v in f.variations] == [False, True, False] and f.live_values == ['long', 'bullets']
+    held = [s for s in SIDS if before[s] == 'short']
+    assert 0.25 < len(held) / len(SIDS) < 0.35
+    assert all(after[s] == 'long' for s in held)
+    assert all(after[s] == before[s] for s in SIDS if before[s] != 'short')
+    assert set(after.values()) == {'long', 'bullets'}
+    last = audit(url, 'proposal_copy')[-1]
+    assert (last['by'], last['action'], last['old']['variations'][1]['removed'], last['new']['variations'][1]['removed']) == \
+        ('ana', 'remove_variation', False, True)
+
+
+def test_a_ramp_keeps_its_sessions_as_it_grows_and_kill_beats_the_ramp(db):
+    url, _ = db
+
+    async def go():
+        async with await aconn(url) as c:
+            await create_flag(c, Flag('new_flow', ramp=0), by='t')
+            store, shares = FlagStore(), {}
+            for pct in (0, 5, 25, 100):
+                await set_ramp(c, 'new_flow', pct, by='t'); await refresh(store, c)
+                shares[pct] = {s for s in SIDS if store.is_on('new_flow', s)}
+            await kill(c, 'new_flow', by='t'); await refresh(store, c)
+            killed = sum(store.is_on('new_flow', s) for s in SIDS)
+            await unkill(c, 'new_flow', by='t'); await refresh(store, c)
+            return shares, killed, sum(store.is_on('new_flow', s) for s in SIDS)
+    shares, killed, back = asyncio.run(go())
+    assert shares[0] == set() and shares[0] < shares[5] < shares[25] < shares[100] and len(shares[100]) == len(SIDS)
+    assert abs(len(shares[5]) / len(SIDS) - 0.05) < 0.015 and abs(len(shares[25]) / len(SIDS) - 0.25) < 0.03
+    assert (killed, back) == (0, len(SIDS))
+
+
+def test_two_staff_members_editing_the_same_flag_at_once(db):
+    "Both read version N and write: exactly one edit lands, the other gets a conflict naming who; nothing is lost."
+    url, _ = db
+
+    async def go():
+        async with await aconn(url) as setup:
+            await create_flag(setup, Flag('contested', ramp=10), by='t')
+            v = (await get_flag(setup, 'contested')).version
+        a, b = await aconn(url), await aconn(url)
+        try:
+            res = await asyncio.gather(set_ramp(a, 'contested', 50, by='console:ana', version=v),
+                                       kill(b, 'contested', by='console:bob', version=v), return_exceptions=True)
+            async with await aconn(url) as c:
+                return v, res, await get_flag(c, 'contested')
+        finally: await a.close(); await b.close()
+    v, res, now = asyncio.run(go())
+    won = [r for r in res if isinstance(r, Flag)]
+    lost = [r for r in res if isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], FlagConflictError), res
+    assert now == won[0] and now.version == v + 1
+    winner = now.updated_by
+    assert f'was changed by {winner}' in str(lost[0]) and f'version {v + 1}' in str(lost[0]) and 'apply it again' in str(lost[0])
+    assert (now.ramp, now.killed) in [(50.0, False), (10.0, True)]
+    edits = [a for a in audit(url, 'contested') if a['action'] != 'create']
+    assert [a['by'] for a in edits] == [winner]
+
+    async def retry():      # the loser reloads and re-applies: both edits stand
+        async with await aconn(url) as c:
+            if winner == 'console:ana': return await kill(c, 'contested', by='console:bob', version=now.version)
+            return await set_ramp(c, 'contested', 50, by='console:ana', version=now.version)
+    final = asyncio.run(retry())
+    assert (final.ramp, final.killed, final.version) == (50.0, True, v + 2)
+
+
+def test_a_change_reaches_another_process_cache_within_five_seconds(db):
+    "A FlagStore refreshing itself (its own pool, as another API process) sees a kill within the poll interval."
+    url, _ = db
+    code = f'''
+import asyncio, sys, time
+from leadchat.db import create_pool
+from leadchat.flags import load_store, run_refresh
+async def main():
+    pool = await create_pool({url!r}, max_size=2)
+    store = await load_store(pool); stop = asyncio.Event()
+    task = asyncio.create_task(run_refresh(store, pool, stop=stop))
+    print('on' if store.is_on('proactive_prompt', 'sid') else 'off', flush=True)
+    t0 = time.monotonic()
+    while store.is_on('proactive_prompt', 'sid') and time.monotonic() - t0 < 20: await asyncio.sleep(0.02)
+    print(f'off after {{time.monotonic() - t0:.2f}}', flush=True)
+    stop.set(); await task; await pool.close()
+asyncio.run(main())
+'''
+    proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout.readline().strip() == 'on'      # (structlog's lines go to stdout too: skipped below)
+        t0 = time.monotonic()
+        r = cli(db[1], 'kill', 'proactive_prompt')
+        assert r.returncode == 0, r.stderr
+        line = proc.stdout.readline()
+        while line and not line.startswith('off after'): line = proc.stdout.readline()
+        seen = time.monotonic() - t0
+        assert line.startswith('off after'), (line, proc.stderr.read())
+        assert seen < 5.0, seen
+    finally:
+        proc.wait(timeout=30)
+        assert cli(db[1], 'unkill', 'proactive_prompt').returncode == 0
+
+
+def test_the_cli_lists_sets_ramps_kills_and_unkills_with_the_operator_audited(db):
+    url, env = db
+    me = f'cli:{getpass.getuser()}'
+    r = cli(env, 'list')
+    assert r.returncode == 0, r.stderr
+    for n in KILL_SWITCHES: assert any(line.startswith(n) for line in r.stdout.splitlines()), r.stdout
+
+    assert cli(env, 'create', 'slot_buttons', '--ramp', '0').returncode == 0
+    r = cli(env, 'ramp', 'slot_buttons', '30')
+    assert r.returncode == 0 and 'ramped to 30%' in r.stdout, r.stderr
+    r = cli(env, 'set', 'slot_buttons', 'false')
+    assert r.returncode == 0 and 'serves false' in r.stdout, r.stderr
+    r = cli(env, 'kill', 'slot_buttons')
+    assert r.returncode == 0 and 'killed' in r.stdout
+    assert 'KILLED' in next(line for line in cli(env, 'list').stdout.splitlines() if line.startswith('slot_buttons'))
+    assert cli(env, 'unkill', 'slot_buttons').returncode == 0
+    r = cli(env, 'create', 'tone', '--variations', '["formal", "casual"]', '--weights', '[0.5, 0.5]')
+    assert r.returncode == 0, r.stderr
+    r = cli(env, 'set', 'tone', 'casual')
+    assert r.returncode == 0 and 'serves "casual" by default' in r.stdout, r.stderr
+
+    trail = [(a['action'], a['by'], a['old'] and a['old']['ramp'], a['new']['ramp'], a['new']['value'], a['new']['killed'])
+             for a in audit(url, 'slot_buttons')]
+    assert trail == [('create', me, None, 0.0, True, False), ('ramp', me, 0.0, 30.0, True, False),
+                     ('set', me, 30.0, 30.0, False, False), ('kill', me, 30.0, 30.0, False, True),
+                     ('unkill', me, 30.0, 30.0, False, False)]
+    assert all(a['at'] is not None for a in audit(url, 'slot_buttons'))
+    assert audit(url, 'tone')[-1]['new']['default_value'] == 'casual' and audit(url, 'tone')[-1]['by'] == me
+
+
+@pytest.mark.parametrize('args, why', [
+    (('kill', 'rag_answer'), 'did you mean rag_answers?'),
+    (('set', 'nonexistent_flag', 'true'), 'no flag named "nonexistent_flag"'),
+    (('ramp', 'rag_answers', '150'), 'outside 0–100'),
+    (('ramp', 'rag_answers', 'fifty'), 'not a number'),
+    (('set', 'rag_answers', 'perhaps'), 'must be true or false'),
+    (('set', 'Bad Name!', 'true'), 'no flag named'),
+    (('create', 'weighted', '--variations', '["a", "b"]', '--weights', '[0.6, 0.6]'), 'must sum to 1, they sum to 1.2'),
+    (('create', 'weighted', '--variations', '["a", "b"]', '--weights', '[1]'), 'same length'),
+    (('create', 'weighted', '--variations', '[a, b]'), 'not valid JSON'),
+    (('create', 'Weighted'), 'is not valid'),
+    (('create', 'rag_answers'), 'exists already'),
+])
+def test_the_cli_refuses_bad_input_clearly_and_writes_nothing(db, args, why):
+    url, env = db
+    before = rows(url, 'SELECT * FROM flags ORDER BY name'), len(rows(url, 'SELECT id FROM flag_audit'))
+    r = cli(env, *args)
+    assert r.returncode == 1 and why in r.stderr, (r.returncode, r.stdout, r.stderr)
+    assert 'Traceback' not in r.stderr
+    assert (rows(url, 'SELECT * FROM flags ORDER BY name'), len(rows(url, 'SELECT id FROM flag_audit'))) == before
+
+
+def test_an_unknown_name_at_evaluation_is_an_error_not_a_feature_turned_off():
+    store = FlagStore()
+    with pytest.raises(UnknownFlagError, match='did you mean booking_in_chat'): store.is_on('booking_in_chats', 's')
+    with pytest.raises(UnknownFlagError): store.for_session('s').value('nothing_like_it')
+    # a kill switch whose row is missing (database unreadable, restored from before 0019) stays on, it is not unknown
+    assert all(FlagStore([]).is_on(n, 's') for n in KILL_SWITCHES)
+
+
+def test_a_failed_refresh_keeps_the_last_snapshot(db):
+    url, _ = db
+
+    async def go():
+        pool = await create_pool(url, max_size=1)
+        store = await flags.load_store(pool)
+        async with pool.connection() as c: await kill(c, 'hosted_model', by='t')
+        async with pool.connection() as c: await refresh(store, c)
+        await pool.close()          # the database goes away: polls fail, the snapshot stays
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_refresh(store, pool, stop=stop, interval=0.05))
+        await asyncio.sleep(0.3); stop.set(); await task
+        off = store.is_on('hosted_model', 's')
+        async with await aconn(url) as c: await unkill(c, 'hosted_model', by='t')
+        return off
+    assert asyncio.run(go()) is False
