@@ -692,6 +692,8 @@ app.add_typer(models_app, name='models')
 # `leadchat privacy export|erase|rotate-key|new-key`: data-subject requests and the data key (`12_privacy`)
 from .privacy import privacy_app
 app.add_typer(privacy_app, name='privacy')
+from .flags import flags_app
+app.add_typer(flags_app, name='flags')
 
 
 @models_app.command('export')
