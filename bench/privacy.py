@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/privacy.py [--turns 600] [--erase-sessions 100] [--erase-visitors 3]
                                       [--background-sessions 50000] [--rotate-visitors 100000] [--note TEXT] [--smoke]
+                                      [--only stitching|erasure|rotation ...]
 
 In one run, on one machine, on a real embedded PostgreSQL (the issue's targets):
   * stitching's cost per turn: full `ChatService.turn`s (zero-cost model and retriever) of returning visitors — the
@@ -20,9 +21,10 @@ In one run, on one machine, on a real embedded PostgreSQL (the issue's targets):
     decrypted and re-encrypted in-process (the cryptography alone) and a second pass with nothing left to move.
 Only leadchat's public functions are called (`ChatService`, `stitch`, `erase_subject`, `rotate_keys`, `Keyring`,
 `check_data_key`), so the benchmark follows them as they grow. `--smoke` runs in seconds and writes nothing.
-Writes bench/results/privacy.json and bench/results/privacy.md.
+Writes bench/results/privacy.json and bench/results/privacy.md. With `--only`, the sections not run are kept from the
+results file as it was (each says which run it comes from).
 """
-import argparse, asyncio, json, os, platform, re, statistics, sys, tempfile, time, uuid
+import argparse, asyncio, json, os, platform, random, re, statistics, sys, tempfile, time, uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,9 +38,20 @@ MESSAGES = ['We are building a RAG assistant over our support tickets.', 'How do
             "I'm the head of engineering at a 300-person insurer.", 'We would like to go live before Q3.',
             'What happens in the first two weeks?', 'Do you sign NDAs?']
 _EMAIL = re.compile(r'[\w.+-]+@[\w-]+\.[\w.]+')
+SECTIONS = ('stitching', 'erasure', 'rotation')
 
 
 def pct(xs, p): return round(statistics.quantiles(xs, n=100, method='inclusive')[p - 1], 3) if len(xs) > 1 else round(xs[0], 3)
+
+
+def p95_difference_interval(on, off, rounds=1000, seed=18):
+    "90% bootstrap interval of p95(on) - p95(off): the turns resampled in their interleaved pairs (same seed, same draws)."
+    rng, n, out = random.Random(seed), min(len(on), len(off)), []
+    for _ in range(rounds):
+        idx = [rng.randrange(n) for _ in range(n)]
+        out.append(pct([on[i] for i in idx], 95) - pct([off[i] for i in idx], 95))
+    out.sort()
+    return [round(out[int(rounds * 0.05)], 3), round(out[int(rounds * 0.95) - 1], 3)]
 
 
 def stats(xs): return dict(p50_ms=pct(xs, 50), p95_ms=pct(xs, 95), n=len(xs)) if xs else dict(p50_ms=None, p95_ms=None, n=0)
@@ -75,6 +88,7 @@ class NullRetriever:
 def services(cfg, db):
     "(with stitching: the service as it runs; without: the same service with stitching and carry-over switched off)."
     from leadchat import service
+    from leadchat.privacy import TurnVisitor
     from leadchat.service import ChatService
 
     class Unstitched(service.PostgresRecorder):
@@ -85,7 +99,7 @@ def services(cfg, db):
         """No visitor memory: nothing carried over before the turn, and the turn's recorder (which `stream` builds from
         leadchat.service.PostgresRecorder) stitches nothing after it. The swap lasts for this service's turn only:
         the benchmark runs one turn at a time, so the other variants never see it."""
-        async def carry_over(self, conn, session_id, visitor_id, consent): return False
+        async def carry_over(self, conn, session_id, visitor_id, consent): return TurnVisitor()
 
         async def stream(self, *args, **kw):
             real, service.PostgresRecorder = service.PostgresRecorder, Unstitched
@@ -97,11 +111,11 @@ def services(cfg, db):
         "The service as it runs; the time of its carry-over step kept per turn, with whether it carried a history."
         carry_ms: list = []
         async def carry_over(self, conn, session_id, visitor_id, consent):
-            t, carried = time.perf_counter(), None
+            t, v = time.perf_counter(), None
             try:
-                carried = await super().carry_over(conn, session_id, visitor_id, consent)
-                return carried
-            finally: self.carry_ms.append(((time.perf_counter() - t) * 1000, bool(carried)))
+                v = await super().carry_over(conn, session_id, visitor_id, consent)
+                return v
+            finally: self.carry_ms.append(((time.perf_counter() - t) * 1000, bool(v and v.carry)))
 
     on = Timed(cfg, db, model=ContactModel(), retriever=NullRetriever())
     off = NoStitching(cfg, db, model=ContactModel(), retriever=NullRetriever())
@@ -176,6 +190,8 @@ async def bench_stitching(cfg, db, turns, visitors=30):
     res['added_p50_ms'] = round(res['with_stitching']['p50_ms'] - res['without_stitching']['p50_ms'], 3)
     res['email_only_added_p95_ms'] = round(res['email_only']['p95_ms'] - res['without_stitching']['p95_ms'], 3)
     res['email_only_added_p50_ms'] = round(res['email_only']['p50_ms'] - res['without_stitching']['p50_ms'], 3)
+    res['added_p95_interval_ms'] = p95_difference_interval(runs['on'], runs['off'])
+    res['email_only_added_p95_interval_ms'] = p95_difference_interval(runs['mail'], runs['off'])
     return res, on
 
 
@@ -315,10 +331,12 @@ async def run(a, home):
     db = await open_database(cfg, max_size=8)
     try:
         await migrate(db.url, cfg)
-        res = {}
-        res['stitching'], on = await bench_stitching(cfg, db, a.turns, a.visitors)
-        res['erasure'] = await bench_erasure(db, on, a.erase_sessions, a.erase_visitors, a.background_sessions)
-        res['rotation'] = await bench_rotation(cfg, db, key, a.rotate_visitors)
+        res, only = {}, set(a.only or SECTIONS)
+        if only & {'stitching', 'erasure'}:         # erasure's sessions go through the stitching run's service
+            stitching, on = await bench_stitching(cfg, db, a.turns, a.visitors)
+            if 'stitching' in only: res['stitching'] = stitching
+        if 'erasure' in only: res['erasure'] = await bench_erasure(db, on, a.erase_sessions, a.erase_visitors, a.background_sessions)
+        if 'rotation' in only: res['rotation'] = await bench_rotation(cfg, db, key, a.rotate_visitors)
         return res
     finally:
         await db.close(); stop_embedded(cfg)
@@ -333,6 +351,8 @@ def main():
     ap.add_argument('--background-sessions', type=int, default=50_000, help="other visitors' sessions in the database")
     ap.add_argument('--rotate-visitors', type=int, default=100_000)
     ap.add_argument('--note', default='', help='what else the machine was doing (recorded in the results)')
+    ap.add_argument('--only', action='append', choices=SECTIONS,
+                    help='run only this section (repeatable); the others are kept from bench/results/privacy.json, labelled')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
     a = ap.parse_args()
     if a.smoke: a.turns, a.visitors, a.erase_sessions, a.erase_visitors, a.background_sessions, a.rotate_visitors = 24, 4, 5, 1, 100, 1000
@@ -350,7 +370,16 @@ def main():
         print(json.dumps(res, indent=1, default=str)); return
     res['command'] = (f'.venv/bin/python bench/privacy.py --turns {a.turns} --visitors {a.visitors} --erase-sessions {a.erase_sessions} '
                       f'--erase-visitors {a.erase_visitors} --background-sessions {a.background_sessions} '
-                      f'--rotate-visitors {a.rotate_visitors}' + (f' --note {json.dumps(a.note)}' if a.note else ''))
+                      f'--rotate-visitors {a.rotate_visitors}' + ''.join(f' --only {o}' for o in a.only or ()) +
+                      (f' --note {json.dumps(a.note)}' if a.note else ''))
+    res['sections_from'] = {k: dict(at=res['at'], command=res['command'], loadavg_1m=res['loadavg_1m']) for k in SECTIONS if k in res}
+    if a.only and (RESULTS / 'privacy.json').exists():       # the sections not run: kept from the earlier results, labelled
+        old = json.loads((RESULTS / 'privacy.json').read_text())
+        for k in SECTIONS:
+            if k not in res and k in old:
+                res[k] = old[k]
+                res['sections_from'][k] = old.get('sections_from', {}).get(k) or dict(at=old['at'], command=old.get('command'),
+                                                                                      loadavg_1m=old.get('loadavg_1m'))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / 'privacy.json').write_text(json.dumps(res, indent=2) + '\n')
     md = report(res)
@@ -362,10 +391,19 @@ def report(res):
     s, e, r = res['stitching'], res['erasure'], res['rotation']
     w, wo = s['with_stitching'], s['without_stitching']
     ok = lambda good: 'met' if good else '**not met**'
+    ran = res.get('sections_from', {})
+
+    def provenance(k):
+        "A section kept from an earlier run (`--only`) says so under its heading."
+        f = ran.get(k)
+        if not f or f['at'] == res['at']: return []
+        load = f.get('loadavg_1m') or {}
+        return [f"*Not re-run: these numbers are from the run of {f['at']} (load average {load.get('start')}–{load.get('end')}), "
+                f"`{f.get('command')}`.*", '']
     md = [f"# Privacy benchmarks ({res['at']}, {res['machine']['cpus']} CPUs, Python {res['machine']['python']})", '',
           f"Real embedded PostgreSQL, one process; load average (1 min) {res['loadavg_1m']['start']} at the start, "
           f"{res['loadavg_1m']['end']} at the end; {res['wall_s']:.0f} s in all." + (f" {res['note']}" if res['note'] else ''), '',
-          '## Stitching per turn (target: ≤ 1 ms added at p95)', '',
+          '## Stitching per turn (target: ≤ 1 ms added at p95)', '', *provenance('stitching'),
           f"Full `ChatService.turn`s with a zero-cost model and retriever: {s['visitors']} visitors, each coming back every "
           f"{s['turns_per_session']} turns (a new session; the widget's visitor id with chat_processing consent, so their "
           'history is carried into it), the second turn of every session giving an email, a phone and a name; the same '
@@ -381,19 +419,23 @@ def report(res):
                   f"{v['without_stitching']['p50_ms']} ms | {v['without_stitching']['p95_ms']} ms | {v['with_stitching']['n']} |")
     md += ['', f"**Added by stitching: {s['added_p95_ms']:+} ms at p95** ({s['added_p50_ms']:+} ms at p50) with the widget's id, "
            f"{s['email_only_added_p95_ms']:+} ms at p95 ({s['email_only_added_p50_ms']:+} ms at p50) by email only — target "
-           f"{ok(max(s['added_p95_ms'], s['email_only_added_p95_ms']) <= 1.0)}. The median of the per-turn differences (each turn "
+           f"{ok(max(s['added_p95_ms'], s['email_only_added_p95_ms']) <= 1.0)}"
+           + (f" (90% bootstrap interval of the p95 difference, the interleaved pairs resampled: {s['added_p95_interval_ms'][0]:+} to "
+              f"{s['added_p95_interval_ms'][1]:+} ms with the widget's id, {s['email_only_added_p95_interval_ms'][0]:+} to "
+              f"{s['email_only_added_p95_interval_ms'][1]:+} ms by email only)" if 'added_p95_interval_ms' in s else '')
+           + ". The median of the per-turn differences (each turn "
            f"against its twin without stitching, run next to it): {s['median_paired_difference_ms']['on']:+} ms with the widget's id, "
            f"{s['median_paired_difference_ms']['mail']:+} ms by email only.", '',
            'The stitching steps alone, timed in the same run (less exposed to the machine\'s noise than a whole turn):', '',
            '| step | p50 | p95 | n |', '|---|---|---|---|',
-           f"| the turn's carry-over step (`ChatService.carry_over`), nothing to carry: the consent and visitor lookups | "
+           f"| the turn's carry-over step (`ChatService.carry_over`), nothing to carry: the visitor lookup (`turn_visitor`) | "
            f"{s['carry_over_step']['lookups_only']['p50_ms']} ms | {s['carry_over_step']['lookups_only']['p95_ms']} ms | {s['carry_over_step']['lookups_only']['n']} |",
-           f"| the same step when it carries a returning visitor's history into the new session (once per session) | "
+           f"| the same step when it carries a returning visitor's history into the session (once per session): the lookup, the earlier sessions' rows, the state update handed to the turn | "
            f"{s['carry_over_step']['carried']['p50_ms']} ms | {s['carry_over_step']['carried']['p95_ms']} ms | {s['carry_over_step']['carried']['n']} |"]
     md += [f"| `stitch` in its own transaction, {k} | {v['p50_ms']} ms | {v['p95_ms']} ms | {v['n']} |" for k, v in s['stitch_call'].items()]
     md += ['', f"{s['sessions_linked']} + {s['sessions_linked_email_only']} sessions were linked to their visitors; "
            "none of the baseline's.", '',
-           f"## Erasure of one visitor with {e['runs'][0]['sessions']} sessions (target: ≤ 2 s)", '',
+           f"## Erasure of one visitor with {e['runs'][0]['sessions']} sessions (target: ≤ 2 s)", '', *provenance('erasure'),
            f"Each session two turns through the service (transcript, checkpoints, events, consent, contact history, lead); "
            f"{e['database']['background_sessions']:,} other sessions in the database ({e['database']['sessions']:,} sessions, "
            f"{e['database']['transcript_rows']:,} transcript rows before the erasures). `erase_subject` after an untimed and a timed dry run; "
@@ -403,7 +445,7 @@ def report(res):
         md.append(f"| {i + 1} | **{o['erase_ms'] / 1000:.2f} s** | {o['dry_run_ms'] / 1000:.2f} s | "
                   f"{o['erase_ms'] / o['dry_run_ms']:.1f}× | {sum(o['rows'].values()):,} |")
     md += ['', f"Median {e['erase_ms_median'] / 1000:.2f} s, slowest {e['erase_ms_max'] / 1000:.2f} s — target {ok(e['erase_ms_max'] <= 2000)}.", '',
-           f"## Key rotation: {r['visitors']:,} visitors re-encrypted", '',
+           f"## Key rotation: {r['visitors']:,} visitors re-encrypted", '', *provenance('rotation'),
            f"{r['visitors']:,} visitors stitched under the old key (an email, a phone and a name each: "
            f"{r['seed_s']:.0f} s, {r['seed_visitors_per_s']:,.0f} visitors/s on 4 connections), then `rotate_keys` "
            f"(batch {r['batch']}) with the old key as previous — it re-encrypts everything sealed in the database, the earlier "

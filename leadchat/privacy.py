@@ -37,11 +37,11 @@ from .db import (KEY_FILE, PII_LEAVES, SEALED, DataKey, DataKeyError, Keyring, L
 # %% auto #0
 __all__ = ['log', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'SEALED_TABLES', 'privacy_app', 'CheckpointCipher',
            'encrypted_serializer', 'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json',
-           'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'visitor_history', 'carry_forward',
-           'session_topic', 'visitor_of', 'prior_sessions', 'Subject', 'booking_value', 'find_subject', 'ExportCounts',
-           'export_subject', 'subject_hash', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn',
-           'SealedTable', 'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd',
-           'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'join_visitor', 'visitor_history',
+           'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'TurnVisitor', 'turn_visitor', 'Subject',
+           'booking_value', 'find_subject', 'ExportCounts', 'export_subject', 'subject_hash', 'erased_id_hash',
+           'is_erased_visitor_id', 'erase_subject', 'SealedColumn', 'SealedTable', 'find_traces', 'rotate_keys',
+           'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -142,48 +142,78 @@ class StitchResult:
 
 
 async def stitch(conn, keyring: Keyring, session_id: str, *, email: str | None = None, phone: str | None = None,
-                 name: str | None = None, browser_id: str | None = None, at: datetime | None = None) -> StitchResult | None:
+                 name: str | None = None, browser_id: str | None = None, at: datetime | None = None,
+                 topic: str | None = None, carried: bool = False) -> StitchResult | None:
     """Link `session_id` to its visitor by the identities given (email, phone in any form; the widget's visitor id),
-    creating or merging visitors as needed. Returns None when nothing identifies anyone."""
+    creating or merging visitors as needed. Returns None when nothing identifies anyone. `topic`: what the session is
+    about (kept, encrypted, for the visitor's next session); `carried`: the visitor's history is in its state already."""
     at = at or datetime.now(timezone.utc)
     ids = [(kind, v) for kind, v in (('email', normalise_email(email)), ('phone', normalise_phone(phone)),
                                     ('browser', _browser_id(browser_id))) if v]
-    async with conn.transaction():
-        for key in sorted({_lock_key(keyring.blind_index(k, v)) for k, v in ids}):
+    bidx = {kind: keyring.blind_indexes(kind, v) for kind, v in ids}        # under every key held (mid-rotation)
+    current = {kind: keyring.blind_index(kind, v) for kind, v in ids}
+    # two round trips, pipelined: the savepoint, the locks and the lookup (each statement its own snapshot); the writes
+    async with conn.pipeline(), conn.transaction():
+        for key in sorted({_lock_key(b) for b in current.values()}):
             await conn.execute('SELECT pg_advisory_xact_lock(%s, %s)', [STITCH_LOCK_SPACE, key])
         rows = await (await conn.execute(
             '''SELECT DISTINCT v.visitor_id, v.first_seen_at FROM visitors v
                WHERE v.visitor_id IN (SELECT visitor_id FROM visitor_identities WHERE blind_index = ANY(%s)
                                       UNION SELECT visitor_id FROM visitor_sessions WHERE session_id = %s)
-               ORDER BY v.first_seen_at, v.visitor_id''',
-            [[b for k, v in ids for b in keyring.blind_indexes(k, v)], session_id])).fetchall()
+               ORDER BY v.first_seen_at, v.visitor_id''', [[b for bs in bidx.values() for b in bs], session_id])).fetchall()
         if not rows and not ids: return None
-        created = not rows
-        if created:
-            vid = uuid.uuid4()
-            await conn.execute('INSERT INTO visitors (visitor_id, first_seen_at, last_seen_at) VALUES (%s, %s, %s)', [vid, at, at])
-        else: vid = rows[0]['visitor_id']
+        created, vid = not rows, rows[0]['visitor_id'] if rows else uuid.uuid4()
         merged = [r['visitor_id'] for r in rows[1:]]
+        name = (name or '').strip()[:200]
+        if created: await conn.execute('INSERT INTO visitors (visitor_id, first_seen_at, last_seen_at) VALUES (%s, %s, %s)', [vid, at, at])
         for loser in merged: await _merge(conn, loser, vid, at)
         for kind, v in ids:
-            # known already — under the current key or, mid-rotation, an old one (no second row for one identity)
-            known = await (await conn.execute(
-                '''UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %s) WHERE kind = %s AND blind_index = ANY(%s)
-                   RETURNING id''', [at, kind, keyring.blind_indexes(kind, v)])).fetchall()
-            if not known: await conn.execute(
-                '''INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)''',
-                [vid, kind, keyring.blind_index(kind, v), keyring.encrypt(v, context=kind), keyring.current.key_id, at, at])
-        how = ids[0][0] if ids else 'session'
-        await conn.execute('''INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at) VALUES (%s, %s, %s, %s)
-                              ON CONFLICT (session_id) DO UPDATE SET visitor_id = EXCLUDED.visitor_id''', [session_id, vid, how, at])
-        name = (name or '').strip()[:200]
+            await conn.execute(_IDENTITY_SEEN, dict(vid=vid, kind=kind, bidx=bidx[kind], current=current[kind], enc=keyring.encrypt(v, context=kind),
+                                                    key_id=keyring.current.key_id, at=at))
+        await conn.execute(_SESSION_LINK, dict(sid=session_id, vid=vid, how=ids[0][0] if ids else 'session', at=at,
+                                               carried=at if carried else None,
+                                               topic=keyring.encrypt(topic[:200], context='topic') if topic else None))
         await conn.execute('''UPDATE visitors SET last_seen_at = greatest(last_seen_at, %s), first_seen_at = least(first_seen_at, %s),
                                      name_enc = COALESCE(%s, name_enc), name_key_id = COALESCE(%s, name_key_id) WHERE visitor_id = %s''',
                            [at, at, keyring.encrypt(name, context='name') if name else None,
                             keyring.current.key_id if name else None, vid])
     return StitchResult(vid, created, merged)
+
+
+# an identity seen again — under the current key or, mid-rotation, an old one (no second row for one identity) — or new
+_IDENTITY_SEEN = '''WITH known AS (UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %(at)s)
+                                   WHERE kind = %(kind)s AND blind_index = ANY(%(bidx)s) RETURNING id)
+                    INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
+                    SELECT %(vid)s, %(kind)s, %(current)s, %(enc)s, %(key_id)s, %(at)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM known)
+                    ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)'''
+_SESSION_LINK = '''INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
+                   VALUES (%(sid)s, %(vid)s, %(how)s, %(at)s, %(carried)s, %(topic)s)
+                   ON CONFLICT (session_id) DO UPDATE SET visitor_id = EXCLUDED.visitor_id,
+                        carried_at = COALESCE(visitor_sessions.carried_at, EXCLUDED.carried_at),
+                        topic_enc = COALESCE(EXCLUDED.topic_enc, visitor_sessions.topic_enc)'''
+
+
+async def join_visitor(conn, keyring: Keyring, session_id: str, visitor_id: uuid.UUID, browser_id: str, *, at: datetime,
+                       topic: str | None = None, carried: bool = False) -> None:
+    """`stitch` when the widget's id is known already (the turn's lookup found its visitor): the session joins that
+    visitor — or the one it has been merged into since — in one statement, only if the session consented to
+    `chat_processing`. Nothing is created and nothing merges, so no lock is needed; a session linked meanwhile stays."""
+    async with conn.pipeline(), conn.transaction():
+        await conn.execute(_JOIN_VISITOR, dict(sid=session_id, vid=visitor_id, at=at, carried=at if carried else None,
+                                               topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
+                                               bidx=keyring.blind_indexes('browser', _browser_id(browser_id))))
+
+
+_JOIN_VISITOR = '''
+WITH v AS (SELECT COALESCE(merged_into, visitor_id) AS visitor_id FROM visitors WHERE visitor_id = %(vid)s
+             AND EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing')),
+     link AS (INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
+              SELECT %(sid)s, visitor_id, 'browser', %(at)s, %(carried)s, %(topic)s FROM v
+              ON CONFLICT (session_id) DO NOTHING RETURNING visitor_id),
+     seen AS (UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %(at)s)
+              WHERE kind = 'browser' AND blind_index = ANY(%(bidx)s) AND EXISTS (SELECT 1 FROM link))
+UPDATE visitors SET last_seen_at = greatest(last_seen_at, %(at)s), first_seen_at = least(first_seen_at, %(at)s)
+WHERE visitor_id IN (SELECT visitor_id FROM link)'''
 
 
 def _browser_id(v: str | None) -> str | None:
@@ -260,11 +290,62 @@ async def visitor_of(conn, keyring: Keyring, session_id: str, browser_id: str | 
 
 async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before: datetime, keyring: Keyring,
                          limit: int = 20) -> list[dict]:
-    "The visitor's sessions other than `session_id` that started before `before`, newest first, with their contact details."
-    return [open_session(r, keyring).model_dump() for r in await (await conn.execute(
-        '''SELECT s.* FROM visitor_sessions vs JOIN sessions s USING (session_id)
+    """The visitor's sessions other than `session_id` that started before `before`, newest first: their `sessions`
+    columns, the email and the name of the newest that gave each (what `carry_forward` takes; the older ones are not
+    decrypted) and the newest one's `topic` (what "last time we talked about …" needs)."""
+    rows = await (await conn.execute(
+        '''SELECT s.*, vs.topic_enc FROM visitor_sessions vs JOIN sessions s USING (session_id)
            WHERE vs.visitor_id = %s AND vs.session_id <> %s AND s.created_at < %s ORDER BY s.created_at DESC LIMIT %s''',
-        [visitor_id, session_id, before, limit])).fetchall()]
+        [visitor_id, session_id, before, limit])).fetchall()
+    out = []
+    for i, r in enumerate(rows):
+        p = {k: v for k, v in r.items() if not k.endswith(('_enc', '_bidx'))}
+        for col, ctx in (('visitor_email', 'session.email'), ('visitor_name', 'session.name')):
+            token = r[f'{col}_enc']
+            p[col] = None if any(o[col] for o in out) else keyring.decrypt(token, context=ctx) if token else r[col]
+        p['topic'] = keyring.decrypt(r['topic_enc'], context='topic') if i == 0 and r['topic_enc'] else None
+        out.append(p)
+    return out
+
+
+@dataclass
+class TurnVisitor:
+    "What a turn knows about its visitor before it runs (`turn_visitor`: one statement)."
+    erased: bool = False                    # the widget's id belonged to an erased visitor: never linked, rotated
+    consented: bool = False                 # chat_processing consent recorded for the session
+    visitor_id: uuid.UUID | None = None     # by the session's link, else by the widget's id (consent given)
+    linked: bool = False                    # the session is linked to it already
+    carried: bool = False                   # the visitor's history was carried into the session already
+    has_prior: bool = False                 # …and there is one to carry (earlier sessions, not carried yet)
+    started: bool = False                   # the session has a checkpoint (its state is not empty)
+    carry: dict | None = None               # set by the carry-over: the state update this turn starts from (the history)
+
+
+_TURN_VISITOR = '''
+SELECT f.erased, f.consented, COALESCE(me.visitor_id, b.visitor_id) AS visitor_id, me.session_id IS NOT NULL AS linked,
+       me.carried_at IS NOT NULL AS carried, p.x IS NOT NULL AS has_prior,
+       EXISTS (SELECT 1 FROM checkpoints WHERE thread_id = %(sid)s) AS started
+FROM (SELECT EXISTS (SELECT 1 FROM erased_visitor_ids WHERE id_hash = %(erased)s) AS erased,
+             EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented) f
+     LEFT JOIN visitor_sessions me ON me.session_id = %(sid)s
+     LEFT JOIN LATERAL (SELECT i.visitor_id FROM visitor_identities i                -- by the widget's id: consent given
+                        WHERE me.session_id IS NULL AND NOT f.erased AND (f.consented OR %(consent)s)
+                          AND i.kind = 'browser' AND i.blind_index = ANY(%(browser)s) LIMIT 1) b ON true
+     LEFT JOIN LATERAL (SELECT 1 AS x FROM visitor_sessions o JOIN sessions s ON s.session_id = o.session_id
+                        WHERE me.carried_at IS NULL AND o.visitor_id = COALESCE(me.visitor_id, b.visitor_id)
+                          AND o.session_id <> %(sid)s AND s.created_at < %(before)s LIMIT 1) p ON true'''
+
+
+async def turn_visitor(conn, keyring: Keyring, session_id: str, browser_id: str | None, *, consent: bool,
+                       before: datetime) -> TurnVisitor:
+    """Everything a turn needs to know about its visitor, in one indexed statement before it runs: whether the widget's
+    id was erased, the session's consent, its visitor (by its link, else by the widget's id — only with chat_processing
+    consent, recorded or given with this message: `consent`), and whether there is a history to carry into it."""
+    b = _browser_id(browser_id)
+    row = await (await conn.execute(_TURN_VISITOR, dict(
+        sid=session_id, erased=erased_id_hash(b) if b else None, browser=keyring.blind_indexes('browser', b) if b else [],
+        consent=consent, before=before))).fetchone()
+    return TurnVisitor(**row)
 
 # %% ../nbs/12_privacy.ipynb #2dbca6b1
 @dataclass
@@ -493,7 +574,7 @@ async def _rows(conn, table: str, col: str, keys: list, dry_run: bool) -> int:
 class SealedColumn:
     "One sealed column of 0017: its ciphertext, its plaintext predecessor, its context, and the blind index kept beside it."
     enc: str
-    legacy: str
+    legacy: str | None                 # None: a column encrypted from the start (0018's topic), nothing to seal
     context: str                       # AES-GCM associated data; '{field}' is filled from the row (contact_history)
     bidx: str | None = None            # an email's blind index column (transcript: an array, of the emails in the text)
 
@@ -518,6 +599,7 @@ SEALED_TABLES = (
                                             SealedColumn('notes_enc', 'notes', 'booking.notes'))),
     SealedTable('transcript', 'id', (SealedColumn('content_enc', 'content', 'transcript', 'email_bidx'),)),
     SealedTable('handoff_outbox', 'id', (), (('request', 'outbox'), ('changes', 'outbox'))),
+    SealedTable('visitor_sessions', 'session_id', (SealedColumn('topic_enc', None, 'topic'),)),
 )
 
 # %% ../nbs/12_privacy.ipynb #1d1ae5fc
@@ -651,11 +733,12 @@ def _reseal_row(keyring: Keyring, t: SealedTable, r: dict, plaintext_only: bool)
     cur, upd = keyring.current.key_id, {}
     for c in t.columns:
         ctx = c.context.format(field=r.get('field'))
-        token, plain = r[c.enc], r[c.legacy]
+        token, plain = r[c.enc], r[c.legacy] if c.legacy else None
         if token is None and plain is None: continue
         if token is not None and (plaintext_only or keyring.key_id_of(token) == cur) and plain is None: continue
         value = keyring.decrypt(token, context=ctx) if token is not None else plain
-        upd[c.enc], upd[c.legacy] = keyring.encrypt(value, context=ctx), None
+        upd[c.enc] = keyring.encrypt(value, context=ctx)
+        if c.legacy: upd[c.legacy] = None
         if c.bidx and t.table == 'transcript': upd[c.bidx] = transcript_values(keyring, value)[1]
         elif c.bidx and (t.table != 'contact_history' or r.get('field') == 'email'): upd[c.bidx] = email_key(keyring, value)
     for col, ctx in t.docs:
@@ -675,11 +758,12 @@ async def reseal(pool, keyring: Keyring, *, batch: int = 500, plaintext_only: bo
     from psycopg import sql
     done = {}
     for t in SEALED_TABLES:
+        if plaintext_only and not t.docs and not any(c.legacy for c in t.columns): continue     # encrypted from the start
         done[t.table], last = 0, None
-        cols = [c.enc for c in t.columns] + [c.legacy for c in t.columns] + [col for col, _ in t.docs]
+        cols = [c.enc for c in t.columns] + [c.legacy for c in t.columns if c.legacy] + [col for col, _ in t.docs]
         cols += ['field'] if t.table == 'contact_history' else []
         if plaintext_only:       # cheap: only rows with a plaintext value, or a document with no sealed leaf
-            pending = [sql.SQL('{} IS NOT NULL').format(sql.Identifier(c.legacy)) for c in t.columns]
+            pending = [sql.SQL('{} IS NOT NULL').format(sql.Identifier(c.legacy)) for c in t.columns if c.legacy]
             pending += [sql.SQL('{}::text ~ %s').format(sql.Identifier(col)) for col, _ in t.docs]
             where = sql.SQL(' OR ').join(pending)
         else: where = sql.SQL('true')

@@ -26,8 +26,8 @@ from .config import Settings
 from .db import Database, knowledge_table, migrate, migration_status, open_database, ping
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
-from .privacy import (carry_forward, check_data_key, create_private_checkpointer, is_erased_visitor_id, load_keyring,
-                              open_json, prior_sessions, seal_json, seal_plaintext, session_topic, stitch, visitor_of)
+from .privacy import (TurnVisitor, carry_forward, check_data_key, create_private_checkpointer, load_keyring, open_json,
+                              join_visitor, prior_sessions, seal_json, seal_plaintext, session_topic, stitch, turn_visitor)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -38,8 +38,8 @@ from .telemetry import end_span, span, start_span, traceparent
 # %% auto #0
 __all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'follow_through', 'phone_in', 'lead_changes',
            'record_follow_through', 'dispatch_handoff', 'queue_update', 'TurnInProgress', 'turn_lock_key', 'Lease',
-           'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'ChatService', 'index_size', 'prepare',
-           'readiness']
+           'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'StartingFrom', 'ChatService', 'index_size',
+           'prepare', 'readiness']
 
 # %% ../nbs/35_service.ipynb #sv000005
 log = structlog.get_logger('leadchat.service')
@@ -52,6 +52,7 @@ class PostgresRecorder:
     def __init__(self, pool, conn=None, *, keyring, visitor_id: str | None = None):
         self.pool, self.conn = pool, conn     # `conn`: the turn's lease connection
         self.keyring, self.visitor_id, self._stitched = keyring, visitor_id, False     # 12_privacy: the session's visitor
+        self.visitor: TurnVisitor | None = None       # what the turn's lookup found (None: not looked up, ask here)
 
     @asynccontextmanager
     async def _connection(self):
@@ -101,26 +102,39 @@ class PostgresRecorder:
 
     async def stitch(self, conn, rec: TurnRecord) -> None:
         """Link the session to its visitor (12_privacy) when this turn gave an email or a phone, or — only with
-        `chat_processing` consent — brought the widget's visitor id; once per turn, in a savepoint: a failure is
-        logged, never the turn's."""
+        `chat_processing` consent — brought the widget's visitor id; on a session linked already, keep what it is about
+        when that changed and mark a carried history. Once per turn, in a savepoint: a failure is logged, never the
+        turn's. What the turn's lookup found (`self.visitor`) spares the queries; without it, they are asked here."""
         if self._stitched: return
         s, prev = rec.state, rec.previous
         email = s.visitor_email if s.visitor_email and s.visitor_email != getattr(prev, 'visitor_email', None) else None
         phone = phone_in(rec.message)
-        if not (email or phone or self.visitor_id): return
+        v, browser = self.visitor, self.visitor_id
+        linked = v is not None and v.linked
+        mark = bool(s.prior_sessions) and not (v is not None and v.carried)           # carried before this turn: say so once
+        topic = (linked and prev is not None and s.qualification.signals_observed != prev.qualification.signals_observed
+                 and (t := session_topic(s)) != session_topic(prev) and t) or None      # what a linked session is about, changed
+        if not (email or phone or browser or topic or (mark and linked)): return
         self._stitched = True
-        browser = self.visitor_id
         try:
-            if browser:
+            if browser and v is None:                           # not looked up: ask
                 row = await (await conn.execute(_STITCH_STATE, dict(sid=s.session_id))).fetchone()
-                if not row['consented']: browser = None          # never without chat_processing consent
-                elif row['linked'] and not (email or phone): return        # already linked: nothing new this turn
-            if not (email or phone or browser): return
-            await stitch(conn, self.keyring, s.session_id, email=email, phone=phone, name=s.visitor_name if (email or phone) else None,
-                         browser_id=browser, at=s.last_updated_at)
-            if s.prior_sessions:        # carried before this first turn (by the widget's id): once is enough
-                await conn.execute('UPDATE visitor_sessions SET carried_at = COALESCE(carried_at, %s) WHERE session_id = %s',
-                                   [s.last_updated_at, s.session_id])
+                browser, linked = browser if row['consented'] else None, row['linked']
+            if browser and linked and not (email or phone): browser = None          # linked already: nothing new
+            if browser and not (email or phone) and v is not None and v.visitor_id is not None:
+                # the widget's id is known (its visitor found by the lookup): joined in one statement, consent checked in it
+                await join_visitor(conn, self.keyring, s.session_id, v.visitor_id, browser, at=s.last_updated_at,
+                                   topic=session_topic(s), carried=mark)
+                return
+            if browser and v is not None and not v.consented and not (     # consent given with this message: in this transaction
+                    rec.consent and (await (await conn.execute(_CONSENTED, [s.session_id])).fetchone())['ok']): browser = None
+            if email or phone or browser:
+                await stitch(conn, self.keyring, s.session_id, email=email, phone=phone, name=s.visitor_name if (email or phone) else None,
+                             browser_id=browser, at=s.last_updated_at, topic=session_topic(s), carried=mark)
+            elif linked and (topic or mark):
+                async with conn.pipeline(), conn.transaction():     # a savepoint, in the statement's round trip
+                    await conn.execute(_LINK_UPDATE, dict(sid=s.session_id, at=s.last_updated_at if mark else None,
+                                                          topic=self.keyring.encrypt(topic[:200], context='topic') if topic else None))
         except Exception as e:
             if conn.broken: raise
             log.error('visitor_stitch_failure', session_id=s.session_id, error=type(e).__name__)
@@ -129,6 +143,8 @@ class PostgresRecorder:
 _CONSENTED = "SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %s AND scope = 'chat_processing') AS ok"
 _STITCH_STATE = """SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented,
                           EXISTS (SELECT 1 FROM visitor_sessions WHERE session_id = %(sid)s) AS linked"""
+_LINK_UPDATE = """UPDATE visitor_sessions SET carried_at = COALESCE(carried_at, %(at)s), topic_enc = COALESCE(%(topic)s, topic_enc)
+                  WHERE session_id = %(sid)s"""
 
 
 _PENDING_PUT = """INSERT INTO turn_pending (session_id, turn_index, state) VALUES (%s, %s, %s)
@@ -338,6 +354,15 @@ class TurnResult:
     rotate_visitor_id: bool = False         # the widget's visitor id belonged to an erased visitor: it must draw a new one
 
 
+class StartingFrom:
+    """The compiled graph, its turn starting from `update` as well as the session's checkpoint: the values go into the
+    turn's input (`run_turn` streams `graph.astream({'session_id': …})`), so a returning visitor's history is written
+    with the turn's own checkpoint — not by a checkpoint of its own before the turn."""
+    def __init__(self, graph, update: dict): self.graph, self.update = graph, update
+
+    def astream(self, input: dict, *args, **kw): return self.graph.astream({**input, **self.update}, *args, **kw)
+
+
 class ChatService:
     def __init__(self, settings: Settings, db: Database, *, model=None, retriever=None, embeddings=None, clock=None):
         self.settings, self.db, self.clock = settings, db, clock or utcnow
@@ -413,11 +438,14 @@ class ChatService:
             ctx = TurnContext(message, self.settings, self.model, self.retriever, recorder, now=self.clock,
                               handoff_triggered=lease.handoff_triggered, scheduler=self.scheduler,
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
-            if visitor_id and lease.conn is not None and await is_erased_visitor_id(lease.conn, visitor_id):
-                visitor_id = recorder.visitor_id = None          # never linked again (12_privacy: rotated on erasure)
-                if result is not None: result.rotate_visitor_id = True
-            if lease.conn is not None: await self.carry_over(lease.conn, session_id, visitor_id, consent)
-            async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
+            v = None            # the turn's visitor (12_privacy), looked up over the lease's connection
+            if lease.conn is not None:
+                recorder.visitor = v = await self.carry_over(lease.conn, session_id, visitor_id, consent)
+                # erased: never linked again (12_privacy: the widget is told to rotate it); lookup failed: not this turn
+                if v is None or v.erased: recorder.visitor_id = None
+                if v is not None and v.erased and result is not None: result.rotate_visitor_id = True
+            graph = self.graph if v is None or v.carry is None else StartingFrom(self.graph, v.carry)
+            async for tok in run_turn(graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
             if ctx.committed is not None and ctx.record is not None: finished = ctx.record.turn_index   # checkpoint written
         except BaseException as e:
@@ -431,33 +459,33 @@ class ChatService:
                     end_span(tspan, error, **({'turn.index': rec.turn_index, 'turn.route': rec.route,
                                                'turn.event': rec.event_type} if rec else {}))
 
-    async def carry_over(self, conn, session_id: str, visitor_id: str | None, consent: dict | None) -> bool:
+    async def carry_over(self, conn, session_id: str, visitor_id: str | None, consent: dict | None) -> TurnVisitor | None:
         """A returning visitor (12_privacy): what their earlier sessions established goes into this session's state, once,
         before its turn — by the session's link (an email given earlier), or by the widget's visitor id with
-        `chat_processing` consent. One indexed lookup a turn when there is nothing to carry; never fails the turn."""
+        `chat_processing` consent. One indexed statement a turn (`turn_visitor`) when there is nothing to carry; that
+        the history was carried is marked with the turn's commit (the recorder's stitch step). Never fails the turn:
+        None when the lookup failed (the turn goes on without the widget's id)."""
         try:
-            if visitor_id and not consent:
-                visitor_id = visitor_id if (await (await conn.execute(_CONSENTED, [session_id])).fetchone())['ok'] else None
-            vid, carried = await visitor_of(conn, self.keyring, session_id, visitor_id)
-            if vid is None or carried: return False
-            prior = await prior_sessions(conn, vid, session_id, before=self.clock(), keyring=self.keyring)
-            if not prior: return False
-            cfg = {'configurable': {'thread_id': session_id}}
-            snap = await self.graph.aget_state(cfg)
-            state = (SessionState.model_validate(snap.values) if snap.values and snap.values.get('session_id')
-                     else SessionState(session_id=session_id, created_at=self.clock(), last_updated_at=self.clock()))
-            if state.prior_sessions: return False
-            last = await self.graph.aget_state({'configurable': {'thread_id': prior[0]['session_id']}})
-            topic = session_topic(SessionState.model_validate(last.values)) if last.values and last.values.get('session_id') else None
-            state = state.model_copy(update=carry_forward(state, prior, topic))
-            await self.graph.aupdate_state(cfg, state.model_dump(), as_node='write_state')
-            await conn.execute('UPDATE visitor_sessions SET carried_at = %s WHERE session_id = %s', [self.clock(), session_id])
-            log.info('visitor_returned', session_id=session_id, prior_sessions=len(prior))
-            return True
+            v = await turn_visitor(conn, self.keyring, session_id, visitor_id, consent=bool(consent), before=self.clock())
         except Exception as e:
             if getattr(conn, 'broken', False): raise
             log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
-            return False
+            return None
+        if not v.has_prior: return v
+        try:
+            prior = await prior_sessions(conn, v.visitor_id, session_id, before=self.clock(), keyring=self.keyring)
+            if not prior: return v
+            snap = await self.graph.aget_state({'configurable': {'thread_id': session_id}}) if v.started else None
+            state = (SessionState.model_validate(snap.values) if snap is not None and snap.values and snap.values.get('session_id')
+                     else SessionState(session_id=session_id))          # a new session's state is empty: not read
+            if state.prior_sessions: return v           # carried by an earlier turn that could not mark it: marked with this one
+            upd = carry_forward(state, prior, prior[0]['topic'])
+            v.carry = state.model_copy(update=upd).model_dump(include={'session_id', *upd})     # the turn starts from it
+            log.info('visitor_returned', session_id=session_id, prior_sessions=len(prior))
+        except Exception as e:
+            if getattr(conn, 'broken', False): raise
+            log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
+        return v
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
         "`begin` + `stream` in one call."

@@ -217,6 +217,39 @@ def test_the_same_email_in_a_new_session_carries_the_earlier_qualification_from_
     assert [h['session_id'] for h in detail(api, second)['visitor_history']] == [first]
 
 
+def test_the_history_goes_in_with_the_turns_own_checkpoint_and_a_lost_link_is_made_by_the_next_turn_without_carrying_twice(api):
+    """Stitching off the turn's critical path (bench/privacy.py): the carry-over writes no checkpoint of its own (the
+    history goes into the turn's input), what the first session was about is read from its link (encrypted), and when
+    the carry turn's stitch step is lost — its link and mark — the next turn makes them without carrying twice."""
+    from leadchat.state import SessionState
+    vid, first, second, plain = (str(uuid.uuid4()) for _ in range(4))
+    start = MONDAY + timedelta(days=70)
+    api.clock.now = start
+    with api.client() as c:
+        assert say(c, first, 'We want to automate claims triage for our 40 adjusters.', visitor_id=vid, consent=CONSENT)[0] == 200
+    topic = q(api.db_url, 'SELECT topic_enc FROM visitor_sessions WHERE session_id = %s', [first])[0]['topic_enc']
+    assert 'claims' not in topic and api.keyring.decrypt(topic, context='topic') == 'automating claims triage'
+
+    api.clock.now = start + timedelta(days=7)
+    with api.client() as c:
+        status, reply = say(c, second, 'Hi again, do you work in Spain?', visitor_id=vid, consent=CONSENT)
+        assert status == 200 and reply.startswith('Welcome back — last time we talked about automating claims triage'), reply
+        assert say(c, plain, 'Hi again, do you work in Spain?', consent=CONSENT)[0] == 200      # no visitor id: nothing carried
+    checkpoints = lambda sid: q(api.db_url, 'SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s', [sid])[0]['n']
+    assert checkpoints(second) == checkpoints(plain) > 0          # no checkpoint of its own before the turn's
+    carried = lambda: q(api.db_url, 'SELECT carried_at FROM visitor_sessions WHERE session_id = %s', [second])
+    assert carried() and carried()[0]['carried_at'] is not None
+
+    with psycopg.connect(api.db_url, autocommit=True) as conn:     # as if the carry turn's stitch step had failed
+        conn.execute('DELETE FROM visitor_sessions WHERE session_id = %s', [second])
+    with api.client() as c:
+        assert say(c, second, 'And in Portugal?', visitor_id=vid)[0] == 200
+    st = SessionState.model_validate(detail(api, second)['state'])
+    assert [p['session_id'] for p in st.prior_sessions] == [first]            # carried once: not again
+    assert carried() and carried()[0]['carried_at'] is not None                # linked and marked by this turn
+    assert [h['session_id'] for h in detail(api, second)['visitor_history']] == [first]
+
+
 # --- export and erasure ---------------------------------------------------------------------------------------------
 
 def test_export_then_erase_leaves_no_trace_anywhere(api):
