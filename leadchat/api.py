@@ -44,9 +44,9 @@ from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, body_limit
                           same_origin, trusted_proxies)
 
 # %% auto #0
-__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'STAFF_FAILURES_PER_MINUTE', 'Metrics', 'create_app', 'ChatInput', 'register_chat',
-           'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response', 'register_widget',
-           'follow_through', 'staff_guard', 'register_staff']
+__all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'WIDGET_FLAGS', 'STAFF_FAILURES_PER_MINUTE', 'Metrics', 'create_app', 'ChatInput',
+           'register_chat', 'register_ops', 'demo_page', 'accepted_encodings', 'WidgetDist', 'asset_response',
+           'register_widget', 'register_flags', 'follow_through', 'staff_guard', 'register_staff']
 
 # %% ../nbs/40_api.ipynb #ap000006
 log = structlog.get_logger('leadchat.api')
@@ -87,8 +87,9 @@ class Metrics:
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
                knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0,
-               calendar=None, calendar_sweep_interval: float | None = 30.0) -> FastAPI:
+               calendar=None, calendar_sweep_interval: float | None = 30.0, flag_refresh_interval: float | None = None) -> FastAPI:
     "The app; `db`, `model` and `clock` replace the real ones in tests (a clock makes business hours reproducible)."
+    from leadchat import flags
 
     settings = settings or get_settings()
     metrics = Metrics()
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     async def lifespan(app: FastAPI):
         database = await prepare(settings, knowledge_path=knowledge_path, db=db)
         app.state.db = database
+        # the feature flags and kill switches (15_flags): this process's cache, polled for changes every second
+        app.state.flags = flag_store = await flags.load_store(database.pool)
+        flags.install(flag_store)
         app.state.service = ChatService(settings, database, model=model, clock=clock)
         # the offline model's classifiers load (or train, on a new corpus) before the first visitor, not during their turn
         if (warm := getattr(app.state.service.model, 'prepare', None)) is not None: await asyncio.to_thread(warm)
@@ -115,11 +119,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         # every API process also relays the hand-off outbox (SKIP LOCKED: relays never collide)
         relay = asyncio.create_task(run_relay(database.pool, settings, worker=app.state.service.owner,
                                               interval=relay_interval, stop=stop, observe=metrics.delivery))
+        flag_refresh = asyncio.create_task(flags.run_refresh(flag_store, database.pool, stop=stop,
+                                                             interval=flag_refresh_interval or flags.REFRESH_SECONDS))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
             stop.set()
-            await asyncio.gather(sweeper, relay)
+            await asyncio.gather(sweeper, relay, flag_refresh)
+            if flags.current() is flag_store: flags.install(None)
             if app.state.service.scheduler is not None: await app.state.service.scheduler.drain()
             await leadership.close()
             if db is None: await database.close()
@@ -153,6 +160,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
     staff = staff_guard(settings, pool)
     register_ops(app, settings, metrics, staff)
     register_widget(app, settings)
+    register_flags(app)
     register_staff(app, settings, staff)
     if settings.leadchat_calendar_config or calendar is not None:     # the calendar hand-off (61_booking)
         from leadchat.booking import calendar_router
@@ -395,6 +403,22 @@ def register_widget(app, settings):
     @app.api_route('/widget/{version}/{filename}', methods=['GET', 'HEAD'], include_in_schema=False)
     async def widget_file(request: Request, version: str, filename: str):
         return asset_response(dist.versioned(version, filename), request.headers.get('accept-encoding'), IMMUTABLE)
+
+# %% ../nbs/40_api.ipynb #fb854b24
+WIDGET_FLAGS: tuple[str, ...] = ('proactive_prompt',)
+
+
+def register_flags(app):
+    from leadchat.flags import current
+
+    @app.get('/chat/flags', summary="The widget's switches for this session (proactive prompt)")
+    async def chat_flags(zgc_session_id: str | None = Header(None, alias='ZGC-Session-ID', max_length=64)):
+        sid = None
+        if zgc_session_id is not None:
+            try: sid = str(uuid.UUID(zgc_session_id))
+            except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
+        f = current().for_session(sid)
+        return JSONResponse({n: f.is_on(n) for n in WIDGET_FLAGS}, headers={'Cache-Control': 'no-store'})
 
 # %% ../nbs/40_api.ipynb #ap000019
 async def follow_through(conn, session_id: str, *, keyring) -> dict:

@@ -217,7 +217,7 @@ def _consent_and_contact(state: SessionState, s: SessionState, ctx: TurnContext)
 def _read_slot_ask(s: SessionState, ctx: TurnContext) -> None:
     "A pick of an offered slot, an ask for (other) times, a slot id not offered here, a pick after expiry (62_scheduling)."
     from leadchat.scheduling import pick_slot, qualifies, slot_request
-    if not (s.offered_slots or qualifies(s)): return
+    if not (s.offered_slots or qualifies(s)) or not _booking_in_chat(s): return
     try: tz = ZoneInfo(s.visitor_timezone or ctx.settings.business_hours_timezone)
     except Exception: tz = ZoneInfo('UTC')
     today = ctx.now().astimezone(tz).date()
@@ -385,9 +385,16 @@ def _zone(state: SessionState, ctx: TurnContext) -> str | None:
     return None if ctx.unknown_zone else (ctx.visitor_tz or state.visitor_timezone)
 
 
+def _booking_in_chat(state: SessionState) -> bool:
+    "The `booking_in_chat` kill switch (15_flags) for this session, from the process's flag cache."
+    from leadchat.flags import enabled
+    return enabled('booking_in_chat', state.session_id)
+
+
 async def _offer_slots(state: SessionState, ctx: TurnContext) -> dict:
-    "Slots after a hot-lead / explicit-request proposal, at any hour, once the email is known (62_scheduling)."
-    if ctx.scheduler is None: return {}
+    """Slots after a hot-lead / explicit-request proposal, at any hour, once the email is known (62_scheduling); none while
+    `booking_in_chat` is killed — the proposal alone, and a time the visitor names is an ordinary message."""
+    if ctx.scheduler is None or not _booking_in_chat(state): return {}
     from leadchat.scheduling import needs_offer
     if not needs_offer(state): return {}
     offer = await ctx.scheduler.offer(state, _zone(state, ctx), unknown_zone=ctx.unknown_zone)

@@ -42,9 +42,9 @@ __all__ = ['log', 'HEADER_MAX', 'SECTION_TEXT_MAX', 'FIELD_TEXT_MAX', 'URL_MAX',
            'crm_payload', 'fallback_subject', 'packet_text', 'fallback_email', 'ChannelResult', 'webhook_attempt',
            'SlackWebhookClient', 'api_attempt', 'SlackBotClient', 'CRMDeliveryError', 'LeadCreationResult',
            'PostgresCRMClient', 'fallback_sender', 'smtp_attempt', 'SmtpFallbackClient', 'validate_handoff_config',
-           'handoff_clients', 'HandoffOutcome', 'earlier_result', 'primary_outcome', 'deliver_handoff', 'server_view',
-           'update_reasons', 'deliver_update', 'worst_case_delivery_seconds', 'retry_delay', 'delivered_channels',
-           'merge_channel_status', 'undelivered', 'relay_once', 'run_relay', 'replay_handoff']
+           'handoff_clients', 'HandoffOutcome', 'earlier_result', 'primary_outcome', 'deliver_handoff', 'live_channels',
+           'server_view', 'update_reasons', 'deliver_update', 'worst_case_delivery_seconds', 'retry_delay',
+           'delivered_channels', 'merge_channel_status', 'undelivered', 'relay_once', 'run_relay', 'replay_handoff']
 
 # %% ../nbs/50_handoff.ipynb #ho000007
 log = structlog.get_logger('leadchat.handoff')
@@ -733,8 +733,18 @@ async def deliver_handoff(request: HandoffRequest, *, settings: Settings, pool, 
         return HandoffOutcome(request.session_id, request.handoff_reason, 'total_failure', {}, error=_err(e))
 
 
+def live_channels(enabled: Sequence[str], session_id: str) -> tuple[tuple[str, ...], bool]:
+    "The configured channels less Slack while its kill switch (`slack_delivery`) is off for the session; and whether it is."
+    from leadchat.flags import enabled as flag_on
+    if 'slack' in enabled and not flag_on('slack_delivery', session_id):
+        log.info('slack_delivery_killed', session_id=session_id)
+        return tuple(c for c in enabled if c != 'slack'), True
+    return tuple(enabled), False
+
+
 async def _deliver(request, *, settings, pool, slack, crm, email, sleep, done, retry) -> HandoffOutcome:
-    sid, enabled, when = request.session_id, settings.handoff_channels, iso_utc(request.triggered_at)
+    sid, when = request.session_id, iso_utc(request.triggered_at)
+    enabled, slack_killed = live_channels(settings.handoff_channels, sid)
     try: packet = generate_context_packet(request.session_state)
     except ContextPacketGenerationError as e:
         log.error('context_packet_generation_failure', session_id=sid, error=str(e), triggered_at=when)
@@ -770,8 +780,9 @@ async def _deliver(request, *, settings, pool, slack, crm, email, sleep, done, r
         log.critical('handoff_total_failure', alert=True, session_id=sid, failed_channels=[r.channel for r in failed],
                      triggered_at=when)
 
-    if outcome != 'complete' and 'email' in done: res['email'] = earlier_result('email', done['email'])
-    elif outcome != 'complete' and 'email' in enabled:
+    email_needed = outcome != 'complete' or slack_killed     # without Slack, the email is how the team hears of it
+    if email_needed and 'email' in done: res['email'] = earlier_result('email', done['email'])
+    elif email_needed and 'email' in enabled:
         res['email'] = await _safe('email', email.deliver(packet, failed_channels=[r.channel for r in failed]))
         if res['email'].status != 'delivered':
             log.critical('fallback_email_failure', alert=True, session_id=sid, attempt_count=res['email'].attempt_count,
@@ -822,7 +833,8 @@ async def deliver_update(request: HandoffRequest, changes: Sequence[dict], *, se
 
 
 async def _deliver_update(request, changes, *, settings, pool, slack, crm, email, sleep, outbox_id, done, retry) -> HandoffOutcome:
-    sid, enabled = request.session_id, settings.handoff_channels
+    sid = request.session_id
+    enabled, slack_killed = live_channels(settings.handoff_channels, sid)
     try: packet = await server_view(pool, generate_context_packet(request.session_state), settings)
     except ContextPacketGenerationError as e:
         log.critical('handoff_update_aborted', alert=True, session_id=sid, reason='context_packet_generation_failure')
@@ -846,7 +858,7 @@ async def _deliver_update(request, changes, *, settings, pool, slack, crm, email
         log.error('handoff_update_channel_failure', session_id=sid, failed_channel=r.channel, error=r.error,
                   attempt_count=r.attempt_count, retry=retry)
     # the rep reads Slack: the updated email goes out only when Slack failed (or is not used and the CRM failed)
-    email_needed = (res['slack'].status == 'failed') if 'slack' in enabled else bool(failed)
+    email_needed = slack_killed or ((res['slack'].status == 'failed') if 'slack' in enabled else bool(failed))
     if email_needed and 'email' in done: res['email'] = earlier_result('email', done['email'])
     elif email_needed and 'email' in enabled:
         res['email'] = await _safe('email', email.deliver(packet, failed_channels=[r.channel for r in failed], changes=changes))

@@ -13,17 +13,54 @@ from .hosted import AnthropicModel, OpenAICompatModel
 from .models import OfflineModel
 
 # %% auto #0
-__all__ = ['get_model']
+__all__ = ['get_model', 'HostedOrOffline']
 
 # %% ../nbs/34_providers.ipynb #pv000006
 def get_model(settings: Settings, *, embed=None, aembed=None):
-    "The configured provider: `offline`, `anthropic` or `openai` (`auto`: anthropic when its key is set)."
+    """The configured provider: `offline`, `anthropic` or `openai` (`auto`: anthropic when its key is set); a hosted one
+    behind the `hosted_model` kill switch (`HostedOrOffline`)."""
     p = settings.leadchat_model_provider
     if p == 'auto': p = 'anthropic' if settings.anthropic_api_key else 'offline'
-    if p == 'anthropic':
-        return AnthropicModel(settings)
-    if p == 'openai':
-        return OpenAICompatModel(settings)
-    return OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold, backend=settings.leadchat_embedding_backend,
-                        thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
-                                              settings.leadchat_clarify_floor))
+    offline = lambda: OfflineModel(embed, aembed=aembed, rag_threshold=settings.rag_relevance_threshold,
+                                   backend=settings.leadchat_embedding_backend,
+                                   thresholds=Thresholds(settings.leadchat_signal_threshold, settings.leadchat_disqualify_threshold,
+                                                         settings.leadchat_clarify_floor))
+    if p == 'anthropic': return HostedOrOffline(AnthropicModel(settings), offline)
+    if p == 'openai': return HostedOrOffline(OpenAICompatModel(settings), offline)
+    return offline()
+
+
+class HostedOrOffline:
+    """A hosted model behind the `hosted_model` kill switch: each call goes to the hosted model while the switch is on for
+    the session, to the offline engine while it is off. Everything else is the hosted model's."""
+
+    def __init__(self, hosted, make_offline):
+        self.hosted, self._make_offline, self._offline = hosted, make_offline, None
+
+    @property
+    def offline(self):
+        if self._offline is None: self._offline = self._make_offline()
+        return self._offline
+
+    def prepare(self) -> None:
+        "Build the offline engine and load its classifiers now (start-up), not at the first killed turn."
+        if (warm := getattr(self.offline, 'prepare', None)) is not None: warm()
+
+    def pick(self, state):
+        "The model that answers `state`'s session this turn."
+        from leadchat.flags import enabled
+        return self.hosted if enabled('hosted_model', state.session_id) else self.offline
+
+    async def extract(self, message, state, turn_index):
+        return await self.pick(state).extract(message, state, turn_index)
+
+    def respond(self, message, state, retrieve, **kw): return self.pick(state).respond(message, state, retrieve, **kw)
+
+    def propose(self, reason, business_hours, state, followup_sentence, case_study):
+        return self.pick(state).propose(reason, business_hours, state, followup_sentence, case_study)
+
+    def is_stage3_language(self, text: str) -> bool: return self.hosted.is_stage3_language(text)
+
+    def __getattr__(self, name):          # name, provider, model_id, prompt_version, ...: the hosted model's
+        if name.startswith('_') or name in ('hosted',): raise AttributeError(name)
+        return getattr(self.hosted, name)

@@ -182,4 +182,8 @@ class ToolCallBudget:
         if self.calls > self.max_calls:
             log.warning('rag_extra_tool_call_ignored', session_id=self.session_id, call=self.calls, max_calls=self.max_calls)
             return None
+        from leadchat.flags import enabled
+        if not enabled('rag_answers', self.session_id):      # the kill switch: an honest no-result, no search
+            log.info('rag_no_result', reason='rag_answers_killed', session_id=self.session_id)
+            return RetrievalResult(status='no_result', reason='rag_answers_killed')
         return await self.retriever.retrieve_knowledge(query, **kw)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -321,3 +322,179 @@ def test_a_failed_refresh_keeps_the_last_snapshot(db):
         async with await aconn(url) as c: await unkill(c, 'hosted_model', by='t')
         return off
     assert asyncio.run(go()) is False
+
+
+# --- the kill switches wired into the service (step 4): through the real API, relay, calendar and model port -----------
+
+import contextlib  # noqa: E402
+
+import yaml  # noqa: E402
+from httpx_sse import connect_sse  # noqa: E402
+
+TOKEN = 'staff-token-for-tests-0123456789'
+
+
+@pytest.fixture(scope='module')
+def switch_api(pg, tmp_path_factory):
+    "The app with a CalDAV calendar (Radicale), Slack (a local receiver), the CRM table and SMTP (aiosmtpd); flags polled every 0.1 s."
+    from aiosmtpd.controller import Controller
+    from apiserver import LiveServer
+    from calendar_servers import IN_HOURS, Radicale, SettableClock, one_rep_calendar
+    from leadchat.api import create_app
+    from leadchat.calendar import CalendarService, load_calendar_config
+    from leadchat.config import Settings
+    from slack_receiver import SlackReceiver
+    from test_handoff import SMTP_PASSWORD, SMTP_USER, Inbox, authenticator, free_port
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname='127.0.0.1', port=free_port(), authenticator=authenticator, auth_required=True,
+                      auth_require_tls=False)
+    smtp.start()
+    try:
+        with Radicale() as radicale, SlackReceiver() as slack:
+            radicale.make_calendar('ana', 'work')
+            path = tmp_path_factory.mktemp('flagcal') / 'calendar.yaml'
+            path.write_text(yaml.safe_dump(one_rep_calendar(radicale)))
+            url, clock = fresh_db(pg[1]), SettableClock()
+            clock.now = IN_HOURS
+            s = Settings(rag_relevance_threshold=0.263, business_hours_timezone='Europe/Madrid', handoff_channels='slack,crm,email',
+                         slack_webhook_url=slack.webhook_url, fallback_email_address='sales@calderwood.example',
+                         smtp_host='127.0.0.1', smtp_port=smtp.port, smtp_username=SMTP_USER, smtp_password=SMTP_PASSWORD,
+                         handoff_retry_backoff_seconds='0.05', leadchat_home=pg[0].leadchat_home, database_url=url,
+                         leadchat_admin_token=TOKEN, leadchat_rate_limit_ip_per_minute=10_000,
+                         leadchat_rate_limit_session_per_minute=10_000, leadchat_calendar_config=path)
+            calendar = CalendarService(s, load_calendar_config(path, s), clock=clock)
+            app = create_app(s, clock=clock, knowledge_path=str(ROOT / 'knowledge'), calendar=calendar, relay_interval=0.1,
+                             flag_refresh_interval=0.1)
+            with LiveServer(app) as srv:
+                srv.the_app, srv.db_url, srv.slack, srv.inbox = app, url, slack, inbox
+                yield srv
+    finally: smtp.stop()
+
+
+def wait_for(fn, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if out := fn(): return out
+        time.sleep(0.05)
+    return None
+
+
+@contextlib.contextmanager
+def switched_off(api, name):
+    "Kill `name` in the database (as staff would), wait until the app's cache has it (≤ 5 s), unkill on the way out."
+    async def edit(fn):
+        async with await aconn(api.db_url) as c: await fn(c, name, by='test')
+    asyncio.run(edit(kill))
+    assert wait_for(lambda: not api.the_app.state.flags.is_on(name, 'any'), 5.0), f'{name} not off in the app within 5 s'
+    try: yield
+    finally:
+        asyncio.run(edit(unkill))
+        assert wait_for(lambda: api.the_app.state.flags.is_on(name, 'any'), 5.0)
+
+
+def say(c, sid, message, **extra):
+    "One turn: (reply text, {event: payload} of the non-delta events)."
+    text, events = '', {}
+    with connect_sse(c, 'POST', '/chat', json={'message': message, **extra}, headers={'ZGC-Session-ID': sid}) as es:
+        assert es.response.status_code == 200, es.response.read()
+        for ev in es.iter_sse():
+            if ev.event == 'delta': text += json.loads(ev.data)['content']
+            else: events[ev.event] = json.loads(ev.data)
+    return text, events
+
+
+def test_proactive_prompt_switch_reaches_the_widget_within_five_seconds(switch_api):
+    sid = str(uuid.uuid4())
+    with switch_api.client() as c:
+        r = c.get('/chat/flags', headers={'ZGC-Session-ID': sid})
+        assert r.status_code == 200 and r.json() == {'proactive_prompt': True} and r.headers['cache-control'] == 'no-store'
+        assert c.get('/chat/flags').json() == {'proactive_prompt': True}          # no session yet: a flag at 100 % is on
+        for bad in ('not-a-uuid', 'x' * 65, "'; DROP TABLE flags; --"):
+            r = c.get('/chat/flags', headers={'ZGC-Session-ID': bad})
+            assert r.status_code in (400, 422) and 'error' in r.json(), (bad, r.status_code, r.text)
+
+        async def edit(fn):
+            async with await aconn(switch_api.db_url) as conn: await fn(conn, 'proactive_prompt', by='test')
+        asyncio.run(edit(kill))
+        t0 = time.monotonic()
+        off = wait_for(lambda: c.get('/chat/flags', headers={'ZGC-Session-ID': sid}).json() == {'proactive_prompt': False}, 5.0)
+        seen = time.monotonic() - t0
+        asyncio.run(edit(unkill))
+        assert off and seen < 5.0, seen
+        assert wait_for(lambda: c.get('/chat/flags', headers={'ZGC-Session-ID': sid}).json() == {'proactive_prompt': True}, 5.0)
+
+
+def test_rag_answers_killed_answers_honestly_with_no_result(switch_api):
+    from leadchat.compose import is_no_result_offer
+    q = 'What case studies do you have in fintech?'
+    with switch_api.client() as c:
+        on_text, _ = say(c, str(uuid.uuid4()), q)
+        with switched_off(switch_api, 'rag_answers'):
+            sid = str(uuid.uuid4())
+            off_text, ev = say(c, sid, q)
+    assert on_text.strip() and not is_no_result_offer(on_text), on_text       # the control: the knowledge base answers
+    assert is_no_result_offer(off_text) and ev['done']['turn_index'] == 1, off_text
+    evs = rows(switch_api.db_url, "SELECT payload FROM analytics_events WHERE session_id = %s AND event_type = 'rag_no_result'", sid)
+    assert [e['payload'].get('reason') for e in evs] == ['rag_answers_killed']
+
+
+def handoff_channels_of(url, sid):
+    return {r['channel']: r['status'] for r in rows(url, "SELECT channel, status FROM handoff_records WHERE session_id = %s "
+                                                         "AND kind = 'handoff'", sid)}
+
+
+def test_booking_in_chat_and_slack_delivery_killed(switch_api):
+    "No slots in the chat (the proposal only; an earlier offer is not booked); the hand-off goes to the CRM and email only."
+    from calendar_servers import HOT_WITH_EMAIL
+    api = switch_api
+    with api.client() as c:
+        control = str(uuid.uuid4())
+        reply, ev = say(c, control, HOT_WITH_EMAIL, timezone='America/New_York')
+        assert ev['done']['handoff_reason'] == 'hot_lead' and len(ev['slots']['slots']) == 3 and 'Here are 3 times' in reply
+        assert wait_for(lambda: handoff_channels_of(api.db_url, control).get('slack') == 'delivered'), 'control not on Slack'
+        slack_seen, mail_seen = len(api.slack.requests), len(api.inbox.messages)
+
+        with switched_off(api, 'booking_in_chat'), switched_off(api, 'slack_delivery'):
+            sid = str(uuid.uuid4())
+            reply, ev = say(c, sid, HOT_WITH_EMAIL, timezone='America/New_York')
+            assert ev['done']['handoff_reason'] == 'hot_lead' and 'slots' not in ev and 'Here are 3 times' not in reply, (reply, ev)
+            picked, ev2 = say(c, control, 'The second one works for me')       # slots offered before the kill: not booked
+            assert 'meeting' not in ev2 and not picked.startswith("You're booked"), picked
+            got = wait_for(lambda: (h := handoff_channels_of(api.db_url, sid)) and len(h) == 3 and h)
+            assert got == {'slack': 'skipped', 'crm': 'delivered', 'email': 'delivered'}, got
+    assert len(api.slack.requests) == slack_seen                     # nothing reached Slack while it was killed
+    assert len(api.inbox.messages) > mail_seen                        # the team heard by email
+    with psycopg.connect(api.db_url) as conn:
+        assert conn.execute('SELECT count(*) FROM calendar_bookings WHERE session_id = %s', [control]).fetchone()[0] == 0
+        assert conn.execute('SELECT count(*) FROM leads WHERE session_id = %s', [sid]).fetchone()[0] == 1
+
+
+def test_hosted_model_killed_the_offline_engine_answers(pg):
+    "A hosted provider (Anthropic's SDK against a local replay server) behind the kill switch: off, no request leaves."
+    from apiserver import LiveServer
+    from leadchat.api import create_app
+    from llm_replay import LLMReplay
+    from pydantic import SecretStr
+    from test_api import app_settings
+    replay = LLMReplay()
+    with LiveServer(replay.app) as rsrv:
+        url = fresh_db(pg[1])
+        asyncio.run(migrate(url, pg[0]))
+
+        async def edit(fn):
+            async with await aconn(url) as c: await fn(c, 'hosted_model', by='test')
+        asyncio.run(edit(kill))
+        s = app_settings(pg, url, leadchat_model_provider='anthropic', anthropic_api_key=SecretStr('sk-ant-replay'),
+                         anthropic_base_url=rsrv.url, llm_max_retries=0)
+        app = create_app(s, knowledge_path=str(ROOT / 'knowledge'), flag_refresh_interval=0.1)
+        with LiveServer(app) as srv, srv.client() as c:
+            assert app.state.service.model.name == 'anthropic'
+            sid = str(uuid.uuid4())
+            text, ev = say(c, sid, 'What case studies do you have in fintech?')
+            assert replay.requests == [] and text.strip() and 'done' in ev and 'error' not in ev
+            kinds = [r['event_type'] for r in rows(url, 'SELECT event_type FROM analytics_events WHERE session_id = %s', sid)]
+            assert 'llm_generation_failure' not in kinds, kinds
+            asyncio.run(edit(unkill))                # the control: back on, the hosted model is asked (and fails: no script)
+            assert wait_for(lambda: app.state.flags.is_on('hosted_model', sid), 5.0)
+            say(c, str(uuid.uuid4()), 'And in healthcare?')
+            assert replay.requests and replay.requests[0].provider == 'anthropic'
