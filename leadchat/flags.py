@@ -29,9 +29,9 @@ __all__ = ['log', 'KILL_SWITCHES', 'KINDS', 'MAX_VARIATIONS', 'MAX_VALUE_CHARS',
            'FlagError', 'UnknownFlagError', 'FlagConflictError', 'Variation', 'Flag', 'check_name', 'check_ramp',
            'check_flag', 'multivariate', 'to_feature', 'unknown_flag', 'SessionFlags', 'FlagStore', 'list_flags',
            'get_flag', 'create_flag', 'update_flag', 'parse_value', 'set_value', 'set_ramp', 'kill', 'unkill',
-           'remove_variation', 'refresh', 'load_store', 'run_refresh', 'install', 'current', 'enabled', 'cli_operator',
-           'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill', 'flags_create',
-           'flags_remove_variation']
+           'flag_history', 'remove_variation', 'refresh', 'load_store', 'run_refresh', 'install', 'current', 'enabled',
+           'cli_operator', 'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill',
+           'flags_history', 'flags_create', 'flags_remove_variation']
 
 # %% ../nbs/15_flags.ipynb #affd216c
 log = structlog.get_logger('leadchat.flags')
@@ -326,6 +326,15 @@ async def unkill(conn, name: str, *, by: str, version: int | None = None) -> Fla
     return await update_flag(conn, name, 'unkill', by=by, version=version, killed=False)
 
 
+async def flag_history(conn, name: str | None = None, *, limit: int = 50) -> list[dict]:
+    "The latest changes (of flag `name`, or of every flag), newest first: at, by, flag, action, old, new."
+    if not isinstance(limit, int) or not 1 <= limit <= 1000: raise FlagError('limit must be a whole number from 1 to 1000')
+    if name is not None: await get_flag(conn, name)          # an unknown name is an error, not an empty history
+    cur = await conn.execute('SELECT at, by, flag, action, old, new FROM flag_audit WHERE %s::text IS NULL OR flag = %s '
+                             'ORDER BY id DESC LIMIT %s', [name, name, limit])
+    return list(await cur.fetchall())
+
+
 async def remove_variation(conn, name: str, value, *, by: str, version: int | None = None) -> Flag:
     "Stop serving one arm: its sessions get the default, no other session changes arm."
     f = await get_flag(conn, name)
@@ -374,7 +383,7 @@ async def run_refresh(store: FlagStore, pool, *, stop: asyncio.Event, interval: 
 
 # %% ../nbs/15_flags.ipynb #536fe626
 _installed: FlagStore | None = None
-_fallback = FlagStore()
+_fallback: FlagStore | None = None
 
 
 def install(store: FlagStore | None) -> None:
@@ -385,7 +394,10 @@ def install(store: FlagStore | None) -> None:
 
 def current() -> FlagStore:
     "The process's `FlagStore`."
-    return _installed if _installed is not None else _fallback
+    global _fallback
+    if _installed is not None: return _installed
+    if _fallback is None: _fallback = FlagStore()      # built at first use: no work at import time
+    return _fallback
 
 
 def enabled(name: str, session_id: str | None) -> bool:
@@ -476,6 +488,18 @@ def flags_unkill(name: str = typer.Argument(..., help='The flag.'), env_file: Op
     "Undo `kill`: the flag serves its ramp again."
     f = _with_db(env_file, lambda conn: unkill(conn, name, by=cli_operator()))
     _changed(f, f'back on at {f.ramp:g}%')
+
+
+@flags_app.command('history')
+def flags_history(name: Optional[str] = typer.Argument(None, help='One flag (default: every flag).'),
+                  limit: int = typer.Option(20, '--limit', min=1, max=1000), env_file: Optional[Path] = _EnvFile):
+    "Who changed what when, newest first (the audit trail)."
+    def what(r) -> str:
+        if r['old'] is None: return 'created'
+        return ', '.join(f'{k} {json.dumps(r["old"].get(k))} → {json.dumps(r["new"].get(k))}' for k in r['new']
+                         if k not in ('version', 'updated_by') and r['old'].get(k) != r['new'].get(k)) or 'no change'
+    for r in _with_db(env_file, lambda conn: flag_history(conn, name, limit=limit)):
+        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['flag']:<24} {r['action']:<16} {what(r)}")
 
 
 @flags_app.command('create')

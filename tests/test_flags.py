@@ -274,6 +274,11 @@ def test_the_cli_lists_sets_ramps_kills_and_unkills_with_the_operator_audited(db
                      ('unkill', me, 30.0, 30.0, False, False)]
     assert all(a['at'] is not None for a in audit(url, 'slot_buttons'))
     assert audit(url, 'tone')[-1]['new']['default_value'] == 'casual' and audit(url, 'tone')[-1]['by'] == me
+    r = cli(env, 'history', 'slot_buttons')
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(lines) == 5, (r.stdout, r.stderr)
+    assert [line.split()[5] for line in lines] == ['unkill', 'kill', 'set', 'ramp', 'create'], lines    # newest first
+    assert 'killed false → true' in lines[1] and 'ramp 0.0 → 30.0' in lines[3] and me in lines[0]
 
 
 @pytest.mark.parametrize('args, why', [
@@ -288,6 +293,7 @@ def test_the_cli_lists_sets_ramps_kills_and_unkills_with_the_operator_audited(db
     (('create', 'weighted', '--variations', '[a, b]'), 'not valid JSON'),
     (('create', 'Weighted'), 'is not valid'),
     (('create', 'rag_answers'), 'exists already'),
+    (('history', 'nonexistent_flag'), 'no flag named'),
 ])
 def test_the_cli_refuses_bad_input_clearly_and_writes_nothing(db, args, why):
     url, env = db
