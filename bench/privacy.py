@@ -407,7 +407,9 @@ def report(res):
           f"Full `ChatService.turn`s with a zero-cost model and retriever: {s['visitors']} visitors, each coming back every "
           f"{s['turns_per_session']} turns (a new session; the widget's visitor id with chat_processing consent, so their "
           'history is carried into it), the second turn of every session giving an email, a phone and a name; the same '
-          f"again for {s['visitors']} visitors without the widget's id (recognised by that email). The baseline runs the "
+          f"again for {s['visitors']} visitors without the widget's id (recognised by that email); by the end each visitor has "
+          f"{-(-(w['n'] // s['visitors'] + 2) // s['turns_per_session'])} sessions (the history carried into a session, and "
+          "so its state, grows with them, up to the 20 the state keeps). The baseline runs the "
           'same turns, messages and model outputs with stitching off (the recorder\'s `stitch` a no-op, nothing carried '
           'over, no visitor lookup), interleaved turn by turn on the same database, rotating which variant goes first.', '',
           '| turns | with stitching p50 | p95 | without (baseline) p50 | p95 | n |', '|---|---|---|---|---|---|',
