@@ -178,26 +178,27 @@ def unknown_flag(name, known: Iterable[str]) -> UnknownFlagError:
 
 
 class SessionFlags:
-    "The flags as one session sees them this turn (each evaluated once, from the cache)."
-    __slots__ = ('store', 'session_id', '_ctx', '_seen')
+    "The flags as one session sees them this turn (one snapshot of the cache; each flag evaluated once)."
+    __slots__ = ('flags', 'session_id', '_ctx', '_seen')
 
     def __init__(self, store: 'FlagStore', session_id: str | None):
-        self.store, self.session_id, self._seen = store, session_id, {}
-        self._ctx = EvaluationContext(user=UserContext(attributes={'id': session_id or ''}), global_ctx=store._global,
+        global_ctx, self.flags = store._snapshot            # one consistent set for the whole turn, even across a refresh
+        self.session_id, self._seen = session_id, {}
+        self._ctx = EvaluationContext(user=UserContext(attributes={'id': session_id or ''}), global_ctx=global_ctx,
                                       stack=StackContext())
 
     def value(self, name: str):
         "The value flag `name` serves this session; `UnknownFlagError` for a name no flag has."
         try: return self._seen[name]
         except KeyError: pass
-        if name not in self.store.flags: raise unknown_flag(name, self.store.flags)
+        if name not in self.flags: raise unknown_flag(name, self.flags)
         self._ctx.stack.evaluated_features.clear()
         v = self._seen[name] = eval_feature(name, self._ctx).value
         return v
 
     def is_on(self, name: str) -> bool:
         "Whether boolean flag `name` is on for this session."
-        f = self.store.flags.get(name)
+        f = self.flags.get(name)
         if f is not None and f.kind != 'boolean':
             raise FlagError(f'flag {name} is multivariate: read its value with .value({name!r})')
         return self.value(name) is True
@@ -214,7 +215,10 @@ class FlagStore:
         "Swap in a new set of flags (the kill switches stay known)."
         merged = {f.name: f for f in BUILTIN} | {f.name: f for f in flags}
         features = {n: to_feature(f) for n, f in merged.items()}
-        self._global, self.flags = GlobalContext(options=Options(), features=features), merged
+        self._snapshot = (GlobalContext(options=Options(), features=features), merged)     # swapped in one assignment
+
+    @property
+    def flags(self) -> dict[str, Flag]: return self._snapshot[1]
 
     def for_session(self, session_id: str | None) -> SessionFlags: return SessionFlags(self, session_id)
     def value(self, name: str, session_id: str | None): return SessionFlags(self, session_id).value(name)

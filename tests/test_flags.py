@@ -504,3 +504,14 @@ def test_hosted_model_killed_the_offline_engine_answers(pg):
             assert wait_for(lambda: app.state.flags.is_on('hosted_model', sid), 5.0)
             say(c, str(uuid.uuid4()), 'And in healthcare?')
             assert replay.requests and replay.requests[0].provider == 'anthropic'
+
+
+def test_a_turn_reads_one_snapshot_even_when_the_cache_refreshes_mid_turn():
+    store = FlagStore()
+    turn = store.for_session('s')
+    assert turn.is_on('rag_answers')
+    store.replace([Flag('hosted_model', killed=True), Flag('brand_new', ramp=100)])
+    assert turn.is_on('hosted_model') is True                      # the turn's snapshot: before the refresh
+    with pytest.raises(UnknownFlagError): turn.is_on('brand_new')  # never half of each (a feature missing → None → "off")
+    after = store.for_session('s')
+    assert (after.is_on('hosted_model'), after.is_on('brand_new')) == (False, True)
