@@ -36,7 +36,7 @@ MAX_EVIDENCE = 160
 # common transpositions of the words the patterns hinge on ("wnat", "nede"): swapped letter for letter, so offsets stay valid
 _TYPOS = {'wnat': 'want', 'wnats': 'wants', 'wnated': 'wanted', 'watn': 'want', 'nede': 'need', 'nedd': 'need', 'ened': 'need',
           'januray': 'january', 'feburary': 'february', 'staf': 'staff', 'employes': 'employees', 'emplyees': 'employees',
-          'peple': 'people', 'poeple': 'people', 'alot': 'a lot', 'compnay': 'company', 'buget': 'budget', 'budjet': 'budget',
+          'peple': 'people', 'poeple': 'people', 'alot': 'a lot', 'compnay': 'company', 'buget': 'budget', 'budjet': 'budget', 'terribel': 'terrible',
           'decison': 'decision', 'desicion': 'decision'}
 _TYPO_RX = re.compile(r'\b(?:' + '|'.join(_TYPOS) + r')\b', re.IGNORECASE)
 
@@ -195,7 +195,8 @@ HUMAN_REQUEST_RULES = [
     Rule(_rx(r"""\b(?:transfer|put|pass|hand|escalate|forward|route)\s+(?:me|us|this|this\s+chat|the\s+chat|my\s+request)\s+
                  (?:on\s+|over\s+|through\s+)?to\s+(?:a|an|the|your)?\s*(?:\w+\s+)?
                  (?:human|person|agent|operator|team|sales|some(?:one|body)|engineer|rep|representative)\b""")),
-    Rule(_rx(r"^\W*(?:a\s+)?(?:human|real\s+person|live\s+agent|operator|representative)(?:\s+please|\s+pls)?\W*$|\bhuman,?\s+(?:please|pls)\b")),
+    Rule(_rx(r"^\W*(?:a\s+)?(?:human|real\s+person|live\s+agent|operator|representative)(?:\s+please|\s+pls)?\W*$|\bhuman,?\s+(?:please|pls)\b|"
+             r"\b(?:human|real\s+person|live\s+agent|human\s+agent|real\s+human)\s+(?:now|asap|please|pls|immediately|right\s+now)\b")),
     Rule(_rx(r"\b(?:connect|put)\s+(?:me|us)\s+(?:in\s+touch\s+|through\s+)?(?:with|w/|to)(?!\w)")),
     Rule(_rx(r"\b(?:get|be)\s+(?:me\s+|us\s+)?in\s+touch\s+with\s+(?:your|the\s+(?:team|sales|founders?)|some(?:one|body)|sales|an?\s+(?:engineer|expert|consultant|specialist|human|person))")),
     Rule(_rx(r"\bintroduce\s+(?:me|us)\s+to\s+(?:your|some(?:one|body)|an?\s+|the\s+team)")),
@@ -275,6 +276,7 @@ def _quoted_spans(text: str) -> list[tuple[int, int]]:
     return [m.span(2) for m in _QUOTED.finditer(text)]
 
 
+_GET_TO = re.compile(r"\b(?:would|will|do|does|could|can)\s+(?:we|i|the\s+client|clients)\s+(?:get\s+to|be\s+able\s+to)\s*$", re.IGNORECASE)
 _TEXT_TASK = re.compile(r"^\W*(?:(?:pls|please|plz|can\s+you|could\s+you)\s+)?(?:translate|rewrite|rephrase|reword|proofread|paraphrase|summari[sz]e|shorten|correct)\b", re.IGNORECASE)
 _LATER_SOMEONE = re.compile(r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?(?:boss|manager|ceo|cto|cfo|cio|coo|director|board|team|colleagues?|leadership|management|founders?)\s+"
                             r"(?:will|might|may|would\s+probably|will\s+probably|could)\s+(?:(?:also|eventually|probably)\s+)?(?:want|need|wish|have)\s+to\s*$", re.IGNORECASE)
@@ -287,6 +289,7 @@ def _hr_veto(text: str, m: re.Match) -> bool:
     if _CONDITIONAL.search(pre) and not _PREFER_IF.search(pre): return True
     if _TEXT_TASK.match(text) or any(a <= m.start() < b for a, b in _quoted_spans(text)): return True
     if _LATER_SOMEONE.search(pre) or (_LOOSE_HEDGE.search(pre) and not re.search(r'\b(?:i|we)\b', pre, _I)): return True
+    if _GET_TO.search(pre): return True          # "would we get to talk to the engineers?": how it works, not a request
     nxt = re.match(r'\s+([A-Z][a-z]+)\b', text[m.end():])      # "call me Ana" is a name, not a request
     return bool(m.group().lower().endswith(' me') and nxt and nxt.group(1) not in _DAYS)
 
@@ -357,6 +360,7 @@ _AI_FIRM = (r"(?:(?:ai|a\.i\.|ml|llm|genai|gen\s+ai|generative\s+ai|machine\s+le
             r"(?:consultancy|consultancies|consulting\s+(?:firm|company|business|shop|practice|boutique)|agency|services\s+(?:firm|company)|"
             r"dev(?:elopment)?\s+(?:shop|agency|studio)|studio|integrator|boutique|lab)")
 COMPETITOR_RULES = [    # strong: a competing firm, or asking so that they can compete
+    Rule(_rx(r"\b(?:i(?:'m|\s+am)|we(?:'re|\s+are))\s+(?:[\w-]+\s+){1,4}?(?:at|for|from)\s+(?:a|an)\s+(?:competing|rival)\s+(?:agency|consultancy|firm|company|vendor|studio|business|provider|integrator)\b")),
     Rule(_rx(r"\b(?:i|we)\s*(?:'m|'re|\s+am|\s+are|\s+work|\s+run|\s+own)\s+(?:for\s+|at\s+|with\s+)?(?:a|an)\s+(?:\w+\s+)?(?:competing|competitor|rival)\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:(?:a|one\s+of\s+your|your|direct)\s+)?competitors?\b|\bwe\s+(?:also\s+|directly\s+)?compete\s+(?:with\s+you|against\s+you|in\s+the\s+same\s+(?:space|market))\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:also|too|likewise)\s+(?:(?:a|an)\s+)?(?:\w+\s+){0,2}?(?:consultancy|agency|consulting\s+(?:firm|company|business)|dev(?:elopment)?\s+shop|studio|integrator)\b")),
@@ -402,8 +406,7 @@ RESEARCHER_RULES = [        # what they are doing: writing, studying, researchin
              r"\bwriting\s+(?:a|an|my)\s+(?:[\w-]+\s+)?(?:piece|article|story|feature|column)\s+(?:on|about|for\s+(?:a|an|the)\s+(?:[\w-]+\s+)?(?:magazine|newspaper|paper|publication|outlet|blog|site|journal|newsletter))\b")),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:phd|doctoral|postdoc(?:toral)?|academic|university)\s+(?:researcher|student|candidate|fellow)\b|"
              r"\b(?:it'?s|this\s+is)\s+(?:just\s+|only\s+)?for\s+(?:a|my|our)\s+(?:research\s+)?paper\b")),
-    Rule(_rx(r"\bno\s+commercial\s+(?:interest|purpose|intent|angle)\b|"
-             r"\bnot\s+(?:buying|purchasing|looking\s+to\s+buy|in\s+the\s+market\s+for)\s+anything\b(?!\s+(?:yet|right\s+now|today|at\s+the\s+moment|this\s+year|for\s+now))"), neg=False),
+    Rule(_rx(r"\bno\s+commercial\s+(?:interest|purpose|intent|angle)\b"), neg=False),
     Rule(_rx(r"\b(?:running|conducting|doing)\s+(?:a|an)\s+(?:[\w-]+\s+)?(?:survey|study)\s+(?:of|on|into)\s+(?:[\w-]+\s+)?(?:industry|market|sector)\b|"
              r"\b(?:purely|strictly|entirely|just|only)\s+academic\b")),
     Rule(_rx(r"\b(?:academic|scholarly)\s+(?:research|study|project|paper|purposes?)\b|\bfor\s+academic\s+purposes\b")),
@@ -416,7 +419,7 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
     Rule(_rx(r"\b(?:building|making|writing)\s+(?:a|an|my)\s+(?:[\w-]+\s+){0,3}?(?:app|tool|tracker|bot|site|website|project|script)\s+for\s+myself\b|"
              r"\bfor\s+my\s+own\s+(?:use|needs|hobby|fun)\b")),
     Rule(_rx(r"\b(?:it'?s|it\s+is|there'?s\s+only|its)?\s*(?:just|only)\s+me\b(?=\s*(?:[,.!;:-]|$)|\s+here\b|\s+on\s+my\s+own\b)")),
-    Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:business|company|shop|band|operation)|private\s+(?:individual|investor|person|citizen)|hobbyist)\b")),
+    Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:[\w-]+\s+)?(?:business|company|shop|store|band|operation)|private\s+(?:individual|investor|person|citizen)|hobbyist)\b")),
     Rule(_rx(r"\bjust\s+a\s+(?:family|personal|private|hobby|fun|side)\s+(?:thing|project)\b|\bno\s+company\s+(?:involved|behind\s+(?:it|this))\b|,\s*no\s+company\s*(?:[.!]|$)")),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
              r"artist|musician|realtor|broker|trainer|translator)\b")),
@@ -425,7 +428,7 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
              r"\b(?:fix|debug)\s+(?:a\s+|the\s+)?bugs?\s+in\s+my\s+(?:[\w-]+\s+)?(?:script|code|program|app)\b")),
     Rule(_rx(r"\bmy\s+(?:own\s+)?personal\s+(?:[\w-]+\s+){0,2}?(?:blog|web\s*site|site|app|portfolio|shop|store|channel)\b")),
     # one person's shop on a marketplace: "my etsy shop", "my ebay listings"
-    Rule(_rx(r"\bmy\s+(?:little\s+|small\s+|own\s+)?(?:etsy|ebay|depop|vinted|amazon\s+seller|shopify|gumroad)\s+(?:shop|store|listings?|page|account|business)\b")),
+    Rule(_rx(r"\b(?:my|i\s+(?:own|run|have)\s+(?:a|an))\s+(?:little\s+|small\s+|own\s+)?(?:etsy|ebay|depop|vinted|amazon\s+seller|shopify|gumroad)\s+(?:shop|store|listings?|page|account|business)\b")),
     Rule(_rx(r"\b(?:fix|build|make|design|update|redo|repair|set\s+up|speed\s+up)\s+(?:me\s+)?my\s+(?:personal\s+|own\s+|small\s+)?"
              r"(?:wordpress|wix|squarespace|shopify|personal)?\s*(?:web\s*site|site|blog|portfolio|laptop|computer|pc|phone|printer|homework|resume|cv|instagram|wifi)\b")),
     Rule(_rx(r"\bnot\s+(?:a|with\s+a|representing\s+a|from\s+a|part\s+of\s+a)\s+(?:company|business|organi[sz]ation)\b"), neg=False),
@@ -479,7 +482,7 @@ NO_FIT_ACADEMIC_RULES = [
 ]
 # a service Calderwood does not offer, named by its own vocabulary (knowledge/: services)
 NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget yet": that is an early-stage lead)
-    Rule(_rx(r"\b(?:there'?s|there\s+is|we\s+have|we've\s+got|we\s+got|with)\s+(?:absolutely\s+)?(?:no|zero|0|nil)\s+budget\b(?![^.?!;]{0,40}\b(?:yet|until|approved|issues?|problem|concerns?|constraints?|limit))"), neg=False),
+    Rule(_rx(r"\b(?:there'?s|there\s+is|we\s+have|we've\s+got|we\s+got|with)\s+(?:absolutely\s+)?(?:no|zero|0|nil)\s+budget\b(?![^.?!;]{0,40}\b(?:yet|until|approved|issues?|problem|concerns?|constraints?|limit|this\s+year|this\s+quarter|for\s+now|right\s+now|at\s+the\s+moment|currently))"), neg=False),
     Rule(_rx(r"\b(?:no|zero)\s+budget\s+(?:for\s+(?:this|it|external|outside|consult\w*|any)|at\s+all|whatsoever|this\s+year\s+or\s+next)\b"), neg=False),
     Rule(_rx(r"\b(?:don'?t|do\s+not|doesn'?t)\s+have\s+(?:any|a\s+single)\s+(?:budget|money)\b(?![^.?!;]{0,30}\b(?:yet|until|approved))"), neg=False),
     # a few hundred (or a few thousand) to spend: "happy to pay 100 euro", "i have like 2k to invest"
@@ -624,6 +627,7 @@ _IC_ROLE = (r"(?P<ic>(?:(?:senior|lead|principal|staff|junior|chief)\s+)?(?:(?:s
             r"customer\s+(?:service|support|experience))\s+(?:manager|lead)))")
 # a decision of the speaker's own, stated outright (not a title): for a consultant, the only authority that counts
 DECISION_RULES = [
+    Rule(_rx(r"\bi\s+(?:decide|choose|pick|select)\s+(?:on\s+)?(?:the\s+|our\s+)?(?:vendors?|suppliers?|partners?|providers?|tools?|tooling)\b")),
     # a budget of one's own to spend: "I've got budget for an external partner this quarter"
     Rule(_rx(r"\bi(?:'ve|\s+have)\s+(?:got\s+)?(?:the\s+|a\s+|some\s+|my\s+own\s+)?budget\s+(?:for\s+(?:an?\s+|this\s+|the\s+|external\s+|outside\s+)|to\s+(?:spend|bring\s+in|engage|hire|buy))")),
     Rule(_rx(r"\bi\s+(?:own|control|hold|manage|set|approve|sign\s+off\s+on)\s+(?:the\s+|our\s+|this\s+)?budgets?\b|"
@@ -1186,7 +1190,8 @@ _OTHERS_DECIDE = re.compile(r"\b(?:decided|approved|signed\s+off|made|taken)\s+b
                             r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?" + _DECIDER + r"\s+(?:(?:would|will|has\s+to|must|needs\s+to|gets\s+to|would\s+have\s+to)\s+"
                             r"(?:decide|sign\s+off|approve|make\s+the\s+(?:call|decision)|have\s+the\s+(?:final\s+)?say)|decides?|signs?\s+off|approves?|"
                             r"makes?\s+(?:the|every|all|any)\s+(?:[\w-]+\s+)?(?:call|decisions?)|ha(?:s|ve)\s+the\s+(?:final\s+)?say)\b|"
-                            r"\bi\s+(?:can'?t|cannot|can\s+not|don'?t|do\s+not)\s+(?:sign|approve|decide|make\s+(?:the\s+)?(?:call|decision|decisions))\b|"
+                            r"\bi\s+(?:can'?t|cannot|can\s+not|don'?t|do\s+not)\s+(?:sign|approve|decide|make\s+(?:the\s+)?(?:call|decision|decisions)|control|own|hold)\b|"
+                            r"\b(?:that|it|this|the\s+decision|the\s+budget|spend(?:ing)?)\s+(?:would|will|has\s+to|must|needs\s+to|would\s+have\s+to)\s+go\s+through\s+(?:our|the|my)\s+(?:[\w-]+\s+)?(?:board|procurement|committee|cfo|ceo|management|leadership|director)\b|"
                             r"\bnot\s+(?:the\s+|a\s+)?(?:budget\s+(?:owner|holder)|decision[-\s]?maker|one\s+who\s+(?:decides|signs))\b|"
                             r"\bi'?d\s+(?:need|have)\s+to\s+(?:convince|persuade|sell\s+(?:it|this)\s+to|get\s+(?:approval|sign-?off)\s+from)\b|"
                             r"\b(?:need|needs|have|has)\s+to\s+(?:get|secure|obtain|win)\s+(?:[\w-]+\s+)?(?:buy-?in|approval|sign-?off|the\s+go-?ahead)\s+from\b|"
