@@ -154,8 +154,8 @@ async def stitch(conn, keyring: Keyring, session_id: str, *, email: str | None =
     current = {kind: keyring.blind_index(kind, v) for kind, v in ids}
     # two round trips, pipelined: the savepoint, the locks and the lookup (each statement its own snapshot); the writes
     async with conn.pipeline(), conn.transaction():
-        for key in sorted({_lock_key(b) for b in current.values()}):
-            await conn.execute('SELECT pg_advisory_xact_lock(%s, %s)', [STITCH_LOCK_SPACE, key])
+        await conn.execute('SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) k',       # in the array's order
+                           [STITCH_LOCK_SPACE, sorted({_lock_key(b) for b in current.values()})])
         rows = await (await conn.execute(
             '''SELECT DISTINCT v.visitor_id, v.first_seen_at FROM visitors v
                WHERE v.visitor_id IN (SELECT visitor_id FROM visitor_identities WHERE blind_index = ANY(%s)
@@ -167,30 +167,34 @@ async def stitch(conn, keyring: Keyring, session_id: str, *, email: str | None =
         name = (name or '').strip()[:200]
         if created: await conn.execute('INSERT INTO visitors (visitor_id, first_seen_at, last_seen_at) VALUES (%s, %s, %s)', [vid, at, at])
         for loser in merged: await _merge(conn, loser, vid, at)
-        for kind, v in ids:
-            await conn.execute(_IDENTITY_SEEN, dict(vid=vid, kind=kind, bidx=bidx[kind], current=current[kind], enc=keyring.encrypt(v, context=kind),
-                                                    key_id=keyring.current.key_id, at=at))
-        await conn.execute(_SESSION_LINK, dict(sid=session_id, vid=vid, how=ids[0][0] if ids else 'session', at=at,
-                                               carried=at if carried else None,
-                                               topic=keyring.encrypt(topic[:200], context='topic') if topic else None))
-        await conn.execute('''UPDATE visitors SET last_seen_at = greatest(last_seen_at, %s), first_seen_at = least(first_seen_at, %s),
-                                     name_enc = COALESCE(%s, name_enc), name_key_id = COALESCE(%s, name_key_id) WHERE visitor_id = %s''',
-                           [at, at, keyring.encrypt(name, context='name') if name else None,
-                            keyring.current.key_id if name else None, vid])
+        await conn.execute(_STITCH_WRITES, dict(
+            vid=vid, at=at, key_id=keyring.current.key_id, sid=session_id, how=ids[0][0] if ids else 'session',
+            seen_kinds=[k for k, _ in ids for _b in bidx[k]], seen_bidx=[b for k, _ in ids for b in bidx[k]],
+            kinds=[k for k, _ in ids], current=[current[k] for k, _ in ids], enc=[keyring.encrypt(v, context=k) for k, v in ids],
+            carried=at if carried else None, topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
+            name=keyring.encrypt(name, context='name') if name else None, name_key_id=keyring.current.key_id if name else None))
     return StitchResult(vid, created, merged)
 
 
-# an identity seen again — under the current key or, mid-rotation, an old one (no second row for one identity) — or new
-_IDENTITY_SEEN = '''WITH known AS (UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %(at)s)
-                                   WHERE kind = %(kind)s AND blind_index = ANY(%(bidx)s) RETURNING id)
-                    INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
-                    SELECT %(vid)s, %(kind)s, %(current)s, %(enc)s, %(key_id)s, %(at)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM known)
-                    ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)'''
-_SESSION_LINK = '''INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
-                   VALUES (%(sid)s, %(vid)s, %(how)s, %(at)s, %(carried)s, %(topic)s)
-                   ON CONFLICT (session_id) DO UPDATE SET visitor_id = EXCLUDED.visitor_id,
-                        carried_at = COALESCE(visitor_sessions.carried_at, EXCLUDED.carried_at),
-                        topic_enc = COALESCE(EXCLUDED.topic_enc, visitor_sessions.topic_enc)'''
+# The writes in one statement: each identity seen again — under the current key or, mid-rotation, an old one (no
+# second row for one identity) — or inserted; the session's link; the visitor's times and name.
+_STITCH_WRITES = '''
+WITH seen AS (UPDATE visitor_identities i SET last_seen_at = greatest(i.last_seen_at, %(at)s)
+              FROM unnest(%(seen_kinds)s::text[], %(seen_bidx)s::bytea[]) AS a(kind, bidx)
+              WHERE i.kind = a.kind AND i.blind_index = a.bidx RETURNING i.kind),
+     new AS (INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
+             SELECT %(vid)s, g.kind, g.bidx, g.enc, %(key_id)s, %(at)s, %(at)s
+             FROM unnest(%(kinds)s::text[], %(current)s::bytea[], %(enc)s::text[]) AS g(kind, bidx, enc)
+             WHERE g.kind NOT IN (SELECT kind FROM seen)
+             ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)),
+     link AS (INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
+              VALUES (%(sid)s, %(vid)s, %(how)s, %(at)s, %(carried)s, %(topic)s)
+              ON CONFLICT (session_id) DO UPDATE SET visitor_id = EXCLUDED.visitor_id,
+                   carried_at = COALESCE(visitor_sessions.carried_at, EXCLUDED.carried_at),
+                   topic_enc = COALESCE(EXCLUDED.topic_enc, visitor_sessions.topic_enc))
+UPDATE visitors SET last_seen_at = greatest(last_seen_at, %(at)s), first_seen_at = least(first_seen_at, %(at)s),
+                    name_enc = COALESCE(%(name)s, name_enc), name_key_id = COALESCE(%(name_key_id)s, name_key_id)
+WHERE visitor_id = %(vid)s'''
 
 
 async def join_visitor(conn, keyring: Keyring, session_id: str, visitor_id: uuid.UUID, browser_id: str, *, at: datetime,
