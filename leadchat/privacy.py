@@ -465,8 +465,10 @@ async def export_subject(conn, keyring: Keyring, email: str, out: TextIO, *, ope
         idents = await (await conn.execute('SELECT kind, value_enc, first_seen_at, last_seen_at FROM visitor_identities WHERE visitor_id = %s ORDER BY id', [vid])).fetchall()
         v['identities'] = [dict(kind=r['kind'], value=keyring.decrypt(r['value_enc'], context=r['kind']),
                                 first_seen_at=r['first_seen_at'], last_seen_at=r['last_seen_at']) for r in idents]
-        v['sessions'] = [r['session_id'] for r in await (await conn.execute(
-            'SELECT session_id FROM visitor_sessions WHERE visitor_id = %s ORDER BY linked_at', [vid])).fetchall()]
+        links = await (await conn.execute('SELECT session_id, topic_enc FROM visitor_sessions WHERE visitor_id = %s ORDER BY linked_at',
+                                          [vid])).fetchall()
+        v['sessions'] = [r['session_id'] for r in links]
+        v['topics'] = {r['session_id']: keyring.decrypt(r['topic_enc'], context='topic') for r in links if r['topic_enc']}   # 0018
         out.write((', ' if i else '') + _dump(v))
     out.write('], "sessions": [')
     for i, sid in enumerate(s.session_ids):
