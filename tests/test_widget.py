@@ -446,6 +446,22 @@ def test_proactive_prompt_appears_after_the_delay_once_per_session(api, host, pa
     assert names(page) == []
 
 
+def test_proactive_prompt_switched_off_on_the_server_is_never_shown(api, host, page):
+    "Issue 19's kill switch: the widget asks GET <api-url>/flags just before the prompt; proactive_prompt false — no prompt."
+    page.clock.install()
+    url = host.backend('proactive-off', reply('Hi.'))
+    host.proactive['proactive-off'] = False
+    page.goto(host.page('proactive-off', embed(api, api_url=url)))
+    expect(launcher(page)).to_be_visible()
+    page.clock.run_for(120_000)
+    expect(page.locator('growth-chat .gc-prompt')).to_be_hidden()
+    host.proactive['proactive-off'] = True                # on again: the next page view shows it
+    page.reload()
+    expect(launcher(page)).to_be_visible()
+    page.clock.run_for(50_000)
+    expect(page.locator('growth-chat .gc-prompt')).to_be_visible()
+
+
 def test_proactive_prompt_custom_delay_and_message_and_open(api, host, browser):
     ctx = browser.new_context()
     ctx.add_init_script(RECORD_EVENTS)

@@ -33,6 +33,7 @@ def stream_error(code='turn_failed'): return {'kind': 'stream_error', 'code': co
 class WidgetHost:
     def __init__(self):
         self.pages, self.scripts, self.log = {}, {}, []
+        self.proactive: dict[str, bool] = {}      # a backend's proactive_prompt switch (GET /chat/<name>/flags; default on)
         self.gates: dict[str, threading.Semaphore] = {}
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -43,7 +44,12 @@ class WidgetHost:
             def log_message(self, *a): pass
 
             def do_GET(self):
-                body = outer.pages.get(self.path.split('?')[0].lstrip('/').removesuffix('.html'))
+                path = self.path.split('?')[0]
+                if path.startswith('/chat/') and path.endswith('/flags'):       # the widget asks before its proactive prompt
+                    name = path.removeprefix('/chat/').removesuffix('/flags')
+                    if name not in outer.scripts: return self.plain(404, 'no such backend')
+                    return self.plain(200, json.dumps({'proactive_prompt': outer.proactive.get(name, True)}), 'application/json')
+                body = outer.pages.get(path.lstrip('/').removesuffix('.html'))
                 if body is None: return self.plain(404, 'not found')
                 self.plain(200, body, 'text/html; charset=utf-8')
 

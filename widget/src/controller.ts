@@ -52,6 +52,9 @@ export interface ControllerDeps {
   uuid?: () => string;
   setTimeout?: (fn: () => void, ms: number) => unknown;
   clearTimeout?: (handle: unknown) => void;
+  /** Asked just before the proactive prompt shows (the server's `proactive_prompt` switch, for this session id):
+   *  false or a failed request, and it does not show. Absent: it always may. */
+  proactiveAllowed?: ((sessionId: string) => Promise<boolean>) | null;
 }
 
 const LEAD_LEVELS: readonly string[] = ["hot", "warm", "cold"];
@@ -102,6 +105,7 @@ export class ChatController {
       setTimeout: (fn, ms) => setTimeout(fn, ms),
       clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
       localStore: null,
+      proactiveAllowed: null,
       ...deps,
     };
     this.sessionId = this.deps.uuid();
@@ -218,9 +222,15 @@ export class ChatController {
     if (this.read(PROACTIVE_STORAGE_KEY) || this.state.fallback) return;
     this.proactiveTimer = this.deps.setTimeout(() => {
       this.proactiveTimer = null;
-      if (this.opened || this.state.conversationActive || this.state.fallback || this.state.open) return;
-      this.write(PROACTIVE_STORAGE_KEY, "true");
-      this.set({ proactiveVisible: true });
+      const show = () => {
+        if (this.opened || this.state.conversationActive || this.state.fallback || this.state.open) return;
+        this.write(PROACTIVE_STORAGE_KEY, "true");
+        this.set({ proactiveVisible: true });
+      };
+      const allowed = this.deps.proactiveAllowed;
+      if (!allowed) return show();
+      if (this.opened || this.state.conversationActive || this.state.fallback || this.state.open) return;   // nothing to ask
+      allowed(this.sessionId).then((ok) => { if (ok === true) show(); }, () => { /* switched off or unreachable: no prompt */ });
     }, this.config.proactiveDelayMs);
   }
 

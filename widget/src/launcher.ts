@@ -64,6 +64,15 @@ function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, 
 }
 
 // Below this width the panel is full-screen (launcher.css.ts), so it is a modal dialog there.
+/** The server's switch for the proactive prompt: GET <api-url>/flags for this session; anything but `true`, no prompt. */
+export function proactiveSwitch(apiUrl: string, fetchFn: typeof fetch = (...a) => fetch(...a)) {
+  return async (sessionId: string): Promise<boolean> => {
+    const r = await fetchFn(`${apiUrl.replace(/\/+$/, "")}/flags`, { headers: { "ZGC-Session-ID": sessionId }, cache: "no-store" });
+    if (!r.ok) return false;
+    return (await r.json())?.proactive_prompt === true;
+  };
+}
+
 const FULL_SCREEN = "(max-width: 480px)";
 const FOCUSABLE = "button, [href], input, textarea, select, [tabindex]:not([tabindex='-1'])";
 
@@ -94,6 +103,7 @@ export class GrowthChatElement extends HTMLElement {
     for (const w of warnings) console.warn(w);
     const controller = new ChatController(config, {
       emit: dispatchOn(this), storage: sessionStorageOrNull(), localStore: localStorageOrNull(),
+      proactiveAllowed: config.apiUrl ? proactiveSwitch(config.apiUrl) : null,
     });
     this.controller = controller;
 

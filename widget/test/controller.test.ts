@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FALLBACK_STORAGE_KEY, GDPR_STORAGE_KEY, INACTIVITY_TIMEOUT_MS, PROACTIVE_STORAGE_KEY, VISITOR_ID_STORAGE_KEY } from "../src/constants";
-import { makeController, MemoryStorage } from "./helpers";
+import { ChatController } from "../src/controller";
+import { CONFIG, makeController, MemoryStorage } from "./helpers";
 
 const SID1 = "00000000-0000-4000-8000-000000000001";
 const SID2 = "00000000-0000-4000-8000-000000000002";
@@ -206,6 +207,21 @@ describe("proactive prompt", () => {
     b.startProactive();
     vi.advanceTimersByTime(60_000);
     expect(b.current.proactiveVisible).toBe(false);
+  });
+
+  it("asks the server's switch just before showing, with the session id: only a true shows it", async () => {
+    const asked: string[] = [];
+    const make = (answer: () => Promise<boolean>) => new ChatController({ ...CONFIG, proactiveDelayMs: 100 }, {
+      emit: () => {}, storage: new MemoryStorage(), uuid: () => SID1,
+      proactiveAllowed: (sid) => { asked.push(sid); return answer(); },
+    });
+    const on = make(() => Promise.resolve(true)), off = make(() => Promise.resolve(false));
+    const down = make(() => Promise.reject(new Error("network")));
+    for (const c of [on, off, down]) c.startProactive();
+    expect(asked).toEqual([]);                          // not before the delay
+    await vi.advanceTimersByTimeAsync(100);
+    expect(asked).toEqual([SID1, SID1, SID1]);
+    expect([on, off, down].map((c) => c.current.proactiveVisible)).toEqual([true, false, false]);
   });
 
   it("opening the chat first cancels it; opening hides a visible one", () => {

@@ -1,6 +1,23 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ConfigurationError } from "../src/config";
-import { GrowthChatElement, panelUrl } from "../src/launcher";
+import { GrowthChatElement, panelUrl, proactiveSwitch } from "../src/launcher";
+
+describe("proactiveSwitch", () => {
+  it("GETs <api-url>/flags with the session id; anything but proactive_prompt: true is no", async () => {
+    const calls: [string, RequestInit | undefined][] = [];
+    const answer = (status: number, body: unknown) => (async (url: string, init?: RequestInit) => {
+      calls.push([url, init]);
+      return new Response(JSON.stringify(body), { status });
+    }) as unknown as typeof fetch;
+    const sid = "00000000-0000-4000-8000-000000000001";
+    expect(await proactiveSwitch("https://api.example.com/chat/", answer(200, { proactive_prompt: true }))(sid)).toBe(true);
+    expect(calls[0][0]).toBe("https://api.example.com/chat/flags");
+    expect((calls[0][1]?.headers as Record<string, string>)["ZGC-Session-ID"]).toBe(sid);
+    expect(await proactiveSwitch("https://api.example.com/chat", answer(200, { proactive_prompt: false }))(sid)).toBe(false);
+    expect(await proactiveSwitch("https://api.example.com/chat", answer(200, { proactive_prompt: "yes" }))(sid)).toBe(false);
+    expect(await proactiveSwitch("https://api.example.com/chat", answer(503, { proactive_prompt: true }))(sid)).toBe(false);
+  });
+});
 
 describe("panelUrl", () => {
   it("finds the panel under widget/<version>/ next to the alias, or beside a versioned chat.js", () => {
