@@ -18,7 +18,7 @@ PAGES = {   # section: [(script, title, url path)]
     'Tuning': [('pages/rag.py', 'RAG tuning', 'rag')],
     'Analytics': [('pages/funnel.py', 'Funnel', 'funnel')],
 }
-ADMIN_PAGES = {'Admin': [('pages/privacy.py', 'Privacy requests', 'privacy')]}     # admins see them; others are refused
+ADMIN_PAGES = {'Admin': [('pages/privacy.py', 'Privacy requests', 'privacy'), ('pages/flags.py', 'Feature flags', 'flags')]}     # admins see them; others are refused
 
 
 def main() -> None:
