@@ -62,7 +62,8 @@ def test_hot_lead_reaches_slack_and_the_crm_through_the_relay(pg):
         # the operator's replay: a dry run shows what would be sent; a real one never makes a second lead
         env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid',
                'HANDOFF_CHANNELS': 'slack,crm', 'SLACK_WEBHOOK_URL': slack.webhook_url, 'DATABASE_URL': url,
-               'HANDOFF_RETRY_BACKOFF_SECONDS': '0.05'}
+               'HANDOFF_RETRY_BACKOFF_SECONDS': '0.05',
+               'LEADCHAT_HOME': str(pg[0].leadchat_home)}      # the service's data key (PII is sealed at rest, 0017)
         dry = subprocess.run([str(LEADCHAT), 'handoff', 'replay', str(outbox_id), '--dry-run'], capture_output=True,
                              text=True, env=env, cwd=ROOT, timeout=120)
         assert dry.returncode == 0, dry.stderr[-2000:]
