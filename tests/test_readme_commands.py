@@ -124,8 +124,7 @@ def changed_paths(cwd: Path) -> set[str]:
 def run_block(b: Block, cwd: Path, env: dict, *, prologue: str = '', ports: dict | None = None,
               timeout: float = BLOCK_TIMEOUT) -> str:
     "Run `b` in bash in `cwd`; its output, or AssertionError naming the README line and why."
-    script = b.text
-    for readme_port, port in (ports or {}).items(): script = script.replace(f'127.0.0.1:{readme_port}', f'127.0.0.1:{port}')
+    script = with_ports(b.text, ports or {})
     before = changed_paths(cwd) if (cwd / '.git').is_dir() else None
     p = subprocess.Popen(['bash', '-c', f'set -eo pipefail\n{prologue}\n{script}'], cwd=cwd, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,6 +143,19 @@ def run_block(b: Block, cwd: Path, env: dict, *, prologue: str = '', ports: dict
         unnamed = sorted(p for p in changed_paths(cwd) - before if p not in b.text and str(Path(p).with_suffix('')) not in b.text)
         assert not unnamed, f'{b}: wrote {unnamed} into the working tree without naming it (the data home is the place)'
     return out
+
+
+def with_ports(text: str, ports: dict) -> str:
+    """`text` with each loopback README port swapped for its free port, in one pass: one port at a time would rewrite
+    the first swap's result when it begins with another README port (8000 → 52329, then 5232 → 35979 made 359799)."""
+    return re.sub(r'127\.0\.0\.1:(\d+)\b', lambda m: f'127.0.0.1:{ports.get(int(m[1]), m[1])}', text)
+
+
+def test_with_ports_swaps_each_port_once():
+    "A free port that starts with another README port is left alone (the CI failure of stop 30)."
+    text = 'curl http://127.0.0.1:8000/chat; caldav http://127.0.0.1:5232/ana; keep 127.0.0.1:80001 127.0.0.1:9'
+    assert with_ports(text, {8000: 52329, 5232: 35979}) == ('curl http://127.0.0.1:52329/chat; caldav '
+                                                            'http://127.0.0.1:35979/ana; keep 127.0.0.1:80001 127.0.0.1:9')
 
 
 def free_port() -> int:
@@ -215,7 +227,7 @@ def make_checkout(dest: Path, ports: dict) -> Path:
             shutil.copy2(src, dest / f)
     (dest / '.venv').symlink_to(VENV_BIN.parent)
     cal = dest / 'calendar.example.yaml'
-    cal.write_text(cal.read_text().replace('127.0.0.1:5232', f'127.0.0.1:{ports[5232]}'))
+    cal.write_text(with_ports(cal.read_text(), {5232: ports[5232]}))
     git = ['git', '-c', 'user.name=readme-test', '-c', 'user.email=readme-test@example.com', '-c', 'commit.gpgsign=false']
     subprocess.run(['git', 'init', '-q'], cwd=dest, check=True)
     subprocess.run(['git', 'add', '-A'], cwd=dest, check=True)
