@@ -21,7 +21,7 @@ from .retrieval import RetrievalResult, RetrievedChunk
 from .state import HandoffReason, LeadLevel, QualificationDelta, SessionState
 
 # %% auto #0
-__all__ = ['STABLE_LAYERS', 'EMAIL_CAPTURED', 'RETURNING_SHOWN', 'RETRIEVE_KNOWLEDGE_TOOL', 'EXTRA_CALL_RESULT',
+__all__ = ['STABLE_LAYERS', 'STYLE_LAYERS', 'EMAIL_CAPTURED', 'RETURNING_SHOWN', 'RETRIEVE_KNOWLEDGE_TOOL', 'EXTRA_CALL_RESULT',
            'EXTRACTION_TOOL_NAME', 'PromptFile', 'PromptError', 'load_prompt', 'prompt_version', 'stable_system_prompt',
            'visitor_names', 'scrub', 'layer7', 'render_layer7', 'returning_visitor', 'render_returning_visitor',
            'render_session_layers', 'openai_tool', 'format_retrieval', 'tool_query', 'history_messages',
@@ -31,6 +31,8 @@ __all__ = ['STABLE_LAYERS', 'EMAIL_CAPTURED', 'RETURNING_SHOWN', 'RETRIEVE_KNOWL
 # %% ../nbs/33a_prompts.ipynb #pr000007
 STABLE_LAYERS = ('layer1_role', 'layer2_conversation_model', 'layer3_persona_adaptation', 'layer4_prohibited',
                  'layer5_knowledge_scope', 'layer6_handoff')
+# the conversation-style layer a `prompt_layer` experiment (16_experiments) varies: layer 2 or its concise twin
+STYLE_LAYERS = {'standard': 'layer2_conversation_model', 'concise': 'layer2_conversation_model_concise'}
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,17 @@ def load_prompt(name: str) -> PromptFile:
 
 def prompt_version() -> str:
     "Which prompt files are in use: their versions and a short hash of their text."
-    files = [load_prompt(n) for n in (*STABLE_LAYERS, 'returning_visitor', 'extract', 'propose')]
+    files = [load_prompt(n) for n in (*STABLE_LAYERS, *STYLE_LAYERS.values(), 'returning_visitor', 'extract', 'propose')]
     digest = hashlib.sha256('\n'.join(f.text for f in files).encode()).hexdigest()[:10]
     return '.'.join(f.version for f in files) + '-' + digest
 
 # %% ../nbs/33a_prompts.ipynb #pr000010
 @lru_cache(maxsize=16)
-def stable_system_prompt(company_name: str) -> str:
-    "Layers 1–6, joined."
-    return '\n\n'.join(load_prompt(n).text for n in STABLE_LAYERS).replace('{company_name}', company_name)
+def stable_system_prompt(company_name: str, style: str = 'standard') -> str:
+    "Layers 1–6, joined; `style` picks the layer-2 variant (`STYLE_LAYERS`). Each style is its own cacheable prefix."
+    if style not in STYLE_LAYERS: raise PromptError(f'unknown prompt style {style!r}; expected one of: {", ".join(STYLE_LAYERS)}')
+    names = [STYLE_LAYERS[style] if n == STYLE_LAYERS['standard'] else n for n in STABLE_LAYERS]
+    return '\n\n'.join(load_prompt(n).text for n in names).replace('{company_name}', company_name)
 
 # %% ../nbs/33a_prompts.ipynb #pr000013
 def visitor_names(state: SessionState, *extra: str | None) -> list[str]:
