@@ -24,9 +24,10 @@ __all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'STAGE3_PATTERNS', 'WOR
            'PRICING_DEFLECTIONS', 'PRICING_AGAIN', 'PRICING_ASIDE', 'NO_RESULT_REPLIES', 'NO_RESULT_QUIET',
            'HUMAN_REQUEST_REPLY', 'PRIVATE_REPLIES', 'PRIVATE_QUIET', 'ALREADY_SAID', 'ACKNOWLEDGEMENTS', 'OFF_TOPIC',
            'WELCOME', 'WELCOME_BACK', 'WHAT_I_DO', 'HOW_I_AM', 'YOU_ARE_WELCOME', 'ANYTHING_ELSE', 'GOODBYE', 'HELLO',
-           'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'retrieval_query', 'is_stage3_language',
-           'is_no_result_offer', 'is_prompt_compliance_violation', 'topic_sources', 'problem_named',
-           'qualifying_question', 'ComposeHints', 'welcome_back', 'compose_answer', 'compose_proposal', 'stream_tokens']
+           'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'PROPOSAL_COPIES', 'retrieval_query',
+           'is_stage3_language', 'is_no_result_offer', 'is_prompt_compliance_violation', 'topic_sources',
+           'problem_named', 'qualifying_question', 'ComposeHints', 'welcome_back', 'compose_answer', 'compose_proposal',
+           'stream_tokens']
 
 # %% ../nbs/32_compose.ipynb #cp000007
 _QUOTES = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
@@ -999,9 +1000,13 @@ def _resource(case_study: RetrievedChunk | None, lead_in: str) -> str:
     return f"{lead_in}our published case studies are a good way to see how we've approached projects like this."
 
 
+PROPOSAL_COPIES = ('standard', 'short')
+
+
 def compose_proposal(reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
-                     case_study: RetrievedChunk | None = None) -> str:
+                     case_study: RetrievedChunk | None = None, copy: str = 'standard') -> str:
     "The offline `propose_handoff` reply for `reason`, using `followup_sentence` verbatim (see the table above)."
+    if copy not in PROPOSAL_COPIES: raise ValueError(f'unknown proposal copy {copy!r}; expected one of: {", ".join(PROPOSAL_COPIES)}')
     if reason not in HANDOFF_REASONS:
         raise ValueError(f'unknown handoff reason {reason!r}; expected one of: {", ".join(HANDOFF_REASONS)}')
     if not isinstance(business_hours, bool): raise TypeError(f'business_hours must be a bool, got {type(business_hours).__name__}')
@@ -1049,10 +1054,23 @@ def compose_proposal(reason: str, business_hours: bool, state: SessionState, fol
                      + (" so they can talk through your client's project." if client else '.'),
                      "They're offline right now, but they'll have the context of our conversation."]
         parts += [followup, _resource(case_study, 'In the meantime, '), have_email or EMAIL_ASK]
+    if copy == 'short' and reason != 'llm_failure': parts = _proposal_short(reason, business_hours, client, email, followup)
     if reason != 'llm_failure' and any(parts[0] in s for s in said):
         parts = _proposal_again(reason, business_hours, client, email, followup)
     if not said: parts.insert(0, welcome_back(state))      # a returning visitor's first reply, even a proposal
     return ' '.join(p for p in parts if p)
+
+
+def _proposal_short(reason: str, business_hours: bool, client: bool, email: str | None, followup: str) -> list[str | None]:
+    "The `short` copy: one sentence, then the same follow-up sentence and email ask (or the captured address)."
+    whose = "your client's project" if client else 'your project'
+    if reason == 'stall':
+        return ["No rush — come back whenever things are more defined"
+                + (f"; the team can send material to {email} if you'd like." if email else
+                   f"; leave your email if you'd like the team to send you material relevant to {whose}.")]
+    first = ('Let me connect you with one of our engineers' if reason == 'hot_lead' else "Of course — I'll connect you with the team")
+    first += (f' about {whose}' if client else '') + ('.' if business_hours else " (they're offline right now).")
+    return [first + (f' They can reach you at {email}.' if email else ''), followup, None if email else EMAIL_ASK]
 
 
 def _proposal_again(reason: str, business_hours: bool, client: bool, email: str | None, followup: str) -> list[str | None]:
