@@ -24,12 +24,16 @@ from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
 from . import flags as flags_mod
-from .flags import Flag, FlagStore
+from .flags import Flag, FlagError, FlagStore
+from .shadow import check_policy
 
 # %% auto #0
-__all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'Target', 'ExperimentError',
-           'UnknownExperimentError', 'ExperimentConflictError', 'arm_label', 'check_name', 'check_guardrails',
-           'Experiment', 'check_experiment', 'check_shadow_policy']
+__all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'REFRESH_SECONDS', 'Target',
+           'ExperimentError', 'UnknownExperimentError', 'ExperimentConflictError', 'arm_label', 'check_name',
+           'check_guardrails', 'Experiment', 'check_experiment', 'check_shadow_policy', 'unknown_experiment',
+           'list_experiments', 'get_experiment', 'check_arms', 'create_experiment', 'start', 'stop', 'halt_arm',
+           'experiment_history', 'ExperimentStore', 'install', 'current', 'assign', 'arm_value', 'shadow_policy',
+           'refresh', 'load_store', 'run_refresh']
 
 # %% ../nbs/16_experiments.ipynb #dfbadc6a
 log = structlog.get_logger('leadchat.experiments')
@@ -192,7 +196,335 @@ def check_experiment(e: Experiment) -> Experiment:
 
 
 def check_shadow_policy(policy) -> dict:
-    "The policy normalised by `leadchat.shadow.check_policy`; its refusal as an `ExperimentError`."
-    from leadchat.shadow import check_policy
-    try: return check_policy(policy)
+    "The policy normalised by `leadchat.shadow.check_policy` (at least one key); its refusal as an `ExperimentError`."
+    try: p = check_policy(policy)
     except (ValueError, TypeError) as e: raise ExperimentError(f'shadow policy: {e}') from None
+    if not p: raise ExperimentError('a shadow policy without keys is the live policy: give at least one key '
+                                    '(e.g. --policy hot_lead_rule=two_of_three)')
+    return p
+
+# %% ../nbs/16_experiments.ipynb #8f0b30fa
+def _exp_from_row(r: dict) -> Experiment:
+    return Experiment(r['name'], r['target'], r['flag'], r['kind'], r['status'], r['policy'], r['guardrails'],
+                      r['halted_arm'], r['halt_reason'], r['description'], r['started_at'], r['stopped_at'], r['version'],
+                      r['updated_at'], r['updated_by'])
+
+
+def _by(by) -> str:
+    if not isinstance(by, str) or not 1 <= len(by.strip()) <= 128:
+        raise ExperimentError('every experiment change names who made it (1–128 characters, e.g. cli:ana or console:ana)')
+    return by.strip()
+
+
+def unknown_experiment(name, known: Iterable[str]) -> UnknownExperimentError:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f'; did you mean {close[0]}?' if close else '; `leadchat experiments list` shows the experiments'
+    return UnknownExperimentError(f'no experiment named {_shown(name)}{hint}')
+
+
+async def list_experiments(conn, *, status: str | None = None) -> list[Experiment]:
+    "Every experiment (or those in `status`), by name."
+    if status is not None and status not in STATUSES:
+        raise ExperimentError(f'status {_shown(status)} is not valid: use one of {", ".join(STATUSES)}')
+    cur = await conn.execute('SELECT * FROM experiments WHERE %s::text IS NULL OR status = %s ORDER BY name', [status, status])
+    return [_exp_from_row(r) for r in await cur.fetchall()]
+
+
+async def get_experiment(conn, name: str) -> Experiment:
+    "Experiment `name`; `UnknownExperimentError` (with the closest name) when there is none."
+    r = await (await conn.execute('SELECT * FROM experiments WHERE name = %s', [name])).fetchone()
+    if r is None:
+        names = [x['name'] for x in await (await conn.execute('SELECT name FROM experiments')).fetchall()]
+        raise unknown_experiment(name, names)
+    return _exp_from_row(r)
+
+
+def check_arms(e: Experiment, f: Flag) -> Flag:
+    "`f` when it can carry experiment `e`: multivariate, and every variation it still serves accepted by `e`'s target."
+    if f.kind != 'multivariate':
+        raise ExperimentError(f'flag {f.name} is boolean: the arms of an experiment are the variations of a multivariate flag '
+                              f'(leadchat flags create NAME --variations \'[...]\')')
+    t = TARGETS[e.target]
+    bad = [v for v in f.live_values if not t.accepts(v)]
+    if bad:
+        raise ExperimentError(f'flag {f.name} serves {", ".join(_shown(v) for v in bad)}, which target {t.name} does not '
+                              f'accept: its variations must be {t.allowed}')
+    return f
+
+
+async def _flag(conn, name: str) -> Flag:
+    try: return await flags_mod.get_flag(conn, name)
+    except FlagError as e: raise ExperimentError(str(e)) from None
+
+
+async def _audit(conn, by: str, name: str, action: str, old: Experiment | None, new: Experiment) -> None:
+    await conn.execute('INSERT INTO experiment_audit (by, experiment, action, old, new) VALUES (%s, %s, %s, %s, %s)',
+                       [by, name, action, Jsonb(old.to_json()) if old else None, Jsonb(new.to_json())])
+
+
+async def create_experiment(conn, exp: Experiment, *, by: str) -> Experiment:
+    "Store a new experiment as a draft (validated; audited as `create`); a taken name is an `ExperimentError`."
+    import psycopg
+    e, by = check_experiment(replace(exp, status='draft', halted_arm=None, halt_reason=None, started_at=None,
+                                     stopped_at=None)), _by(by)
+    if e.kind == 'ab': check_arms(e, await _flag(conn, e.flag))
+    try:
+        async with conn.transaction():
+            r = await (await conn.execute(
+                'INSERT INTO experiments (name, kind, target, flag, policy, guardrails, description, updated_by) '
+                'VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *',
+                [e.name, e.kind, e.target, e.flag, Jsonb(e.policy), Jsonb(e.guardrails), e.description, by])).fetchone()
+            new = _exp_from_row(r)
+            await _audit(conn, by, e.name, 'create', None, new)
+    except psycopg.errors.UniqueViolation: raise ExperimentError(f'an experiment named {e.name} exists already') from None
+    log.info('experiment_changed', experiment=e.name, action='create', by=by, version=new.version)
+    return new
+
+
+def _conflict(now: Experiment, version: int) -> ExperimentConflictError:
+    return ExperimentConflictError(
+        f'experiment {now.name} was changed by {now.updated_by} at {now.updated_at:%Y-%m-%d %H:%M:%S %Z} (it is at version '
+        f'{now.version}, {now.status}; your edit was made on version {version}); nothing was changed by your edit: '
+        'reload the experiment and apply it again')
+
+
+async def _live_on(conn, target: str, but: str) -> dict | None:
+    return await (await conn.execute("SELECT name, status FROM experiments WHERE target = %s AND name <> %s AND "
+                                     "status IN ('running', 'halted') ORDER BY name LIMIT 1", [target, but])).fetchone()
+
+
+def _holder(target: str, r: dict) -> ExperimentError:
+    return ExperimentError(f'experiment {r["name"]} is {r["status"]} on target {target}: one experiment at a time per '
+                           f'target; stop it first (leadchat experiments stop {r["name"]})')
+
+
+async def _update(conn, name: str, action: str, *, by: str, version: int | None, check) -> Experiment:
+    """Apply `check(old)`'s changes (fields of `Experiment`) to experiment `name` and audit them as `action`; `check` raises
+    to refuse. With `version`, the edit applies only if the experiment is still at that version."""
+    import psycopg
+    by = _by(by)
+    try:
+        async with conn.transaction():
+            old = await get_experiment(conn, name)
+            if version is None: version = old.version
+            if old.version != version: raise _conflict(old, version)
+            changes = await check(old)
+            if not changes: return old
+            new = replace(old, **changes)
+            r = await (await conn.execute(
+                'UPDATE experiments SET status = %s, halted_arm = %s, halt_reason = %s, started_at = %s, stopped_at = %s, '
+                'version = version + 1, updated_at = now(), updated_by = %s WHERE name = %s AND version = %s RETURNING *',
+                [new.status, new.halted_arm, new.halt_reason, new.started_at, new.stopped_at, by, name, version])).fetchone()
+            if r is None: raise _conflict(await get_experiment(conn, name), version)
+            new = _exp_from_row(r)
+            await _audit(conn, by, name, action, old, new)
+    except psycopg.errors.UniqueViolation:         # two starts on one target raced: the unique index let one win
+        r = await _live_on(conn, old.target, name)
+        raise (_holder(old.target, r) if r else ExperimentConflictError(
+            f'another experiment started on target {old.target} at the same time; nothing was changed')) from None
+    log.info('experiment_changed', experiment=name, action=action, by=by, version=new.version, status=new.status)
+    return new
+
+
+def _now() -> datetime:
+    from datetime import timezone
+    return datetime.now(timezone.utc)
+
+
+async def start(conn, name: str, *, by: str, version: int | None = None) -> Experiment:
+    """Start draft experiment `name`: refused (saying why) when it is not a draft, when another experiment is running or
+    halted on its target or uses its flag, when its flag is killed, boolean, or serves a value its target does not take."""
+    async def check(e: Experiment) -> dict:
+        if e.status == 'running': raise ExperimentError(f'experiment {name} is already running (since {e.started_at:%Y-%m-%d %H:%M %Z})')
+        if e.status == 'halted':
+            raise ExperimentError(f'experiment {name} is halted (arm {e.halted_arm}: {e.halt_reason}); a halted experiment '
+                                  f'does not restart: stop it (leadchat experiments stop {name}) and create a new one')
+        if e.status == 'stopped':
+            raise ExperimentError(f'experiment {name} was stopped at {e.stopped_at:%Y-%m-%d %H:%M %Z}; an experiment runs '
+                                  'once (its results belong to that run): create a new one')
+        if e.kind == 'shadow': check_shadow_policy(e.policy)
+        else:
+            f = await _flag(conn, e.flag)
+            if f.killed: raise ExperimentError(f'flag {f.name} is killed: every session gets its default, so nobody would '
+                                               f'enter the experiment; unkill it first (leadchat flags unkill {f.name})')
+            check_arms(e, f)
+            other = await (await conn.execute("SELECT name FROM experiments WHERE flag = %s AND name <> %s AND "
+                                              "status IN ('running', 'halted') LIMIT 1", [e.flag, name])).fetchone()
+            if other: raise ExperimentError(f'flag {e.flag} already carries experiment {other["name"]}: one experiment '
+                                            f'per flag (stop {other["name"]} first, or use another flag)')
+        r = await _live_on(conn, e.target, name)
+        if r: raise _holder(e.target, r)
+        return {'status': 'running', 'started_at': _now()}
+    return await _update(conn, name, 'start', by=by, version=version, check=check)
+
+
+async def stop(conn, name: str, *, by: str, version: int | None = None) -> Experiment:
+    "End running or halted experiment `name` for good: its target serves the flag's or the setting's default again."
+    async def check(e: Experiment) -> dict:
+        if e.status == 'draft': raise ExperimentError(f'experiment {name} has not started: there is nothing to stop')
+        if e.status == 'stopped': raise ExperimentError(f'experiment {name} is already stopped (at {e.stopped_at:%Y-%m-%d %H:%M %Z})')
+        return {'status': 'stopped', 'stopped_at': _now()}
+    return await _update(conn, name, 'stop', by=by, version=version, check=check)
+
+
+async def halt_arm(conn, name: str, arm: str, *, reason: str, by: str, version: int | None = None) -> Experiment:
+    """Halt running experiment `name` because of `arm` (a guardrail's, or a person's, `reason`): every session is served
+    control from then on. Idempotent: a halted experiment is returned unchanged."""
+    if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 500:
+        raise ExperimentError('a halt names its reason (1–500 characters), e.g. --reason "fallback rate 9% > 5%"')
+    async def check(e: Experiment) -> dict:
+        if e.status == 'halted': return {}
+        if e.kind == 'shadow': raise ExperimentError(f'experiment {name} is a shadow experiment: it serves nothing, so there is '
+                                                     f'no arm to halt; stop it instead (leadchat experiments stop {name})')
+        if e.status != 'running': raise ExperimentError(f'experiment {name} is {e.status}: only a running experiment can be halted')
+        f = await _flag(conn, e.flag)
+        labels = [arm_label(v.value) for v in f.variations]
+        if arm not in labels:
+            raise ExperimentError(f'experiment {name} has no arm {_shown(arm)}: its arms are {", ".join(labels)}')
+        return {'status': 'halted', 'halted_arm': arm, 'halt_reason': reason.strip()}
+    try: return await _update(conn, name, 'halt', by=by, version=version, check=check)
+    except ExperimentConflictError:
+        if version is not None: raise
+        e = await get_experiment(conn, name)       # a guardrail in another process halted it first: that is the halt
+        if e.status == 'halted': return e
+        raise
+
+
+async def experiment_history(conn, name: str | None = None, limit: int = 50) -> list[dict]:
+    "The latest changes (of experiment `name`, or of every experiment), newest first: at, by, experiment, action, old, new."
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ExperimentError('limit must be a whole number from 1 to 1000')
+    if name is not None: await get_experiment(conn, name)       # an unknown name is an error, not an empty history
+    cur = await conn.execute('SELECT at, by, experiment, action, old, new FROM experiment_audit WHERE %s::text IS NULL OR '
+                             'experiment = %s ORDER BY id DESC LIMIT %s', [name, name, limit])
+    return list(await cur.fetchall())
+
+# %% ../nbs/16_experiments.ipynb #d752645b
+REFRESH_SECONDS = 1.0
+_SIGNATURE = 'SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS t FROM experiments'
+
+
+class ExperimentStore:
+    """The experiments of one process (a snapshot of the `experiments` table) and the flags it evaluates them with:
+    `flags`, or the process's `leadchat.flags.current()` when None."""
+
+    def __init__(self, experiments: Iterable[Experiment] = (), flags: FlagStore | None = None):
+        self.signature, self.flags, self._contexts = None, flags, {}
+        self.replace(experiments)
+
+    def replace(self, experiments: Iterable[Experiment]) -> None:
+        "Swap in a new set of experiments (one assignment: a turn sees the old set or the new one, never a mix)."
+        exps = {e.name: e for e in experiments}
+        running = tuple(e for e in exps.values() if e.kind == 'ab' and e.status == 'running')
+        on_target = {e.target: e for e in exps.values() if e.kind == 'ab' and e.live}
+        shadow = next(((e.name, dict(e.policy)) for e in exps.values() if e.kind == 'shadow' and e.status == 'running'), None)
+        self._snapshot = (exps, running, on_target, shadow)
+
+    @property
+    def experiments(self) -> dict[str, Experiment]: return self._snapshot[0]
+
+    def flag_store(self) -> FlagStore: return self.flags if self.flags is not None else flags_mod.current()
+
+    def evaluate(self, f: Flag, hash_id: str):
+        "GrowthBook's `FeatureResult` of flag `f` for `hash_id` (the same features `leadchat.flags` serves)."
+        cached = self._contexts.get(f.name)
+        if cached is None or cached[0] is not f:        # a flag edit is a new Flag object: rebuild its feature
+            cached = self._contexts[f.name] = (f, GlobalContext(options=Options(), features={f.name: flags_mod.to_feature(f)}))
+        ctx = EvaluationContext(user=UserContext(attributes={'id': hash_id}), global_ctx=cached[1], stack=StackContext())
+        return eval_feature(f.name, ctx)
+
+
+_installed: ExperimentStore | None = None
+_fallback: ExperimentStore | None = None
+
+
+def install(store: ExperimentStore | None) -> None:
+    "Make `store` the process's experiments (None: none)."
+    global _installed
+    _installed = store
+
+
+def current() -> ExperimentStore:
+    "The process's `ExperimentStore`."
+    global _fallback
+    if _installed is not None: return _installed
+    if _fallback is None: _fallback = ExperimentStore()      # built at first use: no work at import time
+    return _fallback
+
+# %% ../nbs/16_experiments.ipynb #752dce12
+def assign(state, subject: str | None, store: ExperimentStore | None = None) -> tuple[dict[str, str], list[tuple[str, dict]]]:
+    """The arms this session enters now (experiment → arm label) and one `experiment_exposure` event per arm, for every
+    running A/B experiment it holds no arm in; hash id `subject` (a visitor's stable id) or, when None, the session id."""
+    st = store if store is not None else current()
+    running = st._snapshot[1]
+    if not running: return {}, []
+    held, flags = state.experiments, st.flag_store().flags
+    hash_id, kind = (subject, 'visitor') if subject else (state.session_id, 'session')
+    arms, events = {}, []
+    for e in running:
+        if e.name in held: continue
+        f = flags.get(e.flag)
+        if f is None or f.killed or f.kind != 'multivariate': continue
+        r = st.evaluate(f, hash_id)
+        x = r.experimentResult
+        if r.source != 'experiment' or x is None or not x.inExperiment or not 0 <= x.variationId < len(f.variations): continue
+        v = f.variations[x.variationId]
+        if v.removed or not TARGETS[e.target].accepts(v.value): continue     # a removed arm's slot: not in the experiment
+        arms[e.name] = label = arm_label(v.value)
+        events.append(('experiment_exposure', {'experiment': e.name, 'flag': f.name, 'target': e.target, 'arm': label,
+                                               'subject': kind}))
+    return arms, events
+
+
+def arm_value(state, target: str, default, store: ExperimentStore | None = None):
+    """The value this session is served for `target`: its arm's (typed as the flag's variation), control (the flag's
+    default) when the experiment is halted, the flag killed or the arm removed, else `default`."""
+    st = store if store is not None else current()
+    e = st._snapshot[2].get(target)
+    if e is None: return default
+    f = st.flag_store().flags.get(e.flag)
+    t = TARGETS.get(target)
+    if f is None or t is None or f.kind != 'multivariate': return default
+    control = f.default_value if t.accepts(f.default_value) else default
+    if e.status == 'halted': return control
+    label = state.experiments.get(e.name)
+    if label is None: return default
+    if f.killed: return control
+    for v in f.variations:
+        if arm_label(v.value) == label: return control if v.removed or not t.accepts(v.value) else v.value
+    return control                                   # the arm is no longer one of the flag's variations
+
+
+def shadow_policy(store: ExperimentStore | None = None) -> tuple[str, dict] | None:
+    "`(name, policy)` of the running shadow experiment, or None."
+    st = store if store is not None else current()
+    return st._snapshot[3]
+
+# %% ../nbs/16_experiments.ipynb #4c6b1b34
+async def refresh(store: ExperimentStore, conn) -> bool:
+    "Reload `store` from the `experiments` table when its signature changed; True when it reloaded."
+    sig = tuple((await (await conn.execute(_SIGNATURE)).fetchone()).values())
+    if sig == store.signature: return False
+    store.replace(await list_experiments(conn))
+    store.signature = sig
+    return True
+
+
+async def load_store(pool, flags: FlagStore | None = None) -> ExperimentStore:
+    "An `ExperimentStore` filled from the database (no experiments when it cannot be read: logged)."
+    store = ExperimentStore(flags=flags)
+    try:
+        async with pool.connection() as conn: await refresh(store, conn)
+    except Exception as e: log.warning('experiments_load_failed', error=type(e).__name__, detail=str(e)[:200])
+    return store
+
+
+async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, interval: float = REFRESH_SECONDS) -> None:
+    "Poll the experiments' signature every `interval` seconds until `stop` is set; errors keep the last snapshot."
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn:
+                if await refresh(store, conn): log.info('experiments_refreshed', experiments=len(store.experiments))
+        except Exception as e: log.warning('experiments_refresh_failed', error=type(e).__name__, detail=str(e)[:200])
+        try: await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError: pass
