@@ -8,14 +8,16 @@ Docs: https://leadchat.github.io/leadchat/shadow.html.md"""
 from __future__ import annotations
 
 import difflib
+import re
 from datetime import datetime
 from typing import Any
 
-from .state import SessionState, QualificationState
+from .state import QualificationState, SessionState
 
 # %% auto #0
 __all__ = ['HOT_LEAD_RULES', 'POLICY_KEYS', 'STALL_RANGE', 'ROUTES', 'MIRRORED', 'check_policy', 'shadow_route',
-           'shadow_decision']
+           'shadow_decision', 'wilson_interval', 'disagreement', 'disagreement_examples', 'shadow_experiments',
+           'pairs_figure']
 
 # %% ../nbs/16a_shadow.ipynb #e0f54fc8
 HOT_LEAD_RULES: tuple[str, ...] = ('all_three', 'problem_and_authority', 'two_of_three')
@@ -42,9 +44,8 @@ def check_policy(policy: Any) -> dict:
         rule = policy['hot_lead_rule']
         norm = rule.strip().lower() if isinstance(rule, str) else rule
         if norm not in HOT_LEAD_RULES:
-            shown = repr(rule)[:40]
             near = difflib.get_close_matches(norm, HOT_LEAD_RULES, n=1) if isinstance(norm, str) else []
-            raise ValueError(f'unknown hot_lead_rule {shown}' + (f' (did you mean {near[0]!r}?)' if near else '') +
+            raise ValueError(f'unknown hot_lead_rule {repr(rule)[:40]}' + (f' (did you mean {near[0]!r}?)' if near else '') +
                              f'; use one of {", ".join(HOT_LEAD_RULES)}')
         out['hot_lead_rule'] = norm
     if 'stall_threshold' in policy:
@@ -67,19 +68,103 @@ def _hot(q: QualificationState, rule: str) -> bool:
     return problem and authority and context          # all_three: the live rule (state.is_hot_lead)
 
 
-def shadow_route(state: SessionState, *, live: str, counter: int, settings_threshold: int, policy: dict) -> str:
-    """The route the candidate `policy` would have taken on this turn: `state` after extraction, `counter` the turn
-    counter after this turn, `settings_threshold` the live stall threshold, `live` the live route. Pure."""
+def shadow_route(state: SessionState, *, live: str, counter: int, settings_threshold: int, policy: dict,
+                 clarify: bool = False) -> str:
+    """The route the candidate `policy` (checked by `check_policy`) would have taken on this turn. `state`: the session
+    after extraction (what `score_router` sees); `counter`: the turn counter after this turn; `settings_threshold`: the
+    live stall threshold; `live`: the live route; `clarify`: the turn asks a clarifying question. Pure."""
     if live in MIRRORED: return live
     if state.explicit_human_request: return 'explicit_request'
     if state.handoff_reason != 'hot_lead' and _hot(state.qualification, policy.get('hot_lead_rule', 'all_three')):
         return 'hot_lead'
     if counter >= policy.get('stall_threshold', settings_threshold) and state.stage3_proposals_issued == 0: return 'stall'
-    return 'clarify' if live == 'clarify' else 'respond'
+    return 'clarify' if clarify or live == 'clarify' else 'respond'
 
 
 def shadow_decision(name: str, policy: dict, state: SessionState, *, live: str, counter: int,
-                    settings_threshold: int) -> dict:
+                    settings_threshold: int, clarify: bool = False) -> dict:
     "The turn's `payload.shadow`: `{'experiment', 'route', 'live', 'agree'}`."
-    route = shadow_route(state, live=live, counter=counter, settings_threshold=settings_threshold, policy=policy)
+    route = shadow_route(state, live=live, counter=counter, settings_threshold=settings_threshold, policy=policy,
+                         clarify=clarify)
     return {'experiment': name, 'route': route, 'live': live, 'agree': route == live}
+
+# %% ../nbs/16a_shadow.ipynb #f8e78f27
+_NAME = re.compile(r'^[a-z][a-z0-9_]{0,62}$')        # migration 0020's check constraint on experiments.name
+
+_TURNS = '''WITH turns AS (
+    SELECT DISTINCT ON (session_id, turn_index) session_id, turn_index, created_at,
+           payload->'shadow'->>'live' AS live, payload->'shadow'->>'route' AS shadow,
+           left(payload->'routing'->>'why', 500) AS why
+    FROM analytics_events
+    WHERE payload->'shadow'->>'experiment' = %(name)s AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+    ORDER BY session_id, turn_index, id)
+'''
+
+
+def _check_query(name: Any, since: Any) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f'{repr(name)[:70]} is not an experiment name (lower-case letters, digits and _, up to 63)')
+    if since is not None and (not isinstance(since, datetime) or since.utcoffset() is None):
+        raise ValueError(f'since must be a timezone-aware datetime or None, not {repr(since)[:70]}')
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    "The Wilson score interval of the proportion `k/n` (None without turns)."
+    if n <= 0: return None
+    from scipy.stats import binomtest
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method='wilson')
+    return (float(ci.low), float(ci.high))
+
+
+async def disagreement(conn, name: str, *, since: datetime | None = None) -> dict:
+    """Turns experiment `name` evaluated (since `since`), disagreements, rate and its 95 % interval, sessions, and the
+    turns by (live → shadow) pair, most frequent first."""
+    _check_query(name, since)
+    args = {'name': name, 'since': since}
+    cur = await conn.execute(_TURNS + '''SELECT live, shadow, count(*) AS turns, count(DISTINCT session_id) AS sessions
+        FROM turns GROUP BY live, shadow ORDER BY turns DESC, live, shadow''', args)
+    pairs = [{'live': r['live'], 'shadow': r['shadow'], 'turns': r['turns'], 'sessions': r['sessions'],
+              'agree': r['live'] == r['shadow']} for r in await cur.fetchall()]
+    cur = await conn.execute(_TURNS + '''SELECT count(DISTINCT session_id) AS sessions,
+        count(DISTINCT session_id) FILTER (WHERE live IS DISTINCT FROM shadow) AS sessions_disagreeing,
+        min(created_at) AS first, max(created_at) AS last FROM turns''', args)
+    t = await cur.fetchone()
+    turns = sum(p['turns'] for p in pairs)
+    dis = sum(p['turns'] for p in pairs if not p['agree'])
+    return {'experiment': name, 'since': since, 'turns': turns, 'disagreements': dis,
+            'rate': dis / turns if turns else None, 'interval': wilson_interval(dis, turns),
+            'sessions': t['sessions'], 'sessions_disagreeing': t['sessions_disagreeing'],
+            'first': t['first'], 'last': t['last'], 'pairs': pairs}
+
+
+async def disagreement_examples(conn, name: str, limit: int = 20, *, since: datetime | None = None) -> list[dict]:
+    "The first disagreeing turn of each session, newest first: session_id, turn_index, live, shadow, why, at."
+    _check_query(name, since)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ValueError(f'limit must be a whole number from 1 to 1000, not {repr(limit)[:40]}')
+    cur = await conn.execute(_TURNS + '''SELECT * FROM (
+            SELECT DISTINCT ON (session_id) session_id, turn_index, live, shadow, why, created_at AS at
+            FROM turns WHERE live IS DISTINCT FROM shadow ORDER BY session_id, turn_index) first
+        ORDER BY at DESC, session_id LIMIT %(limit)s''', {'name': name, 'since': since, 'limit': limit})
+    return list(await cur.fetchall())
+
+
+async def shadow_experiments(conn) -> list[dict]:
+    "Every shadow experiment, the running (or halted) one first, then the most recent: name, status, policy, description, times, by."
+    cur = await conn.execute('''SELECT name, status, policy, description, started_at, stopped_at, updated_at, updated_by
+        FROM experiments WHERE kind = 'shadow'
+        ORDER BY status IN ('running', 'halted') DESC, coalesce(started_at, updated_at) DESC, name''')
+    return list(await cur.fetchall())
+
+
+def pairs_figure(d: dict):
+    "A plotly bar chart of the disagreeing turns by (live → shadow) pair."
+    import plotly.graph_objects as go
+    pairs = [p for p in d['pairs'] if not p['agree']][::-1]          # the most frequent on top
+    fig = go.Figure(go.Bar(x=[p['turns'] for p in pairs], y=[f"{p['live']} → {p['shadow']}" for p in pairs],
+                           orientation='h', text=[p['turns'] for p in pairs], textposition='auto',
+                           hovertemplate='%{y}: %{x} turns<extra></extra>'))
+    fig.update_layout(title=f"Disagreements by route (live → shadow), {d['disagreements']} of {d['turns']} turns",
+                      xaxis_title='turns', yaxis_title=None, height=120 + 40 * max(len(pairs), 1),
+                      margin=dict(l=10, r=10, t=50, b=40))
+    return fig
