@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0,
                calendar=None, calendar_sweep_interval: float | None = 30.0, flag_refresh_interval: float | None = None) -> FastAPI:
     "The app; `db`, `model` and `clock` replace the real ones in tests (a clock makes business hours reproducible)."
-    from leadchat import flags
+    from leadchat import experiments, flags
 
     settings = settings or get_settings()
     metrics = Metrics()
@@ -108,6 +108,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
         # the feature flags and kill switches (15_flags): this process's cache, polled for changes every second
         app.state.flags = flag_store = await flags.load_store(database.pool)
         flags.install(flag_store)
+        # the experiments (16_experiments) and a shadow routing policy: assigned and applied per turn from this cache
+        app.state.experiments = exp_store = await experiments.load_store(database.pool)
+        experiments.install(exp_store)
         app.state.service = ChatService(settings, database, model=model, clock=clock)
         # the offline model's classifiers load (or train, on a new corpus) before the first visitor, not during their turn
         if (warm := getattr(app.state.service.model, 'prepare', None)) is not None: await asyncio.to_thread(warm)
@@ -121,12 +124,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                                               interval=relay_interval, stop=stop, observe=metrics.delivery))
         flag_refresh = asyncio.create_task(flags.run_refresh(flag_store, database.pool, stop=stop,
                                                              interval=flag_refresh_interval or flags.REFRESH_SECONDS))
+        exp_refresh = asyncio.create_task(experiments.run_refresh(exp_store, database.pool, stop=stop,
+                                                                  interval=flag_refresh_interval or experiments.REFRESH_SECONDS))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
             stop.set()
-            await asyncio.gather(sweeper, relay, flag_refresh)
+            await asyncio.gather(sweeper, relay, flag_refresh, exp_refresh)
             if flags.current() is flag_store: flags.install(None)
+            if experiments.current() is exp_store: experiments.install(None)
             if app.state.service.scheduler is not None: await app.state.service.scheduler.drain()
             await leadership.close()
             if db is None: await database.close()

@@ -21,8 +21,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from .config import Settings
+from .experiments import arm_value, assign, shadow_policy
 from .hours import followup_commitment_sentence, is_business_hours
 from .retrieval import RetrievalResult, RetrievedChunk, ToolCallBudget
+from .shadow import shadow_decision
 from .telemetry import span, traced
 from .state import (HandoffReason, HandoffRequest, LeadLevel, QualificationDelta, SessionState, append_message, apply_delta,
                             derive_lead_level, is_hot_lead, next_stage, utcnow)
@@ -30,8 +32,8 @@ from .state import (HandoffReason, HandoffRequest, LeadLevel, QualificationDelta
 # %% auto #0
 __all__ = ['log', 'FALLBACK_MESSAGE', 'REPLY_LOST_MARKER', 'Retrieve', 'commit_failure_message', 'TurnNotStored', 'ModelPort',
            'TurnRecord', 'Recorder', 'MemoryRecorder', 'TurnContext', 'turn_event_type', 'commit_visitor',
-           'malformed_email', 'update_state', 'routing_decision', 'score_router', 'generate_response', 'stall_check',
-           'propose_handoff', 'write_state', 'build_graph', 'run_turn']
+           'malformed_email', 'update_state', 'stall_threshold', 'routing_decision', 'score_router',
+           'generate_response', 'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
 log = structlog.get_logger('leadchat.graph')
@@ -78,6 +80,7 @@ class TurnRecord:
     handoff: HandoffRequest | None = None
     route: str = 'respond'
     routing: dict | None = None      # the routing decision: candidates with scores, selected route, why
+    shadow: dict | None = None       # a shadow routing policy's decision on this turn (16a_shadow), when one runs
     consent: dict | None = None      # the widget's acknowledgement sent with this message (stored per scope)
     follow_through: bool = True      # (first commit) contacts, consent, hand-off/updates go in it (not on booking turns)
     follow_through_failed: bool = False   # (first commit) set by the recorder when an update of the lead was not queued
@@ -115,6 +118,7 @@ class TurnContext:
     slot_id: str | None = None                # a slot picked with a widget button
     consent: dict | None = None               # the widget's notice acknowledgement (notice_version, acknowledged_at, marketing)
     unknown_zone: str | None = None           # a zone the widget sent that this server's tz database does not know
+    visitor_key: str | None = None            # the returning visitor's stable id (12_privacy), for experiment assignment
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -137,6 +141,7 @@ class TurnContext:
     committed: TurnRecord | None = None           # the first commit (visitor message, hand-off), once it succeeded
     failed: TurnNotStored | None = None           # the first commit failed: fallback streamed, nothing stored
     span: Any = None                              # the turn's span (leadchat.telemetry): the node spans hang from it
+    shadow_in: tuple | None = None                # (name, policy, state, counter, clarify): the shadow routing decision's inputs
 
 # %% ../nbs/30_graph.ipynb #gr000012
 def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, first_turn: bool) -> str:
@@ -257,9 +262,25 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
         ctx.events.append(('state_extraction_failure', {'error': type(e).__name__}))
     if ctx.visitor_tz and ctx.visitor_tz != s.visitor_timezone: s = s.model_copy(update={'visitor_timezone': ctx.visitor_tz})
     s = _consent_and_contact(state, s, ctx)
+    if not state.messages: s = _assign_arms(s, ctx)
     if ctx.scheduler is not None and s.meeting is None: _read_slot_ask(s, ctx)
     ctx.timings['update_state'] = time.perf_counter() - t0
     return s.model_dump()
+
+
+def _assign_arms(s: SessionState, ctx: TurnContext) -> SessionState:
+    """The session's arms in the running experiments (16_experiments), on its first turn only: a session that began before
+    an experiment started stays out of it. Hashed on the returning visitor's id when known (same arm as last time), else
+    on the session id; each new arm's exposure is an analytics event of this turn."""
+    arms, exposures = assign(s, ctx.visitor_key or s.session_id)
+    if not arms: return s
+    ctx.events.extend(exposures)
+    return s.model_copy(update={'experiments': {**s.experiments, **arms}})
+
+
+def stall_threshold(state: SessionState, settings: Settings) -> int:
+    "`STALL_TURN_THRESHOLD`, or this session's arm of a running `stall_threshold` experiment."
+    return arm_value(state, 'stall_threshold', settings.stall_turn_threshold)
 
 
 def routing_decision(state: SessionState, signals: dict | None = None, clarify: str | None = None, *,
@@ -300,6 +321,7 @@ async def score_router(state: SessionState, runtime: Runtime[TurnContext]) -> di
     level = derive_lead_level(state)
     asks = ctx.slot_request is not None or ctx.slot_refused or ctx.slot_expired
     ctx.routing = routing_decision(state, ctx.signals, ctx.clarify, slot_choice=ctx.slot_choice is not None, slot_ask=asks)
+    if (shadow := shadow_policy()) is not None: ctx.shadow_in = (*shadow, state, state.turn_counter + 1, ctx.clarify is not None)
     if ctx.slot_choice is not None or asks:   # picking or asking for times is booking, not a new request for a person
         ctx.route, ctx.reason = 'respond', None
         return {'lead_level': level, 'explicit_human_request': False}
@@ -386,9 +408,10 @@ def _zone(state: SessionState, ctx: TurnContext) -> str | None:
 
 
 def _booking_in_chat(state: SessionState) -> bool:
-    "The `booking_in_chat` kill switch (15_flags) for this session, from the process's flag cache."
+    """The `booking_in_chat` kill switch (15_flags) for this session, from the process's flag cache, and the session's
+    arm of a running `booking_flow` experiment (16_experiments: `handoff_only` is the proposal without slots)."""
     from leadchat.flags import enabled
-    return enabled('booking_in_chat', state.session_id)
+    return enabled('booking_in_chat', state.session_id) and arm_value(state, 'booking_flow', 'slots_in_chat') != 'handoff_only'
 
 
 async def _offer_slots(state: SessionState, ctx: TurnContext) -> dict:
@@ -429,12 +452,12 @@ def _fail(ctx: TurnContext) -> None:
 async def stall_check(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     if ctx.failed is not None: return {}
-    counter = state.turn_counter + 1
-    if ctx.route != 'llm_failure' and counter >= ctx.settings.stall_turn_threshold and state.stage3_proposals_issued == 0:
+    counter, threshold = state.turn_counter + 1, stall_threshold(state, ctx.settings)
+    if ctx.route != 'llm_failure' and counter >= threshold and state.stage3_proposals_issued == 0:
         ctx.route, ctx.reason = 'propose', 'stall'
         if ctx.routing is not None:
             ctx.routing = {**ctx.routing, 'selected': 'stall',
-                           'why': f'{counter} turns without a proposal (STALL_TURN_THRESHOLD={ctx.settings.stall_turn_threshold}); ' + ctx.routing['why']}
+                           'why': f'{counter} turns without a proposal (stall threshold {threshold}); ' + ctx.routing['why']}
     return {'turn_counter': counter}
 
 
@@ -489,13 +512,22 @@ async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dic
     event = turn_event_type(prev, s, proposed=proposed, first_turn=ctx.turn_index == 1 and not prev.messages)
     ctx.record = TurnRecord(session_id=s.session_id, turn_index=ctx.turn_index, message=ctx.message, reply=ctx.reply,
                             state=s, previous=prev, event_type=event, events=list(ctx.events), handoff=ctx.handoff,
-                            route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent, committed=ctx.committed)
+                            route=ctx.reason or 'respond', routing=ctx.routing, consent=ctx.consent, committed=ctx.committed,
+                            shadow=_shadow(ctx))
     try: await ctx.recorder.record(ctx.record)
     except Exception as e:
         log.error('turn_record_failure', session_id=s.session_id, error=type(e).__name__)
         raise
     ctx.timings['write_state'] = time.perf_counter() - t0
     return s.model_dump()
+
+# %% ../nbs/30_graph.ipynb #gr000021s
+def _shadow(ctx: TurnContext) -> dict | None:
+    "The shadow routing policy's decision on this turn (16a_shadow): recorded beside the live route, never acted on."
+    if ctx.shadow_in is None or ctx.routing is None: return None
+    name, policy, state, counter, clarify = ctx.shadow_in
+    return shadow_decision(name, policy, state, live=ctx.routing['selected'], counter=counter,
+                           settings_threshold=stall_threshold(state, ctx.settings), clarify=clarify)
 
 # %% ../nbs/30_graph.ipynb #gr000022
 def build_graph(checkpointer=None):

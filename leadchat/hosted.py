@@ -16,6 +16,7 @@ import httpx
 import structlog
 
 from .config import ConfigurationError, Settings
+from .experiments import arm_value
 from .extract import extract_delta
 from .graph import Retrieve
 from .compose import compose_proposal, is_prompt_compliance_violation, stream_tokens
@@ -110,6 +111,11 @@ class HostedModel:
         self.stable = stable_system_prompt(settings.leadchat_company_name)
         self.prompt_version = prompt_version()
 
+    def stable_for(self, state: SessionState) -> str:
+        "Layers 1–6 for this session: its arm of a running prompt_layer experiment (16_experiments), else the standard."
+        style = arm_value(state, 'prompt_layer', 'standard')
+        return self.stable if style == 'standard' else stable_system_prompt(self.settings.leadchat_company_name, style)
+
     # --- primitives (per provider)
     async def _extract_call(self, user_message: str) -> Any: raise NotImplementedError
     def _round(self, system: tuple[str, str], messages: list, *, tools_allowed: bool) -> AsyncIterator[str | RoundEnd]:
@@ -133,7 +139,7 @@ class HostedModel:
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:
-        system = (self.stable, render_session_layers(state, followup_sentence, visitor_names(state)))
+        system = (self.stable_for(state), render_session_layers(state, followup_sentence, visitor_names(state)))
         messages = history_messages(state, self.settings.context_window_turns, visitor_names(state))
         spent = False
         for _ in range(MAX_ROUNDS):
@@ -158,7 +164,7 @@ class HostedModel:
 
     async def propose(self, reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
-        system = (self.stable, render_session_layers(state, followup_sentence, visitor_names(state)) + '\n\n'
+        system = (self.stable_for(state), render_session_layers(state, followup_sentence, visitor_names(state)) + '\n\n'
                   + proposal_instructions(reason, business_hours, state, followup_sentence, case_study))
         messages = history_messages(state, self.settings.context_window_turns, visitor_names(state))
         text = ''

@@ -17,6 +17,7 @@ from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical
 from .embed import vector_space
 from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, retrieval_query,
                               stream_tokens)
+from .experiments import arm_value
 from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
 from .graph import Retrieve
 from .retrieval import RetrievedChunk
@@ -92,6 +93,7 @@ class OfflineModel:
 
     async def propose(self, reason: str, business_hours: bool, state: SessionState, followup_sentence: str,
                       case_study: RetrievedChunk | None) -> AsyncIterator[str]:
-        for tok in stream_tokens(compose_proposal(reason, business_hours, state, followup_sentence, case_study)): yield tok
+        copy = arm_value(state, 'proposal_copy', 'standard')       # a proposal_copy experiment's arm (16_experiments)
+        for tok in stream_tokens(compose_proposal(reason, business_hours, state, followup_sentence, case_study, copy)): yield tok
 
     def is_stage3_language(self, text: str) -> bool: return is_prompt_compliance_violation(text)

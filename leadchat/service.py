@@ -162,6 +162,7 @@ def _event_payload(rec: TurnRecord) -> dict:
     payload = dict(lead_level=s.lead_level, stage=s.current_stage, route=rec.route,
                    handoff_reason=s.handoff_reason if rec.event_type == 'handoff_proposed' else None)
     if rec.routing is not None: payload['routing'] = rec.routing    # candidates, selected route, why
+    if rec.shadow is not None: payload['shadow'] = rec.shadow       # a shadow routing policy's decision (16a_shadow)
     return payload
 
 
@@ -444,6 +445,7 @@ class ChatService:
                 # erased: never linked again (12_privacy: the widget is told to rotate it); lookup failed: not this turn
                 if v is None or v.erased: recorder.visitor_id = None
                 if v is not None and v.erased and result is not None: result.rotate_visitor_id = True
+                if v is not None and not v.erased and v.visitor_id is not None: ctx.visitor_key = str(v.visitor_id)   # keeps their arms
             graph = self.graph if v is None or v.carry is None else StartingFrom(self.graph, v.carry)
             async for tok in run_turn(graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
