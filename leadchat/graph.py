@@ -272,7 +272,7 @@ def _assign_arms(s: SessionState, ctx: TurnContext) -> SessionState:
     """The session's arms in the running experiments (16_experiments), on its first turn only: a session that began before
     an experiment started stays out of it. Hashed on the returning visitor's id when known (same arm as last time), else
     on the session id; each new arm's exposure is an analytics event of this turn."""
-    arms, exposures = assign(s, ctx.visitor_key or s.session_id)
+    arms, exposures = assign(s, ctx.visitor_key)        # None: hashed on the session id
     if not arms: return s
     ctx.events.extend(exposures)
     return s.model_copy(update={'experiments': {**s.experiments, **arms}})
