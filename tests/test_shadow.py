@@ -275,3 +275,48 @@ def test_shadow_experiments_lists_the_running_one_first(url):
     rows = read(url, shadow_experiments)
     assert [r['name'] for r in rows][0] == 'looser_hot' and {r['name'] for r in rows} == {'old_try', 'looser_hot', 'idea'}
     assert rows[0]['policy'] == {'hot_lead_rule': 'two_of_three'}
+
+
+# ------------------------------------------------------------------ end to end: the real app over HTTP records the shadow
+
+def test_a_running_shadow_policy_is_recorded_on_every_turn_and_changes_nothing_the_visitor_sees(pg):
+    "Offline engine, embedded PostgreSQL, real HTTP: a looser policy in shadow; the replies are the live policy's."
+    import uuid
+    from pathlib import Path
+    from apiserver import LiveServer
+    from leadchat.api import create_app
+    from leadchat.experiments import Experiment, create_experiment, start
+    from test_api import app_settings, turn
+
+    async def setup(c):
+        await create_experiment(c, Experiment('e2e_looser', 'routing', kind='shadow',
+                                              policy={'hot_lead_rule': 'problem_and_authority', 'stall_threshold': 2}), by='test')
+        await start(c, 'e2e_looser', by='test')
+    url = fresh_db(pg[1])                    # a database of its own: one shadow policy runs at a time
+    asyncio.run(migrate(url, pg[0]))
+    read(url, setup)
+    near, quiet = str(uuid.uuid4()), str(uuid.uuid4())
+    app = create_app(app_settings(pg, url), knowledge_path=str(Path(__file__).resolve().parent.parent / 'knowledge'))
+    with LiveServer(app) as srv, srv.client() as c:
+        for sid, message in [(near, 'Hi! What case studies do you have in fintech?'),
+                             (near, "I'm the CTO. We're building a RAG assistant over our support tickets."),   # problem + authority
+                             (near, 'Do you work with Python?'),
+                             (quiet, 'How long does a typical project take?'), (quiet, 'Do you work with Python?')]:
+            status, text, done, err = turn(c, sid, message)
+            assert status == 200 and err is None and text.strip(), (status, text, err)
+    with psycopg.connect(url, row_factory=dict_row) as c:
+        evs = c.execute("SELECT session_id, turn_index, event_type, payload FROM analytics_events "
+                        "WHERE session_id = ANY(%s) AND payload ? 'route' ORDER BY id", [[near, quiet]]).fetchall()
+    got = [(e['session_id'] == near, e['turn_index'], e['payload']['route'], e['payload']['shadow']) for e in evs]
+    assert [(n, t, r, s['live'], s['route'], s['agree']) for n, t, r, s in got] == [
+        (True, 1, 'respond', 'respond', 'respond', True),
+        (True, 2, 'respond', 'respond', 'hot_lead', False),      # the looser rule would have proposed
+        (True, 3, 'respond', 'respond', 'hot_lead', False),      # ... and, from the live history, again
+        (False, 1, 'respond', 'respond', 'respond', True),
+        (False, 2, 'respond', 'respond', 'stall', False),        # a stall at 2 turns, live waits for 6
+    ], got
+    assert all(e['event_type'] != 'handoff_proposed' for e in evs)         # nothing was proposed to the visitor
+    d = read(url, disagreement, 'e2e_looser')
+    assert (d['turns'], d['disagreements'], d['sessions'], d['sessions_disagreeing']) == (5, 3, 2, 2)
+    assert [(x['session_id'], x['turn_index'], x['shadow']) for x in read(url, disagreement_examples, 'e2e_looser')] == \
+        [(quiet, 2, 'stall'), (near, 2, 'hot_lead')]
