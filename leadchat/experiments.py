@@ -28,12 +28,13 @@ from .flags import Flag, FlagError, FlagStore
 from .shadow import check_policy
 
 # %% auto #0
-__all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'REFRESH_SECONDS', 'Target',
-           'ExperimentError', 'UnknownExperimentError', 'ExperimentConflictError', 'arm_label', 'check_name',
+__all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'REFRESH_SECONDS', 'experiments_app',
+           'Target', 'ExperimentError', 'UnknownExperimentError', 'ExperimentConflictError', 'arm_label', 'check_name',
            'check_guardrails', 'Experiment', 'check_experiment', 'check_shadow_policy', 'unknown_experiment',
            'list_experiments', 'get_experiment', 'check_arms', 'create_experiment', 'start', 'stop', 'halt_arm',
            'experiment_history', 'ExperimentStore', 'install', 'current', 'assign', 'arm_value', 'shadow_policy',
-           'refresh', 'load_store', 'run_refresh']
+           'refresh', 'load_store', 'run_refresh', 'parse_pairs', 'describe', 'experiments_list', 'experiments_create',
+           'experiments_start', 'experiments_stop', 'experiments_halt', 'experiments_history']
 
 # %% ../nbs/16_experiments.ipynb #dfbadc6a
 log = structlog.get_logger('leadchat.experiments')
@@ -348,12 +349,13 @@ async def start(conn, name: str, *, by: str, version: int | None = None) -> Expe
             if f.killed: raise ExperimentError(f'flag {f.name} is killed: every session gets its default, so nobody would '
                                                f'enter the experiment; unkill it first (leadchat flags unkill {f.name})')
             check_arms(e, f)
+        r = await _live_on(conn, e.target, name)
+        if r: raise _holder(e.target, r)
+        if e.kind == 'ab':      # two experiments on one flag would put the same sessions in the same arms of both
             other = await (await conn.execute("SELECT name FROM experiments WHERE flag = %s AND name <> %s AND "
                                               "status IN ('running', 'halted') LIMIT 1", [e.flag, name])).fetchone()
             if other: raise ExperimentError(f'flag {e.flag} already carries experiment {other["name"]}: one experiment '
                                             f'per flag (stop {other["name"]} first, or use another flag)')
-        r = await _live_on(conn, e.target, name)
-        if r: raise _holder(e.target, r)
         return {'status': 'running', 'started_at': _now()}
     return await _update(conn, name, 'start', by=by, version=version, check=check)
 
@@ -528,3 +530,120 @@ async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, inte
         except Exception as e: log.warning('experiments_refresh_failed', error=type(e).__name__, detail=str(e)[:200])
         try: await asyncio.wait_for(stop.wait(), interval)
         except asyncio.TimeoutError: pass
+
+# %% ../nbs/16_experiments.ipynb #746527b9
+experiments_app = typer.Typer(no_args_is_help=True, help='Experiments: list, create, start, stop, halt, history.')
+
+_EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
+                        exists=True, dir_okay=False, readable=True)
+_Version = typer.Option(None, '--version', min=1, help='Apply only if the experiment is still at this version.')
+
+
+def _fail(message: str, code: int = 1):
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _with_db(env_file: Optional[Path], fn):
+    "Run `fn(conn)` on the migrated database of `env_file`'s settings; errors end the command with a message."
+    from leadchat.config import ConfigurationError, get_settings
+    from leadchat.db import DatabaseError, migrate, open_database
+    try: settings = get_settings(env_file)
+    except ConfigurationError as e: _fail(f'configuration error: {e}', 2)
+    async def go():
+        db = await open_database(settings, max_size=2)
+        try:
+            await migrate(db.url, settings)
+            async with db.pool.connection() as conn: return await fn(conn)
+        finally: await db.close()
+    try: return asyncio.run(go())
+    except DatabaseError as e: _fail(f'database error: {e}')
+    except (ExperimentError, FlagError) as e: _fail(str(e), 1)
+
+
+def parse_pairs(pairs: Iterable[str], what: str) -> dict:
+    "`key=value` pairs typed on the command line as a dict (values as JSON when they parse, else text)."
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition('=')
+        if not sep or not k.strip():
+            raise ExperimentError(f'{what} {_shown(p)} is not key=value (e.g. {"metric=booked" if what == "--guardrail" else "hot_lead_rule=two_of_three"})')
+        if k.strip() in out: raise ExperimentError(f'{what} {k.strip()} is given twice')
+        out[k.strip()] = flags_mod.parse_value(v.strip())
+    return out
+
+
+def describe(e: Experiment) -> str:
+    "One line of `experiments list`."
+    what = f'flag {e.flag}' if e.kind == 'ab' else 'policy ' + json.dumps(e.policy, sort_keys=True)
+    since = f' since {e.started_at:%Y-%m-%d %H:%M}' if e.status in ('running', 'halted') and e.started_at else ''
+    halt = f' (arm {e.halted_arm}: {e.halt_reason})' if e.status == 'halted' else ''
+    return f'{e.name:<24} {e.kind:<6} {e.target:<16} {e.status}{since}{halt}  v{e.version}  {what}  [{e.updated_by}]'
+
+
+def _changed(e: Experiment, what: str): typer.echo(f'{e.name}: {what} (version {e.version})')
+
+
+@experiments_app.command('list')
+def experiments_list(env_file: Optional[Path] = _EnvFile):
+    "Every experiment: kind, target, status, version, its flag or policy, who changed it last."
+    es = _with_db(env_file, list_experiments)
+    if not es: typer.echo('no experiments yet: leadchat experiments create NAME --flag FLAG --target TARGET')
+    for e in es: typer.echo(describe(e))
+
+
+@experiments_app.command('create')
+def experiments_create(name: str = typer.Argument(..., help='The new experiment (lower-case letters, digits, _).'),
+                       flag: Optional[str] = typer.Option(None, '--flag', help='A/B: the multivariate flag whose variations are the arms.'),
+                       target: Optional[str] = typer.Option(None, '--target', help=f'A/B: what it varies ({", ".join(TARGETS)}).'),
+                       guardrail: list[str] = typer.Option([], '--guardrail', help=f'key=value ({", ".join(GUARDRAILS)}); repeatable.'),
+                       shadow: bool = typer.Option(False, '--shadow', help='A shadow routing experiment (no flag, no arms).'),
+                       policy: list[str] = typer.Option([], '--policy', help='Shadow: key=value of the candidate policy; repeatable.'),
+                       description: str = typer.Option('', '--description'), env_file: Optional[Path] = _EnvFile):
+    "Create a draft experiment: A/B (--flag, --target) or shadow routing (--shadow --policy key=value)."
+    try:
+        if shadow:
+            if flag or guardrail or target not in (None, SHADOW_TARGET):
+                raise ExperimentError('a shadow experiment has no --flag, --target or --guardrail: give --policy key=value')
+            exp = Experiment(name, SHADOW_TARGET, kind='shadow', policy=parse_pairs(policy, '--policy'), description=description)
+        else:
+            if policy: raise ExperimentError('--policy is for a shadow experiment (add --shadow)')
+            if not flag or not target:
+                raise ExperimentError(f'an A/B experiment needs --flag (a multivariate flag) and --target ({", ".join(TARGETS)})')
+            exp = Experiment(name, target, flag, guardrails=parse_pairs(guardrail, '--guardrail'), description=description)
+        exp = check_experiment(exp)
+    except ExperimentError as e: _fail(str(e))
+    _changed(_with_db(env_file, lambda conn: create_experiment(conn, exp, by=flags_mod.cli_operator())), 'created (draft)')
+
+
+@experiments_app.command('start')
+def experiments_start(name: str = typer.Argument(...), version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
+    "Start a draft experiment: sessions enter it (and are exposed) from their next turn."
+    _changed(_with_db(env_file, lambda conn: start(conn, name, by=flags_mod.cli_operator(), version=version)), 'running')
+
+
+@experiments_app.command('stop')
+def experiments_stop(name: str = typer.Argument(...), version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
+    "Stop a running or halted experiment for good: its target serves its default again."
+    _changed(_with_db(env_file, lambda conn: stop(conn, name, by=flags_mod.cli_operator(), version=version)), 'stopped')
+
+
+@experiments_app.command('halt')
+def experiments_halt(name: str = typer.Argument(...), arm: str = typer.Argument(..., help='The arm that did harm.'),
+                     reason: str = typer.Option(..., '--reason', help='Why (kept in the audit trail).'),
+                     version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
+    "Halt a running experiment because of ARM: every session is served control from its next turn."
+    e = _with_db(env_file, lambda conn: halt_arm(conn, name, arm, reason=reason, by=flags_mod.cli_operator(), version=version))
+    _changed(e, f'halted (arm {e.halted_arm}: {e.halt_reason}); every session is served control')
+
+
+@experiments_app.command('history')
+def experiments_history(name: Optional[str] = typer.Argument(None, help='One experiment (default: every experiment).'),
+                        limit: int = typer.Option(20, '--limit', min=1, max=1000), env_file: Optional[Path] = _EnvFile):
+    "Who changed what when, newest first (the audit trail)."
+    def what(r) -> str:
+        if r['old'] is None: return 'created'
+        return ', '.join(f'{k} {json.dumps(r["old"].get(k))} → {json.dumps(r["new"].get(k))}' for k in r['new']
+                         if k not in ('version', 'updated_by') and r['old'].get(k) != r['new'].get(k)) or 'no change'
+    for r in _with_db(env_file, lambda conn: experiment_history(conn, name, limit=limit)):
+        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['experiment']:<24} {r['action']:<8} {what(r)}")
