@@ -8,6 +8,7 @@ Docs: https://leadchat.github.io/leadchat/shadow.html.md"""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -164,7 +165,8 @@ def pairs_figure(d: dict):
     fig = go.Figure(go.Bar(x=[p['turns'] for p in pairs], y=[f"{p['live']} → {p['shadow']}" for p in pairs],
                            orientation='h', text=[p['turns'] for p in pairs], textposition='auto',
                            hovertemplate='%{y}: %{x} turns<extra></extra>'))
+    most = max((p['turns'] for p in pairs), default=1)
     fig.update_layout(title=f"Disagreements by route (live → shadow), {d['disagreements']} of {d['turns']} turns",
-                      xaxis_title='turns', yaxis_title=None, height=120 + 40 * max(len(pairs), 1),
-                      margin=dict(l=10, r=10, t=50, b=40))
+                      xaxis=dict(title='turns', rangemode='tozero', tickformat='d', dtick=max(1, math.ceil(most / 8))),
+                      yaxis_title=None, height=120 + 40 * max(len(pairs), 1), margin=dict(l=10, r=10, t=50, b=40))
     return fig
