@@ -24,8 +24,10 @@ from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
 from . import flags as flags_mod
+from .config import Settings
 from .flags import Flag, FlagError, FlagStore
 from .shadow import check_policy
+from .state import SessionState
 
 # %% auto #0
 __all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'REFRESH_SECONDS', 'experiments_app',
@@ -66,7 +68,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target('proposal_copy', 'standard', "the offline engine's hand-off proposal wording", ('standard', 'short')),
-    Target('stall_threshold', 6, 'turns without a proposal before the stall proposal (control: STALL_TURN_THRESHOLD)',
+    Target('stall_threshold', Settings.model_fields['stall_turn_threshold'].default,
+           'turns without a proposal before the stall proposal (control: STALL_TURN_THRESHOLD)',
            lo=2, hi=20),
     Target('booking_flow', 'slots_in_chat', 'calendar slots in the chat, or the hand-off proposal only',
            ('slots_in_chat', 'handoff_only')),
@@ -425,6 +428,15 @@ class ExperimentStore:
     @property
     def experiments(self) -> dict[str, Experiment]: return self._snapshot[0]
 
+    @property
+    def running(self) -> tuple[Experiment, ...]:
+        "The running A/B experiments (those `assign` enters sessions in)."
+        return self._snapshot[1]
+
+    def on_target(self, target: str) -> Experiment | None:
+        "The running or halted A/B experiment on `target`, if any."
+        return self._snapshot[2].get(target)
+
     def flag_store(self) -> FlagStore: return self.flags if self.flags is not None else flags_mod.current()
 
     def evaluate(self, f: Flag, hash_id: str):
@@ -453,8 +465,8 @@ def current() -> ExperimentStore:
     if _fallback is None: _fallback = ExperimentStore()      # built at first use: no work at import time
     return _fallback
 
-# %% ../nbs/16_experiments.ipynb #752dce12
-def assign(state, subject: str | None, store: ExperimentStore | None = None) -> tuple[dict[str, str], list[tuple[str, dict]]]:
+# %% ../nbs/16_experiments.ipynb #4374230d
+def assign(state: SessionState, subject: str | None, store: ExperimentStore | None = None) -> tuple[dict[str, str], list[tuple[str, dict]]]:
     """The arms this session enters now (experiment → arm label) and one `experiment_exposure` event per arm, for every
     running A/B experiment it holds no arm in; hash id `subject` (a visitor's stable id) or, when None, the session id."""
     st = store if store is not None else current()
@@ -478,7 +490,7 @@ def assign(state, subject: str | None, store: ExperimentStore | None = None) -> 
     return arms, events
 
 
-def arm_value(state, target: str, default, store: ExperimentStore | None = None):
+def arm_value(state: SessionState, target: str, default, store: ExperimentStore | None = None):
     """The value this session is served for `target`: its arm's (typed as the flag's variation), control (the flag's
     default) when the experiment is halted, the flag killed or the arm removed, else `default`."""
     st = store if store is not None else current()

@@ -207,9 +207,9 @@ def test_create_start_halt_stop_audited_with_the_full_guardrails(db):
                                                   status='running'), by='ana')       # created as a draft whatever it says
         assert (e.status, e.version, e.guardrails) == ('draft', 1, {**ex.GUARDRAILS, 'metric': 'booked'})
         st = ExperimentStore(flags=FlagStore(await list_flags(c)))
-        assert await ex.refresh(st, c) and not await ex.refresh(st, c) and st._snapshot[1] == ()
+        assert await ex.refresh(st, c) and not await ex.refresh(st, c) and st.running == ()
         e = await start(c, 'copy_life', by='ana')
-        assert await ex.refresh(st, c) and [x.name for x in st._snapshot[1]] == ['copy_life']
+        assert await ex.refresh(st, c) and [x.name for x in st.running] == ['copy_life']
         arms, events = assign(session(IDS[1]), None, st)
         assert arms['copy_life'] in ('standard', 'short') and len(events) == 1
         h = await halt_arm(c, 'copy_life', 'short', reason=' delivery failures 12% > 10% ', by='results')
@@ -404,7 +404,7 @@ async def main():
     task = asyncio.create_task(run_refresh(store, pool, stop=stop))
     print('ready', flush=True)
     t0 = time.monotonic()
-    while 'reach_me' not in {{e.name for e in store._snapshot[1]}} and time.monotonic() - t0 < 20: await asyncio.sleep(0.02)
+    while 'reach_me' not in {{e.name for e in store.running}} and time.monotonic() - t0 < 20: await asyncio.sleep(0.02)
     print(f'running after {{time.monotonic() - t0:.2f}}', flush=True)
     stop.set(); await task; await pool.close()
 asyncio.run(main())
