@@ -99,11 +99,12 @@ class SRM:
 
 def srm_check(observed: dict[str, int], weights: dict[str, float], *, threshold: float = SRM_THRESHOLD,
               untestable: str = '') -> SRM:
-    "χ² of `observed` exposures per arm against `weights` (shares per arm); a mismatch when p < `threshold`."
+    "χ² of `observed` exposures per arm against `weights` (shares per arm; 0: served no more); a mismatch when p < `threshold`."
     total = sum(observed.values())
     wsum = sum(w for w in weights.values() if w > 0)
     expected = {a: total * w / wsum for a, w in weights.items() if w > 0} if wsum > 0 else {}
-    stray = sorted(a for a, k in observed.items() if k and a not in expected)
+    stray = sorted(a for a, k in observed.items() if k and a not in weights)
+    if untestable and not expected: return SRM(dict(observed), expected, note=untestable)
     if stray:
         return SRM(dict(observed), expected, mismatch=True,
                    note=f'{sum(observed[a] for a in stray)} session(s) were exposed to an arm the flag does not serve '
@@ -294,7 +295,7 @@ def build_results(exp: Experiment, flag: Flag | None, days: list[dict], *, as_of
             a.intervals[m] = wilson_interval(a.counts[m], a.n)
             a.vs_control[m] = (None if a.control or base is None else
                                two_proportion_test(a.counts[m], a.n, base.counts[m], base.n))
-    srm = srm_check({a.arm: a.n for a in arms.values()}, {k: w for k, w in weights.items() if w > 0}, untestable=untestable)
+    srm = srm_check({a.arm: a.n for a in arms.values()}, weights, untestable=untestable)
     ordered = sorted(arms.values(), key=lambda a: (not a.control, a.weight is None, list(arms).index(a.arm)))
     return Results(exp, control, ordered, srm, days, as_of)
 
