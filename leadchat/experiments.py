@@ -32,11 +32,11 @@ from .state import SessionState
 # %% auto #0
 __all__ = ['log', 'KINDS', 'STATUSES', 'SHADOW_TARGET', 'TARGETS', 'METRICS', 'GUARDRAILS', 'REFRESH_SECONDS', 'experiments_app',
            'Target', 'ExperimentError', 'UnknownExperimentError', 'ExperimentConflictError', 'arm_label', 'check_name',
-           'check_guardrails', 'Experiment', 'check_experiment', 'check_shadow_policy', 'unknown_experiment',
-           'list_experiments', 'get_experiment', 'check_arms', 'create_experiment', 'start', 'stop', 'halt_arm',
-           'experiment_history', 'ExperimentStore', 'install', 'current', 'assign', 'arm_value', 'shadow_policy',
-           'refresh', 'load_store', 'run_refresh', 'parse_pairs', 'describe', 'experiments_list', 'experiments_create',
-           'experiments_start', 'experiments_stop', 'experiments_halt', 'experiments_history']
+           'check_guardrails', 'Experiment', 'unknown_target', 'check_experiment', 'check_shadow_policy',
+           'unknown_experiment', 'list_experiments', 'get_experiment', 'check_arms', 'create_experiment', 'start',
+           'stop', 'halt_arm', 'experiment_history', 'ExperimentStore', 'install', 'current', 'assign', 'arm_value',
+           'shadow_policy', 'refresh', 'load_store', 'run_refresh', 'parse_pairs', 'describe', 'experiments_list',
+           'experiments_create', 'experiments_start', 'experiments_stop', 'experiments_halt', 'experiments_history']
 
 # %% ../nbs/16_experiments.ipynb #dfbadc6a
 log = structlog.get_logger('leadchat.experiments')
@@ -174,6 +174,12 @@ class Experiment:
         return d
 
 
+def unknown_target(target) -> ExperimentError:
+    close = difflib.get_close_matches(str(target), list(TARGETS), n=1)
+    return ExperimentError(f'target {_shown(target)} is not known' + (f'; did you mean {close[0]}?' if close else '') +
+                           f' (targets: {", ".join(TARGETS)})')
+
+
 def check_experiment(e: Experiment) -> Experiment:
     "`e` (guardrails filled in) when its definition is consistent; `ExperimentError` naming the first problem otherwise."
     check_name(e.name)
@@ -188,10 +194,7 @@ def check_experiment(e: Experiment) -> Experiment:
         if e.flag is not None: raise ExperimentError(f'experiment {e.name}: a shadow experiment has no flag')
         if e.guardrails: raise ExperimentError(f'experiment {e.name}: a shadow experiment has no guardrails (it serves nothing)')
         return replace(e, policy=check_shadow_policy(e.policy))
-    if e.target not in TARGETS:
-        close = difflib.get_close_matches(str(e.target), list(TARGETS), n=1)
-        raise ExperimentError(f'experiment {e.name}: target {_shown(e.target)} is not known' +
-                              (f'; did you mean {close[0]}?' if close else '') + f' (targets: {", ".join(TARGETS)})')
+    if e.target not in TARGETS: raise ExperimentError(f'experiment {e.name}: {unknown_target(e.target)}')
     if not isinstance(e.flag, str) or not e.flag:
         raise ExperimentError(f'experiment {e.name}: an A/B experiment needs a multivariate flag (--flag NAME) whose '
                               f'variations are its arms')
@@ -493,12 +496,13 @@ def assign(state: SessionState, subject: str | None, store: ExperimentStore | No
 def arm_value(state: SessionState, target: str, default, store: ExperimentStore | None = None):
     """The value this session is served for `target`: its arm's (typed as the flag's variation), control (the flag's
     default) when the experiment is halted, the flag killed or the arm removed, else `default`."""
+    t = TARGETS.get(target)
+    if t is None: raise unknown_target(target)        # a typo in the caller would otherwise never serve an arm
     st = store if store is not None else current()
     e = st._snapshot[2].get(target)
     if e is None: return default
     f = st.flag_store().flags.get(e.flag)
-    t = TARGETS.get(target)
-    if f is None or t is None or f.kind != 'multivariate': return default
+    if f is None or f.kind != 'multivariate': return default
     control = f.default_value if t.accepts(f.default_value) else default
     if e.status == 'halted': return control
     label = state.experiments.get(e.name)
@@ -514,7 +518,7 @@ def shadow_policy(store: ExperimentStore | None = None) -> tuple[str, dict] | No
     st = store if store is not None else current()
     return st._snapshot[3]
 
-# %% ../nbs/16_experiments.ipynb #4c6b1b34
+# %% ../nbs/16_experiments.ipynb #acf452f0
 async def refresh(store: ExperimentStore, conn) -> bool:
     "Reload `store` from the `experiments` table when its signature changed; True when it reloaded."
     sig = tuple((await (await conn.execute(_SIGNATURE)).fetchone()).values())
@@ -543,7 +547,7 @@ async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, inte
         try: await asyncio.wait_for(stop.wait(), interval)
         except asyncio.TimeoutError: pass
 
-# %% ../nbs/16_experiments.ipynb #746527b9
+# %% ../nbs/16_experiments.ipynb #b7fdbde1
 experiments_app = typer.Typer(no_args_is_help=True, help='Experiments: list, create, start, stop, halt, history.')
 
 _EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',

@@ -140,6 +140,8 @@ def test_a_halted_experiment_serves_control_to_everyone_and_assigns_nobody():
     stopped = store_of(f, running(status='stopped'))
     assert arm_value(session('s', {'exp': 'short'}), 'proposal_copy', 'dflt', stopped) == 'dflt'
     assert arm_value(session('s', {'exp': 'short'}), 'booking_flow', 'slots_in_chat', store_of(f)) == 'slots_in_chat'
+    with pytest.raises(ExperimentError, match='target "proposal-copy" is not known; did you mean proposal_copy?'):
+        arm_value(session('s', {'exp': 'short'}), 'proposal-copy', 'dflt', store_of(f))   # a caller's typo is loud
 
 
 def test_the_process_store_reads_the_flags_cache_at_evaluation_time():
