@@ -547,8 +547,9 @@ async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, inte
         try: await asyncio.wait_for(stop.wait(), interval)
         except asyncio.TimeoutError: pass
 
-# %% ../nbs/16_experiments.ipynb #b7fdbde1
-experiments_app = typer.Typer(no_args_is_help=True, help='Experiments: list, create, start, stop, halt, history.')
+# %% ../nbs/16_experiments.ipynb #885c195f
+experiments_app = typer.Typer(no_args_is_help=True, help='A/B experiments and shadow routing policies: create, start, halt, '
+                              'stop; list and history.')
 
 _EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
                         exists=True, dir_okay=False, readable=True)
@@ -634,7 +635,7 @@ def experiments_create(name: str = typer.Argument(..., help='The new experiment 
 
 @experiments_app.command('start')
 def experiments_start(name: str = typer.Argument(...), version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
-    "Start a draft experiment: sessions enter it (and are exposed) from their next turn."
+    "Start a draft experiment: new sessions enter it (and are exposed) on their first turn."
     _changed(_with_db(env_file, lambda conn: start(conn, name, by=flags_mod.cli_operator(), version=version)), 'running')
 
 
