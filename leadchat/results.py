@@ -387,7 +387,7 @@ def render_text(res: Results) -> str:
     rows = metric_rows(res)
     cols = list(rows[0])
     width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    lines = ['  '.join(c.ljust(width[c]) for c in cols)]
+    lines = ['  '.join(c.ljust(width[c]) for c in cols).rstrip()]
     last = None
     for r in rows:
         if last is not None and r['metric'] != last: lines.append('')
@@ -474,7 +474,8 @@ def guardrail_breaches(res: Results) -> list[Breach]:
     try: base = res.arm(res.control) if res.control is not None else None
     except KeyError: base = None
     for a in res.arms:
-        if a.control or a.n < g['min_sessions']: continue
+        # the control is the baseline; a removed arm or one the flag no longer has is served the control already
+        if a.control or a.removed or a.weight is None or a.n < g['min_sessions']: continue
         fr = a.fallback_rate
         if fr is not None and fr > g['max_fallback_rate']:
             out.append(Breach(name, a.arm, 'max_fallback_rate', fr, g['max_fallback_rate'],

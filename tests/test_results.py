@@ -26,7 +26,7 @@ from leadchat import flags as fl
 from leadchat.config import Settings
 from leadchat.db import create_pool, migrate
 from leadchat.experiments import Experiment, ExperimentError, UnknownExperimentError, create_experiment, start, stop
-from leadchat.results import (SRM_THRESHOLD, arm_days, build_results, check_guardrails, evaluate_guardrails,
+from leadchat.results import (SRM_THRESHOLD, arm_days, build_results, check_guardrails, evaluate_guardrails, guardrail_breaches,
                               experiment_results, render_text, results_command, results_over_time, run_guardrails,
                               slack_alert, srm_check, two_proportion_test, wilson_interval)
 from leadchat.state import SessionState
@@ -234,11 +234,14 @@ async def test_a_variation_removed_mid_experiment_keeps_its_sessions_and_the_spl
     await running(pool, 'three_way', 'stall_threshold', weights=(0.5, 0.5))
     async with pool.connection() as conn:
         await sessions(conn, 'three_way', '6', 500)
-        await sessions(conn, 'three_way', '3', 300)
+        await sessions(conn, 'three_way', '3', 300, fallbacks=100)
         await fl.remove_variation(conn, 'three_way_flag', 3, by='test')
         res = await experiment_results(conn, 'three_way')
     assert [(a.arm, a.n, a.removed) for a in res.arms] == [('6', 500, False), ('3', 300, True)]
     assert not res.srm.mismatch and 'was removed during the experiment' in res.srm.note and res.srm.p_value is None
+    # a third of its turns fell back, but the removed arm is served the control already: nothing to halt
+    assert res.arm('3').fallback_rate == pytest.approx(1 / 3) and guardrail_breaches(res) == []
+    assert await check_guardrails(pool) == []
 
 
 # ---------------------------------------------------------------------------------------------------------- guardrails
