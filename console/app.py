@@ -15,8 +15,8 @@ from leadchat.console import authenticated, console_routes, quiet_terminal, sign
 PAGES = {   # section: [(script, title, url path)]
     'Leads': [('pages/sessions.py', 'Sessions', 'sessions'), ('pages/session.py', 'Session detail', 'session'),
               ('pages/handoffs.py', 'Hand-offs', 'handoffs')],
-    'Tuning': [('pages/rag.py', 'RAG tuning', 'rag')],
-    'Analytics': [('pages/funnel.py', 'Funnel', 'funnel')],
+    'Tuning': [('pages/rag.py', 'RAG tuning', 'rag'), ('pages/shadow.py', 'Shadow routing', 'shadow')],
+    'Analytics': [('pages/funnel.py', 'Funnel', 'funnel'), ('pages/experiments.py', 'Experiments', 'experiments')],
 }
 ADMIN_PAGES = {'Admin': [('pages/privacy.py', 'Privacy requests', 'privacy'), ('pages/flags.py', 'Feature flags', 'flags')]}     # admins see them; others are refused
 
