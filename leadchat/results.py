@@ -553,11 +553,14 @@ async def check_guardrails(pool, *, by: str = 'guardrail', alert: Callable[[str]
 
 
 async def run_guardrails(pool, *, stop: asyncio.Event, interval: float = 30.0,
-                         alert: Callable[[str], Awaitable[Any]] | None = None) -> None:
-    "Check the guardrails every `interval` seconds until `stop` is set; errors are logged, never raised."
+                         alert: Callable[[str], Awaitable[Any]] | None = None,
+                         leader: Callable[[], Awaitable[bool]] | None = None) -> None:
+    """Check the guardrails every `interval` seconds until `stop` is set; errors are logged, never raised. With `leader`
+    (e.g. `repos.Leadership.lead`), only the process that leads checks: one results query per interval, not one per process."""
     log.info('guardrails_started', interval=interval)
     while not stop.is_set():
-        try: await check_guardrails(pool, alert=alert)
+        try:
+            if leader is None or await leader(): await check_guardrails(pool, alert=alert)
         except Exception as e: log.error('guardrails_failure', error=type(e).__name__, detail=str(e)[:200])
         try: await asyncio.wait_for(stop.wait(), interval)
         except asyncio.TimeoutError: pass

@@ -356,8 +356,16 @@ async def test_run_guardrails_halts_in_the_loop_logs_errors_and_stops(db):
     async with pool.connection() as conn:
         await sessions(conn, 'loop_flow', 'slots_in_chat', 220)
         await sessions(conn, 'loop_flow', 'handoff_only', 220, fallbacks=60)
+    async def follower(): return False
     stop_ = asyncio.Event()
-    task = asyncio.create_task(run_guardrails(pool, stop=stop_, interval=0.05))
+    task = asyncio.create_task(run_guardrails(pool, stop=stop_, interval=0.02, leader=follower))
+    await asyncio.sleep(0.3)                                       # not the leader: checks nothing
+    stop_.set()
+    await asyncio.wait_for(task, 5)
+    assert q(url, "SELECT status FROM experiments WHERE name = 'loop_flow'")[0]['status'] == 'running'
+    async def leads(): return True
+    stop_ = asyncio.Event()
+    task = asyncio.create_task(run_guardrails(pool, stop=stop_, interval=0.05, leader=leads))
     for _ in range(200):
         await asyncio.sleep(0.05)
         if q(url, "SELECT status FROM experiments WHERE name = 'loop_flow'")[0]['status'] == 'halted': break
