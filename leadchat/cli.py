@@ -694,6 +694,10 @@ from .privacy import privacy_app
 app.add_typer(privacy_app, name='privacy')
 from .flags import flags_app
 app.add_typer(flags_app, name='flags')
+from .experiments import experiments_app
+from .results import results_command
+experiments_app.command('results', help="An experiment's metrics per arm, intervals, tests against control and SRM check.")(results_command)
+app.add_typer(experiments_app, name='experiments')
 
 
 @models_app.command('export')

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize('script', ['understanding.py', 'orchestrator.py', 'booking.py', 'rag.py', 'chaos.py', 'bodies.py', 'scaleout.py',
-                                    'widget.py', 'privacy.py', 'docs.py', 'flags.py'])
+                                    'widget.py', 'privacy.py', 'docs.py', 'flags.py', 'experiments_eval.py',
+                                    'experiments.py'])
 def test_benchmark_smoke_run(script):
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / script), '--smoke'], capture_output=True, text=True, cwd=ROOT,
                        timeout=900)
