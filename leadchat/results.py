@@ -26,10 +26,10 @@ from .flags import Flag, FlagError, get_flag
 # %% auto #0
 __all__ = ['log', 'CONFIDENCE', 'SRM_THRESHOLD', 'METRIC_LABELS', 'TURN_EVENTS', 'FALLBACK_EVENTS', 'DELIVERY_FAILURES',
            'DELIVERY_EVENTS', 'OUTCOME_EVENTS', 'ARM_COLORS', 'wilson_interval', 'Comparison', 'two_proportion_test',
-           'SRM', 'srm_check', 'arm_days', 'ArmResult', 'Results', 'build_results', 'results_for', 'experiment_results',
-           'results_over_time', 'arm_name', 'metric_rows', 'summary_rows', 'render_text', 'conversion_figure',
-           'exposure_figure', 'Breach', 'Halt', 'guardrail_breaches', 'evaluate_guardrails', 'alert_text',
-           'check_guardrails', 'run_guardrails', 'slack_alert', 'results_command']
+           'SRM', 'srm_check', 'arm_days', 'ArmResult', 'Results', 'build_results', 'split_changed', 'results_for',
+           'experiment_results', 'results_over_time', 'arm_name', 'metric_rows', 'summary_rows', 'render_text',
+           'conversion_figure', 'exposure_figure', 'Breach', 'Halt', 'guardrail_breaches', 'evaluate_guardrails',
+           'alert_text', 'check_guardrails', 'run_guardrails', 'slack_alert', 'results_command']
 
 # %% ../nbs/17_results.ipynb #d769fd71
 log = structlog.get_logger('leadchat.results')
@@ -277,9 +277,11 @@ class Results:
                         'note': self.srm.note, 'observed': self.srm.observed, 'expected': self.srm.expected}}
 
 
-def build_results(exp: Experiment, flag: Flag | None, days: list[dict], *, as_of: datetime | None = None) -> Results:
+def build_results(exp: Experiment, flag: Flag | None, days: list[dict], *, as_of: datetime | None = None,
+                  split_changed: str = '') -> Results:
     "`Results` from the experiment, its flag and `arm_days` rows (no database: the statistics only)."
     control, weights, removed, untestable = _arms_of(flag)
+    untestable = untestable or split_changed
     arms: dict[str, ArmResult] = {}
     for label in weights: arms[label] = ArmResult(label, control=label == control, weight=weights[label],
                                                   removed=removed.get(label, False))
@@ -313,11 +315,24 @@ async def _flag_or_none(conn, name: str | None) -> Flag | None:
     except FlagError: return None
 
 
+async def split_changed(conn, exp: Experiment) -> str:
+    "Why the split cannot be tested when the flag's variations, weights or default changed since the experiment started; '' otherwise."
+    if exp.started_at is None or exp.flag is None: return ''
+    cur = await conn.execute('SELECT at, by, old, new FROM flag_audit WHERE flag = %s AND at >= %s AND old IS NOT NULL ORDER BY id',
+                             [exp.flag, exp.started_at])
+    split = lambda d: ([(json.dumps(v['value']), v['weight']) for v in d.get('variations', [])], json.dumps(d.get('default_value')))
+    for r in await cur.fetchall():
+        if split(r['old']) != split(r['new']):
+            return (f"flag {exp.flag}'s variations, weights or default were changed during the experiment (by {r['by']} at "
+                    f"{r['at']:%Y-%m-%d %H:%M %Z}): the split follows no single set of weights (not tested)")
+    return ''
+
+
 async def results_for(conn, exp: Experiment, *, tz: str = 'UTC', now: datetime | None = None) -> Results:
     "`Results` of experiment `exp` (already read)."
     _ab(exp)
     days = await arm_days(conn, exp.name, tz=tz, now=now)
-    return build_results(exp, await _flag_or_none(conn, exp.flag), days, as_of=now)
+    return build_results(exp, await _flag_or_none(conn, exp.flag), days, as_of=now, split_changed=await split_changed(conn, exp))
 
 
 async def experiment_results(conn, name: str, *, tz: str = 'UTC', now: datetime | None = None) -> Results:

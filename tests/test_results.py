@@ -197,6 +197,7 @@ async def test_srm_on_10000_exposures_55_45_fires_and_5010_4990_does_not(db):
                                "SELECT %s::text || g, 'experiment_exposure', 1, jsonb_build_object('experiment', %s::text, 'arm', "
                                "CASE WHEN g <= %s::int THEN %s::text ELSE %s::text END) FROM generate_series(1, 10000) g",
                                [name, name, split, a, b])
+        await fl.set_ramp(conn, 'srm_ok_flag', 50, by='cli:ops')        # a ramp shrinks every arm alike: still tested
         bad, ok = await experiment_results(conn, 'srm_bad'), await experiment_results(conn, 'srm_ok')
     assert bad.srm.mismatch and bad.srm.p_value < 1e-20 and bad.srm.observed == {'standard': 5500, 'short': 4500}
     assert 'Sample ratio mismatch' in render_text(bad)
@@ -242,6 +243,21 @@ async def test_a_variation_removed_mid_experiment_keeps_its_sessions_and_the_spl
     # a third of its turns fell back, but the removed arm is served the control already: nothing to halt
     assert res.arm('3').fallback_rate == pytest.approx(1 / 3) and guardrail_breaches(res) == []
     assert await check_guardrails(pool) == []
+
+
+async def test_weights_edited_mid_experiment_are_not_read_as_a_sample_ratio_mismatch(db):
+    _, pool = db
+    await running(pool, 'reweighted', 'proposal_copy')
+    async with pool.connection() as conn:
+        await sessions(conn, 'reweighted', 'standard', 5500)
+        await sessions(conn, 'reweighted', 'short', 4500)
+        assert (await experiment_results(conn, 'reweighted')).srm.mismatch                  # before the edit: a mismatch
+        f = await fl.get_flag(conn, 'reweighted_flag')
+        await fl.update_flag(conn, 'reweighted_flag', 'reweight', by='cli:ops',
+                             variations=tuple(fl.Variation(v.value, w) for v, w in zip(f.variations, (0.6, 0.4))))
+        res = await experiment_results(conn, 'reweighted')
+    assert not res.srm.mismatch and 'changed during the experiment (by cli:ops' in res.srm.note and res.srm.p_value is None
+    assert [(a.arm, a.n) for a in res.arms] == [('standard', 5500), ('short', 4500)]
 
 
 # ---------------------------------------------------------------------------------------------------------- guardrails
