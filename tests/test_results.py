@@ -9,7 +9,11 @@ logged, alerted to the local Slack receiver (webhook and bot) — and leave a he
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -33,6 +37,7 @@ from leadchat.state import SessionState
 from slack_receiver import SlackReceiver, status
 
 DAY0 = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
+LEADCHAT = str(Path(sys.executable).with_name('leadchat'))
 ARMS = {'proposal_copy': ('standard', 'short'), 'booking_flow': ('slots_in_chat', 'handoff_only'),
         'prompt_layer': ('standard', 'concise'), 'stall_threshold': (6, 3)}
 
@@ -446,6 +451,19 @@ async def test_cli_prints_the_table_and_json_and_refuses_unknown_names(db, cli_e
     assert bad.exit_code == 1 and 'did you mean cli_copy?' in bad.output
     tz = await asyncio.to_thread(_cli, 'cli_copy', '--tz', 'Mars/Olympus', '-e', str(cli_env))
     assert tz.exit_code == 1 and 'is not a time zone' in tz.output
+    if _mounted():                                      # `leadchat experiments results` as an operator runs it
+        clean = {k: v for k, v in os.environ.items() if k != 'LEADCHAT_ENV_FILE'}
+        run = lambda *a: subprocess.run([LEADCHAT, 'experiments', 'results', *a, '-e', str(cli_env)], capture_output=True,
+                                        text=True, timeout=120, env=clean)
+        real, wrong = await asyncio.gather(asyncio.to_thread(run, 'cli_copy'), asyncio.to_thread(run, 'cli_cpy'))
+        assert real.returncode == 0 and 'Meeting booked' in real.stdout and 'SRM: ok' in real.stdout, real.stderr
+        assert wrong.returncode == 1 and 'did you mean cli_copy?' in wrong.stderr
+
+
+def _mounted() -> bool:
+    from leadchat.cli import app
+    group = next((g for g in app.registered_groups if g.name == 'experiments'), None)
+    return group is not None and any(c.name == 'results' for c in group.typer_instance.registered_commands)
 
 
 def test_build_results_without_a_flag_still_reports_and_says_why_no_srm():
