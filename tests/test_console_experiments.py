@@ -176,6 +176,26 @@ def test_a_change_made_meanwhile_by_someone_else_is_a_conflict_and_is_not_overwr
     assert (e['status'], e['halted_arm'], e['updated_by']) == ('stopped', None, 'cli:ops')
 
 
+def test_an_admin_creates_a_draft_from_the_page_and_bad_definitions_are_refused(world):
+    at = signed_in_as(world, 'dpo')
+    at.text_input(key='x_new_name').set_value('Bad Name!')
+    at.button(key='FormSubmitter:x_create-Create as a draft').click().run()
+    assert any(e.value.startswith('Not created:') and 'is not valid' in e.value for e in at.error), [e.value for e in at.error]
+    at.text_input(key='x_new_name').set_value('copy_again')
+    at.selectbox(key='x_new_target').set_value('proposal_copy')
+    at.selectbox(key='x_new_flag').set_value('quiet_prompt_flag')          # standard/concise: not proposal_copy's values
+    at.button(key='FormSubmitter:x_create-Create as a draft').click().run()
+    assert any('Not created:' in e.value and 'does not accept' in e.value for e in at.error), [e.value for e in at.error]
+    at.selectbox(key='x_new_flag').set_value('skewed_copy_flag')
+    at.text_input(key='x_new_about').set_value('the short copy, again')
+    at.button(key='FormSubmitter:x_create-Create as a draft').click().run()
+    assert not at.exception and any('copy_again created as a draft' in x.value for x in at.success), [e.value for e in at.error]
+    e = experiment(world, 'copy_again')
+    assert (e['status'], e['flag'], e['updated_by'], e['description']) == ('draft', 'skewed_copy_flag', 'console:dpo', 'the short copy, again')
+    assert 'copy_again' in {r['experiment'] for r in frame(at, 'x_list')}
+    assert not any(b.key == 'FormSubmitter:x_create-Create as a draft' for b in signed_in_as(world, 'ana').button)
+
+
 @pytest.mark.parametrize('action, arm, reason, why', [
     ('halt an arm', 'concise', '', 'names its reason'),                   # no reason
     ('stop', None, '', 'has not started'),                                # a draft

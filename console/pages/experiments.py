@@ -5,8 +5,9 @@ admins, audited as console:<username>, and a change someone else made first is a
 import streamlit as st
 
 from leadchat.console import local, printable, require_staff
-from leadchat.experiments import (GUARDRAILS, METRICS, ExperimentError, experiment_history, get_experiment, halt_arm,
-                                  list_experiments, start, stop)
+from leadchat.experiments import (GUARDRAILS, METRICS, TARGETS, Experiment, ExperimentError, create_experiment,
+                                  experiment_history, halt_arm, list_experiments, start, stop)
+from leadchat.flags import list_flags
 from leadchat.results import (METRIC_LABELS, conversion_figure, experiment_results, exposure_figure, guardrail_breaches,
                               metric_rows, summary_rows)
 
@@ -25,10 +26,32 @@ def load_results(_backend, name: str, version: int, tz_name: str):
     return _backend.conn(experiment_results, name, tz=tz_name)
 
 
+def create_form() -> bool:
+    "An admin's form for a new A/B experiment (a draft: started below, once checked); True when one was created."
+    with st.expander('New A/B experiment', expanded=not exps):
+        flags = [f.name for f in backend.conn(list_flags) if f.kind == 'multivariate']
+        with st.form('x_create'):
+            new = st.text_input('Name (lower-case letters, digits and _)', key='x_new_name', max_chars=63)
+            target = st.selectbox('What it varies', list(TARGETS), key='x_new_target',
+                                  format_func=lambda t: f'{t}: {TARGETS[t].description} ({TARGETS[t].allowed})')
+            flag = st.selectbox('Flag (its variations are the arms, its default the control)', flags or ['—'], key='x_new_flag')
+            about = st.text_input('What it tests', key='x_new_about', max_chars=500)
+            make = st.form_submit_button('Create as a draft')
+        if make:
+            try: e = backend.conn(create_experiment, Experiment(new.strip(), target, flag, description=about), by=by)
+            except ExperimentError as err: st.error(f'Not created: {err}')
+            else:
+                st.success(f'{e.name} created as a draft (guardrails: the defaults). Select it below to start it.')
+                return True
+    return False
+
+
 exps = backend.conn(list_experiments)
+if staff.is_admin and create_form(): exps = backend.conn(list_experiments)
 if not exps:
-    st.info('No experiments yet. Create one from the command line: `leadchat experiments create NAME --target TARGET '
-            '--flag FLAG`, then `leadchat experiments start NAME`.')
+    st.info('No experiments yet. ' + ('Create one above, or' if staff.is_admin else 'An admin creates one here or') +
+            ' from the command line: `leadchat experiments create NAME --target TARGET --flag FLAG`, then '
+            '`leadchat experiments start NAME`.')
     st.stop()
 st.dataframe([{'experiment': e.name, 'kind': e.kind, 'target': e.target, 'flag': e.flag or '—', 'status': e.status.upper()
                if e.status == 'halted' else e.status, 'halted arm': e.halted_arm or '', 'started': local(e.started_at, tz),
