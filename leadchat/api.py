@@ -87,9 +87,11 @@ class Metrics:
 # %% ../nbs/40_api.ipynb #ap000013
 def create_app(settings: Settings | None = None, *, db: Database | None = None, model=None, clock=None,
                knowledge_path: str = 'knowledge', sweep_interval: float = 300.0, relay_interval: float = 1.0,
-               calendar=None, calendar_sweep_interval: float | None = 30.0, flag_refresh_interval: float | None = None) -> FastAPI:
+               calendar=None, calendar_sweep_interval: float | None = 30.0, flag_refresh_interval: float | None = None,
+               guardrail_interval: float = 30.0) -> FastAPI:
     "The app; `db`, `model` and `clock` replace the real ones in tests (a clock makes business hours reproducible)."
     from leadchat import experiments, flags
+    from leadchat.results import run_guardrails, slack_alert
 
     settings = settings or get_settings()
     metrics = Metrics()
@@ -126,11 +128,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                                                              interval=flag_refresh_interval or flags.REFRESH_SECONDS))
         exp_refresh = asyncio.create_task(experiments.run_refresh(exp_store, database.pool, stop=stop,
                                                                   interval=flag_refresh_interval or experiments.REFRESH_SECONDS))
+        # the experiments' guardrails (17_results): a harmful arm is halted — once, whichever process gets there first
+        guardrails = asyncio.create_task(run_guardrails(database.pool, stop=stop, interval=guardrail_interval,
+                                                        alert=slack_alert(settings)))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
             stop.set()
-            await asyncio.gather(sweeper, relay, flag_refresh, exp_refresh)
+            await asyncio.gather(sweeper, relay, flag_refresh, exp_refresh, guardrails)
             if flags.current() is flag_store: flags.install(None)
             if experiments.current() is exp_store: experiments.install(None)
             if app.state.service.scheduler is not None: await app.state.service.scheduler.drain()

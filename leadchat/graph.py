@@ -118,7 +118,7 @@ class TurnContext:
     slot_id: str | None = None                # a slot picked with a widget button
     consent: dict | None = None               # the widget's notice acknowledgement (notice_version, acknowledged_at, marketing)
     unknown_zone: str | None = None           # a zone the widget sent that this server's tz database does not know
-    visitor_key: str | None = None            # the returning visitor's stable id (12_privacy), for experiment assignment
+    visitor_key: str | None = None            # the widget's visitor id, with consent (35_service): experiment assignment
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -270,8 +270,8 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
 
 def _assign_arms(s: SessionState, ctx: TurnContext) -> SessionState:
     """The session's arms in the running experiments (16_experiments), on its first turn only: a session that began before
-    an experiment started stays out of it. Hashed on the returning visitor's id when known (same arm as last time), else
-    on the session id; each new arm's exposure is an analytics event of this turn."""
+    an experiment started stays out of it. Hashed on the widget's visitor id when consented (a returning visitor: the
+    same arm as last time), else on the session id; each new arm's exposure is an analytics event of this turn."""
     arms, exposures = assign(s, ctx.visitor_key)        # None: hashed on the session id
     if not arms: return s
     ctx.events.extend(exposures)

@@ -445,7 +445,9 @@ class ChatService:
                 # erased: never linked again (12_privacy: the widget is told to rotate it); lookup failed: not this turn
                 if v is None or v.erased: recorder.visitor_id = None
                 if v is not None and v.erased and result is not None: result.rotate_visitor_id = True
-                if v is not None and not v.erased and v.visitor_id is not None: ctx.visitor_key = str(v.visitor_id)   # keeps their arms
+                # a returning visitor keeps their experiment arms (16_experiments): assignment, on a session's first turn,
+                # hashes the widget's first-party id — only with chat_processing consent, given now or before
+                if recorder.visitor_id and (consent or v.consented): ctx.visitor_key = recorder.visitor_id
             graph = self.graph if v is None or v.carry is None else StartingFrom(self.graph, v.carry)
             async for tok in run_turn(graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
