@@ -17,7 +17,6 @@ from typing import Any, Awaitable, Callable, Optional
 
 import structlog
 import typer
-from scipy import stats
 
 from .experiments import (METRICS, Experiment, ExperimentError, arm_label, get_experiment, halt_arm,
                                   list_experiments)
@@ -40,7 +39,13 @@ METRIC_LABELS = {'engaged': 'Engaged (≥ 3 turns)', 'qualified': 'Qualified (wa
                  'booked': 'Meeting booked'}
 
 
-def _z(confidence: float) -> float: return float(stats.norm.ppf(0.5 + confidence / 2))
+def _stats():
+    "scipy.stats, imported at first use (half a second: not paid by every `leadchat` command that imports this module)."
+    from scipy import stats
+    return stats
+
+
+def _z(confidence: float) -> float: return float(_stats().norm.ppf(0.5 + confidence / 2))
 
 
 def wilson_interval(k: int, n: int, *, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
@@ -77,7 +82,7 @@ def two_proportion_test(k: int, n: int, k0: int, n0: int, *, confidence: float =
     z = (p - p0) / se_pooled if se_pooled > 0 else 0.0        # both 0 % or both 100 %: no evidence either way
     se = math.sqrt(p * (1 - p) / n + p0 * (1 - p0) / n0)
     half = _z(confidence) * se
-    return Comparison(p - p0, p - p0 - half, p - p0 + half, z, float(2 * stats.norm.sf(abs(z))), float(stats.norm.cdf(z)),
+    return Comparison(p - p0, p - p0 - half, p - p0 + half, z, float(2 * _stats().norm.sf(abs(z))), float(_stats().norm.cdf(z)),
                       (p - p0) / p0 if p0 > 0 else None)
 
 # %% ../nbs/17_results.ipynb #bdbea808
@@ -113,7 +118,7 @@ def srm_check(observed: dict[str, int], weights: dict[str, float], *, threshold:
     if total == 0: return SRM({}, expected, note='no sessions exposed yet')
     if len(expected) < 2: return SRM(dict(observed), expected, note='one arm only: nothing to compare')
     arms = list(expected)
-    chi2, p = stats.chisquare([observed.get(a, 0) for a in arms], [expected[a] for a in arms])
+    chi2, p = _stats().chisquare([observed.get(a, 0) for a in arms], [expected[a] for a in arms])
     chi2, p = float(chi2), float(p)
     split = ' / '.join(f'{a} {observed.get(a, 0):,} (expected {expected[a]:,.0f})' for a in arms)
     if p < threshold:
