@@ -205,3 +205,10 @@ def test_bad_changes_change_nothing_and_say_why(world, action, arm, reason, why)
     at = change(signed_in_as(world, 'dpo', 'quiet_prompt'), action, arm, reason)
     assert not at.exception and any(e.value.startswith('Not changed:') and why in e.value for e in at.error), [e.value for e in at.error]
     assert experiment(world, 'quiet_prompt')['version'] == before['version']
+
+
+def test_the_page_on_its_own_shows_an_unauthenticated_visitor_only_the_sign_in(world):
+    at = AppTest.from_file(str(ROOT / 'console' / PAGE[0]), default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not at.dataframe and not at.get('plotly_chart') and all(t.value != 'Experiments' for t in at.title)
+    assert at.text_input(key='sign_in_password').proto.type == 1       # the password field of the sign-in form
