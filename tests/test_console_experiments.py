@@ -44,9 +44,11 @@ def app_file(tmp_path_factory) -> Path:
     return d / 'app.py'
 
 
-def exposures(url, experiment, counts: dict[str, int], *, handoff: dict[str, int] | None = None):
-    "Sessions exposed per arm (one statement each), the first `handoff[arm]` of them offered a hand-off on turn 1."
-    handoff = handoff or {}
+def exposures(url, experiment, counts: dict[str, int], *, handoff: dict[str, int] | None = None,
+              fallbacks: dict[str, int] | None = None):
+    """Sessions exposed per arm (one statement each), the first `handoff[arm]` of them offered a hand-off on turn 1, the
+    first `fallbacks[arm]` with a fallback on that turn."""
+    handoff, fallbacks = handoff or {}, fallbacks or {}
     with psycopg.connect(url) as c:
         for arm, n in counts.items():
             prefix = f'{experiment}-{arm}-{uuid.uuid4().hex[:6]}-'
@@ -56,6 +58,8 @@ def exposures(url, experiment, counts: dict[str, int], *, handoff: dict[str, int
             c.execute("INSERT INTO analytics_events (session_id, event_type, turn_index, payload) SELECT %s::text || g, "
                       "CASE WHEN g <= %s::int THEN 'handoff_proposed' ELSE 'session_started' END, 1, "
                       "'{\"lead_level\": \"warm\"}' FROM generate_series(1, %s::int) g", [prefix, handoff.get(arm, 0), n])
+            c.execute("INSERT INTO analytics_events (session_id, event_type, turn_index, payload) SELECT %s::text || g, "
+                      "'llm_generation_failure', 1, '{}' FROM generate_series(1, %s::int) g", [prefix, fallbacks.get(arm, 0)])
 
 
 @pytest.fixture(scope='module')
@@ -74,14 +78,17 @@ def world(pg, app_file):
         async def setup(conn):
             for name, target, arms in [('skewed_copy', 'proposal_copy', ('standard', 'short')),
                                        ('flow_test', 'booking_flow', ('slots_in_chat', 'handoff_only')),
-                                       ('quiet_prompt', 'prompt_layer', ('standard', 'concise'))]:
+                                       ('quiet_prompt', 'prompt_layer', ('standard', 'concise')),
+                                       ('stall_test', 'stall_threshold', (6, 3))]:
                 await fl.create_flag(conn, fl.multivariate(f'{name}_flag', dict.fromkeys(arms, 0.5)), by='test')
                 await create_experiment(conn, Experiment(name, target, f'{name}_flag', description=f'{name} test'), by='test')
             await start(conn, 'skewed_copy', by='test')
             await start(conn, 'flow_test', by='test')
+            await start(conn, 'stall_test', by='test')
         backend.conn(setup)
         exposures(url, 'skewed_copy', {'standard': 5500, 'short': 4500}, handoff={'standard': 550, 'short': 540})
         exposures(url, 'flow_test', {'slots_in_chat': 300, 'handoff_only': 310}, handoff={'slots_in_chat': 30, 'handoff_only': 45})
+        exposures(url, 'stall_test', {'6': 250, '3': 260}, fallbacks={'6': 3, '3': 40})
         yield dict(url=url, backend=backend, app=app_file)
         close_backends()
     get_settings.cache_clear()
@@ -212,3 +219,11 @@ def test_the_page_on_its_own_shows_an_unauthenticated_visitor_only_the_sign_in(w
     assert not at.exception, at.exception
     assert not at.dataframe and not at.get('plotly_chart') and all(t.value != 'Experiments' for t in at.title)
     assert at.text_input(key='sign_in_password').proto.type == 1       # the password field of the sign-in form
+
+
+def test_an_arm_over_its_guardrail_is_shown_before_the_relay_halts_it(world):
+    at = signed_in_as(world, 'ana', 'stall_test')
+    over = [w.value for w in at.warning if 'Over a guardrail now' in w.value]
+    assert len(over) == 1 and '3: fallback rate 15.38% of 260 turns > 5.00%' in over[0], [w.value for w in at.warning]
+    at.selectbox(key='x_name').set_value('flow_test').run()
+    assert not any('Over a guardrail now' in w.value for w in at.warning)
