@@ -24,6 +24,7 @@ from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
 from . import flags as flags_mod
+from .clikit import ENV_FILE, cli_operator, fail, with_db
 from .config import Settings
 from .flags import Flag, FlagError, FlagStore
 from .shadow import check_policy
@@ -551,31 +552,13 @@ async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, inte
 experiments_app = typer.Typer(no_args_is_help=True, help='A/B experiments and shadow routing policies: create, start, halt, '
                               'stop; list and history.')
 
-_EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
-                        exists=True, dir_okay=False, readable=True)
+_EnvFile, _fail = ENV_FILE, fail          # 14_clikit: shared by every command group
 _Version = typer.Option(None, '--version', min=1, help='Apply only if the experiment is still at this version.')
 
 
-def _fail(message: str, code: int = 1):
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
-
-
 def _with_db(env_file: Optional[Path], fn):
-    "Run `fn(conn)` on the migrated database of `env_file`'s settings; errors end the command with a message."
-    from leadchat.config import ConfigurationError, get_settings
-    from leadchat.db import DatabaseError, migrate, open_database
-    try: settings = get_settings(env_file)
-    except ConfigurationError as e: _fail(f'configuration error: {e}', 2)
-    async def go():
-        db = await open_database(settings, max_size=2)
-        try:
-            await migrate(db.url, settings)
-            async with db.pool.connection() as conn: return await fn(conn)
-        finally: await db.close()
-    try: return asyncio.run(go())
-    except DatabaseError as e: _fail(f'database error: {e}')
-    except (ExperimentError, FlagError) as e: _fail(str(e), 1)
+    "Run `fn(conn)` on the migrated database of `env_file`'s settings; a refused change ends the command with its message."
+    return with_db(env_file, fn, (ExperimentError, FlagError))
 
 
 def parse_pairs(pairs: Iterable[str], what: str) -> dict:
@@ -630,19 +613,19 @@ def experiments_create(name: str = typer.Argument(..., help='The new experiment 
             exp = Experiment(name, target, flag, guardrails=parse_pairs(guardrail, '--guardrail'), description=description)
         exp = check_experiment(exp)
     except ExperimentError as e: _fail(str(e))
-    _changed(_with_db(env_file, lambda conn: create_experiment(conn, exp, by=flags_mod.cli_operator())), 'created (draft)')
+    _changed(_with_db(env_file, lambda conn: create_experiment(conn, exp, by=cli_operator())), 'created (draft)')
 
 
 @experiments_app.command('start')
 def experiments_start(name: str = typer.Argument(...), version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
     "Start a draft experiment: new sessions enter it (and are exposed) on their first turn."
-    _changed(_with_db(env_file, lambda conn: start(conn, name, by=flags_mod.cli_operator(), version=version)), 'running')
+    _changed(_with_db(env_file, lambda conn: start(conn, name, by=cli_operator(), version=version)), 'running')
 
 
 @experiments_app.command('stop')
 def experiments_stop(name: str = typer.Argument(...), version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
     "Stop a running or halted experiment for good: its target serves its default again."
-    _changed(_with_db(env_file, lambda conn: stop(conn, name, by=flags_mod.cli_operator(), version=version)), 'stopped')
+    _changed(_with_db(env_file, lambda conn: stop(conn, name, by=cli_operator(), version=version)), 'stopped')
 
 
 @experiments_app.command('halt')
@@ -650,7 +633,7 @@ def experiments_halt(name: str = typer.Argument(...), arm: str = typer.Argument(
                      reason: str = typer.Option(..., '--reason', help='Why (kept in the audit trail).'),
                      version: Optional[int] = _Version, env_file: Optional[Path] = _EnvFile):
     "Halt a running experiment because of ARM: every session is served control from its next turn."
-    e = _with_db(env_file, lambda conn: halt_arm(conn, name, arm, reason=reason, by=flags_mod.cli_operator(), version=version))
+    e = _with_db(env_file, lambda conn: halt_arm(conn, name, arm, reason=reason, by=cli_operator(), version=version))
     _changed(e, f'halted (arm {e.halted_arm}: {e.halt_reason}); every session is served control')
 
 

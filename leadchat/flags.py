@@ -24,14 +24,16 @@ from growthbook.common_types import EvaluationContext, GlobalContext, Options, S
 from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
+from .clikit import ENV_FILE, cli_operator, fail, with_db
+
 # %% auto #0
 __all__ = ['log', 'KILL_SWITCHES', 'KINDS', 'MAX_VARIATIONS', 'MAX_VALUE_CHARS', 'BUILTIN', 'REFRESH_SECONDS', 'flags_app',
            'FlagError', 'UnknownFlagError', 'FlagConflictError', 'Variation', 'Flag', 'check_name', 'check_ramp',
            'check_flag', 'multivariate', 'to_feature', 'unknown_flag', 'SessionFlags', 'FlagStore', 'list_flags',
            'get_flag', 'create_flag', 'update_flag', 'parse_value', 'set_value', 'set_ramp', 'kill', 'unkill',
            'flag_history', 'remove_variation', 'refresh', 'load_store', 'run_refresh', 'install', 'current', 'enabled',
-           'cli_operator', 'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill',
-           'flags_history', 'flags_create', 'flags_remove_variation']
+           'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill', 'flags_history',
+           'flags_create', 'flags_remove_variation']
 
 # %% ../nbs/15_flags.ipynb #affd216c
 log = structlog.get_logger('leadchat.flags')
@@ -411,37 +413,12 @@ def enabled(name: str, session_id: str | None) -> bool:
 # %% ../nbs/15_flags.ipynb #4f2f0b2f
 flags_app = typer.Typer(no_args_is_help=True, help='Feature flags and kill switches: list, set, ramp, kill, unkill.')
 
-_EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
-                        exists=True, dir_okay=False, readable=True)
-
-
-def _fail(message: str, code: int = 1):
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
+_EnvFile, _fail = ENV_FILE, fail          # 14_clikit: shared by every command group
 
 
 def _with_db(env_file: Optional[Path], fn):
-    "Run `fn(conn)` on the migrated database of `env_file`'s settings; errors end the command with a message."
-    from leadchat.config import ConfigurationError, get_settings
-    from leadchat.db import DatabaseError, migrate, open_database
-    try: settings = get_settings(env_file)
-    except ConfigurationError as e: _fail(f'configuration error: {e}', 2)
-    async def go():
-        db = await open_database(settings, max_size=2)
-        try:
-            await migrate(db.url, settings)
-            async with db.pool.connection() as conn: return await fn(conn)
-        finally: await db.close()
-    try: return asyncio.run(go())
-    except DatabaseError as e: _fail(f'database error: {e}')
-    except FlagError as e: _fail(str(e), 1)
-
-
-def cli_operator() -> str:
-    "Who ran a `leadchat flags` command, for the audit trail: `cli:` and the OS user."
-    import getpass
-    try: return f'cli:{getpass.getuser()}'[:128]
-    except Exception: return 'cli:unknown'
+    "Run `fn(conn)` on the migrated database of `env_file`'s settings; a refused change ends the command with its message."
+    return with_db(env_file, fn, (FlagError,))
 
 
 def describe(f: Flag) -> str:

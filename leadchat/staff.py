@@ -29,6 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg.types.json import Jsonb
 
+from .clikit import ENV_FILE, cli_operator, fail, with_db
 from .config import ConfigurationError, get_settings
 from .repos import StaffUser, create_staff_user, get_staff_user
 
@@ -500,36 +501,12 @@ async def recent_audit(conn, limit: int = 50) -> list[dict]:
 # %% ../nbs/70_staff.ipynb #st700026
 staff_app = typer.Typer(no_args_is_help=True, help='Staff who may use the ops console: add, list, role, disable.')
 
-_EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
-                        exists=True, dir_okay=False, readable=True)
-
-
-def _fail(message: str, code: int = 1):
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
+_EnvFile, _fail, _cli_operator = ENV_FILE, fail, cli_operator          # 14_clikit: shared by every command group
 
 
 def _with_db(env_file: Optional[Path], fn):
-    "Run `fn(conn)` on the migrated database of `env_file`'s settings; errors end the command with a message."
-    from leadchat.db import DatabaseError, migrate, open_database
-    try: settings = get_settings(env_file)
-    except ConfigurationError as e: _fail(f'configuration error: {e}', 2)
-    async def go():
-        db = await open_database(settings, max_size=2)
-        try:
-            await migrate(db.url, settings)
-            async with db.pool.connection() as conn: return await fn(conn)
-        finally: await db.close()
-    try: return asyncio.run(go())
-    except DatabaseError as e: _fail(f'database error: {e}')
-    except StaffError as e: _fail(str(e), 1)
-
-
-def _cli_operator() -> str:
-    "Who ran a `leadchat staff` command, for the audit trail: `cli:` and the OS user."
-    import getpass
-    try: return f'cli:{getpass.getuser()}'[:128]
-    except Exception: return 'cli:unknown'
+    "Run `fn(conn)` on the migrated database of `env_file`'s settings; a refused change ends the command with its message."
+    return with_db(env_file, fn, (StaffError,))
 
 
 def _read_password(from_stdin: bool, username: str) -> str:
