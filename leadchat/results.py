@@ -18,7 +18,8 @@ from typing import Any, Awaitable, Callable, Optional
 import structlog
 import typer
 
-from .experiments import (METRICS, Experiment, ExperimentError, arm_label, get_experiment, halt_arm,
+from .clikit import ENV_FILE, fail, with_db
+from .experiments import (GUARDRAILS, METRICS, Experiment, ExperimentError, arm_label, get_experiment, halt_arm,
                                   list_experiments)
 from .flags import Flag, FlagError, get_flag
 
@@ -488,7 +489,6 @@ class Halt:
 
 def guardrail_breaches(res: Results) -> list[Breach]:
     "The breaches of `res`'s non-control arms against its experiment's guardrails."
-    from leadchat.experiments import GUARDRAILS
     g = {**GUARDRAILS, **(res.experiment.guardrails or {})}
     name, metric, out = res.experiment.name, g['metric'], []
     try: base = res.arm(res.control) if res.control is not None else None
@@ -610,36 +610,14 @@ def slack_alert(settings, *, timeout: float = 10.0) -> Callable[[str], Awaitable
     return alert
 
 # %% ../nbs/17_results.ipynb #0fe8364e
-_EnvFile = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
-                        exists=True, dir_okay=False, readable=True)
-
-
-def _fail(message: str, code: int = 1):
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
-
-
 def results_command(name: str = typer.Argument(..., help='The experiment.'),
                     as_json: bool = typer.Option(False, '--json', help='The whole result as JSON.'),
                     tz: str = typer.Option('UTC', '--tz', help='The time zone of the per-day rows (IANA name).'),
-                    env_file: Optional[Path] = _EnvFile):
+                    env_file: Optional[Path] = ENV_FILE):
     "An experiment's results per arm: rates with 95 % intervals, difference from control and p-value, the SRM check."
     from zoneinfo import ZoneInfo
-    from leadchat.config import ConfigurationError, get_settings
-    from leadchat.db import DatabaseError, migrate, open_database
     try: ZoneInfo(tz)
-    except Exception: _fail(f'--tz {tz!r} is not a time zone: use an IANA name such as Europe/Madrid or UTC')
-    try: settings = get_settings(env_file)
-    except ConfigurationError as e: _fail(f'configuration error: {e}', 2)
-
-    async def go():
-        db = await open_database(settings, max_size=2)
-        try:
-            await migrate(db.url, settings)
-            async with db.pool.connection() as conn: return await experiment_results(conn, name, tz=tz)
-        finally: await db.close()
-    try: res = asyncio.run(go())
-    except DatabaseError as e: _fail(f'database error: {e}')
-    except ExperimentError as e: _fail(str(e))
+    except Exception: fail(f'--tz {tz!r} is not a time zone: use an IANA name such as Europe/Madrid or UTC')
+    res = with_db(env_file, lambda conn: experiment_results(conn, name, tz=tz), (ExperimentError,))
     if as_json: typer.echo(json.dumps(res.to_json(), default=str, ensure_ascii=False, indent=2))
     else: typer.echo(render_text(res))
