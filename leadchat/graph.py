@@ -142,6 +142,7 @@ class TurnContext:
     failed: TurnNotStored | None = None           # the first commit failed: fallback streamed, nothing stored
     span: Any = None                              # the turn's span (leadchat.telemetry): the node spans hang from it
     shadow_in: tuple | None = None                # (name, policy, state, counter, clarify): the shadow routing decision's inputs
+    outbox: list[str] = field(default_factory=list)   # reply text emitted and not yet streamed (see `_emit`, `run_turn`)
 
 # %% ../nbs/30_graph.ipynb #gr000012
 def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, first_turn: bool) -> str:
@@ -156,8 +157,13 @@ def turn_event_type(prev: SessionState, new: SessionState, *, proposed: bool, fi
 
 # %% ../nbs/30_graph.ipynb #gr000014
 def _emit(text: str, ctx: TurnContext) -> None:
+    """Add `text` to the reply. Text emitted together (a composed answer's words, in one step of the event loop) reaches
+    the visitor as one delta: the graph's stream is woken once per burst and `run_turn` sends what the outbox holds —
+    one SSE event instead of one per word (issue 22: a stream-writer wake-up and an SSE write each, ~45 a turn). Text
+    that arrives with awaits in between (a hosted model's tokens) still streams as it comes."""
     ctx.reply += text
-    get_stream_writer()(text)
+    ctx.outbox.append(text)
+    if len(ctx.outbox) == 1: get_stream_writer()(None)
 
 
 def _stall_handoff(s: SessionState, ctx: TurnContext) -> HandoffRequest | None:
@@ -551,9 +557,17 @@ def _turn_span(state, runtime=None, **kw):
 
 
 async def run_turn(graph, session_id: str, message: str, ctx: TurnContext) -> AsyncIterator[str]:
-    """Run one visitor turn; yields the reply's tokens. `ctx.record` describes the turn afterwards.
+    """Run one visitor turn; yields the reply's text as it is emitted (what was emitted together, in one piece).
+    `ctx.record` describes the turn afterwards.
     Raises `TurnNotStored` (after the fallback's tokens) when the turn could not be stored before its reply."""
     cfg = {'configurable': {'thread_id': session_id}}
-    async for chunk in graph.astream({'session_id': session_id}, cfg, context=ctx, stream_mode='custom', durability='exit'):
-        yield chunk
+    async for _ in graph.astream({'session_id': session_id}, cfg, context=ctx, stream_mode='custom', durability='exit'):
+        if ctx.outbox:          # everything emitted since the last delta (taken before yielding: emits go on meanwhile)
+            text = ''.join(ctx.outbox)
+            ctx.outbox.clear()
+            if text: yield text
+    if ctx.outbox:              # (never left behind: each emit into an empty outbox wakes the stream)
+        text = ''.join(ctx.outbox)
+        ctx.outbox.clear()
+        if text: yield text
     if ctx.failed is not None: raise ctx.failed
