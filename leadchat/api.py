@@ -128,9 +128,9 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None, 
                                                              interval=flag_refresh_interval or flags.REFRESH_SECONDS))
         exp_refresh = asyncio.create_task(experiments.run_refresh(exp_store, database.pool, stop=stop,
                                                                   interval=flag_refresh_interval or experiments.REFRESH_SECONDS))
-        # the experiments' guardrails (17_results): a harmful arm is halted — once, whichever process gets there first
+        # the experiments' guardrails (17_results): the leading process checks them; a harmful arm is halted once
         guardrails = asyncio.create_task(run_guardrails(database.pool, stop=stop, interval=guardrail_interval,
-                                                        alert=slack_alert(settings)))
+                                                        alert=slack_alert(settings), leader=leadership.lead))
         log.info('leadchat_ready', model=app.state.service.model.name, table=app.state.service.retriever.table)
         try: yield
         finally:
