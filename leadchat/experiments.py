@@ -409,8 +409,7 @@ async def experiment_history(conn, name: str | None = None, limit: int = 50) -> 
     return list(await cur.fetchall())
 
 # %% ../nbs/16_experiments.ipynb #d752645b
-REFRESH_SECONDS = 1.0
-_SIGNATURE = 'SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS t FROM experiments'
+REFRESH_SECONDS = flags_mod.REFRESH_SECONDS
 
 
 class ExperimentStore:
@@ -452,22 +451,19 @@ class ExperimentStore:
         return eval_feature(f.name, ctx)
 
 
-_installed: ExperimentStore | None = None
-_fallback: ExperimentStore | None = None
+# polled and installed the way the flags are (15_flags' `TableCache`)
+_CACHE = flags_mod.TableCache('experiments', lambda conn: list_experiments(conn), ExperimentStore,
+                              lambda s: len(s.experiments), log)
 
 
 def install(store: ExperimentStore | None) -> None:
     "Make `store` the process's experiments (None: none)."
-    global _installed
-    _installed = store
+    _CACHE.install(store)
 
 
 def current() -> ExperimentStore:
     "The process's `ExperimentStore`."
-    global _fallback
-    if _installed is not None: return _installed
-    if _fallback is None: _fallback = ExperimentStore()      # built at first use: no work at import time
-    return _fallback
+    return _CACHE.current()
 
 # %% ../nbs/16_experiments.ipynb #4374230d
 def assign(state: SessionState, subject: str | None, store: ExperimentStore | None = None) -> tuple[dict[str, str], list[tuple[str, dict]]]:
@@ -522,31 +518,17 @@ def shadow_policy(store: ExperimentStore | None = None) -> tuple[str, dict] | No
 # %% ../nbs/16_experiments.ipynb #acf452f0
 async def refresh(store: ExperimentStore, conn) -> bool:
     "Reload `store` from the `experiments` table when its signature changed; True when it reloaded."
-    sig = tuple((await (await conn.execute(_SIGNATURE)).fetchone()).values())
-    if sig == store.signature: return False
-    store.replace(await list_experiments(conn))
-    store.signature = sig
-    return True
+    return await _CACHE.refresh(store, conn)
 
 
 async def load_store(pool, flags: FlagStore | None = None) -> ExperimentStore:
     "An `ExperimentStore` filled from the database (no experiments when it cannot be read: logged)."
-    store = ExperimentStore(flags=flags)
-    try:
-        async with pool.connection() as conn: await refresh(store, conn)
-    except Exception as e: log.warning('experiments_load_failed', error=type(e).__name__, detail=str(e)[:200])
-    return store
+    return await _CACHE.load_store(ExperimentStore(flags=flags), pool)
 
 
 async def run_refresh(store: ExperimentStore, pool, *, stop: asyncio.Event, interval: float = REFRESH_SECONDS) -> None:
     "Poll the experiments' signature every `interval` seconds until `stop` is set; errors keep the last snapshot."
-    while not stop.is_set():
-        try:
-            async with pool.connection() as conn:
-                if await refresh(store, conn): log.info('experiments_refreshed', experiments=len(store.experiments))
-        except Exception as e: log.warning('experiments_refresh_failed', error=type(e).__name__, detail=str(e)[:200])
-        try: await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError: pass
+    await _CACHE.run_refresh(store, pool, stop=stop, interval=interval)
 
 # %% ../nbs/16_experiments.ipynb #885c195f
 experiments_app = typer.Typer(no_args_is_help=True, help='A/B experiments and shadow routing policies: create, start, halt, '

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import structlog
 import typer
@@ -31,9 +31,9 @@ __all__ = ['log', 'KILL_SWITCHES', 'KINDS', 'MAX_VARIATIONS', 'MAX_VALUE_CHARS',
            'FlagError', 'UnknownFlagError', 'FlagConflictError', 'Variation', 'Flag', 'check_name', 'check_ramp',
            'check_flag', 'multivariate', 'to_feature', 'unknown_flag', 'SessionFlags', 'FlagStore', 'list_flags',
            'get_flag', 'create_flag', 'update_flag', 'parse_value', 'set_value', 'set_ramp', 'kill', 'unkill',
-           'flag_history', 'remove_variation', 'refresh', 'load_store', 'run_refresh', 'install', 'current', 'enabled',
-           'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill', 'flags_history',
-           'flags_create', 'flags_remove_variation']
+           'flag_history', 'remove_variation', 'TableCache', 'refresh', 'load_store', 'run_refresh', 'install',
+           'current', 'enabled', 'describe', 'flags_list', 'flags_set', 'flags_ramp', 'flags_kill', 'flags_unkill',
+           'flags_history', 'flags_create', 'flags_remove_variation']
 
 # %% ../nbs/15_flags.ipynb #affd216c
 log = structlog.get_logger('leadchat.flags')
@@ -356,54 +356,78 @@ async def remove_variation(conn, name: str, value, *, by: str, version: int | No
 
 # %% ../nbs/15_flags.ipynb #6732f960
 REFRESH_SECONDS = 1.0
-_SIGNATURE = 'SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS t FROM flags'
+
+
+class TableCache:
+    """A table every process keeps in memory — the flags here, the experiments in 16_experiments: its store is reloaded
+    when the table's signature (rows, the sum of their versions, the latest change) moves, polled every
+    `REFRESH_SECONDS`; and the process's one store, `install`ed by the API at start-up, else a default made at first use
+    (no work at import time)."""
+
+    def __init__(self, what: str, load: Callable, make: Callable, size: Callable, logger):
+        self.what, self.load, self.make, self.size, self.log = what, load, make, size, logger
+        self.signature_sql = f'SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS t FROM {what}'
+        self.installed = self.fallback = None
+
+    async def refresh(self, store, conn) -> bool:
+        "Reload `store` from the table when its signature changed; True when it reloaded."
+        sig = tuple((await (await conn.execute(self.signature_sql)).fetchone()).values())
+        if sig == store.signature: return False
+        store.replace(await self.load(conn))
+        store.signature = sig
+        return True
+
+    async def load_store(self, store, pool):
+        "`store` filled from the database (left as made when the table cannot be read: logged)."
+        try:
+            async with pool.connection() as conn: await self.refresh(store, conn)
+        except Exception as e: self.log.warning(f'{self.what}_load_failed', error=type(e).__name__, detail=str(e)[:200])
+        return store
+
+    async def run_refresh(self, store, pool, *, stop: asyncio.Event, interval: float = REFRESH_SECONDS) -> None:
+        "Poll the signature every `interval` seconds until `stop` is set; errors keep the last snapshot (logged)."
+        while not stop.is_set():
+            try:
+                async with pool.connection() as conn:
+                    if await self.refresh(store, conn): self.log.info(f'{self.what}_refreshed', **{self.what: self.size(store)})
+            except Exception as e: self.log.warning(f'{self.what}_refresh_failed', error=type(e).__name__, detail=str(e)[:200])
+            try: await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError: pass
+
+    def install(self, store) -> None: self.installed = store
+
+    def current(self):
+        if self.installed is not None: return self.installed
+        if self.fallback is None: self.fallback = self.make()
+        return self.fallback
+
+
+_CACHE = TableCache('flags', lambda conn: list_flags(conn), FlagStore, lambda s: len(s.flags), log)
 
 
 async def refresh(store: FlagStore, conn) -> bool:
     "Reload `store` from the `flags` table when its signature changed; True when it reloaded."
-    sig = tuple((await (await conn.execute(_SIGNATURE)).fetchone()).values())
-    if sig == store.signature: return False
-    store.replace(await list_flags(conn))
-    store.signature = sig
-    return True
+    return await _CACHE.refresh(store, conn)
 
 
 async def load_store(pool) -> FlagStore:
     "A `FlagStore` filled from the database (the kill switches on when it cannot be read: logged)."
-    store = FlagStore()
-    try:
-        async with pool.connection() as conn: await refresh(store, conn)
-    except Exception as e: log.warning('flags_load_failed', error=type(e).__name__, detail=str(e)[:200])
-    return store
+    return await _CACHE.load_store(FlagStore(), pool)
 
 
 async def run_refresh(store: FlagStore, pool, *, stop: asyncio.Event, interval: float = REFRESH_SECONDS) -> None:
     "Poll the flags' signature every `interval` seconds until `stop` is set; errors keep the last snapshot."
-    while not stop.is_set():
-        try:
-            async with pool.connection() as conn:
-                if await refresh(store, conn): log.info('flags_refreshed', flags=len(store.flags))
-        except Exception as e: log.warning('flags_refresh_failed', error=type(e).__name__, detail=str(e)[:200])
-        try: await asyncio.wait_for(stop.wait(), interval)
-        except asyncio.TimeoutError: pass
+    await _CACHE.run_refresh(store, pool, stop=stop, interval=interval)
 
 # %% ../nbs/15_flags.ipynb #536fe626
-_installed: FlagStore | None = None
-_fallback: FlagStore | None = None
-
-
 def install(store: FlagStore | None) -> None:
     "Make `store` the process's flags (None: back to the built-in kill switches, all on)."
-    global _installed
-    _installed = store
+    _CACHE.install(store)
 
 
 def current() -> FlagStore:
     "The process's `FlagStore`."
-    global _fallback
-    if _installed is not None: return _installed
-    if _fallback is None: _fallback = FlagStore()      # built at first use: no work at import time
-    return _fallback
+    return _CACHE.current()
 
 
 def enabled(name: str, session_id: str | None) -> bool:
