@@ -17,8 +17,7 @@ from .state import QualificationState, SessionState
 
 # %% auto #0
 __all__ = ['HOT_LEAD_RULES', 'POLICY_KEYS', 'STALL_RANGE', 'ROUTES', 'MIRRORED', 'check_policy', 'shadow_route',
-           'shadow_decision', 'wilson_interval', 'disagreement', 'disagreement_examples', 'shadow_experiments',
-           'pairs_figure']
+           'shadow_decision', 'disagreement', 'disagreement_examples', 'shadow_experiments', 'pairs_figure']
 
 # %% ../nbs/16a_shadow.ipynb #e0f54fc8
 HOT_LEAD_RULES: tuple[str, ...] = ('all_three', 'problem_and_authority', 'two_of_three')
@@ -109,16 +108,8 @@ def _check_query(name: Any, since: Any) -> None:
         raise ValueError(f'since must be a timezone-aware datetime or None, not {repr(since)[:70]}')
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    "The Wilson score interval of the proportion `k/n` (None without turns)."
-    if n <= 0: return None
-    from scipy.stats import binomtest
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method='wilson')
-    return (float(ci.low), float(ci.high))
-
-
 async def disagreement(conn, name: str, *, since: datetime | None = None) -> dict:
-    """Turns experiment `name` evaluated (since `since`), disagreements, rate and its 95 % interval, sessions, and the
+    """Turns experiment `name` evaluated (since `since`), disagreements and their rate, sessions, and the
     turns by (live → shadow) pair, most frequent first."""
     _check_query(name, since)
     args = {'name': name, 'since': since}
@@ -133,7 +124,7 @@ async def disagreement(conn, name: str, *, since: datetime | None = None) -> dic
     turns = sum(p['turns'] for p in pairs)
     dis = sum(p['turns'] for p in pairs if not p['agree'])
     return {'experiment': name, 'since': since, 'turns': turns, 'disagreements': dis,
-            'rate': dis / turns if turns else None, 'interval': wilson_interval(dis, turns),
+            'rate': dis / turns if turns else None,
             'sessions': t['sessions'], 'sessions_disagreeing': t['sessions_disagreeing'],
             'first': t['first'], 'last': t['last'], 'pairs': pairs}
 

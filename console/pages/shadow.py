@@ -7,6 +7,7 @@ from urllib.parse import quote
 import streamlit as st
 
 from leadchat.console import local, printable, require_staff
+from leadchat.results import wilson_interval
 from leadchat.shadow import disagreement, disagreement_examples, pairs_figure, shadow_experiments
 
 staff, backend = require_staff()
@@ -56,7 +57,7 @@ if not d['turns']:
 m = st.columns(4)
 m[0].metric('Turns evaluated', d['turns'])
 m[1].metric('Disagreements', d['disagreements'])
-lo, hi = d['interval']
+lo, hi = wilson_interval(d['disagreements'], d['turns'])
 m[2].metric('Disagreement rate', f"{d['rate']:.1%}", help=f'95 % interval {lo:.1%} – {hi:.1%} (Wilson)')
 m[3].metric('Sessions with a disagreement', f"{d['sessions_disagreeing']} of {d['sessions']}")
 st.caption(f"95 % interval of the rate: {lo:.1%} – {hi:.1%} · turns from {local(d['first'], tz)} to {local(d['last'], tz)} ({tz.key})")
