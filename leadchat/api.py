@@ -40,8 +40,8 @@ from .service import ChatService, TurnInProgress, TurnResult, prepare, readiness
 from .state import SessionState
 from .graph import TurnNotStored
 from .telemetry import instrument_app, setup_tracing, tracing_on
-from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, body_limits, client_ip, error_response, rate_limiter,
-                          same_origin, trusted_proxies)
+from .web import (ApiError, BodyLimit, ProxyHeaders, SecurityHeaders, body_limits, client_ip, error_response, hit_limits,
+                          rate_limiter, same_origin, trusted_proxies)
 
 # %% auto #0
 __all__ = ['log', 'IMMUTABLE', 'ALIAS_TTL', 'WIDGET_FLAGS', 'STAFF_FAILURES_PER_MINUTE', 'Metrics', 'create_app', 'ChatInput',
@@ -273,7 +273,7 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         try: sid = str(uuid.UUID(zgc_session_id or ''))
         except ValueError: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must be a UUID') from None
         if uuid.UUID(sid).int == 0: raise ApiError(400, 'invalid_session_id', 'ZGC-Session-ID must not be the nil UUID')
-        if (wait := await ip_limits.hit(client_ip(request))) or (wait := await session_limits.hit(sid)):
+        if (wait := await hit_limits((ip_limits, client_ip(request)), (session_limits, sid))):      # the IP's, then the session's
             raise ApiError(429, 'rate_limited', 'too many messages; slow down', {'Retry-After': str(int(wait) + 1)})
         body = await _read_message(request, settings.leadchat_max_message_chars)
         service: ChatService = request.app.state.service
