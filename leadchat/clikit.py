@@ -8,6 +8,7 @@ Docs: https://leadchat.github.io/leadchat/clikit.html.md"""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Awaitable, Callable, Optional
 
@@ -16,7 +17,7 @@ import typer
 from .config import ConfigurationError, get_settings
 
 # %% auto #0
-__all__ = ['ENV_FILE', 'fail', 'with_db', 'cli_operator']
+__all__ = ['ENV_FILE', 'fail', 'with_db', 'audit_change', 'cli_operator']
 
 # %% ../nbs/14_clikit.ipynb #69c40a9a
 ENV_FILE = typer.Option(None, '--env-file', '-e', help='An env file to read settings from (e.g. demo.env).',
@@ -45,6 +46,13 @@ def with_db(env_file: Optional[Path], fn: Callable[..., Awaitable], errors: tupl
     try: return asyncio.run(go())
     except DatabaseError as e: fail(f'database error: {e}')
     except errors as e: fail(str(e), 1)
+
+
+def audit_change(r: dict) -> str:
+    "An audit row (`old`, `new`: the definition before and after) as the `history` commands print it."
+    if r['old'] is None: return 'created'
+    return ', '.join(f'{k} {json.dumps(r["old"].get(k))} → {json.dumps(r["new"].get(k))}' for k in r['new']
+                     if k not in ('version', 'updated_by') and r['old'].get(k) != r['new'].get(k)) or 'no change'
 
 
 def cli_operator() -> str:

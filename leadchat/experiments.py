@@ -24,7 +24,7 @@ from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
 from . import flags as flags_mod
-from .clikit import ENV_FILE, cli_operator, fail, with_db
+from .clikit import ENV_FILE, audit_change, cli_operator, fail, with_db
 from .config import Settings
 from .flags import Flag, FlagError, FlagStore
 from .shadow import check_policy
@@ -623,9 +623,5 @@ def experiments_halt(name: str = typer.Argument(...), arm: str = typer.Argument(
 def experiments_history(name: Optional[str] = typer.Argument(None, help='One experiment (default: every experiment).'),
                         limit: int = typer.Option(20, '--limit', min=1, max=1000), env_file: Optional[Path] = _EnvFile):
     "Who changed what when, newest first (the audit trail)."
-    def what(r) -> str:
-        if r['old'] is None: return 'created'
-        return ', '.join(f'{k} {json.dumps(r["old"].get(k))} → {json.dumps(r["new"].get(k))}' for k in r['new']
-                         if k not in ('version', 'updated_by') and r['old'].get(k) != r['new'].get(k)) or 'no change'
     for r in _with_db(env_file, lambda conn: experiment_history(conn, name, limit=limit)):
-        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['experiment']:<24} {r['action']:<8} {what(r)}")
+        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['experiment']:<24} {r['action']:<8} {audit_change(r)}")

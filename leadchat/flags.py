@@ -24,7 +24,7 @@ from growthbook.common_types import EvaluationContext, GlobalContext, Options, S
 from growthbook.core import eval_feature
 from psycopg.types.json import Jsonb
 
-from .clikit import ENV_FILE, cli_operator, fail, with_db
+from .clikit import ENV_FILE, audit_change, cli_operator, fail, with_db
 
 # %% auto #0
 __all__ = ['log', 'KILL_SWITCHES', 'KINDS', 'MAX_VARIATIONS', 'MAX_VALUE_CHARS', 'BUILTIN', 'REFRESH_SECONDS', 'flags_app',
@@ -499,12 +499,8 @@ def flags_unkill(name: str = typer.Argument(..., help='The flag.'), env_file: Op
 def flags_history(name: Optional[str] = typer.Argument(None, help='One flag (default: every flag).'),
                   limit: int = typer.Option(20, '--limit', min=1, max=1000), env_file: Optional[Path] = _EnvFile):
     "Who changed what when, newest first (the audit trail)."
-    def what(r) -> str:
-        if r['old'] is None: return 'created'
-        return ', '.join(f'{k} {json.dumps(r["old"].get(k))} → {json.dumps(r["new"].get(k))}' for k in r['new']
-                         if k not in ('version', 'updated_by') and r['old'].get(k) != r['new'].get(k)) or 'no change'
     for r in _with_db(env_file, lambda conn: flag_history(conn, name, limit=limit)):
-        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['flag']:<24} {r['action']:<16} {what(r)}")
+        typer.echo(f"{r['at']:%Y-%m-%d %H:%M:%S %Z}  {r['by']:<24} {r['flag']:<24} {r['action']:<16} {audit_change(r)}")
 
 
 @flags_app.command('create')

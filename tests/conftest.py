@@ -83,6 +83,16 @@ def role_url(url: str, role: str) -> str:
 
 
 
+def rows(url: str, sql: str, *args) -> list[dict]:
+    "The rows of one query on `url` (dict rows, a connection of its own)."
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as c: return c.execute(sql, args).fetchall()
+
+
+async def aconn(url: str):
+    "An async autocommit connection to `url` with dict rows."
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row)
+
+
 def fresh_db(url: str) -> str:
     "A new empty database on the same server (for tests that need a pristine schema)."
     name = f't_{uuid.uuid4().hex[:12]}'

@@ -18,7 +18,7 @@ from leadchat.console import close_backends, get_backend
 from leadchat.db import migrate
 from leadchat.experiments import Experiment, create_experiment, start, stop
 from leadchat.staff import add_staff_user
-from tests.conftest import fresh_db
+from tests.conftest import fresh_db, rows as q
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / 'console' / 'app.py'
@@ -26,8 +26,6 @@ PAGE = ('pages/experiments.py', 'Experiments', 'experiments')
 PASSWORD = 'correct horse battery staple'
 
 
-def q(url, sql, *args):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(sql, args).fetchall()
 
 
 @pytest.fixture(scope='module')

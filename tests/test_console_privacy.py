@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from apiserver import LiveServer
 from calendar_servers import SettableClock
-from conftest import fresh_db
+from conftest import fresh_db, rows as q
 from leadchat.api import create_app
 from leadchat.config import get_settings
 from leadchat.console import close_backends, get_backend
@@ -47,8 +47,6 @@ def say(client, sid, message):
         return ''.join(json.loads(ev.data)['content'] for ev in es.iter_sse() if ev.event == 'delta')
 
 
-def q(url, sql, *args):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(sql, args).fetchall()
 
 
 def traces(world, needles) -> list[str]:

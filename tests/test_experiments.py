@@ -17,7 +17,7 @@ import pytest
 from psycopg.rows import dict_row
 from scipy.stats import chisquare
 
-from conftest import fresh_db
+from conftest import aconn, fresh_db, rows
 from leadchat import experiments as ex
 from leadchat.db import create_pool, migrate
 from leadchat.experiments import (Experiment, ExperimentConflictError, ExperimentError, ExperimentStore,
@@ -179,12 +179,6 @@ def db(pg, tmp_path_factory):
     return url, env
 
 
-def rows(url, q, *a):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(q, a).fetchall()
-
-
-async def aconn(url):
-    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
 
 
 def run(url, fn):

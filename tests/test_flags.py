@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from conftest import fresh_db
+from conftest import aconn, fresh_db, rows
 from leadchat import flags
 from leadchat.db import create_pool, migrate
 from leadchat.flags import (KILL_SWITCHES, Flag, FlagConflictError, FlagError, FlagStore, UnknownFlagError, create_flag,
@@ -39,12 +39,6 @@ def db(pg, tmp_path_factory):
     return url, env
 
 
-def rows(url, q, *a):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(q, a).fetchall()
-
-
-async def aconn(url):
-    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
 
 
 def _mounted() -> bool:

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from scipy import stats
 from typer.testing import CliRunner
 
-from conftest import fresh_db
+from conftest import fresh_db, rows as q
 from leadchat import experiments as ex
 from leadchat import flags as fl
 from leadchat.config import Settings
@@ -100,8 +100,6 @@ async def db(pg):
     finally: await pool.close()
 
 
-def q(url, sql, *args):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(sql, args).fetchall()
 
 
 async def running(pool, name, target, *, weights=(0.5, 0.5), guardrails=None, go=True) -> Experiment:

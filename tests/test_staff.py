@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 import leadchat.staff as staff_mod
-from conftest import fresh_db
+from conftest import aconn, fresh_db, rows
 from leadchat.cli import app
 from leadchat.config import get_settings
 from leadchat.db import migrate
@@ -44,12 +44,6 @@ def cli(env, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=clean, cwd=ROOT)
 
 
-def rows(url, q, *a):
-    with psycopg.connect(url, row_factory=dict_row) as c: return c.execute(q, a).fetchall()
-
-
-async def aconn(url):
-    return await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
 
 
 def test_add_list_disable_enable_through_the_real_cli(db):
