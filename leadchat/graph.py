@@ -344,7 +344,8 @@ async def _after_router(state: SessionState, runtime: Runtime[TurnContext]) -> s
 async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
-    if not await commit_visitor(state, ctx): return ctx.previous.model_dump()     # nothing stored: the state stays
+    plain = not (ctx.slot_choice is not None or ctx.slot_request is not None or ctx.slot_expired or ctx.slot_refused or ctx.bad_email)
+    if not plain and not await commit_visitor(state, ctx): return ctx.previous.model_dump()     # nothing stored: the state stays
     if ctx.slot_choice is not None: return await _book(state, ctx)
     if ctx.slot_request is not None or ctx.slot_expired or (ctx.slot_refused and _qualifies(state)):
         return await _reoffer(state, ctx)
@@ -367,21 +368,32 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     # Layer 7 carries the follow-up promise valid right now (same-day rule), for a Clean Close
     followup = followup_commitment_sentence(now=ctx.now(), settings=ctx.settings)
     stream = ctx.model.respond(ctx.message, state, retrieve, followup_sentence=followup).__aiter__()
+    # an ordinary answer: the model starts while the visitor's message is being stored (issue 22: the commit's round trips
+    # overlap the model's retrieval); its first token waits for the commit, so nothing streams before the message is stored
+    stored = asyncio.ensure_future(commit_visitor(state, ctx)) if plain else None
+
+    async def kept() -> bool:       # the visitor's message is stored (False: the fallback has streamed, the state stays)
+        return True if stored is None else await stored
     try:
         with span('llm.respond', {'llm.model': getattr(ctx.model, 'name', '?')}):
             first = await asyncio.wait_for(stream.__anext__(), ctx.settings.llm_stream_timeout_ms / 1000)
+            if not await kept(): return ctx.previous.model_dump()
             _emit(first, ctx)
             async for tok in stream: _emit(tok, ctx)
-    except StopAsyncIteration: pass
+    except StopAsyncIteration:
+        if not await kept(): return ctx.previous.model_dump()
     except asyncio.TimeoutError:
+        if not await kept(): return ctx.previous.model_dump()
         log.error('stream_timeout', session_id=state.session_id, timeout_ms=ctx.settings.llm_stream_timeout_ms)
         ctx.events.append(('stream_timeout', {'timeout_ms': ctx.settings.llm_stream_timeout_ms}))
         _fail(ctx)
     except Exception as e:
+        if not await kept(): return ctx.previous.model_dump()
         log.error('llm_generation_failure', session_id=state.session_id, error=type(e).__name__)
         ctx.events.append(('llm_generation_failure', {'error': type(e).__name__}))
         _fail(ctx)
     finally:
+        if stored is not None and not stored.done(): stored.cancel()      # the turn was cancelled: so is its commit
         aclose = getattr(stream, 'aclose', None)
         if aclose:
             try: await aclose()
