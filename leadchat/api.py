@@ -282,6 +282,8 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
             service.scheduler = ChatScheduler(request.app.state.calendar, request.app.state.booking, settings)
         try: lease = await service.begin(sid)      # refused (409) before the stream opens
         except TurnInProgress: raise ApiError(409, 'turn_in_progress', 'a turn is already running on this session') from None
+        # the offline model starts embedding the message now: it overlaps the visitor lookup and the checkpoint read
+        if (prefetch := getattr(service.model, 'prefetch', None)) is not None: prefetch(body.message)
         result = TurnResult(sid)
         stream = service.stream(sid, body.message, lease, result, visitor_tz=body.visitor_tz, slot_id=body.slot_id,
                                 consent=body.consent, unknown_zone=body.unknown_zone, visitor_id=body.visitor_id)

@@ -544,6 +544,10 @@ class SignalReader:
         "Read `text`; `prefetch`: other texts embedded in the same batch (the turn's retrieval query, for the cache)."
         return read_message(text, self.embed, self.classifier, prefetch=prefetch)
 
+    def texts(self, text: str, *, prefetch: Sequence[str] = ()) -> list[str]:
+        "What `read` / `aread` embed for `text` (its sentences, then the `prefetch` texts), in one batch."
+        return _to_embed(text, prefetch)[2]
+
     async def aread(self, text: str, *, prefetch: Sequence[str] = ()) -> Reading:
         "`read` through `aembed` on the event loop (falls back to `read` in a worker thread without one)."
         if self.aembed is None:

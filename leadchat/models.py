@@ -45,12 +45,37 @@ class OfflineModel:
         self.thresholds, self.rag_threshold = thresholds, rag_threshold
         # this turn's reading, from extract to respond (same process, same turn); bounded
         self._turns: OrderedDict[tuple[str, str], tuple[Reading, str | None, str | None]] = OrderedDict()
+        self._prefetched: OrderedDict[str, asyncio.Future] = OrderedDict()     # message → its embedding, under way (`prefetch`)
 
     def prepare(self) -> None:
         "Load (or train) the classifiers now: the API calls it at start-up, before the first visitor."
         if self.reader is not None: self.reader.classifier
 
+    def prefetch(self, message: str) -> None:
+        """Start embedding what `extract` will read of `message` — its sentences and the retrieval query, the same batch —
+        on the running event loop, and return at once. The API calls it as soon as a turn holds its lease, so the embedding
+        (in the batcher's worker thread) overlaps the turn's visitor lookup, checkpoint read and graph start (issue 22);
+        `extract` then awaits it and reads the vectors from the batcher's cache. Does nothing without an async embedder;
+        never raises (the turn holds its lease: whatever went wrong here, `extract` meets it again and handles it)."""
+        if self.reader is None or self.reader.aembed is None or not self.reader.ready: return
+        try:
+            text = message[:MAX_MESSAGE_CHARS]
+            if not readable(text): return
+            query = retrieval_query(message)
+            todo = self.reader.texts(reader_text(text), prefetch=[query] if query else [])
+            if not todo: return
+            fut = asyncio.ensure_future(self.reader.aembed(todo))
+        except Exception as e:
+            log.warning('embedding_prefetch_failure', error=type(e).__name__)
+            return
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())     # a failure is extract's to meet, not the loop's log
+        self._prefetched[message] = fut
+        while len(self._prefetched) > 1024: self._prefetched.popitem(last=False)
+
     async def extract(self, message: str, state: SessionState, turn_index: int) -> QualificationDelta:
+        if (pre := self._prefetched.pop(message, None)) is not None:
+            try: await pre              # the vectors are in the batcher's cache now: the reading below finds them
+            except Exception: pass      # read as usual (the failure, if it lasts, shows there)
         if self.reader is not None and not self.reader.ready:
             # never make a visitor wait for training (a new corpus): patterns only until the classifiers are there
             self.reader.warm_up()
