@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/orchestrator.py [--turns 300] [--duration 20] [--concurrency 1 50 200] [--streams 1000]
                                            [--backends torch onnx] [--smoke]
+    .venv/bin/python bench/orchestrator.py --against /tmp/before [--turns 300] [--backends onnx]     # A/B, interleaved
 
 In one run on one machine:
   * orchestration overhead per turn: a full `ChatService.turn` (lease, checkpoint read, the six
@@ -264,6 +265,60 @@ def bench_http(concurrency, duration, rate, backend='onnx', first_turns=100):
     finally: srv.terminate(); srv.wait(20)
 
 
+def bench_against(other: str, turns: int, backend: str = 'onnx') -> dict:
+    """One visitor, back-to-back, over HTTP: this checkout's API process and `other`'s (another checkout of leadchat, e.g.
+    `git worktree add /tmp/before <commit>`), turns interleaved A/B (which goes first alternates), the same messages and
+    sessions on both — on a shared, noisy machine the paired difference is what counts. Also checks that both answered
+    every message with the same reply text (a performance change must not change a reply)."""
+    import httpx
+    from httpx_sse import EventSource
+
+    def start(tree):
+        port, home = free_port(), tempfile.mkdtemp(prefix='lc-bench-')
+        env = {**os.environ, 'RAG_RELEVANCE_THRESHOLD': '0.263', 'BUSINESS_HOURS_TIMEZONE': 'Europe/Madrid', 'HANDOFF_CHANNELS': 'crm',
+               'LEADCHAT_HOME': home, 'LEADCHAT_RATE_LIMIT_IP_PER_MINUTE': '100000',
+               'LEADCHAT_RATE_LIMIT_SESSION_PER_MINUTE': '10000', 'LEADCHAT_EMBEDDING_BACKEND': backend}
+        p = subprocess.Popen([sys.executable, str(Path(tree) / 'bench' / 'orchestrator.py'), '--serve', 'offline', '--port', str(port)],
+                             cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return ready(p, port, tries=900), f'http://127.0.0.1:{port}'
+
+    async def turn(client, sid, message):
+        t, text, events = time.perf_counter(), '', 0
+        async with client.stream('POST', '/chat', json={'message': message}, headers={'ZGC-Session-ID': sid}) as r:
+            async for ev in EventSource(r).aiter_sse():
+                if ev.event == 'delta': text, events = text + json.loads(ev.data)['content'], events + 1
+                elif ev.event != 'done': raise SystemExit(f'turn failed: {ev.event} {ev.data}')
+        return (time.perf_counter() - t) * 1000, text, events
+
+    async def run(urls):
+        lat, events, differ = {'this': [], 'other': []}, {'this': [], 'other': []}, []
+        clients = {k: httpx.AsyncClient(base_url=u, timeout=60) for k, u in urls.items()}
+        rng, sid = random.Random(7), None
+        try:
+            for i in range(turns + 30):
+                if i % 25 == 0: sid = str(uuid.uuid4())              # a new visitor now and then (stall, hand-offs)
+                msg, replies = f'{rng.choice(MESSAGES)} (ref {rng.randrange(10**9)})', {}
+                for k in (('this', 'other') if i % 2 else ('other', 'this')):
+                    ms, replies[k], n = await turn(clients[k], sid, msg)
+                    if i >= 30: lat[k].append(ms); events[k].append(n)      # the first turns warm plans and caches
+                if replies['this'] != replies['other']: differ.append(msg)
+        finally:
+            for c in clients.values(): await c.aclose()
+        return lat, events, differ
+
+    procs = {}
+    try:
+        (procs['this'], a), (procs['other'], b) = start(ROOT), start(other)
+        lat, events, differ = asyncio.run(run({'this': a, 'other': b}))
+    finally:
+        for p in procs.values(): p.terminate(); p.wait(20)
+    d = [x - y for x, y in zip(lat['this'], lat['other'])]
+    st = lambda k: dict(p50_ms=pct(lat[k], 50), p95_ms=pct(lat[k], 95), delta_events_per_turn=round(statistics.mean(events[k]), 1))
+    return dict(turns=turns, backend=backend, other=str(other), this=st('this'), other_tree=st('other'),
+                paired_difference_ms=dict(median=round(statistics.median(d), 2), mean=round(statistics.mean(d), 2)),
+                replies_differ=len(differ), first_differing=differ[:3])
+
+
 def bench_idle_streams(n):
     import httpx, psutil
     home = tempfile.mkdtemp(prefix='lc-bench-')
@@ -322,12 +377,17 @@ def main():
     ap.add_argument('--backends', nargs='+', default=['torch', 'onnx'], help='embedding backends for the HTTP runs, side by side')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
     ap.add_argument('--http-only', action='store_true', help='only the HTTP runs of --backends, printed (nothing written)')
+    ap.add_argument('--against', metavar='DIR', help='one visitor over HTTP, this checkout vs the one at DIR, turns interleaved '
+                                                     '(paired difference, same replies checked); printed, nothing written')
     ap.add_argument('--commit-only', action='store_true',
                     help='only the per-turn overhead, new order vs the old one (issue 16); writes orchestrator_commit.{json,md}')
     a = ap.parse_args()
     if a.serve: return serve(a.serve, a.port)
     if a.smoke: a.turns, a.duration, a.concurrency, a.streams, a.backends = 10, 2.0, [1], 20, ['onnx']
     if a.commit_only: return commit_only(a.turns, a.smoke)
+    if a.against:
+        for b in a.backends: print(json.dumps(bench_against(a.against, a.turns, b), indent=1))
+        return
     if a.http_only:
         for b in a.backends: print(json.dumps(bench_http(a.concurrency, a.duration, a.rate, b, 10 if a.smoke else 100), indent=1))
         return
