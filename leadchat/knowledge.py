@@ -107,6 +107,7 @@ class EmbeddingBatcher:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.worker: asyncio.Task | None = None
         self.batches = 0
+        self.busy = False       # requests arrived while the last batch ran: other turns are embedding too
 
     def _start(self):
         loop = asyncio.get_running_loop()
@@ -117,15 +118,20 @@ class EmbeddingBatcher:
     async def _run(self):
         while True:
             items = [await self.queue.get()]
-            deadline = self.loop.time() + self.max_wait
-            while len(items) < self.max_batch:
-                timeout = deadline - self.loop.time()
-                if timeout <= 0: break
-                try: items.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except asyncio.TimeoutError: break
+            await asyncio.sleep(0)          # the texts of one turn (gathered) are queued in this tick
+            while len(items) < self.max_batch and not self.queue.empty(): items.append(self.queue.get_nowait())
+            # wait up to max_wait for more only when other turns are embedding too: one visitor never waits
+            if self.busy:
+                deadline = self.loop.time() + self.max_wait
+                while len(items) < self.max_batch:
+                    timeout = deadline - self.loop.time()
+                    if timeout <= 0: break
+                    try: items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                    except asyncio.TimeoutError: break
             texts = list(dict.fromkeys(t for t, _ in items))
             try:
                 vecs = await asyncio.to_thread(self.embeddings.embed_documents, texts)
+                self.busy = not self.queue.empty()
                 by_text = dict(zip(texts, vecs))
                 self.batches += 1
                 for t, fut in items:
