@@ -147,7 +147,14 @@ def bootstrap_power(treat: list[bool], control: list[bool], seeds: int, alpha: f
 async def simulate(settings: Settings, *, sessions: int = 2000, harm_sessions: int = 400, seeds: int = 1000,
                    concurrency: int = 4, progress: bool = True, db=None) -> dict:
     "The whole simulation on `settings`' database; a report (see the module docstring)."
+    logging = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))     # warnings and up: 10,000 turns
+    try: return await _simulate(settings, sessions=sessions, harm_sessions=harm_sessions, seeds=seeds,
+                                concurrency=concurrency, progress=progress, db=db)
+    finally: structlog.configure(**logging)      # the process's logging as it was (tests capture it after this)
+
+
+async def _simulate(settings, *, sessions, harm_sessions, seeds, concurrency, progress, db) -> dict:
     db = db or await prepare(settings, knowledge_path=str(ROOT / 'knowledge'))
     pool = db.pool
     fstore, estore = flags.FlagStore(), experiments.ExperimentStore()

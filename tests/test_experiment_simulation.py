@@ -56,7 +56,7 @@ def test_a_harmful_arm_is_halted_and_its_sessions_get_control(run):
     g = run['guardrail']
     assert g['rate_harmful'] == 0 and g['rate_control'] > 0.2
     assert g['halted'] == [('stall_harm', '10')]
-    assert 'handoff' in g['reason']
+    assert g['reason'].startswith('hand-off proposed')          # the metric that dropped, in the alert's words
     assert 'halt' in g['audited']
     assert len(g['alerts']) == 1 and 'stall_harm' in g['alerts'][0] and '10' in g['alerts'][0]
     assert g['continued'] >= 10 and g['proposed_after_halt'] == g['continued']
