@@ -1,4 +1,5 @@
 import asyncio
+from contextlib import contextmanager
 import os
 import uuid
 
@@ -81,6 +82,25 @@ def role_url(url: str, role: str) -> str:
     host = parts.netloc.rpartition('@')[2]
     return urlunsplit(parts._replace(netloc=f'{quote(role, safe="")}:{password}@{host}'))
 
+
+
+@contextmanager
+def console_backend(pg, url: str, password: str, admin_name: str):
+    """The console's backend on `url`, with the console's environment set and two staff users — `dpo` (an admin,
+    `admin_name`) and `ana` (an agent) — signing in with `password`: (env, backend); closed after."""
+    from leadchat.console import close_backends, get_backend
+    from leadchat.staff import add_staff_user
+    env = dict(DATABASE_URL=url, RAG_RELEVANCE_THRESHOLD='0.263', BUSINESS_HOURS_TIMEZONE='Europe/Madrid',
+               HANDOFF_CHANNELS='crm', LEADCHAT_HOME=str(pg[0].leadchat_home))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items(): mp.setenv(k, v)
+        get_settings.cache_clear()
+        backend = get_backend(get_settings())
+        backend.conn(add_staff_user, 'dpo', password, admin_name, role='admin')
+        backend.conn(add_staff_user, 'ana', password, 'Ana Ruiz')
+        try: yield env, backend
+        finally: close_backends()
+    get_settings.cache_clear()
 
 
 def rows(url: str, sql: str, *args) -> list[dict]:

@@ -18,7 +18,7 @@ from leadchat.console import close_backends, get_backend
 from leadchat.db import migrate
 from leadchat.experiments import Experiment, create_experiment, start, stop
 from leadchat.staff import add_staff_user
-from tests.conftest import fresh_db, rows as q
+from tests.conftest import console_backend, fresh_db, rows as q
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / 'console' / 'app.py'
@@ -29,17 +29,10 @@ PASSWORD = 'correct horse battery staple'
 
 
 @pytest.fixture(scope='module')
-def app_file(tmp_path_factory) -> Path:
-    """console/app.py — with the Experiments page in its Analytics section. Until the coordinator lists the page there, a
-    copy of app.py that lists it, beside a link to the real pages/ (the page paths are relative to the main script)."""
-    text = APP.read_text()
-    if PAGE[0] in text: return APP
-    anchor = "'Analytics': [('pages/funnel.py', 'Funnel', 'funnel')"
-    assert anchor in text, 'console/app.py changed: update this fixture'
-    d = tmp_path_factory.mktemp('console')
-    (d / 'pages').symlink_to(ROOT / 'console' / 'pages', target_is_directory=True)
-    (d / 'app.py').write_text(text.replace(anchor, anchor + f', {PAGE!r}'))
-    return d / 'app.py'
+def app_file() -> Path:
+    "console/app.py, which lists the Experiments page in its Analytics section."
+    assert repr(PAGE) in APP.read_text(), 'console/app.py does not list the Experiments page'
+    return APP
 
 
 def exposures(url, experiment, counts: dict[str, int], *, handoff: dict[str, int] | None = None,
@@ -64,14 +57,7 @@ def exposures(url, experiment, counts: dict[str, int], *, handoff: dict[str, int
 def world(pg, app_file):
     url = fresh_db(pg[1])
     asyncio.run(migrate(url))
-    env = dict(DATABASE_URL=url, RAG_RELEVANCE_THRESHOLD='0.263', BUSINESS_HOURS_TIMEZONE='Europe/Madrid', HANDOFF_CHANNELS='crm',
-               LEADCHAT_HOME=str(pg[0].leadchat_home))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items(): mp.setenv(k, v)
-        get_settings.cache_clear()
-        backend = get_backend(get_settings())
-        backend.conn(add_staff_user, 'dpo', PASSWORD, 'Dana Ops', role='admin')
-        backend.conn(add_staff_user, 'ana', PASSWORD, 'Ana Ruiz')
+    with console_backend(pg, url, PASSWORD, 'Dana Ops') as (env, backend):
 
         async def setup(conn):
             for name, target, arms in [('skewed_copy', 'proposal_copy', ('standard', 'short')),
@@ -88,8 +74,6 @@ def world(pg, app_file):
         exposures(url, 'flow_test', {'slots_in_chat': 300, 'handoff_only': 310}, handoff={'slots_in_chat': 30, 'handoff_only': 45})
         exposures(url, 'stall_test', {'6': 250, '3': 260}, fallbacks={'6': 3, '3': 40})
         yield dict(url=url, backend=backend, app=app_file)
-        close_backends()
-    get_settings.cache_clear()
 
 
 def signed_in_as(world, username: str, experiment: str | None = None) -> AppTest:

@@ -15,7 +15,7 @@ from leadchat.console import close_backends, get_backend
 from leadchat.db import migrate
 from leadchat.flags import set_ramp
 from leadchat.staff import add_staff_user
-from tests.conftest import fresh_db, rows as q
+from tests.conftest import console_backend, fresh_db, rows as q
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / 'console' / 'app.py'
@@ -28,16 +28,7 @@ PASSWORD = 'correct horse battery staple'
 def world(pg):
     url = fresh_db(pg[1])
     asyncio.run(migrate(url))
-    env = dict(DATABASE_URL=url, RAG_RELEVANCE_THRESHOLD='0.263', BUSINESS_HOURS_TIMEZONE='Europe/Madrid', HANDOFF_CHANNELS='crm', LEADCHAT_HOME=str(pg[0].leadchat_home))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items(): mp.setenv(k, v)
-        get_settings.cache_clear()
-        backend = get_backend(get_settings())
-        backend.conn(add_staff_user, 'dpo', PASSWORD, 'Dana Ops', role='admin')
-        backend.conn(add_staff_user, 'ana', PASSWORD, 'Ana Ruiz')
-        yield dict(url=url, backend=backend)
-        close_backends()
-    get_settings.cache_clear()
+    with console_backend(pg, url, PASSWORD, 'Dana Ops') as (env, backend): yield dict(url=url, backend=backend)
 
 
 def signed_in_as(username: str) -> AppTest:

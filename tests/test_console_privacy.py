@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from apiserver import LiveServer
 from calendar_servers import SettableClock
-from conftest import fresh_db, rows as q
+from conftest import console_backend, fresh_db, rows as q
 from leadchat.api import create_app
 from leadchat.config import get_settings
 from leadchat.console import close_backends, get_backend
@@ -73,17 +73,8 @@ def world(pg, tmp_path_factory):
             clock.now = MONDAY + timedelta(days=7)                        # a week later, a new session, the same email
             say(c, sids['wren2'], f'Hello, {WREN} here. Do you also work with insurers in Spain?')
             say(c, sids['wren2'], 'What does an engagement look like?')
-    env = dict(DATABASE_URL=url, RAG_RELEVANCE_THRESHOLD='0.263', BUSINESS_HOURS_TIMEZONE='Europe/Madrid',
-               HANDOFF_CHANNELS='crm', LEADCHAT_HOME=str(pg[0].leadchat_home))
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items(): mp.setenv(k, v)
-        get_settings.cache_clear()
-        backend = get_backend(get_settings())
-        backend.conn(add_staff_user, 'dpo', PASSWORD, 'Dana Protection', role='admin')
-        backend.conn(add_staff_user, 'ana', PASSWORD, 'Ana Ruiz')
+    with console_backend(pg, url, PASSWORD, 'Dana Protection') as (env, backend):
         yield dict(url=url, sids=sids, env=env, backend=backend, keyring=load_keyring(settings))
-        close_backends()
-    get_settings.cache_clear()
 
 
 def signed_in_as(username: str, page: str | None = None) -> AppTest:
