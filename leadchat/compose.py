@@ -24,10 +24,10 @@ __all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'STAGE3_PATTERNS', 'WOR
            'PRICING_DEFLECTIONS', 'PRICING_AGAIN', 'PRICING_ASIDE', 'NO_RESULT_REPLIES', 'NO_RESULT_QUIET',
            'HUMAN_REQUEST_REPLY', 'PRIVATE_REPLIES', 'PRIVATE_QUIET', 'ALREADY_SAID', 'ACKNOWLEDGEMENTS', 'OFF_TOPIC',
            'WELCOME', 'WELCOME_BACK', 'WHAT_I_DO', 'HOW_I_AM', 'YOU_ARE_WELCOME', 'ANYTHING_ELSE', 'GOODBYE', 'HELLO',
-           'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'PROPOSAL_COPIES', 'retrieval_query',
-           'is_stage3_language', 'is_no_result_offer', 'is_prompt_compliance_violation', 'topic_sources',
-           'problem_named', 'qualifying_question', 'ComposeHints', 'welcome_back', 'compose_answer', 'compose_proposal',
-           'stream_tokens']
+           'GLAD', 'HANDOFF_REASONS', 'LLM_FAILURE_MESSAGE', 'EMAIL_ASK', 'PROPOSAL_COPIES', 'previous_visitor',
+           'retrieval_query', 'is_stage3_language', 'is_no_result_offer', 'is_prompt_compliance_violation',
+           'topic_sources', 'problem_named', 'qualifying_question', 'ComposeHints', 'welcome_back', 'compose_answer',
+           'compose_proposal', 'stream_tokens']
 
 # %% ../nbs/32_compose.ipynb #cp000007
 _QUOTES = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})
@@ -201,10 +201,28 @@ _POINTS_BACK = re.compile(r"\b(?:do|does|handle|manage|offer|support|provide|hel
                           r"\b(?:is|would)\s+(?:that|this|it)\s+(?:be\s+)?(?:something|possible|doable|feasible)\b", re.I)
 
 
-def retrieval_query(message: str) -> str | None:
-    "The knowledge-base query for `message`, or None when it needs none (pricing, small talk, human requests, qualification answers)."
+# a short follow-up that leans on the visitor's previous question: "and is there one near Poland?", "in weeks, roughly",
+# "or are they your own staff?" — on its own it names nothing to look up
+_FOLLOW_UP = re.compile(r"^\W*(?:and|or|but|also|plus|so|what\s+about|how\s+about|same\s+(?:for|question)|in\s+(?:weeks|months|days|hours|years|euros|total)|"
+                        r"roughly|approximately|ballpark|more\s+precisely|exactly)\b", re.I)
+_LEANS_BACK = re.compile(r"\b(?:one|ones|it|they|them|that|those|there|then)\b", re.I)
+
+
+def previous_visitor(state: SessionState, message: str) -> str | None:
+    "The visitor's message before `message` in the window (None: this is their first)."
+    users = [m.content for m in state.messages if m.role == 'user']
+    if users and users[-1].strip() == message.strip(): users = users[:-1]
+    return users[-1] if users else None
+
+
+def retrieval_query(message: str, previous: str | None = None) -> str | None:
+    """The knowledge-base query for `message`, or None when it needs none (pricing, small talk, human requests, qualification
+    answers). `previous`: the visitor's message before it — a short follow-up ("and is there one near Poland?") is looked up
+    together with the question it follows."""
     _require_str('message', message)
     sents = _knowledge_sentences(message)
+    if previous and len(message.split()) <= 10 and (_FOLLOW_UP.match(message) or (sents and _LEANS_BACK.search(message))):
+        if before := _knowledge_sentences(previous): sents = [before[-1], *(sents or [_strip_filler(_norm(message)) or message])]
     return normalise_query(' '.join(dict.fromkeys(sents))[:2000]) if sents else None    # as the retriever embeds it
 
 # %% ../nbs/32_compose.ipynb #cp000017
@@ -569,9 +587,30 @@ _US = frozenset(_stem(w) for w in 'company firm business organisation organizati
 _ANAPHORA_RE = re.compile(r'^(This|These|That|Those|It|They|Such|Figures)\b|\b(in|from) the (table|list|chart|diagram)\b|\b(above|below)\.?$')
 
 
+# the kind of fact a question asks for, and how a sentence that states one looks: "what year …" → a year, "what hours …" →
+# a time of day, "how long …" → a duration, "what results …" → a figure
+_ANSWER_KINDS = [(re.compile(p, re.I), re.compile(a, re.I)) for p, a in (
+    (r"\b(?:what|which)\s+year\b|\bwhen\s+(?:was|were|did)\b[^?]*\b(?:found\w*|start\w*|establish\w*|set\s+up|launch\w*|creat\w*|move\w*|shift\w*|switch\w*|begin|began)\b|\bhow\s+old\b|\bsince\s+when\b",
+     r"\b(?:19|20)\d\d\b"),
+    (r"\b(?:what|which)\s+(?:hours|times?)\b|\b(?:working|office|opening|business)\s+hours\b|\bhours\s+(?:is|are|do)\b|\bwhen\s+(?:is|are)\s+(?:your|the)\s+(?:team|office|people)\b",
+     r"\b\d{1,2}[:.]\d\d\b"),
+    (r"\bhow\s+long\b|\bduration\b|\blength\s+of\b|\bin\s+(?:weeks|months|days)\b|\bhow\s+many\s+(?:weeks|months|days)\b|\btime\s*frame\b",
+     r"\b(?:weeks?|months?|days?)\b"),
+    (r"\bresults?\b|\boutcomes?\b|\bimpact\b|\bdeliver(?:ed)?\b|\b(?:numbers|figures|metrics|kpis?)\b|\bsavings?\b|\bimprove(?:d|ment)\b",
+     r"\d\s?%|\b\d+(?:[.,]\d+)?\s*(?:x|times|hours|minutes|days|weeks|percent|points)\b"),
+    (r"\bhow\s+many\b|\bhow\s+big\b|\bheadcount\b",
+     r"\b\d+\b"),
+)]
+
+
+def _answer_kind(message: str) -> re.Pattern | None:
+    "How a sentence that answers `message` looks (None: no particular kind of fact)."
+    return next((a for q, a in _ANSWER_KINDS if q.search(message)), None)
+
+
 def _score(cands: list[_Candidate], message: str, topic: set[str] = frozenset()) -> None:
     "Set each candidate's overlap with `message` and its overall score (see above); `topic`: documents the message names."
-    q, n, df = _query_weights(message), len(cands), {}
+    q, n, df, kind = _query_weights(message), len(cands), {}, _answer_kind(message)
     for c in cands:
         for t in c.tokens: df[t] = df.get(t, 0) + 1
     for c in cands:
@@ -582,7 +621,8 @@ def _score(cands: list[_Candidate], message: str, topic: set[str] = frozenset())
                    - (0.6 if _ANAPHORA_RE.search(c.text) else 0.0)
                    - (0.4 if len(c.text.split()) > 45 else 0.0)
                    + (0.8 if c.chunk.source in topic else 0.0)
-                   + (0.4 if _heading_match(c, q) else 0.0))       # under a heading that asks the visitor's question
+                   + (0.4 if _heading_match(c, q) else 0.0)        # under a heading that asks the visitor's question
+                   + (0.7 if kind is not None and kind.search(c.text) else 0.0))   # states the kind of fact asked for
 
 
 # words that name a document's sector or topic, and what the knowledge base calls it ('fintech' → the bank case study)
@@ -955,7 +995,7 @@ def compose_answer(message: str, state: SessionState, retrieval: RetrievalResult
     pricing = _is_pricing(msg) if h.pricing is None else h.pricing
     private = _is_private(msg) if h.private is None else h.private
     human = _is_human_request(msg) if h.human is None else h.human
-    query = retrieval_query(msg)
+    query = retrieval_query(msg, previous_visitor(state, message))
     ok = retrieval is not None and retrieval.status == 'ok' and bool(retrieval.chunks)
     asked = _is_question(msg)
     if kinds is not None and not pricing:

@@ -420,6 +420,9 @@ NO_FIT_INDIVIDUAL_RULES = [    # individual scope: working alone, personal or ho
              r"\bfor\s+my\s+own\s+(?:use|needs|hobby|fun)\b")),
     Rule(_rx(r"\b(?:it'?s|it\s+is|there'?s\s+only|its)?\s*(?:just|only)\s+me\b(?=\s*(?:[,.!;:-]|$)|\s+here\b|\s+on\s+my\s+own\b)")),
     Rule(_rx(r"\b(?:sole\s+trader|self-employed|one-(?:person|man|woman)\s+(?:[\w-]+\s+)?(?:business|company|shop|store|band|operation)|private\s+(?:individual|investor|person|citizen)|hobbyist)\b")),
+    # one professional and a helper: "a one-doctor practice", "just me and a receptionist"
+    Rule(_rx(r"\bone-(?:doctor|dentist|vet|gp|lawyer|therapist|physio|accountant|architect|person|man|woman)\s+(?:[\w-]+\s+)?(?:practice|office|clinic|surgery|firm|studio)\b|"
+             r"\b(?:it'?s\s+|there'?s\s+)?(?:just|only)\s+me\s+and\s+(?:a|an|my|one)\s+(?:part-time\s+)?(?:receptionist|assistant|secretary|intern|bookkeeper|wife|husband|partner|helper)\b")),
     Rule(_rx(r"\bjust\s+a\s+(?:family|personal|private|hobby|fun|side)\s+(?:thing|project)\b|\bno\s+company\s+(?:involved|behind\s+(?:it|this))\b|,\s*no\s+company\s*(?:[.!]|$)")),
     Rule(_rx(r"\bi(?:'?m|\s+am)\s+(?:a|an)\s+(?:solo|independent|freelance)\s+(?:real\s+estate\s+agent|photographer|designer|writer|coach|therapist|tutor|lawyer|accountant|"
              r"artist|musician|realtor|broker|trainer|translator)\b")),
@@ -468,6 +471,10 @@ MEDIA_RULES = [    # a host, creator or analyst gathering material: the research
     Rule(_rx(r"\bi\s+(?:run|host|have|produce)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:podcast|youtube\s+channel|channel|newsletter|substack|blog|show)\s+(?:about|on|covering|for)\b")),
     Rule(_rx(r"\b(?:come\s+on|be\s+(?:a\s+)?(?:guest|speaker)\s+on|appear\s+on|join)\s+(?:my|our)\s+(?:podcast|show|channel|panel|livestream)\b|\bas\s+a\s+(?:guest|panell?ist)\b")),
     Rule(_rx(r"\b(?:equity|sell-side|buy-side|investment|industry|market)\s+(?:research\s+)?analyst\b[^.?!]{0,120}?\b(?:report|note|coverage|study)\b|\bmaking\s+a\s+(?:video|documentary|episode)\s+(?:on|about)\b")),
+    # "Analyst at a market research firm compiling a report on AI service providers"
+    Rule(_rx(r"\b(?:analyst|researcher)\s+(?:at|with|for|from)\s+(?:a|an|the)\s+(?:[\w-]+\s+){0,2}?(?:market|industry|equity|investment)[-\s]research\s+(?:firm|company|house|agency|shop|outfit)\b|"
+             r"\b(?:compiling|writing|putting\s+together|preparing)\s+(?:a|an|our|my)\s+(?:[\w-]+\s+)?(?:report|study|ranking|landscape|market\s+map)\s+(?:on|of|about|covering)\s+(?:the\s+)?(?:[\w-]+\s+){0,3}?"
+             r"(?:providers|vendors|consultancies|firms|agencies|companies|market|landscape|players)\b")),
 ]
 NO_FIT_ACADEMIC_RULES = [
     Rule(_rx(r"\bmy\s+(?:[\w'-]+\s+){0,2}?(?:capstone|thesis|dissertation|coursework|homework|assignment)\b")),
@@ -491,6 +498,9 @@ NO_FIT_BUDGET_RULES = [    # no money for outside help at all (not "no budget ye
              # the whole sum, not a rate or a count: "500 euros per month", "$200 a day", "5k users"
              r"(?=\s*(?:$|[.,!?;)]|to\s+(?:invest|spend|pay)|for\s+(?:this|it|the\s+(?:job|project|work|whole\s+thing))|tops|max(?:imum)?|in\s+total|total))"),
          neg=False),
+    # a ceiling that small: "I was hoping for something under 500 dollars", "no more than $300"
+    Rule(_rx(r"\b(?:under|below|less\s+than|no\s+more\s+than|at\s+most|max(?:imum)?\s+(?:of\s+)?)\s*(?:(?:€|\$|£)\s?\d{1,3}(?![\d.,])(?!\s*(?:k|m|million|thousand)\b)|\d{1,3}\s*(?:€|eur(?:os?)?|usd|dollars?|£|gbp|quid|bucks)\b)"
+             r"(?!\s*(?:(?:per|a|an|each|every)\s+|/)\s*(?:month|mo|year|yr|week|day|hour|hr|user|seat|head|person|call|query|request|ticket|document|page)\b)"), neg=False),
     Rule(_rx(r"\b(?:can'?t|cannot|could\s?n'?t)\s+afford\s+(?:to\s+pay|any|a\s+consultan\w+|you|outside|external|consultants)|\b(?:hoping|looking)\s+for\s+(?:some\s+)?free\s+(?:advice|help|consulting|work)\b|"
              r"\b(?:pro\s+bono|for\s+free|free\s+of\s+charge)\b[^.?!]{0,40}?\b(?:help|advice|build|work)\b"), neg=False),
 ]
@@ -557,7 +567,8 @@ CONSULTANT_RULES = [
              r"council|city|hospital|bank|insurer|retailer|manufacturer|group|startup|brand|organi[sz]ation|ministry|agency|university|operator|chain|government)\b")),
     Rule(_rx(r"\b(?:for|representing)\s+(?:a|an|one\s+of\s+(?:my|our)|my)\s+(?:[\w-]+\s+){0,2}?client\b")),
     Rule(_rx(r"\b(?:my|our)\s+client(?:,[^,.;!?]{1,80},)?\s+(?:is|wants|needs|asked|has|would|'s|requires|operates|runs)\b")),
-    Rule(_rx(r"\bone\s+of\s+(?:our|my)\s+(?:clients|customers|accounts)\s+(?:wants|needs|is\s+looking|asked|has\s+asked|would\s+like|requires)\b")),
+    Rule(_rx(r"\bone\s+of\s+(?:our|my)\s+(?:[\w-]+\s+){0,2}?(?:clients|customers|accounts)\s+(?:wants|needs|is\s+looking|asked|has\s+asked|would\s+like|requires)\b")),
+    Rule(_rx(r"\b(?:we|i)(?:'d|\s+would|'ll|\s+will|\s+want\s+to|\s+need\s+to|(?:'re|\s+are)\s+looking\s+to)\s+(?:sub-?contract|outsource|white-?label)\s+(?:the|some|part|parts|a\s+part)\b[^.?!]{0,60}?\b(?:client|customer|ai|ml|llm|build|work|part)\b")),
     # an adviser to the buyer: "I advise the owner of a hotel group", "to be clear, we advise — the airline's CIO decides"
     Rule(_rx(r"\b(?:i|we)\s+(?:advise|consult\s+for|am\s+advising|are\s+advising)\s+(?:the\s+)?(?:owner|owners|ceo|founders?|board|management|cio|cto|family)\s+(?:of|at)\b")),
     Rule(_rx(r"\bwe(?:'re|\s+are)\s+(?:a|an)\s+(?:[\w-]+\s+){0,2}?(?:consultancy|consulting\s+firm|advisory(?:\s+firm)?)\s+(?:running|leading|delivering|managing|doing)\s+"
@@ -986,6 +997,13 @@ _WANT_SYSTEM = _rx(r"""\b(?:i|we|our\s+(?:[\w-]+\s+){0,2}?(?:team|teams|staff|pe
     (?:agents?|assistants?|system|tool|bot|chatbot|model|pipeline|solution|something|software|platform|copilot)\s+(?:that|which|to)\s+(?:can\s+|could\s+|would\s+|will\s+)?
     (?:reads?|extracts?|answers?|finds?|classif\w+|summari[sz]\w*|routes?|triag\w+|drafts?|writes?|looks?\s+up|checks?|flags?|matches?|enters?|processes?|
        understands?|searches?|predicts?|forecasts?|detects?|translat\w+|handles?|responds?|replies?|generates?|tags?|sorts?|reconcil\w+)\b""")
+# a need said as what is missing or asked for: "an AI strategy is what we're missing", "The ask: a mobile assistant with citations"
+_NEED_STATED = _rx(r"""\b(?:is|are)\s+(?:exactly\s+|precisely\s+)?what\s+(?:we|our\s+(?:[\w-]+\s+){0,2}?(?:team|company|business|firm))(?:'re|\s+are|\s+is)?\s+(?:really\s+|badly\s+|sorely\s+)?(?:missing|lacking|need|needs|after)\b
+    |\bwhat\s+we(?:'re|\s+are)?\s+(?:really\s+|badly\s+)?(?:need|lack|missing|lacking|after)\s+is\b""")
+_ASK_IS = _rx(r"""(?:^|(?<=[.!?;]))\s*(?:the\s+)?(?:ask|request|requirement|brief|wish)\s*(?::|-|–|—|\s+is)\s*(?:for\s+)?(?:an?\s+|some\s+|one\s+)?(?:[\w-]+\s+){0,3}?
+       (?:assistants?|agents?|chat\s?bots?|bots?|system|tool|model|pipeline|search|copilot|platform|solution|app)\b""")
+# a pain about an AI system they already run is a specific problem: "our agents keep failing on tool calls in production"
+_OWN_AI_SYSTEM = _rx(r"""\bour\s+(?:[\w-]+\s+){0,2}?(?:agents?|chat\s?bots?|bots?|models?|llms?|rag(?:\s+\w+)?|copilots?|assistants?|ml\s+\w+|classifiers?|pipelines?)\b""")
 # "start something with AI": an intention about nothing in particular
 _SOMETHING_AI = re.compile(r"\b(?:something|anything|stuff)\s+(?:with|around|in|using|involving|related\s+to|on|about)\s+(?:ai|a\.i\.|genai|gen\s+ai|llms?|machine\s+learning)\b|"
                            r"\bsomething\s+(?:ai|genai|llm)[-\s]?(?:related|based)\b", _I)
@@ -993,7 +1011,9 @@ _SOMETHING_AI = re.compile(r"\b(?:something|anything|stuff)\s+(?:with|around|in|
 _BUY_HARDWARE = re.compile(r"\b(?:buy|purchase|order|sell|resell)\w*\s+(?:(?:\d+|a|some|a\s+few|new)\s+)?(?:laptops?|gpus?|[ah]100s?|graphics\s+cards?|servers?|hardware|computers?|pcs?|workstations?|licen[cs]es?)\b", _I)
 _NOTHING_PLANNED = re.compile(r"\bnothing\s+(?:is\s+)?(?:planned|in\s+the\s+pipeline|on\s+the\s+(?:roadmap|table)|to\s+discuss)\b|"
                               r"\b(?:don'?t|do\s+not)\s+(?:even\s+)?know\s+(?:yet\s+)?(?:whether|if)\s+(?:ai|genai|it|this)\s+is\s+(?:even\s+)?(?:relevant|useful|right|a\s+fit)\b|"
-                              r"\bjust\s+reading\s+up\b", _I)    # not "no concrete project yet": a hint
+                              r"\bjust\s+reading\s+up\b|"
+                              r"\bnot\s+sure\s+(?:yet\s+)?(?:if\s+|whether\s+)?(?:we|i)\s+(?:even\s+|really\s+|actually\s+)?need\s+(?:anything|something|it|ai|any\s+of\s+(?:this|it))\b|"
+                              r"\b(?:don'?t|do\s+not)\s+(?:think\s+(?:we|i)\s+)?(?:really\s+|actually\s+)?need\s+anything\b", _I)    # not "no concrete project yet": a hint
 _NO_PROJECT = re.compile(r"\bno\s+(?:concrete|specific|clear|real|actual|defined)\s+(?:use[-\s]cases?|project|plans?|idea)\b|\bnothing\s+(?:specific|concrete|in\s+particular)\b|\bnot\s+sure\s+(?:yet\s+)?(?:what|where|how)\b", _I)
 
 
@@ -1012,6 +1032,9 @@ def _problem(text: str):
     if (m := _AUGMENT.search(text)) and not _negated(text, m): found.append(_evidence(text, m))    # team augmentation is a service
     for m in islice(_WANT_SYSTEM.finditer(text), MAX_MATCHES):     # "I want agents that read them and look up the booking"
         if not _negated(text, m, hedges=True): found.append(_evidence(text, m)); break
+    for m in islice(_NEED_STATED.finditer(text), MAX_MATCHES):     # "an AI strategy is what we're missing"
+        if not _negated(text, m, hedges=True) and _AI.search(_sentence_of(text, m)): found.append(_evidence(text, m)); break
+    if (m := _ASK_IS.search(text)) and not _negated(text, m, hedges=True): found.append(_evidence(text, m))    # "The ask: a mobile assistant"
     if found:    # prefer the phrase that itself names the AI work ("building a RAG assistant" over "we need it live")
         out.append(('confirmed', 'explicit', next((e for e in found if _AI.search(e)), found[0])))
     elif exploring: out.append(('partially_confirmed', 'explicit', exploring[0]))
@@ -1022,10 +1045,16 @@ def _problem(text: str):
         for m in islice(_PAIN_PLAIN.finditer(text), MAX_MATCHES):
             inherently_negative = re.match(r"(?:with\s+)?no\b|nobody|no\s+one|zero", m.group(), _I)
             if _FIRST_PERSON.search(_sentence_of(text, m)) and (inherently_negative or not _negated(text, m)):
-                out.append(('partially_confirmed', 'explicit', _evidence(text, m))); break
-    for r, m in _hits(text, PROBLEM_IMPLICIT_RULES, veto=lambda t, m: bool(_WHO_WAS_IT.search(_sentence_of(t, m)))):
+                own_ai = _OWN_AI_SYSTEM.search(_sentence_of(text, m)) and not _HEDGE.search(_sentence_of(text, m))
+                out.append(('confirmed' if own_ai else 'partially_confirmed', 'explicit', _evidence(text, m))); break
+    for r, m in _hits(text, PROBLEM_IMPLICIT_RULES, veto=lambda t, m: bool(_WHO_WAS_IT.search(_sentence_of(t, m)) or _VAGUE_OFFER.search(_sentence_of(t, m)))):
         out.append((r.level, 'implicit', _implicit_evidence(text, m, r.note))); break
     return out
+
+
+# a question about what we do in general names no service of theirs: "do you guys do AI stuff for companies?"
+_VAGUE_OFFER = re.compile(r"^\W*(?:(?:so|and|hi|hey|hello)\W+)?(?:do|can|could)\s+you\s+(?:guys\s+|folks\s+|people\s+)?(?:do|offer|provide|help\s+with)\s+"
+                          r"(?:any\s+)?(?:ai|a\.i\.|genai|ml)\s+(?:stuff|things|work|projects|services|solutions|consulting)(?:\s+(?:for|with)\s+(?:companies|businesses|firms|people|clients))?\W*$", _I)
 
 
 def _implicit_evidence(text: str, m: re.Match, note: str) -> str:
@@ -1205,7 +1234,11 @@ def _own_behalf(text: str, m: re.Match) -> bool:
     return 'behalf' in m.group().lower() and bool(_OUR_OWN.search(text)) and not re.search(r"\bclients?\b|\btheir\b", text, re.IGNORECASE)
 
 
-_STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
+# who they are as a headline, without "I": "Analyst at a market research firm compiling …", "Recruiter here"
+_HEADLINE_WHO = re.compile(r"\W*(?:(?:hi|hello|hey)\W+)?(?:(?:a|an)\s+)?(?:[\w-]+\s+){0,3}?(?:analyst|researcher|student|undergrad|journalist|reporter|writer|editor|"
+                           r"recruiter|rep|representative|executive|founder|engineer|developer|designer|consultant|freelancer|lecturer|professor|blogger|podcaster)\s+"
+                           r"(?:at|from|with|for|here)\b", re.IGNORECASE)
+_STAFF_TO = re.compile(r"\bchief\s+of\s+staff\b|\b(?:freelance|fractional|outsourced|external|part-time)\s+(?:cto|cio|cdo|cfo|coo|ceo|cmo|chief\s+\w+\s+officer|head\s+of\s+\w+|it\s+director|vp\s+\w+)\b|\b(?:executive\s+|personal\s+)?assistant\s+to\s+(?:the|our|my)\b|\b(?-i:EA|PA)\s+to\s+(?:the|our|my)\b", re.IGNORECASE)
 # what the learned request-for-a-person reader must not take for one: a word or two ("Me?"), a wish for a vendor nearby
 # ("we'd prefer someone who can pop in"), a task for the assistant on quoted text ("Translate to Spanish: '…meeting…'")
 # "I'd like a partner on board by May" is a project's timeline, not a wish to talk to someone
@@ -1219,6 +1252,8 @@ _PROJECT_CUE = re.compile(r"\b(?:want|wants|need|needs|start|begin|launch|live|d
                           r"programme|program|contract|sign\w*|migrat\w*|automat\w*|replace|upgrade|go-?live|rollout|integrat\w*|prototype|poc)\b", re.IGNORECASE)
 # contact that already happened is how the visitor knows us, not a request: "I chatted with one of your consultants at …"
 _PAST_CONTACT = re.compile(r"\b(?:chatted|spoke|talked|met|worked)\s+(?:with|to)\s+(?:one\s+of\s+)?(?:your|some(?:one|body)|a)\b", re.IGNORECASE)
+_DO_WORK = re.compile(r"\b(?:engineers?|devs?|developers?|people|folks|guys|team|some(?:one|body)|experts?|consultants?)\s+(?:\w+\s+){0,2}?"
+                      r"(?:do|build|code|develop|make|fix|finish|take\s+on|pick\s+up|knock\s+out|work\s+on)\s+(?:a|an|the|some|this|that|it|my|our)\b", re.IGNORECASE)
 _HANDOVER = re.compile(r"\b(?:reach|find|email|get)\s+(?:me|us)\s+(?:at|on|via)\s+\S+@\S+", re.IGNORECASE)
 _GENERIC_OFFER = re.compile(r"^\W*(?:what|which)\s+(?:kinds?\s+of\s+|sorts?\s+of\s+|types?\s+of\s+)?(?:services?|solutions?|products?|offerings?)\s+"
                             r"(?:do|does|can)\s+(?:you|\w+)\s+(?:offer|provide|have|sell|do)\W*$", re.IGNORECASE)  # asks what we sell: names no need
@@ -1358,7 +1393,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                  and not _HANDOVER.search(ev_h := reading.evidence('human', 'yes')) and not _NEG.search(ev_h)
                  and not _NOT_US.search(ev_h) and not _REPORTED_CONTACT.search(ev_h) and not _PAST_CONTACT.search(ev_h)
                  and len(ev_h.split()) >= 3 and not _NOT_A_REQUEST.search(ev_h) and not _first(text, JOB_SEEKER_RULES) and not _TEXT_TASK.match(text)
-                 and not (_PARTNER_ON_BOARD.search(ev_h) and not _CONTACT_WORD.search(ev_h))))
+                 and not ((_PARTNER_ON_BOARD.search(ev_h) or _DO_WORK.search(ev_h)) and not _CONTACT_WORD.search(ev_h))))
     # a stated pain, then a request for someone to fix it ("latency is terrible" … "connect me with your MLOps people")
     if human and not any(c[0] == 'confirmed' for c in cands['problem_fit']):
         pain = next((s.evidence for s in q.signals_observed if q.problem_fit == 'partially_confirmed' and s.dimension == 'problem_fit'
@@ -1375,7 +1410,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
                'vendor' if not org_need and _first(text, VENDOR_RULES) else
                None)
     ruled = persona is not None
-    if persona is None and _FIRST_PERSON.search(text) and not for_client:    # who they are: they must say; a firm acting
+    if persona is None and (_FIRST_PERSON.search(text) or _HEADLINE_WHO.match(text)) and not for_client:    # who they are: they must say; a firm acting
         persona = learned('persona', th.disqualify)                          # for a client is a buyer's agent
         our_need = any(c[:2] == ('confirmed', 'explicit') and _WE.search(c[2]) for c in cands['problem_fit'])
         if persona == 'job_seeker' and (our_need or _ORG_SPEAKER.search(text)): persona = None   # speaks for an employer's need

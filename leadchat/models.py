@@ -15,7 +15,7 @@ import structlog
 
 from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support, place_only_support
 from .embed import vector_space
-from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, retrieval_query,
+from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, previous_visitor, retrieval_query,
                               stream_tokens)
 from .experiments import arm_value
 from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
@@ -85,7 +85,7 @@ class OfflineModel:
             return extract_delta(message, state, turn_index, thresholds=self.thresholds)
         # the embedding goes through the service's micro-batcher (awaited, never a thread blocked on the event loop);
         # the retrieval query rides in the same batch: generate_response then finds it in the cache
-        query = retrieval_query(message)
+        query = retrieval_query(message, previous_visitor(state, message))    # a follow-up: with the question it follows
         reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]), prefetch=[query] if query else [])
         delta = extract_delta(message, state, turn_index, reading=reading, thresholds=self.thresholds)
         self._turns[(state.session_id, message)] = (reading, delta.clarify, query)
@@ -97,11 +97,15 @@ class OfflineModel:
         "What the classifiers say about the message, for the composer (None: the composer's own rules)."
         if reading is None: return None
         p = lambda d: reading.p(d, 'yes')
-        off = p('offtopic') >= INTENT_THRESHOLD
+        # a follow-up ("and is there one near Poland?") is looked up with the question it follows: what it says on its
+        # own is not its topic, so the retrieval score and the lexical support decide its scope
+        follow_up = query is not None and query != retrieval_query(message)
+        p_off = 0.0 if follow_up else p('offtopic')
+        off = p_off >= INTENT_THRESHOLD
         if result is not None and result.status == 'ok' and result.chunks and self.rag_threshold is not None:
             top = result.chunks[0]
             passages = [c.content for c in result.chunks[:3]]
-            off = not decide_scope(top.score, self.rag_threshold, p('offtopic'), lexical_support(query or message, passages),
+            off = not decide_scope(top.score, self.rag_threshold, p_off, lexical_support(query or message, passages),
                                    addressed=addresses_us(message), places_only=place_only_support(query or message, passages)).in_scope
         def say(x: float):      # sure yes, sure no, or let the composer's own rules decide
             return True if x >= INTENT_THRESHOLD else False if x < INTENT_DOUBT else None
@@ -111,7 +115,7 @@ class OfflineModel:
 
     async def respond(self, message: str, state: SessionState, retrieve: Retrieve, *,
                       followup_sentence: str = '') -> AsyncIterator[str]:
-        reading, clarify, query = self._turns.pop((state.session_id, message), None) or (None, None, retrieval_query(message))
+        reading, clarify, query = self._turns.pop((state.session_id, message), None) or (None, None, retrieval_query(message, previous_visitor(state, message)))
         result = await retrieve(query) if query else None
         hints = self.hints(message, query, reading, clarify, result)
         for tok in stream_tokens(compose_answer(message, state, result, hints)): yield tok
