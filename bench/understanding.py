@@ -28,9 +28,9 @@ SETS = {'dev': ROOT / 'eval' / 'dev.yaml', 'dev2': ROOT / 'eval' / 'dev2.yaml', 
         'locked-v7': ROOT / 'eval' / 'locked-v7.yaml', 'locked-v8': ROOT / 'eval' / 'locked-v8.yaml',
         'locked-v9': ROOT / 'eval' / 'locked-v9.yaml', 'locked-v10': ROOT / 'eval' / 'locked-v10.yaml',
         'locked-v11': ROOT / 'eval' / 'locked-v11.yaml', 'locked-v12': ROOT / 'eval' / 'locked-v12.yaml',
-        'locked-v13': ROOT / 'eval' / 'locked-v13.yaml'}   # a locked set is scored once
+        'locked-v13': ROOT / 'eval' / 'locked-v13.yaml', 'locked-v14': ROOT / 'eval' / 'locked-v14.yaml'}   # a locked set is scored once
 # locked sets already scored once: development sets since (their one locked score is in CONFIG_CHANGELOG.md)
-SPENT = {'locked', 'locked-v2', 'locked-v3', 'locked-v4', 'locked-v5', 'locked-v6', 'locked-v7', 'locked-v8', 'locked-v9', 'locked-v10', 'locked-v11', 'locked-v12', 'locked-v13'}
+SPENT = {'locked', 'locked-v2', 'locked-v3', 'locked-v4', 'locked-v5', 'locked-v6', 'locked-v7', 'locked-v8', 'locked-v9', 'locked-v10', 'locked-v11', 'locked-v12', 'locked-v13', 'locked-v14'}
 CORE = ('hot', 'warm', 'explicit', 'negative_persona', 'no_fit', 'consultant', 'referral', 'stall', 'injection', 'pricing', 'small_talk')
 
 

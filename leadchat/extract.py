@@ -1271,14 +1271,29 @@ _INJECTED = re.compile(r"\[[^\]\n]{0,400}\]|\b\w+_(?:fit|level|persona|request|r
 # make-believe is not a fact about the visitor: "let's play a game: pretend I'm the CEO of a bank…", "imagine we were a
 # 5,000-person insurer", "hypothetically, if I were the CFO…" — the sentence that sets up the game is not read; the
 # speaker's own "I'd say we're about 300 people", "I suppose we're mid-sized" is a fact, not a game
-_PRETEND = re.compile(r"[^.!?\n]*(?:\b(?<!\bi\s)(?<!\bi'd\s)(?<!\bwe\s)(?<!\bwe'd\s)(?:pretend(?:ing)?|imagine|suppose|say)|\blet'?s\s+say)\s+(?:that\s+)?(?:i|we|you)(?:'?m|'?re|\s+am|\s+are|\s+were|\s+was)\b[^.!?\n]*[.!?]?|"
-                      r"[^.!?\n]*\b(?:hypothetically|role-?play\w*|let'?s\s+play\s+a\s+game|(?:as\s+)?part\s+of\s+the\s+game|if\s+i\s+were\s+(?:a|an|the)\b)[^.!?\n]*[.!?]?",
+_PRETEND = re.compile(r"(?:\b(?<!\bi\s)(?<!\bi'd\s)(?<!\bwe\s)(?<!\bwe'd\s)(?:pretend(?:ing)?|imagine|suppose|say)|\blet'?s\s+say)\s+(?:that\s+)?(?:i|we|you)(?:'?m|'?re|\s+am|\s+are|\s+were|\s+was)\b|"
+                      r"\b(?:hypothetically|role-?play\w*|let'?s\s+play\s+a\s+game|(?:as\s+)?part\s+of\s+the\s+game|if\s+i\s+were\s+(?:a|an|the)\b)",
                       re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]|(?=\n)")
+
+
+def _drop_pretend(text: str) -> str:
+    """Each sentence that sets up make-believe, left out (up to its . ! ? or line break). Found by its cue and widened to
+    its sentence by hand, in one pass: a pattern that starts at every position and runs to the sentence's end is
+    quadratic on a long message without full stops."""
+    parts, pos = [], 0
+    for m in _PRETEND.finditer(text):
+        if m.start() < pos: continue                    # inside a sentence already left out
+        start = max(pos, *(text.rfind(c, pos, m.start()) + 1 for c in '.!?\n'))
+        end = _SENTENCE_END.search(text, m.end())
+        parts += [text[pos:start], ' ']
+        pos = len(text) if end is None else end.end()
+    return ''.join(parts) + text[pos:]
 
 
 def reader_text(message: str) -> str:
     "What the readers see: the message without imitations of the assistant's state or instructions, nor make-believe."
-    return ' '.join(_PRETEND.sub(' ', _INJECTED.sub(' ', _norm(message or ''))).split())
+    return ' '.join(_drop_pretend(_INJECTED.sub(' ', _norm(message or ''))).split())
 
 
 def _clip(ev: str) -> str:
