@@ -282,10 +282,16 @@ _LATER_SOMEONE = re.compile(r"\b(?:my|our|the)\s+(?:[\w-]+\s+)?(?:boss|manager|c
                             r"(?:will|might|may|would\s+probably|will\s+probably|could)\s+(?:(?:also|eventually|probably)\s+)?(?:want|need|wish|have)\s+to\s*$", re.IGNORECASE)
 
 
+_OF_YOURS = re.compile(r"\b(?:human|humans|real\s+person|live\s+person|actual\s+person|your|sales|salesperson)\b", re.IGNORECASE)
+
+
 def _hr_veto(text: str, m: re.Match) -> bool:
     "Not a request for this visitor: 'talk to someone internally first', 'so customers can talk to someone', 'if I book a call'."
     pre = _clause_prefix(text, m.start(), words=6)
-    if _HR_EXCL_AFTER.match(text[m.end():]) or _THIRD_PARTY.search(_clause_prefix(text, m.start(), words=4)): return True
+    after = _HR_EXCL_AFTER.match(text[m.end():])
+    # "talk to a human first" is before going on with the bot; "talk to someone first" may be someone of theirs
+    if after and not (after.group().strip().lower() == 'first' and _OF_YOURS.search(m.group())): return True
+    if _THIRD_PARTY.search(_clause_prefix(text, m.start(), words=4)): return True
     if _CONDITIONAL.search(pre) and not _PREFER_IF.search(pre): return True
     if _TEXT_TASK.match(text) or any(a <= m.start() < b for a, b in _quoted_spans(text)): return True
     if _LATER_SOMEONE.search(pre) or (_LOOSE_HEDGE.search(pre) and not re.search(r'\b(?:i|we)\b', pre, _I)): return True
@@ -541,6 +547,10 @@ NO_FIT_GEO_RULES = [
              r"(?:\w+\s+)?(?:in|at)\s+" + _NONEU)),
     Rule(_rx(r"\b(?:teams?|staff|engineers|people|developers|consultants|personnel)\s+(?:\w+\s+){0,2}?(?:on-?site|onsite|in\s+person|physically|full-time)\s+in\s+" + _NONEU)),
     Rule(_rx(r"\b" + _NONEU + r"[-\s]based\s+(?:vendors?|suppliers?|partners?|providers?|companies|firms|teams?|engineers|staff|developers|consultants)\b")),
+    # "by Australian-based staff", "US-resident engineers only"
+    Rule(_rx(r"\b(?:american|canadian|mexican|brazilian|chinese|indian|japanese|korean|singaporean|australian|russian|saudi|emirati|qatari|"
+             r"south\s+african|nigerian|kenyan|indonesian|vietnamese|filipino|malaysian|thai)[-\s](?:based|resident|located)\s+"
+             r"(?:vendors?|suppliers?|partners?|providers?|teams?|engineers|staff|developers|consultants|people|personnel)\b")),
     Rule(_rx(r"\b(?:keep|store|host|process|hold)\s+(?:all\s+|our\s+|the\s+)?(?:\w+\s+)?(?:data|servers?|workloads?|infrastructure|models?)\s+(?:\w+\s+){0,2}?(?:in|within|inside)\s+" + _RESTRICTED_DATA)),
     Rule(_rx(r"\b(?:data|servers?|everything|it)\s+(?:\w+\s+){0,2}?(?:must|has\s+to|have\s+to|needs?\s+to|can\s+only|should)\s+(?:\w+\s+){0,2}?(?:in|within|inside)\s+" + _RESTRICTED_DATA)),
     Rule(_rx(r"\b(?:never|not|cannot|can't|can\s+not|must\s+not|may\s+not)\s+leave\s+" + _RESTRICTED_DATA), neg=False),
@@ -647,6 +657,9 @@ DECISION_RULES = [
     Rule(_rx(r"\bi\s+(?:make|have|own)\s+(?:the\s+)?(?:final\s+)?(?:decision|call|say|sign-?off|signoff)\b|\bi\s+sign\s+off\b")),
     # "I own this remediation", "I own the programme": the speaker is accountable for the project itself
     Rule(_rx(r"\bi\s+(?:own|lead|sponsor)\s+(?:this|the|our)\s+(?:[\w-]+\s+)?(?:remediation|programme|program|initiative|project|workstream|transformation|roadmap)\b(?!\s+(?:team|squad))")),
+    # idioms for the one who decides: "the buck stops with me", "I hold the purse strings", "I'm the budget holder"
+    Rule(_rx(r"\bthe\s+buck\s+stops\s+(?:with|at)\s+me\b|\bi\s+(?:hold|control|have)\s+the\s+purse[-\s]?strings\b|"
+             r"\bi(?:'?m|\s+am)\s+the\s+(?:budget\s+(?:holder|owner)|economic\s+buyer|final\s+approver)\b|\b(?:it'?s|that'?s)\s+my\s+(?:budget|signature)\s+on\s+(?:it|this|the)\b")),
     Rule(_rx(r"\b(?:the\s+)?(?:decision|budget|final\s+call|call)\s+is\s+(?:mine|(?:up\s+)?to\s+me)\b|\bi(?:'?m|\s+am)\s+the\s+one\s+who\s+(?:decides|signs)\b")),
     Rule(_rx(r"\b(?:i|we)\s+(?:have|hold|got|was\s+given|were\s+given)\s+(?:the\s+|full\s+|a\s+)?(?:authority|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|\b(?:our|my)\s+mandate\s+is\s+to\s+(?:\w+\s+(?:and\s+)?){0,2}?(?:award|select|choose|sign|contract|appoint|hire|engage)\b|\b(?:have|hold|got|given)\s+(?:the\s+|full\s+|a\s+)?(?:mandate|sign-?off\s+authority)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b|"
              r"\b(?:gave|given|delegated(?:\s+to)?)\s+(?:me|us)\s+(?:the\s+|full\s+)?(?:authority|mandate|power|sign-?off)\s+to\s+(?:award|select|choose|sign|contract|decide|approve|pick|hire|appoint)\b")),
@@ -979,6 +992,7 @@ _ENGAGE = _rx(r"""\b(?:we(?:'d|\s+would)?|i(?:'d|\s+would)?)\s+(?:really\s+)?(?:
 _PAIN_PLAIN = _rx(r"""\b(?:(?:is|are)\s+(?:basically\s+|just\s+|all\s+|still\s+|mostly\s+|honestly\s+|completely\s+)?(?:spreadsheets?|excel|manual|paper(?:-based)?|on\s+paper|rubbish|terrible|awful|
     a\s+(?:mess|nightmare)|broken|painful|all\s+over\s+the\s+place)|by\s+hand|re-?key(?:s|ing|ed)?|(?:far\s+|way\s+)?too\s+much\s+(?:time|waste|manual\s+work|stock|produce|food)|
     throw(?:ing)?\s+away|copy(?:ing)?[-\s]+(?:and[-\s]+)?past(?:e|es|ed|ing)|with\s+no\s+(?:monitoring|visibility|oversight|governance|tracking)|no\s+(?:monitoring|visibility|oversight)\s+(?:at\s+all|whatsoever)|
+    (?:have|has|got)\s+(?:zero|no)\s+(?:monitoring|visibility|oversight|governance|tracking|alerting|evaluation|evals|tests)|keeps?\s+(?:biting|hurting|bugging)\s+us|
     nobody\s+knows|no\s+one\s+knows|keeps?\s+(?:hallucinating|making\s+(?:things|stuff|answers)\s+up|inventing|getting\s+(?:\w+\s+)?wrong|breaking|failing|crashing)|(?:get(?:ting)?|are|is|been)\s+(?:slammed|swamped|flooded|overwhelmed|killed)|drowning|all\s+day(?:\s+long)?|zero\s+results)\b""")
 _AUGMENT = _rx(r"""\b(?:we\s+)?(?:need|want|are\s+looking\s+for|looking\s+for|could\s+use|would\s+like)\s+(?:\d+|a\s+few|a\s+couple\s+of|two|three|four|five|six|some|extra)\s+
     (?:senior\s+|experienced\s+|external\s+)?(?:data|ml|mlops|ai|llm|machine\s+learning|nlp|genai)\s+(?:engineers|scientists|developers|people|specialists|experts)\b
@@ -1173,7 +1187,7 @@ _FOREIGN = re.compile(r"\b(?:de|da|el|la|los|las|del|que|y|en|por|para|con|una|u
                       r"siamo|vogliamo|abbiamo|nostr[oaie]|buongiorno|grazie|der|die|das|und|ist|ein|eine|einen|einem|wir|ich|mit|"
                       r"für|auf|sind|nicht|unser|unsere|unseren|guten|hallo|danke|bei|von|möchten|habt|ihr|het|een|ik|wij|bij|voor|"
                       r"niet|onze|goedemiddag|goedemorgen|willen|graag|som|amb|els|voldríem|treballeu|bon|dia|jest|się|nie|"
-                      r"jestem|jesteśmy|chcemy|mamy|dzień|dobry|dla|oraz|czy|volem|fer|dels|pel|també|perquè|què|quin|quina|tenim|són|aquest|aquesta|"
+                      r"jestem|jesteśmy|chcemy|mamy|dzień|dobry|dla|oraz|czy|od|mnie|potrzebujemy|należy|najlepiej|naszej|naszego|które|który|która|volem|fer|dels|pel|també|perquè|què|quin|quina|tenim|són|aquest|aquesta|"
                       r"jsme|chtěli|bychom|můžete|nám|și|sunt|vrem|suntem|pentru|och|vill|att|är|vi|kan|ni)\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"\S+@\S+|https?://\S+|\b[\w.-]+\.(?:com|org|net|io|es|pt|de|fr|nl|it|pl)\b", re.IGNORECASE)
 
@@ -1234,6 +1248,9 @@ def _own_behalf(text: str, m: re.Match) -> bool:
     return 'behalf' in m.group().lower() and bool(_OUR_OWN.search(text)) and not re.search(r"\bclients?\b|\btheir\b", text, re.IGNORECASE)
 
 
+# a need of a company that does not exist: "I'm playing the CTO of a made-up logistics company for a class exercise"
+_FICTIONAL = re.compile(r"\b(?:made-?\s?up|fictional|imaginary|fictitious|invented|hypothetical)\s+(?:[\w-]+\s+){0,2}?(?:company|firm|business|startup|organi[sz]ation|client|bank|retailer|insurer|brand)\b|"
+                        r"\bfor\s+(?:a|my|our|the)\s+(?:class|course|school|uni|university|college|seminar|lecture|case)\s+(?:exercise|project|assignment|task|case\s+study|simulation|competition)\b", re.IGNORECASE)
 # who they are as a headline, without "I": "Analyst at a market research firm compiling …", "Recruiter here"
 _HEADLINE_WHO = re.compile(r"\W*(?:(?:hi|hello|hey)\W+)?(?:(?:a|an)\s+)?(?:[\w-]+\s+){0,3}?(?:analyst|researcher|student|undergrad|journalist|reporter|writer|editor|"
                            r"recruiter|rep|representative|executive|founder|engineer|developer|designer|consultant|freelancer|lecturer|professor|blogger|podcaster)\s+"
@@ -1416,7 +1433,7 @@ def extract_delta(message: str, state: SessionState, turn_index: int, *, reading
         said = [c for c in new_pain if _PAIN.search(c[2]) or _PAIN_PLAIN.search(c[2])]
         if said: cands['problem_fit'].append(('confirmed', *said[0][1:]))
         elif pain: cands['problem_fit'].append(('confirmed', 'explicit', pain, 1.0, 'rule'))
-    org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit'])
+    org_need = any(c[:2] == ('confirmed', 'explicit') for c in cands['problem_fit']) and not _FICTIONAL.search(text)
     persona = ('competitor' if bool(_first(text, COMPETITOR_RULES)) or (not for_client and bool(_first(text, COMPETITOR_WEAK_RULES))) else
                'researcher' if not _COMMERCIAL.search(text) and (bool(_first(text, RESEARCHER_RULES))
                                                                    or (not org_need and bool(_first(text, RESEARCHER_WHO_RULES)))) else
