@@ -75,7 +75,8 @@ def _content(text: str) -> list[str]:
 
 # %% ../nbs/32_compose.ipynb #cp000010
 _PRICING_RE = re.compile(
-    r"\bhow much\b(?!\s+(?:experience|data|time|effort|work|of|do you know|detail)\b)|"
+    # "how much did handle time go down?" asks for a result, not a price
+    r"\bhow much\b(?!\s+(?:experience|data|time|effort|work|of|do you know|detail|(?:did|does|do|has|have|had|was|were|is|are|would|will|can|could)\s+(?:\w+\s+){0,6}?(?:go|went|gone|drop|dropp?ed|fall|fell|fallen|fall|shrink|shrank|improve|improved|reduce|reduced|decrease|decreased|increase|increased|rise|rose|grow|grew|change|changed|shorten|shortened|speed|sped|cut|save|saved|lower|lowered|better|faster)\b)\b)|"
     r"\b(price|prices|pricing|priced|fee|fees|quote|quotes|quotation|expensive|cheap|cheaper|afford|affordable|rate card|tariff)\b|"
     r"(?<!\bin )\b(charge|charges)\b|"
     r"\b(what|how much|does|do|would|will|it|this|that|an engagement|a project|a pilot|a sprint|engagements|projects)\s+(?:\w+\s+){0,2}?costs?\b|"
