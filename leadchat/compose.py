@@ -18,7 +18,7 @@ from .retrieval import CASE_STUDY_PREFIX, RetrievalResult, RetrievedChunk, norma
 from .state import DIMENSIONS, SessionState
 
 # %% auto #0
-__all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'STAGE3_PATTERNS', 'WORD_BUDGET', 'QUALIFYING_QUESTIONS',
+__all__ = ['STOPWORDS', 'GENERIC_QUERY', 'GENERIC_HINT', 'OUR_NAME', 'STAGE3_PATTERNS', 'WORD_BUDGET', 'QUALIFYING_QUESTIONS',
            'CONSULTANT_QUESTIONS', 'HINTED_PROBLEM_QUESTIONS', 'CONSULTANT_HINTED_PROBLEM', 'ROLE_QUESTIONS',
            'CLARIFY_QUESTIONS', 'CONSULTANT_CLARIFY', 'QUESTION_FRAMES', 'STATEMENT_FRAMES', 'PROACTIVE_OPENERS',
            'PRICING_DEFLECTIONS', 'PRICING_AGAIN', 'PRICING_ASIDE', 'NO_RESULT_REPLIES', 'NO_RESULT_QUIET',
@@ -209,6 +209,12 @@ _FOLLOW_UP = re.compile(r"^\W*(?:and|or|but|also|plus|so|what\s+about|how\s+abou
 _LEANS_BACK = re.compile(r"\b(?:one|ones|it|they|them|that|those|there|then)\b", re.I)
 
 
+# a question about "the company" or "your firm" on our website is about us: named, it finds our pages ("When was the
+# company set up?" scores 0.32 on the engagement model, "When was Calderwood AI set up?" 0.69 on the company page)
+OUR_NAME = 'Calderwood AI'
+_ABOUT_US = re.compile(r"\b(?:your\s+(?:company|firm|business|consultancy|organi[sz]ation|agency)|the\s+company(?!\s+(?:i|we|that|which|where|my|our)\b)|you\s+guys)\b", re.I)
+
+
 def previous_visitor(state: SessionState, message: str) -> str | None:
     "The visitor's message before `message` in the window (None: this is their first)."
     users = [m.content for m in state.messages if m.role == 'user']
@@ -221,7 +227,7 @@ def retrieval_query(message: str, previous: str | None = None) -> str | None:
     answers). `previous`: the visitor's message before it — a short follow-up ("and is there one near Poland?") is looked up
     together with the question it follows."""
     _require_str('message', message)
-    sents = _knowledge_sentences(message)
+    sents = [_ABOUT_US.sub(OUR_NAME, s) if _is_question(s) else s for s in _knowledge_sentences(message)]
     if previous and len(message.split()) <= 10 and (_FOLLOW_UP.match(message) or (sents and _LEANS_BACK.search(message))):
         if before := _knowledge_sentences(previous): sents = [before[-1], *(sents or [_strip_filler(_norm(message)) or message])]
     return normalise_query(' '.join(dict.fromkeys(sents))[:2000]) if sents else None    # as the retriever embeds it
