@@ -212,7 +212,7 @@ _LEANS_BACK = re.compile(r"\b(?:one|ones|it|they|them|that|those|there|then)\b",
 # a question about "the company" or "your firm" on our website is about us: named, it finds our pages ("When was the
 # company set up?" scores 0.32 on the engagement model, "When was Calderwood AI set up?" 0.69 on the company page)
 OUR_NAME = 'Calderwood AI'
-_ABOUT_US = re.compile(r"\b(?:your\s+(?:company|firm|business|consultancy|organi[sz]ation|agency)|the\s+company(?!\s+(?:i|we|that|which|where|my|our)\b)|you\s+guys)\b", re.I)
+_ABOUT_US = re.compile(r"\b(?:your\s+(?:company|firm|business|consultancy|organi[sz]ation|agency)|the\s+company(?!\s+(?:i|we|that|which|where|my|our)\b))\b", re.I)
 
 
 def previous_visitor(state: SessionState, message: str) -> str | None:

@@ -15,7 +15,7 @@ import structlog
 
 from .classify import Reading, SignalReader, addresses_us, decide_scope, lexical_support, place_only_support
 from .embed import vector_space
-from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, previous_visitor, retrieval_query,
+from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_compliance_violation, OUR_NAME, previous_visitor, retrieval_query,
                               stream_tokens)
 from .experiments import arm_value
 from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
@@ -105,8 +105,9 @@ class OfflineModel:
         if result is not None and result.status == 'ok' and result.chunks and self.rag_threshold is not None:
             top = result.chunks[0]
             passages = [c.content for c in result.chunks[:3]]
-            off = not decide_scope(top.score, self.rag_threshold, p_off, lexical_support(query or message, passages),
-                                   addressed=addresses_us(message), places_only=place_only_support(query or message, passages)).in_scope
+            asked = (query or message).replace(OUR_NAME, ' ')     # our name, put in for "the company", is no support
+            off = not decide_scope(top.score, self.rag_threshold, p_off, lexical_support(asked, passages),
+                                   addressed=addresses_us(message), places_only=place_only_support(asked, passages)).in_scope
         def say(x: float):      # sure yes, sure no, or let the composer's own rules decide
             return True if x >= INTENT_THRESHOLD else False if x < INTENT_DOUBT else None
         # a request for a person is the router's to decide (patterns + classifier); the composer only offers one when asked
