@@ -470,6 +470,10 @@ def _passive(s: str, past: bool) -> str | None:
     return f"{m['subj']} {aux} {m['verb']}{m['rest']}"
 
 
+# the labels of our own company facts (about-calderwood-ai: "Founded:", "Size:", "Offices:", "Working languages:")
+_OUR_FACT = re.compile(r'^(?:(?P<year>Founded|Established)|(?P<size>Size|Headcount|Team size)|(?P<where>Offices|Locations)|Working languages|Languages)$', re.I)
+
+
 def _item_sentence(s: str, past: bool, first: bool) -> str | None:
     "One sentence of a list item as a sentence with a verb ('Label (two weeks): a, b' → 'The label takes two weeks and covers a, b'), or None."
     m = _LABEL_RE.match(s) if first else None
@@ -483,7 +487,11 @@ def _item_sentence(s: str, past: bool, first: bool) -> str | None:
             if re.search(r'\b(duration|length)$', label, re.I):      # 'Total duration: about five months'
                 return f"{_subject(label)} {'was' if past else 'is'} {d['adv'] or ''}{d['dur']}{d['tail']}"
             return f"{_subject(label)} {_takes(d, past)}{d['tail']}"
-        if _has_verb(rest): return _cap(rest)
+        if _has_verb(rest) and not (past is False and _OUR_FACT.match(label)): return _cap(rest)
+        if not past and (f := _OUR_FACT.match(label)) and rest:          # the company's own facts: 'Founded: 2017, …'
+            if f['year']: return 'We were founded in ' + re.sub(r'^in\s+', '', rest) if re.match(r'(?:in\s+)?(?:19|20)\d\d\b', rest) else None
+            if f['size']: return f"We are {rest}"
+            return f"Our {_lower_label(label)} are {'in ' if f['where'] else ''}{rest}"
         if re.match(r'^an?\s', rest) and len(label.split()) >= 2 and not re.search(r'\d| and ', label):
             if re.match(r'^(A|An|The)\s', label):                     # 'A squad of five: a delivery lead, two ML engineers, …'
                 return f"{label} {'consists of' if _is_enumeration(rest) else 'is'} {rest}"
