@@ -11,7 +11,7 @@ In one run, on one machine, on a real embedded PostgreSQL (the issue's targets):
     a new session per visitor every five turns, so the visitor's history is carried into it — and of visitors without
     the widget's id (recognised by their email only), beside the same turns, messages and model outputs with
     stitching off (the turn's recorder stitches nothing — `PostgresRecorder.stitch` a no-op — and nothing is carried
-    over before the turn: no visitor lookup), interleaved turn by turn (rotating which runs first). p50/p95 per
+    over before the turn: no visitor lookup, the lease taken alone), interleaved turn by turn (rotating which runs first). p50/p95 per
     variant; target ≤ 1 ms added at p95. The carry-over step and `stitch` are also timed alone;
   * erasure (`erase_subject`) of one visitor with N sessions (each two turns through the service: transcript,
     checkpoints, events, consent, contact history, lead), among background sessions, beside its dry run (the same
@@ -99,7 +99,12 @@ def services(cfg, db):
         """No visitor memory: nothing carried over before the turn, and the turn's recorder (which `stream` builds from
         leadchat.service.PostgresRecorder) stitches nothing after it. The swap lasts for this service's turn only:
         the benchmark runs one turn at a time, so the other variants never see it."""
-        async def carry_over(self, conn, session_id, visitor_id, consent): return TurnVisitor()
+        begin_ms: list = []
+        async def begin(self, session_id, **kw):            # the lease alone: no visitor lookup in its round trip
+            t = time.perf_counter()
+            try: return await super().begin(session_id)
+            finally: self.begin_ms.append((time.perf_counter() - t) * 1000)
+        async def carry_over(self, conn, session_id, visitor_id, consent, **kw): return TurnVisitor()
 
         async def stream(self, *args, **kw):
             real, service.PostgresRecorder = service.PostgresRecorder, Unstitched
@@ -110,10 +115,16 @@ def services(cfg, db):
     class Timed(ChatService):
         "The service as it runs; the time of its carry-over step kept per turn, with whether it carried a history."
         carry_ms: list = []
-        async def carry_over(self, conn, session_id, visitor_id, consent):
+        begin_ms: list = []
+        async def begin(self, session_id, **kw):            # the lease, the visitor lookup in its round trip
+            t = time.perf_counter()
+            try: return await super().begin(session_id, **kw)
+            finally: self.begin_ms.append((time.perf_counter() - t) * 1000)
+
+        async def carry_over(self, conn, session_id, visitor_id, consent, **kw):
             t, v = time.perf_counter(), None
             try:
-                v = await super().carry_over(conn, session_id, visitor_id, consent)
+                v = await super().carry_over(conn, session_id, visitor_id, consent, **kw)
                 return v
             finally: self.carry_ms.append(((time.perf_counter() - t) * 1000, bool(v and v.carry)))
 
@@ -178,7 +189,8 @@ async def bench_stitching(cfg, db, turns, visitors=30):
     state = (await on.graph.aget_state({'configurable': {'thread_id': returning}})).values
     assert state.get('prior_sessions'), 'the returning visitor was not carried over'
     carry = on.carry_ms[-len(runs['on']) * 2:]      # measured turns of 'on' and 'mail' (the warm-up's left out)
-    carry = dict(lookups_only=stats([ms for ms, c in carry if not c]), carried=stats([ms for ms, c in carry if c]))
+    carry = dict(lookups_only=stats([ms for ms, c in carry if not c]), carried=stats([ms for ms, c in carry if c]),
+                 lease_with_lookup=stats(on.begin_ms[-len(runs['on']) * 2:]), lease_alone=stats(off.begin_ms[-len(runs['off']):]))
     paired = {name: round(statistics.median(a - b for a, b in zip(runs[name], runs['off'])), 3) for name in ('on', 'mail')}
     direct = await direct_stitch(db, on.keyring, max(100, turns // 3))
     res = dict(with_stitching=stats(runs['on']), without_stitching=stats(runs['off']), email_only=stats(runs['mail']),
@@ -430,9 +442,17 @@ def report(res):
            f"{s['median_paired_difference_ms']['mail']:+} ms by email only.", '',
            'The stitching steps alone, timed in the same run (less exposed to the machine\'s noise than a whole turn):', '',
            '| step | p50 | p95 | n |', '|---|---|---|---|',
-           f"| the turn's carry-over step (`ChatService.carry_over`), nothing to carry: the visitor lookup (`turn_visitor`) | "
+           *([f"| the turn's lease (`ChatService.begin`) with the visitor lookup (`turn_visitor`) pipelined behind the lock | "
+              f"{s['carry_over_step']['lease_with_lookup']['p50_ms']} ms | {s['carry_over_step']['lease_with_lookup']['p95_ms']} ms | {s['carry_over_step']['lease_with_lookup']['n']} |",
+              f"| baseline: the lease alone (`begin` without the visitor) | "
+              f"{s['carry_over_step']['lease_alone']['p50_ms']} ms | {s['carry_over_step']['lease_alone']['p95_ms']} ms | {s['carry_over_step']['lease_alone']['n']} |"]
+             if 'lease_with_lookup' in s['carry_over_step'] else []),
+           f"| the turn's carry-over step (`ChatService.carry_over`), nothing to carry: " +
+           ("the lookup's answer taken from the lease" if 'lease_with_lookup' in s['carry_over_step'] else "the visitor lookup (`turn_visitor`)") + " | "
            f"{s['carry_over_step']['lookups_only']['p50_ms']} ms | {s['carry_over_step']['lookups_only']['p95_ms']} ms | {s['carry_over_step']['lookups_only']['n']} |",
-           f"| the same step when it carries a returning visitor's history into the session (once per session): the lookup, the earlier sessions' rows, the state update handed to the turn | "
+           "| the same step when it carries a returning visitor's history into the session (once per session): " +
+           ("the earlier sessions' rows, the state update handed to the turn (the lookup made with the lease)" if 'lease_with_lookup' in s['carry_over_step']
+            else "the lookup, the earlier sessions' rows, the state update handed to the turn") + " | "
            f"{s['carry_over_step']['carried']['p50_ms']} ms | {s['carry_over_step']['carried']['p95_ms']} ms | {s['carry_over_step']['carried']['n']} |"]
     md += [f"| `stitch` in its own transaction, {k} | {v['p50_ms']} ms | {v['p95_ms']} ms | {v['n']} |" for k, v in s['stitch_call'].items()]
     md += ['', f"{s['sessions_linked']} + {s['sessions_linked_email_only']} sessions were linked to their visitors; "

@@ -280,9 +280,10 @@ def register_chat(app, settings, metrics, ip_limits, session_limits, allowed_ori
         if service.scheduler is None and getattr(request.app.state, 'booking', None) is not None:
             from leadchat.scheduling import ChatScheduler       # the calendar router's services exist once it started
             service.scheduler = ChatScheduler(request.app.state.calendar, request.app.state.booking, settings)
-        try: lease = await service.begin(sid)      # refused (409) before the stream opens
+        # refused (409) before the stream opens; the visitor is looked up in the lease's round trip (35_service)
+        try: lease = await service.begin(sid, visitor=(body.visitor_id, body.consent))
         except TurnInProgress: raise ApiError(409, 'turn_in_progress', 'a turn is already running on this session') from None
-        # the offline model starts embedding the message now: it overlaps the visitor lookup and the checkpoint read
+        # the offline model starts embedding the message now: it overlaps the checkpoint read
         if (prefetch := getattr(service.model, 'prefetch', None)) is not None: prefetch(body.message)
         result = TurnResult(sid)
         stream = service.stream(sid, body.message, lease, result, visitor_tz=body.visitor_tz, slot_id=body.slot_id,

@@ -38,10 +38,11 @@ from .db import (KEY_FILE, PII_LEAVES, SEALED, DataKey, DataKeyError, Keyring, L
 __all__ = ['log', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'SEALED_TABLES', 'privacy_app', 'CheckpointCipher',
            'encrypted_serializer', 'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json',
            'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'join_visitor', 'visitor_history',
-           'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'TurnVisitor', 'turn_visitor', 'Subject',
-           'booking_value', 'find_subject', 'ExportCounts', 'export_subject', 'subject_hash', 'erased_id_hash',
-           'is_erased_visitor_id', 'erase_subject', 'SealedColumn', 'SealedTable', 'find_traces', 'rotate_keys',
-           'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'TurnVisitor', 'turn_visitor',
+           'send_turn_visitor', 'read_turn_visitor', 'Subject', 'booking_value', 'find_subject', 'ExportCounts',
+           'export_subject', 'subject_hash', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn',
+           'SealedTable', 'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd',
+           'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -345,11 +346,20 @@ async def turn_visitor(conn, keyring: Keyring, session_id: str, browser_id: str 
     """Everything a turn needs to know about its visitor, in one indexed statement before it runs: whether the widget's
     id was erased, the session's consent, its visitor (by its link, else by the widget's id — only with chat_processing
     consent, recorded or given with this message: `consent`), and whether there is a history to carry into it."""
+    return await read_turn_visitor(await send_turn_visitor(conn, keyring, session_id, browser_id, consent=consent, before=before))
+
+
+async def send_turn_visitor(conn, keyring: Keyring, session_id: str, browser_id: str | None, *, consent: bool, before: datetime):
+    """`turn_visitor` in two halves, so that it can share a round trip: its statement sent — in a pipeline, behind the
+    statement before it (the service's lease: the lookup runs once the lock is taken) — and its cursor returned, for
+    `read_turn_visitor`."""
     b = _browser_id(browser_id)
-    row = await (await conn.execute(_TURN_VISITOR, dict(
+    return await conn.execute(_TURN_VISITOR, dict(
         sid=session_id, erased=erased_id_hash(b) if b else None, browser=keyring.blind_indexes('browser', b) if b else [],
-        consent=consent, before=before))).fetchone()
-    return TurnVisitor(**row)
+        consent=consent, before=before))
+
+
+async def read_turn_visitor(cur) -> TurnVisitor: return TurnVisitor(**(await cur.fetchone()))
 
 # %% ../nbs/12_privacy.ipynb #2dbca6b1
 @dataclass

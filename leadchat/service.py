@@ -27,7 +27,8 @@ from .db import Database, knowledge_table, migrate, migration_status, open_datab
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .privacy import (TurnVisitor, carry_forward, check_data_key, create_private_checkpointer, load_keyring, open_json,
-                              join_visitor, prior_sessions, seal_json, seal_plaintext, session_topic, stitch, turn_visitor)
+                              join_visitor, prior_sessions, read_turn_visitor, seal_json, seal_plaintext, send_turn_visitor,
+                              session_topic, stitch, turn_visitor)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -293,6 +294,9 @@ class Lease:
     handoff_triggered: bool | None = None
     conn: object = None
     key: int = 0
+    # the turn's visitor lookup, made with the lease (`begin(visitor=…)`): ((widget id, consent given), TurnVisitor, or
+    # None when it failed)
+    looked_up: tuple | None = None
 
 
 # the lease, the legacy row lease (a process of the previous version, during a rolling upgrade) and a pending marker, at once
@@ -384,9 +388,11 @@ class ChatService:
         # many concurrent turns queue here instead of starving the pool they need to finish
         self._slots = asyncio.Semaphore(max(2, (getattr(db.pool, 'max_size', 10) or 10) - 4))
 
-    async def begin(self, session_id: str) -> Lease:
+    async def begin(self, session_id: str, *, visitor: tuple[str | None, dict | None] | None = None) -> Lease:
         """Take the session's turn lease — a session-level advisory lock on a connection held for the turn, so a process
-        that dies releases it with its connection; raises `TurnInProgress` when another turn holds it."""
+        that dies releases it with its connection; raises `TurnInProgress` when another turn holds it. `visitor`: the
+        widget's visitor id and the consent given with the message, as `stream` will be given them — the turn's visitor
+        lookup (12_privacy's `turn_visitor`) then goes in the lease's round trip, right behind the lock."""
         lease = Lease(f'{self.owner}:{uuid.uuid4().hex[:8]}', key=turn_lock_key(session_id))
         await self._slots.acquire()
         locked = False
@@ -394,7 +400,7 @@ class ChatService:
             for attempt in (1, 2):      # pooled connections that died while idle (a database restart): dropped, once
                 lease.conn = await self.db.pool.getconn()
                 try:
-                    row = await (await lease.conn.execute(_LEASE, dict(k=lease.key, sid=session_id))).fetchone()
+                    row = await self._lease(lease, session_id, visitor)
                     break
                 except psycopg.OperationalError:
                     if attempt == 2 or not lease.conn.broken: raise
@@ -405,11 +411,33 @@ class ChatService:
             locked = row['got']
             if not locked or row['legacy']: raise TurnInProgress(session_id)
             lease.handoff_triggered = row['handoff_triggered']
-            if row['pending']: await recover_lost_reply(lease.conn, self.graph, session_id, self.settings, self.clock)
+            if row['pending']:          # the recovery rewrites the session's state: the turn looks its visitor up again
+                lease.looked_up = None
+                await recover_lost_reply(lease.conn, self.graph, session_id, self.settings, self.clock)
         except BaseException:
             await self._release(session_id, lease, locked)
             raise
         return lease
+
+    async def _lease(self, lease: Lease, session_id: str, visitor: tuple | None) -> dict:
+        """The lease's statement; with `visitor`, the turn's visitor lookup pipelined behind it — one round trip, the
+        statements run in order on the lease's connection (each with its own snapshot: the lookup sees what the turn
+        before committed), so the lock is taken first. Refused, the lookup is dropped (it only reads). A failed lookup
+        never fails the lease: the turn goes on without it (`carry_over`: None)."""
+        conn, args = lease.conn, dict(k=lease.key, sid=session_id)
+        if visitor is None: return await (await conn.execute(_LEASE, args)).fetchone()
+        browser, consent = visitor[0], bool(visitor[1])
+        cur = look = None
+        try:
+            async with conn.pipeline():
+                cur = await conn.execute(_LEASE, args)
+                look = await send_turn_visitor(conn, self.keyring, session_id, browser, consent=consent, before=self.clock())
+            lease.looked_up = ((browser, consent), await read_turn_visitor(look))
+        except psycopg.Error as e:
+            if conn.broken or cur is None or cur.pgresult is None: raise        # the lease's own statement failed
+            log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
+            lease.looked_up = ((browser, consent), None)
+        return await cur.fetchone()
 
     async def _release(self, session_id: str, lease: Lease, locked: bool = True, finished: int | None = None) -> None:
         "Unlock (and, for a turn `finished` with its checkpoint written, drop its pending marker: same round trip)."
@@ -441,7 +469,7 @@ class ChatService:
                               visitor_tz=visitor_tz, slot_id=slot_id, consent=consent, unknown_zone=unknown_zone, span=tspan)
             v = None            # the turn's visitor (12_privacy), looked up over the lease's connection
             if lease.conn is not None:
-                recorder.visitor = v = await self.carry_over(lease.conn, session_id, visitor_id, consent)
+                recorder.visitor = v = await self.carry_over(lease.conn, session_id, visitor_id, consent, looked_up=lease.looked_up)
                 # erased: never linked again (12_privacy: the widget is told to rotate it); lookup failed: not this turn
                 if v is None or v.erased: recorder.visitor_id = None
                 if v is not None and v.erased and result is not None: result.rotate_visitor_id = True
@@ -463,18 +491,23 @@ class ChatService:
                     end_span(tspan, error, **({'turn.index': rec.turn_index, 'turn.route': rec.route,
                                                'turn.event': rec.event_type} if rec else {}))
 
-    async def carry_over(self, conn, session_id: str, visitor_id: str | None, consent: dict | None) -> TurnVisitor | None:
+    async def carry_over(self, conn, session_id: str, visitor_id: str | None, consent: dict | None, *,
+                         looked_up: tuple | None = None) -> TurnVisitor | None:
         """A returning visitor (12_privacy): what their earlier sessions established goes into this session's state, once,
         before its turn — by the session's link (an email given earlier), or by the widget's visitor id with
-        `chat_processing` consent. One indexed statement a turn (`turn_visitor`) when there is nothing to carry; that
-        the history was carried is marked with the turn's commit (the recorder's stitch step). Never fails the turn:
-        None when the lookup failed (the turn goes on without the widget's id)."""
-        try:
-            v = await turn_visitor(conn, self.keyring, session_id, visitor_id, consent=bool(consent), before=self.clock())
-        except Exception as e:
-            if getattr(conn, 'broken', False): raise
-            log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
-            return None
+        `chat_processing` consent. One indexed statement a turn (`turn_visitor`) when there is nothing to carry — made
+        with the lease (`looked_up`, from `begin`) when it was given the same widget id and consent —; that the history
+        was carried is marked with the turn's commit (the recorder's stitch step). Never fails the turn: None when the
+        lookup failed (the turn goes on without the widget's id)."""
+        if looked_up is not None and looked_up[0] == (visitor_id, bool(consent)):
+            if (v := looked_up[1]) is None: return None         # failed with the lease (logged there)
+        else:
+            try:
+                v = await turn_visitor(conn, self.keyring, session_id, visitor_id, consent=bool(consent), before=self.clock())
+            except Exception as e:
+                if getattr(conn, 'broken', False): raise
+                log.error('visitor_memory_failure', session_id=session_id, error=type(e).__name__)
+                return None
         if not v.has_prior: return v
         try:
             prior = await prior_sessions(conn, v.visitor_id, session_id, before=self.clock(), keyring=self.keyring)
@@ -492,8 +525,8 @@ class ChatService:
         return v
 
     async def turn(self, session_id: str, message: str, result: TurnResult | None = None, **kw) -> AsyncIterator[str]:
-        "`begin` + `stream` in one call."
-        lease = await self.begin(session_id)
+        "`begin` + `stream` in one call (the visitor looked up with the lease)."
+        lease = await self.begin(session_id, visitor=(kw.get('visitor_id'), kw.get('consent')))
         async for tok in self.stream(session_id, message, lease, result, **kw): yield tok
 
 # %% ../nbs/35_service.ipynb #sv000009

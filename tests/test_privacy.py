@@ -568,3 +568,76 @@ def test_the_console_reads_the_encrypted_checkpoints_the_service_wrote(api):
         assert d.state.visitor_email == 'console.reader@example.com'
         assert d.state.qualification.problem_fit != 'not_detected'
     finally: backend.close()
+
+
+# --- the turn's visitor lookup, made with the lease ----------------------------------------------------------------
+
+class _ZeroModel:
+    "Zero-cost model port (no language model needed to test the lease): no extraction, a fixed reply."
+    name = 'zero'
+    async def extract(self, message, state, turn_index):
+        from leadchat.state import QualificationDelta
+        return QualificationDelta()
+    async def respond(self, message, state, retrieve, **kw): yield 'ok'
+    async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
+    def is_stage3_language(self, text): return False
+
+
+class _NoRetriever:
+    table = 'none'
+    async def retrieve_knowledge(self, query, **kw):
+        from leadchat.retrieval import RetrievalResult
+        return RetrievalResult(status='no_result', reason='below_threshold')
+
+
+def test_the_visitor_lookup_goes_with_the_lease_a_refused_lease_leaves_nothing_and_a_failed_lookup_fails_no_turn(pg, tmp_path, monkeypatch, capfd):
+    from leadchat import service as service_mod
+    from leadchat.db import open_database
+    from leadchat.privacy import turn_visitor
+    from leadchat.service import ChatService, TurnInProgress
+    url = fresh_db(pg[1])
+    s = settings_for(tmp_path, url, leadchat_data_key=new_data_key())
+    asyncio.run(migrate(url, s))
+    browser, now = str(uuid.uuid4()), [MONDAY]
+
+    async def go():
+        db = await open_database(s, max_size=6)
+        svc = ChatService(s, db, model=_ZeroModel(), retriever=_NoRetriever(), clock=lambda: now[0])
+        try:
+            async for _ in svc.turn('first', 'Hello', consent=CONSENT, visitor_id=browser): pass
+            # a second session of the same widget id, an hour later: the lookup made with the lease is the one carry_over
+            # would make
+            now[0] = MONDAY + timedelta(hours=1)
+            lease = await svc.begin('second', visitor=(browser, CONSENT))
+            (args, found) = lease.looked_up
+            own = await turn_visitor(lease.conn, svc.keyring, 'second', browser, consent=True, before=now[0])
+            assert args == (browser, True) and found == own and found.has_prior and not found.linked
+            # the same session again while the lease is held: refused, and the lookup it made left nothing behind
+            with pytest.raises(TurnInProgress): await svc.begin('second', visitor=(browser, CONSENT))
+            async for _ in svc.stream('second', 'Hello again', lease, consent=CONSENT, visitor_id=browser): pass
+            assert [r['session_id'] for r in await rows(db, 'SELECT session_id FROM visitor_sessions ORDER BY 1')] == ['first', 'second']
+            state = (await svc.graph.aget_state({'configurable': {'thread_id': 'second'}})).values
+            assert [p['session_id'] for p in state['prior_sessions']] == ['first']      # carried, from the lease's lookup
+            # begun without the visitor (or with another widget id than the turn's): the turn looks it up itself
+            lease = await svc.begin('third')
+            assert lease.looked_up is None
+            async for _ in svc.stream('third', 'Hi', lease, consent=CONSENT, visitor_id=browser): pass
+            assert (await svc.graph.aget_state({'configurable': {'thread_id': 'third'}})).values['prior_sessions']
+            # a lookup that fails with the lease fails neither the lease nor the turn: logged, the turn goes on without it
+            async def broken(conn, *a, **kw): return await conn.execute('SELECT 1 / 0 AS x')
+            monkeypatch.setattr(service_mod, 'send_turn_visitor', broken)
+            lease = await svc.begin('fourth', visitor=(browser, CONSENT))
+            assert lease.looked_up == ((browser, True), None)
+            with pytest.raises(TurnInProgress): await svc.begin('fourth')        # the lock is held all the same
+            async for _ in svc.stream('fourth', 'Hi', lease, consent=CONSENT, visitor_id=browser): pass
+            assert (await rows(db, "SELECT count(*) AS n FROM transcript WHERE session_id = 'fourth'"))[0]['n'] == 2
+            assert not await rows(db, "SELECT 1 FROM visitor_sessions WHERE session_id = 'fourth'")      # not linked this turn
+        finally:
+            await db.close()
+
+    async def rows(db, sql):
+        async with db.pool.connection() as c: return await (await c.execute(sql)).fetchall()
+
+    asyncio.run(go())
+    out, err = capfd.readouterr()
+    assert 'visitor_memory_failure' in out + err and 'DivisionByZero' in out + err
