@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/privacy.py [--turns 600] [--erase-sessions 100] [--erase-visitors 3]
                                       [--background-sessions 50000] [--rotate-visitors 100000] [--note TEXT] [--smoke]
-                                      [--only stitching|erasure|rotation ...]
+                                      [--only stitching|erasure|rotation ...] [--aa]
 
 In one run, on one machine, on a real embedded PostgreSQL (the issue's targets):
   * stitching's cost per turn: full `ChatService.turn`s (zero-cost model and retriever) of returning visitors — the
@@ -21,7 +21,8 @@ In one run, on one machine, on a real embedded PostgreSQL (the issue's targets):
     decrypted and re-encrypted in-process (the cryptography alone) and a second pass with nothing left to move.
 Only leadchat's public functions are called (`ChatService`, `stitch`, `erase_subject`, `rotate_keys`, `Keyring`,
 `check_data_key`), so the benchmark follows them as they grow. `--smoke` runs in seconds and writes nothing.
-Writes bench/results/privacy.json and bench/results/privacy.md. With `--only`, the sections not run are kept from the
+`--aa` runs the stitching section as an A/A test (stitching off on both sides: the noise of its differences) and
+prints it. Writes bench/results/privacy.json and bench/results/privacy.md. With `--only`, the sections not run are kept from the
 results file as it was (each says which run it comes from).
 """
 import argparse, asyncio, json, os, platform, random, re, statistics, sys, tempfile, time, uuid
@@ -85,7 +86,7 @@ class NullRetriever:
         return RetrievalResult(status='no_result', reason='below_threshold')
 
 
-def services(cfg, db):
+def services(cfg, db, aa=False):
     "(with stitching: the service as it runs; without: the same service with stitching and carry-over switched off)."
     from leadchat import service
     from leadchat.privacy import TurnVisitor
@@ -128,7 +129,9 @@ def services(cfg, db):
                 return v
             finally: self.carry_ms.append(((time.perf_counter() - t) * 1000, bool(v and v.carry)))
 
-    on = Timed(cfg, db, model=ContactModel(), retriever=NullRetriever())
+    class Off(NoStitching):             # --aa: the 'with stitching' variants run the baseline too (its own lists)
+        carry_ms, begin_ms = [], []
+    on = (Off if aa else Timed)(cfg, db, model=ContactModel(), retriever=NullRetriever())
     off = NoStitching(cfg, db, model=ContactModel(), retriever=NullRetriever())
     return on, off
 
@@ -151,12 +154,13 @@ async def turn(svc, sid, msg, **kw):
     return (time.perf_counter() - t) * 1000
 
 
-async def bench_stitching(cfg, db, turns, visitors=30):
+async def bench_stitching(cfg, db, turns, visitors=30, aa=False):
     """Turn i goes to visitor i % visitors; each visitor's sessions are TURNS_PER_SESSION turns long, so every visitor
     comes back (a new session) after its first one. Three variants run each (visitor, turn): 'on' — the widget's visitor
     id with consent (recognised from the first turn, history carried before it); 'mail' — no widget id, recognised by the
-    email given on the second turn; 'off' — stitching off (the baseline)."""
-    on, off = services(cfg, db)
+    email given on the second turn; 'off' — stitching off (the baseline). `aa`: an A/A run — 'on' and 'mail' with stitching
+    off as well, the same design otherwise: how far the differences move by the machine's noise alone."""
+    on, off = services(cfg, db, aa)
     browser = [str(uuid.uuid4()) for _ in range(visitors)]
     runs = {'on': [], 'mail': [], 'off': []}
     kinds = {'on': {}, 'mail': {}, 'off': {}}
@@ -184,10 +188,11 @@ async def bench_stitching(cfg, db, turns, visitors=30):
     async with db.pool.connection() as conn:
         linked = {r['p']: r['n'] for r in await (await conn.execute(
             "SELECT split_part(session_id, '-', 1) AS p, count(*) AS n FROM visitor_sessions GROUP BY 1")).fetchall()}
-    assert linked.get('on', 0) > 0 and linked.get('mail', 0) > 0 and 'off' not in linked, linked
+    assert aa or (linked.get('on', 0) > 0 and linked.get('mail', 0) > 0), linked
+    assert 'off' not in linked and not (aa and linked), linked
     assert returning, 'no visitor came back: run more turns (at least 6 per visitor)'
     state = (await on.graph.aget_state({'configurable': {'thread_id': returning}})).values
-    assert state.get('prior_sessions'), 'the returning visitor was not carried over'
+    assert aa or state.get('prior_sessions'), 'the returning visitor was not carried over'
     carry = on.carry_ms[-len(runs['on']) * 2:]      # measured turns of 'on' and 'mail' (the warm-up's left out)
     carry = dict(lookups_only=stats([ms for ms, c in carry if not c]), carried=stats([ms for ms, c in carry if c]),
                  lease_with_lookup=stats(on.begin_ms[-len(runs['on']) * 2:]), lease_alone=stats(off.begin_ms[-len(runs['off']):]))
@@ -345,7 +350,7 @@ async def run(a, home):
         await migrate(db.url, cfg)
         res, only = {}, set(a.only or SECTIONS)
         if only & {'stitching', 'erasure'}:         # erasure's sessions go through the stitching run's service
-            stitching, on = await bench_stitching(cfg, db, a.turns, a.visitors)
+            stitching, on = await bench_stitching(cfg, db, a.turns, a.visitors, a.aa)
             if 'stitching' in only: res['stitching'] = stitching
         if 'erasure' in only: res['erasure'] = await bench_erasure(db, on, a.erase_sessions, a.erase_visitors, a.background_sessions)
         if 'rotation' in only: res['rotation'] = await bench_rotation(cfg, db, key, a.rotate_visitors)
@@ -366,7 +371,10 @@ def main():
     ap.add_argument('--only', action='append', choices=SECTIONS,
                     help='run only this section (repeatable); the others are kept from bench/results/privacy.json, labelled')
     ap.add_argument('--smoke', action='store_true', help='seconds-long run for `make test`: tiny sizes, nothing written')
+    ap.add_argument('--aa', action='store_true', help="A/A: the stitching section with stitching off on both sides (the "
+                    "noise of its differences); printed, nothing written")
     a = ap.parse_args()
+    if a.aa: a.only = ['stitching']
     if a.smoke: a.turns, a.visitors, a.erase_sessions, a.erase_visitors, a.background_sessions, a.rotate_visitors = 24, 4, 5, 1, 100, 1000
     os.chdir(ROOT)
     home = tempfile.mkdtemp(prefix='lc-bench-')
@@ -378,7 +386,7 @@ def main():
     res.update(asyncio.run(run(a, home)))
     res['wall_s'] = round(time.perf_counter() - t, 1)
     res['loadavg_1m'] = dict(start=round(load_before[0], 2), end=round(os.getloadavg()[0], 2))
-    if a.smoke:
+    if a.smoke or a.aa:
         print(json.dumps(res, indent=1, default=str)); return
     res['command'] = (f'.venv/bin/python bench/privacy.py --turns {a.turns} --visitors {a.visitors} --erase-sessions {a.erase_sessions} '
                       f'--erase-visitors {a.erase_visitors} --background-sessions {a.background_sessions} '
