@@ -94,7 +94,7 @@ def old_order_service():
 
     class OldOrderService(ChatService):
         "A row lease (UPDATE … turn_lock_until) and one recorder transaction after the reply has streamed."
-        async def begin(self, session_id):
+        async def begin(self, session_id, visitor=None):       # the old order had no visitor lookup with the lease
             lease = Lease(f'{self.owner}:{uuid.uuid4().hex[:8]}')
             async with self.db.pool.connection() as conn:
                 row = await acquire_turn_lock(conn, session_id, lease.id, seconds=60)
