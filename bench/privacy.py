@@ -30,8 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / 'bench'))
 RESULTS = ROOT / 'bench' / 'results'
+from orchestrator import NullRetriever  # noqa: E402  (the zero-cost retriever the benches share)
 
 CONSENT = {'notice_version': 'bench', 'acknowledged_at': '2026-01-01T00:00:00Z'}
 TURNS_PER_SESSION = 5
@@ -77,13 +78,6 @@ class ContactModel:
     async def respond(self, message, state, retrieve, **kw): yield 'ok'
     async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
     def is_stage3_language(self, text): return False
-
-
-class NullRetriever:
-    table = 'none'
-    async def retrieve_knowledge(self, query, **kw):
-        from leadchat.retrieval import RetrievalResult
-        return RetrievalResult(status='no_result', reason='below_threshold')
 
 
 def services(cfg, db, aa=False):

@@ -3,6 +3,7 @@
 decrypted checkpoint value, key rotation, and the issue's bad input."""
 import asyncio
 import io
+import sys
 import json
 import tracemalloc
 import uuid
@@ -25,6 +26,9 @@ from leadchat.privacy import (DataKey, DataKeyError, Keyring, PrivateSaver, chec
                               find_subject, find_traces, load_keyring, new_data_key, rotate_keys, stitch, visitor_history)
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'bench'))
+from orchestrator import NullModel, NullRetriever  # noqa: E402  (zero-cost model and retriever ports)
+
 MONDAY = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
 CONSENT = {'notice_version': 'v1', 'acknowledged_at': '2026-03-02T09:59:00Z'}
 TOKEN = 'staff-token-for-privacy-tests-0123456789'
@@ -572,24 +576,6 @@ def test_the_console_reads_the_encrypted_checkpoints_the_service_wrote(api):
 
 # --- the turn's visitor lookup, made with the lease ----------------------------------------------------------------
 
-class _ZeroModel:
-    "Zero-cost model port (no language model needed to test the lease): no extraction, a fixed reply."
-    name = 'zero'
-    async def extract(self, message, state, turn_index):
-        from leadchat.state import QualificationDelta
-        return QualificationDelta()
-    async def respond(self, message, state, retrieve, **kw): yield 'ok'
-    async def propose(self, reason, business_hours, state, followup_sentence, case_study): yield 'proposal'
-    def is_stage3_language(self, text): return False
-
-
-class _NoRetriever:
-    table = 'none'
-    async def retrieve_knowledge(self, query, **kw):
-        from leadchat.retrieval import RetrievalResult
-        return RetrievalResult(status='no_result', reason='below_threshold')
-
-
 def test_the_visitor_lookup_goes_with_the_lease_a_refused_lease_leaves_nothing_and_a_failed_lookup_fails_no_turn(pg, tmp_path, monkeypatch, capfd):
     from leadchat import service as service_mod
     from leadchat.db import open_database
@@ -602,7 +588,7 @@ def test_the_visitor_lookup_goes_with_the_lease_a_refused_lease_leaves_nothing_a
 
     async def go():
         db = await open_database(s, max_size=6)
-        svc = ChatService(s, db, model=_ZeroModel(), retriever=_NoRetriever(), clock=lambda: now[0])
+        svc = ChatService(s, db, model=NullModel(), retriever=NullRetriever(), clock=lambda: now[0])    # zero-cost ports (bench/orchestrator.py)
         try:
             async for _ in svc.turn('first', 'Hello', consent=CONSENT, visitor_id=browser): pass
             # a second session of the same widget id, an hour later: the lookup made with the lease is the one carry_over
