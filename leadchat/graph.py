@@ -22,6 +22,7 @@ from langgraph.runtime import Runtime
 
 from .config import Settings
 from .experiments import arm_value, assign, shadow_policy
+from .privacy import carry_forward
 from .hours import followup_commitment_sentence, is_business_hours
 from .retrieval import RetrievalResult, RetrievedChunk, ToolCallBudget
 from .shadow import shadow_decision
@@ -119,6 +120,7 @@ class TurnContext:
     consent: dict | None = None               # the widget's notice acknowledgement (notice_version, acknowledged_at, marketing)
     unknown_zone: str | None = None           # a zone the widget sent that this server's tz database does not know
     visitor_key: str | None = None            # the widget's visitor id, with consent (35_service): experiment assignment
+    carry: list[dict] | None = None           # a returning visitor's earlier sessions (12_privacy `open_prior`, newest first)
     # filled in as the turn runs
     previous: SessionState | None = None
     turn_index: int = 0
@@ -249,6 +251,10 @@ def _read_slot_ask(s: SessionState, ctx: TurnContext) -> None:
 async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
+    if ctx.carry and not state.prior_sessions:
+        # a returning visitor (12_privacy): what their earlier sessions established, carried once into the state as the
+        # checkpoint has it — before anything reads it; written with this turn's checkpoint
+        state = state.model_copy(update=carry_forward(state, ctx.carry, ctx.carry[0].get('topic')))
     ctx.previous = state
     ctx.turn_index = (state.messages[-1].turn_index if state.messages else 0) + 1
     s = state

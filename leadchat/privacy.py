@@ -37,12 +37,12 @@ from .db import (KEY_FILE, PII_LEAVES, SEALED, DataKey, DataKeyError, Keyring, L
 # %% auto #0
 __all__ = ['log', 'INLINE_PREFIX', 'STITCH_LOCK_SPACE', 'ERASE_LOCK', 'SEALED_TABLES', 'privacy_app', 'CheckpointCipher',
            'encrypted_serializer', 'PrivateSaver', 'create_private_checkpointer', 'seal_json', 'open_json',
-           'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'join_visitor', 'visitor_history',
-           'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'TurnVisitor', 'turn_visitor',
-           'send_turn_visitor', 'read_turn_visitor', 'Subject', 'booking_value', 'find_subject', 'ExportCounts',
-           'export_subject', 'subject_hash', 'erased_id_hash', 'is_erased_visitor_id', 'erase_subject', 'SealedColumn',
-           'SealedTable', 'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext', 'check_data_key', 'new_key_cmd',
-           'export_cmd', 'erase_cmd', 'rotate_cmd']
+           'normalise_email', 'normalise_phone', 'StitchResult', 'stitch', 'join_visitor', 'update_link',
+           'visitor_history', 'carry_forward', 'session_topic', 'visitor_of', 'prior_sessions', 'open_prior',
+           'TurnVisitor', 'turn_visitor', 'send_turn_visitor', 'read_turn_visitor', 'Subject', 'booking_value',
+           'find_subject', 'ExportCounts', 'export_subject', 'subject_hash', 'erased_id_hash', 'is_erased_visitor_id',
+           'erase_subject', 'SealedColumn', 'SealedTable', 'find_traces', 'rotate_keys', 'reseal', 'seal_plaintext',
+           'check_data_key', 'new_key_cmd', 'export_cmd', 'erase_cmd', 'rotate_cmd']
 
 # %% ../nbs/12_privacy.ipynb #ed892900
 log = structlog.get_logger('leadchat.privacy')
@@ -153,92 +153,63 @@ async def stitch(conn, keyring: Keyring, session_id: str, *, email: str | None =
                                     ('browser', _browser_id(browser_id))) if v]
     bidx = {kind: keyring.blind_indexes(kind, v) for kind, v in ids}        # under every key held (mid-rotation)
     current = {kind: keyring.blind_index(kind, v) for kind, v in ids}
-    # two round trips, pipelined: the savepoint, the locks and the lookup (each statement its own snapshot); the writes
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute('SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) k',       # in the array's order
-                           [STITCH_LOCK_SPACE, sorted({_lock_key(b) for b in current.values()})])
-        rows = await (await conn.execute(
-            '''SELECT DISTINCT v.visitor_id, v.first_seen_at FROM visitors v
-               WHERE v.visitor_id IN (SELECT visitor_id FROM visitor_identities WHERE blind_index = ANY(%s)
-                                      UNION SELECT visitor_id FROM visitor_sessions WHERE session_id = %s)
-               ORDER BY v.first_seen_at, v.visitor_id''', [[b for bs in bidx.values() for b in bs], session_id])).fetchall()
-        if not rows and not ids: return None
-        created, vid = not rows, rows[0]['visitor_id'] if rows else uuid.uuid4()
-        merged = [r['visitor_id'] for r in rows[1:]]
-        name = (name or '').strip()[:200]
-        if created: await conn.execute('INSERT INTO visitors (visitor_id, first_seen_at, last_seen_at) VALUES (%s, %s, %s)', [vid, at, at])
-        for loser in merged: await _merge(conn, loser, vid, at)
-        await conn.execute(_STITCH_WRITES, dict(
-            vid=vid, at=at, key_id=keyring.current.key_id, sid=session_id, how=ids[0][0] if ids else 'session',
-            seen_kinds=[k for k, _ in ids for _b in bidx[k]], seen_bidx=[b for k, _ in ids for b in bidx[k]],
-            kinds=[k for k, _ in ids], current=[current[k] for k, _ in ids], enc=[keyring.encrypt(v, context=k) for k, v in ids],
-            carried=at if carried else None, topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
-            name=keyring.encrypt(name, context='name') if name else None, name_key_id=keyring.current.key_id if name else None))
-    return StitchResult(vid, created, merged)
+    name = (name or '').strip()[:200]
+    # one statement, one round trip: the locks, the lookup, any merge and the writes run server-side (migration 0022's
+    # leadchat_stitch), in the function's own subtransaction — a failure leaves the caller's transaction as it was
+    row = await (await conn.execute(_STITCH, dict(
+        sid=session_id, new=uuid.uuid4(), identified=bool(ids), space=STITCH_LOCK_SPACE,
+        locks=sorted({_lock_key(b) for b in current.values()}), all_bidx=[b for bs in bidx.values() for b in bs],
+        at=at, key_id=keyring.current.key_id, how=ids[0][0] if ids else 'session',
+        seen_kinds=[k for k, _ in ids for _b in bidx[k]], seen_bidx=[b for k, _ in ids for b in bidx[k]],
+        kinds=[k for k, _ in ids], current=[current[k] for k, _ in ids], enc=[keyring.encrypt(v, context=k) for k, v in ids],
+        carried=at if carried else None, topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
+        name=keyring.encrypt(name, context='name') if name else None, name_key_id=keyring.current.key_id if name else None))).fetchone()
+    if row['r_error']: raise _sql_error(row['r_error'], 'stitch')
+    if row['r_visitor'] is None: return None            # nothing identifies anyone (and the session is not linked)
+    for loser in row['r_merged']: log.info('visitors_merged', into=str(row['r_visitor']), merged=str(loser))
+    return StitchResult(row['r_visitor'], row['r_created'], list(row['r_merged']))
 
 
-# The writes in one statement: each identity seen again — under the current key or, mid-rotation, an old one (no
-# second row for one identity) — or inserted; the session's link; the visitor's times and name.
-_STITCH_WRITES = '''
-WITH seen AS (UPDATE visitor_identities i SET last_seen_at = greatest(i.last_seen_at, %(at)s)
-              FROM unnest(%(seen_kinds)s::text[], %(seen_bidx)s::bytea[]) AS a(kind, bidx)
-              WHERE i.kind = a.kind AND i.blind_index = a.bidx RETURNING i.kind),
-     new AS (INSERT INTO visitor_identities (visitor_id, kind, blind_index, value_enc, key_id, first_seen_at, last_seen_at)
-             SELECT %(vid)s, g.kind, g.bidx, g.enc, %(key_id)s, %(at)s, %(at)s
-             FROM unnest(%(kinds)s::text[], %(current)s::bytea[], %(enc)s::text[]) AS g(kind, bidx, enc)
-             WHERE g.kind NOT IN (SELECT kind FROM seen)
-             ON CONFLICT (kind, blind_index) DO UPDATE SET last_seen_at = greatest(visitor_identities.last_seen_at, EXCLUDED.last_seen_at)),
-     link AS (INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
-              VALUES (%(sid)s, %(vid)s, %(how)s, %(at)s, %(carried)s, %(topic)s)
-              ON CONFLICT (session_id) DO UPDATE SET visitor_id = EXCLUDED.visitor_id,
-                   carried_at = COALESCE(visitor_sessions.carried_at, EXCLUDED.carried_at),
-                   topic_enc = COALESCE(EXCLUDED.topic_enc, visitor_sessions.topic_enc))
-UPDATE visitors SET last_seen_at = greatest(last_seen_at, %(at)s), first_seen_at = least(first_seen_at, %(at)s),
-                    name_enc = COALESCE(%(name)s, name_enc), name_key_id = COALESCE(%(name_key_id)s, name_key_id)
-WHERE visitor_id = %(vid)s'''
+_STITCH = '''SELECT * FROM leadchat_stitch(
+    %(sid)s, %(new)s, %(identified)s, %(space)s, %(locks)s::int[], %(all_bidx)s::bytea[], %(at)s, %(key_id)s, %(how)s,
+    %(seen_kinds)s::text[], %(seen_bidx)s::bytea[], %(kinds)s::text[], %(current)s::bytea[], %(enc)s::text[], %(carried)s,
+    %(topic)s, %(name)s, %(name_key_id)s)'''
+
+
+def _sql_error(sqlstate: str, what: str) -> Exception:
+    "The psycopg error of `sqlstate`, for a failure a stitching function caught and returned (its own work rolled back)."
+    import psycopg.errors
+    try: cls = psycopg.errors.lookup(sqlstate)
+    except KeyError: cls = psycopg.errors.DatabaseError
+    return cls(f'{what} failed with SQLSTATE {sqlstate} (rolled back; the transaction goes on)')
 
 
 async def join_visitor(conn, keyring: Keyring, session_id: str, visitor_id: uuid.UUID, browser_id: str, *, at: datetime,
                        topic: str | None = None, carried: bool = False) -> None:
     """`stitch` when the widget's id is known already (the turn's lookup found its visitor): the session joins that
-    visitor — or the one it has been merged into since — in one statement, only if the session consented to
-    `chat_processing`. Nothing is created and nothing merges, so no lock is needed; a session linked meanwhile stays."""
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(_JOIN_VISITOR, dict(sid=session_id, vid=visitor_id, at=at, carried=at if carried else None,
-                                               topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
-                                               bidx=keyring.blind_indexes('browser', _browser_id(browser_id))))
+    visitor — or the one it has been merged into since — in one statement (migration 0022's leadchat_join_visitor, in its
+    own subtransaction), only if the session consented to `chat_processing`. Nothing is created and nothing merges, so
+    no lock is needed; a session linked meanwhile stays."""
+    row = await (await conn.execute(
+        'SELECT * FROM leadchat_join_visitor(%(sid)s, %(vid)s, %(at)s, %(carried)s, %(topic)s, %(bidx)s::bytea[])',   # migration 0022
+        dict(sid=session_id, vid=visitor_id, at=at, carried=at if carried else None,
+             topic=keyring.encrypt(topic[:200], context='topic') if topic else None,
+             bidx=keyring.blind_indexes('browser', _browser_id(browser_id))))).fetchone()
+    if row['r_error']: raise _sql_error(row['r_error'], 'join_visitor')
 
 
-_JOIN_VISITOR = '''
-WITH v AS (SELECT COALESCE(merged_into, visitor_id) AS visitor_id FROM visitors WHERE visitor_id = %(vid)s
-             AND EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing')),
-     link AS (INSERT INTO visitor_sessions (session_id, visitor_id, linked_by, linked_at, carried_at, topic_enc)
-              SELECT %(sid)s, visitor_id, 'browser', %(at)s, %(carried)s, %(topic)s FROM v
-              ON CONFLICT (session_id) DO NOTHING RETURNING visitor_id),
-     seen AS (UPDATE visitor_identities SET last_seen_at = greatest(last_seen_at, %(at)s)
-              WHERE kind = 'browser' AND blind_index = ANY(%(bidx)s) AND EXISTS (SELECT 1 FROM link))
-UPDATE visitors SET last_seen_at = greatest(last_seen_at, %(at)s), first_seen_at = least(first_seen_at, %(at)s)
-WHERE visitor_id IN (SELECT visitor_id FROM link)'''
+async def update_link(conn, keyring: Keyring, session_id: str, *, carried_at: datetime | None = None,
+                      topic: str | None = None) -> None:
+    "On a session linked already: what it is about (`topic`, when it changed) and that the history was carried (`carried_at`, kept once)."
+    row = await (await conn.execute('SELECT * FROM leadchat_link_update(%s, %s, %s)',       # migration 0022
+                                    [session_id, carried_at, keyring.encrypt(topic[:200], context='topic') if topic else None])).fetchone()
+    if row['r_error']: raise _sql_error(row['r_error'], 'update_link')
 
 
 def _browser_id(v: str | None) -> str | None:
     "The widget's visitor id: a UUID it generated (anything else is ignored, never an error for the visitor)."
     try: return str(uuid.UUID(str(v))) if v else None
     except ValueError: return None
-
-
-async def _merge(conn, loser: uuid.UUID, winner: uuid.UUID, at: datetime) -> None:
-    "Move `loser`'s identities and sessions onto `winner`; `loser` stays as a pointer; the merge is recorded."
-    await conn.execute('UPDATE visitor_identities SET visitor_id = %s WHERE visitor_id = %s', [winner, loser])
-    await conn.execute('UPDATE visitor_sessions SET visitor_id = %s WHERE visitor_id = %s', [winner, loser])
-    await conn.execute('''UPDATE visitors w SET first_seen_at = least(w.first_seen_at, l.first_seen_at),
-                                 last_seen_at = greatest(w.last_seen_at, l.last_seen_at),
-                                 name_enc = COALESCE(w.name_enc, l.name_enc), name_key_id = COALESCE(w.name_key_id, l.name_key_id)
-                          FROM visitors l WHERE w.visitor_id = %s AND l.visitor_id = %s''', [winner, loser])
-    await conn.execute('UPDATE visitors SET merged_into = %s, name_enc = NULL, name_key_id = NULL WHERE visitor_id = %s', [winner, loser])
-    await conn.execute('UPDATE visitors SET merged_into = %s WHERE merged_into = %s', [winner, loser])
-    await conn.execute('INSERT INTO visitor_merges (from_visitor, into_visitor, at) VALUES (%s, %s, %s)', [loser, winner, at])
-    log.info('visitors_merged', into=str(winner), merged=str(loser))
 
 # %% ../nbs/12_privacy.ipynb #a006b6a6
 _HISTORY = '''SELECT s.session_id, s.created_at, s.last_updated_at, s.turn_count, s.lead_level, s.problem_fit, s.authority_fit,
@@ -302,6 +273,11 @@ async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before
         '''SELECT s.*, vs.topic_enc FROM visitor_sessions vs JOIN sessions s USING (session_id)
            WHERE vs.visitor_id = %s AND vs.session_id <> %s AND s.created_at < %s ORDER BY s.created_at DESC LIMIT %s''',
         [visitor_id, session_id, before, limit])).fetchall()
+    return open_prior(rows, keyring)
+
+
+def open_prior(rows: list[dict], keyring: Keyring) -> list[dict]:
+    "`prior_sessions`' rows opened: as the query returns them, or as `turn_visitor` brings them (JSON: times as text)."
     out = []
     for i, r in enumerate(rows):
         p = {k: v for k, v in r.items() if not k.endswith(('_enc', '_bidx'))}
@@ -309,6 +285,8 @@ async def prior_sessions(conn, visitor_id: uuid.UUID, session_id: str, *, before
             token = r[f'{col}_enc']
             p[col] = None if any(o[col] for o in out) else keyring.decrypt(token, context=ctx) if token else r[col]
         p['topic'] = keyring.decrypt(r['topic_enc'], context='topic') if i == 0 and r['topic_enc'] else None
+        for col in ('created_at', 'last_updated_at', 'closed_at'):
+            if isinstance(p.get(col), str): p[col] = datetime.fromisoformat(p[col])
         out.append(p)
     return out
 
@@ -322,30 +300,33 @@ class TurnVisitor:
     linked: bool = False                    # the session is linked to it already
     carried: bool = False                   # the visitor's history was carried into the session already
     has_prior: bool = False                 # …and there is one to carry (earlier sessions, not carried yet)
-    started: bool = False                   # the session has a checkpoint (its state is not empty)
-    carry: dict | None = None               # set by the carry-over: the state update this turn starts from (the history)
+    prior: list | None = None               # …its rows, as `prior_sessions` reads them (20 at most; not opened)
+    carry: list | None = None               # set by the carry-over: the earlier sessions, opened, for the turn to carry
 
 
 _TURN_VISITOR = '''
 SELECT f.erased, f.consented, COALESCE(me.visitor_id, b.visitor_id) AS visitor_id, me.session_id IS NOT NULL AS linked,
-       me.carried_at IS NOT NULL AS carried, p.x IS NOT NULL AS has_prior,
-       EXISTS (SELECT 1 FROM checkpoints WHERE thread_id = %(sid)s) AS started
+       me.carried_at IS NOT NULL AS carried, p.prior IS NOT NULL AS has_prior, p.prior
 FROM (SELECT EXISTS (SELECT 1 FROM erased_visitor_ids WHERE id_hash = %(erased)s) AS erased,
              EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented) f
      LEFT JOIN visitor_sessions me ON me.session_id = %(sid)s
      LEFT JOIN LATERAL (SELECT i.visitor_id FROM visitor_identities i                -- by the widget's id: consent given
                         WHERE me.session_id IS NULL AND NOT f.erased AND (f.consented OR %(consent)s)
                           AND i.kind = 'browser' AND i.blind_index = ANY(%(browser)s) LIMIT 1) b ON true
-     LEFT JOIN LATERAL (SELECT 1 AS x FROM visitor_sessions o JOIN sessions s ON s.session_id = o.session_id
-                        WHERE me.carried_at IS NULL AND o.visitor_id = COALESCE(me.visitor_id, b.visitor_id)
-                          AND o.session_id <> %(sid)s AND s.created_at < %(before)s LIMIT 1) p ON true'''
+     LEFT JOIN LATERAL (SELECT jsonb_agg(x.j ORDER BY x.created_at DESC) AS prior     -- a history to carry: its rows
+                        FROM (SELECT s.created_at, to_jsonb(s) || jsonb_build_object('topic_enc', o.topic_enc) AS j
+                              FROM visitor_sessions o JOIN sessions s ON s.session_id = o.session_id
+                              WHERE me.carried_at IS NULL AND o.visitor_id = COALESCE(me.visitor_id, b.visitor_id)
+                                AND o.session_id <> %(sid)s AND s.created_at < %(before)s
+                              ORDER BY s.created_at DESC LIMIT 20) x) p ON true'''
 
 
 async def turn_visitor(conn, keyring: Keyring, session_id: str, browser_id: str | None, *, consent: bool,
                        before: datetime) -> TurnVisitor:
     """Everything a turn needs to know about its visitor, in one indexed statement before it runs: whether the widget's
     id was erased, the session's consent, its visitor (by its link, else by the widget's id — only with chat_processing
-    consent, recorded or given with this message: `consent`), and whether there is a history to carry into it."""
+    consent, recorded or given with this message: `consent`), and the history to carry into it, if there is one (the
+    rows `prior_sessions` would read: the carry-over needs no second round trip)."""
     return await read_turn_visitor(await send_turn_visitor(conn, keyring, session_id, browser_id, consent=consent, before=before))
 
 

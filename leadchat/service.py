@@ -27,8 +27,8 @@ from .db import Database, knowledge_table, migrate, migration_status, open_datab
 from .graph import REPLY_LOST_MARKER, TurnContext, TurnRecord, build_graph, run_turn
 from .knowledge import EmbeddingBatcher, ingest, load_documents, local_embeddings
 from .privacy import (TurnVisitor, carry_forward, check_data_key, create_private_checkpointer, load_keyring, open_json,
-                              join_visitor, prior_sessions, read_turn_visitor, seal_json, seal_plaintext, send_turn_visitor,
-                              session_topic, stitch, turn_visitor)
+                              join_visitor, prior_sessions, open_prior, read_turn_visitor, seal_json, seal_plaintext, send_turn_visitor,
+                              session_topic, stitch, turn_visitor, update_link)
 from .providers import get_model
 from .repos import (add_contact, append_transcript, emit_event, enqueue_handoff, enqueue_update, has_handoff,
                             record_consent, upsert_session)
@@ -39,8 +39,8 @@ from .telemetry import end_span, span, start_span, traceparent
 # %% auto #0
 __all__ = ['log', 'CONTACT_FIELDS', 'DIMENSIONS', 'PostgresRecorder', 'follow_through', 'phone_in', 'lead_changes',
            'record_follow_through', 'dispatch_handoff', 'queue_update', 'TurnInProgress', 'turn_lock_key', 'Lease',
-           'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'StartingFrom', 'ChatService', 'index_size',
-           'prepare', 'readiness']
+           'recover_lost_reply', 'recover_lost_replies', 'TurnResult', 'ChatService', 'index_size', 'prepare',
+           'readiness']
 
 # %% ../nbs/35_service.ipynb #sv000005
 log = structlog.get_logger('leadchat.service')
@@ -104,8 +104,9 @@ class PostgresRecorder:
     async def stitch(self, conn, rec: TurnRecord) -> None:
         """Link the session to its visitor (12_privacy) when this turn gave an email or a phone, or — only with
         `chat_processing` consent — brought the widget's visitor id; on a session linked already, keep what it is about
-        when that changed and mark a carried history. Once per turn, in a savepoint: a failure is logged, never the
-        turn's. What the turn's lookup found (`self.visitor`) spares the queries; without it, they are asked here."""
+        when that changed and mark a carried history. Once per turn, isolated — `stitch`, `join_visitor` and
+        `update_link` run in their functions' own subtransaction (no client savepoint) —: a failure is logged, never the turn's. What
+        the turn's lookup found (`self.visitor`) spares the queries; without it, they are asked here."""
         if self._stitched: return
         s, prev = rec.state, rec.previous
         email = s.visitor_email if s.visitor_email and s.visitor_email != getattr(prev, 'visitor_email', None) else None
@@ -133,9 +134,7 @@ class PostgresRecorder:
                 await stitch(conn, self.keyring, s.session_id, email=email, phone=phone, name=s.visitor_name if (email or phone) else None,
                              browser_id=browser, at=s.last_updated_at, topic=session_topic(s), carried=mark)
             elif linked and (topic or mark):
-                async with conn.pipeline(), conn.transaction():     # a savepoint, in the statement's round trip
-                    await conn.execute(_LINK_UPDATE, dict(sid=s.session_id, at=s.last_updated_at if mark else None,
-                                                          topic=self.keyring.encrypt(topic[:200], context='topic') if topic else None))
+                await update_link(conn, self.keyring, s.session_id, carried_at=s.last_updated_at if mark else None, topic=topic)
         except Exception as e:
             if conn.broken: raise
             log.error('visitor_stitch_failure', session_id=s.session_id, error=type(e).__name__)
@@ -144,10 +143,6 @@ class PostgresRecorder:
 _CONSENTED = "SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %s AND scope = 'chat_processing') AS ok"
 _STITCH_STATE = """SELECT EXISTS (SELECT 1 FROM consent_records WHERE session_id = %(sid)s AND scope = 'chat_processing') AS consented,
                           EXISTS (SELECT 1 FROM visitor_sessions WHERE session_id = %(sid)s) AS linked"""
-_LINK_UPDATE = """UPDATE visitor_sessions SET carried_at = COALESCE(carried_at, %(at)s), topic_enc = COALESCE(%(topic)s, topic_enc)
-                  WHERE session_id = %(sid)s"""
-
-
 _PENDING_PUT = """INSERT INTO turn_pending (session_id, turn_index, state) VALUES (%s, %s, %s)
                   ON CONFLICT (session_id) DO UPDATE SET turn_index = EXCLUDED.turn_index, state = EXCLUDED.state,
                                                          created_at = now()"""
@@ -359,15 +354,6 @@ class TurnResult:
     rotate_visitor_id: bool = False         # the widget's visitor id belonged to an erased visitor: it must draw a new one
 
 
-class StartingFrom:
-    """The compiled graph, its turn starting from `update` as well as the session's checkpoint: the values go into the
-    turn's input (`run_turn` streams `graph.astream({'session_id': …})`), so a returning visitor's history is written
-    with the turn's own checkpoint — not by a checkpoint of its own before the turn."""
-    def __init__(self, graph, update: dict): self.graph, self.update = graph, update
-
-    def astream(self, input: dict, *args, **kw): return self.graph.astream({**input, **self.update}, *args, **kw)
-
-
 class ChatService:
     def __init__(self, settings: Settings, db: Database, *, model=None, retriever=None, embeddings=None, clock=None):
         self.settings, self.db, self.clock = settings, db, clock or utcnow
@@ -476,8 +462,8 @@ class ChatService:
                 # a returning visitor keeps their experiment arms (16_experiments): assignment, on a session's first turn,
                 # hashes the widget's first-party id — only with chat_processing consent, given now or before
                 if recorder.visitor_id and (consent or v.consented): ctx.visitor_key = recorder.visitor_id
-            graph = self.graph if v is None or v.carry is None else StartingFrom(self.graph, v.carry)
-            async for tok in run_turn(graph, session_id, message, ctx): yield tok
+                ctx.carry = v.carry if v is not None else None     # carried in the graph's first node, onto the state it loads
+            async for tok in run_turn(self.graph, session_id, message, ctx): yield tok
             if result is not None: result.record = ctx.record
             if ctx.committed is not None and ctx.record is not None: finished = ctx.record.turn_index   # checkpoint written
         except BaseException as e:
@@ -497,8 +483,10 @@ class ChatService:
         before its turn — by the session's link (an email given earlier), or by the widget's visitor id with
         `chat_processing` consent. One indexed statement a turn (`turn_visitor`) when there is nothing to carry — made
         with the lease (`looked_up`, from `begin`) when it was given the same widget id and consent —; that the history
-        was carried is marked with the turn's commit (the recorder's stitch step). Never fails the turn: None when the
-        lookup failed (the turn goes on without the widget's id)."""
+        was carried is marked with the turn's commit (the recorder's stitch step). The earlier sessions' rows come with
+        the lookup; the graph's first node merges them into the state it loads (30_graph `update_state`), so the
+        checkpoint is read once. Never fails the turn: None when the lookup failed (the turn goes on without the
+        widget's id)."""
         if looked_up is not None and looked_up[0] == (visitor_id, bool(consent)):
             if (v := looked_up[1]) is None: return None         # failed with the lease (logged there)
         else:
@@ -510,14 +498,10 @@ class ChatService:
                 return None
         if not v.has_prior: return v
         try:
-            prior = await prior_sessions(conn, v.visitor_id, session_id, before=self.clock(), keyring=self.keyring)
+            prior = (open_prior(v.prior, self.keyring) if v.prior is not None      # brought by the lookup
+                     else await prior_sessions(conn, v.visitor_id, session_id, before=self.clock(), keyring=self.keyring))
             if not prior: return v
-            snap = await self.graph.aget_state({'configurable': {'thread_id': session_id}}) if v.started else None
-            state = (SessionState.model_validate(snap.values) if snap is not None and snap.values and snap.values.get('session_id')
-                     else SessionState(session_id=session_id))          # a new session's state is empty: not read
-            if state.prior_sessions: return v           # carried by an earlier turn that could not mark it: marked with this one
-            upd = carry_forward(state, prior, prior[0]['topic'])
-            v.carry = state.model_copy(update=upd).model_dump(include={'session_id', *upd})     # the turn starts from it
+            v.carry = prior         # the graph's first node carries it onto the state it loads (unless carried already)
             log.info('visitor_returned', session_id=session_id, prior_sessions=len(prior))
         except Exception as e:
             if getattr(conn, 'broken', False): raise

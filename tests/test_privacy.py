@@ -165,6 +165,47 @@ def test_one_email_connecting_two_visitors_merges_them_and_the_merge_is_recorded
     assert q(url, 'SELECT merged_into FROM visitors WHERE visitor_id = %s', [two.visitor_id])[0]['merged_into'] == one.visitor_id
 
 
+def test_a_failed_stitch_is_its_own_and_the_turns_transaction_goes_on(pg):
+    """The stitch runs inside the turn's transaction with no client savepoint (one round trip): a failure must roll back
+    the stitch alone — raised as its psycopg error, nothing of it written — and the turn's rows before and after it
+    commit."""
+    from leadchat.privacy import join_visitor, update_link
+    url = fresh_db(pg[1]); asyncio.run(migrate(url))
+    kr = Keyring(DataKey.parse(new_data_key()))
+
+    async def go(c):
+        async with c.transaction():
+            await c.execute("INSERT INTO sessions (session_id) VALUES ('kept')")
+            # a session row that does not exist: the link's foreign key fails inside the function, after it created
+            # the visitor and its identity — both must go with it
+            with pytest.raises(psycopg.errors.ForeignKeyViolation, match='SQLSTATE 23503'):
+                await stitch(c, kr, 'no-such-session', email='ghost@example.org', at=MONDAY)
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS      # not aborted
+            await c.execute("UPDATE sessions SET turn_count = 1 WHERE session_id = 'kept'")
+            ok = await stitch(c, kr, 'kept', email='kept@example.org', at=MONDAY)
+            # the widget's id joining a consented session, with no time to link it at: the link's NOT NULL fails
+            await c.execute("INSERT INTO sessions (session_id) VALUES ('joined')")
+            await c.execute("INSERT INTO consent_records (session_id, scope, granted_at, source) VALUES ('joined', 'chat_processing', now(), 'widget')")
+            with pytest.raises(psycopg.errors.NotNullViolation, match='SQLSTATE 23502'):
+                await join_visitor(c, kr, 'joined', ok.visitor_id, str(uuid.uuid4()), at=None)
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            # the link's update with a topic past its column's limit (a ciphertext over 2,000 characters): its CHECK fails
+            long = type(kr)(kr.current)
+            long.encrypt = lambda value, context: 'x' * 2001
+            with pytest.raises(psycopg.errors.CheckViolation, match='SQLSTATE 23514'):
+                await update_link(c, long, 'kept', carried_at=MONDAY, topic='claims triage')
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            await update_link(c, kr, 'kept', carried_at=MONDAY, topic='claims triage')
+            return ok
+    ok = arun(url, go)
+    assert ok.created
+    assert q(url, 'SELECT session_id, turn_count FROM sessions ORDER BY 1') == [{'session_id': 'joined', 'turn_count': 0},
+                                                                           {'session_id': 'kept', 'turn_count': 1}]
+    assert q(url, 'SELECT count(*) AS n FROM visitors')[0]['n'] == 1          # the failed stitch's visitor is gone
+    assert q(url, 'SELECT session_id, carried_at FROM visitor_sessions') == [{'session_id': 'kept', 'carried_at': MONDAY}]
+    assert q(url, "SELECT count(*) AS n FROM visitor_identities WHERE kind = 'email'")[0]['n'] == 1
+
+
 # --- memory across sessions ----------------------------------------------------------------------------------------
 
 def detail(api, sid):
