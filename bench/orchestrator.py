@@ -11,10 +11,13 @@ In one run on one machine:
     retriever — i.e. total minus model and embedding time — beside a bare two-node LangGraph
     graph on the same AsyncPostgresSaver (the baseline), p50/p95;
   * the offline engine over HTTP: a `leadchat` API process (uvicorn, real embedded Postgres,
-    MiniLM) driven by N concurrent visitor sessions from this process (every message a distinct
-    text). One session runs back-to-back; 50 and 200 sessions pace themselves to a total offered
-    rate (default 50 turns/s) with think time between turns, as visitors do; a last run at 200
-    sessions back-to-back shows saturation. Reported: turns/s, p50/p95 turn latency, errors.
+    MiniLM) driven by N concurrent visitors from this process (every message a distinct text; each
+    visitor starts a new session every 25 turns, a long conversation). One visitor runs
+    back-to-back; 50 and 200 pace themselves to a total offered rate (default 50 turns/s) with
+    think time between turns, as visitors do; a run at 200 back-to-back shows saturation; a last
+    run keeps one visitor in one session throughout (hundreds of turns), its first and last 100
+    turns apart: what a long session's growing state costs. Reported: turns/s, p50/p95 turn
+    latency, errors.
     Run once per embedding backend (`LEADCHAT_EMBEDDING_BACKEND`: `torch` = sentence-transformers,
     the old path; `onnx` = ONNX Runtime fp32, the default), side by side, each with the API
     process's start-up to ready on a warm data home, its RSS after start-up and after the first
@@ -194,9 +197,14 @@ async def one_turn(client, sid, message):
     return (time.perf_counter() - t) * 1000, None
 
 
-async def load(base, sessions, duration, rate=None):
-    """`sessions` visitors for `duration` s. With `rate` (turns/s in total) each visitor paces itself to
-    rate/sessions turns/s (think time between its turns, like real visitors); without, back-to-back."""
+SESSION_TURNS = 25     # a visitor's conversation, then a new one: a long chat (real ones end sooner: stall, hand-off, leaving)
+
+
+async def load(base, sessions, duration, rate=None, session_turns=SESSION_TURNS):
+    """`sessions` concurrent visitors for `duration` s, each starting a new session every `session_turns` turns (None:
+    one session throughout — its state, the signal log above all, grows with every turn). With `rate` (turns/s in
+    total) each visitor paces itself to rate/sessions turns/s (think time between its turns, like real visitors);
+    without, back-to-back."""
     import httpx
     lat, errors = [], []
     limits = httpx.Limits(max_connections=sessions + 10, max_keepalive_connections=sessions + 10)
@@ -204,10 +212,11 @@ async def load(base, sessions, duration, rate=None):
         stop = time.perf_counter() + duration
         period = sessions / rate if rate else 0.0
         async def visitor(k):
-            rng = random.Random(k)
-            sid = str(uuid.uuid4())
+            rng, n = random.Random(k), 0
             if period: await asyncio.sleep(rng.uniform(0, period))        # spread the first turns out
             while time.perf_counter() < stop:
+                if session_turns is None and n == 0 or session_turns and n % session_turns == 0: sid = str(uuid.uuid4())
+                n += 1
                 started = time.perf_counter()
                 # distinct text every turn: no cache can make the load lighter than real traffic
                 ms, err = await one_turn(client, sid, f'{rng.choice(MESSAGES)} (ref {rng.randrange(10**9)})')
@@ -219,9 +228,12 @@ async def load(base, sessions, duration, rate=None):
         await asyncio.gather(*(visitor(k) for k in range(sessions)))
     # throughput over the measured window only (turns completed between start and the deadline)
     in_window = sum(1 for t in done_at if t <= stop)
-    return dict(sessions=sessions, offered_rate=rate, turns=len(lat), turns_per_s=round(in_window / (stop - t0), 1),
-                p50_ms=pct(lat, 50) if lat else None, p95_ms=pct(lat, 95) if lat else None, errors=len(errors),
-                error_kinds=sorted(set(errors))[:5])
+    return dict(sessions=sessions, offered_rate=rate, session_turns=session_turns, turns=len(lat),
+                turns_per_s=round(in_window / (stop - t0), 1), p50_ms=pct(lat, 50) if lat else None,
+                p95_ms=pct(lat, 95) if lat else None, errors=len(errors), error_kinds=sorted(set(errors))[:5],
+                # one long session (one visitor): its first and its last 100 turns, apart — what the growing state costs
+                **(dict(first_100_p95_ms=pct(lat[:100], 95), last_100_p95_ms=pct(lat[-100:], 95))
+                   if session_turns is None and sessions == 1 and len(lat) >= 200 else {}))
 
 
 async def fixed_turns(base, n):
@@ -255,6 +267,10 @@ def bench_http(concurrency, duration, rate, backend='onnx', first_turns=100):
         turns = sum(h['turns'] for h in out)
         rss_turns = proc.memory_info().rss
         out.append(dict(asyncio.run(load(base, max(concurrency), duration)), note='saturation: back-to-back turns'))
+        long = asyncio.run(load(base, 1, duration, session_turns=None))
+        out.append(dict(long, note=f"one visitor, back-to-back, one session throughout ({long['turns']} turns" + (
+            f"; p95 of its first 100 turns {long['first_100_p95_ms']} ms, of its last 100 {long['last_100_p95_ms']} ms)"
+            if 'last_100_p95_ms' in long else ')')))
         process = dict(backend=backend, ready_s=round(ready_s, 2), rss_after_start_mb=round(rss_start / 2**20, 1),
                        rss_after_100_turns_mb=round(rss_100 / 2**20, 1), first_turns=first_turns,
                        rss_after_turns_mb=round(rss_turns / 2**20, 1), turns_before_rss=turns,
@@ -416,7 +432,8 @@ def main():
           'Embedding backends side by side: `torch` = sentence-transformers on PyTorch (the old path), `onnx` = ONNX Runtime fp32 (the default).', '',
           '| backend | concurrent sessions | load | turns | turns/s | p50 | p95 | errors |', '|---|---|---|---|---|---|---|---|']
     for h in res['http']:
-        load_ = h.get('note') or (f"offered {h['offered_rate']:g} turns/s, paced visitors" if h['offered_rate'] else 'one visitor, back-to-back')
+        load_ = h.get('note') or (f"offered {h['offered_rate']:g} turns/s, paced visitors" if h['offered_rate'] else 'one visitor, back-to-back') + (
+            f", a new session every {h['session_turns']} turns" if h.get('session_turns') else '')
         md.append(f"| {h['backend']} | {h['sessions']} | {load_} | {h['turns']} | **{h['turns_per_s']}** | {h['p50_ms']} ms | **{h['p95_ms']} ms** | {h['errors']} |")
     md += ['', '## The API process (same runs)', '',
            '| backend | start-up to ready, warm data home | RSS after start-up | RSS after start-up + 100 turns | RSS after the turns above | RSS after saturation | torch imported |',

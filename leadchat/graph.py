@@ -33,7 +33,7 @@ from .state import (HandoffReason, HandoffRequest, LeadLevel, QualificationDelta
 # %% auto #0
 __all__ = ['log', 'FALLBACK_MESSAGE', 'REPLY_LOST_MARKER', 'Retrieve', 'commit_failure_message', 'TurnNotStored', 'ModelPort',
            'TurnRecord', 'Recorder', 'MemoryRecorder', 'TurnContext', 'turn_event_type', 'commit_visitor',
-           'malformed_email', 'update_state', 'stall_threshold', 'routing_decision', 'score_router',
+           'malformed_email', 'values', 'update_state', 'stall_threshold', 'routing_decision', 'score_router',
            'generate_response', 'stall_check', 'propose_handoff', 'write_state', 'build_graph', 'run_turn']
 
 # %% ../nbs/30_graph.ipynb #gr000006
@@ -248,6 +248,13 @@ def _read_slot_ask(s: SessionState, ctx: TurnContext) -> None:
     ctx.slot_request = req if qualifies(s) else None
 
 
+def values(s: SessionState) -> dict:
+    """A node's update: the state's fields as they are, nested models kept (not `model_dump`). The next node's state is
+    built from these values (LangGraph validates its input into `SessionState`); models pass that validation as they
+    are, dicts are validated field by field — a long session's signal log on every node of every turn (issue 22)."""
+    return {k: getattr(s, k) for k in SessionState.model_fields}
+
+
 async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
     ctx = runtime.context
     t0 = time.perf_counter()
@@ -277,7 +284,7 @@ async def update_state(state: SessionState, runtime: Runtime[TurnContext]) -> di
     if not state.messages: s = _assign_arms(s, ctx)
     if ctx.scheduler is not None and s.meeting is None: _read_slot_ask(s, ctx)
     ctx.timings['update_state'] = time.perf_counter() - t0
-    return s.model_dump()
+    return values(s)
 
 
 def _assign_arms(s: SessionState, ctx: TurnContext) -> SessionState:
@@ -351,7 +358,7 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     ctx = runtime.context
     t0 = time.perf_counter()
     plain = not (ctx.slot_choice is not None or ctx.slot_request is not None or ctx.slot_expired or ctx.slot_refused or ctx.bad_email)
-    if not plain and not await commit_visitor(state, ctx): return ctx.previous.model_dump()     # nothing stored: the state stays
+    if not plain and not await commit_visitor(state, ctx): return values(ctx.previous)     # nothing stored: the state stays
     if ctx.slot_choice is not None: return await _book(state, ctx)
     if ctx.slot_request is not None or ctx.slot_expired or (ctx.slot_refused and _qualifies(state)):
         return await _reoffer(state, ctx)
@@ -383,18 +390,18 @@ async def generate_response(state: SessionState, runtime: Runtime[TurnContext]) 
     try:
         with span('llm.respond', {'llm.model': getattr(ctx.model, 'name', '?')}):
             first = await asyncio.wait_for(stream.__anext__(), ctx.settings.llm_stream_timeout_ms / 1000)
-            if not await kept(): return ctx.previous.model_dump()
+            if not await kept(): return values(ctx.previous)
             _emit(first, ctx)
             async for tok in stream: _emit(tok, ctx)
     except StopAsyncIteration:
-        if not await kept(): return ctx.previous.model_dump()
+        if not await kept(): return values(ctx.previous)
     except asyncio.TimeoutError:
-        if not await kept(): return ctx.previous.model_dump()
+        if not await kept(): return values(ctx.previous)
         log.error('stream_timeout', session_id=state.session_id, timeout_ms=ctx.settings.llm_stream_timeout_ms)
         ctx.events.append(('stream_timeout', {'timeout_ms': ctx.settings.llm_stream_timeout_ms}))
         _fail(ctx)
     except Exception as e:
-        if not await kept(): return ctx.previous.model_dump()
+        if not await kept(): return values(ctx.previous)
         log.error('llm_generation_failure', session_id=state.session_id, error=type(e).__name__)
         ctx.events.append(('llm_generation_failure', {'error': type(e).__name__}))
         _fail(ctx)
@@ -508,7 +515,7 @@ async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) ->
                                                             business_hours=hours, session_state=new, triggered_at=now)
     if ctx.committed is None:       # straight from the router: the hand-off is durable before it is promised
         ctx.handoff = request
-        if not await commit_visitor(new, ctx, proposed=True): return ctx.previous.model_dump()
+        if not await commit_visitor(new, ctx, proposed=True): return values(ctx.previous)
     if reason == 'llm_failure':     # the fallback message has streamed already: add only the email ask
         if not new.visitor_email: _emit(" If you leave your email, we'll make sure someone from the team follows up.", ctx)
     else:
@@ -518,7 +525,7 @@ async def propose_handoff(state: SessionState, runtime: Runtime[TurnContext]) ->
         new = new.model_copy(update=await _offer_slots(new, ctx))
     if request is not None and ctx.handoff is None: ctx.handoff = request
     ctx.route = 'proposed'
-    return new.model_dump()
+    return values(new)
 
 # %% ../nbs/30_graph.ipynb #gr000020
 async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dict:
@@ -543,7 +550,7 @@ async def write_state(state: SessionState, runtime: Runtime[TurnContext]) -> dic
         log.error('turn_record_failure', session_id=s.session_id, error=type(e).__name__)
         raise
     ctx.timings['write_state'] = time.perf_counter() - t0
-    return s.model_dump()
+    return values(s)
 
 # %% ../nbs/30_graph.ipynb #gr000021s
 def _shadow(ctx: TurnContext) -> dict | None:

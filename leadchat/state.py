@@ -157,7 +157,7 @@ def apply_delta(state: SessionState, delta: QualificationDelta | Mapping[str, An
             log.warning('state_update_validation_failure', session_id=state.session_id,
                         errors=[(list(map(str, er['loc'])), er['type']) for er in e.errors()])
             return state
-    q = state.qualification.model_copy(deep=True)
+    q = state.qualification.model_copy()      # shallow: scalars are set on the copy, the signal log becomes a new list
     for dim in DIMENSIONS:
         requested = getattr(delta, dim)
         current = getattr(q, dim)
