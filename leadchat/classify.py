@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import structlog
 
-from .embed import MODEL_ID, cache_dir
+from .embed import MODEL_ID, cache_dir, pooled, sentence_parts
 
 # %% auto #0
 __all__ = ['log', 'DECISIONS', 'ORDINAL', 'DIMENSION_OF', 'STATE_LEVEL', 'CORPUS_DIR', 'MAX_CORPUS_TEXT', 'TRAINER_VERSION',
@@ -378,15 +378,12 @@ def get_classifier(embed: Embed, *, model_id: str = MODEL_ID, corpus: str | Path
 MAX_SEGMENTS = 8
 ANY = '*'          # for a decision with several non-default labels: "any of them" (1 − P(default))
 MAX_SEGMENT_CHARS = 600
-# sentences, and first-person clauses joined by 'and/but/so' ("I make the decisions and we want X live by June")
-_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+[-\u2013\u2014]\s+|,?\s+(?:and|but|so)\s+(?=(?:we|we're|we've|we'd|i|i'm|i'd|i've|our|my)\b)",
-                    re.IGNORECASE)
 
 
 def segments(text: str) -> list[str]:
     "The sentences of `text` worth reading (≤ 8), and the whole text when it has more than one."
     text = (text or '').strip()[:4 * MAX_SEGMENT_CHARS]
-    parts = [p.strip() for p in _SPLIT.split(text) if len(re.findall(r'\w+', p)) >= 1][:MAX_SEGMENTS]
+    parts = sentence_parts(text)[:MAX_SEGMENTS]      # the split a long retrieval query is embedded by (`leadchat.embed`)
     parts = [p[:MAX_SEGMENT_CHARS] for p in parts]
     if len(parts) > 1 and len(text) <= MAX_SEGMENT_CHARS: parts.append(text)
     return parts or ([text[:MAX_SEGMENT_CHARS]] if text else [])
@@ -445,11 +442,8 @@ def read_vectors(segs: list[str], n_sent: int, vectors, clf: SignalClassifier) -
     "The reading of `segs` from the embeddings of its sentences (the first `n_sent` rows of `vectors`)."
     V = np.asarray(vectors, dtype=np.float64)[:n_sent]
     if len(segs) > 1:
-        # the whole message's embedding without a second pass of the model: MiniLM mean-pools its tokens, so the
-        # word-weighted mean of its sentences' embeddings is close to it (and costs nothing)
-        w = np.array([max(1, len(s.split())) for s in segs[:n_sent]], dtype=np.float64)
-        whole = (w[:, None] * V).sum(axis=0)
-        V = np.vstack([V, whole / (np.linalg.norm(whole) or 1.0)])
+        # the whole message's embedding without a second pass of the model: the word-weighted mean of its sentences'
+        V = np.vstack([V, pooled(V, segs[:n_sent])])
     texts = segs[:n_sent] + ([' '.join(segs[:n_sent])] if len(segs) > 1 else [])
     probs = clf.predict(V, texts)
     scores: dict[str, dict[str, tuple[float, str]]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,17 +22,17 @@ import structlog
 from langchain_core.embeddings import Embeddings
 
 # %% auto #0
-__all__ = ['log', 'MODEL_ID', 'MAX_TOKENS', 'EXPORT_RECIPE', 'BACKENDS', 'PRECISIONS', 'RUN_COST_TOKENS', 'EmbeddingModelError',
-           'model_dir', 'cache_dir', 'embedding_backend', 'vector_space', 'model_hash', 'onnx_path', 'export_onnx',
-           'ensure_onnx', 'length_batches', 'OnnxEmbeddings', 'onnx_embeddings', 'torch_embeddings',
-           'backend_embeddings']
+__all__ = ['log', 'MODEL_ID', 'MAX_TOKENS', 'EXPORT_RECIPE', 'BACKENDS', 'PRECISIONS', 'PACK_TOKENS', 'SENTENCE_SPLIT',
+           'EmbeddingModelError', 'model_dir', 'cache_dir', 'embedding_backend', 'vector_space', 'model_hash',
+           'onnx_path', 'export_onnx', 'ensure_onnx', 'pack_rows', 'OnnxEmbeddings', 'onnx_embeddings',
+           'torch_embeddings', 'backend_embeddings', 'sentence_parts', 'pooled']
 
 # %% ../nbs/20a_embed.ipynb #em000006
 log = structlog.get_logger('leadchat.embed')
 
 MODEL_ID = 'all-MiniLM-L6-v2'
 MAX_TOKENS = 256            # sentence_bert_config.json: max_seq_length
-EXPORT_RECIPE = 1           # bump when export_onnx changes: a new hash, a new cache entry
+EXPORT_RECIPE = 2           # bump when export_onnx changes: a new hash, a new cache entry (2: texts packed in one row)
 BACKENDS = ('onnx', 'onnx-int8', 'torch')
 PRECISIONS = {'onnx': 'fp32', 'onnx-int8': 'int8'}
 
@@ -136,22 +137,26 @@ def _export_fp32(path: Path) -> None:
     from transformers import AutoModel
     bert = AutoModel.from_pretrained(str(model_dir()), attn_implementation='eager').eval()
 
-    class SentenceEmbedding(torch.nn.Module):
+    class PackedSentenceEmbedding(torch.nn.Module):
+        "Texts end to end in one row: each attends only to its own tokens and counts its positions from 0."
         def __init__(self, bert): super().__init__(); self.bert = bert
-        def forward(self, input_ids, attention_mask):
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)                  # Pooling(mean)
-            return torch.nn.functional.normalize(v, p=2.0, dim=1)          # Normalize
+        def forward(self, input_ids, position_ids, pool):
+            member = (pool > 0).to(pool.dtype)                             # (texts, tokens): whose token is it
+            same = member.transpose(0, 1) @ member                         # (tokens, tokens): 1 within one text
+            mask = ((1.0 - same) * torch.finfo(pool.dtype).min)[None, None]
+            h = self.bert(input_ids=input_ids, position_ids=position_ids, attention_mask=mask,
+                          token_type_ids=torch.zeros_like(input_ids)).last_hidden_state[0]
+            return torch.nn.functional.normalize(pool @ h, p=2.0, dim=1)   # Pooling(mean): pool holds 1/length; Normalize
 
-    ids, mask = torch.tensor([[101, 7592, 2088, 102, 0]]), torch.tensor([[1, 1, 1, 1, 0]])
+    ids, pos = torch.tensor([[101, 7592, 2088, 102, 101, 2088, 102]]), torch.tensor([[0, 1, 2, 3, 0, 1, 2]])
+    pool = torch.tensor([[1 / 4] * 4 + [0.0] * 3, [0.0] * 4 + [1 / 3] * 3])
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter('ignore')                                    # tracer warnings about constant shapes
-        torch.onnx.export(SentenceEmbedding(bert), (ids, mask), str(path), dynamo=False, opset_version=17,
-                          input_names=['input_ids', 'attention_mask'], output_names=['sentence_embedding'],
-                          dynamic_axes={'input_ids': {0: 'batch', 1: 'tokens'}, 'attention_mask': {0: 'batch', 1: 'tokens'},
-                                        'sentence_embedding': {0: 'batch'}}, do_constant_folding=True)
+        torch.onnx.export(PackedSentenceEmbedding(bert), (ids, pos, pool), str(path), dynamo=False, opset_version=17,
+                          input_names=['input_ids', 'position_ids', 'pool'], output_names=['sentence_embedding'],
+                          dynamic_axes={'input_ids': {1: 'tokens'}, 'position_ids': {1: 'tokens'},
+                                        'pool': {0: 'texts', 1: 'tokens'}, 'sentence_embedding': {0: 'texts'}},
+                          do_constant_folding=True)
 
 # %% ../nbs/20a_embed.ipynb #em000014
 def ensure_onnx(precision: str = 'fp32', *, timeout: float = 600) -> Path:
@@ -177,33 +182,30 @@ def ensure_onnx(precision: str = 'fp32', *, timeout: float = 600) -> Path:
     return path
 
 # %% ../nbs/20a_embed.ipynb #em000016
-RUN_COST_TOKENS = 16     # one inference run costs about as much as 16 more padded tokens (measured on 2 cores: 1.2 ms vs 0.075 ms)
+PACK_TOKENS = MAX_TOKENS    # tokens of one run: a turn's sentences share one; a chunk of the knowledge base at the cap runs alone
 
 
-def length_batches(lengths: Sequence[int], max_batch: int = 32, run_cost: int = RUN_COST_TOKENS) -> list[range]:
-    """Cut texts sorted by token length into batches that minimise padded tokens plus a cost per run: a long message and
-    its short sentences are not padded to one length (4 × 10 tokens + 100 tokens: 2 runs of 40 + 100 slots, not 500)."""
-    n = len(lengths)
-    best, cut = [0.0] + [float('inf')] * n, [0] * (n + 1)
-    for i in range(1, n + 1):                       # best[i]: the cheapest way to embed the i shortest
-        for j in range(max(0, i - max_batch), i):
-            c = best[j] + (i - j) * lengths[i - 1] + run_cost
-            if c < best[i]: best[i], cut[i] = c, j
-    out, i = [], n
-    while i: out.append(range(cut[i], i)); i = cut[i]
-    return out[::-1]
+def pack_rows(lengths: Sequence[int], max_tokens: int = PACK_TOKENS) -> list[list[int]]:
+    """Group texts (by their token `lengths`) into runs of at most `max_tokens` tokens: longest first, each into the first
+    run it fits (a text longer than `max_tokens` runs alone). Every token of a run is a real one: nothing is padded."""
+    rows, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        j = next((j for j, r in enumerate(room) if lengths[i] <= r), None)
+        if j is None: rows.append([i]); room.append(max_tokens - lengths[i])
+        else: rows[j].append(i); room[j] -= lengths[i]
+    return rows
 
 
 class OnnxEmbeddings(Embeddings):
     "all-MiniLM-L6-v2 on ONNX Runtime: `tokenizers` word pieces (≤ 256), one graph to unit-length 384-d vectors."
 
-    def __init__(self, path: str | Path, *, batch_size: int = 32, threads: int | None = None):
+    def __init__(self, path: str | Path, *, max_tokens: int = PACK_TOKENS, threads: int | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
-        self.path, self.batch_size = Path(path), batch_size
+        self.path, self.max_tokens = Path(path), max_tokens
         tok = Tokenizer.from_file(str(model_dir() / 'tokenizer.json'))
         tok.enable_truncation(max_length=MAX_TOKENS)           # the shipped file says 128
-        tok.enable_padding(pad_id=tok.token_to_id('[PAD]'), pad_token='[PAD]')
+        tok.no_padding()                                       # texts are packed, never padded
         self.tokenizer = tok
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -220,20 +222,21 @@ class OnnxEmbeddings(Embeddings):
         import numpy as np
         out = np.zeros((len(texts), 384), dtype=np.float32)
         if not len(texts): return out
-        enc = self.tokenizer.encode_batch(list(texts))         # padded to the longest; each batch below is cut to its own
-        lengths = [sum(e.attention_mask) for e in enc]
+        enc = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
         # texts that tokenize alike are run once: the model is uncased, so a sentence and its retrieval query
         # ("typical pilot duration?" → "Typical pilot duration?") are often the same word pieces
         first: dict[tuple, int] = {}
-        same = [first.setdefault(tuple(e.ids[:n]), i) for i, (e, n) in enumerate(zip(enc, lengths))]
+        same = [first.setdefault(tuple(ids), i) for i, ids in enumerate(enc)]
         uniq = [i for i, j in enumerate(same) if i == j]
-        order = sorted(uniq, key=lengths.__getitem__)
-        for idx in length_batches([lengths[i] for i in order], self.batch_size):
-            rows = [order[i] for i in idx]
-            n = max(lengths[r] for r in rows)
-            ids = np.array([enc[r].ids[:n] for r in rows], dtype=np.int64)
-            mask = np.array([enc[r].attention_mask[:n] for r in rows], dtype=np.int64)
-            out[rows] = self.session.run(None, {'input_ids': ids, 'attention_mask': mask})[0]
+        for row in pack_rows([len(enc[i]) for i in uniq], self.max_tokens):
+            idx = [uniq[k] for k in row]
+            lengths = [len(enc[i]) for i in idx]
+            ends = np.cumsum(lengths)
+            pool = np.zeros((len(idx), int(ends[-1])), dtype=np.float32)
+            for r, (n, e) in enumerate(zip(lengths, ends)): pool[r, e - n:e] = 1.0 / n
+            feed = {'input_ids': np.fromiter((t for i in idx for t in enc[i]), dtype=np.int64, count=int(ends[-1]))[None],
+                    'position_ids': np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])[None], 'pool': pool}
+            out[idx] = self.session.run(None, feed)[0]
         if len(uniq) < len(texts): out[:] = out[same]
         return out
 
@@ -262,3 +265,22 @@ def backend_embeddings(backend: str | None = None):
     "The LangChain `Embeddings` of `backend` (default: `LEADCHAT_EMBEDDING_BACKEND`, else onnx)."
     b = embedding_backend(backend)
     return torch_embeddings() if b == 'torch' else onnx_embeddings(PRECISIONS[b])
+
+# %% ../nbs/20a_embed.ipynb #em000017c
+# sentences, and first-person clauses joined by 'and/but/so' ("I make the decisions and we want X live by June")
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+|\s+[-\u2013\u2014]\s+|,?\s+(?:and|but|so)\s+(?=(?:we|we're|we've|we'd|i|i'm|i'd|i've|our|my)\b)",
+                            re.IGNORECASE)
+
+
+def sentence_parts(text: str) -> list[str]:
+    "The sentences (and first-person clauses) of `text` that hold a word, in order."
+    return [p.strip() for p in SENTENCE_SPLIT.split(text or '') if re.search(r'\w', p)]
+
+
+def pooled(vectors, texts: Sequence[str]):
+    "One unit vector for `texts` read together, from each one's unit vector: their mean weighted by word count."
+    import numpy as np
+    V = np.asarray(vectors, dtype=np.float64)
+    w = np.array([max(1, len(t.split())) for t in texts], dtype=np.float64)
+    v = (w[:, None] * V).sum(axis=0)
+    return v / (np.linalg.norm(v) or 1.0)

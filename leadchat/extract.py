@@ -1192,6 +1192,7 @@ _FOREIGN = re.compile(r"\b(?:de|da|el|la|los|las|del|que|y|en|por|para|con|una|u
 _ADDRESS = re.compile(r"\S+@\S+|https?://\S+|\b[\w.-]+\.(?:com|org|net|io|es|pt|de|fr|nl|it|pl)\b", re.IGNORECASE)
 
 
+@lru_cache(maxsize=256)         # a turn asks up to three times of the same message (prefetch, extract, the reader)
 def foreign_language(text: str) -> bool:
     "Written in another language: its function words outnumber English ones two to one (three at least)."
     t = _ADDRESS.sub(' ', text)
@@ -1203,6 +1204,7 @@ def foreign_language(text: str) -> bool:
     return other >= 3 and other > 2 * english
 
 
+@lru_cache(maxsize=256)
 def readable(text: str) -> bool:
     "English prose the learned readers can judge: mostly letters, and an English function word in longer messages."
     chars = [c for c in text if not c.isspace()]

@@ -20,7 +20,7 @@ from .compose import (ComposeHints, compose_answer, compose_proposal, is_prompt_
 from .experiments import arm_value
 from .extract import MAX_MESSAGE_CHARS, Thresholds, extract_delta, readable, reader_text
 from .graph import Retrieve
-from .retrieval import RetrievedChunk
+from .retrieval import RetrievedChunk, query_parts
 from .state import QualificationDelta, SessionState
 
 # %% auto #0
@@ -62,7 +62,7 @@ class OfflineModel:
             text = message[:MAX_MESSAGE_CHARS]
             if not readable(text): return
             query = retrieval_query(message)
-            todo = self.reader.texts(reader_text(text), prefetch=[query] if query else [])
+            todo = self.reader.texts(reader_text(text), prefetch=query_parts(query) if query else [])
             if not todo: return
             fut = asyncio.ensure_future(self.reader.aembed(todo))
         except Exception as e:
@@ -84,9 +84,10 @@ class OfflineModel:
         if self.reader is None or not readable(message[:MAX_MESSAGE_CHARS]):
             return extract_delta(message, state, turn_index, thresholds=self.thresholds)
         # the embedding goes through the service's micro-batcher (awaited, never a thread blocked on the event loop);
-        # the retrieval query rides in the same batch: generate_response then finds it in the cache
+        # what the retriever embeds for the query rides in the same batch (a long one: its sentences, mostly the
+        # message's own): generate_response then finds it in the cache
         query = retrieval_query(message, previous_visitor(state, message))    # a follow-up: with the question it follows
-        reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]), prefetch=[query] if query else [])
+        reading = await self.reader.aread(reader_text(message[:MAX_MESSAGE_CHARS]), prefetch=query_parts(query) if query else [])
         delta = extract_delta(message, state, turn_index, reading=reading, thresholds=self.thresholds)
         self._turns[(state.session_id, message)] = (reading, delta.clarify, query)
         while len(self._turns) > 1024: self._turns.popitem(last=False)

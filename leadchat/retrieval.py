@@ -20,12 +20,14 @@ from pydantic import BaseModel, Field
 
 from .config import Settings
 from .db import knowledge_table
+from .embed import pooled, sentence_parts
 from .knowledge import get_embeddings, scrub_pii
 from .telemetry import span
 
 # %% auto #0
-__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'CHAT_SPEAK', 'HNSW_EF_SEARCH_DEFAULT', 'RetrievedChunk',
-           'RetrievalResult', 'rrf', 'normalise_query', 'KnowledgeRetriever', 'ToolCallBudget']
+__all__ = ['log', 'MAX_QUERY_CHARS', 'CASE_STUDY_PREFIX', 'RRF_K', 'CHAT_SPEAK', 'HNSW_EF_SEARCH_DEFAULT', 'POOL_MIN_WORDS',
+           'MAX_QUERY_PARTS', 'RetrievedChunk', 'RetrievalResult', 'rrf', 'normalise_query', 'query_parts',
+           'KnowledgeRetriever', 'ToolCallBudget']
 
 # %% ../nbs/21_retrieval.ipynb #rt000006
 log = structlog.get_logger('leadchat.retrieval')
@@ -74,9 +76,19 @@ _CHAT_SPEAK = re.compile(r"(?<![\w/'’@.-])(" + '|'.join(sorted(map(re.escape, 
                          re.IGNORECASE)
 
 
+_AFTER_NUMBER = re.compile(r'\d\s*$')
+
+
+def _spelled(m: re.Match) -> str:
+    w = m.group(1)
+    # "hr" is hours after a number ("a 24 hr SLA") and the department anywhere else ("I'm the HR director", "our hr policies")
+    if w.lower() == 'hr' and not _AFTER_NUMBER.search(m.string, max(0, m.start() - 12), m.start()): return w
+    return CHAT_SPEAK[w.lower()]
+
+
 def normalise_query(text: str) -> str:
     "`text` with chat abbreviations spelled out (whole words; idempotent)."
-    return _CHAT_SPEAK.sub(lambda m: CHAT_SPEAK[m.group(1).lower()], text)
+    return _CHAT_SPEAK.sub(_spelled, text)
 
 # %% ../nbs/21_retrieval.ipynb #rt000011
 def _valid(row) -> bool:
@@ -86,6 +98,18 @@ def _valid(row) -> bool:
 
 
 HNSW_EF_SEARCH_DEFAULT = 40      # pgvector's default of hnsw.ef_search
+POOL_MIN_WORDS = 20              # a query of several sentences this long is embedded sentence by sentence ...
+MAX_QUERY_PARTS = 8              # ... when it has at most this many (as the signal reader: `classify.MAX_SEGMENTS`)
+
+
+def query_parts(query: str) -> list[str]:
+    """The texts the retriever embeds for `query`, chat-speak spelled out: its sentences when it is long (≥ 20 words) and
+    has several (≤ 8) — its vector is then their word-weighted mean (`pooled`) — else the query itself. The offline
+    engine embeds these parts in the batch of the message's own sentences (the same split: `sentence_parts`), so a long
+    question is not run through the model a second time; a short one keeps the context of its whole."""
+    q = normalise_query(query)
+    parts = sentence_parts(q)
+    return parts if 1 < len(parts) <= MAX_QUERY_PARTS and len(q.split()) >= POOL_MIN_WORDS else [q]
 
 
 class KnowledgeRetriever:
@@ -105,10 +129,14 @@ class KnowledgeRetriever:
         return self._embeddings
 
     async def embed(self, query: str) -> list[float]:
-        "The query's vector (chat-speak spelled out first: `normalise_query`)."
-        emb, query = self.embeddings, normalise_query(query)
-        work = emb.embed(query) if hasattr(emb, 'embed') else asyncio.to_thread(emb.embed_query, query)
-        return await asyncio.wait_for(work, self.embed_timeout)
+        """The query's vector (chat-speak spelled out first: `normalise_query`); a long query of several sentences is
+        embedded sentence by sentence and pooled (`query_parts`)."""
+        emb, parts = self.embeddings, query_parts(query)
+        if len(parts) == 1:
+            work = emb.embed(parts[0]) if hasattr(emb, 'embed') else asyncio.to_thread(emb.embed_query, parts[0])
+            return await asyncio.wait_for(work, self.embed_timeout)
+        work = asyncio.gather(*map(emb.embed, parts)) if hasattr(emb, 'embed') else asyncio.to_thread(emb.embed_documents, parts)
+        return pooled(await asyncio.wait_for(work, self.embed_timeout), parts).tolist()
 
     async def search(self, vector: list[float], query: str, top_k: int) -> list[dict]:
         "Raw candidates with cosine scores (best first), `top_k` of them."

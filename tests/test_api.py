@@ -154,18 +154,20 @@ def test_health_readiness_metrics_and_demo_page(api):
         assert '<script src="/chat.js" defer></script>' in page.text and '<growth-chat api-url="/chat"' in page.text
 
 
-def test_metrics_count_the_outbox_by_state(api):
+def test_metrics_count_the_outbox_by_state(pg):
     "An operator's alert rule: hand-offs waiting for a retry and dead letters are gauges, read from the database at scrape time."
     import psycopg
-    with psycopg.connect(api.db_url, autocommit=True) as c:
-        for i, (status, retries, dead) in enumerate([('pending', 2, False), ('partial_failure', 5, True), ('failed', 1, True)]):
-            c.execute('''INSERT INTO handoff_outbox (session_id, handoff_reason, request, status, retries, dead_lettered_at)
-                         VALUES (%s, 'stall', '{}', %s, %s, CASE WHEN %s THEN now() END)''', [f'metrics-{i}', status, retries, dead])
-    with api.client() as c:
-        text = c.get('/metrics').text
+    url = fresh_db(pg[1])          # an outbox of its own: the other tests' hand-offs are retried on their own clock
+    with LiveServer(create_app(app_settings(pg, url), knowledge_path=str(ROOT / 'knowledge'))) as srv:
+        with psycopg.connect(url, autocommit=True) as c:
+            for i, (status, retries, dead) in enumerate([('pending', 2, False), ('partial_failure', 5, True), ('failed', 1, True)]):
+                # due in an hour: the running relay never picks the pending one up while the gauge is read
+                c.execute('''INSERT INTO handoff_outbox (session_id, handoff_reason, request, status, retries, dead_lettered_at, available_at)
+                             VALUES (%s, 'stall', '{}', %s, %s, CASE WHEN %s THEN now() END, now() + interval '1 hour')''',
+                          [f'metrics-{i}', status, retries, dead])
+        with srv.client() as c:
+            text = c.get('/metrics').text
     assert 'leadchat_handoff_outbox{state="retrying"} 1.0' in text and 'leadchat_handoff_outbox{state="dead_letter"} 2.0' in text
-    with psycopg.connect(api.db_url, autocommit=True) as c:
-        c.execute("DELETE FROM handoff_outbox WHERE session_id LIKE 'metrics-%'")
 
 
 def test_staff_api_requires_the_token_and_filters(api):

@@ -230,3 +230,58 @@ async def test_hybrid_ranking_keeps_the_cosine_gate(pg, kb_url):
     assert all(c.score >= 0.25 for c in res.chunks) and len(res.chunks) <= 7
     assert (await hybrid.retrieve_knowledge('Can you give me a good recipe for paella?')).status == 'no_result'
     await p.close()
+
+
+LONG_QUESTION = ("We're a 350-person insurer in Spain and our claims inbox is a mess. We need to automate FNOL triage for "
+                 "motor claims with llms, reading the emails and attachments. Have you done this for other insurers?")
+
+
+async def test_a_long_question_is_pooled_from_the_sentences_the_reader_already_embedded(tmp_path):
+    "The visitor's side: a long message costs one pass of the model, and what it retrieves is the pooled sentences' vector."
+    import asyncio
+    import numpy as np
+    from leadchat.classify import SignalReader
+    from leadchat.compose import retrieval_query
+    from leadchat.embed import pooled
+    from leadchat.knowledge import EmbeddingBatcher
+    from leadchat.retrieval import query_parts
+    inner, batches = local_embeddings(), []
+    class Counted:
+        def embed_documents(self, texts): batches.append(list(texts)); return inner.embed_documents(texts)
+    batcher = EmbeddingBatcher(Counted())
+    settings = Settings(rag_relevance_threshold=0.25, business_hours_timezone='Europe/Madrid', handoff_channels='crm',
+                        leadchat_home=tmp_path)
+    retriever = KnowledgeRetriever(None, settings, embeddings=batcher)       # embedding only: no database needed
+    query = retrieval_query(LONG_QUESTION)
+    parts = query_parts(query)
+    assert len(parts) == 4 and parts[-1] == 'Have you done this for other insurers?'
+    reader = SignalReader(inner.embed_documents, aembed=lambda texts: asyncio.gather(*map(batcher.embed, texts)))
+    await reader.aread(LONG_QUESTION, prefetch=parts)            # what the offline engine does at the turn's start
+    assert len(batches) == 1
+    vector = await retriever.embed(query)
+    assert len(batches) == 1                                     # every part was in the reader's batch: nothing more to run
+    want = pooled(inner.embed_array(parts), parts)
+    assert np.allclose(vector, want, atol=1e-6)
+    whole = inner.embed_array([query])[0]
+    assert float(np.dot(vector, whole)) > 0.85                   # close to the joined text's vector, not equal to it
+    # a short question of two sentences is embedded whole (its sentences lean on each other)
+    short = "are you on CET? we're in Berlin"
+    assert np.allclose(await retriever.embed(short), inner.embed_array([short])[0], atol=1e-6)
+    # an embedder without the batcher (a thread, one call for all the parts) gives the same vector
+    plain = KnowledgeRetriever(None, settings, embeddings=inner)
+    assert np.allclose(await plain.embed(query), want, atol=1e-6)
+    batcher.worker.cancel()
+
+
+async def test_a_long_question_is_retrieved_pooled_through_the_provider_too(pg, kb_url):
+    "With the hosted embedder the parts go in one request, and PII scrubbed from the query never reaches it."
+    fake = FakeOpenAI()
+    try:
+        s = cfg(pg, leadchat_embedding_provider='openai', openai_api_key='sk-test', openai_eu_endpoint=fake.url)
+        p = await create_pool(kb_url, max_size=1)
+        try: await KnowledgeRetriever(p, s).retrieve_knowledge(LONG_QUESTION + ' Write to ana@acme.io.')
+        finally: await p.close()
+        bodies = [json.loads(r['body']) for r in fake.requests if r['path'].endswith('/embeddings')]
+        assert len(bodies) == 1 and isinstance(bodies[0]['input'], list) and len(bodies[0]['input']) == 5
+        assert bodies[0]['input'][-1] == 'Write to [email].' and 'ana@acme.io' not in json.dumps(bodies[0])
+    finally: fake.close()
