@@ -535,7 +535,7 @@ class SignalReader:
         finally: self._warming = None
 
     def read(self, text: str, *, prefetch: Sequence[str] = ()) -> Reading:
-        "Read `text`; `prefetch`: other texts embedded in the same batch (the turn's retrieval query, for the cache)."
+        "Read `text`; `prefetch`: other texts embedded in the same batch (what the retriever embeds for the turn's query, for the cache)."
         return read_message(text, self.embed, self.classifier, prefetch=prefetch)
 
     def texts(self, text: str, *, prefetch: Sequence[str] = ()) -> list[str]:

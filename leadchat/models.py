@@ -52,7 +52,7 @@ class OfflineModel:
         if self.reader is not None: self.reader.classifier
 
     def prefetch(self, message: str) -> None:
-        """Start embedding what `extract` will read of `message` — its sentences and the retrieval query, the same batch —
+        """Start embedding what `extract` will read of `message` — its sentences and what the retriever embeds for its query (`query_parts`), the same batch —
         on the running event loop, and return at once. The API calls it as soon as a turn holds its lease, so the embedding
         (in the batcher's worker thread) overlaps the turn's visitor lookup, checkpoint read and graph start (issue 22);
         `extract` then awaits it and reads the vectors from the batcher's cache. Does nothing without an async embedder;
